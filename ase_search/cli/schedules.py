@@ -1,0 +1,67 @@
+"""``ase-search schedules`` and ``ase-search schedule show``: inspect exit schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ase_search.cli._app import ArchOpt, SamplerOpt, StepsOpt, app, console
+
+schedule_app = typer.Typer(help="Inspect a schedule file.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+def _schedule_table(schedules, sampler: str, steps: int, title: str):
+    from rich.table import Table
+
+    from ase_search.samplers import SamplerConfig
+
+    times = SamplerConfig(name=sampler, steps=steps).model_times()
+    table = Table(title=title)
+    table.add_column("schedule")
+    table.add_column("blocks per interval of t (data -> noise)")
+    table.add_column("mean blocks", justify="right")
+    table.add_column(f"ideal accel. {sampler}-{steps}", justify="right")
+    for s in schedules:
+        mean = sum(s.blocks_at(t / 1000) for t in times) / len(times)
+        table.add_row(s.name, s.describe(), f"{mean:.2f}", f"{1 - mean / s.depth:.2%}")
+    return table
+
+
+@app.command("schedules")
+def schedules_cmd(
+    arch: ArchOpt = "dit",
+    depth: Annotated[
+        int | None, typer.Option(help="Exitable depth (default: the paper's 28 / 6).")
+    ] = None,
+    sampler: SamplerOpt = "ddim",
+    steps: StepsOpt = 50,
+    data_easy: Annotated[bool, typer.Option(help="Also list the Data-Easy mirrors.")] = False,
+) -> None:
+    """The preset schedules as in the paper's Table 2, with their ideal acceleration."""
+    from ase_search.schedule import preset, preset_names
+
+    names = preset_names(arch, data_easy=data_easy)
+    schedules = [preset(n, arch, depth) for n in names]
+    title = f"{arch} presets (exitable depth {schedules[0].depth})"
+    console.print(_schedule_table(schedules, sampler, steps, title))
+
+
+@schedule_app.command("show")
+def schedule_show(
+    file: Annotated[Path, typer.Argument(help="A schedule JSON file.")],
+    sampler: SamplerOpt = "ddim",
+    steps: StepsOpt = 50,
+) -> None:
+    """Validate a schedule file and print it."""
+    import json
+
+    from ase_search.schedule import ExitSchedule
+
+    schedule = ExitSchedule.from_json(file)
+    console.print(_schedule_table([schedule], sampler, steps, f"{file} ({schedule.arch}, "
+                                  f"depth {schedule.depth})"))
+    if schedule.metadata:
+        console.print_json(json.dumps(schedule.metadata))

@@ -1,0 +1,384 @@
+"""Time-dependent exit schedules (ASE, Section 2.2 and Appendix A.2).
+
+An exit schedule cuts diffusion time ``t`` in ``[0, 1]`` (``t = 0`` is data, ``t = 1`` is noise)
+into intervals and assigns each interval the number of *exitable* blocks the network runs there.
+For DiT every block is exitable and blocks are dropped from the end; for U-ViT only the decoder
+(``out_blocks``) is exitable and a dropped decoder block still applies its ``skip_linear``.
+
+Interval ``k`` is ``[boundaries[k], boundaries[k + 1])``; the last interval also contains
+``t = 1``. A discrete timestep index ``i`` of a ``T``-step training process maps to ``t = i / T``,
+the binning used by the official ASE code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ARCHS",
+    "REFERENCE_DEPTH",
+    "SCHEMA_VERSION",
+    "ExitSchedule",
+    "ScheduleError",
+    "preset",
+    "preset_names",
+    "scale_blocks",
+]
+
+SCHEMA_VERSION = 1
+ARCHS = ("dit", "uvit")
+# Exitable depth the paper's presets were written for: DiT-XL/2 has 28 blocks, U-ViT-S/4 (CelebA 64)
+# has 6 decoder blocks.
+REFERENCE_DEPTH = {"dit": 28, "uvit": 6}
+
+_FIVE = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+_TEN = tuple(round(0.1 * k, 10) for k in range(11))
+
+# Table 2 of the paper, number for number, at the reference depth. D6-DiT uses ten 0.1-wide
+# intervals ("28 | 24, 22 | 20, 18 | 12, 10 | 8, 6"; the first 0.2-wide interval keeps 28 twice).
+_TABLE_2: dict[str, dict[str, tuple[tuple[float, ...], tuple[int, ...]]]] = {
+    "dit": {
+        "D1": (_FIVE, (28, 26, 24, 22, 20)),
+        "D3": (_FIVE, (28, 25, 22, 19, 16)),
+        "D4": (_FIVE, (28, 24, 20, 16, 12)),
+        "D6": (_TEN, (28, 28, 24, 22, 20, 18, 12, 10, 8, 6)),
+    },
+    "uvit": {
+        "D1": (_FIVE, (6, 5, 4, 3, 2)),
+        "D2": (_FIVE, (6, 5, 3, 2, 1)),
+        "D3": (_FIVE, (6, 4, 3, 2, 1)),
+        "D4": (_FIVE, (5, 4, 2, 2, 1)),
+        "D5": (_FIVE, (5, 4, 2, 1, 1)),
+        "D6": (_FIVE, (5, 3, 2, 1, 1)),
+    },
+}
+DATA_EASY_SUFFIX = "-data-easy"
+
+
+class ScheduleError(ValueError):
+    """A schedule (or schedule file) is malformed; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class ExitSchedule:
+    """A time-dependent exit schedule.
+
+    Args:
+        arch: ``"dit"`` or ``"uvit"``.
+        depth: number of exitable blocks of the model (DiT: all blocks; U-ViT: decoder blocks).
+        boundaries: ``K + 1`` strictly increasing interval edges from ``0.0`` to ``1.0``.
+        blocks: ``K`` block counts in ``[1, depth]``, one per interval.
+        name: a label for tables and reports.
+        metadata: free-form provenance (study, trial, metrics, ...), kept through JSON.
+    """
+
+    arch: str
+    depth: int
+    boundaries: tuple[float, ...]
+    blocks: tuple[int, ...]
+    name: str = "custom"
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
+        if any(isinstance(n, bool) or int(n) != n for n in self.blocks):
+            raise ScheduleError(f"blocks must be integers, got {list(self.blocks)}")
+        object.__setattr__(self, "blocks", tuple(int(n) for n in self.blocks))
+        if self.arch not in ARCHS:
+            raise ScheduleError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
+            raise ScheduleError(f"depth must be a positive integer, got {self.depth!r}")
+        b = self.boundaries
+        if len(b) < 2:
+            raise ScheduleError("boundaries must hold at least two edges, 0.0 and 1.0")
+        if any(not math.isfinite(x) for x in b):
+            raise ScheduleError(f"boundaries must be finite numbers, got {list(b)}")
+        if b[0] != 0.0 or b[-1] != 1.0:
+            raise ScheduleError(
+                f"boundaries must start at 0.0 and end at 1.0 so the intervals cover [0, 1] "
+                f"without gaps, got {b[0]} ... {b[-1]}"
+            )
+        for lo, hi in zip(b, b[1:]):
+            if not lo < hi:
+                raise ScheduleError(
+                    f"boundaries must be strictly increasing (no overlaps or empty intervals): "
+                    f"{lo} is followed by {hi}"
+                )
+        if len(self.blocks) != len(b) - 1:
+            raise ScheduleError(
+                f"blocks needs one count per interval: {len(b) - 1} intervals but "
+                f"{len(self.blocks)} counts"
+            )
+        for k, n in enumerate(self.blocks):
+            if not 1 <= n <= self.depth:
+                raise ScheduleError(
+                    f"blocks[{k}] = {n} is outside [1, depth={self.depth}] for interval "
+                    f"[{b[k]}, {b[k + 1]})"
+                )
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def num_intervals(self) -> int:
+        return len(self.blocks)
+
+    def interval_of(self, t: float) -> int:
+        """Index of the interval holding ``t`` (``t = 1`` belongs to the last one)."""
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"t must lie in [0, 1], got {t}")
+        for k in range(self.num_intervals - 1, -1, -1):
+            if t >= self.boundaries[k]:
+                return k
+        return 0  # unreachable: boundaries[0] == 0.0
+
+    def blocks_at(self, t: float) -> int:
+        """Number of exitable blocks to run at continuous time ``t`` in ``[0, 1]``."""
+        return self.blocks[self.interval_of(t)]
+
+    def blocks_at_index(self, timestep: int, num_train_timesteps: int = 1000) -> int:
+        """Number of blocks at discrete timestep ``timestep`` of a ``T``-step process (t = i / T)."""
+        if not 0 <= timestep < num_train_timesteps:
+            raise ValueError(
+                f"timestep must lie in [0, {num_train_timesteps}), got {timestep}"
+            )
+        return self.blocks_at(timestep / num_train_timesteps)
+
+    def blocks_for(self, t: Any) -> Any:
+        """Vectorised :meth:`blocks_at` for a tensor of continuous times; returns a LongTensor."""
+        import torch
+
+        edges = torch.tensor(self.boundaries[1:-1], dtype=torch.float64, device=t.device)
+        counts = torch.tensor(self.blocks, dtype=torch.long, device=t.device)
+        return counts[torch.bucketize(t.to(torch.float64), edges, right=True)]
+
+    def mean_blocks(self, timesteps: Iterable[int], num_train_timesteps: int = 1000) -> float:
+        """Average number of exitable blocks over a sampler's discrete timesteps."""
+        counts = [self.blocks_at_index(int(i), num_train_timesteps) for i in timesteps]
+        if not counts:
+            raise ValueError("timesteps is empty")
+        return sum(counts) / len(counts)
+
+    def ideal_acceleration(
+        self,
+        timesteps: Iterable[int],
+        num_train_timesteps: int = 1000,
+        *,
+        block_cost: float = 1.0,
+        fixed_cost: float = 0.0,
+        dropped_cost: float = 0.0,
+    ) -> float:
+        """Fraction of sampling cost the schedule saves over running every block.
+
+        Cost per model call is ``fixed_cost + n * block_cost + (depth - n) * dropped_cost``
+        (``fixed_cost``: embeddings, non-exitable blocks, final layer; ``dropped_cost``: what a
+        dropped block still runs, e.g. U-ViT's ``skip_linear``). With the defaults this is the share
+        of exitable blocks skipped, ``1 - mean_blocks / depth``.
+        """
+        steps = list(timesteps)
+        full = len(steps) * (fixed_cost + self.depth * block_cost)
+        cost = sum(
+            fixed_cost + n * block_cost + (self.depth - n) * dropped_cost
+            for n in (self.blocks_at_index(int(i), num_train_timesteps) for i in steps)
+        )
+        return 1.0 - cost / full
+
+    # --------------------------------------------------------------- transforms
+    def mirrored(self) -> ExitSchedule:
+        """The "Data-Easy" mirror (Appendix A.1): the same counts with t reflected to 1 - t."""
+        boundaries = tuple(round(1.0 - b, 12) for b in reversed(self.boundaries))
+        name = (
+            self.name[: -len(DATA_EASY_SUFFIX)]
+            if self.name.endswith(DATA_EASY_SUFFIX)
+            else self.name + DATA_EASY_SUFFIX
+        )
+        return ExitSchedule(self.arch, self.depth, boundaries, tuple(reversed(self.blocks)), name)
+
+    def merged(self) -> ExitSchedule:
+        """An equivalent schedule with adjacent equal-count intervals merged."""
+        bounds, counts = [self.boundaries[0]], []
+        for k, n in enumerate(self.blocks):
+            if counts and counts[-1] == n:
+                bounds[-1] = self.boundaries[k + 1]
+            else:
+                counts.append(n)
+                bounds.append(self.boundaries[k + 1])
+        return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(counts), self.name,
+                            dict(self.metadata))
+
+    def with_metadata(self, **metadata: Any) -> ExitSchedule:
+        return ExitSchedule(self.arch, self.depth, self.boundaries, self.blocks, self.name,
+                            {**self.metadata, **metadata})
+
+    # ---------------------------------------------------------------- JSON I/O
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": SCHEMA_VERSION,
+            "name": self.name,
+            "arch": self.arch,
+            "depth": self.depth,
+            "boundaries": list(self.boundaries),
+            "blocks": list(self.blocks),
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExitSchedule:
+        if not isinstance(data, dict):
+            raise ScheduleError(f"a schedule must be a JSON object, got {type(data).__name__}")
+        version = data.get("version")
+        if version != SCHEMA_VERSION:
+            raise ScheduleError(
+                f"version: unknown schedule version {version!r}; this ase-search reads "
+                f"version {SCHEMA_VERSION}"
+            )
+        missing = [k for k in ("arch", "depth", "boundaries", "blocks") if k not in data]
+        if missing:
+            raise ScheduleError(f"missing field(s): {', '.join(missing)}")
+        unknown = set(data) - {"version", "name", "arch", "depth", "boundaries", "blocks",
+                               "metadata"}
+        if unknown:
+            raise ScheduleError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        for key in ("boundaries", "blocks"):
+            if not isinstance(data[key], list):
+                raise ScheduleError(f"{key} must be a list, got {type(data[key]).__name__}")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                   for x in data["boundaries"]):
+            raise ScheduleError("boundaries must be a list of numbers")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in data["blocks"]):
+            raise ScheduleError("blocks must be a list of integers")
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise ScheduleError("metadata must be a JSON object")
+        name = data.get("name", "custom")
+        if not isinstance(name, str):
+            raise ScheduleError("name must be a string")
+        return cls(
+            arch=data["arch"],
+            depth=data["depth"],
+            boundaries=tuple(data["boundaries"]),
+            blocks=tuple(data["blocks"]),
+            name=name,
+            metadata=metadata,
+        )
+
+    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Serialise to JSON; with ``path``, also write it atomically."""
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike[str]) -> ExitSchedule:
+        """Load from a JSON string or a path to a JSON file."""
+        if isinstance(source, os.PathLike) or not str(source).lstrip().startswith(("{", "[")):
+            path = Path(source)
+            if not path.is_file():
+                raise ScheduleError(f"schedule file not found: {path}")
+            text, where = path.read_text(), str(path)
+        else:
+            text, where = str(source), "schedule JSON"
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ScheduleError(
+                f"{where} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+            ) from None
+        try:
+            return cls.from_dict(data)
+        except ScheduleError as err:
+            raise ScheduleError(f"{where}: {err}") from None
+
+    # -------------------------------------------------------------- displaying
+    def describe(self) -> str:
+        parts = [
+            f"[{lo:g},{hi:g}):{n}"
+            for lo, hi, n in zip(self.boundaries, self.boundaries[1:], self.blocks)
+        ]
+        return " ".join(parts)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def scale_blocks(n: int, depth: int, reference_depth: int) -> int:
+    """Rescale a block count written for ``reference_depth`` to a model of ``depth`` blocks.
+
+    Rounding rule: keep the same *fraction* of blocks, rounding half up, and never fewer than one
+    block: ``max(1, floor(n * depth / reference_depth + 0.5))``. A full count stays full.
+    """
+    return max(1, min(depth, math.floor(n * depth / reference_depth + 0.5)))
+
+
+def preset_names(arch: str, *, data_easy: bool = True) -> list[str]:
+    """Names of the presets for ``arch``: ``full``, the paper's D-n and their Data-Easy mirrors."""
+    if arch not in ARCHS:
+        raise ScheduleError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
+    names = ["full", *_TABLE_2[arch]]
+    if data_easy:
+        names += [n + DATA_EASY_SUFFIX for n in _TABLE_2[arch]]
+    return names
+
+
+def preset(name: str, arch: str, depth: int | None = None) -> ExitSchedule:
+    """A preset schedule: ``"full"``, Table 2's ``"D1"``..``"D6"`` or ``"<Dn>-data-easy"``.
+
+    Args:
+        name: preset name (see :func:`preset_names`).
+        arch: ``"dit"`` or ``"uvit"``.
+        depth: exitable depth of the target model; defaults to the paper's (28 for DiT, 6 for
+            U-ViT). Other depths are scaled with :func:`scale_blocks`.
+    """
+    if arch not in ARCHS:
+        raise ScheduleError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
+    ref = REFERENCE_DEPTH[arch]
+    depth = ref if depth is None else depth
+    if name == "full":
+        return ExitSchedule(arch, depth, (0.0, 1.0), (depth,), "full")
+    base = name[: -len(DATA_EASY_SUFFIX)] if name.endswith(DATA_EASY_SUFFIX) else name
+    if base not in _TABLE_2[arch]:
+        raise ScheduleError(
+            f"unknown preset {name!r} for {arch}; choose from {preset_names(arch)}"
+        )
+    boundaries, counts = _TABLE_2[arch][base]
+    blocks = tuple(scale_blocks(n, depth, ref) for n in counts)
+    schedule = ExitSchedule(arch, depth, boundaries, blocks, base)
+    return schedule.mirrored() if name != base else schedule
+
+
+def resolve_schedule(spec: str, arch: str, depth: int) -> ExitSchedule:
+    """A preset name or a path to a schedule JSON, checked against the model it will drive."""
+    if spec in preset_names(arch) or not (spec.endswith(".json") or Path(spec).exists()):
+        return preset(spec, arch, depth)
+    schedule = ExitSchedule.from_json(Path(spec))
+    if schedule.arch != arch:
+        raise ScheduleError(
+            f"{spec} is a {schedule.arch} schedule but the model is {arch}; export a schedule "
+            f"for {arch}"
+        )
+    if schedule.depth != depth:
+        raise ScheduleError(
+            f"{spec} was written for {schedule.depth} exitable blocks but the model has {depth}"
+        )
+    return schedule
+
+
+def timesteps_sum(schedule: ExitSchedule, timesteps: Sequence[int], T: int = 1000) -> int:
+    """Total exitable-block evaluations per sample over ``timesteps`` (one call per step)."""
+    return sum(schedule.blocks_at_index(int(i), T) for i in timesteps)

@@ -1,0 +1,183 @@
+"""Exit schedules: Table 2 presets, lookups, JSON round trips and malformed files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ase_search.schedule import (
+    ExitSchedule,
+    ScheduleError,
+    preset,
+    preset_names,
+    scale_blocks,
+)
+
+# Table 2 of the paper, typed in again here as the independent reference: blocks per 0.1-wide bin
+# of t, from data (t = 0) to noise (t = 1).
+TABLE_2_PER_DECILE = {
+    ("dit", "D1"): [28, 28, 26, 26, 24, 24, 22, 22, 20, 20],
+    ("dit", "D3"): [28, 28, 25, 25, 22, 22, 19, 19, 16, 16],
+    ("dit", "D4"): [28, 28, 24, 24, 20, 20, 16, 16, 12, 12],
+    ("dit", "D6"): [28, 28, 24, 22, 20, 18, 12, 10, 8, 6],
+    ("uvit", "D1"): [6, 6, 5, 5, 4, 4, 3, 3, 2, 2],
+    ("uvit", "D2"): [6, 6, 5, 5, 3, 3, 2, 2, 1, 1],
+    ("uvit", "D3"): [6, 6, 4, 4, 3, 3, 2, 2, 1, 1],
+    ("uvit", "D4"): [5, 5, 4, 4, 2, 2, 2, 2, 1, 1],
+    ("uvit", "D5"): [5, 5, 4, 4, 2, 2, 1, 1, 1, 1],
+    ("uvit", "D6"): [5, 5, 3, 3, 2, 2, 1, 1, 1, 1],
+}
+
+
+@pytest.mark.parametrize(("arch", "name"), sorted(TABLE_2_PER_DECILE))
+def test_presets_equal_table_2(arch: str, name: str) -> None:
+    schedule = preset(name, arch)
+    got = [schedule.blocks_at(0.1 * k + 0.05) for k in range(10)]
+    assert got == TABLE_2_PER_DECILE[(arch, name)]
+    assert schedule.depth == {"dit": 28, "uvit": 6}[arch]
+
+
+def test_preset_names_cover_the_paper() -> None:
+    assert [n for n in preset_names("dit", data_easy=False)] == ["full", "D1", "D3", "D4", "D6"]
+    assert preset_names("uvit", data_easy=False) == ["full"] + [f"D{i}" for i in range(1, 7)]
+
+
+def test_ideal_acceleration_matches_paper_ddim() -> None:
+    # Table 3, DDIM-50: measured acceleration 14.37 / 20.93 / 28.67 / 36.71 % for D1/D3/D4/D6; the
+    # block share alone explains them to within one point.
+    timesteps = list(range(0, 1000, 20))
+    for name, paper in [("D1", 0.1437), ("D3", 0.2093), ("D4", 0.2867), ("D6", 0.3671)]:
+        assert preset(name, "dit").ideal_acceleration(timesteps) == pytest.approx(paper, abs=0.01)
+
+
+def test_ideal_acceleration_counts_fixed_and_dropped_cost() -> None:
+    s = ExitSchedule("uvit", 6, (0.0, 0.5, 1.0), (6, 2))
+    steps = [0, 999]  # one step in each half
+    # per call: full = 10 + 6*2 = 22; exited = 10 + 2*2 + 4*0.5 = 16
+    expected = 1 - (22 + 16) / (2 * 22)
+    got = s.ideal_acceleration(steps, block_cost=2.0, fixed_cost=10.0, dropped_cost=0.5)
+    assert got == pytest.approx(expected)
+
+
+def test_blocks_at_edges_and_indices() -> None:
+    s = preset("D4", "dit")
+    assert s.blocks_at(0.0) == 28
+    assert s.blocks_at(0.2) == 24  # intervals are closed on the left
+    assert s.blocks_at(1.0) == 12  # the last interval holds t = 1
+    assert s.blocks_at_index(199) == 28 and s.blocks_at_index(200) == 24
+    assert s.blocks_at_index(999) == 12
+    with pytest.raises(ValueError, match="timestep"):
+        s.blocks_at_index(1000)
+    t = torch.tensor([0.0, 0.19, 0.2, 0.6, 0.99, 1.0])
+    assert s.blocks_for(t).tolist() == [s.blocks_at(float(x)) for x in t.tolist()]
+
+
+def test_mean_blocks_and_full() -> None:
+    assert preset("D4", "dit").mean_blocks(range(1000)) == pytest.approx((28 + 24 + 20 + 16 + 12) / 5)
+    full = preset("full", "dit", depth=12)
+    assert full.mean_blocks(range(0, 1000, 50)) == 12
+    assert full.ideal_acceleration(range(0, 1000, 50)) == 0.0
+
+
+def test_data_easy_mirror() -> None:
+    ne = preset("D6", "dit")
+    de = preset("D6-data-easy", "dit")
+    assert de.name == "D6-data-easy"
+    for k in range(10):
+        t = 0.1 * k + 0.05
+        assert de.blocks_at(t) == ne.blocks_at(1 - t)
+    # Same compute over a symmetric grid of timesteps.
+    grid = list(range(5, 1000, 10))
+    assert de.mean_blocks(grid) == pytest.approx(ne.mean_blocks(grid))
+    assert de.mirrored() == ne
+
+
+def test_scaling_rule() -> None:
+    assert scale_blocks(28, 12, 28) == 12
+    assert scale_blocks(14, 12, 28) == 6
+    assert scale_blocks(6, 12, 28) == 3  # 2.57 rounds half up to 3
+    assert scale_blocks(1, 3, 28) == 1  # never below one block
+    s = preset("D4", "dit", depth=12)
+    assert s.blocks == (12, 10, 9, 7, 5)
+    assert preset("D3", "uvit", depth=6) == preset("D3", "uvit")
+
+
+schedules = st.integers(1, 8).flatmap(
+    lambda k: st.tuples(
+        st.sampled_from(["dit", "uvit"]),
+        st.integers(1, 40),
+        st.lists(st.floats(0.001, 0.999), min_size=k - 1, max_size=k - 1, unique=True),
+        st.lists(st.integers(1, 1000), min_size=k, max_size=k),
+        st.text(min_size=0, max_size=12),
+    )
+)
+
+
+@given(schedules)
+@settings(max_examples=100, deadline=None)
+def test_json_round_trip(parts) -> None:
+    arch, depth, inner, raw_blocks, name = parts
+    boundaries = (0.0, *sorted(inner), 1.0)
+    blocks = tuple(1 + (b - 1) % depth for b in raw_blocks)
+    s = ExitSchedule(arch, depth, boundaries, blocks, name, {"trial": 3})
+    back = ExitSchedule.from_json(s.to_json())
+    assert back == s and back.metadata == {"trial": 3}
+
+
+def test_json_file_round_trip(tmp_path) -> None:
+    s = preset("D6", "uvit")
+    path = tmp_path / "s.json"
+    s.to_json(path)
+    assert ExitSchedule.from_json(path) == s
+    assert ExitSchedule.from_json(str(path)) == s
+
+
+GOOD = preset("D4", "dit").to_dict()
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"version": 99}, "version"),
+        ({"arch": "unet"}, "arch"),
+        ({"boundaries": [0.0, 0.2, 0.5, 0.4, 0.8, 1.0]}, "strictly increasing"),
+        ({"boundaries": [0.0, 0.2, 0.2, 0.6, 0.8, 1.0]}, "strictly increasing"),
+        ({"boundaries": [0.1, 0.2, 0.4, 0.6, 0.8, 1.0]}, "without gaps"),
+        ({"boundaries": [0.0, 0.2, 0.4, 0.6, 0.8, 0.9]}, "without gaps"),
+        ({"blocks": [28, 24, 20, 16]}, "one count per interval"),
+        ({"blocks": [29, 24, 20, 16, 12]}, r"outside \[1, depth=28\]"),
+        ({"blocks": [28, 24, 20, 16, 0]}, r"outside \[1, depth=28\]"),
+        ({"blocks": [28, 24, 20, 16, 1.5]}, "integers"),
+        ({"blocks": "28"}, "blocks must be a list"),
+        ({"depth": 0}, "depth"),
+        ({"extra": 1}, "unknown field"),
+    ],
+)
+def test_malformed_json_is_rejected_with_the_field_named(patch, message) -> None:
+    data = {**GOOD, **patch}
+    with pytest.raises(ScheduleError, match=message):
+        ExitSchedule.from_json(json.dumps(data))
+
+
+def test_missing_fields_and_bad_files(tmp_path) -> None:
+    data = dict(GOOD)
+    del data["blocks"]
+    with pytest.raises(ScheduleError, match="missing field"):
+        ExitSchedule.from_json(json.dumps(data))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ScheduleError, match="not valid JSON"):
+        ExitSchedule.from_json(bad)
+    with pytest.raises(ScheduleError, match="not found"):
+        ExitSchedule.from_json(tmp_path / "missing.json")
+    with pytest.raises(ScheduleError, match="JSON object"):
+        ExitSchedule.from_json("[1, 2]")
+
+
+def test_unknown_preset() -> None:
+    with pytest.raises(ScheduleError, match="unknown preset 'D2'"):
+        preset("D2", "dit")
