@@ -1,0 +1,322 @@
+"""Parameterised spaces of exit schedules, the link between :mod:`ase_search.schedule` and Optuna.
+
+A :class:`ScheduleSpace` fixes the number of intervals ``K`` and either fixes their edges
+(``uniform`` or an explicit list) or searches them on a grid; each interval has an allowed block
+range; an optional monotone constraint forbids more blocks at larger t (noise is easy, Section 2.1).
+
+Optuna parameters (all integers, so every sampler handles them and trials are exactly
+reproducible):
+
+* ``cut_1 .. cut_{K-1}`` (searched edges only): interval edges in grid units, sorted on decode;
+* monotone spaces: ``blocks_0`` (blocks in the interval at t = 0) and ``drop_1 .. drop_{K-1}``,
+  the blocks removed when moving one interval toward noise; counts are clipped into the allowed
+  range, so every parameter vector decodes to a valid schedule;
+* otherwise: ``blocks_0 .. blocks_{K-1}``.
+
+``space.to_params(schedule)`` inverts the decoding for any schedule inside the space, so the
+paper's presets can be enqueued as seed trials.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ase_search.schedule import ARCHS, ExitSchedule, preset, preset_names
+
+__all__ = ["ScheduleSpace", "SpaceError", "load_space"]
+
+SPACE_VERSION = 1
+_KEYS = {"version", "arch", "depth", "intervals", "edges", "edge_grid", "blocks", "monotone",
+         "seeds", "description"}
+
+
+class SpaceError(ValueError):
+    """A search-space file is malformed; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ScheduleSpace:
+    """A space of exit schedules.
+
+    Args:
+        arch: ``"dit"`` or ``"uvit"``.
+        depth: exitable depth of the model the space is for.
+        intervals: number of intervals ``K``.
+        edges: ``K + 1`` fixed edges, or ``None`` to search them on ``edge_grid``.
+        edge_grid: resolution of searched edges (``1 / edge_grid`` grid cells).
+        min_blocks: per-interval lower bounds (length ``K``).
+        max_blocks: per-interval upper bounds (length ``K``).
+        monotone: never more blocks at larger t.
+        seeds: preset names enqueued as the first trials of a study.
+    """
+
+    arch: str
+    depth: int
+    intervals: int
+    edges: tuple[float, ...] | None
+    edge_grid: float = 0.05
+    min_blocks: tuple[int, ...] = ()
+    max_blocks: tuple[int, ...] = ()
+    monotone: bool = True
+    seeds: tuple[str, ...] = ()
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise SpaceError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
+        if not isinstance(self.depth, int) or self.depth < 1:
+            raise SpaceError(f"depth must be a positive integer, got {self.depth!r}")
+        if not isinstance(self.intervals, int) or self.intervals < 1:
+            raise SpaceError(f"intervals must be a positive integer, got {self.intervals!r}")
+        K = self.intervals
+        if self.edges is not None:
+            try:
+                ExitSchedule(self.arch, self.depth, self.edges, (self.depth,) * K)
+            except ValueError as err:
+                raise SpaceError(f"edges: {err}") from None
+        else:
+            cells = round(1 / self.edge_grid)
+            if not 0 < self.edge_grid < 1 or abs(cells * self.edge_grid - 1) > 1e-9:
+                raise SpaceError(f"edge_grid must divide 1 evenly, got {self.edge_grid}")
+            if cells < K:
+                raise SpaceError(f"edge_grid {self.edge_grid} is too coarse for {K} intervals")
+        for name, bound in (("min", self.min_blocks), ("max", self.max_blocks)):
+            if len(bound) != K:
+                raise SpaceError(f"blocks.{name} needs {K} values (one per interval), got "
+                                 f"{len(bound)}")
+        for k, (lo, hi) in enumerate(zip(self.min_blocks, self.max_blocks)):
+            if not 1 <= lo <= hi <= self.depth:
+                raise SpaceError(f"blocks range of interval {k} is [{lo}, {hi}]; it must satisfy "
+                                 f"1 <= min <= max <= depth={self.depth}")
+        if self.edges is None and (len(set(self.min_blocks)) > 1 or len(set(self.max_blocks)) > 1):
+            raise SpaceError("with searched edges the block range must be the same in every "
+                             "interval (give blocks.min / blocks.max as single numbers)")
+        for name in self.seeds:
+            if name not in preset_names(self.arch):
+                raise SpaceError(f"seeds: unknown preset {name!r}; choose from "
+                                 f"{preset_names(self.arch)}")
+            seed = preset(name, self.arch, self.depth)
+            if not self.contains(seed):
+                raise SpaceError(f"seeds: preset {name} ({seed.describe()}) is outside the space; "
+                                 f"widen the block ranges or edges, or drop it from seeds")
+
+    # ---------------------------------------------------------------- building
+    @property
+    def cells(self) -> int:
+        return round(1 / self.edge_grid)
+
+    def param_names(self) -> list[str]:
+        K = self.intervals
+        cuts = [] if self.edges is not None else [f"cut_{k}" for k in range(1, K)]
+        if self.monotone:
+            return cuts + ["blocks_0"] + [f"drop_{k}" for k in range(1, K)]
+        return cuts + [f"blocks_{k}" for k in range(K)]
+
+    def param_ranges(self) -> dict[str, tuple[int, int]]:
+        """Inclusive integer range of every Optuna parameter."""
+        K, ranges = self.intervals, {}
+        if self.edges is None:
+            for k in range(1, K):
+                ranges[f"cut_{k}"] = (1, self.cells - 1)
+        if self.monotone:
+            ranges["blocks_0"] = (self.min_blocks[0], self.max_blocks[0])
+            for k in range(1, K):
+                ranges[f"drop_{k}"] = (0, self.max_blocks[k - 1] - self.min_blocks[k])
+        else:
+            for k in range(K):
+                ranges[f"blocks_{k}"] = (self.min_blocks[k], self.max_blocks[k])
+        return ranges
+
+    def distributions(self) -> dict[str, Any]:
+        """Optuna distributions of the parameters (for ``study.ask(fixed_distributions)``)."""
+        from optuna.distributions import IntDistribution
+
+        return {n: IntDistribution(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
+
+    def suggest(self, trial: Any) -> ExitSchedule:
+        """Define-by-run: draw every parameter from an Optuna trial and decode it."""
+        params = {n: trial.suggest_int(n, lo, hi) for n, (lo, hi) in self.param_ranges().items()}
+        return self.from_params(params)
+
+    def sample(self, rng: random.Random) -> ExitSchedule:
+        """A schedule with every parameter drawn uniformly."""
+        params = {n: rng.randint(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
+        return self.from_params(params)
+
+    # ------------------------------------------------------------ conversions
+    def from_params(self, params: Mapping[str, int], name: str = "searched") -> ExitSchedule:
+        """Decode Optuna parameters into a valid schedule (adjacent equal counts are merged)."""
+        K = self.intervals
+        missing = [n for n in self.param_names() if n not in params]
+        if missing:
+            raise SpaceError(f"missing parameter(s) {missing}")
+        if self.edges is not None:
+            edges = self.edges
+        else:
+            cuts = sorted({int(params[f"cut_{k}"]) for k in range(1, K)})
+            cuts = [c for c in cuts if 0 < c < self.cells]
+            edges = (0.0, *[round(c * self.edge_grid, 10) for c in cuts], 1.0)
+        n = len(edges) - 1
+        if self.monotone:
+            blocks = [min(max(int(params["blocks_0"]), self.min_blocks[0]), self.max_blocks[0])]
+            for k in range(1, n):
+                b = blocks[-1] - int(params[f"drop_{k}"])
+                blocks.append(min(max(b, self.min_blocks[k]), self.max_blocks[k], blocks[-1]))
+        else:
+            blocks = [min(max(int(params[f"blocks_{k}"]), self.min_blocks[k]), self.max_blocks[k])
+                      for k in range(n)]
+        return ExitSchedule(self.arch, self.depth, edges, tuple(blocks), name).merged()
+
+    def to_params(self, schedule: ExitSchedule) -> dict[str, int]:
+        """Parameters that decode to ``schedule`` (which must lie in the space)."""
+        if not self.contains(schedule):
+            raise SpaceError(f"schedule {schedule.name} ({schedule.describe()}) is outside the "
+                             f"space")
+        K = self.intervals
+        if self.edges is not None:
+            edges = self.edges
+            params: dict[str, int] = {}
+        else:
+            inner = [round(b / self.edge_grid) for b in schedule.merged().boundaries[1:-1]]
+            inner += [inner[-1] if inner else 1] * (K - 1 - len(inner))  # repeats merge away
+            params = {f"cut_{k}": c for k, c in enumerate(inner, start=1)}
+            edges = (0.0, *[round(c * self.edge_grid, 10) for c in sorted(set(inner))], 1.0)
+        counts = [schedule.blocks_at(lo) for lo in edges[:-1]]
+        if self.monotone:
+            params["blocks_0"] = counts[0]
+            for k in range(1, K):
+                params[f"drop_{k}"] = counts[k - 1] - counts[k] if k < len(counts) else 0
+        else:
+            for k in range(K):
+                params[f"blocks_{k}"] = counts[k] if k < len(counts) else counts[-1]
+        return params
+
+    def contains(self, schedule: ExitSchedule) -> bool:
+        """Whether ``schedule`` is expressible in this space."""
+        if schedule.arch != self.arch or schedule.depth != self.depth:
+            return False
+        merged = schedule.merged()
+        if self.edges is not None:
+            grid = {round(e, 9) for e in self.edges}
+            if not all(round(b, 9) in grid for b in merged.boundaries):
+                return False
+            edges = self.edges
+        else:
+            if len(merged.boundaries) - 1 > self.intervals:
+                return False
+            if any(abs(b / self.edge_grid - round(b / self.edge_grid)) > 1e-6
+                   for b in merged.boundaries):
+                return False
+            edges = merged.boundaries
+        counts = [merged.blocks_at(lo) for lo in edges[:-1]]
+        for k, c in enumerate(counts):
+            k_range = min(k, self.intervals - 1)
+            if not self.min_blocks[k_range] <= c <= self.max_blocks[k_range]:
+                return False
+        return not self.monotone or all(a >= b for a, b in zip(counts, counts[1:]))
+
+    def seed_schedules(self) -> list[ExitSchedule]:
+        return [preset(name, self.arch, self.depth) for name in self.seeds]
+
+    # -------------------------------------------------------------------- I/O
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": SPACE_VERSION,
+            "arch": self.arch,
+            "depth": self.depth,
+            "intervals": self.intervals,
+            "edges": "search" if self.edges is None else list(self.edges),
+            "edge_grid": self.edge_grid,
+            "blocks": {"min": list(self.min_blocks), "max": list(self.max_blocks)},
+            "monotone": self.monotone,
+            "seeds": list(self.seeds),
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, depth: int | None = None) -> ScheduleSpace:
+        """Build from a parsed YAML mapping; ``depth`` overrides (or supplies) the file's depth."""
+        if not isinstance(data, dict):
+            raise SpaceError("a search space must be a YAML mapping")
+        if data.get("version", SPACE_VERSION) != SPACE_VERSION:
+            raise SpaceError(f"version: unknown space version {data.get('version')!r}; this "
+                             f"ase-search reads version {SPACE_VERSION}")
+        unknown = set(data) - _KEYS
+        if unknown:
+            raise SpaceError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        for key in ("arch", "intervals"):
+            if key not in data:
+                raise SpaceError(f"missing field: {key}")
+        depth = depth if depth is not None else data.get("depth")
+        if depth is None:
+            raise SpaceError("missing field: depth (the model's exitable depth)")
+        K = data["intervals"]
+        if not isinstance(K, int) or isinstance(K, bool) or K < 1:
+            raise SpaceError(f"intervals must be a positive integer, got {K!r}")
+        raw_edges = data.get("edges", "uniform")
+        if raw_edges == "uniform":
+            edges: tuple[float, ...] | None = tuple(round(k / K, 10) for k in range(K + 1))
+        elif raw_edges == "search":
+            edges = None
+        elif isinstance(raw_edges, list) and all(isinstance(e, (int, float)) for e in raw_edges):
+            if len(raw_edges) != K + 1:
+                raise SpaceError(f"edges needs intervals + 1 = {K + 1} values, got "
+                                 f"{len(raw_edges)}")
+            edges = tuple(float(e) for e in raw_edges)
+        else:
+            raise SpaceError("edges must be 'uniform', 'search' or a list of numbers")
+        blocks = data.get("blocks", {})
+        if not isinstance(blocks, dict):
+            raise SpaceError("blocks must be a mapping with min and max")
+        bounds = []
+        for key, default in (("min", 1), ("max", depth)):
+            value = blocks.get(key, default)
+            if value is None:
+                value = default
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = [value] * K
+            if not (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+                raise SpaceError(f"blocks.{key} must be an integer or a list of integers")
+            bounds.append(tuple(value))
+        seeds = data.get("seeds", [])
+        if not isinstance(seeds, list) or not all(isinstance(s, str) for s in seeds):
+            raise SpaceError("seeds must be a list of preset names")
+        monotone = data.get("monotone", True)
+        if not isinstance(monotone, bool):
+            raise SpaceError("monotone must be true or false")
+        edge_grid = data.get("edge_grid", 0.05)
+        if not isinstance(edge_grid, (int, float)):
+            raise SpaceError("edge_grid must be a number")
+        return cls(arch=data["arch"], depth=depth, intervals=K, edges=edges,
+                   edge_grid=float(edge_grid), min_blocks=bounds[0], max_blocks=bounds[1],
+                   monotone=monotone, seeds=tuple(seeds),
+                   description=str(data.get("description", "")))
+
+
+def load_space(path: str | Path, *, depth: int | None = None) -> ScheduleSpace:
+    """Load and validate a search-space YAML file (see ``search_spaces/``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"search space file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpaceError(f"{path} is not valid YAML: {err}".splitlines()[0]) from None
+    try:
+        return ScheduleSpace.from_dict(data, depth=depth)
+    except SpaceError as err:
+        raise SpaceError(f"{path}: {err}") from None
+
+
+def schedules_equivalent(a: ExitSchedule, b: ExitSchedule) -> bool:
+    """Same arch, depth and block count at every t (interval splits do not matter)."""
+    ma, mb = a.merged(), b.merged()
+    return (ma.arch, ma.depth, ma.boundaries, ma.blocks) == (mb.arch, mb.depth, mb.boundaries,
+                                                             mb.blocks)
+

@@ -1,0 +1,120 @@
+"""Search spaces: YAML loading, Optuna parameter round trips, seeds and bad files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ase_search.schedule import ExitSchedule, preset
+from ase_search.space import ScheduleSpace, SpaceError, load_space, schedules_equivalent
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+def test_shipped_spaces_load_and_hold_their_seeds(path: Path) -> None:
+    space = load_space(path)
+    assert space.seeds, "a shipped space enqueues the paper's presets"
+    for seed in space.seed_schedules():
+        assert space.contains(seed)
+        back = space.from_params(space.to_params(seed))
+        assert schedules_equivalent(back, seed)
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+@given(seed=st.integers(0, 10**6))
+@settings(max_examples=40, deadline=None)
+def test_params_round_trip(path: Path, seed: int) -> None:
+    space = load_space(path)
+    schedule = space.sample(random.Random(seed))
+    assert space.contains(schedule)
+    params = space.to_params(schedule)
+    assert set(params) == set(space.param_names())
+    for name, (lo, hi) in space.param_ranges().items():
+        assert lo <= params[name] <= hi
+    assert schedules_equivalent(space.from_params(params), schedule)
+
+
+def test_monotone_decoding_never_adds_blocks_toward_noise() -> None:
+    space = load_space(ROOT / "search_spaces" / "dit.yaml")
+    rng = random.Random(0)
+    for _ in range(200):
+        s = space.sample(rng)
+        counts = [s.blocks_at(0.1 * k + 0.05) for k in range(10)]
+        assert counts == sorted(counts, reverse=True)
+
+
+def test_data_easy_schedule_is_outside_a_monotone_space() -> None:
+    space = load_space(ROOT / "search_spaces" / "uvit.yaml")
+    assert not space.contains(preset("D3-data-easy", "uvit"))
+    with pytest.raises(SpaceError, match="outside the space"):
+        space.to_params(preset("D3-data-easy", "uvit"))
+
+
+def test_optuna_distributions_match_ranges() -> None:
+    import optuna
+
+    space = load_space(ROOT / "search_spaces" / "uvit.yaml")
+    study = optuna.create_study()
+    trial = study.ask(space.distributions())
+    schedule = space.from_params(trial.params)
+    assert isinstance(schedule, ExitSchedule) and space.contains(schedule)
+
+
+def _write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+BASE = {"version": 1, "arch": "dit", "depth": 12, "intervals": 5, "edges": "uniform",
+        "blocks": {"min": 1, "max": 12}, "monotone": True, "seeds": ["D4"]}
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"arch": "unet"}, "arch"),
+        ({"intervals": 0}, "intervals"),
+        ({"edges": [0.0, 0.5, 1.0]}, "edges needs"),
+        ({"edges": [0.0, 0.5, 0.4, 0.6, 0.8, 1.0]}, "strictly increasing"),
+        ({"blocks": {"min": 0, "max": 12}}, "blocks range"),
+        ({"blocks": {"min": 1, "max": 13}}, "blocks range"),
+        ({"blocks": {"min": [1, 1], "max": 12}}, "blocks.min needs 5"),
+        ({"seeds": ["D2"]}, "unknown preset 'D2'"),
+        ({"blocks": {"min": 8, "max": 12}}, "preset D4"),
+        ({"colour": "red"}, "unknown field"),
+        ({"version": 3}, "version"),
+        ({"edges": "search", "edge_grid": 0.3}, "edge_grid"),
+    ],
+)
+def test_bad_yaml_is_rejected_with_the_field_named(tmp_path, patch, message) -> None:
+    with pytest.raises(SpaceError, match=message):
+        load_space(_write(tmp_path, {**BASE, **patch}))
+
+
+def test_unparseable_and_missing_files(tmp_path) -> None:
+    with pytest.raises(SpaceError, match="not valid YAML"):
+        load_space(_write(tmp_path, "arch: [dit\n"))
+    with pytest.raises(SpaceError, match="not found"):
+        load_space(tmp_path / "nope.yaml")
+    with pytest.raises(SpaceError, match="mapping"):
+        load_space(_write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_depth_override_rescales_seeds() -> None:
+    space = load_space(ROOT / "search_spaces" / "dit.yaml", depth=28)
+    assert space.depth == 28 and space.seed_schedules()[-1] == preset("D6", "dit")
+
+
+def test_searched_edges_decode_sorted_cuts() -> None:
+    space = ScheduleSpace(arch="uvit", depth=6, intervals=3, edges=None, edge_grid=0.1,
+                          min_blocks=(1,) * 3, max_blocks=(6,) * 3, monotone=True)
+    s = space.from_params({"cut_1": 7, "cut_2": 3, "blocks_0": 6, "drop_1": 2, "drop_2": 1})
+    assert s.boundaries == (0.0, 0.3, 0.7, 1.0) and s.blocks == (6, 4, 3)
