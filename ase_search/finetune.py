@@ -1,0 +1,164 @@
+"""ASE fine-tuning (Algorithm 1) for a fixed exit schedule, and the one-shot fine-tune over a space.
+
+Algorithm 1 trains the student with the exit schedule (each sample's t picks its block count),
+multiplies the loss by a time-dependent ``lambda(t)`` for the first ``C`` cycles, updates an EMA
+teacher ``theta_T <- alpha theta_T + (1 - alpha) theta_S`` and uses AdamW with a constant (DiT) or
+cosine (U-ViT) learning rate and the hybrid loss. The teacher is the model that is sampled from.
+
+The one-shot variant draws, for every training sample, a block count uniformly from the range the
+search space allows at its t, so one set of weights serves every schedule of the space and the
+search can skip per-trial fine-tuning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ase_search.diffusion import GaussianDiffusion
+from ase_search.schedule import ExitSchedule
+from ase_search.space import ScheduleSpace
+from ase_search.training import TimeReweighting, TrainConfig, TrainResult, train
+
+__all__ = ["FinetuneConfig", "ScheduleExits", "SpaceExits", "finetune", "finetune_one_shot"]
+
+
+class ScheduleExits:
+    """Exit sampler of a fixed schedule: the block count at each sample's t (deterministic)."""
+
+    def __init__(self, schedule: ExitSchedule, num_timesteps: int = 1000) -> None:
+        steps = torch.arange(num_timesteps, dtype=torch.float64) / num_timesteps
+        self.table = schedule.blocks_for(steps)  # (T,) blocks at every training timestep
+
+    def __call__(self, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.table[t.long().cpu()]
+
+    @property
+    def expected_blocks(self) -> torch.Tensor:
+        return self.table.double()
+
+
+class SpaceExits:
+    """One-shot exit sampler: a uniform block count from the space's range at each sample's t.
+
+    The range at t is the union over the intervals that can cover t; for monotone spaces with
+    fixed edges it is ``[min_blocks[k], max_blocks[k]]`` of the interval holding t.
+    """
+
+    def __init__(self, space: ScheduleSpace, num_timesteps: int = 1000) -> None:
+        lo, hi = [], []
+        for i in range(num_timesteps):
+            t = i / num_timesteps
+            if space.edges is None:
+                k_range = range(space.intervals)  # searched edges: any interval may hold t
+            else:
+                k = sum(1 for e in space.edges[1:-1] if t >= e)
+                k_range = range(k, k + 1)
+            lo.append(min(space.min_blocks[k] for k in k_range))
+            hi.append(max(space.max_blocks[k] for k in k_range))
+        self.low = torch.tensor(lo)  # (T,)
+        self.high = torch.tensor(hi)  # (T,)
+
+    def __call__(self, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        t = t.long().cpu()
+        u = torch.rand(t.shape, generator=generator)  # (N,)
+        span = (self.high[t] - self.low[t] + 1).double()
+        return self.low[t] + (u * span).long().clamp(max=span.long() - 1)
+
+    @property
+    def expected_blocks(self) -> torch.Tensor:
+        return (self.low + self.high).double() / 2
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Algorithm 1's settings. Defaults follow the paper (B.1) scaled to the testbed.
+
+    Args:
+        steps: optimiser steps.
+        batch_size: the paper used 64 (DiT) and 128 (U-ViT).
+        lr: the paper used 2e-5 (DiT, constant); U-ViT used cosine annealing.
+        lr_schedule: ``"constant"`` or ``"cosine"``; ``None`` picks the paper's per architecture.
+        ema_decay: EMA rate ``alpha`` of the teacher.
+        gamma: strength of ``lambda(t)`` (see :class:`~ase_search.training.TimeReweighting`).
+        cycles: ``C``, epochs during which ``lambda(t)`` applies before it is reset to 1.
+        seed: random seed.
+    """
+
+    steps: int = 500
+    batch_size: int = 64
+    lr: float = 2e-5
+    lr_schedule: Literal["constant", "cosine"] | None = None
+    ema_decay: float = 0.999
+    gamma: float = 2.0
+    cycles: int = 1
+    seed: int = 0
+
+    def train_config(self, arch: str, checkpoint_every: int = 1000) -> TrainConfig:
+        schedule = self.lr_schedule or ("cosine" if arch == "uvit" else "constant")
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           lr_schedule=schedule, ema_decay=self.ema_decay, seed=self.seed,
+                           checkpoint_every=checkpoint_every)
+
+
+def _finetune(model: nn.Module, dataset: Dataset, exits: ScheduleExits | SpaceExits,
+              config: FinetuneConfig, extra: dict[str, Any], **kwargs: Any) -> TrainResult:
+    depth = model.exit_depth
+    reweighting = TimeReweighting(dropped_share=1.0 - exits.expected_blocks / depth,
+                                  gamma=config.gamma, cycles=config.cycles)
+    return train(model, dataset, config.train_config(model.arch), exits=exits,
+                 reweighting=reweighting, checkpoint_extra=extra, **kwargs)
+
+
+def finetune(
+    model: nn.Module,
+    dataset: Dataset,
+    schedule: ExitSchedule,
+    config: FinetuneConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    diffusion: GaussianDiffusion | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` for ``schedule`` with Algorithm 1; returns student and EMA teacher."""
+    _check_model(model, schedule.arch, schedule.depth)
+    exits = ScheduleExits(schedule, (diffusion or GaussianDiffusion()).num_timesteps)
+    extra = {"schedule": schedule.to_dict(), "finetune": "algorithm-1"}
+    return _finetune(model, dataset, exits, config, extra, out_dir=out_dir, resume=resume,
+                     device=device, progress=progress, diffusion=diffusion)
+
+
+def finetune_one_shot(
+    model: nn.Module,
+    dataset: Dataset,
+    space: ScheduleSpace,
+    config: FinetuneConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    diffusion: GaussianDiffusion | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` once for every schedule of ``space`` (random exits per sample)."""
+    _check_model(model, space.arch, space.depth)
+    exits = SpaceExits(space, (diffusion or GaussianDiffusion()).num_timesteps)
+    extra = {"space": space.to_dict(), "finetune": "one-shot"}
+    return _finetune(model, dataset, exits, config, extra, out_dir=out_dir, resume=resume,
+                     device=device, progress=progress, diffusion=diffusion)
+
+
+def _check_model(model: nn.Module, arch: str, depth: int) -> None:
+    if model.arch != arch:
+        raise ValueError(f"the schedule is for {arch} but the model is {model.arch}")
+    if model.exit_depth != depth:
+        raise ValueError(f"the schedule expects {depth} exitable blocks but the model has "
+                         f"{model.exit_depth}; rescale it (presets do this) or export one for "
+                         f"this model")
