@@ -1,0 +1,336 @@
+"""DiT (Peebles & Xie, 2022) with ASE early exits.
+
+Architecture, parameter names and size registry follow facebookresearch/DiT ``models.py``, so the
+official checkpoints (e.g. ``DiT-XL-2-256x256.pt``, a bare state dict) load with ``strict=True``.
+
+Early exit (ASE, Section 2.2 and Figure 2, left): every DiT block is exitable and blocks are dropped
+from the end. ``forward(x, t, y, n_blocks=k)`` runs ``blocks[:k]`` and then the final layer, which
+reads the output of block ``k`` directly. A per-sample ``n_blocks`` tensor runs block ``i`` only on
+the samples whose count exceeds ``i``, so a batch mixing timesteps costs only the blocks it uses
+and each sample's output and gradient equal those of running it alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ase_search.models.layers import (
+    Attention,
+    Mlp,
+    PatchEmbed,
+    check_inputs,
+    check_labels,
+    get_2d_sincos_pos_embed,
+    guided_forward,
+    resolve_n_blocks,
+    timestep_embedding,
+    unpatchify,
+)
+
+__all__ = ["DiT", "DiTBlock", "DiT_models", "FinalLayer", "LabelEmbedder", "TimestepEmbedder"]
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation of (N, T, D) tokens by per-sample (N, D) shift and scale."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+#################################################################################
+#               Embedding Layers for Timesteps and Class Labels                 #
+#################################################################################
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal timestep features followed by a two-layer MLP (``mlp.0``, ``mlp.2``)."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+        self.frequency_embedding_size = frequency_embedding_size
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t_freq = timestep_embedding(t, self.frequency_embedding_size)  # (N, 256), float32
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))  # (N, D)
+
+
+class LabelEmbedder(nn.Module):
+    """Class-label embedding with label dropout for classifier-free guidance.
+
+    When ``dropout_prob > 0`` the table gets one extra row, index ``num_classes``, the null label.
+    """
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
+        super().__init__()
+        use_cfg_embedding = int(dropout_prob > 0)
+        self.embedding_table = nn.Embedding(num_classes + use_cfg_embedding, hidden_size)
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+
+    def token_drop(self, labels: torch.Tensor) -> torch.Tensor:
+        """Replace each label by the null label with probability ``dropout_prob``."""
+        drop_ids = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        return torch.where(drop_ids, self.num_classes, labels)
+
+    def forward(self, labels: torch.Tensor, train: bool) -> torch.Tensor:
+        if train and self.dropout_prob > 0:
+            labels = self.token_drop(labels)
+        return self.embedding_table(labels)  # (N, D)
+
+
+#################################################################################
+#                                 Core DiT Model                                #
+#################################################################################
+
+
+class DiTBlock(nn.Module):
+    """A DiT block with adaptive layer norm zero (adaLN-Zero) conditioning."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), tanh_gelu=True)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+class FinalLayer(nn.Module):
+    """The final layer of DiT: adaLN-modulated norm and a linear map to patch pixels."""
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        x = modulate(self.norm_final(x), shift, scale)  # (N, T, D)
+        return self.linear(x)  # (N, T, p * p * C_out)
+
+
+class DiT(nn.Module):
+    """Diffusion model with a Transformer backbone, exitable after any block.
+
+    Args:
+        input_size: spatial size of the (square) input.
+        patch_size: patch side; must divide ``input_size``.
+        in_channels: input channels C.
+        hidden_size: token width; divisible by ``num_heads`` and by 4.
+        depth: number of DiT blocks (all exitable).
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width over ``hidden_size``.
+        class_dropout_prob: label-dropout probability during training; when positive the label
+            table gets a null row (index ``num_classes``) used by classifier-free guidance.
+        num_classes: number of real classes.
+        learn_sigma: predict the variance interpolation too (``2 * C`` output channels).
+    """
+
+    arch = "dit"
+
+    def __init__(
+        self,
+        input_size: int = 32,
+        patch_size: int = 2,
+        in_channels: int = 4,
+        hidden_size: int = 1152,
+        depth: int = 28,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        class_dropout_prob: float = 0.1,
+        num_classes: int = 1000,
+        learn_sigma: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("input_size", input_size),
+            ("patch_size", patch_size),
+            ("in_channels", in_channels),
+            ("hidden_size", hidden_size),
+            ("depth", depth),
+            ("num_heads", num_heads),
+            ("num_classes", num_classes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if input_size % patch_size != 0:
+            raise ValueError(f"patch_size ({patch_size}) must divide input_size ({input_size})")
+        if hidden_size % num_heads != 0 or hidden_size % 4 != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads}) and by 4 "
+                "(for the 2D sin-cos positional embedding)"
+            )
+        if not mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be positive, got {mlp_ratio}")
+        if not 0.0 <= class_dropout_prob <= 1.0:
+            raise ValueError(f"class_dropout_prob must lie in [0, 1], got {class_dropout_prob}")
+        self.config: dict[str, Any] = dict(
+            input_size=input_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            hidden_size=hidden_size,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=float(mlp_ratio),
+            class_dropout_prob=float(class_dropout_prob),
+            num_classes=num_classes,
+            learn_sigma=bool(learn_sigma),
+        )
+        self.learn_sigma = bool(learn_sigma)
+        self.in_channels = in_channels
+        self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.input_size = input_size
+        self.patch_size = patch_size
+        self.num_heads = num_heads
+        self.exit_depth = depth
+        self.num_labels = num_classes
+        self.null_class: int | None = num_classes if class_dropout_prob > 0 else None
+
+        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
+        num_patches = self.x_embedder.num_patches
+        # Fixed sin-cos embedding, kept as a frozen Parameter so it sits in the state dict as in the
+        # official checkpoints.
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio=mlp_ratio) for _ in range(depth)])
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Official DiT initialisation: xavier linears, sin-cos ``pos_embed``, adaLN-Zero."""
+
+        def _basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 0)
+
+        self.apply(_basic_init)
+
+        pos_embed = get_2d_sincos_pos_embed(
+            self.pos_embed.shape[-1], self.x_embedder.grid_size, device=self.pos_embed.device
+        )  # (T, D)
+        self.pos_embed.data.copy_(pos_embed.unsqueeze(0))
+
+        # The patch embedding is initialised like an nn.Linear on flattened patches.
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
+
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+
+        # adaLN-Zero: every block starts as the identity and the output starts at zero.
+        for block in self.blocks:
+            nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
+            nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
+        nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
+        nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
+        nn.init.constant_(self.final_layer.linear.weight, 0)
+        nn.init.constant_(self.final_layer.linear.bias, 0)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, p * p * C_out) -> (N, C_out, H, W)."""
+        return unpatchify(x, self.patch_size, self.out_channels)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        n_blocks: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Forward pass of DiT, exiting after ``n_blocks`` blocks.
+
+        Args:
+            x: (N, C, H, W) inputs (images or latents).
+            t: (N,) diffusion timesteps in ``[0, T)``, float or integer.
+            y: (N,) class labels; ``None`` means the null label (requires ``class_dropout_prob > 0``).
+            n_blocks: ``None`` (all blocks), an int in ``[1, depth]``, or an (N,) integer tensor of
+                per-sample counts.
+
+        Returns:
+            (N, C_out, H, W); ``C_out = 2 * C`` when ``learn_sigma``.
+        """
+        t = check_inputs(self, x, t)
+        N = x.shape[0]
+        if y is None:
+            if self.null_class is None:
+                raise ValueError("y is required: this DiT has no null label (class_dropout_prob == 0)")
+            y = torch.full((N,), self.null_class, dtype=torch.long, device=x.device)
+        check_labels(y, N, self.y_embedder.embedding_table.num_embeddings)
+        plan = resolve_n_blocks(n_blocks, N, self.exit_depth, x.device)
+
+        x = self.x_embedder(x) + self.pos_embed  # (N, T, D), where T = H * W / patch_size ** 2
+        t = self.t_embedder(t)  # (N, D)
+        y = self.y_embedder(y, self.training)  # (N, D)
+        c = t + y  # (N, D)
+        for i, block in enumerate(self.blocks[: plan.total]):
+            rows = plan.rows(i)
+            if rows is None:
+                x = block(x, c)  # (N, T, D)
+            else:
+                # Only the samples with n_blocks > i run block i; the others carry x through.
+                x = x.index_copy(0, rows, block(x[rows], c[rows]))  # (N, T, D)
+        x = self.final_layer(x, c)  # (N, T, patch_size ** 2 * out_channels)
+        x = self.unpatchify(x)  # (N, out_channels, H, W)
+        return x
+
+    def forward_with_cfg(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        cfg_scale: float,
+        n_blocks: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Batched classifier-free guidance as in the official ``forward_with_cfg``.
+
+        The batch holds the conditional half then the unconditional half (``y`` holds
+        ``null_class`` there); the guided ``eps = uncond + cfg_scale * (cond - uncond)`` fills both
+        halves and the variance channels pass through.
+        """
+        return guided_forward(self, x, t, y, cfg_scale, n_blocks=n_blocks)
+
+
+#################################################################################
+#                                   DiT Configs                                 #
+#################################################################################
+
+# Sizes of the DiT paper (Table 1): depth, hidden size, heads.
+_SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6)}
+
+DiT_models: dict[str, Callable[..., DiT]] = {
+    f"DiT-{size}/{patch}": functools.partial(
+        DiT, depth=depth, hidden_size=hidden, patch_size=patch, num_heads=heads
+    )
+    for size, (depth, hidden, heads) in _SIZES.items()
+    for patch in (2, 4, 8)
+}
+# Testbed (MNIST 28x28): 16 tokens of 7x7 pixels.
+DiT_models["DiT-T"] = functools.partial(
+    DiT, input_size=28, patch_size=7, in_channels=1, hidden_size=128, depth=12, num_heads=4,
+    num_classes=10, class_dropout_prob=0.1, learn_sigma=True,
+)
+# Unit tests only: a few thousand parameters.
+DiT_models["DiT-test"] = functools.partial(
+    DiT, input_size=8, patch_size=2, in_channels=2, hidden_size=32, depth=4, num_heads=2,
+    num_classes=5, class_dropout_prob=0.1, learn_sigma=True,
+)
