@@ -1,0 +1,314 @@
+"""One sampling loop for every solver, with exit schedules and common random numbers.
+
+Random numbers are drawn so that runs are comparable across exit schedules (common random
+numbers): one CPU generator seeded with ``seed`` draws all labels first, then each sample's initial
+noise in sample order (one draw per sample, so the result does not depend on ``batch_size``
+either); per-step noise (DDPM, DDIM with ``eta > 0``, Euler-Maruyama) comes from one generator per
+batch seeded from ``(seed, batch index)``, so it is independent of the schedule but does depend on
+``batch_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ase_search.diffusion import GaussianDiffusion
+from ase_search.samplers._config import SamplerConfig
+from ase_search.samplers._schedulers import build_scheduler
+from ase_search.schedule import ExitSchedule
+
+__all__ = ["SampleOutput", "sample"]
+
+
+@dataclass
+class SampleOutput:
+    """What :func:`sample` returns.
+
+    Attributes:
+        images: ``(N, C, H, W)`` float32 in ``[-1, 1]``, on the CPU.
+        labels: ``(N,)`` long class labels used for conditioning, or ``None`` (unconditional).
+        block_evals: exitable-block evaluations per sample trajectory, summed over model calls
+            (classifier-free guidance's doubled batch is not counted twice).
+        model_calls: model calls per sample trajectory.
+    """
+
+    images: Tensor
+    labels: Tensor | None
+    block_evals: int
+    model_calls: int
+
+
+def _batch_seed(seed: int, batch_index: int) -> int:
+    """A 64-bit seed for batch ``batch_index``'s step noise, decorrelated from ``seed`` itself."""
+    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1, dtype=np.uint64)[0])
+
+
+def _check_model(model: nn.Module) -> None:
+    missing = [
+        a for a in ("arch", "exit_depth", "in_channels", "input_size", "learn_sigma",
+                    "num_labels", "null_class")
+        if not hasattr(model, a)
+    ]
+    if missing:
+        raise ValueError(
+            f"model lacks the attribute(s) {missing} of the ase-search model interface; build it "
+            f"with ase_search.models.create_model"
+        )
+
+
+def _resolve_labels(
+    model: nn.Module, labels: Tensor | None, n: int, generator: torch.Generator
+) -> Tensor | None:
+    if model.num_labels == 0:
+        if labels is not None:
+            raise ValueError("labels were given but the model is unconditional (num_labels == 0)")
+        return None
+    if labels is None:
+        return torch.randint(0, model.num_labels, (n,), generator=generator)
+    if not isinstance(labels, Tensor) or labels.shape != (n,):
+        raise ValueError(
+            f"labels must be a tensor of shape ({n},), got {getattr(labels, 'shape', labels)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= model.num_labels):
+        raise ValueError(
+            f"labels must lie in [0, {model.num_labels}) (real classes), got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
+    return labels.long().cpu()
+
+
+def _guided_model(
+    model: nn.Module, cfg_scale: float, channels: int
+) -> Callable[[Tensor, Tensor, Tensor | None, int | None], Tensor]:
+    """``model`` as a function ``(x, t, y, n_blocks) -> output``, with classifier-free guidance.
+
+    With guidance the conditional and null-label batches run as one doubled batch; the guided eps
+    is ``eps_u + s (eps_c - eps_u)`` and learned-variance channels come from the conditional half.
+    """
+    if cfg_scale == 1.0:
+        return lambda x, t, y, k: model(x, t, y, n_blocks=k)
+
+    def guided(x: Tensor, t: Tensor, y: Tensor | None, k: int | None) -> Tensor:
+        assert y is not None  # checked in sample(): guidance needs a class-conditional model
+        null = torch.full_like(y, model.null_class)
+        out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), n_blocks=k)
+        cond, uncond = out.chunk(2)  # (B, C_out, H, W) each
+        eps = uncond[:, :channels] + cfg_scale * (cond[:, :channels] - uncond[:, :channels])
+        return torch.cat([eps, cond[:, channels:]], dim=1)
+
+    return guided
+
+
+def sample(
+    model: nn.Module,
+    *,
+    sampler: SamplerConfig,
+    schedule: ExitSchedule | None = None,
+    n: int,
+    batch_size: int = 256,
+    seed: int = 0,
+    labels: Tensor | None = None,
+    diffusion: GaussianDiffusion | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> SampleOutput:
+    """Draw ``n`` samples from ``model`` with ``sampler``, running the blocks ``schedule`` asks for.
+
+    At every model call at timestep ``s`` (see :meth:`SamplerConfig.model_times`) the model runs
+    ``schedule.blocks_at(s / T)`` exitable blocks (all of them when ``schedule`` is ``None``).
+
+    Args:
+        model: a network with the ase-search model interface, already on ``device``; it is run in
+            eval mode and its training flag is restored afterwards.
+        sampler: solver and its settings.
+        schedule: exit schedule for ``model`` (same ``arch`` and ``depth == model.exit_depth``).
+        n: number of samples.
+        batch_size: samples per model call (doubled internally under guidance).
+        seed: seed of the random numbers; the same seed gives the same labels, initial noise and
+            step noise whatever the schedule (see the module docstring).
+        labels: ``(n,)`` class labels for a class-conditional model; drawn uniformly if ``None``.
+        diffusion: the training diffusion (default: linear schedule, ``T = 1000``).
+        device: where the model runs.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        A :class:`SampleOutput`.
+    """
+    if not isinstance(sampler, SamplerConfig):
+        raise ValueError(f"sampler must be a SamplerConfig, got {type(sampler).__name__}")
+    _check_model(model)
+    for key, value in (("n", n), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if schedule is not None:
+        if not isinstance(schedule, ExitSchedule):
+            raise ValueError(
+                f"schedule must be an ExitSchedule or None, got {type(schedule).__name__}"
+            )
+        if schedule.arch != model.arch or schedule.depth != model.exit_depth:
+            raise ValueError(
+                f"schedule is for {schedule.arch} with {schedule.depth} exitable blocks but the "
+                f"model is {model.arch} with {model.exit_depth}; use a schedule built for this "
+                f"model"
+            )
+    if sampler.guided and (model.num_labels == 0 or model.null_class is None):
+        raise ValueError(
+            f"cfg_scale={sampler.cfg_scale} needs a class-conditional model with a null class "
+            f"(model.null_class is {model.null_class}); use cfg_scale=1.0"
+        )
+    diffusion = diffusion if diffusion is not None else GaussianDiffusion()
+    T = diffusion.num_timesteps
+    device = torch.device(device)
+
+    times = sampler.model_times(T)
+    n_blocks = [None if schedule is None else schedule.blocks_at(s / T) for s in times]
+    block_evals = sum(model.exit_depth if k is None else k for k in n_blocks)
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = _resolve_labels(model, labels, n, generator)
+    shape = (model.in_channels, model.input_size, model.input_size)
+    channels = model.in_channels
+    forward = _guided_model(model, sampler.cfg_scale, channels)
+    out_channels = 2 * channels if model.learn_sigma else channels
+
+    def call(x: Tensor, s: float, y: Tensor | None, k: int | None, dtype: torch.dtype) -> Tensor:
+        t = torch.full((x.shape[0],), s, dtype=dtype, device=device)  # (B,)
+        out = forward(x, t, y, k).float()  # (B, C_out, H, W)
+        if out.shape != (x.shape[0], out_channels, *shape[1:]):
+            raise ValueError(
+                f"model returned shape {tuple(out.shape)}, expected "
+                f"{(x.shape[0], out_channels, *shape[1:])} from its in_channels/learn_sigma"
+            )
+        return out
+
+    num_batches = (n + batch_size - 1) // batch_size
+    bar, task = _progress_bar(progress, num_batches * len(times), sampler)
+    images = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for b in range(num_batches):
+                start, stop = b * batch_size, min(n, (b + 1) * batch_size)
+                # One draw per sample keeps the initial noise independent of batch_size.
+                x = torch.stack([torch.randn(shape, generator=generator)
+                                 for _ in range(start, stop)]).to(device)  # (B, C, H, W)
+                y = None if labels is None else labels[start:stop].to(device)
+                step_generator = torch.Generator().manual_seed(_batch_seed(seed, b))
+
+                def on_call() -> None:
+                    if bar is not None:
+                        bar.advance(task)
+
+                if sampler.name == "euler-maruyama":
+                    x = _euler_maruyama(call, x, y, sampler, diffusion, n_blocks, step_generator,
+                                        on_call)
+                else:
+                    x = _diffusers_loop(call, x, y, sampler, diffusion, model.learn_sigma, times,
+                                        n_blocks, step_generator, on_call)
+                images.append(x.clamp(-1.0, 1.0).float().cpu())
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.stop()
+    return SampleOutput(
+        images=torch.cat(images),
+        labels=labels,
+        block_evals=int(block_evals),
+        model_calls=len(times),
+    )
+
+
+def _progress_bar(enabled: bool, total: int, sampler: SamplerConfig) -> tuple[Any, Any]:
+    if not enabled:
+        return None, None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = Progress(console=Console(stderr=True), transient=False)
+    task = bar.add_task(f"{sampler.name} {sampler.steps} steps", total=total)
+    bar.start()
+    return bar, task
+
+
+def _diffusers_loop(
+    call: Callable[..., Tensor],
+    x: Tensor,
+    y: Tensor | None,
+    sampler: SamplerConfig,
+    diffusion: GaussianDiffusion,
+    learn_sigma: bool,
+    times: list[float],
+    n_blocks: list[int | None],
+    generator: torch.Generator,
+    on_call: Callable[[], None],
+) -> Tensor:
+    """DDPM / DDIM / DPM-Solver++ steps through a fresh diffusers scheduler."""
+    scheduler = build_scheduler(sampler, diffusion, learn_sigma=learn_sigma)
+    scheduler.set_timesteps(sampler.steps)
+    if [float(s) for s in scheduler.timesteps.tolist()] != times:
+        # model_times() and the scheduler must agree, or block counts and costs would be wrong.
+        raise RuntimeError(
+            f"diffusers' {type(scheduler).__name__} chose timesteps {scheduler.timesteps.tolist()} "
+            f"but SamplerConfig.model_times gave {times}; the installed diffusers changed its "
+            f"timestep spacing"
+        )
+    channels = x.shape[1]
+    for s, k in zip(times, n_blocks):
+        out = call(x, s, y, k, torch.long)  # (B, C_out, H, W)
+        on_call()
+        step = int(s)
+        if sampler.name == "ddpm":
+            # The full output: diffusers reads the learned-range channels itself.
+            x = scheduler.step(out, step, x, generator=generator).prev_sample
+        elif sampler.name == "ddim":
+            x = scheduler.step(out[:, :channels], step, x, eta=sampler.eta,
+                               generator=generator if sampler.eta > 0 else None).prev_sample
+        else:
+            x = scheduler.step(out[:, :channels], step, x).prev_sample
+    return x
+
+
+def _euler_maruyama(
+    call: Callable[..., Tensor],
+    x: Tensor,
+    y: Tensor | None,
+    sampler: SamplerConfig,
+    diffusion: GaussianDiffusion,
+    n_blocks: list[int | None],
+    generator: torch.Generator,
+    on_call: Callable[[], None],
+) -> Tensor:
+    """Euler-Maruyama for the reverse VP SDE ``dx = [-beta/2 x - beta score] dt + sqrt(beta) dw``.
+
+    The model's eps gives the score ``-eps / sigma(t)``. Steps go from ``t = 1`` through
+    ``linspace(1, EM_EPS, steps)`` to ``t = 0``; the last step returns the mean (no noise).
+    """
+    channels = x.shape[1]
+    ts = [float(t) for t in sampler.continuous_times()] + [0.0]
+    for (t, t_next), k in zip(zip(ts, ts[1:]), n_blocks):
+        t_arr = torch.tensor(t, dtype=torch.float64)
+        beta = float(diffusion.vp_beta(t_arr))
+        sigma = float(diffusion.vp_sigma(t_arr))
+        eps = call(x, float(diffusion.vp_model_timestep(t)), y, k, torch.float32)[:, :channels]
+        on_call()
+        score = -eps / sigma  # (B, C, H, W)
+        drift = -0.5 * beta * x - beta * score  # f(x, t) - g(t)^2 score
+        dt = t_next - t  # negative: integrating backwards in time
+        mean = x + drift * dt
+        if t_next > 0:
+            noise = torch.randn(x.shape, generator=generator).to(x.device)
+            x = mean + (beta * -dt) ** 0.5 * noise
+        else:
+            x = mean
+    return x
