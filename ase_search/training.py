@@ -271,7 +271,7 @@ def train(
             t = torch.randint(0, T, (n,))  # (N,)
             noise = torch.randn_like(x0, device="cpu").to(device)
             if y is not None:  # label dropout for guidance is the model's (class_dropout_prob)
-                y = y.to(device)
+                y = y.to(device) if model.num_labels > 0 else None  # unconditional: no labels
             n_blocks = exits(t) if exits is not None else None
             weight = reweighting(t, epoch) if reweighting is not None else None
             t, n_blocks = t.to(device), (None if n_blocks is None else n_blocks.to(device))

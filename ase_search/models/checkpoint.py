@@ -368,3 +368,35 @@ def load_checkpoint(
     meta.setdefault("config", dict(model.config))
     meta.setdefault("model_name", getattr(model, "model_name", None))
     return model, meta
+
+
+def export_weights(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                   half: bool = True) -> Path:
+    """Write the EMA weights of a training checkpoint as a compact ``.safetensors`` file.
+
+    The result holds no optimizer state; it keeps the model config and the checkpoint's plain
+    metadata (step, losses, schedule, ...), and loads with :func:`load_checkpoint`. With ``half``
+    the weights are stored as float16 (they are cast back to float32 on load).
+    """
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"export path must end in .safetensors, got {str(out)!r}")
+    model, meta = load_checkpoint(checkpoint, ema=True)
+    if half:
+        model = model.half()
+    extra = {k: v for k, v in meta.items()
+             if k not in _RESERVED and k not in ("path", "weights", "source", "optimizer")}
+    try:
+        json.dumps(extra)
+    except TypeError:
+        extra = {k: v for k, v in extra.items() if _json_safe(v)}
+    return save_checkpoint(out, model, extra={**extra, "exported_from": str(checkpoint),
+                                              "dtype": "float16" if half else "float32"})
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return False
+    return True

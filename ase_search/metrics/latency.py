@@ -1,0 +1,242 @@
+"""Latency: wall-clock measurement done right, and a per-component cost model of early exits.
+
+Measurement (:func:`measure`): warm-up calls first, then ``repeats`` timed calls; on CUDA each call
+is bracketed by CUDA events after a synchronisation, on CPU by ``time.perf_counter``; the median is
+reported. Everything runs at a stated batch size under ``torch.inference_mode``.
+
+Cost model (:class:`CostModel`): each model call costs ``fixed + n * block + (depth - n) *
+dropped`` seconds, where ``fixed`` is everything that always runs (embeddings, U-ViT's encoder and
+mid block, the final layer), ``block`` one exitable block, and ``dropped`` what a dropped block
+still runs (U-ViT's ``skip_linear``; zero for DiT). The components are profiled once per run, so a
+search compares schedules with a noise-free latency that is the exact sum of its parts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ase_search.schedule import ExitSchedule
+
+__all__ = [
+    "CostModel",
+    "ideal_acceleration",
+    "measure",
+    "model_flops",
+    "profile_components",
+    "sampling_latencies",
+]
+
+
+def measure(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 10,
+            device: str | torch.device = "cpu") -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    device = torch.device(device)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(
+                    enable_timing=True)
+                torch.cuda.synchronize(device)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize(device)
+                times.append(start.elapsed_time(end) / 1000.0)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Per-call latency of a model as the sum of its components (seconds at ``batch_size``).
+
+    Args:
+        arch: ``"dit"`` or ``"uvit"``.
+        depth: exitable depth.
+        fixed: seconds of the parts that always run.
+        block: seconds of one exitable block.
+        dropped: seconds a dropped block still costs (U-ViT ``skip_linear``; 0 for DiT).
+        batch_size: batch the components were timed at.
+        device: where they were timed.
+        components: the raw profile (component name -> seconds).
+    """
+
+    arch: str
+    depth: int
+    fixed: float
+    block: float
+    dropped: float
+    batch_size: int
+    device: str
+    components: dict[str, float]
+
+    def call_latency(self, n_blocks: int) -> float:
+        """Seconds of one model call that runs ``n_blocks`` exitable blocks."""
+        if not 1 <= n_blocks <= self.depth:
+            raise ValueError(f"n_blocks must lie in [1, {self.depth}], got {n_blocks}")
+        return self.fixed + n_blocks * self.block + (self.depth - n_blocks) * self.dropped
+
+    def latency(self, schedule: ExitSchedule | None, model_times: Sequence[float],
+                num_train_timesteps: int = 1000) -> float:
+        """Seconds to sample one batch: the sum over the sampler's model calls."""
+        return sum(
+            self.call_latency(self.depth if schedule is None
+                              else schedule.blocks_at(s / num_train_timesteps))
+            for s in model_times
+        )
+
+    def acceleration(self, schedule: ExitSchedule, model_times: Sequence[float],
+                     num_train_timesteps: int = 1000) -> float:
+        """Predicted ``1 - latency(schedule) / latency(full)``."""
+        full = self.latency(None, model_times, num_train_timesteps)
+        return 1.0 - self.latency(schedule, model_times, num_train_timesteps) / full
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CostModel:
+        return cls(**data)
+
+
+def _inputs(model: nn.Module, batch_size: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    size = model.input_size
+    x = torch.randn(batch_size, model.in_channels, size, size, generator=g).to(device)
+    t = torch.full((batch_size,), 500.0, device=device)
+    y = (torch.randint(0, model.num_labels, (batch_size,), generator=g).to(device)
+         if model.num_labels > 0 else None)
+    return x, t, y
+
+
+def _dit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
+    """DiT: embeddings, one block, final layer (+ unpatchify)."""
+    def embed():
+        h = model.x_embedder(x) + model.pos_embed  # (N, T, D)
+        c = model.t_embedder(t) + model.y_embedder(y, False)  # (N, D)
+        return h, c
+
+    h, c = embed()
+    block = model.blocks[0]
+    return {
+        "embed": embed,
+        "block": lambda: block(h, c),
+        "final": lambda: model.unpatchify(model.final_layer(h, c)),
+    }
+
+
+def _uvit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
+    """U-ViT: embeddings, an encoder block, the mid block, a decoder block whole, a dropped
+    decoder block (``skip_linear`` only), and the head (norm, decoder_pred, unpatchify, conv)."""
+    from ase_search.models.layers import timestep_embedding, unpatchify
+
+    def embed():
+        h = model.patch_embed(x)  # (N, L, D)
+        tokens = [model.time_embed(timestep_embedding(t, model.embed_dim).to(h.dtype))
+                  .unsqueeze(1)]
+        if y is not None:
+            tokens.insert(0, model.label_emb(y).unsqueeze(1))
+        return torch.cat([*tokens, h], dim=1) + model.pos_embed  # (N, extras + L, D)
+
+    h = embed()
+    enc, dec = model.in_blocks[0], model.out_blocks[0]
+
+    def head():
+        out = model.decoder_pred(model.norm(h))[:, model.extras:, :]  # (N, L, p * p * C)
+        return model.final_layer(unpatchify(out, model.patch_size, model.in_chans))
+
+    return {
+        "embed": embed,
+        "encoder_block": lambda: enc(h),
+        "mid_block": lambda: model.mid_block(h),
+        "block": lambda: dec(h, h),
+        "dropped": lambda: dec.fuse(h, h),
+        "final": head,
+    }
+
+
+def profile_components(model: nn.Module, *, batch_size: int = 256, device: str = "cpu",
+                       warmup: int = 3, repeats: int = 10) -> CostModel:
+    """Time every component of ``model`` once and return the cost model."""
+    device_t = torch.device(device)
+    model = model.to(device_t).eval()
+    x, t, y = _inputs(model, batch_size, device_t)
+    with torch.inference_mode():
+        parts = (_dit_components if model.arch == "dit" else _uvit_components)(model, x, t, y)
+        seconds = {name: measure(fn, warmup=warmup, repeats=repeats, device=device_t)
+                   for name, fn in parts.items()}
+    fixed = seconds["embed"] + seconds["final"]
+    if model.arch == "uvit":
+        fixed += len(model.in_blocks) * seconds["encoder_block"] + seconds["mid_block"]
+    return CostModel(arch=model.arch, depth=model.exit_depth, fixed=fixed,
+                     block=seconds["block"], dropped=seconds.get("dropped", 0.0),
+                     batch_size=batch_size, device=str(device_t), components=seconds)
+
+
+def model_flops(model: nn.Module, n_blocks: int | None = None, *, batch_size: int = 1) -> int:
+    """FLOPs of one forward pass running ``n_blocks`` exitable blocks (every layer counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, t, y = _inputs(model, batch_size, next(model.parameters()).device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x, t, y, n_blocks=n_blocks)
+    return int(counter.get_total_flops())
+
+
+def ideal_acceleration(model: nn.Module, schedule: ExitSchedule, model_times: Sequence[float],
+                       num_train_timesteps: int = 1000) -> float:
+    """Share of the model's FLOPs the schedule skips over a sampler's calls (every layer)."""
+    flops = {n: model_flops(model, n) for n in set(schedule.blocks)}
+    full = model_flops(model, None)
+    used = sum(flops[schedule.blocks_at(s / num_train_timesteps)] for s in model_times)
+    return 1.0 - used / (full * len(model_times))
+
+
+def sampling_latencies(
+    model: nn.Module,
+    schedules: dict[str, ExitSchedule | None],
+    model_times: Sequence[float],
+    *,
+    batch_size: int,
+    device: str = "cpu",
+    repeats: int = 3,
+    num_train_timesteps: int = 1000,
+) -> dict[str, float]:
+    """Measured seconds of the model calls of one sampling run, for each schedule.
+
+    Schedules are timed *interleaved* (round ``r`` times every schedule once) so that drifts of the
+    machine's speed hit all of them alike; the median over rounds is returned. Only the network
+    calls are timed, not the sampler's arithmetic, which does not depend on the schedule.
+    """
+    device_t = torch.device(device)
+    model = model.to(device_t).eval()
+    x, t, y = _inputs(model, batch_size, device_t)
+    plans = {
+        name: [None if s is None else s.blocks_at(m / num_train_timesteps) for m in model_times]
+        for name, s in schedules.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in plans}
+    for r in range(repeats + 1):  # round 0 is the warm-up
+        for name, counts in plans.items():
+            def run(counts=counts):
+                for k in counts:
+                    model(x, t, y, n_blocks=k)
+            seconds = measure(run, warmup=0, repeats=1, device=device_t)
+            if r > 0:
+                times[name].append(seconds)
+    return {name: statistics.median(v) for name, v in times.items()}

@@ -1,0 +1,35 @@
+"""Pictures people look at: sample grids (PNG) and interactive reports (plotly HTML, offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+__all__ = ["save_grid", "to_uint8"]
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) floats in [-1, 1] -> uint8 in [0, 255] (rounded, clamped)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None,
+              scale: int = 2) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as one PNG grid (upscaled ``scale`` x, nearest)."""
+    import math
+
+    from torchvision.utils import make_grid, save_image
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"sample grids are written as PNG; got {path.name!r}, use a .png path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nrow = nrow or max(1, math.ceil(math.sqrt(images.shape[0])))
+    x = (images.clamp(-1, 1) + 1) / 2  # (N, C, H, W) in [0, 1]
+    if scale > 1:
+        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), tmp)
+    tmp.replace(path)
+    return path
