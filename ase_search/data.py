@@ -304,7 +304,8 @@ class LatentsDataset(Dataset):
         suffix = self.path.suffix.lower()
         if suffix not in LATENT_EXTENSIONS:
             raise DataError(
-                f"latents file {str(path)!r} must end in {' or '.join(LATENT_EXTENSIONS)}, got {suffix or 'no suffix'!r}"
+                f"latents file {str(path)!r} must end in {' or '.join(LATENT_EXTENSIONS)}, "
+                f"got {suffix or 'no suffix'!r}"
             )
         try:
             if suffix == ".safetensors":

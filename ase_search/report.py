@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-__all__ = ["save_grid", "to_uint8"]
+if TYPE_CHECKING:
+    import optuna
+    import plotly.graph_objects as go
+
+__all__ = ["default_reference_point", "save_grid", "to_uint8", "write_report"]
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -33,3 +45,310 @@ def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None
     save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), tmp)
     tmp.replace(path)
     return path
+
+
+# ###################################################################### study report (HTML)
+def default_reference_point(study: optuna.Study) -> tuple[float, float]:
+    """Hypervolume reference: 10% beyond the worst FID and latency of the COMPLETE trials."""
+    from ase_search.pareto import complete_trials
+
+    trials = complete_trials(study)
+    if not trials:
+        return (1.0, 1.0)
+
+    def beyond(worst: float) -> float:
+        return worst + 0.1 * abs(worst) if worst != 0 else 1.0
+
+    return (beyond(max(t.values[0] for t in trials)), beyond(max(t.values[1] for t in trials)))
+
+
+def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
+                 reference_point: Sequence[float] | None = None) -> Path:
+    """Write one self-contained HTML report of a search study (works offline).
+
+    Sections: FID vs acceleration of every trial with the Pareto front as a step line and the
+    paper's seed schedules labelled; hypervolume after each trial; a heatmap of the front's
+    schedules over ``t``; the Pareto table; and (``grids=True``) the sample grids the front trials
+    saved, embedded as base64 PNG. plotly.js is inlined, so nothing is fetched when it is opened.
+
+    Args:
+        study: an ase-search study (see :func:`ase_search.pareto.open_study`).
+        path: the ``.html`` file to write (atomically; parent folders are created).
+        grids: embed the front trials' sample grids (``user_attrs["grid"]``).
+        reference_point: hypervolume reference (fid, latency); default
+            :func:`default_reference_point`.
+
+    Returns:
+        ``path``.
+    """
+    from optuna.trial import TrialState
+
+    from ase_search.pareto import (
+        complete_trials,
+        front_table,
+        pareto_front,
+        seed_report,
+        storage_location,
+    )
+    from ase_search.schedule import atomic_write_text
+
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"reports are written as HTML; got {path.name!r}, use a .html path")
+    ref = tuple(reference_point) if reference_point is not None else default_reference_point(study)
+    trials = complete_trials(study)
+    front = pareto_front(study)
+    seeds = seed_report(study)
+    table = front_table(study)
+    states: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+
+    attrs = study.user_attrs
+    title = f"ase-search study {study.study_name}"
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        _summary_html(study, states, len(front), storage_location(study)),
+    ]
+    if failed:
+        reasons: dict[str, int] = {}
+        for t in failed:
+            reason = str(t.user_attrs.get("fail_reason") or "no reason recorded")
+            reasons[reason] = reasons.get(reason, 0) + 1
+        items = "".join(f"<li>{html.escape(r)} &times; {n}</li>" for r, n in reasons.items())
+        parts.append(f"<details><summary>{len(failed)} failed trial(s), by reason</summary>"
+                     f"<ul>{items}</ul></details>")
+    dominated = [s for s in seeds if not s.on_front]
+    if seeds:
+        lines = [f"<li><b>{html.escape(s.name)}</b> (trial {s.trial}): "
+                 + ("on the front" if s.on_front else
+                    "dominated by trials " + ", ".join(str(n) for n in s.dominated_by))
+                 + "</li>" for s in seeds]
+        parts.append(f"<h2>Paper presets</h2><p>{len(seeds) - len(dominated)} of {len(seeds)} "
+                     f"seed schedules are on the front.</p><ul>{''.join(lines)}</ul>")
+
+    figures = [
+        ("FID vs acceleration", _front_figure(study, trials, front)),
+        ("Hypervolume history", _hypervolume_figure(study, trials, ref)),
+    ]
+    heat = _schedule_heatmap(study, front)
+    if heat is not None:
+        figures.append(("Schedules on the front", heat))
+    for k, (heading, fig) in enumerate(figures):
+        # The first figure carries the whole plotly.js bundle inline; the others reuse it.
+        div = fig.to_html(full_html=False, include_plotlyjs=(k == 0),
+                          config={"displaylogo": False})
+        parts.append(f"<h2>{html.escape(heading)}</h2>{div}")
+
+    parts.append("<h2>Pareto table</h2>")
+    if table.empty:
+        parts.append("<p>No COMPLETE trial yet.</p>")
+    else:
+        parts.append(_table_html(table))
+    if grids:
+        parts.append(_grids_html(study, front))
+
+    doc = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+           f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+           + "\n".join(parts)
+           + f"\n<footer>ase-search {html.escape(str(attrs.get('ase_search_version', '')))}"
+           "</footer>\n</body>\n</html>\n")
+    atomic_write_text(path, doc)
+    path.chmod(0o644)  # the temporary file was private; a report is meant to be shared
+    return path
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+td.schedule, th.schedule { text-align: left; font-family: monospace; }
+tr.seed { background: #fff6d6; }
+tr.dominated { color: #888; }
+dl.summary { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dl.summary dt { font-weight: bold; }
+figure { display: inline-block; margin: 0.5em; text-align: center; }
+figure img { image-rendering: pixelated; max-width: 320px; }
+.missing { color: #a00; }
+footer { margin-top: 3em; color: #888; font-size: 0.8em; }
+"""
+
+
+def _summary_html(study: optuna.Study, states: dict[str, int], n_front: int,
+                  location: str | None) -> str:
+    attrs = study.user_attrs
+    words = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running",
+             "WAITING": "waiting"}
+    counts = ", ".join(f"{n} {words.get(s, s.lower())}" for s, n in sorted(states.items()))
+    rows: list[tuple[str, str]] = [
+        ("architecture", str(attrs.get("arch", "?"))),
+        ("storage", location or "in memory"),
+        ("trials", f"{counts or 'none'}; {n_front} on the Pareto front"),
+    ]
+    if attrs.get("full_latency") is not None:
+        rows.append(("full-model latency", f"{attrs['full_latency']:.4g} s per batch"))
+    if attrs.get("full_fid") is not None:
+        rows.append(("full-model FID", f"{attrs['full_fid']:.4g}"))
+    if attrs.get("created"):
+        rows.append(("created", str(attrs["created"])))
+    body = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
+    config = attrs.get("config")
+    if config:
+        body += ("<dt>search config</dt><dd><pre>"
+                 f"{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}"
+                 "</pre></dd>")
+    return f"<dl class=\"summary\">{body}</dl>"
+
+
+def _hover(t: Any, acceleration: float, schedule: str) -> str:
+    seed = t.user_attrs.get("seed")
+    return (f"trial {t.number}" + (f" ({seed})" if seed else "")
+            + f"<br>FID {t.values[0]:.4g}<br>acceleration {acceleration:.2%}"
+            f"<br>latency {t.values[1]:.4g} s<br>blocks {schedule}")
+
+
+def _front_figure(study: optuna.Study, trials: list, front: list) -> go.Figure:
+    import plotly.graph_objects as go
+
+    from ase_search.pareto import full_latency_of, schedule_string, trial_acceleration
+
+    full = full_latency_of(study)
+    on_front = {t.number for t in front}
+    acc = {t.number: trial_acceleration(t, full) for t in trials}
+    fig = go.Figure()
+    rest = [t for t in trials if t.number not in on_front]
+    fig.add_trace(go.Scatter(
+        x=[acc[t.number] for t in rest], y=[t.values[0] for t in rest], mode="markers",
+        name="dominated", marker={"color": "#bbbbbb", "size": 7},
+        hovertext=[_hover(t, acc[t.number], schedule_string(t)) for t in rest], hoverinfo="text"))
+    # Sorted by acceleration the front's FID rises; "vh" draws the attainable staircase.
+    line = sorted(front, key=lambda t: (acc[t.number], t.values[0]))
+    fig.add_trace(go.Scatter(
+        x=[acc[t.number] for t in line], y=[t.values[0] for t in line], mode="lines+markers",
+        line_shape="vh", name="Pareto front", marker={"color": "#d62728", "size": 9},
+        line={"color": "#d62728"},
+        hovertext=[_hover(t, acc[t.number], schedule_string(t)) for t in line], hoverinfo="text"))
+    seeds = [t for t in trials if t.user_attrs.get("seed")]
+    if seeds:
+        fig.add_trace(go.Scatter(
+            x=[acc[t.number] for t in seeds], y=[t.values[0] for t in seeds],
+            mode="markers+text", name="paper presets (seeds)",
+            text=[str(t.user_attrs["seed"]) for t in seeds], textposition="top center",
+            marker={"symbol": "star", "size": 14, "color": "#1f77b4",
+                    "line": {"width": 1, "color": "#000"}},
+            hovertext=[_hover(t, acc[t.number], schedule_string(t)) for t in seeds],
+            hoverinfo="text"))
+    full_fid = study.user_attrs.get("full_fid")
+    if full_fid is not None and not any(t.user_attrs.get("seed") == "full" for t in seeds):
+        fig.add_trace(go.Scatter(x=[0.0], y=[full_fid], mode="markers+text", name="full model",
+                                 text=["full"], textposition="top center",
+                                 marker={"symbol": "diamond", "size": 12, "color": "#2ca02c"}))
+    fig.update_layout(xaxis_title="acceleration (1 - latency / full latency)",
+                      yaxis_title="FID (lower is better)", xaxis_tickformat=".0%",
+                      template="plotly_white", height=520)
+    return fig
+
+
+def _hypervolume_figure(study: optuna.Study, trials: list,
+                        ref: Sequence[float]) -> go.Figure:
+    import plotly.graph_objects as go
+
+    from ase_search.pareto import hypervolume_history
+
+    history = hypervolume_history(study, ref)
+    fig = go.Figure(go.Scatter(x=[t.number for t in trials], y=history, mode="lines+markers",
+                               line_shape="hv", name="hypervolume"))
+    fig.update_layout(
+        xaxis_title="trial number", yaxis_title="hypervolume (FID x latency)",
+        title=f"reference point: FID {ref[0]:.4g}, latency {ref[1]:.4g} s",
+        template="plotly_white", height=380)
+    return fig
+
+
+def _schedule_heatmap(study: optuna.Study, front: list, bin_width: float = 0.01
+                      ) -> go.Figure | None:
+    import plotly.graph_objects as go
+
+    from ase_search.pareto import StudyError, full_latency_of, trial_acceleration, trial_schedule
+
+    full = full_latency_of(study)
+    rows = []
+    for t in front:
+        try:
+            rows.append((t, trial_schedule(t), trial_acceleration(t, full)))
+        except StudyError:
+            continue
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (-1.0 if math.isnan(r[2]) else r[2], r[0].number))
+    n_bins = round(1 / bin_width)
+    centres = [(k + 0.5) / n_bins for k in range(n_bins)]
+    z = [[s.blocks_at(c) for c in centres] for _, s, _ in rows]  # (front trials, t bins)
+    labels = [f"#{t.number}" + (f" {t.user_attrs['seed']}" if t.user_attrs.get("seed") else "")
+              + (f" ({a:.0%})" if not math.isnan(a) else "") for t, _, a in rows]
+    depth = max(s.depth for _, s, _ in rows)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=centres, y=labels, zmin=1, zmax=depth, colorscale="Viridis",
+        colorbar={"title": {"text": "blocks"}},
+        hovertemplate="%{y}<br>t = %{x:.3f}<br>blocks %{z}<extra></extra>"))
+    fig.update_layout(
+        xaxis_title="t (0 = data, 1 = noise)", yaxis_title="front trial (acceleration)",
+        yaxis_type="category", template="plotly_white", height=max(300, 28 * len(rows) + 160))
+    return fig
+
+
+def _table_html(table: Any) -> str:
+    head = "".join(f"<th class=\"{c}\">{html.escape(c.replace('_', ' '))}</th>"
+                   for c in table.columns)
+    body = []
+    for row in table.itertuples(index=False):
+        cells = {
+            "trial": str(row.trial),
+            "schedule": row.schedule,
+            "fid": f"{row.fid:.4g}",
+            "acceleration": "" if math.isnan(row.acceleration) else f"{row.acceleration:.2%}",
+            "latency": f"{row.latency:.4g}",
+            "seed": row.seed,
+            "on_front": "yes" if row.on_front else "no",
+            "dominated_by": row.dominated_by,
+        }
+        classes = " ".join(c for c, on in (("seed", bool(row.seed)),
+                                           ("dominated", not row.on_front)) if on)
+        tds = "".join(f"<td class=\"{c}\">{html.escape(cells[c])}</td>" for c in table.columns)
+        body.append(f"<tr class=\"{classes}\">{tds}</tr>")
+    return f"<table class=\"pareto\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}" \
+           "</tbody></table>"
+
+
+def _grids_html(study: optuna.Study, front: list) -> str:
+    from ase_search.pareto import study_dir
+
+    base = study_dir(study) or Path.cwd()
+    items = []
+    for t in sorted(front, key=lambda t: t.values[1]):
+        grid = t.user_attrs.get("grid")
+        if not grid:
+            continue
+        file = Path(grid) if Path(grid).is_absolute() else base / grid
+        if not file.is_file() and (Path.cwd() / grid).is_file():
+            file = Path.cwd() / grid  # a path written relative to the search's working folder
+        caption = f"trial {t.number}" + (f" ({t.user_attrs['seed']})" if t.user_attrs.get(
+            "seed") else "") + f", FID {t.values[0]:.4g}"
+        try:
+            data = file.read_bytes()
+        except OSError:
+            items.append(f"<p class=\"missing\">{html.escape(caption)}: sample grid not found at "
+                         f"{html.escape(str(file))}</p>")
+            continue
+        if not data.startswith(_PNG_MAGIC):
+            items.append(f"<p class=\"missing\">{html.escape(caption)}: {html.escape(str(file))} "
+                         "is not a PNG</p>")
+            continue
+        encoded = base64.b64encode(data).decode("ascii")
+        items.append(f"<figure><img alt=\"samples of trial {t.number}\" "
+                     f"src=\"data:image/png;base64,{encoded}\"><figcaption>"
+                     f"{html.escape(caption)}</figcaption></figure>")
+    if not items:
+        return "<h2>Sample grids</h2><p>No front trial saved a sample grid.</p>"
+    return "<h2>Sample grids</h2>" + "".join(items)

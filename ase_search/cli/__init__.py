@@ -18,6 +18,8 @@ from ase_search.cli._app import app
 # Importing the command modules registers their commands on `app`.
 from ase_search.cli import schedules as _schedules  # noqa: E402,F401
 from ase_search.cli import sample as _sample  # noqa: E402,F401
+from ase_search.cli import study as _study  # noqa: E402,F401
+from ase_search.cli import search as _search  # noqa: E402,F401
 from ase_search.cli import train as _train  # noqa: E402,F401
 
 __all__ = ["app", "main"]

@@ -28,7 +28,9 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = [
+    "DEFAULT_FEATURE_LAYER",
     "EXTRACTORS",
+    "FEATURE_LAYERS",
     "INCEPTION_WEIGHTS_NAME",
     "INCEPTION_WEIGHTS_URL",
     "FIDConfig",
@@ -39,6 +41,13 @@ __all__ = [
 ]
 
 EXTRACTORS = ("mnist-classifier", "inception-v3-compat")
+# Feature layers each extractor provides (its get_provided_features_list(), checked by a test) and
+# the one FID uses by default.
+FEATURE_LAYERS = {
+    "mnist-classifier": ("128", "logits"),
+    "inception-v3-compat": ("64", "192", "768", "2048", "logits_unbiased", "logits"),
+}
+DEFAULT_FEATURE_LAYER = {"mnist-classifier": "128", "inception-v3-compat": "2048"}
 INCEPTION_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_NAME}"
 
@@ -77,6 +86,9 @@ class FIDConfig:
             ``default_cache_dir()``.
         batch_size: images per feature-extractor batch.
         progress: let torch-fidelity print progress to stderr.
+        feature_layer: extractor layer the metrics use; ``None`` for the standard one (``"2048"``
+            for Inception-v3, ``"128"`` for the digit classifier). Other layers give numbers that
+            are not comparable with published FIDs.
     """
 
     extractor: str = "mnist-classifier"
@@ -86,10 +98,16 @@ class FIDConfig:
     cache_dir: str | None = None
     batch_size: int = 200
     progress: bool = False
+    feature_layer: str | None = None
 
     def __post_init__(self) -> None:
         if self.extractor not in EXTRACTORS:
             raise MetricsError(f"extractor must be one of {EXTRACTORS}, got {self.extractor!r}")
+        if self.feature_layer is not None and self.feature_layer not in FEATURE_LAYERS[self.extractor]:
+            raise MetricsError(
+                f"feature_layer must be one of {FEATURE_LAYERS[self.extractor]} for {self.extractor}, "
+                f"got {self.feature_layer!r}"
+            )
         # Paths are stored as str so the config stays JSON-serialisable.
         for name in ("fid_weights", "cache_dir"):
             value = getattr(self, name)
@@ -108,7 +126,8 @@ def _missing_inception_message(problem: str) -> str:
         f"the inception-v3-compat extractor needs torch-fidelity's Inception-v3 weights file "
         f"{INCEPTION_WEIGHTS_NAME} and nothing may be downloaded at run time ({problem}). "
         f"Download it once from the torch-fidelity GitHub releases ({INCEPTION_WEIGHTS_URL}) and pass its "
-        f"local path as FIDConfig(fid_weights=PATH); or use extractor='mnist-classifier' for MNIST"
+        f"local path as FIDConfig(fid_weights=PATH); pytorch-fid's pt_inception-2015-12-05-6726825d.pth is a "
+        f"separate conversion and is only accepted if it loads. For MNIST use extractor='mnist-classifier'"
     )
 
 
@@ -125,7 +144,7 @@ def _resolve_weights(config: FIDConfig) -> Path:
     if config.extractor == "mnist-classifier":
         from ase_search.metrics.extractor import DEFAULT_WEIGHTS, load_classifier
 
-        path = Path(config.fid_weights) if config.fid_weights is not None else DEFAULT_WEIGHTS
+        path = Path(config.fid_weights).expanduser() if config.fid_weights is not None else DEFAULT_WEIGHTS
         load_classifier(path)  # raises MetricsError naming the file if it is missing or wrong
         return path
     path = Path(config.fid_weights).expanduser()
@@ -137,7 +156,8 @@ def _resolve_weights(config: FIDConfig) -> Path:
     except Exception as e:
         raise MetricsError(_missing_inception_message(f"fid_weights={config.fid_weights!r} is unreadable: {e}")) from e
     fc = state.get("fc.weight") if isinstance(state, dict) else None
-    if not isinstance(fc, torch.Tensor) or tuple(fc.shape) != (1008, 2048) or "Mixed_7c.branch_pool.conv.weight" not in state:
+    last_block = "Mixed_7c.branch_pool.conv.weight"
+    if not isinstance(fc, torch.Tensor) or tuple(fc.shape) != (1008, 2048) or last_block not in state:
         raise MetricsError(
             _missing_inception_message(f"fid_weights={config.fid_weights!r} is not an Inception-v3 FID state dict")
         )
@@ -261,10 +281,9 @@ def compute_fid(images: torch.Tensor, *, reference: str, config: FIDConfig | Non
     weights = _resolve_weights(config)
     register_mnist_extractor()
     rgb = config.extractor == "inception-v3-compat"
+    layer = config.feature_layer or DEFAULT_FEATURE_LAYER[config.extractor]
     reference_images = _ReferenceImages(reference, resolution=h, channels=c, rgb=rgb)
     cache_name = f"{dataset_key(reference, h)}-c{c}-w{_file_hash(weights)}"
-    # Worker processes only pay off when reference images are decoded from files.
-    decode_files = hasattr(reference_images.dataset, "load_uint8") and (os.cpu_count() or 1) > 4
     kwargs: dict[str, Any] = dict(
         input1=_UInt8Images(images.cpu(), rgb=rgb),
         input2=reference_images,
@@ -276,10 +295,15 @@ def compute_fid(images: torch.Tensor, *, reference: str, config: FIDConfig | Non
         fid=True,
         kid=config.kid,
         prc=config.prc,
+        feature_layer_fid=layer,
+        feature_layer_kid=layer,
+        feature_layer_prc=layer,
         kid_subset_size=min(1000, n, len(reference_images)),
         cuda=torch.cuda.is_available(),
         batch_size=config.batch_size,
-        save_cpu_ram=not decode_files,
+        # No loader worker processes, and precision/recall in batches rather than as full N x M
+        # distance matrices (50k x 50k floats would be 10 GB).
+        save_cpu_ram=True,
         verbose=config.progress,
         datasets_download=False,
     )

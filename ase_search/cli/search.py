@@ -1,0 +1,63 @@
+"""``ase-search run``: search exit schedules (Optuna study, Ray Tune workers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ase_search.cli._app import ArchOpt, SamplerOpt, SeedOpt, StepsOpt, app, console, console_err
+
+
+@app.command("run")
+def run_cmd(
+    arch: ArchOpt = "dit",
+    budget: Annotated[int, typer.Option(
+        help="Finished trials the study should hold (re-running continues up to it).")] = 40,
+    space: Annotated[Path | None, typer.Option(
+        help="Search-space YAML (default: search_spaces/<arch>.yaml).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Model checkpoint (default: the shipped testbed model).")] = None,
+    data: Annotated[str, typer.Option(
+        help="FID reference and fine-tuning data: mnist, an image folder or latents.")] = "mnist",
+    sampler: SamplerOpt = "ddim",
+    steps: StepsOpt = 20,
+    n_samples: Annotated[int, typer.Option(help="Samples per trial for FID.")] = 500,
+    finetune: Annotated[str, typer.Option(
+        help="one-shot (once for the space), per-trial (Algorithm 1 each) or none.")] = "one-shot",
+    finetune_steps: Annotated[int, typer.Option(help="Steps of that fine-tune.")] = 600,
+    storage: Annotated[str | None, typer.Option(
+        help="Study storage: a .db path, a .journal path or an Optuna URL "
+             "(default studies/<arch>.db).")] = None,
+    study_name: Annotated[str | None, typer.Option(help="Default: the arch.")] = None,
+    sampler_algo: Annotated[str, typer.Option(
+        help="Optuna sampler: gp (default, best for small budgets), tpe, nsga2, random.")] = "gp",
+    max_concurrent: Annotated[int | None, typer.Option(help="Trials at once.")] = None,
+    gpus_per_trial: Annotated[float | None, typer.Option(
+        help="GPUs per trial (default 1 if the cluster has GPUs, else 0).")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Join this Ray cluster (default: start a local one).")] = None,
+    fid_weights: Annotated[str | None, typer.Option(
+        help="Local Inception weights for FID on real data.")] = None,
+    kid: Annotated[bool, typer.Option(help="Also compute KID.")] = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Search the Pareto front of exit schedules (FID vs latency), seeded with the paper's."""
+    from ase_search.search import SearchConfig, run_search
+
+    extractor = "mnist-classifier" if data == "mnist" else "inception-v3-compat"
+    config = SearchConfig(
+        arch=arch, budget=budget, space=str(space) if space else None,
+        checkpoint=str(checkpoint) if checkpoint else None, data=data, sampler=sampler,
+        steps=steps, n_samples=n_samples, finetune=finetune, finetune_steps=finetune_steps,
+        storage=storage, study_name=study_name, sampler_algo=sampler_algo,
+        max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial, ray_address=ray_address,
+        fid_extractor=extractor, fid_weights=fid_weights, kid=kid, seed=seed,
+    )
+    summary = run_search(config, log=lambda m: console_err.print(m, highlight=False))
+    console.print(
+        f"study {summary.study_name!r} in {summary.storage}: {summary.complete} finished trials "
+        f"({summary.new_trials} new, {summary.failed} failed) in {summary.wall_time / 60:.1f} min. "
+        f"Next: ase-search pareto {summary.storage}"
+    )

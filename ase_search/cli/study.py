@@ -1,0 +1,117 @@
+"""``ase-search pareto`` and ``ase-search export``: read a search study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ase_search.cli._app import app, console, console_err
+
+StudyArg = Annotated[str, typer.Argument(
+    help="The study: a .db (SQLite) or .journal file, or an Optuna storage URL.")]
+StudyNameOpt = Annotated[str | None, typer.Option(
+    "--study-name", help="Which study, when the storage holds several.")]
+
+
+def _stem(storage: str, study_name: str) -> str:
+    """File stem for default output names: the study file's, else the study's name."""
+    if "://" not in storage:
+        return Path(storage).stem
+    import sqlalchemy.engine
+
+    database = sqlalchemy.engine.make_url(storage).database
+    return Path(database).stem if database else study_name
+
+
+@app.command("pareto")
+def pareto_cmd(
+    study: StudyArg,
+    study_name: StudyNameOpt = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="HTML report to write (default reports/<study stem>-pareto.html).")
+    ] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report.")] = False,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table as CSV.")] = None,
+    grids: Annotated[bool, typer.Option(help="Embed the front's sample grids in the report.")
+                     ] = True,
+) -> None:
+    """Print the Pareto front (FID vs latency) of a search and write an offline HTML report."""
+    import math
+
+    from rich.table import Table
+
+    from ase_search.pareto import complete_trials, front_table, open_study, seed_report
+    from ase_search.report import write_report
+
+    if report is not None and no_report:
+        raise ValueError("--report and --no-report contradict each other; drop one")
+    if csv is not None and csv.suffix.lower() != ".csv":
+        raise ValueError(f"--csv must be a .csv file, got {csv}")
+    opened = open_study(study, study_name)
+    table = front_table(opened)
+
+    n_complete = len(complete_trials(opened))
+    out = Table(title=f"{opened.study_name}: Pareto front of {n_complete} complete trials "
+                      f"(FID and latency minimised)")
+    for name, justify in (("trial", "right"), ("blocks per interval", "left"),
+                          ("FID", "right"), ("acceleration", "right"), ("latency s", "right"),
+                          ("seed", "left"), ("front", "center")):
+        out.add_column(name, justify=justify)
+    for row in table.itertuples(index=False):
+        acc = "" if math.isnan(row.acceleration) else f"{row.acceleration:.2%}"
+        seed = f"* {row.seed}" if row.seed else ""
+        style = None if row.on_front else "dim"
+        out.add_row(str(row.trial), row.schedule, f"{row.fid:.4g}", acc, f"{row.latency:.4g}",
+                    seed, "yes" if row.on_front else "no", style=style)
+    console.print(out)
+    for s in seed_report(opened):
+        if s.on_front:
+            console.print(f"seed {s.name} (trial {s.trial}) is on the front")
+        else:
+            by = ", ".join(str(n) for n in s.dominated_by)
+            console.print(f"seed {s.name} (trial {s.trial}) is dominated by trial(s) {by}")
+
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(csv, index=False)
+        console.print(f"table -> {csv}")
+    if not no_report:
+        path = report or Path("reports") / f"{_stem(study, opened.study_name)}-pareto.html"
+        console_err.print(f"writing report {path} ...")
+        write_report(opened, path, grids=grids)
+        console.print(f"report -> {path}")
+
+
+@app.command("export")
+def export_cmd(
+    study: StudyArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Schedule JSON file to write.")],
+    trial: Annotated[int | None, typer.Option("--trial", help="Export this trial number.")
+                     ] = None,
+    max_fid: Annotated[float | None, typer.Option(
+        "--max-fid", help="The fastest front trial with FID <= this.")] = None,
+    min_acceleration: Annotated[float | None, typer.Option(
+        "--min-acceleration", help="The best-FID front trial with acceleration >= this "
+        "(a fraction: 0.3 = 30% faster).")] = None,
+    study_name: StudyNameOpt = None,
+) -> None:
+    """Export one trial's exit schedule (with its provenance) as a schedule JSON file."""
+    from ase_search.pareto import export_schedule, open_study, schedule_string, select_trial
+
+    given = [flag for flag, v in (("--trial", trial), ("--max-fid", max_fid),
+                                  ("--min-acceleration", min_acceleration)) if v is not None]
+    if len(given) != 1:
+        raise ValueError("choose the trial with exactly one of --trial, --max-fid, "
+                         f"--min-acceleration (got {', '.join(given) or 'none'})")
+    if out.suffix.lower() != ".json":
+        raise ValueError(f"--out must be a .json file, got {out}")
+    opened = open_study(study, study_name)
+    chosen = select_trial(opened, trial=trial, max_fid=max_fid, min_acceleration=min_acceleration)
+    schedule = export_schedule(opened, chosen, out)
+    meta = schedule.metadata
+    acc = meta.get("acceleration")
+    console.print(f"trial {chosen.number} ({schedule.name}): FID {meta['fid']:.4g}, "
+                  + (f"acceleration {acc:.2%}, " if acc is not None else "")
+                  + f"blocks {schedule_string(chosen)} -> {out}")

@@ -1,0 +1,571 @@
+"""Reading a finished (or running) schedule search: its Pareto front, seeds, export, hypervolume.
+
+A search study (``ase-search run``, :mod:`ase_search.search`) minimises two objectives,
+``values = [FID, latency]``, where latency is the predicted seconds per sampled batch. Each trial
+records its schedule (``ExitSchedule.to_dict()``) and metrics in its user attributes; trials
+seeded from the paper's presets carry the preset name in ``user_attrs["seed"]``.
+
+Everything here reads a study and never writes to its storage: :func:`open_study` refuses a
+missing file instead of letting SQLite create an empty database in its place.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from ase_search.schedule import ExitSchedule, ScheduleError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "FRONT_COLUMNS",
+    "SeedStatus",
+    "StudyError",
+    "complete_trials",
+    "export_schedule",
+    "front_table",
+    "full_latency_of",
+    "hypervolume",
+    "hypervolume_history",
+    "open_study",
+    "pareto_front",
+    "seed_report",
+    "schedule_string",
+    "select_trial",
+    "storage_location",
+    "study_dir",
+    "trial_acceleration",
+    "trial_schedule",
+]
+
+JOURNAL_SUFFIXES = (".journal", ".log")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+FRONT_COLUMNS = ("trial", "schedule", "fid", "acceleration", "latency", "seed", "on_front",
+                 "dominated_by")
+
+
+class StudyError(ValueError):
+    """A study cannot be opened or queried as asked; the message says what is wrong and the fix."""
+
+
+# ###################################################################### opening a study
+def open_study(storage: str | Path, study_name: str | None = None) -> optuna.Study:
+    """Open an existing search study for reading.
+
+    Args:
+        storage: a SQLite file (``studies/dit.db``), an Optuna JournalStorage file (``*.journal``
+            or ``*.log``) or any Optuna storage URL (``sqlite:///studies/dit.db``,
+            ``postgresql://...``).
+        study_name: which study to open; may be left out when the storage holds exactly one.
+
+    Returns:
+        The loaded study.
+
+    Raises:
+        StudyError: the file is missing or is not an Optuna storage, the storage holds no study,
+            or several studies and no (or an unknown) ``study_name``, or the study is not a
+            two-objective (FID, latency) minimisation.
+    """
+    backend = _open_storage(storage)
+    try:
+        names = [s.study_name for s in backend.get_all_studies()]
+    except Exception as err:  # SQLAlchemy / Optuna / JSON errors from a foreign file
+        raise StudyError(f"{storage} is not a readable Optuna storage ({_short(err)})") from None
+    if not names:
+        raise StudyError(
+            f"{storage} holds no Optuna study; run `ase-search run` first, or point at the "
+            f"storage the search wrote"
+        )
+    if study_name is None:
+        if len(names) > 1:
+            raise StudyError(
+                f"{storage} holds {len(names)} studies ({', '.join(sorted(names))}); choose one "
+                f"with study_name / --study-name"
+            )
+        study_name = names[0]
+    elif study_name not in names:
+        raise StudyError(
+            f"study_name {study_name!r} is not in {storage}; it holds {', '.join(sorted(names))}"
+        )
+    study = optuna.load_study(study_name=study_name, storage=backend)
+    _check_directions(study)
+    return study
+
+
+def _open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
+    """Build the Optuna storage behind ``storage`` without creating anything."""
+    if isinstance(storage, str) and "://" in storage:
+        return _open_url(storage)
+    path = Path(storage)
+    if not path.exists():
+        raise StudyError(
+            f"study file not found: {path}; pass the .db or .journal file the search wrote "
+            f"(default studies/<arch>.db) or a storage URL"
+        )
+    if not path.is_file():
+        raise StudyError(f"{path} is a directory; pass the study's .db or .journal file inside it")
+    kind = _sniff(path)
+    if kind == "sqlite":
+        return _open_url(f"sqlite:///{path.resolve()}")
+    if kind == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except Exception as err:
+            raise StudyError(f"{path} is not a readable Optuna journal ({_short(err)})") from None
+    raise StudyError(
+        f"{path} is not an Optuna storage: expected a SQLite database (.db) or an Optuna "
+        f"JournalStorage file ({', '.join(JOURNAL_SUFFIXES)}); {kind}"
+    )
+
+
+def _sniff(path: Path) -> str:
+    """``"sqlite"``, ``"journal"`` or a reason why the file is neither."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if head.startswith(_SQLITE_MAGIC):
+        return "sqlite"
+    first = head.split(b"\n", 1)[0].strip()
+    if not first:
+        # An empty journal is legal (the search has not logged anything yet); it holds no study.
+        return "journal" if path.suffix in JOURNAL_SUFFIXES else "the file is empty"
+    try:
+        record = json.loads(first)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = None
+    if isinstance(record, dict) and "op_code" in record:
+        return "journal"
+    return "its content is neither"
+
+
+def _open_url(url: str) -> optuna.storages.BaseStorage:
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError as err:
+        raise StudyError(f"storage URL {url!r} is malformed ({_short(err)})") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:":
+            raise StudyError(f"{url} is an in-memory database and holds no study; use a file URL")
+        # SQLite would silently create an empty database for a missing file.
+        if not Path(database).is_file():
+            raise StudyError(f"study file not found: {database} (from storage URL {url})")
+        with Path(database).open("rb") as f:
+            if not f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
+                raise StudyError(f"{database} is not a SQLite database, so not an Optuna storage")
+    try:
+        # Never create tables: reading a foreign database must not change it.
+        return optuna.storages.RDBStorage(url, skip_table_creation=True)
+    except Exception as err:
+        raise StudyError(
+            f"{url} is not a readable Optuna storage ({_short(err)}); check the path/URL and that "
+            f"it was written by Optuna {optuna.__version__.split('.')[0]}.x"
+        ) from None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
+def _check_directions(study: optuna.Study) -> None:
+    if list(study.directions) != [StudyDirection.MINIMIZE, StudyDirection.MINIMIZE]:
+        raise StudyError(
+            f"study {study.study_name!r} has directions "
+            f"{[d.name.lower() for d in study.directions]}; an ase-search study minimises "
+            f"[fid, latency]"
+        )
+
+
+def storage_location(study: optuna.Study) -> str | None:
+    """The URL or file path of the study's storage, or ``None`` for in-memory studies."""
+    # Optuna has no public accessor for a study's storage; read the two known layouts.
+    storage = getattr(study, "_storage", None)
+    backend = getattr(storage, "_backend", storage)  # _CachedStorage wraps an RDBStorage
+    url = getattr(backend, "url", None)
+    if isinstance(url, str):
+        return url
+    # JournalStorage keeps its JournalFileBackend in `_backend`.
+    file_path = getattr(backend, "_file_path", None)
+    return str(file_path) if file_path is not None else None
+
+
+def study_dir(study: optuna.Study) -> Path | None:
+    """The folder holding the study's file (relative paths in trials resolve against it)."""
+    location = storage_location(study)
+    if location is None:
+        return None
+    if "://" not in location:
+        return Path(location).resolve().parent
+    import sqlalchemy.engine
+
+    parsed = sqlalchemy.engine.make_url(location)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).resolve().parent
+    return None
+
+
+# ###################################################################### trial accessors
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """COMPLETE trials with two objective values, in trial-number order."""
+    _check_directions(study)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted((t for t in trials if t.values is not None and len(t.values) == 2),
+                  key=lambda t: t.number)
+
+
+def trial_schedule(trial: FrozenTrial) -> ExitSchedule:
+    """Rebuild the trial's :class:`ExitSchedule` from ``user_attrs["schedule"]``."""
+    data = trial.user_attrs.get("schedule")
+    if data is None:
+        raise StudyError(f"trial {trial.number} records no schedule (user_attrs['schedule'])")
+    try:
+        return ExitSchedule.from_dict(data)
+    except ScheduleError as err:
+        raise StudyError(f"trial {trial.number} holds a malformed schedule: {err}") from None
+
+
+def trial_acceleration(trial: FrozenTrial, full_latency: float | None = None) -> float:
+    """The trial's acceleration ``1 - latency / full_latency`` (NaN when it cannot be known)."""
+    value = trial.user_attrs.get("acceleration")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if full_latency and trial.values is not None:
+        return 1.0 - trial.values[1] / full_latency
+    return math.nan
+
+
+def _seed_name(trial: FrozenTrial) -> str | None:
+    seed = trial.user_attrs.get("seed")
+    return str(seed) if seed else None
+
+
+def full_latency_of(study: optuna.Study) -> float | None:
+    """The full model's latency (``user_attrs["full_latency"]``), or ``None`` if not recorded."""
+    value = study.user_attrs.get("full_latency")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def schedule_string(trial: FrozenTrial) -> str:
+    """Blocks per interval: ``28|24|20|16|12`` (equal-width intervals) or ``[0,0.3):28 ...``."""
+    try:
+        s = trial_schedule(trial)
+    except StudyError:
+        return "?"
+    widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
+    if max(widths) - min(widths) < 1e-9:
+        return "|".join(str(n) for n in s.blocks)
+    return s.describe()
+
+
+# ###################################################################### Pareto front
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
+
+
+def _non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the non-dominated points (minimisation, equal points all kept), O(n log n)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    keep: list[int] = []
+    best = math.inf  # lowest second value among points with a strictly smaller first value
+    k = 0
+    while k < len(order):
+        j = k
+        while j < len(order) and points[order[j]][0] == points[order[k]][0]:
+            j += 1
+        group = order[k:j]  # equal first value, sorted by second value
+        low = points[group[0]][1]
+        if low < best:
+            # Within the group only the points tied at the lowest second value survive.
+            keep.extend(i for i in group if points[i][1] == low)
+        best = min(best, low)
+        k = j
+    return sorted(keep)
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """Non-dominated COMPLETE trials (both objectives minimised), sorted by FID then latency.
+
+    A trial is dominated when another is no worse in both FID and latency and better in one;
+    trials with identical values do not dominate each other, so duplicates are all kept.
+    """
+    trials = complete_trials(study)
+    keep = _non_dominated([t.values for t in trials])
+    return sorted((trials[i] for i in keep), key=lambda t: (t.values[0], t.values[1], t.number))
+
+
+@dataclass(frozen=True)
+class SeedStatus:
+    """How a seed trial (a paper preset evaluated in the search) fared against the front.
+
+    Attributes:
+        name: the preset name (``"D4"``, ``"full"``, ...).
+        trial: its trial number.
+        fid, latency, acceleration: its measured values.
+        on_front: whether it is non-dominated.
+        dominated_by: numbers of the front trials that dominate it (empty when on the front).
+    """
+
+    name: str
+    trial: int
+    fid: float
+    latency: float
+    acceleration: float
+    on_front: bool
+    dominated_by: tuple[int, ...]
+
+
+def seed_report(study: optuna.Study) -> list[SeedStatus]:
+    """For each COMPLETE seed trial: on the front, or which front trials dominate it."""
+    front = pareto_front(study)
+    on_front = {t.number for t in front}
+    full = full_latency_of(study)
+    report = []
+    for t in complete_trials(study):
+        name = _seed_name(t)
+        if name is None:
+            continue
+        by = tuple(sorted(f.number for f in front if _dominates(f.values, t.values)))
+        report.append(SeedStatus(name, t.number, t.values[0], t.values[1],
+                                 trial_acceleration(t, full), t.number in on_front, by))
+    return report
+
+
+def front_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFrame:
+    """The Pareto front (plus every seed trial) as a table sorted by acceleration.
+
+    Args:
+        study: an ase-search study.
+        include_all: list every COMPLETE trial, not just the front and the seeds.
+
+    Returns:
+        A DataFrame with columns :data:`FRONT_COLUMNS`: ``trial``, ``schedule`` (blocks per
+        interval), ``fid``, ``acceleration``, ``latency``, ``seed`` (preset name or ``""``),
+        ``on_front`` and ``dominated_by`` (comma-separated numbers of the front trials that
+        dominate the row, ``""`` on the front).
+    """
+    import pandas as pd
+
+    front = pareto_front(study)
+    on_front = {t.number for t in front}
+    full = full_latency_of(study)
+    rows = []
+    for t in complete_trials(study):
+        seed = _seed_name(t)
+        if not (include_all or t.number in on_front or seed):
+            continue
+        by = [f.number for f in front if _dominates(f.values, t.values)]
+        rows.append({
+            "trial": t.number,
+            "schedule": schedule_string(t),
+            "fid": float(t.values[0]),
+            "acceleration": trial_acceleration(t, full),
+            "latency": float(t.values[1]),
+            "seed": seed or "",
+            "on_front": t.number in on_front,
+            "dominated_by": ", ".join(str(n) for n in sorted(by)),
+        })
+    table = pd.DataFrame(rows, columns=list(FRONT_COLUMNS))
+    # Latency orders exactly like acceleration and is always present; FID breaks ties.
+    return table.sort_values(["latency", "fid", "trial"], ascending=[False, True, True],
+                             ignore_index=True)
+
+
+# ###################################################################### choosing and exporting
+def select_trial(
+    study: optuna.Study,
+    *,
+    trial: int | None = None,
+    max_fid: float | None = None,
+    min_acceleration: float | None = None,
+) -> FrozenTrial:
+    """Pick one trial by exactly one criterion.
+
+    Args:
+        study: an ase-search study.
+        trial: a trial number (any COMPLETE trial).
+        max_fid: the front trial with the highest acceleration whose FID is at most this.
+        min_acceleration: the front trial with the lowest FID whose acceleration is at least this
+            (a fraction, ``0.3`` = 30% faster than the full model).
+
+    Raises:
+        StudyError: not exactly one criterion, or no trial qualifies (the message gives the best
+            values available).
+    """
+    given = {k: v for k, v in (("trial", trial), ("max_fid", max_fid),
+                               ("min_acceleration", min_acceleration)) if v is not None}
+    if len(given) != 1:
+        raise StudyError(
+            "choose the trial by exactly one of trial / max_fid / min_acceleration "
+            f"(--trial, --max-fid, --min-acceleration); got {', '.join(given) or 'none'}"
+        )
+    if trial is not None:
+        if isinstance(trial, bool) or not isinstance(trial, numbers.Integral) or trial < 0:
+            raise StudyError(f"trial must be a non-negative trial number, got {trial!r}")
+        found = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
+        if not found:
+            n = len(study.get_trials(deepcopy=False))
+            have = f"trials 0..{n - 1}" if n else "no trials yet"
+            raise StudyError(f"trial {trial} does not exist; study {study.study_name!r} has "
+                             f"{have}")
+        if found[0].state != TrialState.COMPLETE or found[0].values is None:
+            reason = found[0].user_attrs.get("fail_reason")
+            raise StudyError(
+                f"trial {trial} is {found[0].state.name}"
+                + (f" ({reason})" if reason else "")
+                + "; choose a COMPLETE trial, e.g. one from `ase-search pareto`"
+            )
+        return found[0]
+
+    front = pareto_front(study)
+    if not front:
+        raise StudyError(f"study {study.study_name!r} has no COMPLETE trial yet")
+    full = full_latency_of(study)
+    scored = [(t, trial_acceleration(t, full)) for t in front]
+    if max_fid is not None:
+        if not math.isfinite(max_fid):
+            raise StudyError(f"max_fid must be a finite number, got {max_fid}")
+        ok = [t for t in front if t.values[0] <= max_fid]
+        if not ok:
+            best = min(front, key=lambda t: t.values[0])
+            raise StudyError(
+                f"no trial reaches FID <= {max_fid:g}; the lowest FID is {best.values[0]:.4g} "
+                f"(trial {best.number}); raise max_fid"
+            )
+        # Highest acceleration is lowest latency, which every trial records.
+        return min(ok, key=lambda t: (t.values[1], t.values[0], t.number))
+    assert min_acceleration is not None
+    if not math.isfinite(min_acceleration) or min_acceleration > 1:
+        raise StudyError(
+            f"min_acceleration must be a fraction <= 1 (0.3 = 30% faster), got {min_acceleration}"
+        )
+    ok = [(t, a) for t, a in scored if not math.isnan(a) and a >= min_acceleration]
+    if not ok:
+        known = [(t, a) for t, a in scored if not math.isnan(a)]
+        if not known:
+            raise StudyError("the front's trials record no acceleration; select by max_fid or "
+                             "trial instead")
+        best, acc = max(known, key=lambda ta: ta[1])
+        raise StudyError(
+            f"no trial reaches acceleration >= {min_acceleration:.2%}; the highest is "
+            f"{acc:.2%} (trial {best.number}, FID {best.values[0]:.4g}); lower min_acceleration"
+        )
+    return min(ok, key=lambda ta: (ta[0].values[0], -ta[1], ta[0].number))[0]
+
+
+def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | Path
+                    ) -> ExitSchedule:
+    """Write a trial's schedule as JSON (atomically), with its provenance in ``metadata``.
+
+    Args:
+        study: the study the trial belongs to.
+        trial: the trial or its number.
+        path: the ``.json`` file to write.
+
+    Returns:
+        The exported schedule (as written).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise StudyError(f"schedules are exported as JSON; got {path.name!r}, use a .json path")
+    if not isinstance(trial, FrozenTrial):
+        trial = select_trial(study, trial=trial)
+    elif trial.state != TrialState.COMPLETE or trial.values is None:
+        raise StudyError(f"trial {trial.number} is {trial.state.name}; export a COMPLETE trial")
+    schedule = trial_schedule(trial)
+    attrs, config = trial.user_attrs, study.user_attrs.get("config") or {}
+    seed = _seed_name(trial)
+    provenance: dict[str, Any] = {
+        "source": "ase-search export",
+        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "study": study.study_name,
+        "storage": storage_location(study),
+        "trial": trial.number,
+        "seed": seed,
+        "fid": float(trial.values[0]),
+        "kid_mean": attrs.get("kid_mean"),
+        "latency": float(trial.values[1]),
+        "full_latency": full_latency_of(study),
+        "acceleration": _nan_to_none(trial_acceleration(trial, full_latency_of(study))),
+        "block_acceleration": attrs.get("block_acceleration"),
+        "finetune_steps": attrs.get("finetune_steps"),
+        "sampler": config.get("sampler"),
+        "steps": config.get("steps"),
+        "finetune": config.get("finetune", config.get("finetune_mode")),
+        "checkpoint": config.get("checkpoint"),
+        "search_config": config,
+        "ase_search_version": study.user_attrs.get("ase_search_version"),
+    }
+    name = seed or f"{study.study_name}-trial{trial.number}"
+    out = ExitSchedule(schedule.arch, schedule.depth, schedule.boundaries, schedule.blocks, name,
+                       {**schedule.metadata, **provenance})
+    out.to_json(path)
+    return out
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+# ###################################################################### hypervolume
+def hypervolume(points: Sequence[Sequence[float]], reference_point: Sequence[float]) -> float:
+    """Exact 2-D hypervolume (area dominated by ``points`` and bounded by ``reference_point``).
+
+    Points not strictly better than the reference in both objectives add nothing.
+    """
+    r0, r1 = _check_reference(reference_point)
+    inside = sorted((float(p[0]), float(p[1])) for p in points if p[0] < r0 and p[1] < r1)
+    area, low = 0.0, r1
+    # Sweep left to right: between consecutive x-coordinates the dominated height is r1 minus the
+    # lowest second value seen so far.
+    for k, (x, y) in enumerate(inside):
+        low = min(low, y)
+        x_next = inside[k + 1][0] if k + 1 < len(inside) else r0
+        area += (x_next - x) * (r1 - low)
+    return area
+
+
+def _check_reference(reference_point: Sequence[float]) -> tuple[float, float]:
+    ref = [float(x) for x in reference_point]
+    if len(ref) != 2 or not all(math.isfinite(x) for x in ref):
+        raise StudyError(
+            f"reference_point must be two finite numbers (fid, latency), got {reference_point!r}"
+        )
+    return ref[0], ref[1]
+
+
+def hypervolume_history(study: optuna.Study, reference_point: Sequence[float]) -> list[float]:
+    """Hypervolume of the front after each COMPLETE trial, in trial-number order.
+
+    Entry ``k`` belongs to ``complete_trials(study)[k]`` and covers that trial and all earlier
+    complete ones; the sequence never decreases.
+    """
+    ref = _check_reference(reference_point)
+    front: list[tuple[float, float]] = []
+    history: list[float] = []
+    current = 0.0
+    for t in complete_trials(study):
+        p = (float(t.values[0]), float(t.values[1]))
+        if p[0] < ref[0] and p[1] < ref[1] and not any(
+                q[0] <= p[0] and q[1] <= p[1] for q in front):
+            # Only a point that is new and undominated changes the front (and the area).
+            front = [q for q in front if not _dominates(p, q)] + [p]
+            current = hypervolume(front, ref)
+        history.append(current)
+    return history

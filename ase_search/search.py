@@ -1,0 +1,670 @@
+"""The search: an Optuna multi-objective study over exit schedules, evaluated by Ray Tune workers.
+
+Objectives (both minimised): FID of samples drawn with the schedule, and the schedule's sampling
+latency predicted by the per-component cost model (:mod:`ase_search.metrics.latency`), which is
+noise-free, so trials stay comparable on a busy machine. The space's seed presets (the paper's
+D-schedules) are enqueued once, however often a run is resumed.
+
+Fault model. The Optuna storage is the single source of truth. A trial whose worker raises (NaN
+loss, out of memory, a bad schedule) is told FAILED with its reason in the ``fail_reason`` user
+attribute; a NaN is never reported as a value. A driver killed mid-run leaves RUNNING trials
+behind: the next run marks them FAILED ("interrupted") and enqueues their parameters again, so
+no finished trial is lost and no interrupted one is skipped. ``budget`` counts finished
+(COMPLETE) trials: re-running continues up to it. (Tune's own experiment restore is not used:
+its searcher snapshot can lag the database, which is what decides.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "SAMPLER_ALGOS",
+    "SearchConfig",
+    "SearchError",
+    "SearchSummary",
+    "TrialContext",
+    "evaluate_schedule",
+    "open_or_create_study",
+    "recover_interrupted",
+    "enqueue_seeds",
+    "resolve_storage",
+    "run_search",
+]
+
+METRICS = ("fid", "latency")
+# Trial user attributes written from a worker's result (the contract of ase_search.pareto).
+TRIAL_ATTRS = ("schedule", "fid", "kid_mean", "kid_std", "latency", "acceleration",
+               "block_acceleration", "block_evals", "finetune_steps", "wall_time", "time_split",
+               "seed", "grid")
+FINETUNE_MODES = ("one-shot", "per-trial", "none")
+
+
+class SearchError(ValueError):
+    """A search cannot start or continue; the message says why and what to do."""
+
+
+def _gp(seed: int):
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _tpe(seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+def _nsga2(seed: int):
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+
+
+def _random(seed: int):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+# Optuna samplers by CLI name. GP (log-EHVI) is the default: it is the most sample-efficient for
+# ~40-trial multi-objective budgets, where NSGA-II would spend its whole budget on early
+# generations.
+SAMPLER_ALGOS: dict[str, Callable[[int], Any]] = {
+    "gp": _gp,
+    "tpe": _tpe,
+    "nsga2": _nsga2,
+    "random": _random,
+}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that defines a search run. Stored in the study, so a resume can check it.
+
+    Args:
+        arch: ``"dit"`` or ``"uvit"``.
+        budget: finished (COMPLETE) trials the study should hold when the run ends.
+        space: search-space YAML (default: ``search_spaces/<arch>.yaml``).
+        checkpoint: model to search for (default: the shipped testbed model).
+        data: reference data for FID and fine-tuning (``mnist``, image folder or latents).
+        sampler: ``ddpm``, ``ddim``, ``dpm-solver`` or ``euler-maruyama``.
+        steps: sampling steps.
+        n_samples: samples per trial for FID.
+        finetune: ``one-shot`` (fine-tune once for the whole space, before the trials),
+            ``per-trial`` (Algorithm 1 for each trial's schedule) or ``none``.
+        finetune_steps: optimiser steps of that fine-tune.
+        storage: Optuna storage: a ``.db`` path (sqlite), a ``.journal`` path (several drivers)
+            or any storage URL (default ``studies/<arch>.db``).
+        study_name: default ``<arch>``.
+        sampler_algo: Optuna sampler, a key of :data:`SAMPLER_ALGOS`.
+        max_concurrent: trials at once (default: one per GPU, else one per two CPU cores).
+        gpus_per_trial: GPUs per trial (default: 1 when the cluster has GPUs, else 0).
+        ray_address: join this Ray cluster instead of starting a local one.
+        seed: seed of the sampler, of the fine-tune and of every trial's sampling noise (common
+            random numbers across trials).
+        batch_size: sampling batch size.
+        latency_batch: batch size the cost model is profiled at.
+        fid_extractor: ``mnist-classifier`` or ``inception-v3-compat``.
+        fid_weights: local path of the Inception weights (real datasets).
+        kid: also compute KID.
+        grid: samples saved per trial as a PNG grid (0: none).
+    """
+
+    arch: str = "dit"
+    budget: int = 40
+    space: str | None = None
+    checkpoint: str | None = None
+    data: str = "mnist"
+    sampler: str = "ddim"
+    steps: int = 20
+    n_samples: int = 500
+    finetune: Literal["one-shot", "per-trial", "none"] = "one-shot"
+    finetune_steps: int = 600
+    storage: str | None = None
+    study_name: str | None = None
+    sampler_algo: str = "gp"
+    max_concurrent: int | None = None
+    gpus_per_trial: float | None = None
+    ray_address: str | None = None
+    seed: int = 0
+    batch_size: int = 250
+    latency_batch: int = 256
+    fid_extractor: str = "mnist-classifier"
+    fid_weights: str | None = None
+    kid: bool = False
+    grid: int = 16
+
+    def __post_init__(self) -> None:
+        from ase_search.samplers import SamplerConfig
+
+        if self.arch not in ("dit", "uvit"):
+            raise SearchError(f"--arch must be dit or uvit, got {self.arch!r}")
+        if self.budget < 1:
+            raise SearchError(f"--budget must be >= 1, got {self.budget}")
+        if self.finetune not in FINETUNE_MODES:
+            raise SearchError(f"--finetune must be one of {list(FINETUNE_MODES)}, got "
+                              f"{self.finetune!r}")
+        if self.sampler_algo not in SAMPLER_ALGOS:
+            raise SearchError(f"--sampler-algo must be one of {list(SAMPLER_ALGOS)}, got "
+                              f"{self.sampler_algo!r}")
+        if self.n_samples < 2:
+            raise SearchError(f"--n-samples must be >= 2 for FID, got {self.n_samples}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise SearchError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
+            raise SearchError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        SamplerConfig(name=self.sampler, steps=self.steps)  # validates sampler and steps
+
+    @property
+    def resolved_study_name(self) -> str:
+        return self.study_name or self.arch
+
+    @property
+    def resolved_storage(self) -> str:
+        return self.storage or str(Path("studies") / f"{self.arch}.db")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that make trials comparable; a resumed run must not change them."""
+        keys = ("arch", "space", "checkpoint", "data", "sampler", "steps", "n_samples",
+                "finetune", "finetune_steps", "seed", "latency_batch", "fid_extractor", "kid")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What a worker needs to evaluate one schedule (plain data: it travels to Ray workers)."""
+
+    config: dict[str, Any]
+    weights: str  # absolute path of the weights every trial starts from
+    space: dict[str, Any]
+    cost_model: dict[str, Any]
+    grids_dir: str
+    cpus: int
+
+
+@dataclass
+class SearchSummary:
+    study_name: str
+    storage: str
+    complete: int
+    failed: int
+    wall_time: float
+    new_trials: int
+    setup_time: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Storage and study bookkeeping
+# --------------------------------------------------------------------------------------------
+def resolve_storage(spec: str) -> Any:
+    """An Optuna storage *object* for a path or URL (Ray's OptunaSearch needs an object).
+
+    ``*.journal`` / ``*.log`` paths give a file journal (safe for several drivers); any other path
+    is a sqlite database (made absolute, so Ray workers in other folders find it); ``scheme://``
+    strings are passed to :class:`optuna.storages.RDBStorage` as they are.
+    """
+    import optuna
+
+    if "://" in spec:
+        return optuna.storages.RDBStorage(spec)
+    path = Path(spec).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".journal", ".log"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return optuna.storages.RDBStorage(f"sqlite:///{path}")
+    except Exception as err:  # not a database, a newer schema, ...
+        raise SearchError(f"{path} is not a usable Optuna sqlite storage "
+                          f"({str(err).splitlines()[0]}); pass another --storage") from None
+
+
+def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dict[str, Any]):
+    """Load the study or create it; refuse to continue a study made with other settings."""
+    import optuna
+
+    name = config.resolved_study_name
+    study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                directions=["minimize", "minimize"],
+                                sampler=SAMPLER_ALGOS[config.sampler_algo](config.seed))
+    if len(study.directions) != 2:
+        raise SearchError(f"study {name!r} in {config.resolved_storage} is not a two-objective "
+                          f"ase-search study; pass another --study-name")
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_metric_names(list(METRICS))
+        study.set_user_attr("identity", config.identity())
+        study.set_user_attr("config", asdict(config))
+        study.set_user_attr("arch", config.arch)
+        study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
+        for key, value in extra_attrs.items():
+            study.set_user_attr(key, value)
+    elif stored != config.identity():
+        diff = {k: (stored.get(k), v) for k, v in config.identity().items() if stored.get(k) != v}
+        raise SearchError(
+            f"study {name!r} in {config.resolved_storage} was run with other settings "
+            f"(stored vs now: {diff}); resume with the same settings or pass another --study-name"
+        )
+    return study
+
+
+def recover_interrupted(study: Any) -> int:
+    """Mark trials left RUNNING by a killed driver FAILED and enqueue their parameters again."""
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    waiting = {tuple(sorted(t.params.items()))
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                    "interrupted: the search driver stopped before this trial "
+                                    "finished; it was queued again")
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        key = tuple(sorted(trial.params.items()))
+        if trial.params and key not in waiting:
+            study.enqueue_trial(dict(trial.params), user_attrs=dict(
+                {k: v for k, v in trial.user_attrs.items() if k == "seed"}))
+            waiting.add(key)
+        recovered += 1
+    return recovered
+
+
+def enqueue_seeds(study: Any, space: Any) -> list[str]:
+    """Enqueue each seed preset unless a trial with its parameters is already finished, queued
+    or running (a seed that failed is queued again)."""
+    from optuna.trial import TrialState
+
+    taken = {
+        tuple(sorted(t.params.items()))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING,
+                                                          TrialState.RUNNING))
+    }
+    added = []
+    for name, schedule in zip(space.seeds, space.seed_schedules()):
+        params = space.to_params(schedule)
+        key = tuple(sorted(params.items()))
+        if key not in taken:
+            study.enqueue_trial(params, user_attrs={"seed": name})
+            taken.add(key)
+            added.append(name)
+    return added
+
+
+# --------------------------------------------------------------------------------------------
+# One trial
+# --------------------------------------------------------------------------------------------
+def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -> dict[str, Any]:
+    """Fine-tune (per-trial mode), sample with common random numbers, FID, predicted latency."""
+    import torch
+
+    from ase_search.data import build_dataset
+    from ase_search.finetune import FinetuneConfig, finetune
+    from ase_search.metrics.fid import FIDConfig, compute_fid
+    from ase_search.metrics.latency import CostModel
+    from ase_search.models import load_checkpoint
+    from ase_search.report import save_grid, to_uint8
+    from ase_search.samplers import SamplerConfig, sample
+
+    cfg = ctx.config
+    torch.set_num_threads(max(1, ctx.cpus))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    split: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model, _ = load_checkpoint(ctx.weights, ema=True)
+    finetune_steps = 0
+    if cfg["finetune"] == "per-trial" and cfg["finetune_steps"] > 0:
+        data = build_dataset(cfg["data"], resolution=model.input_size, channels=model.in_channels)
+        result = finetune(model, data, schedule,
+                          FinetuneConfig(steps=cfg["finetune_steps"], seed=cfg["seed"]),
+                          device=device, progress=False)
+        model, finetune_steps = result.ema, result.step
+    split["finetune"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    model = model.to(device).eval()
+    sampler = SamplerConfig(name=cfg["sampler"], steps=cfg["steps"])
+    out = sample(model, sampler=sampler, schedule=schedule, n=cfg["n_samples"],
+                 batch_size=cfg["batch_size"], seed=cfg["seed"], device=device)
+    split["sampling"] = time.perf_counter() - t1
+    if not torch.isfinite(out.images).all():
+        raise FloatingPointError("sampling produced NaN/inf images (the model diverged)")
+
+    t2 = time.perf_counter()
+    fid_config = FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
+                           kid=cfg["kid"])
+    metrics = compute_fid(to_uint8(out.images), reference=cfg["data"], config=fid_config)
+    split["fid"] = time.perf_counter() - t2
+    if not all(math.isfinite(v) for v in metrics.values()):
+        raise FloatingPointError(f"FID is not finite: {metrics}")
+
+    cost = CostModel.from_dict(ctx.cost_model)
+    times = sampler.model_times()
+    latency = cost.latency(schedule, times)
+    grid = None
+    if cfg["grid"] > 0:
+        grid = str(save_grid(out.images[: cfg["grid"]], Path(ctx.grids_dir) / f"{tag}.png"))
+    result = {
+        "schedule": schedule.to_dict(),
+        **metrics,
+        "latency": latency,
+        "acceleration": cost.acceleration(schedule, times),
+        "block_acceleration": schedule.ideal_acceleration(
+            [round(s) for s in times] if cfg["sampler"] != "euler-maruyama"
+            else [min(999, int(s)) for s in times]),
+        "block_evals": out.block_evals,
+        "finetune_steps": finetune_steps,
+        "time_split": split,
+        "wall_time": time.perf_counter() - t0,
+        "grid": grid,
+    }
+    return result
+
+
+def _trainable(params: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable: decode, evaluate, report (never raises)."""
+    from ray import tune
+
+    from ase_search.space import ScheduleSpace, schedules_equivalent
+
+    started = time.perf_counter()
+    try:
+        space = ScheduleSpace.from_dict(ctx.space)
+        schedule = space.from_params(params)
+        seed = next((name for name, s in zip(space.seeds, space.seed_schedules())
+                     if schedules_equivalent(s, schedule)), None)
+        schedule = replace(schedule, name=seed or schedule.name)
+        result = evaluate_schedule(schedule, ctx, tag=f"trial-{tune.get_context().get_trial_id()}")
+        result["seed"] = seed
+    except Exception as err:  # reported as a FAILED trial with its reason; the study goes on
+        last = traceback.format_exc().strip().splitlines()[-1]
+        result = {"fail_reason": f"{type(err).__name__}: {err}"[:500], "traceback": last}
+    result["worker_time"] = time.perf_counter() - started
+    tune.report(result)
+
+
+def _make_searcher(study: Any, space: Any, storage: Any, config: SearchConfig):
+    """Ray's OptunaSearch, telling results (and failures, with reasons) into our study."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class StudySearch(OptunaSearch):
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            if trial_id in self._completed_trials:
+                return
+            ot_trial = self._ot_trials[trial_id]
+            reason = None
+            values: list[float] = []
+            if error or not result:
+                reason = "the trial's worker crashed (see the Ray logs)"
+            elif result.get("fail_reason"):
+                reason = str(result["fail_reason"])
+            else:
+                values = [float(result.get(m, float("nan"))) for m in METRICS]
+                if not all(math.isfinite(v) for v in values):
+                    reason = f"non-finite objectives {dict(zip(METRICS, values))}"
+            for key in TRIAL_ATTRS:
+                if result and result.get(key) is not None:
+                    ot_trial.set_user_attr(key, result[key])
+            if result and result.get("worker_time") is not None:
+                ot_trial.set_user_attr("worker_time", result["worker_time"])
+            if reason is not None:
+                ot_trial.set_user_attr("fail_reason", reason)
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self._ot_study.tell(ot_trial, values)
+            self._completed_trials.add(trial_id)
+
+    searcher = StudySearch(
+        space=space.distributions(),
+        metric=list(METRICS),
+        mode=["min", "min"],
+        sampler=SAMPLER_ALGOS[config.sampler_algo](config.seed),
+        storage=storage,
+        study_name=config.resolved_study_name,
+        seed=config.seed,
+    )
+    return searcher
+
+
+class _StudyProgress:
+    """A rich progress bar fed by polling the study (the database is the truth; Tune callbacks
+    would have to be pickled with the experiment)."""
+
+    def __init__(self, study: Any, total: int, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.study = study
+        self.progress = Progress(
+            TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+        self.task = self.progress.add_task("search", total=total, best="")
+        self.refresh()
+
+    def refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        fails = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        front = [t for t in complete if not any(
+            o.values[0] <= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+            for o in complete)]
+        text = f"front {len(front)}, failed {fails}"
+        best = max(front, key=lambda t: t.user_attrs.get("acceleration", 0.0), default=None)
+        if best is not None:
+            text += (f", fastest on front: {best.user_attrs.get('acceleration', 0.0):.0%} "
+                     f"at FID {best.values[0]:.2f}")
+        self.progress.update(self.task, completed=len(complete), best=text)
+
+    def __enter__(self) -> _StudyProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.refresh()
+        self.progress.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------
+def _one_shot_weights(config: SearchConfig, model: Any, space: Any, storage_dir: Path,
+                      progress: bool) -> Path:
+    """Fine-tune once for the whole space (cached next to the study, reused on resume)."""
+    from ase_search.data import build_dataset
+    from ase_search.finetune import FinetuneConfig, finetune_one_shot
+    from ase_search.models import save_checkpoint
+
+    out = storage_dir / f"{config.resolved_study_name}-one-shot.safetensors"
+    if out.is_file():
+        return out
+    data = build_dataset(config.data, resolution=model.input_size, channels=model.in_channels)
+    result = finetune_one_shot(model.train(), data, space,
+                               FinetuneConfig(steps=config.finetune_steps, seed=config.seed),
+                               progress=progress)
+    save_checkpoint(out, result.ema, extra={"finetune": "one-shot", "space": space.to_dict(),
+                                            "steps": result.step})
+    return out
+
+
+def _init_ray(config: SearchConfig) -> bool:
+    """Start (or join) Ray; return whether we started it (and so must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if config.ray_address:
+        ray.init(address=config.ray_address, logging_level="ERROR", log_to_driver=False)
+        return False
+    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             configure_logging=True)
+    return True
+
+
+def _resources(config: SearchConfig) -> tuple[dict[str, float], int, int]:
+    """Per-trial resources that the cluster can actually grant, concurrency and CPU threads."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = int(total.get("CPU", 1)), int(total.get("GPU", 0))
+    gpus_per_trial = config.gpus_per_trial
+    if gpus_per_trial is None:
+        gpus_per_trial = 1.0 if gpus > 0 else 0.0
+    if gpus_per_trial > gpus:
+        raise SearchError(f"--gpus-per-trial {gpus_per_trial} but the Ray cluster has {gpus} "
+                          f"GPU(s); the trials could never start. Use --gpus-per-trial 0")
+    if config.max_concurrent is not None:
+        concurrent = config.max_concurrent
+    elif gpus_per_trial > 0:
+        concurrent = max(1, int(gpus // gpus_per_trial))
+    else:
+        concurrent = max(1, cpus // 2)
+    cpus_per_trial = max(1, cpus // concurrent)
+    return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, concurrent, cpus_per_trial
+
+
+def run_search(config: SearchConfig, *, progress: bool = True,
+               log: Callable[[str], None] = print) -> SearchSummary:
+    """Run (or resume) the search until the study holds ``config.budget`` finished trials."""
+    import torch
+    from optuna.trial import TrialState
+
+    from ase_search.metrics.latency import profile_components
+    from ase_search.samplers import SamplerConfig
+    from ase_search.space import load_space
+    from ase_search.testbed import TESTBEDS, load_model
+
+    started = time.perf_counter()
+    setup: dict[str, float] = {}
+    model = load_model(config.arch, config.checkpoint)
+    space_path = Path(config.space) if config.space else TESTBEDS[config.arch].space
+    space = load_space(space_path, depth=model.exit_depth)
+    if space.arch != config.arch:
+        raise SearchError(f"{space_path} is a {space.arch} space but --arch is {config.arch}")
+    storage_spec = config.resolved_storage
+    storage = resolve_storage(storage_spec)
+    storage_dir = (Path(storage_spec).expanduser().resolve().parent if "://" not in storage_spec
+                   else Path("studies").resolve())
+    sampler = SamplerConfig(name=config.sampler, steps=config.steps)
+
+    # The cost model is profiled once per study and stored, so resumed runs stay comparable.
+    study = open_or_create_study(config, storage, extra_attrs={"space": space.to_dict()})
+    if "cost_model" not in study.user_attrs:
+        t = time.perf_counter()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        cost = profile_components(model, batch_size=config.latency_batch, device=device)
+        study.set_user_attr("cost_model", cost.to_dict())
+        study.set_user_attr("full_latency", cost.latency(None, sampler.model_times()))
+        setup["profile"] = time.perf_counter() - t
+    recovered = recover_interrupted(study)
+    if recovered:
+        log(f"re-queued {recovered} trial(s) interrupted by an earlier run")
+    seeds = enqueue_seeds(study, space)
+    if seeds:
+        log(f"enqueued seed schedules: {', '.join(seeds)}")
+
+    def count(state: TrialState) -> int:
+        return len(study.get_trials(deepcopy=False, states=(state,)))
+
+    complete_before = count(TrialState.COMPLETE)
+    if complete_before >= config.budget:
+        log(f"study {config.resolved_study_name!r} already holds {complete_before} finished "
+            f"trials (budget {config.budget}); raise --budget to search further")
+        return SearchSummary(config.resolved_study_name, storage_spec, complete_before,
+                             count(TrialState.FAIL), 0.0, 0, setup)
+
+    t = time.perf_counter()
+    if config.finetune == "one-shot" and config.finetune_steps > 0:
+        weights = _one_shot_weights(config, model, space, storage_dir, progress)
+    else:
+        weights = Path(config.checkpoint).resolve() if config.checkpoint else \
+            TESTBEDS[config.arch].path
+    setup["one_shot_finetune"] = time.perf_counter() - t
+
+    started_ray = _init_ray(config)
+    try:
+        from ray import tune
+
+        resources, concurrent, cpus = _resources(config)
+        ctx = TrialContext(config=asdict(config), weights=str(Path(weights).resolve()),
+                           space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
+                           grids_dir=str(storage_dir / f"{config.resolved_study_name}-grids"),
+                           cpus=cpus)
+        with tempfile.TemporaryDirectory(prefix="ase-search-tune-") as tune_dir, \
+                _StudyProgress(study, config.budget, progress) as bar:
+            stalled = 0
+            while count(TrialState.COMPLETE) < config.budget and stalled < 2:
+                before = count(TrialState.COMPLETE)
+                from ray.tune.search import ConcurrencyLimiter
+
+                searcher = ConcurrencyLimiter(_make_searcher(study, space, storage, config),
+                                              max_concurrent=concurrent)
+                tuner = tune.Tuner(
+                    tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), resources),
+                    tune_config=tune.TuneConfig(search_alg=searcher,
+                                                num_samples=config.budget - before,
+                                                max_concurrent_trials=concurrent),
+                    run_config=tune.RunConfig(name=config.resolved_study_name,
+                                              storage_path=tune_dir, verbose=0),
+                )
+                _fit_polling(tuner, bar)
+                stalled = stalled + 1 if count(TrialState.COMPLETE) == before else 0
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    complete = count(TrialState.COMPLETE)
+    if complete < config.budget:
+        reasons = {t.user_attrs.get("fail_reason", "?")
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        raise SearchError(f"the search stopped at {complete}/{config.budget} finished trials: "
+                          f"trials keep failing ({'; '.join(sorted(reasons))[:400]})")
+    return SearchSummary(config.resolved_study_name, storage_spec, complete,
+                         count(TrialState.FAIL), time.perf_counter() - started,
+                         complete - complete_before, setup)
+
+
+def _fit_polling(tuner: Any, bar: _StudyProgress, every: float = 2.0) -> None:
+    """Run ``tuner.fit()`` in a thread while the main thread refreshes the progress bar."""
+    import threading
+
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            tuner.fit()
+        except BaseException as err:  # re-raised in the driver thread
+            error.append(err)
+
+    thread = threading.Thread(target=target, name="ray-tune-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(every)
+        bar.refresh()
+    if error:
+        raise error[0]

@@ -1,0 +1,132 @@
+"""``ase-search pareto`` and ``ase-search export`` through the console entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from ase_search.cli import main
+from ase_search.pareto import front_table, open_study
+from ase_search.schedule import ExitSchedule
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """studies/dit.db: front = trials 0, 2, 4; seed D4 (1) dominated by 2; trial 3 failed."""
+    path = tmp_path_factory.mktemp("template") / "dit.db"
+    study = optuna.create_study(directions=["minimize", "minimize"], study_name="dit",
+                                storage=f"sqlite:///{path}")
+    study.set_metric_names(["fid", "latency"])
+    study.set_user_attr("arch", "dit")
+    study.set_user_attr("config", {"sampler": "ddim", "steps": 20, "finetune": "none",
+                                   "checkpoint": None})
+    study.set_user_attr("full_latency", 1.0)
+    rows = [(4.0, 1.0, "full"), (7.0, 0.8, "D4"), (6.0, 0.6, None), (None, None, None),
+            (9.0, 0.3, None)]
+    for k, (fid, latency, seed) in enumerate(rows):
+        blocks = (12, 11, 10, 9, k + 1)
+        attrs = {"schedule": ExitSchedule("dit", 12, (0, .2, .4, .6, .8, 1), blocks).to_dict()}
+        if seed:
+            attrs["seed"] = seed
+        if latency is not None:
+            attrs["acceleration"] = 1 - latency
+        else:
+            attrs["fail_reason"] = "worker lost"
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE if fid is not None else TrialState.FAIL,
+            values=None if fid is None else [fid, latency], params={"b": k + 1},
+            distributions={"b": IntDistribution(1, 12)}, user_attrs=attrs))
+    return path
+
+
+@pytest.fixture
+def db(template, tmp_path):
+    """A fresh copy of the template study per test (SQLite writes are slow to rebuild)."""
+    path = tmp_path / "studies" / "dit.db"
+    path.parent.mkdir()
+    shutil.copy(template, path)
+    return path
+
+
+def run(argv, capsys):
+    """Run the CLI; return (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as err:
+        code = err.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_pareto_prints_front_and_writes_report_and_csv(db, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["pareto", str(db), "--csv", "front.csv"], capsys)
+    assert code == 0
+    assert "seed D4 (trial 1) is dominated by trial(s) 2" in out
+    assert "seed full (trial 0) is on the front" in out
+    assert "* D4" in out  # the seed is marked in the table
+    report = tmp_path / "reports" / "dit-pareto.html"  # default path from the file's stem
+    assert report.is_file() and "plotly.js v" in report.read_text()
+    table = pd.read_csv(tmp_path / "front.csv", keep_default_na=False)
+    expected = front_table(open_study(db))
+    assert list(table.trial) == list(expected.trial) == [0, 1, 2, 4]
+    assert list(table.fid) == list(expected.fid)
+
+
+def test_pareto_without_report(db, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["pareto", f"sqlite:///{db}", "--study-name", "dit", "--no-report"],
+                       capsys)
+    assert code == 0 and "dominated by trial(s) 2" in out
+    assert not (tmp_path / "reports").exists()
+
+
+def test_export_writes_schedule_with_provenance(db, tmp_path, capsys):
+    out_file = tmp_path / "fast.json"
+    code, out, _ = run(["export", str(db), "--min-acceleration", "0.3", "-o", str(out_file)],
+                       capsys)
+    assert code == 0 and "trial 2" in out
+    schedule = ExitSchedule.from_json(out_file)
+    assert schedule.blocks == (12, 11, 10, 9, 3)
+    assert schedule.metadata["trial"] == 2 and schedule.metadata["fid"] == 6.0
+    assert schedule.metadata["sampler"] == "ddim" and schedule.metadata["finetune"] == "none"
+    assert json.loads(out_file.read_text())["metadata"]["study"] == "dit"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pareto", "{missing}"], "study file not found"),
+    (["pareto", "{text}"], "not an Optuna storage"),
+    (["export", "{db}", "-o", "x.json"], "exactly one of --trial, --max-fid"),
+    (["export", "{db}", "--trial", "2", "--max-fid", "5", "-o", "x.json"], "exactly one"),
+    (["export", "{db}", "--max-fid", "1", "-o", "x.json"], "the lowest FID is 4"),
+    (["export", "{db}", "--min-acceleration", "0.9", "-o", "x.json"], "the highest is 70.00%"),
+    (["export", "{db}", "--trial", "3", "-o", "x.json"], "FAIL (worker lost)"),
+    (["export", "{db}", "--trial", "2", "-o", "x.yaml"], "--out must be a .json"),
+])
+def test_user_errors_are_one_red_line_and_exit_2(argv, message, db, tmp_path, capsys,
+                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n")
+    paths = {"missing": tmp_path / "nope.db", "text": text, "db": db}
+    code, out, err = run([a.format(**paths) for a in argv], capsys)
+    assert code == 2
+    assert message in one_error_line(err)
+    assert not (tmp_path / "nope.db").exists() and not (tmp_path / "x.json").exists()

@@ -1,0 +1,128 @@
+"""The offline HTML report of a search study."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+from PIL import Image
+
+from ase_search.pareto import complete_trials, hypervolume_history, pareto_front
+from ase_search.report import default_reference_point, write_report
+from ase_search.schedule import ExitSchedule
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def _add(study, number_hint, fid, latency, *, seed=None, grid=None, fail=False):
+    blocks = (12, 10, 8, 6, number_hint % 5 + 1)
+    schedule = ExitSchedule("dit", 12, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), blocks)
+    attrs = {"schedule": schedule.to_dict(), "fid": fid, "latency": latency,
+             "acceleration": 1 - latency / 2.0}
+    if seed:
+        attrs["seed"] = seed
+    if grid:
+        attrs["grid"] = grid
+    if fail:
+        attrs["fail_reason"] = "sampling diverged"
+    study.add_trial(create_trial(
+        state=TrialState.FAIL if fail else TrialState.COMPLETE,
+        values=None if fail else [fid, latency],
+        params={"blocks_4": blocks[4]}, distributions={"blocks_4": IntDistribution(1, 12)},
+        user_attrs=attrs))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("study")
+
+
+@pytest.fixture(scope="module")
+def study(folder):
+    """A sqlite study whose front is trials 0, 2, 3, 5 (3 has no grid, 5's grid is missing)."""
+    tmp_path = folder
+    png = tmp_path / "grids" / "t2.png"
+    png.parent.mkdir()
+    Image.new("L", (6, 6), color=200).save(png)
+    absolute = tmp_path / "elsewhere.png"
+    Image.new("L", (5, 5), color=10).save(absolute)
+    s = optuna.create_study(directions=["minimize", "minimize"], study_name="dit",
+                            storage="sqlite:///" + str(tmp_path / "dit.db"))
+    s.set_metric_names(["fid", "latency"])
+    s.set_user_attr("arch", "dit")
+    s.set_user_attr("config", {"sampler": "ddim", "steps": 20, "finetune": "one-shot"})
+    s.set_user_attr("full_latency", 2.0)
+    s.set_user_attr("full_fid", 3.5)
+    _add(s, 0, 3.5, 2.0, seed="full", grid=str(absolute))  # 0 front
+    _add(s, 1, 9.0, 1.5, seed="D4")  # 1 dominated by 2 and 3
+    _add(s, 2, 6.0, 1.2, grid="grids/t2.png")  # 2 front, grid relative to the study folder
+    _add(s, 3, 8.0, 0.9)  # 3 front
+    _add(s, 4, 0.0, 0.0, fail=True)  # 4 failed
+    _add(s, 5, 12.0, 0.5, grid="grids/gone.png")  # 5 front, grid file missing
+    _add(s, 6, 13.0, 1.9)  # 6 dominated
+    return s
+
+
+def test_report_is_self_contained_and_complete(study, folder, tmp_path):
+    out = write_report(study, tmp_path / "reports" / "dit-pareto.html")
+    text = out.read_text()
+    assert out.name == "dit-pareto.html" and text.startswith("<!DOCTYPE html>")
+    assert text.count("plotly.js v") == 1  # the bundle is inlined once, shared by all figures
+    assert re.search(r"<script[^>]*\bsrc\s*=", text) is None  # nothing loaded from anywhere
+    assert re.search(r"<link[^>]*href\s*=\s*[\"']https?:", text) is None
+    assert text.count('class="plotly-graph-div"') == 3  # scatter, hypervolume, heatmap
+    # The Pareto table: front trials and the dominated seed with its dominator.
+    rows = dict(re.findall(r'<tr class="[^"]*"><td class="trial">(\d+)</td>(.*?)</tr>', text))
+    assert set(rows) == {"0", "1", "2", "3", "5"}
+    assert '<td class="dominated_by">2, 3</td>' in rows["1"] and ">D4<" in rows["1"]
+    assert "dominated by trials 2, 3" in text
+    # Seeds are labelled in the scatter; heatmap rows are labelled by trial number.
+    assert '"text":["full","D4"]' in text.replace(" ", "")
+    for label in ("#0 full (0%)", "#2 (40%)", "#3 (55%)", "#5 (75%)"):
+        assert label in text
+    # Grids: both existing PNGs embedded (absolute and study-relative), the missing one reported.
+    for png in (folder / "grids" / "t2.png", folder / "elsewhere.png"):
+        assert base64.b64encode(png.read_bytes()).decode() in text
+    assert "sample grid not found" in text and "gone.png" in text
+    assert "sampling diverged" in text  # failed-trial reasons are summarised
+    assert not list(out.parent.glob(".*"))  # atomic write left no temporary file
+
+
+def test_report_figures_show_the_library_numbers(study, tmp_path):
+    from ase_search.report import _front_figure, _hypervolume_figure, _schedule_heatmap
+
+    ref = default_reference_point(study)
+    assert ref == pytest.approx((13.0 * 1.1, 2.0 * 1.1))
+    trials, front = complete_trials(study), pareto_front(study)
+    hv = _hypervolume_figure(study, trials, ref).data[0]
+    assert list(hv.x) == [0, 1, 2, 3, 5, 6]
+    assert list(hv.y) == hypervolume_history(study, ref)
+    # Front step line: accelerations 0, .4, .55, .75 with FIDs 3.5, 6, 8, 12.
+    scatter = {trace.name: trace for trace in _front_figure(study, trials, front).data}
+    line = scatter["Pareto front"]
+    assert list(line.x) == pytest.approx([0.0, 0.4, 0.55, 0.75])
+    assert list(line.y) == [3.5, 6.0, 8.0, 12.0] and line.line.shape == "vh"
+    assert list(scatter["paper presets (seeds)"].text) == ["full", "D4"]
+    assert sorted(scatter["dominated"].x) == pytest.approx([0.05, 0.25])
+    # Heatmap: one row per front trial by acceleration, value = blocks at each t bin's centre.
+    heat = _schedule_heatmap(study, front).data[0]
+    assert list(heat.y) == ["#0 full (0%)", "#2 (40%)", "#3 (55%)", "#5 (75%)"]
+    assert len(heat.x) == 100
+    row5 = [12] * 20 + [10] * 20 + [8] * 20 + [6] * 20 + [1] * 20  # trial 5: 5 % 5 + 1 = 1
+    assert list(heat.z[3]) == row5
+    text = write_report(study, tmp_path / "r.html", grids=False).read_text()
+    assert "<img " not in text and "Sample grids" not in text  # grids=False
+
+
+def test_report_of_an_empty_study_and_bad_path(tmp_path):
+    empty = optuna.create_study(directions=["minimize", "minimize"], study_name="empty")
+    assert pareto_front(empty) == []
+    text = write_report(empty, tmp_path / "e.html").read_text()
+    assert "No COMPLETE trial yet" in text
+    with pytest.raises(ValueError, match="html"):
+        write_report(empty, tmp_path / "e.pdf")
