@@ -16,6 +16,7 @@ its searcher snapshot can lag the database, which is what decides.)
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -46,6 +47,7 @@ TRIAL_ATTRS = ("schedule", "fid", "kid_mean", "kid_std", "latency", "acceleratio
                "block_acceleration", "block_evals", "finetune_steps", "wall_time", "time_split",
                "seed", "grid")
 FINETUNE_MODES = ("one-shot", "per-trial", "none")
+_NESTED = ("schedule", "time_split")
 
 
 class SearchError(ValueError):
@@ -259,12 +261,18 @@ def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dic
     return study
 
 
+def _params_key(trial: Any) -> tuple:
+    """A trial's parameters; a WAITING (enqueued) trial keeps them in ``fixed_params``."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    return tuple(sorted(params.items()))
+
+
 def recover_interrupted(study: Any) -> int:
     """Mark trials left RUNNING by a killed driver FAILED and enqueue their parameters again."""
     from optuna.trial import TrialState
 
     storage = study._storage
-    waiting = {tuple(sorted(t.params.items()))
+    waiting = {_params_key(t)
                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -287,7 +295,7 @@ def enqueue_seeds(study: Any, space: Any) -> list[str]:
     from optuna.trial import TrialState
 
     taken = {
-        tuple(sorted(t.params.items()))
+        _params_key(t)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING,
                                                           TrialState.RUNNING))
     }
@@ -385,13 +393,18 @@ def _trainable(params: dict[str, Any], ctx: TrialContext) -> None:
         seed = next((name for name, s in zip(space.seeds, space.seed_schedules())
                      if schedules_equivalent(s, schedule)), None)
         schedule = replace(schedule, name=seed or schedule.name)
-        result = evaluate_schedule(schedule, ctx, tag=f"trial-{tune.get_context().get_trial_id()}")
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=ctx.cpus):  # oversubscribed BLAS threads spin for ages
+            result = evaluate_schedule(schedule, ctx,
+                                       tag=f"trial-{tune.get_context().get_trial_id()}")
         result["seed"] = seed
     except Exception as err:  # reported as a FAILED trial with its reason; the study goes on
         last = traceback.format_exc().strip().splitlines()[-1]
         result = {"fail_reason": f"{type(err).__name__}: {err}"[:500], "traceback": last}
     result["worker_time"] = time.perf_counter() - started
-    tune.report(result)
+    # Tune flattens nested dicts in results; ship them as JSON text and decode in the searcher.
+    tune.report({k: json.dumps(v) if k in _NESTED else v for k, v in result.items()})
 
 
 def _make_searcher(study: Any, space: Any, storage: Any, config: SearchConfig):
@@ -417,7 +430,8 @@ def _make_searcher(study: Any, space: Any, storage: Any, config: SearchConfig):
                     reason = f"non-finite objectives {dict(zip(METRICS, values))}"
             for key in TRIAL_ATTRS:
                 if result and result.get(key) is not None:
-                    ot_trial.set_user_attr(key, result[key])
+                    value = result[key]
+                    ot_trial.set_user_attr(key, json.loads(value) if key in _NESTED else value)
             if result and result.get("worker_time") is not None:
                 ot_trial.set_user_attr("worker_time", result["worker_time"])
             if reason is not None:
@@ -541,8 +555,8 @@ def _resources(config: SearchConfig) -> tuple[dict[str, float], int, int]:
         concurrent = config.max_concurrent
     elif gpus_per_trial > 0:
         concurrent = max(1, int(gpus // gpus_per_trial))
-    else:
-        concurrent = max(1, cpus // 2)
+    else:  # one single-threaded trial per core: small models scale badly across threads
+        concurrent = max(1, cpus)
     cpus_per_trial = max(1, cpus // concurrent)
     return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, concurrent, cpus_per_trial
 

@@ -1,0 +1,252 @@
+"""The search: Ray smoke run, seeds once across resumes, SIGKILL resume, failed trials, bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from ase_search.models import create_model, save_checkpoint
+from ase_search.search import (
+    SearchConfig,
+    SearchError,
+    TrialContext,
+    _make_searcher,
+    _trainable,
+    enqueue_seeds,
+    open_or_create_study,
+    recover_interrupted,
+    resolve_storage,
+    run_search,
+)
+from ase_search.space import load_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+ASE = str(Path(sys.executable).with_name("ase-search"))
+
+SPACE = """version: 1
+arch: dit
+depth: 4
+intervals: 5
+edges: uniform
+blocks: {min: 1, max: null}
+monotone: true
+seeds: [full, D4]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A 4-block DiT on 28x28 MNIST (random weights, non-zero output) and a space for it."""
+    root = tmp_path_factory.mktemp("search")
+    torch.manual_seed(0)
+    model = create_model("DiT-T", hidden_size=32, depth=4, num_heads=2)
+    with torch.no_grad():  # adaLN-Zero starts at exactly zero output: make exits matter
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(root / "tiny.pt", model)
+    (root / "space.yaml").write_text(SPACE)
+    return root
+
+
+def _config(root: Path, **kw) -> SearchConfig:
+    base = dict(arch="dit", budget=3, space=str(root / "space.yaml"),
+                checkpoint=str(root / "tiny.pt"), steps=2, n_samples=24, batch_size=24,
+                finetune="none", sampler_algo="random", storage=str(root / "study.db"),
+                max_concurrent=1, latency_batch=8, grid=4)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "XDG_CACHE_HOME": str(root / "cache"), "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_ray_smoke_run_and_resume_enqueues_seeds_once(tiny, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tiny / "cache"))
+    summary = run_search(_config(tiny), progress=False, log=lambda m: None)
+    assert summary.complete == 3 and summary.new_trials == 3
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{tiny / 'study.db'}")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 3
+    for t in done:
+        assert all(math.isfinite(v) for v in t.values)
+        assert t.user_attrs["schedule"]["arch"] == "dit"
+        assert set(t.user_attrs["time_split"]) == {"finetune", "sampling", "fid"}
+        assert Path(t.user_attrs["grid"]).is_file()
+        assert t.values[1] == pytest.approx(t.user_attrs["latency"])
+    seeds = sorted(t.user_attrs.get("seed") or "" for t in done)
+    assert seeds == ["", "D4", "full"]
+    # the full schedule's latency is the stored full latency; D4 is faster
+    by_seed = {t.user_attrs.get("seed"): t for t in done}
+    assert by_seed["full"].values[1] == pytest.approx(study.user_attrs["full_latency"])
+    assert by_seed["D4"].values[1] < by_seed["full"].values[1]
+
+    # Resume to a larger budget: seeds are not enqueued again, finished trials are kept.
+    summary = run_search(_config(tiny, budget=4), progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{tiny / 'study.db'}")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert summary.new_trials == 1 and len(done) == 4
+    assert [t.user_attrs.get("seed") for t in study.trials].count("full") == 1
+    # A resume with other settings is refused rather than mixing incomparable trials.
+    with pytest.raises(SearchError, match="other settings"):
+        run_search(_config(tiny, budget=5, steps=3), progress=False, log=lambda m: None)
+
+
+def test_seeds_are_enqueued_once(tmp_path, tiny) -> None:
+    config = _config(tiny, storage=str(tmp_path / "s.db"))
+    space = load_space(tiny / "space.yaml")
+    study = open_or_create_study(config, resolve_storage(config.storage), extra_attrs={})
+    assert enqueue_seeds(study, space) == ["full", "D4"]
+    assert enqueue_seeds(study, space) == []
+    # a finished seed stays finished; a failed one is queued again
+    t = study.ask(space.distributions())
+    assert t.params == space.to_params(space.seed_schedules()[0])
+    study.tell(t, [1.0, 2.0])
+    t = study.ask(space.distributions())
+    study.tell(t, state=TrialState.FAIL)
+    assert enqueue_seeds(study, space) == ["D4"]
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
+
+
+def test_interrupted_trials_are_failed_and_requeued(tmp_path, tiny) -> None:
+    config = _config(tiny, storage=str(tmp_path / "s.db"))
+    space = load_space(tiny / "space.yaml")
+    study = open_or_create_study(config, resolve_storage(config.storage), extra_attrs={})
+    finished = study.ask(space.distributions())
+    study.tell(finished, [1.0, 1.0])
+    running = study.ask(space.distributions())  # left RUNNING, as by a killed driver
+    assert recover_interrupted(study) == 1
+    trial = study.trials[running.number]
+    assert trial.state == TrialState.FAIL and "interrupted" in trial.user_attrs["fail_reason"]
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [w.system_attrs["fixed_params"] for w in waiting] == [running.params]
+    assert study.trials[finished.number].state == TrialState.COMPLETE
+    assert recover_interrupted(study) == 0
+
+
+def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, tiny,
+                                                                     monkeypatch) -> None:
+    config = _config(tiny, storage=str(tmp_path / "s.db"))
+    space = load_space(tiny / "space.yaml")
+    storage = resolve_storage(config.storage)
+    open_or_create_study(config, storage, extra_attrs={})
+    searcher = _make_searcher(None, space, storage, config)
+    searcher.set_search_properties(None, None, {})
+    study = searcher._ot_study
+
+    # A worker that raises reports its reason (captured here instead of sent to Tune).
+    reported: list[dict] = []
+    from ray import tune
+
+    monkeypatch.setattr(tune, "report", lambda metrics: reported.append(metrics))
+
+    class _Ctx:
+        def get_trial_id(self) -> str:
+            return "t0"
+
+    monkeypatch.setattr(tune, "get_context", lambda: _Ctx())
+    ctx = TrialContext(config=config.__dict__ | {"fid_weights": None}, weights=str(tmp_path / "x.pt"),
+                       space=space.to_dict(), cost_model={}, grids_dir=str(tmp_path), cpus=1)
+    params = searcher.suggest("a")
+    _trainable(params, ctx)
+    assert "checkpoint not found" in reported[-1]["fail_reason"]
+    searcher.on_trial_complete("a", reported[-1])
+    # NaN metrics never become values: the trial is FAILED, not left RUNNING.
+    searcher.suggest("b")
+    searcher.on_trial_complete("b", {"fid": float("nan"), "latency": 1.0})
+    # A crashed worker (no result at all).
+    searcher.suggest("c")
+    searcher.on_trial_complete("c", None, error=True)
+    # and the study goes on
+    searcher.suggest("d")
+    searcher.on_trial_complete("d", {"fid": 3.0, "latency": 1.0, "acceleration": 0.1})
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL] * 3 + [TrialState.COMPLETE]
+    reasons = [t.user_attrs.get("fail_reason", "") for t in study.trials[:3]]
+    assert "checkpoint not found" in reasons[0]
+    assert "non-finite" in reasons[1] and "crashed" in reasons[2]
+    assert study.trials[3].values == [3.0, 1.0]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) -> None:
+    db = tmp_path / "killed.db"
+    args = [ASE, "run", "--arch", "dit", "--budget", "6", "--space", str(tiny / "space.yaml"),
+            "--checkpoint", str(tiny / "tiny.pt"), "--steps", "2", "--n-samples", "24",
+            "--finetune", "none", "--sampler-algo", "random", "--storage", str(db),
+            "--max-concurrent", "1"]
+    proc = subprocess.Popen(args, env=_env(tmp_path), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"sqlite:///{db}"
+    deadline = time.time() + 300
+    killed_with = None
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="dit", storage=url)
+        except Exception:
+            continue
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
+            killed_with = states
+            break
+    proc.wait(timeout=60)
+    assert killed_with is not None, "the run finished or stalled before it could be killed"
+    study = optuna.load_study(study_name="dit", storage=url)
+    finished = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    interrupted = [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert interrupted
+
+    result = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = optuna.load_study(study_name="dit", storage=url)
+    for number, values in finished.items():  # nothing finished was lost or changed
+        assert study.trials[number].state == TrialState.COMPLETE
+        assert study.trials[number].values == values
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    for t in interrupted:
+        after = study.trials[t.number]
+        assert after.state == TrialState.FAIL
+        assert "interrupted" in after.user_attrs["fail_reason"]
+        rerun = [u for u in study.get_trials(states=(TrialState.COMPLETE,))
+                 if u.params == t.params and u.number > t.number]
+        assert rerun, f"interrupted trial {t.number} was not re-run"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--arch", "unet"], "--arch must be dit or uvit"),
+        (["--checkpoint", "/nonexistent/model.pt"], "checkpoint not found"),
+        (["--space", "MALFORMED"], "not valid YAML"),
+        (["--storage", "NOTADB"], "not a usable Optuna sqlite storage"),
+        (["--budget", "0"], "--budget must be >= 1"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tiny, tmp_path, extra, message) -> None:
+    (tmp_path / "bad.yaml").write_text("arch: [dit\n")
+    (tmp_path / "bad.db").write_text("this is not a database\n" * 20)
+    extra = [{"MALFORMED": str(tmp_path / "bad.yaml"),
+              "NOTADB": str(tmp_path / "bad.db")}.get(x, x) for x in extra]
+    args = [ASE, "run", "--space", str(tiny / "space.yaml"), "--checkpoint",
+            str(tiny / "tiny.pt"), "--storage", str(tmp_path / "s.db"), *extra]
+    result = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) <= 2 and "Traceback" not in result.stderr
+    assert message in " ".join(result.stderr.split()), result.stderr
