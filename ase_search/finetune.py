@@ -12,6 +12,7 @@ search can skip per-trial fine-tuning.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -98,6 +99,30 @@ class FinetuneConfig:
     gamma: float = 2.0
     cycles: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Fail at construction, naming the field, rather than later inside train().
+        for name in ("steps", "cycles", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.lr_schedule not in (None, "constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant', 'cosine' or None (the paper's "
+                             f"choice per architecture), got {self.lr_schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not (self.gamma >= 0 and math.isfinite(self.gamma)):
+            raise ValueError(f"gamma must be a finite number >= 0 (0 disables lambda(t)), got "
+                             f"{self.gamma}")
+        if self.cycles < 0:
+            raise ValueError(f"cycles must be >= 0, got {self.cycles}")
 
     def train_config(self, arch: str, checkpoint_every: int = 1000) -> TrainConfig:
         schedule = self.lr_schedule or ("cosine" if arch == "uvit" else "constant")

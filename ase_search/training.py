@@ -75,18 +75,32 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
+        for name in ("steps", "warmup_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("batch_size", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got "
+                             f"{self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0 (0 disables warm-up), got "
+                             f"{self.warmup_steps}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("checkpoint_every and log_every must be >= 1")
+        clip = self.grad_clip
+        if clip is not None and not (clip > 0 and math.isfinite(clip)):
+            raise ValueError(f"grad_clip must be a finite number > 0, or None to disable clipping, "
+                             f"got {self.grad_clip}")
 
     def lr_at(self, step: int) -> float:
         """Learning rate used for optimiser step ``step`` (0-based)."""
@@ -125,8 +139,8 @@ class TimeReweighting:
     cycles: int = 1
 
     def __post_init__(self) -> None:
-        if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+        if not (self.gamma >= 0 and math.isfinite(self.gamma)):
+            raise ValueError(f"gamma must be a finite number >= 0, got {self.gamma}")
         if self.cycles < 0:
             raise ValueError(f"cycles must be >= 0, got {self.cycles}")
 
@@ -228,6 +242,7 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     step, losses, wall = 0, [], 0.0
+    running: float | None = None  # smoothed loss for the log; checkpointed so resume logs alike
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is not None and (out / "last.pt").is_file():
         state = load_state_dict_file(out / "last.pt")
@@ -237,6 +252,7 @@ def train(
         step = int(state["step"])
         losses = [tuple(x) for x in state.get("losses", [])]
         wall = float(state.get("wall_time", 0.0))
+        running = state.get("running_loss")
 
     T = diffusion.num_timesteps
     n_data = len(dataset)  # type: ignore[arg-type]
@@ -249,6 +265,7 @@ def train(
             "train_config": asdict(config),
             "losses": [list(x) for x in losses],
             "wall_time": wall,
+            "running_loss": running,
             **(checkpoint_extra or {}),
         }
         path = out / "last.pt"
@@ -258,8 +275,8 @@ def train(
             on_checkpoint(path, step)
 
     bar = _progress(progress)
-    task = bar.add_task("train", total=config.steps, completed=step, loss=float("nan"))
-    running = None
+    task = bar.add_task("train", total=config.steps, completed=step,
+                        loss=float("nan") if running is None else running)
     with bar:
         while step < config.steps:
             t0 = time.perf_counter()

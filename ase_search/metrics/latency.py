@@ -188,12 +188,24 @@ def profile_components(model: nn.Module, *, batch_size: int = 256, device: str =
                      batch_size=batch_size, device=str(device_t), components=seconds)
 
 
+def _sdpa_flops(query_shape, key_shape, value_shape, *args: Any, out_shape: Any = None,
+                **kwargs: Any) -> int:
+    """FLOPs of attention ``softmax(q k^T) v``: two batched matmuls (2 FLOPs per multiply-add)."""
+    b, h, s_q, d_q = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * h * s_q * s_k * d_q + 2 * b * h * s_q * s_k * d_v
+
+
 def model_flops(model: nn.Module, n_blocks: int | None = None, *, batch_size: int = 1) -> int:
     """FLOPs of one forward pass running ``n_blocks`` exitable blocks (every layer counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    # torch's counter knows the CUDA attention kernels but not the CPU one, which would leave
+    # attention out of every count made on a CPU.
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
     x, t, y = _inputs(model, batch_size, next(model.parameters()).device)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), FlopCounterMode(display=False,
+                                                 custom_mapping=cpu_attention) as counter:
         model(x, t, y, n_blocks=n_blocks)
     return int(counter.get_total_flops())
 

@@ -1,0 +1,201 @@
+"""``ase-search eval`` (FID over seeds) and ``ase-search bench`` (measured vs predicted latency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ase_search.cli._app import (
+    ArchOpt,
+    DeviceOpt,
+    SamplerOpt,
+    StepsOpt,
+    app,
+    console,
+    console_err,
+    pick_device,
+)
+
+ScheduleOpt = Annotated[str, typer.Option(
+    "--schedule", "-s", help="Preset (full, D1..D6, Dn-data-easy) or a schedule JSON file.")]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", "-c", help="Model checkpoint (default: the shipped testbed model).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Samples per model call.")]
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+@app.command("eval")
+def eval_cmd(
+    arch: ArchOpt = "dit",
+    checkpoint: CheckpointOpt = None,
+    schedule: ScheduleOpt = "full",
+    sampler: SamplerOpt = "ddim",
+    steps: StepsOpt = 50,
+    n: Annotated[int, typer.Option("--n", help="Samples per seed.")] = 2000,
+    seeds: Annotated[int, typer.Option(
+        "--seeds", help="Number of seeds (seed, seed+1, ...); FID is mean +- std over them.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="First seed (common random numbers).")] = 0,
+    data: Annotated[str, typer.Option(
+        "--data", help="FID reference: mnist (digit-classifier FID) or a folder of images "
+                       "(Inception-v3 FID, needs --fid-weights).")] = "mnist",
+    fid_weights: Annotated[Path | None, typer.Option(
+        "--fid-weights", help="Extractor weights: Inception-v3 FID weights file, or another "
+                              "digit-classifier file for mnist.")] = None,
+    kid: Annotated[bool, typer.Option("--kid", help="Also compute KID.")] = False,
+    cfg_scale: Annotated[float, typer.Option(
+        "--cfg-scale", help="Classifier-free guidance scale.")] = 1.0,
+    grid: Annotated[Path | None, typer.Option(
+        "--grid", help="Sample grid PNG (first seed); default eval-<schedule>.png.")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write the result as JSON.")] = None,
+    batch_size: BatchOpt = 256,
+    device: DeviceOpt = "auto",
+) -> None:
+    """FID of an exit schedule over seeds, with its block, cost-model and FLOP accelerations."""
+    import json
+
+    from rich.table import Table
+
+    from ase_search.evaluate import evaluate
+    from ase_search.metrics.fid import FIDConfig, MetricsError, _resolve_weights
+    from ase_search.report import save_grid
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import atomic_write_text, resolve_schedule
+    from ase_search.testbed import load_model
+
+    for name, path in (("--grid", grid), ("--json", json_out)):
+        suffix = ".png" if name == "--grid" else ".json"
+        if path is not None and path.suffix.lower() != suffix:
+            raise ValueError(f"{name} must be a {suffix} file, got {path}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1 (the number of seeds), got {seeds}")
+    if fid_weights is not None and not fid_weights.is_file():
+        raise FileNotFoundError(f"--fid-weights {fid_weights} does not exist")
+    config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
+    extractor = "mnist-classifier" if data == "mnist" else "inception-v3-compat"
+    fid_config = FIDConfig(extractor=extractor, kid=kid,
+                           fid_weights=None if fid_weights is None else str(fid_weights))
+    try:
+        _resolve_weights(fid_config)  # before loading and sampling anything
+    except MetricsError as err:
+        # The loader's own error can span lines (torch.load's); the first one says what is wrong.
+        raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
+    device = pick_device(device)
+    model = load_model(arch, checkpoint)
+    plan = resolve_schedule(schedule, arch, model.exit_depth)
+    result = evaluate(model, plan, sampler=config, n=n, seeds=range(seed, seed + seeds),
+                      data=data, fid_config=fid_config, batch_size=batch_size, device=device,
+                      progress=True)
+
+    grid = grid if grid is not None else Path(f"eval-{plan.name}.png")
+    save_grid(result.images, grid)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps({**result.to_dict(), "grid": str(grid)},
+                                               indent=2) + "\n")
+
+    table = Table(title=f"{arch} {plan.name}, {sampler}-{steps}, n={n} x {seeds} seed(s)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    labels = {"fid": f"FID ({extractor})", "kid_mean": "KID", "precision": "precision",
+              "recall": "recall"}
+    for key, label in labels.items():
+        if key in result.metric_names:
+            std = result.std(key)
+            table.add_row(label, f"{result.mean(key):.4g}"
+                          + ("" if std is None else f" ± {std:.2g}"))
+    if seeds > 1:
+        table.add_row("FID per seed", ", ".join(f"{m['fid']:.4g}" for m in result.metrics))
+    table.add_row("schedule", plan.describe())
+    table.add_row("block evaluations / sample",
+                  f"{result.block_evals} of {result.depth * result.model_calls}")
+    table.add_row("acceleration (blocks)", _pct(result.block_acceleration))
+    table.add_row("acceleration (cost model)", _pct(result.predicted_acceleration))
+    table.add_row("acceleration (FLOP ideal)", _pct(result.ideal_acceleration))
+    table.add_row("grid", str(grid))
+    console.print(table)
+    console_err.print(f"sampling and FID took {result.seconds:.1f} s")
+
+
+@app.command("bench")
+def bench_cmd(
+    arch: ArchOpt = "dit",
+    schedules: Annotated[str, typer.Option(
+        "--schedules", help="Comma-separated presets or schedule JSON files.")] =
+        "full,D1,D3,D4,D6",
+    checkpoint: CheckpointOpt = None,
+    model_name: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Registry size with random weights (e.g. DiT-T), instead of a "
+                              "checkpoint; weights do not change latency.")] = None,
+    sampler: SamplerOpt = "ddim",
+    steps: StepsOpt = 20,
+    batch_size: BatchOpt = 256,
+    repeats: Annotated[int, typer.Option(
+        "--repeats", help="Timed interleaved rounds (median), after one warm-up round.")] = 5,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="torch CPU threads (default: torch's choice).")] = None,
+    markdown: Annotated[Path | None, typer.Option(
+        "--markdown", help="Write the table as a markdown report section.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Measured wall-clock acceleration of schedules next to the cost model and the FLOP ideal."""
+    import math
+
+    import torch
+    from rich import box
+    from rich.table import Table
+
+    from ase_search.evaluate import benchmark_latency, latency_markdown
+    from ase_search.models import create_model
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import atomic_write_text, resolve_schedule
+    from ase_search.testbed import load_model
+
+    if checkpoint is not None and model_name is not None:
+        raise ValueError("pass either --checkpoint or --model, not both")
+    if markdown is not None and markdown.suffix.lower() != ".md":
+        raise ValueError(f"--markdown must be a .md file, got {markdown}")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    names = [s.strip() for s in schedules.split(",") if s.strip()]
+    if not names:
+        raise ValueError("--schedules is empty; give e.g. full,D1,D4")
+    config = SamplerConfig(name=sampler, steps=steps)
+    if model_name is not None:
+        model = create_model(model_name)
+        if model.arch != arch:
+            raise ValueError(f"--model {model_name} is a {model.arch} model; pass --arch "
+                             f"{model.arch}")
+    else:
+        model = load_model(arch, checkpoint)
+    plans = {name: resolve_schedule(name, arch, model.exit_depth) for name in names}
+    device = pick_device(device)
+    console_err.print(f"timing {len(plans)} schedule(s) x {repeats + 1} rounds of "
+                      f"{len(config.model_times())} calls at batch {batch_size} on {device}...")
+    df = benchmark_latency(model, plans, sampler=config, batch_size=batch_size, repeats=repeats,
+                           device=device)
+
+    title = (f"{df.attrs['model']}: {sampler}-{steps}, batch {batch_size}, {device}, "
+             f"{df.attrs['threads']} thread(s)")
+    table = Table(title=title, box=box.SIMPLE_HEAD,
+                  caption="acceleration = share skipped of: exitable blocks (blocks), FLOPs of "
+                          "every layer (FLOPs), cost-model time (model), wall clock (measured); "
+                          "ratio = measured / FLOPs")
+    for column in ("schedule", "blocks", "blocks", "FLOPs", "model", "measured", "ratio",
+                   "s/run"):
+        table.add_column(column, justify="left" if column == "schedule" else "right")
+    for r in df.itertuples(index=False):
+        ratio = "–" if math.isnan(r.measured_over_ideal) else f"{r.measured_over_ideal:.3f}"
+        table.add_row(r.schedule, r.blocks, _pct(r.block_acceleration),
+                      _pct(r.ideal_acceleration), _pct(r.predicted_acceleration),
+                      _pct(r.measured_acceleration), ratio, f"{r.measured_s:.3f}")
+    console.print(table)
+    if markdown is not None:
+        atomic_write_text(markdown, latency_markdown(df, title=df.attrs["model"]))
+        console_err.print(f"wrote {markdown}")

@@ -1,0 +1,384 @@
+"""ASE fine-tuning (Algorithm 1): exit samplers, lambda(t), mixed-exit gradients, loss descent.
+
+References: ``ExitSchedule.blocks_at_index`` for the schedule sampler, ranges read off the space's
+edges by hand for the one-shot sampler, the docstring formula for ``lambda(t)``, and per-sample
+forward passes (one sample at a time, no mixed-exit masking) for the gradients of a mixed batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import ase_search.finetune as finetune_module
+from ase_search.data import ImageTensorDataset, MNISTDataset, mnist_split
+from ase_search.diffusion import GaussianDiffusion
+from ase_search.finetune import (
+    FinetuneConfig,
+    ScheduleExits,
+    SpaceExits,
+    finetune,
+    finetune_one_shot,
+)
+from ase_search.models import create_model, load_state_dict_file
+from ase_search.schedule import ExitSchedule, preset
+from ase_search.space import ScheduleSpace
+from ase_search.training import TimeReweighting
+
+T = 1000
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors on a shared 2-core machine: intra-op threads only add wake-up latency.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny_dataset(n: int = 16, seed: int = 0) -> ImageTensorDataset:
+    """Random 8x8, 2-channel uint8 images with 5 classes (the "DiT-test" / "U-ViT-test" shape)."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 2, 8, 8), generator=gen, dtype=torch.uint8)  # (n, 2, 8, 8)
+    labels = torch.randint(0, 5, (n,), generator=gen)  # (n,)
+    return ImageTensorDataset(images, labels, num_classes=5)
+
+
+def _tiny_model(name: str = "DiT-test", seed: int = 0, **overrides: Any) -> nn.Module:
+    torch.manual_seed(seed)
+    return create_model(name, **overrides)
+
+
+class _Calls:
+    """Records ``(t, n_blocks)`` of every forward of a model (a pre-hook, so nothing changes)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.t: list[torch.Tensor] = []
+        self.n_blocks: list[torch.Tensor] = []
+        model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.t.append(args[1].detach().long().cpu().clone())
+        self.n_blocks.append(kwargs["n_blocks"].detach().cpu().clone())
+
+
+################################################################################
+#                               exit samplers                                  #
+################################################################################
+
+
+_SCHEDULES = [
+    *[preset(name, "dit", 28) for name in ("full", "D1", "D3", "D6", "D4-data-easy")],
+    *[preset(name, "dit", 12) for name in ("D3", "D6-data-easy")],
+    *[preset(name, "uvit", 6) for name in ("D1", "D5", "D3-data-easy")],
+    ExitSchedule("dit", 7, (0.0, 0.1, 0.3, 0.7, 0.999, 1.0), (7, 5, 4, 2, 1)),  # awkward floats
+]
+
+
+@pytest.mark.parametrize("schedule", _SCHEDULES, ids=lambda s: f"{s.arch}{s.depth}-{s.name}")
+def test_schedule_exits_match_blocks_at_index(schedule: ExitSchedule) -> None:
+    exits = ScheduleExits(schedule)
+    t = torch.arange(T)
+    got = exits(t)
+    assert got.dtype == torch.long and got.shape == (T,)
+    assert got.tolist() == [schedule.blocks_at_index(i, T) for i in range(T)]
+    # Any order, any float/long dtype of t, repeated entries.
+    perm = torch.randperm(T, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(exits(perm.double()), got[perm])
+    torch.testing.assert_close(exits.expected_blocks, got.double())
+
+
+def test_schedule_exits_other_num_timesteps() -> None:
+    schedule = preset("D3", "uvit", 6)
+    exits = ScheduleExits(schedule, num_timesteps=250)
+    expected = [schedule.blocks_at_index(i, 250) for i in range(250)]
+    assert exits(torch.arange(250)).tolist() == expected
+
+
+_FIXED_SPACE = ScheduleSpace("dit", 6, 3, edges=(0.0, 0.25, 0.6, 1.0), min_blocks=(4, 2, 1),
+                             max_blocks=(6, 5, 3), monotone=False)
+_SEARCHED_SPACE = ScheduleSpace("uvit", 6, 3, edges=None, edge_grid=0.1, min_blocks=(2, 2, 2),
+                                max_blocks=(5, 5, 5))
+
+
+def _reference_range(space: ScheduleSpace, i: int) -> tuple[int, int]:
+    if space.edges is None:
+        return min(space.min_blocks), max(space.max_blocks)
+    k = max(j for j in range(space.intervals) if i / T >= space.edges[j])
+    return space.min_blocks[k], space.max_blocks[k]
+
+
+@pytest.mark.parametrize("space", [_FIXED_SPACE, _SEARCHED_SPACE], ids=["fixed", "searched"])
+def test_space_exits_draw_within_range_and_cover_it(space: ScheduleSpace) -> None:
+    exits = SpaceExits(space)
+    lo = torch.tensor([_reference_range(space, i)[0] for i in range(T)])  # (T,)
+    hi = torch.tensor([_reference_range(space, i)[1] for i in range(T)])  # (T,)
+    torch.testing.assert_close(exits.expected_blocks, (lo + hi).double() / 2)
+
+    torch.manual_seed(0)
+    t = torch.arange(T).repeat(80)  # (80 T,): every t drawn 80 times
+    n = exits(t)
+    assert n.dtype == torch.long
+    assert bool(((n >= lo[t]) & (n <= hi[t])).all())
+    # Every value of the range appears at each t: with 80 uniform draws from at most 4 values a
+    # miss anywhere has probability < 4 * 1000 * 0.75**80 ~ 4e-7, so a miss means a biased sampler.
+    seen = torch.zeros(T, space.depth + 1, dtype=torch.bool)
+    seen[t, n] = True
+    for i in range(T):
+        assert seen[i].nonzero().flatten().tolist() == list(range(lo[i], hi[i] + 1)), i
+
+    # Roughly uniform at the edges of the intervals (where an off-by-one would show).
+    for i in (0, 249, 250, 599, 600, 999):
+        draws = exits(torch.full((4000,), i))
+        counts = torch.bincount(draws - lo[i], minlength=int(hi[i] - lo[i] + 1))
+        expected = 4000 / counts.numel()
+        assert counts.numel() == hi[i] - lo[i] + 1
+        assert bool(((counts - expected).abs() < 5 * expected**0.5).all()), (i, counts)
+
+
+def test_space_exits_deterministic_under_seed() -> None:
+    exits = SpaceExits(_FIXED_SPACE)
+    t = torch.arange(0, T, 3)
+    torch.manual_seed(7)
+    a = exits(t)
+    torch.manual_seed(7)
+    b = exits(t)
+    torch.manual_seed(8)
+    c = exits(t)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(exits(t, g1), exits(t, g2))
+
+
+################################################################################
+#                         lambda(t) and config wiring                          #
+################################################################################
+
+
+def _capture_train(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    captured: dict[str, Any] = {}
+
+    def fake_train(model, dataset, config, **kwargs):
+        captured.update(model=model, config=config, **kwargs)
+        return "sentinel"
+
+    monkeypatch.setattr(finetune_module, "train", fake_train)
+    return captured
+
+
+@pytest.mark.parametrize("arch, model_name, preset_name, gamma, cycles", [
+    ("dit", "DiT-test", "D4", 2.0, 1), ("uvit", "U-ViT-test", "D2", 0.7, 3),
+])
+def test_finetune_builds_lambda_from_the_schedule(monkeypatch: pytest.MonkeyPatch, arch: str,
+                                                  model_name: str, preset_name: str,
+                                                  gamma: float, cycles: int) -> None:
+    captured = _capture_train(monkeypatch)
+    model = _tiny_model(model_name)
+    schedule = preset(preset_name, arch, model.exit_depth)
+    config = FinetuneConfig(steps=5, batch_size=3, lr=1e-3, gamma=gamma, cycles=cycles,
+                            ema_decay=0.95, seed=4)
+    assert finetune(model, _tiny_dataset(), schedule, config, progress=False) == "sentinel"
+
+    lam = captured["reweighting"]
+    assert isinstance(lam, TimeReweighting) and lam.cycles == cycles
+    raw = [1 + gamma * (1 - schedule.blocks_at_index(i) / schedule.depth) for i in range(T)]
+    expected = torch.tensor([r / (sum(raw) / T) for r in raw], dtype=torch.float32)
+    torch.testing.assert_close(lam.weights, expected, rtol=1e-6, atol=1e-6)
+    assert lam.weights.double().mean().item() == pytest.approx(1.0, abs=1e-6)
+    t = torch.arange(T)
+    assert torch.equal(lam(t, cycles), torch.ones(T))  # exactly 1 after C cycles
+    torch.testing.assert_close(lam(t, cycles - 1), expected)
+
+    assert isinstance(captured["exits"], ScheduleExits)
+    train_config = captured["config"]
+    assert train_config.lr_schedule == ("constant" if arch == "dit" else "cosine")  # paper B.1
+    assert (train_config.steps, train_config.batch_size, train_config.lr,
+            train_config.ema_decay, train_config.seed) == (5, 3, 1e-3, 0.95, 4)
+    assert captured["checkpoint_extra"]["schedule"] == schedule.to_dict()
+
+
+def test_finetune_lr_schedule_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = _capture_train(monkeypatch)
+    model = _tiny_model("DiT-test")
+    finetune(model, _tiny_dataset(), preset("D1", "dit", 4),
+             FinetuneConfig(steps=1, lr_schedule="cosine"), progress=False)
+    assert captured["config"].lr_schedule == "cosine"
+
+
+def test_one_shot_lambda_uses_expected_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = _capture_train(monkeypatch)
+    space = ScheduleSpace("dit", 4, 2, edges=(0.0, 0.5, 1.0), min_blocks=(3, 1), max_blocks=(4, 2))
+    finetune_one_shot(_tiny_model("DiT-test"), _tiny_dataset(), space,
+                      FinetuneConfig(steps=1, gamma=1.0), progress=False)
+    # Expected count 3.5 on [0, 0.5), 1.5 on [0.5, 1): dropped shares 0.125 and 0.625.
+    raw = torch.tensor([1.125] * 500 + [1.625] * 500, dtype=torch.float64)
+    torch.testing.assert_close(captured["reweighting"].weights, (raw / raw.mean()).float())
+    assert isinstance(captured["exits"], SpaceExits)
+    assert captured["checkpoint_extra"]["space"] == space.to_dict()
+
+
+################################################################################
+#                     mixed-exit batches vs one sample at a time               #
+################################################################################
+
+
+@pytest.mark.parametrize("model_name", ["DiT-test", "U-ViT-test"])
+def test_mixed_exit_batch_gradients_equal_per_sample(model_name: str) -> None:
+    """The batch loss of train (ScheduleExits + hybrid loss + lambda) has per-sample gradients."""
+    # No label dropout: its per-sample draws would differ between the batch and single samples.
+    model = _tiny_model(model_name, seed=1, class_dropout_prob=0.0).double().train()
+    with torch.no_grad():  # leave the zero-initialised output layers: every path gets a gradient
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    depth = model.exit_depth
+    schedule = ExitSchedule(model.arch, depth, (0.0, 0.25, 0.5, 1.0), (depth, depth - 1, 1))
+    exits = ScheduleExits(schedule)
+    lam = TimeReweighting(1.0 - exits.expected_blocks / depth, gamma=2.0, cycles=1)
+    diffusion = GaussianDiffusion()
+
+    gen = torch.Generator().manual_seed(0)
+    t = torch.tensor([249, 250, 499, 500, 0, 999, 260])  # (7,): straddles both interval edges
+    N = t.shape[0]
+    x0 = torch.rand(N, 2, 8, 8, generator=gen, dtype=torch.float64) * 2 - 1  # (N, 2, 8, 8)
+    y = torch.randint(0, 5, (N,), generator=gen)  # (N,)
+    noise = torch.randn(N, 2, 8, 8, generator=gen, dtype=torch.float64)  # (N, 2, 8, 8)
+    n_blocks = exits(t)  # (N,)
+    assert n_blocks.tolist() == [depth, depth - 1, depth - 1, 1, depth, 1, depth - 1]
+    weight = lam(t, epoch=0).double()  # (N,)
+
+    def loss_of(idx: slice) -> torch.Tensor:
+        x_t = diffusion.q_sample(x0[idx], t[idx], noise[idx])  # (n, 2, 8, 8)
+        out = model(x_t, t[idx], y[idx], n_blocks=n_blocks[idx])  # (n, C_out, 8, 8)
+        per_sample = diffusion.training_losses(out, x0[idx], x_t, t[idx], noise[idx])["loss"]
+        return per_sample * weight[idx]  # (n,)
+
+    params = dict(model.named_parameters())
+    model.zero_grad()
+    batch_loss = loss_of(slice(None)).mean()
+    batch_loss.backward()
+    batch_grads = {k: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                   for k, p in params.items()}
+
+    model.zero_grad()
+    total = 0.0
+    for i in range(N):
+        single = loss_of(slice(i, i + 1)).sum() / N
+        single.backward()
+        total += single.item()
+    assert batch_loss.item() == pytest.approx(total, rel=1e-10)
+    nonzero = 0
+    for k, p in params.items():
+        ref = p.grad if p.grad is not None else torch.zeros_like(p)
+        torch.testing.assert_close(batch_grads[k], ref, rtol=1e-9, atol=1e-12, msg=k)
+        nonzero += int(ref.abs().sum() > 0)
+    assert nonzero > len(params) // 2  # the comparison is not between two sets of zeros
+
+
+def test_train_runs_each_sample_with_its_schedule_count(tmp_path: Path) -> None:
+    model = _tiny_model("DiT-test")
+    calls = _Calls(model)
+    schedule = ExitSchedule("dit", 4, (0.0, 0.3, 0.6, 1.0), (4, 2, 1))
+    result = finetune(model, _tiny_dataset(), schedule, FinetuneConfig(steps=3, batch_size=8),
+                      out_dir=tmp_path, progress=False)
+    assert result.step == 3 and len(calls.t) == 3
+    for t, n in zip(calls.t, calls.n_blocks):
+        assert n.tolist() == [schedule.blocks_at_index(int(i)) for i in t]
+    state = load_state_dict_file(tmp_path / "last.pt")
+    assert state["schedule"] == schedule.to_dict() and state["finetune"] == "algorithm-1"
+
+
+def test_one_shot_runs_each_sample_within_the_space(tmp_path: Path) -> None:
+    model = _tiny_model("U-ViT-test")
+    calls = _Calls(model)
+    space = ScheduleSpace("uvit", 3, 2, edges=(0.0, 0.4, 1.0), min_blocks=(2, 1), max_blocks=(3, 2))
+    finetune_one_shot(model, _tiny_dataset(), space, FinetuneConfig(steps=4, batch_size=16),
+                      out_dir=tmp_path, progress=False)
+    t, n = torch.cat(calls.t), torch.cat(calls.n_blocks)
+    lo = torch.where(t < 400, 2, 1)
+    assert bool(((n >= lo) & (n <= lo + 1)).all())
+    assert set(n.tolist()) == {1, 2, 3}
+    assert load_state_dict_file(tmp_path / "last.pt")["space"] == space.to_dict()
+
+
+################################################################################
+#                                loss descent                                  #
+################################################################################
+
+
+def test_finetune_lowers_held_out_loss_on_mnist() -> None:
+    train_idx, test_idx = mnist_split()
+    train_set, test_set = MNISTDataset(indices=train_idx), MNISTDataset(indices=test_idx)
+    model = _tiny_model("DiT-T", seed=0, hidden_size=32, depth=4, num_heads=2)
+    schedule = preset("D4", "dit", 4)
+    diffusion = GaussianDiffusion()
+
+    gen = torch.Generator().manual_seed(123)
+    idx = torch.randperm(len(test_set), generator=gen)[:64]
+    x0 = test_set.images[idx].float() / 127.5 - 1.0  # (64, 1, 28, 28)
+    y = test_set.labels[idx]  # (64,)
+    t = torch.linspace(0, T - 1, 64).long()  # (64,): every interval of the schedule
+    noise = torch.randn(x0.shape, generator=gen)  # (64, 1, 28, 28)
+    n_blocks = torch.tensor([schedule.blocks_at_index(int(i)) for i in t])  # (64,)
+
+    @torch.no_grad()
+    def held_out_loss(m: nn.Module) -> float:
+        was_training = m.training
+        m.eval()
+        x_t = diffusion.q_sample(x0, t, noise)
+        out = m(x_t, t, y, n_blocks=n_blocks)
+        m.train(was_training)
+        return diffusion.training_losses(out, x0, x_t, t, noise)["loss"].mean().item()
+
+    before = held_out_loss(model)
+    config = FinetuneConfig(steps=40, batch_size=32, lr=2e-3, ema_decay=0.9)
+    result = finetune(model, train_set, schedule, config, progress=False)
+    after_student, after_teacher = held_out_loss(result.model), held_out_loss(result.ema)
+    assert after_student < 0.8 * before, (before, after_student)
+    assert after_teacher < 0.8 * before, (before, after_teacher)
+
+
+################################################################################
+#                               bad input                                      #
+################################################################################
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"steps": -1}, "steps"),
+    ({"steps": 1.5}, "steps"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr": float("nan")}, "lr"),
+    ({"lr_schedule": "step"}, "lr_schedule"),
+    ({"ema_decay": 1.0}, "ema_decay"),
+    ({"ema_decay": -0.5}, "ema_decay"),
+    ({"gamma": -1.0}, "gamma"),
+    ({"gamma": float("inf")}, "gamma"),
+    ({"cycles": -1}, "cycles"),
+    ({"seed": "0"}, "seed"),
+])
+def test_finetune_config_rejects_bad_values(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=rf"\b{field}\b"):
+        FinetuneConfig(**kwargs)
+
+
+def test_finetune_rejects_mismatched_model() -> None:
+    model = _tiny_model("DiT-test")  # dit, 4 blocks
+    with pytest.raises(ValueError, match="expects 28 exitable blocks but the model has 4"):
+        finetune(model, _tiny_dataset(), preset("D3", "dit", 28), FinetuneConfig(steps=1),
+                 progress=False)
+    with pytest.raises(ValueError, match="uvit"):
+        finetune(model, _tiny_dataset(), preset("D3", "uvit", 4), FinetuneConfig(steps=1),
+                 progress=False)
+
+
+def test_finetune_divergence_raises() -> None:
+    model = _tiny_model("DiT-test")
+    model.register_forward_hook(lambda module, args, out: out * float("nan"))
+    with pytest.raises(FloatingPointError, match="diverged"):
+        finetune(model, _tiny_dataset(), preset("D3", "dit", 4), FinetuneConfig(steps=2),
+                 progress=False)
