@@ -319,6 +319,9 @@ def train(
             running = value if running is None else 0.98 * running + 0.02 * value
             if step % config.log_every == 0 or step == config.steps:
                 losses.append((step, running))
+                if progress and not bar.console.is_terminal:  # a log file: one line per log_every
+                    bar.console.print(f"step {step}/{config.steps} loss {running:.4f} "
+                                      f"({wall / 60:.1f} min)", highlight=False)
             bar.update(task, completed=step, loss=running)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 checkpoint()
