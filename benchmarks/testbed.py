@@ -1,0 +1,160 @@
+"""Testbed report (reports/testbed.md): the shipped DiT-T / U-ViT-T under the paper's schedules.
+
+For each model: sample quality of the full model (share of samples the digit classifier reads with
+top-1 probability >= 0.9, and a grid), the FID noise at the search's N (std over seeds), and
+FID-MNIST (mean +- std over seeds, common random numbers) of full, D1..D6 and their Data-Easy
+mirrors with no fine-tune, after Algorithm 1 (per schedule) and after the one-shot fine-tune over
+the search space. Run from the repository root:
+
+    python benchmarks/testbed.py --arch dit uvit --n 500 --seeds 5 --finetune-steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ase_search.data import build_dataset  # noqa: E402
+from ase_search.evaluate import evaluate, machine_info  # noqa: E402
+from ase_search.finetune import FinetuneConfig, finetune, finetune_one_shot  # noqa: E402
+from ase_search.metrics.extractor import classifier_confidence  # noqa: E402
+from ase_search.metrics.latency import profile_components  # noqa: E402
+from ase_search.report import save_grid  # noqa: E402
+from ase_search.samplers import SamplerConfig, sample  # noqa: E402
+from ase_search.schedule import preset, preset_names  # noqa: E402
+from ase_search.space import load_space  # noqa: E402
+from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
+
+
+def fid_cell(result) -> str:
+    std = result.std("fid")
+    return f"{result.mean('fid'):.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def run_arch(arch: str, args: argparse.Namespace, out_dir: Path) -> tuple[str, dict]:
+    t_start = time.perf_counter()
+    checkpoint = getattr(args, f"checkpoint_{arch}")
+    base = load_model(arch, checkpoint)
+    sampler = SamplerConfig(name=args.sampler, steps=args.steps)
+    seeds = list(range(args.seeds))
+    data = build_dataset("mnist", resolution=base.input_size, channels=base.in_channels)
+    cost = profile_components(base, batch_size=256)
+    names = [n for n in preset_names(arch) if not args.presets or n in args.presets]
+    record: dict = {"arch": arch, "schedules": {}}
+
+    # Quality of the full model: 1,000 samples read by the digit classifier.
+    quality = sample(base, sampler=sampler, n=1000, batch_size=250, seed=123)
+    top1 = classifier_confidence(quality.images).max(dim=1).values
+    confident = float((top1 >= 0.9).float().mean())
+    grid = save_grid(quality.images[:100], out_dir / f"testbed-{arch}-full.png", nrow=10)
+    record["quality"] = {"share_top1_ge_0.9": confident, "grid": grid.name}
+
+    def fids(model, label: str) -> None:
+        for name in names:
+            schedule = preset(name, arch, model.exit_depth)
+            result = evaluate(model, schedule, sampler=sampler, n=args.n, seeds=seeds,
+                              cost_model=cost, batch_size=250)
+            entry = record["schedules"].setdefault(name, {
+                "blocks": list(schedule.blocks), "boundaries": list(schedule.boundaries),
+                "block_acceleration": result.block_acceleration,
+                "predicted_acceleration": result.predicted_acceleration})
+            entry[label] = {"mean": result.mean("fid"), "std": result.std("fid"),
+                            "cell": fid_cell(result)}
+            print(f"{arch} {label:9s} {name:14s} FID {fid_cell(result)}", flush=True)
+
+    fids(base, "none")
+    if args.finetune_steps > 0:
+        config = FinetuneConfig(steps=args.finetune_steps, seed=0)
+        for name in names:
+            if name == "full":
+                continue
+            schedule = preset(name, arch, base.exit_depth)
+            tuned = finetune(copy.deepcopy(base).train(), data, schedule, config,
+                             progress=False).ema.eval()
+            result = evaluate(tuned, schedule, sampler=sampler, n=args.n, seeds=seeds,
+                              cost_model=cost, batch_size=250)
+            record["schedules"][name]["algorithm1"] = {
+                "mean": result.mean("fid"), "std": result.std("fid"), "cell": fid_cell(result)}
+            print(f"{arch} algorithm1 {name:14s} FID {fid_cell(result)}", flush=True)
+        space = load_space(TESTBEDS[arch].space, depth=base.exit_depth)
+        one_shot_config = FinetuneConfig(steps=args.one_shot_steps, seed=0)
+        one_shot = finetune_one_shot(copy.deepcopy(base).train(), data, space, one_shot_config,
+                                     progress=False).ema.eval()
+        fids(one_shot, "one-shot")
+    record["wall_time_min"] = (time.perf_counter() - t_start) / 60
+
+    lines = [f"## {arch}: {TESTBEDS[arch].model_name}", ""]
+    lines += [f"- samples the digit classifier reads with top-1 >= 0.9: **{confident:.1%}** of "
+              f"1,000 (full model, {args.sampler}-{args.steps}); grid: `{grid.name}`"]
+    full = record["schedules"].get("full", {}).get("none")
+    if full and full["std"] is not None:
+        lines += [f"- FID noise at N = {args.n}: std over {args.seeds} seeds = "
+                  f"**{full['std']:.3f}** (full model, common random numbers)"]
+    header = "| schedule | blocks (data → noise) | block accel. | predicted accel. | FID no FT |"
+    rule = "| --- | --- | ---: | ---: | ---: |"
+    if args.finetune_steps > 0:
+        header += f" FID Alg. 1 ({args.finetune_steps} steps) | FID one-shot ({args.one_shot_steps} steps) |"
+        rule += " ---: | ---: |"
+    lines += ["", header, rule]
+    for name, entry in record["schedules"].items():
+        row = (f"| {name} | {' '.join(map(str, entry['blocks']))} | "
+               f"{entry['block_acceleration']:.1%} | {entry['predicted_acceleration']:.1%} | "
+               f"{entry['none']['cell']} |")
+        if args.finetune_steps > 0:
+            row += (f" {entry.get('algorithm1', {}).get('cell', '—')} |"
+                    f" {entry.get('one-shot', {}).get('cell', '—')} |")
+        lines.append(row)
+    lines += ["", f"Wall time: {record['wall_time_min']:.1f} min.", ""]
+    return "\n".join(lines), record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="+", default=["dit", "uvit"], choices=list(TESTBEDS))
+    parser.add_argument("--checkpoint-dit", default=None)
+    parser.add_argument("--checkpoint-uvit", default=None)
+    parser.add_argument("--presets", nargs="*", default=None)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--sampler", default="ddim")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--one-shot-steps", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "testbed.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out_dir = args.out.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections, records = [], []
+    for arch in args.arch:
+        text, record = run_arch(arch, args, out_dir)
+        sections.append(text)
+        records.append(record)
+    info = machine_info()
+    header = [
+        "# Testbed report", "",
+        f"Generated {dt.date.today().isoformat()} by `python {' '.join(sys.argv)}` on "
+        f"{info.get('cpu', platform.processor())} ({info.get('torch_threads')} threads, "
+        f"torch {torch.__version__}). FID-MNIST uses the project's digit classifier features "
+        f"(not comparable with Inception FID). Seeds 0..{args.seeds - 1} (common random numbers "
+        f"across schedules), N = {args.n} samples per seed, {args.sampler}-{args.steps}.", "",
+    ]
+    args.out.write_text("\n".join(header + sections))
+    args.out.with_suffix(".json").write_text(json.dumps(records, indent=2, default=str))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
