@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where images are handled, so `pareto` starts fast
     import optuna
     import plotly.graph_objects as go
+    import torch
 
 __all__ = ["default_reference_point", "save_grid", "to_uint8", "write_report"]
 
@@ -23,14 +22,15 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) floats in [-1, 1] -> uint8 in [0, 255] (rounded, clamped)."""
+    import torch
+
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None,
               scale: int = 2) -> Path:
     """Save (N, C, H, W) images in [-1, 1] as one PNG grid (upscaled ``scale`` x, nearest)."""
-    import math
-
+    import torch
     from torchvision.utils import make_grid, save_image
 
     path = Path(path)

@@ -1,0 +1,110 @@
+"""Search benchmark (reports/search.md): ``ase-search run --arch ARCH --budget 40`` with defaults.
+
+Times the whole run, splits the per-trial time (fine-tune, sampling, FID, Ray and driver
+overhead), and compares the searched front with the seeds (the paper's presets): hypervolume of
+the front vs of the seeds alone, and the best acceleration at an FID within 5% of the full model.
+Run from the repository root (it writes the study where you say, default studies/reference/):
+
+    python benchmarks/search.py --arch dit --budget 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ase_search.evaluate import machine_info  # noqa: E402
+from ase_search.pareto import (  # noqa: E402
+    complete_trials,
+    hypervolume,
+    open_study,
+    pareto_front,
+    seed_report,
+)
+from ase_search.report import default_reference_point, write_report  # noqa: E402
+
+
+def summarise(storage: Path, wall: float | None, command: str) -> str:
+    study = open_study(storage)
+    trials = complete_trials(study)
+    front = pareto_front(study)
+    seeds = [t for t in trials if t.user_attrs.get("seed")]
+    ref = default_reference_point(study)
+    hv_front = hypervolume([t.values for t in front], ref)
+    hv_seeds = hypervolume([t.values for t in seeds], ref)
+    full = next((t for t in seeds if t.user_attrs.get("seed") == "full"), None)
+    lines = ["# Search benchmark", "",
+             f"Generated {dt.date.today().isoformat()} by `{command}` on "
+             f"{machine_info()['cpu']} ({machine_info()['logical_cores']} cores).", ""]
+    if wall is not None:
+        lines += [f"- wall time of the run: **{wall / 60:.1f} min** for {len(trials)} finished "
+                  f"trials (target: <= 20 min)"]
+    splits = [t.user_attrs.get("time_split", {}) for t in trials]
+    if splits:
+        parts = {k: statistics.median(s.get(k, 0.0) for s in splits)
+                 for k in ("finetune", "sampling", "fid")}
+        worker = statistics.median(t.user_attrs.get("worker_time", 0.0) for t in trials)
+        per_trial = statistics.median(
+            (t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+        lines += [f"- per trial (median): fine-tune {parts['finetune']:.1f} s, sampling "
+                  f"{parts['sampling']:.1f} s, FID {parts['fid']:.1f} s, worker total "
+                  f"{worker:.1f} s, start-to-finish {per_trial:.1f} s (the difference is Ray "
+                  f"scheduling and worker start-up)"]
+    lines += [f"- hypervolume (reference point FID {ref[0]:.2f}, latency {ref[1]:.3f} s): front "
+              f"**{hv_front:.4g}** vs seeds alone {hv_seeds:.4g} "
+              f"({hv_front / hv_seeds - 1 if hv_seeds else float('inf'):+.1%})"]
+    if full is not None:
+        limit = 1.05 * full.values[0]
+        ok = [t for t in trials if t.values[0] <= limit]
+        best = max(ok, key=lambda t: t.user_attrs.get("acceleration", 0.0))
+        best_seed = max((t for t in ok if t.user_attrs.get("seed")),
+                        key=lambda t: t.user_attrs.get("acceleration", 0.0))
+        lines += [f"- best acceleration at FID <= 1.05 x full ({limit:.2f}): **"
+                  f"{best.user_attrs['acceleration']:.1%}** (trial {best.number}, FID "
+                  f"{best.values[0]:.2f}); best seed there: {best_seed.user_attrs['seed']} "
+                  f"{best_seed.user_attrs['acceleration']:.1%}"]
+    lines += ["", "| seed | FID | acceleration | on front | dominated by |",
+              "| --- | ---: | ---: | :---: | --- |"]
+    for s in seed_report(study):
+        lines.append(f"| {s.name} | {s.fid:.2f} | {s.acceleration:.1%} | "
+                     f"{'yes' if s.on_front else 'no'} | "
+                     f"{', '.join(map(str, s.dominated_by)) or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="dit", choices=["dit", "uvit"])
+    parser.add_argument("--budget", type=int, default=40)
+    parser.add_argument("--storage", type=Path, default=None)
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="Only write the report of an existing study.")
+    parser.add_argument("extra", nargs="*", help="More `ase-search run` options (after --).")
+    args = parser.parse_args()
+    storage = args.storage or ROOT / "studies" / "reference" / f"{args.arch}.db"
+    cmd = [str(Path(sys.executable).with_name("ase-search")), "run", "--arch", args.arch,
+           "--budget", str(args.budget), "--storage", str(storage), *args.extra]
+    command = " ".join(shlex.quote(c) for c in ["ase-search", *cmd[1:]])
+    wall = None
+    if not args.summarise_only:
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        wall = time.perf_counter() - t0
+    text = summarise(storage, wall, command)
+    out = ROOT / "reports" / f"search-{args.arch}.md"
+    out.write_text(text)
+    write_report(open_study(storage), ROOT / "reports" / f"search-{args.arch}.html")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
