@@ -131,19 +131,10 @@ class FinetuneConfig:
                            checkpoint_every=checkpoint_every)
 
 
-def _finetune(model: nn.Module, dataset: Dataset, exits: ScheduleExits | SpaceExits,
-              config: FinetuneConfig, extra: dict[str, Any], **kwargs: Any) -> TrainResult:
-    depth = model.exit_depth
-    reweighting = TimeReweighting(dropped_share=1.0 - exits.expected_blocks / depth,
-                                  gamma=config.gamma, cycles=config.cycles)
-    return train(model, dataset, config.train_config(model.arch), exits=exits,
-                 reweighting=reweighting, checkpoint_extra=extra, **kwargs)
-
-
 def finetune(
     model: nn.Module,
     dataset: Dataset,
-    schedule: ExitSchedule,
+    target: ExitSchedule | ScheduleSpace,
     config: FinetuneConfig,
     *,
     out_dir: str | Path | None = None,
@@ -152,32 +143,32 @@ def finetune(
     progress: bool = True,
     diffusion: GaussianDiffusion | None = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` for ``schedule`` with Algorithm 1; returns student and EMA teacher."""
-    _check_model(model, schedule.arch, schedule.depth)
-    exits = ScheduleExits(schedule, (diffusion or GaussianDiffusion()).num_timesteps)
-    extra = {"schedule": schedule.to_dict(), "finetune": "algorithm-1"}
-    return _finetune(model, dataset, exits, config, extra, out_dir=out_dir, resume=resume,
-                     device=device, progress=progress, diffusion=diffusion)
+    """Fine-tune ``model`` with Algorithm 1; returns the student and the EMA teacher.
+
+    Args:
+        target: an exit schedule (each sample runs the blocks the schedule gives its t), or a
+            search space for the one-shot variant (each sample draws a count from the space's
+            range at its t).
+    """
+    _check_model(model, target.arch, target.depth)
+    T = (diffusion or GaussianDiffusion()).num_timesteps
+    if isinstance(target, ScheduleSpace):
+        exits: ScheduleExits | SpaceExits = SpaceExits(target, T)
+        extra = {"space": target.to_dict(), "finetune": "one-shot"}
+    else:
+        exits = ScheduleExits(target, T)
+        extra = {"schedule": target.to_dict(), "finetune": "algorithm-1"}
+    reweighting = TimeReweighting(dropped_share=1.0 - exits.expected_blocks / model.exit_depth,
+                                  gamma=config.gamma, cycles=config.cycles)
+    return train(model, dataset, config.train_config(model.arch), exits=exits,
+                 reweighting=reweighting, checkpoint_extra=extra, out_dir=out_dir,
+                 resume=resume, device=device, progress=progress, diffusion=diffusion)
 
 
-def finetune_one_shot(
-    model: nn.Module,
-    dataset: Dataset,
-    space: ScheduleSpace,
-    config: FinetuneConfig,
-    *,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-    device: str = "cpu",
-    progress: bool = True,
-    diffusion: GaussianDiffusion | None = None,
-) -> TrainResult:
-    """Fine-tune ``model`` once for every schedule of ``space`` (random exits per sample)."""
-    _check_model(model, space.arch, space.depth)
-    exits = SpaceExits(space, (diffusion or GaussianDiffusion()).num_timesteps)
-    extra = {"space": space.to_dict(), "finetune": "one-shot"}
-    return _finetune(model, dataset, exits, config, extra, out_dir=out_dir, resume=resume,
-                     device=device, progress=progress, diffusion=diffusion)
+def finetune_one_shot(model: nn.Module, dataset: Dataset, space: ScheduleSpace,
+                      config: FinetuneConfig, **kwargs: Any) -> TrainResult:
+    """The one-shot fine-tune over ``space``: :func:`finetune` with the space as target."""
+    return finetune(model, dataset, space, config, **kwargs)
 
 
 def _check_model(model: nn.Module, arch: str, depth: int) -> None:
