@@ -48,6 +48,8 @@ __all__ = [
 
 # Samples of the first seed kept on the result for a sample grid.
 GRID_SAMPLES = 64
+# Bootstrap resamples for the standard error of a measured acceleration.
+_BOOTSTRAP = 2000
 
 
 @dataclass(frozen=True)
@@ -282,10 +284,11 @@ def benchmark_latency(
     """Measured wall-clock acceleration of each schedule, next to the predicted and ideal ones.
 
     The network calls of one sampling run (``sampler.model_times()``, one batch of
-    ``batch_size``) are timed for every schedule in interleaved rounds and the median over
-    ``repeats`` rounds is kept (:func:`~ase_search.metrics.latency.sampling_latencies`). A
-    full-depth run is always timed as the baseline (added as row ``"full"`` when no schedule
-    runs every block).
+    ``batch_size``) are timed for every schedule, interleaved call by call
+    (:func:`~ase_search.metrics.latency.sampling_latency_samples`); a schedule's latency is the
+    sum over its calls of the median over ``repeats`` rounds, as
+    :func:`~ase_search.metrics.latency.sampling_latencies` computes it. A full-depth run is
+    always timed as the baseline (added as row ``"full"`` when no schedule runs every block).
 
     Args:
         model: an ase-search model (weights do not matter for latency).
@@ -300,16 +303,18 @@ def benchmark_latency(
         One row per schedule, columns ``schedule``, ``blocks`` (counts per interval),
         ``intervals`` (intervals and counts),
         ``block_acceleration``, ``ideal_acceleration`` (FLOPs, every layer),
-        ``predicted_acceleration`` (cost model), ``measured_acceleration``, ``measured_over_ideal``
-        (NaN where the ideal is 0), ``measured_s`` and ``predicted_s`` (seconds of one sampling
-        run's network calls). ``df.attrs`` holds the settings and the cost model.
+        ``predicted_acceleration`` (cost model), ``measured_acceleration`` and its standard error
+        ``measured_acceleration_se`` (bootstrap over rounds; NaN for one round), ``measured_over_ideal`` and ``measured_over_ideal_se`` (NaN where the
+        ideal is 0), ``measured_s`` and ``predicted_s`` (seconds of one sampling run's network
+        calls). ``df.attrs`` holds the settings, the cost model and the raw call timings.
     """
+    import numpy as np
     import pandas as pd
 
     from ase_search.metrics.latency import (
         ideal_acceleration,
         profile_components,
-        sampling_latencies,
+        sampling_latency_samples,
     )
 
     if not isinstance(sampler, SamplerConfig):
@@ -332,13 +337,23 @@ def benchmark_latency(
     times = sampler.model_times()
     if cost_model is None:
         cost_model = profile_components(model, batch_size=batch_size, device=str(device))
-    measured = sampling_latencies(model, dict(plans), times, batch_size=batch_size,
-                                  device=str(device), repeats=repeats)
+    samples = sampling_latency_samples(model, dict(plans), times, batch_size=batch_size,
+                                       device=str(device), repeats=repeats)
+    # Latency: sum over calls of the median over rounds (as sampling_latencies). Its standard
+    # error: a bootstrap over rounds, resampled jointly for all schedules since a round's calls
+    # ran side by side.
+    arrays = {name: np.asarray(per_call) for name, per_call in samples.items()}  # (calls, R)
+    measured = {name: float(np.median(a, axis=1).sum()) for name, a in arrays.items()}
+    rounds = np.random.default_rng(0).integers(0, repeats, size=(_BOOTSTRAP, repeats))
+    boot = {name: np.median(a[:, rounds], axis=2).sum(axis=0)  # (B,)
+            for name, a in arrays.items()}
+
     rows = []
     for name, s in plans.items():
         block = 1.0 - sum(s.blocks_at(m / 1000) for m in times) / (s.depth * len(times))
         ideal = ideal_acceleration(model, s, times)
         accel = 1.0 - measured[name] / measured[baseline]
+        se = float(np.std(1.0 - boot[name] / boot[baseline], ddof=1)) if repeats > 1 else math.nan
         rows.append({
             "schedule": name,
             "blocks": " ".join(str(k) for k in s.blocks),
@@ -347,7 +362,9 @@ def benchmark_latency(
             "ideal_acceleration": ideal,
             "predicted_acceleration": cost_model.acceleration(s, times),
             "measured_acceleration": accel,
+            "measured_acceleration_se": se,
             "measured_over_ideal": accel / ideal if ideal > 0 else math.nan,
+            "measured_over_ideal_se": se / ideal if ideal > 0 else math.nan,
             "measured_s": measured[name],
             "predicted_s": cost_model.latency(s, times),
         })
@@ -362,6 +379,7 @@ def benchmark_latency(
         "device": str(device),
         "threads": torch.get_num_threads(),
         "cost_model": cost_model.to_dict(),
+        "samples": samples,  # seconds of every timed call: [schedule][call][round]
     })
     return df
 
@@ -402,7 +420,8 @@ def latency_markdown(df: pd.DataFrame, *, title: str | None = None) -> str:
         lines += [
             f"{a['model']} ({a['arch']}, {a['depth']} exitable blocks), {s['name']} "
             f"{s['steps']} steps, batch {a['batch_size']}, {a['device']}, "
-            f"{a['threads']} thread(s), median of {a['repeats']} interleaved rounds.",
+            f"{a['threads']} thread(s), median of {a['repeats']} interleaved rounds "
+            f"(± one bootstrap standard error).",
             "",
         ]
     lines += [
@@ -410,12 +429,18 @@ def latency_markdown(df: pd.DataFrame, *, title: str | None = None) -> str:
         "cost-model accel. | measured accel. | measured / ideal | measured s | predicted s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    def pm(value: float, se: float, fmt: str, scale: float = 1.0) -> str:
+        if math.isnan(value):
+            return "–"
+        text = format(value * scale, fmt)
+        return text if math.isnan(se) or se == 0 else f"{text} ± {format(se * scale, fmt)}"
+
     for r in df.itertuples(index=False):
-        ratio = "–" if math.isnan(r.measured_over_ideal) else f"{r.measured_over_ideal:.3f}"
         lines.append(
             f"| {r.schedule} | `{r.intervals}` | {r.block_acceleration:.1%} | "
             f"{r.ideal_acceleration:.1%} | {r.predicted_acceleration:.1%} | "
-            f"{r.measured_acceleration:.1%} | {ratio} | {r.measured_s:.3f} | "
-            f"{r.predicted_s:.3f} |"
+            f"{pm(r.measured_acceleration, r.measured_acceleration_se, '.1f', 100)}% | "
+            f"{pm(r.measured_over_ideal, r.measured_over_ideal_se, '.3f')} | "
+            f"{r.measured_s:.3f} | {r.predicted_s:.3f} |"
         )
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one red error line on stderr and exit non-zero."""
+    message = " ".join(message.split())  # wrapped library messages become one line
     console_err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 

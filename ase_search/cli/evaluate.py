@@ -194,7 +194,10 @@ def bench_cmd(
         ratio = "–" if math.isnan(r.measured_over_ideal) else f"{r.measured_over_ideal:.3f}"
         table.add_row(r.schedule, r.blocks, _pct(r.block_acceleration),
                       _pct(r.ideal_acceleration), _pct(r.predicted_acceleration),
-                      _pct(r.measured_acceleration), ratio, f"{r.measured_s:.3f}")
+                      _pct(r.measured_acceleration)
+                      + ("" if not r.measured_acceleration_se > 0
+                         else f" ±{r.measured_acceleration_se * 100:.1f}"),
+                      ratio, f"{r.measured_s:.3f}")
     console.print(table)
     if markdown is not None:
         atomic_write_text(markdown, latency_markdown(df, title=df.attrs["model"]))

@@ -31,6 +31,7 @@ __all__ = [
     "model_flops",
     "profile_components",
     "sampling_latencies",
+    "sampling_latency_samples",
 ]
 
 
@@ -219,6 +220,47 @@ def ideal_acceleration(model: nn.Module, schedule: ExitSchedule, model_times: Se
     return 1.0 - used / (full * len(model_times))
 
 
+def sampling_latency_samples(
+    model: nn.Module,
+    schedules: dict[str, ExitSchedule | None],
+    model_times: Sequence[float],
+    *,
+    batch_size: int,
+    device: str = "cpu",
+    repeats: int = 3,
+    num_train_timesteps: int = 1000,
+) -> dict[str, list[list[float]]]:
+    """Seconds of every timed model call: ``result[name][j][r]`` is call ``j`` in round ``r``.
+
+    Schedules are timed *interleaved* call by call: each round walks the sampler's calls and, at
+    call ``j``, times call ``j`` of every schedule (in an order that rotates with ``j`` and the
+    round), so the calls being compared run seconds apart and a burst of load on the machine hits
+    them alike. One warm-up round comes first and is not returned. Only the network calls are
+    timed, not the sampler's arithmetic, which does not depend on the schedule.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    device_t = torch.device(device)
+    model = model.to(device_t).eval()
+    x, t, y = _inputs(model, batch_size, device_t)
+    plans = {
+        name: [None if s is None else s.blocks_at(m / num_train_timesteps) for m in model_times]
+        for name, s in schedules.items()
+    }
+    names = list(plans)
+    times: dict[str, list[list[float]]] = {name: [[] for _ in model_times] for name in names}
+    for r in range(repeats + 1):  # round 0 is the warm-up
+        for j in range(len(model_times)):
+            shift = (j + r) % len(names)
+            for name in names[shift:] + names[:shift]:
+                k = plans[name][j]
+                seconds = measure(lambda k=k: model(x, t, y, n_blocks=k), warmup=0, repeats=1,
+                                  device=device_t)
+                if r > 0:
+                    times[name][j].append(seconds)
+    return times
+
+
 def sampling_latencies(
     model: nn.Module,
     schedules: dict[str, ExitSchedule | None],
@@ -231,24 +273,11 @@ def sampling_latencies(
 ) -> dict[str, float]:
     """Measured seconds of the model calls of one sampling run, for each schedule.
 
-    Schedules are timed *interleaved* (round ``r`` times every schedule once) so that drifts of the
-    machine's speed hit all of them alike; the median over rounds is returned. Only the network
-    calls are timed, not the sampler's arithmetic, which does not depend on the schedule.
+    The calls are timed interleaved (see :func:`sampling_latency_samples`); a schedule's latency
+    is the sum over its calls of the median over the ``repeats`` timed rounds.
     """
-    device_t = torch.device(device)
-    model = model.to(device_t).eval()
-    x, t, y = _inputs(model, batch_size, device_t)
-    plans = {
-        name: [None if s is None else s.blocks_at(m / num_train_timesteps) for m in model_times]
-        for name, s in schedules.items()
-    }
-    times: dict[str, list[float]] = {name: [] for name in plans}
-    for r in range(repeats + 1):  # round 0 is the warm-up
-        for name, counts in plans.items():
-            def run(counts=counts):
-                for k in counts:
-                    model(x, t, y, n_blocks=k)
-            seconds = measure(run, warmup=0, repeats=1, device=device_t)
-            if r > 0:
-                times[name].append(seconds)
-    return {name: statistics.median(v) for name, v in times.items()}
+    samples = sampling_latency_samples(model, schedules, model_times, batch_size=batch_size,
+                                       device=device, repeats=repeats,
+                                       num_train_timesteps=num_train_timesteps)
+    return {name: sum(statistics.median(v) for v in per_call)
+            for name, per_call in samples.items()}

@@ -35,7 +35,8 @@ def dit():
 @pytest.fixture(scope="module")
 def uvit():
     torch.manual_seed(0)
-    return create_model("U-ViT-T", embed_dim=D, depth=6, num_heads=2).eval()
+    # conv=True pinned: the hand count below includes the official 3x3 output convolution.
+    return create_model("U-ViT-T", embed_dim=D, depth=6, num_heads=2, conv=True).eval()
 
 
 def blocks_by_hand(schedule: ExitSchedule, s: float) -> int:
@@ -159,7 +160,7 @@ def test_ideal_acceleration_matches_closed_form(dit):
 
 
 # ------------------------------------------------------------------------------- measured
-def test_sampling_latencies_times_interleaved_rounds(dit, monkeypatch):
+def test_sampling_latencies_interleave_schedules_call_by_call(dit, monkeypatch):
     calls = []
     original = type(dit).forward
 
@@ -173,5 +174,31 @@ def test_sampling_latencies_times_interleaved_rounds(dit, monkeypatch):
     seconds = sampling_latencies(dit, schedules, times, batch_size=2, repeats=2)
     assert set(seconds) == {"full", "D4"} and all(v > 0 for v in seconds.values())
     d4 = [blocks_by_hand(schedules["D4"], s) for s in times]
-    # Three rounds (one warm-up), each running every schedule's calls once, in order.
-    assert calls == 3 * ([None, None] + d4)
+    assert d4 == [2, 4]
+    # Three rounds (one warm-up) x two calls; at call j every schedule runs its call j once,
+    # the order rotating so neither schedule always goes first.
+    groups = [calls[i:i + 2] for i in range(0, len(calls), 2)]
+    assert len(groups) == 3 * len(times)
+    for g, group in enumerate(groups):
+        assert sorted(group, key=str) == sorted([None, d4[g % len(times)]], key=str)
+    assert {group[0] for group in groups} == {None, *d4}
+    with pytest.raises(ValueError, match="repeats"):
+        sampling_latencies(dit, schedules, times, batch_size=2, repeats=0)
+
+
+def test_sampling_latencies_sum_per_call_medians(dit, monkeypatch):
+    """With a fake clock where a call costs its block count, latency = sum of counts."""
+    clock = [0.0]
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: clock[0])
+    original = type(dit).forward
+
+    def timed_forward(self, x, t, y=None, n_blocks=None):
+        clock[0] += DEPTH if n_blocks is None else n_blocks
+        return original(self, x, t, y, n_blocks=n_blocks)
+
+    monkeypatch.setattr(type(dit), "forward", timed_forward)
+    schedules = {"full": None, "D4": preset("D4", "dit", DEPTH)}
+    times = [900.0, 500.0, 100.0]
+    seconds = sampling_latencies(dit, schedules, times, batch_size=1, repeats=3)
+    assert seconds == {"full": 3 * DEPTH,
+                       "D4": sum(blocks_by_hand(schedules["D4"], s) for s in times)}
