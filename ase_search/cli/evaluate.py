@@ -17,6 +17,7 @@ from ase_search.cli._app import (
     console_err,
     pick_device,
 )
+from ase_search.cli.sample import TomeRatioOpt, TomeScheduleOpt, tome_config, tome_option_errors
 
 ScheduleOpt = Annotated[str, typer.Option(
     "--schedule", "-s", help="Preset (full, D1..D6, Dn-data-easy) or a schedule JSON file.")]
@@ -55,6 +56,8 @@ def eval_cmd(
         "--json", help="Write the result as JSON.")] = None,
     batch_size: BatchOpt = 256,
     device: DeviceOpt = "auto",
+    tome_ratio: TomeRatioOpt = 0.0,
+    tome_schedule: TomeScheduleOpt = None,
 ) -> None:
     """FID of an exit schedule over seeds, with its block, cost-model and FLOP accelerations."""
     import json
@@ -74,6 +77,7 @@ def eval_cmd(
             raise ValueError(f"{name} must be a {suffix} file, got {path}")
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1 (the number of seeds), got {seeds}")
+    tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
     if fid_weights is not None and not fid_weights.is_file():
         raise FileNotFoundError(f"--fid-weights {fid_weights} does not exist")
     config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
@@ -88,6 +92,16 @@ def eval_cmd(
     device = pick_device(device)
     model = load_model(arch, checkpoint)
     plan = resolve_schedule(schedule, arch, model.exit_depth)
+    tome = tome_summary = None
+    if tome_cfg is not None:
+        from ase_search.tome import apply_tome, tome_flop_acceleration
+
+        with tome_option_errors():
+            # The accelerations evaluate() reports compare the ToMe model with itself; this is
+            # ToMe's own saving over the unmerged model.
+            saving = tome_flop_acceleration(model, tome_cfg)
+            tome = apply_tome(model, tome_cfg)
+        tome_summary = {**tome.to_dict(), "flop_acceleration": saving}
     result = evaluate(model, plan, sampler=config, n=n, seeds=range(seed, seed + seeds),
                       data=data, fid_config=fid_config, batch_size=batch_size, device=device,
                       progress=True)
@@ -95,8 +109,8 @@ def eval_cmd(
     grid = grid if grid is not None else Path(f"eval-{plan.name}.png")
     save_grid(result.images, grid)
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps({**result.to_dict(), "grid": str(grid)},
-                                               indent=2) + "\n")
+        atomic_write_text(json_out, json.dumps({**result.to_dict(), "grid": str(grid),
+                                                "tome": tome_summary}, indent=2) + "\n")
 
     table = Table(title=f"{arch} {plan.name}, {sampler}-{steps}, n={n} x {seeds} seed(s)")
     table.add_column("metric")
@@ -116,6 +130,10 @@ def eval_cmd(
     table.add_row("acceleration (blocks)", _pct(result.block_acceleration))
     table.add_row("acceleration (cost model)", _pct(result.predicted_acceleration))
     table.add_row("acceleration (FLOP ideal)", _pct(result.ideal_acceleration))
+    if tome is not None:
+        table.add_row("ToMe", f"{tome.config.describe()}, blocks {tome.blocks}")
+        table.add_row("acceleration (ToMe FLOPs, full model)",
+                      _pct(tome_summary["flop_acceleration"]))
     table.add_row("grid", str(grid))
     console.print(table)
     console_err.print(f"sampling and FID took {result.seconds:.1f} s")

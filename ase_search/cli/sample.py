@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,11 +20,46 @@ from ase_search.cli._app import (
     pick_device,
 )
 
+if TYPE_CHECKING:
+    from ase_search.tome import ToMeConfig
+
 ScheduleOpt = Annotated[str, typer.Option(
     "--schedule", "-s", help="Preset (full, D1..D6, Dn-data-easy) or a schedule JSON file.")]
 CheckpointOpt = Annotated[Path | None, typer.Option(
     "--checkpoint", "-c", help="Model checkpoint (default: the shipped testbed model).")]
 CfgOpt = Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")]
+# Token merging (the paper's ToMe baseline, Appendix B.3); shared with `ase-search eval`.
+TomeRatioOpt = Annotated[float, typer.Option(
+    "--tome-ratio", help="ToMe baseline: share of image tokens merged in self-attention "
+                         "(e.g. 0.5); 0 turns ToMe off.")]
+TomeScheduleOpt = Annotated[str | None, typer.Option(
+    "--tome-schedule", help="Blocks that merge: all, F<k> (first k), R<k> (last k), B<k> "
+                            "(k/2 from each end). Default all; needs --tome-ratio.")]
+
+
+def tome_config(ratio: float, schedule: str | None) -> ToMeConfig | None:
+    """The ToMe settings of ``--tome-ratio``/``--tome-schedule``; ``None`` when ToMe is off."""
+    if ratio == 0:
+        if schedule is not None:
+            raise ValueError(f"--tome-schedule {schedule} needs --tome-ratio > 0 (e.g. 0.5)")
+        return None
+    from ase_search.tome import ToMeConfig
+
+    with tome_option_errors():
+        return ToMeConfig(ratio=ratio, schedule=schedule or "all")
+
+
+@contextmanager
+def tome_option_errors() -> Iterator[None]:
+    """Re-raise ToMe's ValueErrors under the option names the user typed."""
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        # ToMeConfig and tome_blocks start their messages with the field name.
+        if message.startswith(("ratio", "schedule")):
+            message = f"--tome-{message}"
+        raise ValueError(message) from None
 
 
 @app.command("sample")
@@ -39,6 +76,8 @@ def sample_cmd(
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option(help="Samples per model call.")] = 256,
     device: DeviceOpt = "auto",
+    tome_ratio: TomeRatioOpt = 0.0,
+    tome_schedule: TomeScheduleOpt = None,
 ) -> None:
     """Sample with an exit schedule and save the images as a PNG grid."""
     import time
@@ -50,10 +89,17 @@ def sample_cmd(
 
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file, got {out}")
+    tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
     config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
     device = pick_device(device)
     model = load_model(arch, checkpoint).to(device)
     plan = resolve_schedule(schedule, arch, model.exit_depth)
+    tome = None
+    if tome_cfg is not None:
+        from ase_search.tome import apply_tome
+
+        with tome_option_errors():
+            tome = apply_tome(model, tome_cfg)
     t0 = time.perf_counter()
     result = sample(model, sampler=config, schedule=plan, n=n, batch_size=batch_size, seed=seed,
                     device=device, progress=True)
@@ -63,3 +109,6 @@ def sample_cmd(
     console.print(f"{n} samples, {plan.name} with {sampler}-{steps}: "
                   f"{result.block_evals}/{full} block evaluations per sample "
                   f"({1 - result.block_evals / full:.1%} skipped), {seconds:.1f} s -> {out}")
+    if tome is not None:
+        console.print(f"{tome.config.describe()}: tokens merged in the self-attention of blocks "
+                      f"{tome.blocks}")
