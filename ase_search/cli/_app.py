@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from ase_search.tome import ToMeConfig
 
 app = typer.Typer(
     name="ase-search",
@@ -37,6 +43,44 @@ SamplerOpt = Annotated[
 StepsOpt = Annotated[int, typer.Option("--steps", help="Number of sampling steps.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (common random numbers).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N; auto picks.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Samples per model call.")]
+ScheduleOpt = Annotated[str, typer.Option(
+    "--schedule", "-s", help="Preset (full, D1..D6, Dn-data-easy) or a schedule JSON file.")]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", "-c", help="Model checkpoint (default: the shipped testbed model).")]
+CfgOpt = Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")]
+# Token merging (the paper's ToMe baseline, Appendix B.3); shared with `ase-search eval`.
+TomeRatioOpt = Annotated[float, typer.Option(
+    "--tome-ratio", help="ToMe baseline: share of image tokens merged in self-attention "
+                         "(e.g. 0.5); 0 turns ToMe off.")]
+TomeScheduleOpt = Annotated[str | None, typer.Option(
+    "--tome-schedule", help="Blocks that merge: all, F<k> (first k), R<k> (last k), B<k> "
+                            "(k/2 from each end). Default all; needs --tome-ratio.")]
+
+
+def tome_config(ratio: float, schedule: str | None) -> ToMeConfig | None:
+    """The ToMe settings of ``--tome-ratio``/``--tome-schedule``; ``None`` when ToMe is off."""
+    if ratio == 0:
+        if schedule is not None:
+            raise ValueError(f"--tome-schedule {schedule} needs --tome-ratio > 0 (e.g. 0.5)")
+        return None
+    from ase_search.tome import ToMeConfig
+
+    with tome_option_errors():
+        return ToMeConfig(ratio=ratio, schedule=schedule or "all")
+
+
+@contextmanager
+def tome_option_errors() -> Iterator[None]:
+    """Re-raise ToMe's ValueErrors under the option names the user typed."""
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        # ToMeConfig and tome_blocks start their messages with the field name.
+        if message.startswith(("ratio", "schedule")):
+            message = f"--tome-{message}"
+        raise ValueError(message) from None
 
 
 def pick_device(device: str) -> str:

@@ -9,21 +9,22 @@ import typer
 
 from ase_search.cli._app import (
     ArchOpt,
+    BatchOpt,
+    CfgOpt,
+    CheckpointOpt,
     DeviceOpt,
     SamplerOpt,
+    ScheduleOpt,
     StepsOpt,
+    TomeRatioOpt,
+    TomeScheduleOpt,
     app,
     console,
     console_err,
     pick_device,
+    tome_config,
+    tome_option_errors,
 )
-from ase_search.cli.sample import TomeRatioOpt, TomeScheduleOpt, tome_config, tome_option_errors
-
-ScheduleOpt = Annotated[str, typer.Option(
-    "--schedule", "-s", help="Preset (full, D1..D6, Dn-data-easy) or a schedule JSON file.")]
-CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", "-c", help="Model checkpoint (default: the shipped testbed model).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Samples per model call.")]
 
 
 def _pct(x: float) -> str:
@@ -48,8 +49,7 @@ def eval_cmd(
         "--fid-weights", help="Extractor weights: Inception-v3 FID weights file, or another "
                               "digit-classifier file for mnist.")] = None,
     kid: Annotated[bool, typer.Option("--kid", help="Also compute KID.")] = False,
-    cfg_scale: Annotated[float, typer.Option(
-        "--cfg-scale", help="Classifier-free guidance scale.")] = 1.0,
+    cfg_scale: CfgOpt = 1.0,
     grid: Annotated[Path | None, typer.Option(
         "--grid", help="Sample grid PNG (first seed); default eval-<schedule>.png.")] = None,
     json_out: Annotated[Path | None, typer.Option(

@@ -2,65 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from ase_search.cli._app import (
     ArchOpt,
+    BatchOpt,
+    CfgOpt,
+    CheckpointOpt,
     DeviceOpt,
     SamplerOpt,
+    ScheduleOpt,
     SeedOpt,
     StepsOpt,
+    TomeRatioOpt,
+    TomeScheduleOpt,
     app,
     console,
     pick_device,
+    tome_config,
+    tome_option_errors,
 )
-
-if TYPE_CHECKING:
-    from ase_search.tome import ToMeConfig
-
-ScheduleOpt = Annotated[str, typer.Option(
-    "--schedule", "-s", help="Preset (full, D1..D6, Dn-data-easy) or a schedule JSON file.")]
-CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", "-c", help="Model checkpoint (default: the shipped testbed model).")]
-CfgOpt = Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")]
-# Token merging (the paper's ToMe baseline, Appendix B.3); shared with `ase-search eval`.
-TomeRatioOpt = Annotated[float, typer.Option(
-    "--tome-ratio", help="ToMe baseline: share of image tokens merged in self-attention "
-                         "(e.g. 0.5); 0 turns ToMe off.")]
-TomeScheduleOpt = Annotated[str | None, typer.Option(
-    "--tome-schedule", help="Blocks that merge: all, F<k> (first k), R<k> (last k), B<k> "
-                            "(k/2 from each end). Default all; needs --tome-ratio.")]
-
-
-def tome_config(ratio: float, schedule: str | None) -> ToMeConfig | None:
-    """The ToMe settings of ``--tome-ratio``/``--tome-schedule``; ``None`` when ToMe is off."""
-    if ratio == 0:
-        if schedule is not None:
-            raise ValueError(f"--tome-schedule {schedule} needs --tome-ratio > 0 (e.g. 0.5)")
-        return None
-    from ase_search.tome import ToMeConfig
-
-    with tome_option_errors():
-        return ToMeConfig(ratio=ratio, schedule=schedule or "all")
-
-
-@contextmanager
-def tome_option_errors() -> Iterator[None]:
-    """Re-raise ToMe's ValueErrors under the option names the user typed."""
-    try:
-        yield
-    except ValueError as err:
-        message = str(err)
-        # ToMeConfig and tome_blocks start their messages with the field name.
-        if message.startswith(("ratio", "schedule")):
-            message = f"--tome-{message}"
-        raise ValueError(message) from None
-
 
 @app.command("sample")
 def sample_cmd(
@@ -74,7 +38,7 @@ def sample_cmd(
     checkpoint: CheckpointOpt = None,
     cfg_scale: CfgOpt = 1.0,
     seed: SeedOpt = 0,
-    batch_size: Annotated[int, typer.Option(help="Samples per model call.")] = 256,
+    batch_size: BatchOpt = 256,
     device: DeviceOpt = "auto",
     tome_ratio: TomeRatioOpt = 0.0,
     tome_schedule: TomeScheduleOpt = None,
