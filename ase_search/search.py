@@ -331,6 +331,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
     split: dict[str, float] = {}
     t0 = time.perf_counter()
     model, _ = load_checkpoint(ctx.weights, ema=True)
+    split["load"] = time.perf_counter() - t0
     finetune_steps = 0
     if cfg["finetune"] == "per-trial" and cfg["finetune_steps"] > 0:
         data = build_dataset(cfg["data"], resolution=model.input_size, channels=model.in_channels)
@@ -338,7 +339,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
                           FinetuneConfig(steps=cfg["finetune_steps"], seed=cfg["seed"]),
                           device=device, progress=False)
         model, finetune_steps = result.ema, result.step
-    split["finetune"] = time.perf_counter() - t0
+    split["finetune"] = time.perf_counter() - t0 - split["load"]
 
     t1 = time.perf_counter()
     model = model.to(device).eval()

@@ -51,11 +51,12 @@ def summarise(storage: Path, wall: float | None, command: str) -> str:
     splits = [t.user_attrs.get("time_split", {}) for t in trials]
     if splits:
         parts = {k: statistics.median(s.get(k, 0.0) for s in splits)
-                 for k in ("finetune", "sampling", "fid")}
+                 for k in ("load", "finetune", "sampling", "fid")}
         worker = statistics.median(t.user_attrs.get("worker_time", 0.0) for t in trials)
         per_trial = statistics.median(
             (t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-        lines += [f"- per trial (median): fine-tune {parts['finetune']:.1f} s, sampling "
+        lines += [f"- per trial (median): loading weights {parts['load']:.1f} s, fine-tune "
+                  f"{parts['finetune']:.1f} s, sampling "
                   f"{parts['sampling']:.1f} s, FID {parts['fid']:.1f} s, worker total "
                   f"{worker:.1f} s, start-to-finish {per_trial:.1f} s (the difference is Ray "
                   f"scheduling and worker start-up)"]

@@ -83,7 +83,7 @@ def test_ray_smoke_run_and_resume_enqueues_seeds_once(tiny, monkeypatch) -> None
     for t in done:
         assert all(math.isfinite(v) for v in t.values)
         assert t.user_attrs["schedule"]["arch"] == "dit"
-        assert set(t.user_attrs["time_split"]) == {"finetune", "sampling", "fid"}
+        assert set(t.user_attrs["time_split"]) == {"load", "finetune", "sampling", "fid"}
         assert Path(t.user_attrs["grid"]).is_file()
         assert t.values[1] == pytest.approx(t.user_attrs["latency"])
     seeds = sorted(t.user_attrs.get("seed") or "" for t in done)
