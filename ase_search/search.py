@@ -369,9 +369,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
         **metrics,
         "latency": latency,
         "acceleration": cost.acceleration(schedule, times),
-        "block_acceleration": schedule.ideal_acceleration(
-            [round(s) for s in times] if cfg["sampler"] != "euler-maruyama"
-            else [min(999, int(s)) for s in times]),
+        "block_acceleration": 1.0 - out.block_evals / (schedule.depth * out.model_calls),
         "block_evals": out.block_evals,
         "finetune_steps": finetune_steps,
         "time_split": split,
@@ -408,7 +406,7 @@ def _trainable(params: dict[str, Any], ctx: TrialContext) -> None:
     tune.report({k: json.dumps(v) if k in _NESTED else v for k, v in result.items()})
 
 
-def _make_searcher(study: Any, space: Any, storage: Any, config: SearchConfig):
+def _make_searcher(space: Any, storage: Any, config: SearchConfig):
     """Ray's OptunaSearch, telling results (and failures, with reasons) into our study."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -640,7 +638,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                 before = count(TrialState.COMPLETE)
                 from ray.tune.search import ConcurrencyLimiter
 
-                searcher = ConcurrencyLimiter(_make_searcher(study, space, storage, config),
+                searcher = ConcurrencyLimiter(_make_searcher(space, storage, config),
                                               max_concurrent=concurrent)
                 tuner = tune.Tuner(
                     tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), resources),

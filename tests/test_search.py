@@ -142,7 +142,7 @@ def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, t
     space = load_space(tiny / "space.yaml")
     storage = resolve_storage(config.storage)
     open_or_create_study(config, storage, extra_attrs={})
-    searcher = _make_searcher(None, space, storage, config)
+    searcher = _make_searcher(space, storage, config)
     searcher.set_search_properties(None, None, {})
     study = searcher._ot_study
 
