@@ -226,9 +226,9 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} holds pickled Python objects ({what}); load_checkpoint refuses to unpickle them "
             "because unpickling can run arbitrary code. If you trust the file, re-save its weights as a "
-            "plain state dict: obj = torch.load(path, weights_only=False); "
-            "torch.save(obj['ema'] (or obj['model'], or module.state_dict()), 'weights.pt'); then load "
-            "'weights.pt' with model_name=<registry name>"
+            "plain state dict: in a trusted session load it with weights_only disabled, save only "
+            "obj['ema'] (or obj['model'], or module.state_dict()) with torch.save to 'weights.pt', then "
+            "load 'weights.pt' with model_name=<registry name>"
         ) from None
     except Exception as err:  # a truncated zip, not a torch file at all, ...
         raise CheckpointError(f"could not read {path} as a torch checkpoint: {err}") from None
