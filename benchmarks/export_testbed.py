@@ -33,11 +33,11 @@ from ase_search.samplers import SamplerConfig, sample  # noqa: E402
 from ase_search.testbed import TESTBEDS  # noqa: E402
 
 
-def export(arch: str, checkpoint: Path, resume_copy: bool) -> str:
+def export(arch: str, checkpoint: Path, resume_copy: bool, ema: bool) -> str:
     testbed = TESTBEDS[arch]
     state = load_state_dict_file(checkpoint)
     testbed.path.parent.mkdir(parents=True, exist_ok=True)
-    export_weights(checkpoint, testbed.path, half=True)
+    export_weights(checkpoint, testbed.path, half=True, ema=ema)
     model, _ = load_checkpoint(testbed.path)
     model.eval()
     out = sample(model, sampler=SamplerConfig(name="ddim", steps=20), n=1000, batch_size=250,
@@ -50,12 +50,17 @@ def export(arch: str, checkpoint: Path, resume_copy: bool) -> str:
     cfg = state.get("train_config", {})
     info = machine_info()
     losses = state.get("losses", [])
+    note = "" if ema else (
+        "- **Raw weights.** This early in training the EMA (decay "
+        f"{state.get('train_config', {}).get('ema_decay')}) averages over weights that still move "
+        "fast and samples worse than the raw weights; continue with a smaller --ema-decay "
+        "(e.g. 0.999) or longer training before shipping the EMA.\n")
     card = f"""# {testbed.model_name} testbed model ({arch})
 
-Weights: `{testbed.path.name}` (EMA, float16, {testbed.path.stat().st_size / 2**20:.1f} MiB,
+Weights: `{testbed.path.name}` ({'EMA' if ema else 'raw (student), not EMA'}, float16, {testbed.path.stat().st_size / 2**20:.1f} MiB,
 {params / 1e6:.2f} M parameters). Config: `{model.config}`.
 
-- Trained by: `ase-search pretrain --arch {arch} --steps {cfg.get('steps')} --resume` (seed
+{note}- Trained by: `ase-search pretrain --arch {arch} --steps {cfg.get('steps')} --resume` (seed
   {cfg.get('seed')}, batch {cfg.get('batch_size')}, AdamW lr {cfg.get('lr')}, warm-up
   {cfg.get('warmup_steps')}, EMA {cfg.get('ema_decay')}, hybrid loss, label dropout 0.1) on the
   5,000 embedded MNIST digits.
@@ -82,12 +87,14 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="Training checkpoint (default runs/pretrain-<arch>/last.pt).")
     parser.add_argument("--resume-copy", action="store_true")
+    parser.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                        help="Ship the EMA or the raw weights (early in training the EMA lags).")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for arch in args.arch:
         checkpoint = args.checkpoint or ROOT / "runs" / f"pretrain-{arch}" / "last.pt"
-        print(export(arch, checkpoint, args.resume_copy))
+        print(export(arch, checkpoint, args.resume_copy, args.weights == "ema"))
 
 
 if __name__ == "__main__":

@@ -115,9 +115,10 @@ def export_weights_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint (last.pt).")],
     out: Annotated[Path, typer.Argument(help="Destination .safetensors file.")],
     half: Annotated[bool, typer.Option(help="Store float16 weights (half the size).")] = True,
+    ema: Annotated[bool, typer.Option(help="Export the EMA weights (else the raw ones).")] = True,
 ) -> None:
-    """Write a checkpoint's EMA weights (with config and metadata) as a compact safetensors file."""
+    """Write a checkpoint's weights (with config and metadata) as a compact safetensors file."""
     from ase_search.models.checkpoint import export_weights
 
-    path = export_weights(checkpoint, out, half=half)
+    path = export_weights(checkpoint, out, half=half, ema=ema)
     console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -371,8 +371,9 @@ def load_checkpoint(
 
 
 def export_weights(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                   half: bool = True) -> Path:
-    """Write the EMA weights of a training checkpoint as a compact ``.safetensors`` file.
+                   half: bool = True, ema: bool = True) -> Path:
+    """Write the EMA (or, with ``ema=False``, the raw) weights of a training checkpoint as a
+    compact ``.safetensors`` file.
 
     The result holds no optimizer state; it keeps the model config and the checkpoint's plain
     metadata (step, losses, schedule, ...), and loads with :func:`load_checkpoint`. With ``half``
@@ -381,7 +382,7 @@ def export_weights(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export path must end in .safetensors, got {str(out)!r}")
-    model, meta = load_checkpoint(checkpoint, ema=True)
+    model, meta = load_checkpoint(checkpoint, ema=ema)
     if half:
         model = model.half()
     extra = {k: v for k, v in meta.items()
@@ -391,6 +392,7 @@ def export_weights(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     except TypeError:
         extra = {k: v for k, v in extra.items() if _json_safe(v)}
     return save_checkpoint(out, model, extra={**extra, "exported_from": str(checkpoint),
+                                              "exported_weights": meta["weights"],
                                               "dtype": "float16" if half else "float32"})
 
 
