@@ -70,7 +70,7 @@ Weights: `{testbed.path.name}` ({'EMA' if ema else 'raw (student), not EMA'}, fl
   {losses[-1][1] if losses else float('nan'):.4f}.
 - Quality ({dt.date.today().isoformat()}, DDIM-20, seed 0, N = 1,000, full model):
   FID-MNIST **{fid:.2f}**; samples the digit classifier reads with top-1 >= 0.9: **{confident:.1%}**
-  (the issue's bar is 90%). Grid: `reports/{grid.name}`.
+  (the issue's bar is 90%; compare the share of real held-out digits that pass it). Grid: `reports/{grid.name}`.
 """
     card_path = testbed.path.with_suffix(".md")
     card_path.write_text(card)
