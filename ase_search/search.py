@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -245,7 +246,9 @@ def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dic
                           f"ase-search study; pass another --study-name")
     stored = study.user_attrs.get("identity")
     if stored is None:
-        study.set_metric_names(list(METRICS))
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2; the API is stable
+            warnings.simplefilter("ignore")
+            study.set_metric_names(list(METRICS))
         study.set_user_attr("identity", config.identity())
         study.set_user_attr("config", asdict(config))
         study.set_user_attr("arch", config.arch)
