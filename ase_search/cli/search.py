@@ -44,7 +44,11 @@ def run_cmd(
     seed: SeedOpt = 0,
 ) -> None:
     """Search the Pareto front of exit schedules (FID vs latency), seeded with the paper's."""
+    import optuna
+
     from ase_search.search import SearchConfig, run_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar says what matters
 
     extractor = "mnist-classifier" if data == "mnist" else "inception-v3-compat"
     config = SearchConfig(
