@@ -8,7 +8,6 @@ import re
 import pytest
 import torch
 
-from ase_search.cli import main
 from ase_search.diffusion import GaussianDiffusion
 from ase_search.snr import default_timesteps, posterior_score, score_snr
 
@@ -161,20 +160,11 @@ def test_bad_inputs_raise_value_errors():
 
 
 # ------------------------------------------------------------------------- CLI
-def run(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as err:
-        code = err.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def test_cli_writes_self_contained_reports(tmp_path, capsys):
+def test_cli_writes_self_contained_reports(tmp_path, cli):
     prefix = tmp_path / "snr"
-    code, out, err = run(["snr", "--dataset", "mnist", "--n-xt", "4", "--n-x0", "60",
-                          "--timesteps", "4", "--seed", "1", "--out", str(prefix)], capsys)
+    code, out, err = cli(["snr", "--dataset", "mnist", "--n-xt", "4", "--n-x0", "60",
+                          "--timesteps", "4", "--seed", "1", "--out", str(prefix)])
     assert code == 0, err
     html = (tmp_path / "snr.html").read_text()
     # plotly.js (megabytes) is inline and nothing is fetched from a CDN.
@@ -194,8 +184,8 @@ def test_cli_writes_self_contained_reports(tmp_path, capsys):
     (["snr", "--n-x0", "6000"], "--n-x0"),
     (["snr", "--timesteps", "1"], "number of timesteps"),
 ])
-def test_cli_bad_input_is_one_error_line(argv, needle, tmp_path, capsys):
-    code, out, err = run([*argv, "--out", str(tmp_path / "x")], capsys)
+def test_cli_bad_input_is_one_error_line(argv, needle, tmp_path, cli):
+    code, out, err = cli([*argv, "--out", str(tmp_path / "x")])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle in lines[0]

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from ase_search.cli import main
 from ase_search.evaluate import benchmark_latency, evaluate
 from ase_search.models import create_model, save_checkpoint
 from ase_search.samplers import SamplerConfig
@@ -32,16 +31,6 @@ def fid_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
 
 
-def run(argv, capsys):
-    """Run the CLI; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as err:
-        code = err.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def one_error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
@@ -51,12 +40,11 @@ def one_error_line(err: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- eval
-def test_eval_prints_fid_writes_grid_and_json(checkpoints, tmp_path, capsys):
+def test_eval_prints_fid_writes_grid_and_json(checkpoints, tmp_path, cli):
     grid, out_json = tmp_path / "grid.png", tmp_path / "eval.json"
-    code, out, err = run(["eval", "--arch", "dit", "-c", str(checkpoints["dit"]), "--schedule",
+    code, out, err = cli(["eval", "--arch", "dit", "-c", str(checkpoints["dit"]), "--schedule",
                           "D4", "--steps", "2", "--n", "4", "--seeds", "2", "--batch-size", "4",
-                          "--device", "cpu", "--grid", str(grid), "--json", str(out_json)],
-                         capsys)
+                          "--device", "cpu", "--grid", str(grid), "--json", str(out_json)])
     assert code == 0, err
     assert "FID (mnist-classifier)" in out and "±" in out
     assert grid.read_bytes().startswith(b"\x89PNG")
@@ -103,29 +91,28 @@ def test_evaluate_uses_common_random_numbers(checkpoints):
     (["--data", "{tmp}"], "inception-v3-compat"),
     (["--grid", "{tmp}/grid.jpg"], "--grid must be a .png"),
 ])
-def test_eval_bad_input_is_one_error_line(argv, message, checkpoints, tmp_path, capsys):
+def test_eval_bad_input_is_one_error_line(argv, message, checkpoints, tmp_path, cli):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     argv = [a.format(tmp=tmp_path) for a in argv]
-    code, out, err = run(["eval", "-c", str(checkpoints["dit"]), "--n", "4", "--steps", "2",
-                          "--device", "cpu", *argv], capsys)
+    code, out, err = cli(["eval", "-c", str(checkpoints["dit"]), "--n", "4", "--steps", "2",
+                          "--device", "cpu", *argv])
     assert code == 2
     assert message in one_error_line(err)
     assert not (tmp_path / "eval-D9.png").exists()
 
 
-def test_eval_missing_checkpoint_is_one_error_line(tmp_path, capsys):
-    code, _, err = run(["eval", "-c", str(tmp_path / "nope.pt"), "--n", "4", "--steps", "2"],
-                       capsys)
+def test_eval_missing_checkpoint_is_one_error_line(tmp_path, cli):
+    code, _, err = cli(["eval", "-c", str(tmp_path / "nope.pt"), "--n", "4", "--steps", "2"])
     assert code == 2
     assert "nope.pt" in one_error_line(err)
 
 
 # ---------------------------------------------------------------------------------- bench
-def test_bench_prints_table_and_writes_markdown(checkpoints, tmp_path, capsys):
+def test_bench_prints_table_and_writes_markdown(checkpoints, tmp_path, cli):
     md = tmp_path / "latency.md"
-    code, out, err = run(["bench", "--arch", "uvit", "-c", str(checkpoints["uvit"]),
+    code, out, err = cli(["bench", "--arch", "uvit", "-c", str(checkpoints["uvit"]),
                           "--schedules", "full,D1,D6", "--steps", "2", "--batch-size", "2",
-                          "--repeats", "1", "--device", "cpu", "--markdown", str(md)], capsys)
+                          "--repeats", "1", "--device", "cpu", "--markdown", str(md)])
     assert code == 0, err
     for name in ("full", "D1", "D6", "measured", "FLOP"):
         assert name in out
@@ -133,10 +120,10 @@ def test_bench_prints_table_and_writes_markdown(checkpoints, tmp_path, capsys):
     assert [r.split("|")[1].strip() for r in rows] == ["D1", "D6"]
 
 
-def test_bench_with_random_weights_adds_the_full_baseline(capsys):
-    code, out, err = run(["bench", "--arch", "dit", "--model", "DiT-T", "--schedules", "D4",
+def test_bench_with_random_weights_adds_the_full_baseline(cli):
+    code, out, err = cli(["bench", "--arch", "dit", "--model", "DiT-T", "--schedules", "D4",
                           "--steps", "2", "--batch-size", "1", "--repeats", "1", "--device",
-                          "cpu"], capsys)
+                          "cpu"])
     assert code == 0, err
     assert "full" in out and "D4" in out
 
@@ -165,11 +152,10 @@ def test_benchmark_latency_columns_and_ideal():
     (["-c", "{tmp}/nope.pt"], "nope.pt"),
     (["--model", "DiT-T", "--markdown", "{tmp}/r.txt"], "--markdown must be a .md"),
 ])
-def test_bench_bad_input_is_one_error_line(argv, message, tmp_path, capsys):
+def test_bench_bad_input_is_one_error_line(argv, message, tmp_path, cli):
     argv = [a.format(tmp=tmp_path) for a in argv]
     if "--model" not in argv and "-c" not in argv:
         argv += ["--model", "DiT-T"]
-    code, _, err = run(["bench", "--steps", "2", "--batch-size", "1", "--repeats", "1", *argv],
-                       capsys)
+    code, _, err = cli(["bench", "--steps", "2", "--batch-size", "1", "--repeats", "1", *argv])
     assert code == 2
     assert message in one_error_line(err)

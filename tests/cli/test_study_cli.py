@@ -11,7 +11,6 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from ase_search.cli import main
 from ase_search.pareto import front_table, open_study
 from ase_search.schedule import ExitSchedule
 
@@ -57,16 +56,6 @@ def db(template, tmp_path):
     return path
 
 
-def run(argv, capsys):
-    """Run the CLI; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as err:
-        code = err.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def one_error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
@@ -75,9 +64,9 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_pareto_prints_front_and_writes_report_and_csv(db, tmp_path, capsys, monkeypatch):
+def test_pareto_prints_front_and_writes_report_and_csv(db, tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run(["pareto", str(db), "--csv", "front.csv"], capsys)
+    code, out, _ = cli(["pareto", str(db), "--csv", "front.csv"])
     assert code == 0
     assert "seed D4 (trial 1) is dominated by trial(s) 2" in out
     assert "seed full (trial 0) is on the front" in out
@@ -90,18 +79,16 @@ def test_pareto_prints_front_and_writes_report_and_csv(db, tmp_path, capsys, mon
     assert list(table.fid) == list(expected.fid)
 
 
-def test_pareto_without_report(db, tmp_path, capsys, monkeypatch):
+def test_pareto_without_report(db, tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run(["pareto", f"sqlite:///{db}", "--study-name", "dit", "--no-report"],
-                       capsys)
+    code, out, _ = cli(["pareto", f"sqlite:///{db}", "--study-name", "dit", "--no-report"])
     assert code == 0 and "dominated by trial(s) 2" in out
     assert not (tmp_path / "reports").exists()
 
 
-def test_export_writes_schedule_with_provenance(db, tmp_path, capsys):
+def test_export_writes_schedule_with_provenance(db, tmp_path, cli):
     out_file = tmp_path / "fast.json"
-    code, out, _ = run(["export", str(db), "--min-acceleration", "0.3", "-o", str(out_file)],
-                       capsys)
+    code, out, _ = cli(["export", str(db), "--min-acceleration", "0.3", "-o", str(out_file)])
     assert code == 0 and "trial 2" in out
     schedule = ExitSchedule.from_json(out_file)
     assert schedule.blocks == (12, 11, 10, 9, 3)
@@ -120,13 +107,13 @@ def test_export_writes_schedule_with_provenance(db, tmp_path, capsys):
     (["export", "{db}", "--trial", "3", "-o", "x.json"], "FAIL (worker lost)"),
     (["export", "{db}", "--trial", "2", "-o", "x.yaml"], "--out must be a .json"),
 ])
-def test_user_errors_are_one_red_line_and_exit_2(argv, message, db, tmp_path, capsys,
+def test_user_errors_are_one_red_line_and_exit_2(argv, message, db, tmp_path, cli,
                                                   monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = tmp_path / "notes.db"
     text.write_text("not a database\n")
     paths = {"missing": tmp_path / "nope.db", "text": text, "db": db}
-    code, out, err = run([a.format(**paths) for a in argv], capsys)
+    code, out, err = cli([a.format(**paths) for a in argv])
     assert code == 2
     assert message in one_error_line(err)
     assert not (tmp_path / "nope.db").exists() and not (tmp_path / "x.json").exists()
