@@ -10,9 +10,12 @@ from ase_search.metrics.extractor import (
     EXTRACTOR_NAME,
     MNISTFeatureExtractor,
     _outliers,
+    _predict,
     _random_shift,
+    calibrate_classifier,
     classifier_confidence,
     evaluate_classifier,
+    fit_temperature,
     load_classifier,
     register_mnist_extractor,
     split_checksum,
@@ -68,6 +71,40 @@ def test_classifier_confidence_high_on_digits_low_on_noise(shipped, held_out):
     as_float = images[:5].float() / 127.5 - 1.0
     torch.testing.assert_close(classifier_confidence(as_float, model=model), probs[:5])
     torch.testing.assert_close(classifier_confidence(images[:5].expand(-1, 3, -1, -1), model=model), probs[:5])
+
+
+@pytest.mark.parametrize("true_temperature", [0.3, 1.0, 4.0])
+def test_fit_temperature_recovers_the_temperature_that_generated_the_labels(true_temperature):
+    generator = torch.Generator().manual_seed(0)
+    logits = 3.0 * torch.randn(40_000, 10, generator=generator, dtype=torch.float64)  # (N, 10)
+    labels = torch.multinomial((logits / true_temperature).softmax(dim=1), 1, generator=generator)[:, 0]
+    fitted = fit_temperature(logits, labels)
+    assert fitted == pytest.approx(true_temperature, rel=0.04)
+    # and it is the NLL minimiser: nudging it either way costs likelihood
+    nll = lambda t: F.cross_entropy(logits / t, labels).item()  # noqa: E731
+    assert nll(fitted) < min(nll(fitted * 1.05), nll(fitted / 1.05))
+    with pytest.raises(ValueError, match="logits must be"):
+        fit_temperature(logits[0], labels[:1])
+
+
+def test_shipped_temperature_is_calibrated_on_digits_it_was_not_fitted_on(shipped, held_out):
+    model, meta = shipped
+    images, labels = held_out
+    # the recorded temperature is what calibrate_classifier fits (first half of the held-out split)
+    refit = calibrate_classifier(load_classifier()[0])
+    assert meta["temperature"] == pytest.approx(refit["temperature"], rel=1e-3)
+    assert model.temperature == meta["temperature"]
+    # on the second half (unseen by the fit) calibrated confidence tracks accuracy: real digits
+    # pass the testbed's ">= 0.9" bar about as often as they are classified correctly
+    check = slice(len(labels) // 2, None)
+    probs = classifier_confidence(images[check], model=model)
+    top1, predicted = probs.max(dim=1)
+    accuracy = (predicted == labels[check]).double().mean().item()
+    assert (top1 >= 0.9).double().mean().item() >= 0.9
+    assert top1.double().mean().item() == pytest.approx(accuracy, abs=0.03)
+    # uncalibrated (T = 1) label smoothing caps the confidence near 0.91: most digits would fail
+    raw_top1 = _predict(model, images[check]).softmax(dim=1).max(dim=1).values
+    assert (raw_top1 >= 0.9).double().mean().item() < 0.9
 
 
 def test_torch_fidelity_extractor_returns_classifier_features(shipped, held_out):
