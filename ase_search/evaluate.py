@@ -268,7 +268,7 @@ def evaluate(
 
 # ###################################################################### latency benchmark
 def _is_full(schedule: ExitSchedule | None) -> bool:
-    return schedule is None or all(k == schedule.depth for k in schedule.blocks)
+    return schedule is None or schedule.is_full
 
 
 def benchmark_latency(

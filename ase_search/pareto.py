@@ -303,9 +303,10 @@ def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     """Non-dominated COMPLETE trials (both objectives minimised), sorted by FID then latency.
 
     A trial is dominated when another is no worse in both FID and latency and better in one;
-    trials with identical values do not dominate each other, so duplicates are all kept.
+    trials with identical values do not dominate each other and are all kept, except those the
+    search told a measured twin's result (``user_attrs["duplicate_of"]``): the twin stands for them.
     """
-    trials = complete_trials(study)
+    trials = [t for t in complete_trials(study) if "duplicate_of" not in t.user_attrs]
     keep = _non_dominated([t.values for t in trials])
     return sorted((trials[i] for i in keep), key=lambda t: (t.values[0], t.values[1], t.number))
 

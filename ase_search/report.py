@@ -49,12 +49,24 @@ def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None
 
 # ###################################################################### study report (HTML)
 def default_reference_point(study: optuna.Study) -> tuple[float, float]:
-    """Hypervolume reference: 10% beyond the worst FID and latency of the COMPLETE trials."""
-    from ase_search.pareto import complete_trials
+    """Hypervolume reference point ``(fid, latency)`` tied to the full model.
+
+    ``(2 x FID of the full model, latency of the full model)``: the hypervolume then measures the
+    schedules that are faster than the full model and at most twice as bad, whatever garbage the
+    search also tried. The full model's FID comes from its finished trial (or the study's
+    ``full_fid`` attribute); without it, the point falls back to 10% beyond the worst FID and
+    latency of the COMPLETE trials.
+    """
+    from ase_search.pareto import complete_trials, trial_schedule
 
     trials = complete_trials(study)
     if not trials:
         return (1.0, 1.0)
+    full = [t for t in trials if trial_schedule(t).is_full]
+    fid_full = min((t.values[0] for t in full), default=study.user_attrs.get("full_fid"))
+    latency_full = study.user_attrs.get("full_latency", full[0].values[1] if full else None)
+    if fid_full is not None and latency_full is not None:
+        return (2.0 * float(fid_full), float(latency_full))
 
     def beyond(worst: float) -> float:
         return worst + 0.1 * abs(worst) if worst != 0 else 1.0

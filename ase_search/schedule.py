@@ -128,6 +128,11 @@ class ExitSchedule:
     def num_intervals(self) -> int:
         return len(self.blocks)
 
+    @property
+    def is_full(self) -> bool:
+        """Whether every interval runs all ``depth`` blocks (no early exit anywhere)."""
+        return all(k == self.depth for k in self.blocks)
+
     def interval_of(self, t: float) -> int:
         """Index of the interval holding ``t`` (``t = 1`` belongs to the last one)."""
         if not 0.0 <= t <= 1.0:

@@ -10,7 +10,8 @@ loss, out of memory, a bad schedule) is told FAILED with its reason in the ``fai
 attribute; a NaN is never reported as a value. A driver killed mid-run leaves RUNNING trials
 behind: the next run marks them FAILED ("interrupted") and enqueues their parameters again, so
 no finished trial is lost and no interrupted one is skipped. ``budget`` counts finished
-(COMPLETE) trials: re-running continues up to it. (Tune's own experiment restore is not used:
+(COMPLETE) trials: re-running continues up to it. A suggestion whose schedule a finished trial
+already measured is told that trial's values without running (``duplicate_of`` names the twin). (Tune's own experiment restore is not used:
 its searcher snapshot can lag the database, which is what decides.)
 """
 
@@ -415,6 +416,31 @@ def _make_searcher(space: Any, storage: Any, config: SearchConfig):
     from ray.tune.search.optuna import OptunaSearch
 
     class StudySearch(OptunaSearch):
+        def suggest(self, trial_id: str) -> dict | str | None:
+            # A suggestion whose schedule a finished trial already measured is told that trial's
+            # values at once (the measurement is deterministic: common random numbers), and the
+            # sampler is asked again. Many parameter sets decode to one schedule, and GP on an
+            # integer space re-proposes points it has seen.
+            for _ in range(_MAX_REUSED_PER_SUGGESTION):
+                if self._count(optuna.trial.TrialState.COMPLETE,
+                               optuna.trial.TrialState.RUNNING) >= config.budget:
+                    return self.FINISHED
+                params = super().suggest(trial_id)
+                ot_trial = self._ot_trials[trial_id]
+                twin = _measured_twin(self._ot_study, space, ot_trial.params)
+                if twin is None:
+                    return params
+                for key, value in twin.user_attrs.items():
+                    if key not in ("wall_time", "time_split", "worker_time", "seed"):
+                        ot_trial.set_user_attr(key, value)
+                ot_trial.set_user_attr("duplicate_of", twin.number)
+                self._ot_study.tell(ot_trial, list(twin.values))
+                del self._ot_trials[trial_id]
+            return params  # the sampler insists: measure it again rather than stall
+
+        def _count(self, *states: Any) -> int:
+            return len(self._ot_study.get_trials(deepcopy=False, states=states))
+
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:
             if trial_id in self._completed_trials:
@@ -453,6 +479,24 @@ def _make_searcher(space: Any, storage: Any, config: SearchConfig):
         seed=config.seed,
     )
     return searcher
+
+
+_MAX_REUSED_PER_SUGGESTION = 20
+
+
+def _measured_twin(study: Any, space: Any, params: dict[str, Any]) -> Any:
+    """The first COMPLETE trial of ``study`` whose schedule equals what ``params`` decode to."""
+    from optuna.trial import TrialState
+
+    from ase_search.schedule import ExitSchedule
+    from ase_search.space import schedules_equivalent
+
+    schedule = space.from_params(params)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        data = trial.user_attrs.get("schedule")
+        if data is not None and schedules_equivalent(ExitSchedule.from_dict(data), schedule):
+            return trial
+    return None
 
 
 class _StudyProgress:

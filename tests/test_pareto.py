@@ -124,6 +124,9 @@ def test_duplicates_all_stay_on_front():
     add(study, 6.0, 0.5)  # dominated by the equal-latency, lower-FID pair
     add(study, 4.0, 0.9)
     assert [t.number for t in pareto_front(study)] == [3, 0, 1]
+    # a trial the search told its measured twin's result is represented by the twin
+    add(study, 4.0, 0.9, duplicate_of=3)
+    assert [t.number for t in pareto_front(study)] == [3, 0, 1]
 
 
 def test_seed_report_names_the_dominating_front_trials():

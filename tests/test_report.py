@@ -97,7 +97,7 @@ def test_report_figures_show_the_library_numbers(study, tmp_path):
     from ase_search.report import _front_figure, _hypervolume_figure, _schedule_heatmap
 
     ref = default_reference_point(study)
-    assert ref == pytest.approx((13.0 * 1.1, 2.0 * 1.1))
+    assert ref == pytest.approx((2 * 3.5, 2.0))  # twice the full model's FID, its latency
     trials, front = complete_trials(study), pareto_front(study)
     hv = _hypervolume_figure(study, trials, ref).data[0]
     assert list(hv.x) == [0, 1, 2, 3, 5, 6]
@@ -126,3 +126,16 @@ def test_report_of_an_empty_study_and_bad_path(tmp_path):
     assert "No COMPLETE trial yet" in text
     with pytest.raises(ValueError, match="html"):
         write_report(empty, tmp_path / "e.pdf")
+
+
+def test_reference_point_without_a_full_model_lies_beyond_the_worst_trial():
+    s = optuna.create_study(directions=["minimize", "minimize"])
+    assert default_reference_point(s) == (1.0, 1.0)
+    _add(s, 0, 9.0, 1.5, seed="D4")
+    _add(s, 1, 20.0, 0.5)
+    assert default_reference_point(s) == pytest.approx((20.0 * 1.1, 1.5 * 1.1))
+    # a finished full-depth trial ties it to the full model
+    schedule = ExitSchedule("dit", 12, (0.0, 1.0), (12,))
+    s.add_trial(create_trial(values=[4.0, 2.5], params={}, distributions={},
+                             user_attrs={"schedule": schedule.to_dict(), "fid": 4.0, "latency": 2.5}))
+    assert default_reference_point(s) == pytest.approx((8.0, 2.5))

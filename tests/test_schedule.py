@@ -81,6 +81,7 @@ def test_mean_blocks_and_full() -> None:
     full = preset("full", "dit", depth=12)
     assert full.mean_blocks(range(0, 1000, 50)) == 12
     assert full.ideal_acceleration(range(0, 1000, 50)) == 0.0
+    assert full.is_full and not preset("D1", "dit", depth=12).is_full
 
 
 def test_data_easy_mirror() -> None:

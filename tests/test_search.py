@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -28,7 +29,7 @@ from ase_search.search import (
     resolve_storage,
     run_search,
 )
-from ase_search.space import load_space
+from ase_search.space import load_space, schedules_equivalent
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ASE = str(Path(sys.executable).with_name("ase-search"))
@@ -178,6 +179,37 @@ def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, t
     assert "checkpoint not found" in reasons[0]
     assert "non-finite" in reasons[1] and "crashed" in reasons[2]
     assert study.trials[3].values == [3.0, 1.0]
+
+
+def test_a_schedule_already_measured_is_not_measured_again(tmp_path, tiny) -> None:
+    config = _config(tiny, storage=str(tmp_path / "s.db"), budget=4)
+    space = load_space(tiny / "space.yaml")
+    storage = resolve_storage(config.storage)
+    open_or_create_study(config, storage, extra_attrs={})
+    searcher = _make_searcher(space, storage, config)
+    searcher.set_search_properties(None, None, {})
+    study = searcher._ot_study
+    d4 = space.seed_schedules()[1]
+    # Trial 0 measured D4; then the sampler proposes D4 again (here: enqueued twice, once
+    # through different parameters that decode to the same schedule), then something new.
+    params = space.to_params(d4)
+    study.enqueue_trial(params)
+    first = searcher.suggest("a")
+    assert first == params
+    searcher.on_trial_complete("a", {"fid": 7.0, "latency": 0.5, "acceleration": 0.4,
+                                     "schedule": json.dumps(d4.to_dict()), "wall_time": 9.0})
+    study.enqueue_trial(params)
+    study.enqueue_trial(params)
+    fresh = searcher.suggest("b")
+    decoded = space.from_params(fresh)
+    assert not schedules_equivalent(decoded, d4)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert [t.number for t in done] == [0, 1, 2]
+    for twin in done[1:]:  # told D4's values without running anything
+        assert twin.values == [7.0, 0.5] and twin.user_attrs["duplicate_of"] == 0
+        assert "wall_time" not in twin.user_attrs
+    # reused trials count toward the budget: 3 done + 1 running = 4, so nothing more is asked
+    assert searcher.suggest("c") == searcher.FINISHED
 
 
 @pytest.mark.slow

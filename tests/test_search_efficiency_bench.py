@@ -1,0 +1,79 @@
+"""benchmarks/search_efficiency.py: its hypervolume bookkeeping, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ase_search.schedule import ExitSchedule
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "search_efficiency.py"
+_spec = importlib.util.spec_from_file_location("search_efficiency_bench", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench  # dataclasses look their module up while being defined
+_spec.loader.exec_module(bench)
+
+
+def test_hypervolume_curve_never_decreases_and_ignores_points_outside() -> None:
+    ref = (10.0, 10.0)
+    points = [(12.0, 1.0), (5.0, 5.0), (6.0, 6.0), (2.0, 8.0), (5.0, 5.0)]
+    assert bench.hypervolume_curve(points, ref) == [0.0, 25.0, 25.0, 25.0 + 3 * 2, 31.0]
+
+
+def test_trials_to_reach_and_curve_stats() -> None:
+    assert bench.trials_to_reach([0.0, 1.0, 3.0, 3.0], 3.0) == 3
+    assert bench.trials_to_reach([0.0, 1.0], 3.0) is None
+    stats = bench.curve_stats([[0.0, 2.0], [2.0, 4.0]])
+    assert stats.mean == [1.0, 3.0] and stats.low == [0.0, 2.0] and stats.high == [2.0, 4.0]
+    with pytest.raises(ValueError, match="equal-length"):
+        bench.curve_stats([[1.0], [1.0, 2.0]])
+    assert bench.shared_prefix([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+
+
+def test_schedule_key_merges_equal_neighbours() -> None:
+    split = ExitSchedule("dit", 4, (0.0, 0.5, 1.0), (3, 3))
+    whole = ExitSchedule("dit", 4, (0.0, 1.0), (3,))
+    assert bench.schedule_key(split) == bench.schedule_key(whole)
+    assert bench.schedule_key(whole) != bench.schedule_key(ExitSchedule("dit", 4, (0.0, 1.0),
+                                                                        (2,)))
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_run_resumes_from_the_cache(tmp_path) -> None:
+    import torch
+
+    from ase_search.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("DiT-T", hidden_size=32, depth=4, num_heads=2)
+    with torch.no_grad():  # adaLN-Zero starts at exactly zero output: make exits matter
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(tmp_path / "tiny.pt", model)
+    (tmp_path / "space.yaml").write_text(
+        "version: 1\narch: dit\ndepth: 4\nintervals: 5\nedges: uniform\n"
+        "blocks: {min: 1, max: null}\nmonotone: true\nseeds: [full, D4]\n")
+    argv = ["--checkpoint", str(tmp_path / "tiny.pt"), "--space", str(tmp_path / "space.yaml"),
+            "--budget", "12", "--repeats", "1", "--algos", "gp", "random", "--n", "16",
+            "--steps", "2", "--batch-size", "16", "--latency-batch", "4",
+            "--finetune-steps", "0", "--threads", "1", "--no-progress",
+            "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / "reports")]
+    first = bench.main(argv)
+    data = json.loads((tmp_path / "reports" / "search_efficiency.json").read_text())
+    for run in data["runs"].values():
+        done = [t for t in run["trials"] if t["state"] == "COMPLETE"]
+        assert len(done) == 12 and [t["seed"] for t in done[:2]] == ["full", "D4"]
+    curves = data["result"]["curves"]
+    assert all(len(c) == 12 and c == sorted(c) for c in curves.values())
+    html = (tmp_path / "reports" / "search_efficiency.html").read_text()
+    assert html.count("plotly.js v") == 1  # offline: plotly.js inlined once, shared
+    assert html.count('class="plotly-graph-div"') == 2
+    assert "Verdict" in (tmp_path / "reports" / "search_efficiency.md").read_text()
+    # A second run evaluates nothing: every schedule and finished study comes from the cache.
+    second = bench.main(argv)
+    assert second["meta"]["new_evaluations"] == 0
+    assert second["result"]["curves"] == first["result"]["curves"]
