@@ -5,9 +5,9 @@ multiplies the loss by a time-dependent ``lambda(t)`` for the first ``C`` cycles
 teacher ``theta_T <- alpha theta_T + (1 - alpha) theta_S`` and uses AdamW with a constant (DiT) or
 cosine (U-ViT) learning rate and the hybrid loss. The teacher is the model that is sampled from.
 
-The one-shot variant draws, for every training sample, a block count uniformly from the range the
-search space allows at its t, so one set of weights serves every schedule of the space and the
-search can skip per-trial fine-tuning.
+The one-shot variant draws, for every training sample, a block count from the range the search
+space allows at its t (the largest with probability ``full_share``, else uniformly), so one set of
+weights serves every schedule of the space and the search can skip per-trial fine-tuning.
 """
 
 from __future__ import annotations
@@ -45,13 +45,19 @@ class ScheduleExits:
 
 
 class SpaceExits:
-    """One-shot exit sampler: a uniform block count from the space's range at each sample's t.
+    """One-shot exit sampler: each sample's block count is drawn from the space's range at its t.
 
-    The range at t is the union over the intervals that can cover t; for monotone spaces with
-    fixed edges it is ``[min_blocks[k], max_blocks[k]]`` of the interval holding t.
+    With probability ``full_share`` the sample runs the largest count the space allows at its t
+    (the "sandwich rule" of weight-shared supernets: the biggest sub-network keeps its quality
+    while the others are trained); otherwise the count is uniform over the range. The range at t
+    is the union over the intervals that can cover t; for fixed edges it is
+    ``[min_blocks[k], max_blocks[k]]`` of the interval holding t.
     """
 
-    def __init__(self, space: ScheduleSpace, num_timesteps: int = 1000) -> None:
+    def __init__(self, space: ScheduleSpace, num_timesteps: int = 1000, *,
+                 full_share: float = 0.0) -> None:
+        if not 0.0 <= full_share <= 1.0:
+            raise ValueError(f"full_share must lie in [0, 1], got {full_share}")
         lo, hi = [], []
         for i in range(num_timesteps):
             t = i / num_timesteps
@@ -64,16 +70,22 @@ class SpaceExits:
             hi.append(max(space.max_blocks[k] for k in k_range))
         self.low = torch.tensor(lo)  # (T,)
         self.high = torch.tensor(hi)  # (T,)
+        self.full_share = full_share
 
     def __call__(self, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         t = t.long().cpu()
         u = torch.rand(t.shape, generator=generator)  # (N,)
         span = (self.high[t] - self.low[t] + 1).double()
-        return self.low[t] + (u * span).long().clamp(max=span.long() - 1)
+        uniform = self.low[t] + (u * span).long().clamp(max=span.long() - 1)  # (N,)
+        if self.full_share == 0.0:
+            return uniform
+        largest = torch.rand(t.shape, generator=generator) < self.full_share  # (N,)
+        return torch.where(largest, self.high[t], uniform)
 
     @property
     def expected_blocks(self) -> torch.Tensor:
-        return (self.low + self.high).double() / 2
+        uniform = (self.low + self.high).double() / 2
+        return self.full_share * self.high.double() + (1.0 - self.full_share) * uniform
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,8 @@ class FinetuneConfig:
         gamma: strength of ``lambda(t)`` (see :class:`~ase_search.training.TimeReweighting`).
         cycles: ``C``, epochs during which ``lambda(t)`` applies before it is reset to 1.
         seed: random seed.
+        full_share: one-shot only: share of samples trained at the largest block count the space
+            allows at their t (see :class:`SpaceExits`); keeps the full model's quality.
     """
 
     steps: int = 500
@@ -99,6 +113,7 @@ class FinetuneConfig:
     gamma: float = 2.0
     cycles: int = 1
     seed: int = 0
+    full_share: float = 0.25
 
     def __post_init__(self) -> None:
         # Fail at construction, naming the field, rather than later inside train().
@@ -123,6 +138,8 @@ class FinetuneConfig:
                              f"{self.gamma}")
         if self.cycles < 0:
             raise ValueError(f"cycles must be >= 0, got {self.cycles}")
+        if not 0.0 <= self.full_share <= 1.0:
+            raise ValueError(f"full_share must lie in [0, 1], got {self.full_share}")
 
     def train_config(self, arch: str, checkpoint_every: int = 1000) -> TrainConfig:
         schedule = self.lr_schedule or ("cosine" if arch == "uvit" else "constant")
@@ -153,7 +170,7 @@ def finetune(
     _check_model(model, target.arch, target.depth)
     T = (diffusion or GaussianDiffusion()).num_timesteps
     if isinstance(target, ScheduleSpace):
-        exits: ScheduleExits | SpaceExits = SpaceExits(target, T)
+        exits: ScheduleExits | SpaceExits = SpaceExits(target, T, full_share=config.full_share)
         extra = {"space": target.to_dict(), "finetune": "one-shot"}
     else:
         exits = ScheduleExits(target, T)

@@ -141,6 +141,29 @@ def test_space_exits_draw_within_range_and_cover_it(space: ScheduleSpace) -> Non
         assert bool(((counts - expected).abs() < 5 * expected**0.5).all()), (i, counts)
 
 
+def test_space_exits_full_share_trains_the_largest_count_that_often() -> None:
+    share = 0.25
+    exits = SpaceExits(_FIXED_SPACE, full_share=share)
+    lo = torch.tensor([_reference_range(_FIXED_SPACE, i)[0] for i in range(T)])  # (T,)
+    hi = torch.tensor([_reference_range(_FIXED_SPACE, i)[1] for i in range(T)])  # (T,)
+    span = (hi - lo + 1).double()
+    # closed form: P(n = high) = share + (1 - share) / span, P(n = j < high) = (1 - share) / span
+    torch.testing.assert_close(exits.expected_blocks,
+                               share * hi.double() + (1 - share) * (lo + hi).double() / 2)
+    gen = torch.Generator().manual_seed(0)
+    for i in (0, 300, 999):
+        draws = exits(torch.full((20_000,), i), gen)
+        assert bool(((draws >= lo[i]) & (draws <= hi[i])).all())
+        p_high = (draws == hi[i]).double().mean().item()
+        expected = share + (1 - share) / span[i].item()
+        assert p_high == pytest.approx(expected, abs=4 * (expected * (1 - expected) / 20_000) ** 0.5)
+        assert draws.double().mean().item() == pytest.approx(exits.expected_blocks[i].item(), abs=0.03)
+    with pytest.raises(ValueError, match="full_share"):
+        SpaceExits(_FIXED_SPACE, full_share=1.5)
+    with pytest.raises(ValueError, match="full_share"):
+        FinetuneConfig(full_share=-0.1)
+
+
 def test_space_exits_deterministic_under_seed() -> None:
     exits = SpaceExits(_FIXED_SPACE)
     t = torch.arange(0, T, 3)
@@ -214,7 +237,7 @@ def test_one_shot_lambda_uses_expected_blocks(monkeypatch: pytest.MonkeyPatch) -
     captured = _capture_train(monkeypatch)
     space = ScheduleSpace("dit", 4, 2, edges=(0.0, 0.5, 1.0), min_blocks=(3, 1), max_blocks=(4, 2))
     finetune_one_shot(_tiny_model("DiT-test"), _tiny_dataset(), space,
-                      FinetuneConfig(steps=1, gamma=1.0), progress=False)
+                      FinetuneConfig(steps=1, gamma=1.0, full_share=0.0), progress=False)
     # Expected count 3.5 on [0, 0.5), 1.5 on [0.5, 1): dropped shares 0.125 and 0.625.
     raw = torch.tensor([1.125] * 500 + [1.625] * 500, dtype=torch.float64)
     torch.testing.assert_close(captured["reweighting"].weights, (raw / raw.mean()).float())

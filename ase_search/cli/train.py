@@ -79,6 +79,8 @@ def finetune_cmd(
     lr: Annotated[float, typer.Option(help="Learning rate (paper: 2e-5 for DiT).")] = 2e-5,
     gamma: Annotated[float, typer.Option(help="Strength of lambda(t).")] = 2.0,
     cycles: Annotated[int, typer.Option(help="Epochs C with lambda(t) before it resets to 1.")] = 1,
+    full_share: Annotated[float, typer.Option(
+        help="With --space: share of samples trained at the largest block count allowed.")] = 0.25,
     seed: SeedOpt = 0,
     out: OutOpt = Path("runs/finetune"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present.")] = False,
@@ -100,7 +102,7 @@ def finetune_cmd(
     model = load_model(arch, checkpoint).train()
     data = _dataset_for(model, dataset)
     config = FinetuneConfig(steps=steps, batch_size=batch_size, lr=lr, gamma=gamma,
-                            cycles=cycles, seed=seed)
+                            cycles=cycles, seed=seed, full_share=full_share)
     common = dict(out_dir=out, resume=resume, device=pick_device(device))
     if space is not None:
         result = finetune_one_shot(model, data, load_space(space, depth=model.exit_depth),
