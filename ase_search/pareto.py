@@ -510,6 +510,7 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         "steps": config.get("steps"),
         "finetune": config.get("finetune", config.get("finetune_mode")),
         "checkpoint": config.get("checkpoint"),
+        "weights": study.user_attrs.get("weights"),
         "search_config": config,
         "ase_search_version": study.user_attrs.get("ase_search_version"),
     }

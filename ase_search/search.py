@@ -668,6 +668,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         weights = Path(config.checkpoint).resolve() if config.checkpoint else \
             TESTBEDS[config.arch].path
     setup["one_shot_finetune"] = time.perf_counter() - t
+    study.set_user_attr("weights", str(Path(weights).resolve()))  # named by exported schedules
 
     started_ray = _init_ray(config)
     try:

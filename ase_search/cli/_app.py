@@ -90,3 +90,24 @@ def pick_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def schedule_weights(schedule: str, checkpoint: Path | None) -> Path | None:
+    """The weights to run ``schedule`` with: ``--checkpoint`` when given, else the weights an
+    exported schedule was measured with (its ``metadata["weights"]``), else ``None`` (the default
+    model)."""
+    if checkpoint is not None or not schedule.lower().endswith(".json"):
+        return checkpoint
+    from ase_search.schedule import ExitSchedule
+
+    weights = ExitSchedule.from_json(schedule).metadata.get("weights")
+    if not weights:
+        return None
+    if Path(weights).is_file():
+        console_err.print(f"using {weights}: the weights the search measured this schedule with "
+                          f"(--checkpoint overrides)", highlight=False, soft_wrap=True)
+        return Path(weights)
+    console_err.print(f"[yellow]warning:[/yellow] this schedule was measured with {weights}, "
+                      f"which is not on this machine; using the default model (pass --checkpoint)",
+                      highlight=False, soft_wrap=True)
+    return None

@@ -22,6 +22,7 @@ from ase_search.cli._app import (
     console,
     console_err,
     pick_device,
+    schedule_weights,
     tome_config,
     tome_option_errors,
 )
@@ -90,7 +91,7 @@ def eval_cmd(
         # The loader's own error can span lines (torch.load's); the first one says what is wrong.
         raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
     device = pick_device(device)
-    model = load_model(arch, checkpoint)
+    model = load_model(arch, schedule_weights(schedule, checkpoint))
     plan = resolve_schedule(schedule, arch, model.exit_depth)
     tome = tome_summary = None
     if tome_cfg is not None:

@@ -22,6 +22,7 @@ from ase_search.cli._app import (
     app,
     console,
     pick_device,
+    schedule_weights,
     tome_config,
     tome_option_errors,
 )
@@ -56,7 +57,7 @@ def sample_cmd(
     tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
     config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
     device = pick_device(device)
-    model = load_model(arch, checkpoint).to(device)
+    model = load_model(arch, schedule_weights(schedule, checkpoint)).to(device)
     plan = resolve_schedule(schedule, arch, model.exit_depth)
     tome = None
     if tome_cfg is not None:

@@ -117,3 +117,32 @@ def test_user_errors_are_one_red_line_and_exit_2(argv, message, db, tmp_path, cl
     assert code == 2
     assert message in one_error_line(err)
     assert not (tmp_path / "nope.db").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_exported_schedule_runs_with_the_weights_the_search_measured(db, tmp_path, cli):
+    import torch
+
+    from ase_search.models import create_model, save_checkpoint
+
+    torch.manual_seed(3)
+    model = create_model("DiT-T")  # 12 blocks, like the study's schedules
+    with torch.no_grad():  # adaLN-Zero would output zeros whatever the schedule
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    weights = tmp_path / "one-shot.safetensors"
+    save_checkpoint(weights, model)
+    optuna.load_study(study_name="dit", storage=f"sqlite:///{db}").set_user_attr(
+        "weights", str(weights))
+    schedule = tmp_path / "fast.json"
+    assert cli(["export", str(db), "--trial", "2", "-o", str(schedule)])[0] == 0
+    assert ExitSchedule.from_json(schedule).metadata["weights"] == str(weights)
+
+    common = ["sample", "--schedule", str(schedule), "--n", "2", "--steps", "2"]
+    code, _, err = cli(common + ["-o", str(tmp_path / "implicit.png")])
+    assert code == 0 and f"using {weights}" in " ".join(err.split())
+    assert cli(common + ["-c", str(weights), "-o", str(tmp_path / "explicit.png")])[0] == 0
+    assert (tmp_path / "implicit.png").read_bytes() == (tmp_path / "explicit.png").read_bytes()
+    # weights that are gone: a warning, and the default model
+    weights.unlink()
+    code, _, err = cli(common + ["-o", str(tmp_path / "default.png")])
+    assert code == 0 and "not on this machine" in " ".join(err.split())
