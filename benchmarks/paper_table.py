@@ -1,0 +1,617 @@
+"""Paper-style table (Tables 3-4): FID and measured acceleration per schedule, sampler and steps.
+
+For each testbed model (DiT-T, U-ViT-T) the rows are the full model, the paper's presets D1..D6
+and two picks from the searched Pareto front of the committed reference study
+(``studies/reference/<arch>.db``): the fastest front trial whose FID is within ``--pick-fid-ratio``
+(5%) of the full model's, and the lowest-FID front trial at least ``--pick-min-acceleration`` (30%)
+faster. A pick whose schedule equals a row already in the table is noted, not repeated. The
+column groups are samplers at two step counts each (default DDPM 50/100, DDIM 10/20, DPM-Solver
+10/20), each with FID-MNIST (mean +- std over ``--seeds`` seeds, common random numbers), the
+measured acceleration and the cost model's predicted one.
+
+Weights: the reference study was searched with the one-shot fine-tuned model; with ``--weights
+one-shot`` (default) every row is sampled from those weights
+(``studies/reference/<arch>-one-shot.safetensors``, git-ignored: written by ``ase-search run``),
+falling back to the shipped testbed weights (with a note in the report) when the file is absent.
+
+Measured acceleration is ``1 - latency / latency(full)``. ``--latency sampling`` (default) times
+the network calls of one sampling run at the sampler's step count for every row, interleaved call
+by call (:func:`ase_search.evaluate.benchmark_latency`); ``--latency per-call`` times one call at
+each block count (interleaved rounds) and sums the medians over the sampler's calls, which is much
+cheaper and, since a call's cost does not depend on t, measures the same thing.
+
+Run from the repository root on an otherwise idle machine:
+
+    python benchmarks/paper_table.py --arch dit uvit --n 500 --seeds 5
+
+Finished cells are cached in ``reports/paper_table.json`` (atomic writes after each cell), so an
+interrupted run continues where it stopped; ``--rebuild`` only rewrites the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ase_search.evaluate import benchmark_latency, evaluate, machine_info  # noqa: E402
+from ase_search.metrics.latency import (  # noqa: E402
+    CostModel,
+    profile_components,
+    sampling_latency_samples,
+)
+from ase_search.samplers import SAMPLER_NAMES, SamplerConfig  # noqa: E402
+from ase_search.schedule import ExitSchedule, atomic_write_text, preset, preset_names  # noqa: E402
+from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
+
+VERSION = 1
+SAMPLER_ALIASES = {"dpm": "dpm-solver", "em": "euler-maruyama"}
+DISPLAY = {"ddpm": "DDPM", "ddim": "DDIM", "dpm-solver": "DPM-Solver", "euler-maruyama": "EM"}
+DEFAULT_SAMPLERS = ["ddpm:50,100", "ddim:10,20", "dpm-solver:10,20"]
+_BOOTSTRAP = 2000
+
+
+# ###################################################################### small helpers
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def short_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def display_path(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def sampler_label(sampler: SamplerConfig) -> str:
+    return f"{DISPLAY.get(sampler.name, sampler.name)} {sampler.steps}"
+
+
+def sampler_key(sampler: SamplerConfig) -> str:
+    return f"{sampler.name}-{sampler.steps}"
+
+
+def parse_samplers(specs: list[str]) -> list[SamplerConfig]:
+    """``["ddpm:50,100", "ddim:10,20"]`` -> sampler configs, in the given order."""
+    samplers = []
+    for spec in specs:
+        name, _, steps = spec.partition(":")
+        name = SAMPLER_ALIASES.get(name, name)
+        if name not in SAMPLER_NAMES or not steps:
+            raise ValueError(f"--samplers entries look like ddim:10,20 with a sampler from "
+                             f"{list(SAMPLER_NAMES)}; got {spec!r}")
+        try:
+            counts = [int(s) for s in steps.split(",")]
+        except ValueError:
+            raise ValueError(f"--samplers {spec!r}: steps must be integers") from None
+        samplers += [SamplerConfig(name=name, steps=k) for k in counts]
+    return samplers
+
+
+def schedule_id(schedule: ExitSchedule) -> dict[str, Any]:
+    return {"boundaries": list(schedule.boundaries), "blocks": list(schedule.blocks),
+            "depth": schedule.depth}
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.1%}"
+
+
+# ###################################################################### rows: presets + picks
+def front_picks(arch: str, depth: int, args: argparse.Namespace,
+                notes: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The two picks from the reference study's front, and the study's settings (or None)."""
+    from ase_search.pareto import (
+        StudyError,
+        complete_trials,
+        full_latency_of,
+        open_study,
+        select_trial,
+        trial_acceleration,
+        trial_schedule,
+    )
+
+    path = args.studies_dir / f"{arch}.db"
+    if args.no_picks:
+        return [], None
+    if not path.is_file():
+        notes.append(f"No reference study at `{display_path(path)}`: the front picks are left "
+                     f"out.")
+        return [], None
+    try:
+        study = open_study(path)
+    except StudyError as err:
+        notes.append(f"The reference study `{display_path(path)}` cannot be read ({err}); the "
+                     f"front picks are left out.")
+        return [], None
+    config = dict(study.user_attrs.get("config") or {})
+    info = {"path": display_path(path), "study_name": study.study_name, "config": config}
+    trials = complete_trials(study)
+    full = next((t for t in trials if t.user_attrs.get("seed") == "full"), None)
+    if full is None:
+        full = next((t for t in trials
+                     if all(n == depth for n in trial_schedule(t).blocks)), None)
+    criteria: list[tuple[str, dict[str, float]]] = []
+    if full is not None:
+        limit = args.pick_fid_ratio * full.values[0]
+        criteria.append((f"front pick: fastest with FID ≤ {args.pick_fid_ratio:g} × full "
+                         f"({limit:.2f})", {"max_fid": limit}))
+        info["full_fid"] = full.values[0]
+    else:
+        notes.append(f"The study {study.study_name!r} holds no full-model trial, so the pick "
+                     f"'FID within {args.pick_fid_ratio:g} × full' is left out.")
+    criteria.append((f"front pick: lowest FID with accel. ≥ {args.pick_min_acceleration:.0%}",
+                     {"min_acceleration": args.pick_min_acceleration}))
+    info["trials"] = [(t.number, trial_schedule(t), t.values[0],
+                       _finite(trial_acceleration(t, full_latency_of(study)))) for t in trials]
+    picks = []
+    for label, criterion in criteria:
+        try:
+            trial = select_trial(study, **criterion)
+        except StudyError as err:
+            notes.append(f"Pick '{label}' is left out: {err}.")
+            continue
+        schedule = trial_schedule(trial)
+        if (schedule.arch, schedule.depth) != (arch, depth):
+            notes.append(f"Pick '{label}' (trial {trial.number}) is a {schedule.arch} schedule "
+                         f"for {schedule.depth} blocks, not for this model; left out.")
+            continue
+        picks.append({
+            "name": f"front #{trial.number}", "source": label, "schedule": schedule,
+            "trial": trial.number, "study_fid": trial.values[0],
+            "study_acceleration": _finite(trial_acceleration(trial, full_latency_of(study))),
+            "study_seed": trial.user_attrs.get("seed"),
+        })
+    return picks, info
+
+
+def table_rows(arch: str, depth: int, args: argparse.Namespace, notes: list[str]
+               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """full, D1..D6, then the front picks not already in the table (duplicates become notes)."""
+    from ase_search.space import schedules_equivalent
+
+    rows = [{"name": name, "source": "paper preset (Table 2, rescaled)" if name != "full"
+             else "no exits", "schedule": preset(name, arch, depth)}
+            for name in preset_names(arch, data_easy=False)]
+    picks, study = front_picks(arch, depth, args, notes)
+    for pick in picks:
+        same = next((r for r in rows if schedules_equivalent(r["schedule"], pick["schedule"])),
+                    None)
+        if same is not None:
+            same.setdefault("also", []).append(f"{pick['source']} (trial {pick['trial']})")
+            notes.append(f"Pick '{pick['source']}' is trial {pick['trial']}, whose schedule is "
+                         f"the same as row {same['name']}; it is not repeated.")
+            continue
+        rows.append(pick)
+    if study is not None:
+        # The study's own (one-seed) numbers for the rows it evaluated, e.g. the seeded presets.
+        for row in rows:
+            match = next((t for t in study["trials"]
+                          if schedules_equivalent(t[1], row["schedule"])), None)
+            if match is not None and "trial" not in row:
+                row.update(trial=match[0], study_fid=match[2], study_acceleration=match[3])
+        del study["trials"]  # schedules are not JSON; the rows carry what the report needs
+    return rows, study
+
+
+def resolve_weights(arch: str, args: argparse.Namespace, study: dict[str, Any] | None,
+                    notes: list[str]) -> tuple[Path, str]:
+    """The weights every row is sampled from, and what they are."""
+    shipped = TESTBEDS[arch].path
+    if args.weights == "shipped":
+        return shipped, "shipped testbed weights (no fine-tune)"
+    config = (study or {}).get("config", {})
+    name = (study or {}).get("study_name", arch)
+    one_shot = args.studies_dir / f"{name}-one-shot.safetensors"
+    if study is None:
+        why = "no reference study to take them from"
+    elif config.get("finetune") != "one-shot" or not config.get("finetune_steps"):
+        why = (f"the reference study was not searched with a one-shot fine-tune "
+               f"(finetune={config.get('finetune')!r})")
+    elif not one_shot.is_file():
+        why = (f"`{display_path(one_shot)}` is absent (it is git-ignored; `ase-search run` "
+               f"writes it)")
+    else:
+        return one_shot, (f"one-shot fine-tuned weights of the reference study "
+                          f"({config.get('finetune_steps')} steps over the search space)")
+    notes.append(f"One-shot weights asked for but {why}: every row uses the shipped testbed "
+                 f"weights instead, so the FIDs are not those the study measured.")
+    return shipped, "shipped testbed weights (no fine-tune; one-shot weights unavailable)"
+
+
+# ###################################################################### latency
+def per_call_latency(model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds of one call at every block count, ``repeats`` interleaved rounds each."""
+    depth = model.exit_depth
+    single = {str(k): ExitSchedule(model.arch, depth, (0.0, 1.0), (k,), f"k={k}")
+              for k in range(1, depth + 1)}
+    samples = sampling_latency_samples(model, single, [999.0], batch_size=args.latency_batch,
+                                       repeats=args.latency_repeats)
+    return {k: per_call[0] for k, per_call in samples.items()}  # k -> rounds
+
+
+def per_call_accelerations(calls: dict[str, list[float]], rows: list[dict[str, Any]],
+                           sampler: SamplerConfig) -> dict[str, dict[str, float]]:
+    """Measured acceleration from per-call timings summed over the sampler's calls."""
+    import numpy as np
+
+    times = sampler.model_times()
+    repeats = len(next(iter(calls.values())))
+    arrays = {int(k): np.asarray(v) for k, v in calls.items()}  # k -> (R,)
+    rng = np.random.default_rng(0)
+    rounds = rng.integers(0, repeats, size=(_BOOTSTRAP, repeats))
+
+    def latency(schedule: ExitSchedule, pick: Any = None) -> Any:
+        ks = [schedule.blocks_at(s / 1000) for s in times]
+        if pick is None:
+            return sum(float(np.median(arrays[k])) for k in ks)
+        return sum(np.median(arrays[k][pick], axis=1) for k in ks)  # (B,)
+
+    full = rows[0]["schedule"]
+    out = {}
+    for row in rows:
+        s = row["schedule"]
+        boot = 1.0 - latency(s, rounds) / latency(full, rounds)
+        out[row["name"]] = {
+            "measured_acceleration": 1.0 - latency(s) / latency(full),
+            "measured_acceleration_se": float(np.std(boot, ddof=1)) if repeats > 1 else None,
+            "measured_s": latency(s),
+        }
+    return out
+
+
+def sampling_accelerations(model: torch.nn.Module, rows: list[dict[str, Any]],
+                           sampler: SamplerConfig, cost: CostModel,
+                           args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    df = benchmark_latency(model, {r["name"]: r["schedule"] for r in rows}, sampler=sampler,
+                           batch_size=args.latency_batch, repeats=args.latency_repeats,
+                           cost_model=cost)
+    out = {}
+    for r in df.itertuples(index=False):
+        se = r.measured_acceleration_se
+        out[r.schedule] = {"measured_acceleration": float(r.measured_acceleration),
+                           "measured_acceleration_se": None if math.isnan(se) else float(se),
+                           "measured_s": float(r.measured_s)}
+    return out
+
+
+# ###################################################################### one architecture
+def run_arch(arch: str, args: argparse.Namespace, samplers: list[SamplerConfig],
+             store: dict[str, Any], save: Any, command: str) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    started = time.perf_counter()
+    notes: list[str] = []
+    model0 = load_model(arch)  # the depth, before the weights are chosen
+    rows, study = table_rows(arch, model0.exit_depth, args, notes)
+    weights, weights_kind = resolve_weights(arch, args, study, notes)
+    model = load_model(arch, weights)
+    seeds = list(range(args.seeds))
+    settings = {
+        "arch": arch, "model_name": getattr(model, "model_name", arch),
+        "depth": model.exit_depth, "weights": display_path(weights),
+        "weights_sha256": file_sha256(weights), "weights_kind": weights_kind,
+        "n": args.n, "seeds": seeds, "batch_size": args.batch_size, "data": "mnist",
+        "fid": "FID-MNIST (digit-classifier features)",
+    }
+    identity = {k: settings[k] for k in ("weights_sha256", "n", "seeds", "batch_size", "data")}
+    old = store["archs"].get(arch, {})
+    if old and old.get("identity") != identity and not args.fresh:
+        print(f"{arch}: the cached cells were made with other settings; they are replaced",
+              file=sys.stderr)
+    keep = old if old.get("identity") == identity and not args.fresh else {}
+    record: dict[str, Any] = {
+        "command": command, "machine": machine_info(), "settings": settings,
+        "identity": identity, "study": study, "notes": notes,
+        "samplers": [s.to_dict() for s in samplers],
+        "cost_model": keep.get("cost_model"),
+        "rows": [{"name": r["name"], "source": r["source"], "also": r.get("also", []),
+                  "schedule": r["schedule"].to_dict(), "intervals": r["schedule"].describe(),
+                  **{k: r[k] for k in ("trial", "study_fid", "study_acceleration", "study_seed")
+                     if k in r}} for r in rows],
+        "cells": dict(keep.get("cells", {})),
+        "latency": dict(keep.get("latency", {})),
+        "per_call": keep.get("per_call"),
+    }
+    store["archs"][arch] = record
+    if record["cost_model"] is None:
+        record["cost_model"] = profile_components(model, batch_size=args.latency_batch).to_dict()
+    cost = CostModel.from_dict(record["cost_model"])
+
+    def cell_key(row: dict[str, Any], sampler: SamplerConfig) -> str:
+        return f"{row['name']}|{sampler_key(sampler)}"
+
+    todo = [(r, s) for s in samplers for r in rows
+            if not _cached(record["cells"].get(cell_key(r, s)), r["schedule"])]
+
+    def weight(row: dict[str, Any], sampler: SamplerConfig) -> float:
+        # Expected cost: model calls times the share of a full call the schedule runs.
+        return sampler.steps * len(seeds) * (1.0 - cost.acceleration(row["schedule"],
+                                                                     sampler.model_times()))
+
+    done_weight = sum(weight(r, s) for s in samplers for r in rows) - sum(
+        weight(r, s) for r, s in todo)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"{arch} FID cells", total=done_weight + sum(
+            weight(r, s) for r, s in todo), completed=done_weight)
+        for row, sampler in todo:
+            t0 = time.perf_counter()
+            result = evaluate(model, row["schedule"], sampler=sampler, n=args.n, seeds=seeds,
+                              batch_size=args.batch_size, cost_model=cost)
+            seconds = time.perf_counter() - t0
+            record["cells"][cell_key(row, sampler)] = {
+                "schedule": schedule_id(row["schedule"]),
+                "fid_mean": result.mean("fid"), "fid_std": result.std("fid"),
+                "per_seed": [m["fid"] for m in result.metrics],
+                "predicted_acceleration": result.predicted_acceleration,
+                "block_acceleration": result.block_acceleration,
+                "ideal_acceleration": result.ideal_acceleration,
+                "seconds": seconds, "date": machine_info()["date"],
+            }
+            save()
+            bar.update(task, advance=weight(row, sampler))
+            std = result.std("fid")
+            bar.console.print(f"{arch} {row['name']:>12s} {sampler_label(sampler):>14s}: FID "
+                              f"{result.mean('fid'):.2f}" + (f" ± {std:.2f}" if std else "")
+                              + f" ({seconds:.0f} s)", highlight=False)
+
+        # Latency last, after the sampling, on the same (hopefully idle) machine.
+        if args.latency == "per-call":
+            key = short_hash({"batch": args.latency_batch, "repeats": args.latency_repeats})
+            if (record["per_call"] or {}).get("key") != key:
+                lat = bar.add_task(f"{arch} latency (per call)", total=1)
+                load, t0 = os.getloadavg()[0], time.perf_counter()
+                calls = per_call_latency(model, args)
+                record["per_call"] = {"key": key, "calls": calls, "load_before": load,
+                                      "load_after": os.getloadavg()[0],
+                                      "seconds": time.perf_counter() - t0}
+                save()
+                bar.update(lat, advance=1)
+        todo_lat = []
+        for sampler in samplers:
+            key = short_hash({"method": args.latency, "batch": args.latency_batch,
+                              "repeats": args.latency_repeats,
+                              "rows": [(r["name"], schedule_id(r["schedule"])) for r in rows],
+                              "per_call": (record["per_call"] or {}).get("key")})
+            if record["latency"].get(sampler_key(sampler), {}).get("key") != key:
+                todo_lat.append((sampler, key))
+        if todo_lat:
+            lat = bar.add_task(f"{arch} latency ({args.latency})",
+                               total=sum(s.steps for s, _ in todo_lat))
+            for sampler, key in todo_lat:
+                load = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                if args.latency == "per-call":
+                    measured = per_call_accelerations(record["per_call"]["calls"], rows, sampler)
+                else:
+                    measured = sampling_accelerations(model, rows, sampler, cost, args)
+                record["latency"][sampler_key(sampler)] = {
+                    "key": key, "method": args.latency, "rows": measured,
+                    "batch": args.latency_batch, "repeats": args.latency_repeats,
+                    "seconds": time.perf_counter() - t0, "load_before": load,
+                    "load_after": os.getloadavg()[0], "threads": torch.get_num_threads(),
+                }
+                save()
+                bar.update(lat, advance=sampler.steps)
+    record["wall_time_min"] = (time.perf_counter() - started) / 60
+    save()
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _cached(cell: dict[str, Any] | None, schedule: ExitSchedule) -> bool:
+    return cell is not None and cell.get("schedule") == schedule_id(schedule)
+
+
+# ###################################################################### markdown
+def arch_section(record: dict[str, Any]) -> str:
+    s, m = record["settings"], record["machine"]
+    samplers = [SamplerConfig.from_dict(d) for d in record["samplers"]]
+    full = record["rows"][0]["name"]
+    lines = [f"## {s['model_name']} ({s['arch']}, {s['depth']} exitable blocks)", "",
+             f"Weights: {s['weights_kind']}, `{s['weights']}` (sha256 "
+             f"{s['weights_sha256'][:12]}). Last run: `{record['command']}` on {m['date']}, "
+             f"{m['cpu']} ({m['logical_cores']} logical cores, {m['cores_usable']} usable, GPU "
+             f"{m['gpu'] or 'none'}), torch {m['torch']} with {m['torch_threads']} thread(s)"
+             + (f", {record['wall_time_min']:.1f} min" if "wall_time_min" in record else "")
+             + ".", ""]
+    head = "| schedule |"
+    rule = "|---|"
+    for sampler in samplers:
+        label = sampler_label(sampler)
+        head += f" {label} FID | {label} accel. | {label} pred. |"
+        rule += "---:|---:|---:|"
+    lines += [head, rule]
+    for row in record["rows"]:
+        cells = [row["name"] + (" (= front pick)" if row.get("also") else "")]
+        for sampler in samplers:
+            cell = record["cells"].get(f"{row['name']}|{sampler_key(sampler)}")
+            lat = record["latency"].get(sampler_key(sampler), {}).get("rows", {}).get(row["name"])
+            if cell is None or cell.get("schedule") != schedule_id(
+                    ExitSchedule.from_dict(row["schedule"])):
+                fid = "–"
+            else:
+                fid = f"{cell['fid_mean']:.2f}" + (f" ± {cell['fid_std']:.2f}"
+                                                   if cell["fid_std"] is not None else "")
+            if row["name"] == full:
+                accel = pred = "–"
+            else:
+                accel = "–" if lat is None else pct(lat["measured_acceleration"]) + (
+                    f" ± {lat['measured_acceleration_se']:.1%}"
+                    if lat.get("measured_acceleration_se") else "")
+                pred = "–" if cell is None else pct(cell["predicted_acceleration"])
+            cells += [fid, accel, pred]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| schedule | source | [t interval): blocks | study trial | study FID | "
+              "study accel. (cost model) |", "|---|---|---|---:|---:|---:|"]
+    for row in record["rows"]:
+        source = "; ".join([row["source"], *row.get("also", [])])
+        lines.append(f"| {row['name']} | {source} | `{row['intervals']}` | "
+                     + (str(row["trial"]) if "trial" in row else "–") + " | "
+                     + (f"{row['study_fid']:.2f}" if "study_fid" in row else "–") + " | "
+                     + (pct(row["study_acceleration"]) if "study_acceleration" in row else "–")
+                     + " |")
+    study = record.get("study")
+    if study:
+        c = study["config"]
+        lines += ["", f"Study columns: `{study['path']}` (study {study['study_name']!r}), one "
+                  f"FID per trial at seed {c.get('seed')}, N = {c.get('n_samples')}, "
+                  f"{c.get('sampler')}-{c.get('steps')}, fine-tune {c.get('finetune')} "
+                  f"({c.get('finetune_steps')} steps); its acceleration is the cost model's at "
+                  f"that sampler."]
+    lat_notes = []
+    for sampler in samplers:
+        lat = record["latency"].get(sampler_key(sampler))
+        if lat:
+            lat_notes.append(f"{sampler_label(sampler)} {lat['seconds']:.0f} s (load "
+                             f"{lat['load_before']:.2f} → {lat['load_after']:.2f})")
+    if lat_notes:
+        method = next(iter(record["latency"].values()))["method"]
+        per_call = record.get("per_call")
+        if method == "per-call" and per_call:
+            lat_notes = [f"one call at each block count {per_call['seconds']:.0f} s (load "
+                         f"{per_call['load_before']:.2f} → {per_call['load_after']:.2f})"]
+        lines += ["", f"Latency ({method}): " + "; ".join(lat_notes) + "."]
+    if record["notes"]:
+        lines += ["", *[f"- {n}" for n in record["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(store: dict[str, Any], path: Path) -> None:
+    records = [store["archs"][a] for a in ("dit", "uvit") if a in store["archs"]]
+    if not records:
+        raise SystemExit(f"nothing to report: {path.with_suffix('.json')} holds no results")
+    first = records[0]
+    s = first["settings"]
+    lat0 = next((lat for r in records for lat in r["latency"].values()), {})
+    method, batch, repeats = lat0.get("method"), lat0.get("batch"), lat0.get("repeats")
+    method_text = {
+        "sampling": "the network calls of one sampling run (one batch of "
+                    f"{batch}) at the sampler's step count are timed for every row, "
+                    "interleaved call by call, and each row's latency is the sum over its calls "
+                    f"of the median over {repeats} rounds "
+                    "(`ase_search.evaluate.benchmark_latency`); ± is a bootstrap standard error "
+                    "over rounds",
+        "per-call": "one network call at every block count is timed (one batch of "
+                    f"{batch}, {repeats} interleaved rounds, median), "
+                    "and a row's latency is the sum of those medians over the sampler's calls "
+                    "(a call's cost depends on its block count, not on t); ± is a bootstrap "
+                    "standard error over rounds",
+        None: "not measured yet",
+    }[method]
+    lines = [
+        "# Paper-style table (Tables 3-4 layout)", "",
+        f"Written by `benchmarks/paper_table.py` from `{path.with_suffix('.json').name}`; each "
+        "model's command, machine and date are under its heading. FID-MNIST (the project's "
+        "digit-classifier features; not comparable with the paper's Inception FIDs) is the mean "
+        f"± std over seeds {s['seeds']} with N = {s['n']} samples per seed; the seeds are common "
+        "random numbers (every row and sampler draws the same labels and noise for a seed).", "",
+        "Columns per sampler and step count: **FID**; **accel.** = measured acceleration "
+        f"`1 - latency / latency(full)`, where {method_text}; **pred.** = the cost model's "
+        "prediction from profiled components (`ase_search.metrics.latency.CostModel`), the "
+        "search's latency objective. DDPM is ancestral sampling respaced to the step count, "
+        "DDIM is deterministic (eta = 0), DPM-Solver is DPM-Solver++ 2M.", "",
+        "Unlike the paper, where every D-n row is its own Algorithm 1 fine-tune, every row of a "
+        "model here is sampled from the same weights (see each heading), so the rows differ only "
+        "by the blocks they skip.", "",
+    ]
+    lines += [arch_section(r) for r in records]
+    atomic_write_text(path, "\n".join(lines))
+    path.chmod(0o644)  # mkstemp made it private; a report is meant to be shared
+
+
+# ###################################################################### main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="+", default=["dit", "uvit"], choices=list(TESTBEDS))
+    parser.add_argument("--n", type=int, default=500, help="samples per seed")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1")
+    parser.add_argument("--samplers", nargs="+", default=DEFAULT_SAMPLERS,
+                        help="column groups, e.g. ddpm:50,100 ddim:10,20 dpm-solver:10,20")
+    parser.add_argument("--batch-size", type=int, default=250, help="sampling batch")
+    parser.add_argument("--weights", choices=["one-shot", "shipped"], default="one-shot")
+    parser.add_argument("--studies-dir", type=Path, default=ROOT / "studies" / "reference")
+    parser.add_argument("--pick-fid-ratio", type=float, default=1.05)
+    parser.add_argument("--pick-min-acceleration", type=float, default=0.30)
+    parser.add_argument("--no-picks", action="store_true", help="leave the front picks out")
+    parser.add_argument("--latency", choices=["sampling", "per-call"], default="sampling")
+    parser.add_argument("--latency-batch", type=int, default=256)
+    parser.add_argument("--latency-repeats", type=int, default=3,
+                        help="timed rounds (sampling: 3 is enough for the sum over calls; "
+                             "per-call: use ~20)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "paper_table.md")
+    parser.add_argument("--fresh", action="store_true", help="ignore the cached cells")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="only rewrite --out from the JSON, computing nothing")
+    args = parser.parse_args(argv)
+    try:
+        args.sampler_configs = parse_samplers(args.samplers)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.n < 2 or args.seeds < 1:
+        parser.error("--n must be >= 2 and --seeds >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    command = "python " + shlex.join(["benchmarks/paper_table.py",
+                                      *(sys.argv[1:] if argv is None else argv)])
+    json_path = args.out.with_suffix(".json")
+    store: dict[str, Any] = {"version": VERSION, "archs": {}}
+    if json_path.is_file():
+        try:
+            loaded = json.loads(json_path.read_text())
+            if loaded.get("version") == VERSION:
+                store = loaded
+        except json.JSONDecodeError:
+            print(f"{json_path} is not valid JSON; starting afresh", file=sys.stderr)
+
+    def save() -> None:
+        atomic_write_text(json_path, json.dumps(store, indent=1) + "\n")
+        json_path.chmod(0o644)
+
+    if not args.rebuild:
+        for arch in args.arch:
+            run_arch(arch, args, args.sampler_configs, store, save, command)
+            write_markdown(store, args.out)  # after each model, so a crash keeps it
+    write_markdown(store, args.out)
+    print(args.out.read_text())
+    print(f"wrote {args.out} and {json_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
