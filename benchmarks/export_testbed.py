@@ -33,7 +33,7 @@ from ase_search.samplers import SamplerConfig, sample  # noqa: E402
 from ase_search.testbed import TESTBEDS  # noqa: E402
 
 
-def export(arch: str, checkpoint: Path, resume_copy: bool, ema: bool) -> str:
+def export(arch: str, checkpoint: Path, resume_copy: bool, ema: bool, note: str | None = None) -> str:
     testbed = TESTBEDS[arch]
     state = load_state_dict_file(checkpoint)
     testbed.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ Weights: `{testbed.path.name}` ({'EMA' if ema else 'raw (student), not EMA'}, fl
 {note}- Trained by: `ase-search pretrain --arch {arch} --steps {cfg.get('steps')} --resume` (seed
   {cfg.get('seed')}, batch {cfg.get('batch_size')}, AdamW lr {cfg.get('lr')}, warm-up
   {cfg.get('warmup_steps')}, EMA {cfg.get('ema_decay')}, hybrid loss, label dropout 0.1) on the
-  5,000 embedded MNIST digits.
+  5,000 embedded MNIST digits.{'' if not note else chr(10) + '- History: ' + note}
 - Steps done: **{state.get('step')}** of {cfg.get('steps')}; training wall time
   {state.get('wall_time', 0) / 3600:.2f} h on {info['cpu']} ({info['logical_cores']} cores, one
   thread, a second pretraining run beside it); final smoothed loss
@@ -90,11 +90,14 @@ def main() -> None:
     parser.add_argument("--weights", choices=["ema", "raw"], default="ema",
                         help="Ship the EMA or the raw weights (early in training the EMA lags).")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--note", action="append", default=[], metavar="ARCH=TEXT",
+                        help="Training history for the model card (e.g. an lr change on resume).")
     args = parser.parse_args()
+    notes = dict(item.split("=", 1) for item in args.note)
     torch.set_num_threads(args.threads)
     for arch in args.arch:
         checkpoint = args.checkpoint or ROOT / "runs" / f"pretrain-{arch}" / "last.pt"
-        print(export(arch, checkpoint, args.resume_copy, args.weights == "ema"))
+        print(export(arch, checkpoint, args.resume_copy, args.weights == "ema", notes.get(arch)))
 
 
 if __name__ == "__main__":
