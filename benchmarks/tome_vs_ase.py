@@ -1,0 +1,705 @@
+"""ToMe vs ASE on the testbed (the paper's Appendix B.3, Tables 5-8): FID at measured acceleration.
+
+For each testbed model (DiT-T, U-ViT-T) the rows are the full model, the paper's early-exit presets
+D1..D6 (ASE) and token-merging configurations (ToMe, :mod:`ase_search.tome`): the paper's merge
+ratios ``attn-ratio-2`` .. ``-6`` (0.2 .. 0.6 of a block's image tokens merged before its
+self-attention) times its block schedules, mapped to the testbed depth:
+
+* DiT (Tables 5 and 6, DiT-XL/2's 28 blocks): ``B2 B4 B6 B8 all`` and ``R2 R4 R6 R8 R10``, each
+  ``k`` rescaled to DiT-T's 12 blocks with :func:`ase_search.schedule.scale_blocks` (the same rule
+  as the D-n presets; a ``B`` schedule scales its ``k / 2`` blocks per end) and de-duplicated:
+  ``B2 B4 all R1 R2 R3 R4``.
+* U-ViT (Tables 7 and 8, U-ViT-S/4's 13 blocks): ``R2 R3 R4 R5 all``; U-ViT-T has the same 13
+  blocks (6 encoder, mid, 6 decoder), so they are used as they are.
+
+The paper defines ``F`` schedules too but tabulates none; ``--tome-schedules`` adds any.
+
+Both methods are training-free here, as the paper's ToMe rows are: every row is sampled from the
+shipped testbed weights unless ``--ase-weights`` gives fine-tuned weights for the ASE rows (then a
+``full`` row on those weights is added too; ToMe always uses the shipped weights).
+
+Acceleration is **measured** wall clock, never the cost model (which knows nothing of ToMe):
+``--latency sampling`` (default) times the network calls of one sampling run (one batch of
+``--batch-size``) for every row, interleaved call by call with a rotating order, one warm-up round
+then ``--latency-repeats`` rounds; a row's latency per call is the mean over the sampler's calls of
+the median over rounds, and its acceleration ``1 - latency / latency(full)`` from the same run;
+``±`` is a bootstrap standard error over rounds (resampled jointly, since a round's calls ran side
+by side). ``--latency per-call`` times each distinct call once per round instead (an ASE call's cost
+depends on its block count, a ToMe call's on its config, not on t), which is much cheaper. Weights
+do not change latency, so every row is timed on the shipped weights; each ToMe configuration is a
+twin of the model that shares its parameters and carries the ToMe hooks.
+
+FID is FID-MNIST via :func:`ase_search.evaluate.evaluate`, mean ± std over ``--seeds`` seeds of
+common random numbers, ``--n`` samples per seed. "Matched acceleration": each ToMe row is paired
+with the ASE preset of nearest measured acceleration, and the FID gap is set against the larger
+seed std of the two.
+
+Run from the repository root on an otherwise idle machine:
+
+    python benchmarks/tome_vs_ase.py --arch dit uvit --n 500 --seeds 3 --threads 2
+
+Finished cells (one FID row, one latency run per model) are cached in ``reports/tome_vs_ase.json``
+(atomic writes after each), so an interrupted run resumes; ``--rebuild`` only rewrites the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ase_search.evaluate import evaluate, machine_info  # noqa: E402
+from ase_search.metrics.latency import (  # noqa: E402
+    CostModel,
+    _inputs,
+    ideal_acceleration,
+    measure,
+    profile_components,
+)
+from ase_search.samplers import SAMPLER_NAMES, SamplerConfig  # noqa: E402
+from ase_search.schedule import (  # noqa: E402
+    ExitSchedule,
+    atomic_write_text,
+    preset,
+    preset_names,
+    scale_blocks,
+)
+from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
+from ase_search.tome import (  # noqa: E402
+    ToMeConfig,
+    apply_tome,
+    tome_blocks,
+    tome_flop_acceleration,
+)
+
+VERSION = 1
+_BOOTSTRAP = 2000
+# Appendix B.3: attn-ratio-2 .. attn-ratio-6 (tomesd's ratio 0.2 .. 0.6), stride 2 ("down-1": only
+# the finest level of a U-Net merges, which for a transformer is every block).
+PAPER_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6)
+# The models of the paper's ToMe tables: block count (as ase_search.tome counts them) and the
+# schedules tabulated (DiT-XL/2: Tables 5 and 6; U-ViT-S/4: Tables 7 and 8).
+PAPER_TOME = {
+    "dit": (28, ("B2", "B4", "B6", "B8", "all", "R2", "R4", "R6", "R8", "R10")),
+    "uvit": (13, ("R2", "R3", "R4", "R5", "all")),
+}
+ONE_SHOT = ROOT / "studies" / "reference" / "{arch}-one-shot.safetensors"
+
+
+# ###################################################################### small helpers
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def short_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def display_path(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def pct(value: float | None, se: float | None = None) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:.1%}" + (f" ± {se:.1%}" if se else "")
+
+
+def fid_text(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "–"
+    return f"{cell['fid_mean']:.2f}" + (f" ± {cell['fid_std']:.2f}"
+                                        if cell["fid_std"] is not None else "")
+
+
+# ###################################################################### ToMe configurations
+def scale_tome_schedule(schedule: str, depth: int, reference_depth: int) -> str:
+    """A ToMe schedule written for ``reference_depth`` blocks, for a model of ``depth`` blocks.
+
+    ``F<k>``/``R<k>`` rescale ``k`` with :func:`scale_blocks`; ``B<k>`` rescales the ``k / 2``
+    blocks it takes from each end, so it stays even; ``all`` stays ``all``.
+    """
+    canonical = ToMeConfig(0.0, schedule).schedule
+    if canonical == "all" or depth == reference_depth:
+        return canonical
+    kind, k = canonical[0], int(canonical[1:])
+    if kind == "B":
+        return f"B{2 * scale_blocks(k // 2, depth // 2, reference_depth // 2)}"
+    return f"{kind}{scale_blocks(k, depth, reference_depth)}"
+
+
+def tome_schedules_for(arch: str, tome_depth: int, specs: list[str] | None) -> list[str]:
+    """The ToMe block schedules of ``arch``: ``--tome-schedules`` or the paper's, rescaled."""
+    if specs is None:
+        reference_depth, paper = PAPER_TOME[arch]
+        names = [scale_tome_schedule(s, tome_depth, reference_depth) for s in paper]
+    else:
+        names = []
+        for spec in specs:
+            target, _, body = spec.rpartition(":")
+            if target in ("", arch):
+                names += [s for s in body.split(",") if s]
+        names = [ToMeConfig(0.0, s).schedule for s in names]
+    return list(dict.fromkeys(names))  # de-duplicated, first occurrence kept
+
+
+def parse_tome_schedule_specs(specs: list[str] | None) -> list[str] | None:
+    """Check ``--tome-schedules`` entries: ``B2`` (every arch) or ``dit:B2,B4`` (one arch)."""
+    if specs is None:
+        return None
+    for spec in specs:
+        target, _, body = spec.rpartition(":")
+        if target and target not in TESTBEDS:
+            raise ValueError(f"--tome-schedules {spec!r}: the prefix must be one of "
+                             f"{list(TESTBEDS)} (e.g. dit:B2,B4), got {target!r}")
+        for name in (s for s in body.split(",") if s):
+            try:
+                ToMeConfig(0.0, name)
+            except ValueError as err:
+                raise ValueError(f"--tome-schedules {spec!r}: {err}") from None
+    return specs
+
+
+def twin(model: torch.nn.Module) -> torch.nn.Module:
+    """A structural copy of ``model`` sharing its parameters and buffers.
+
+    ToMe installs hooks on module instances, so each configuration needs its own modules; the
+    weights need not be copied.
+    """
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
+# ###################################################################### rows
+def build_rows(arch: str, base: torch.nn.Module, args: argparse.Namespace,
+               ase_on_other_weights: bool, notes: list[str]) -> list[dict[str, Any]]:
+    """full, [full on the ASE weights], the D-n presets, then ToMe ratio x schedule."""
+    depth = base.exit_depth
+    times = args.sampler_config.model_times()
+    rows: list[dict[str, Any]] = []
+
+    def ase_row(name: str, label: str, method: str, weights: str) -> dict[str, Any]:
+        schedule = preset(name, arch, depth)
+        return {"name": label, "method": method, "config": name, "weights": weights,
+                "schedule": schedule.to_dict(), "detail": f"`{schedule.describe()}`",
+                "flop_acceleration": ideal_acceleration(base, schedule, times),
+                "calls": [schedule.blocks_at(m / 1000) for m in times]}
+
+    rows.append(ase_row("full", "full", "full", "shipped"))
+    if ase_on_other_weights:
+        rows.append(ase_row("full", "full (ASE weights)", "full", "ase"))
+    available = [n for n in preset_names(arch, data_easy=False) if n != "full"]
+    wanted = available if args.presets is None else [n for n in args.presets if n in available]
+    skipped = [] if args.presets is None else [n for n in args.presets if n not in available]
+    if skipped:
+        notes.append(f"Presets {skipped} do not exist for {arch} (it has {available}); left out.")
+    rows += [ase_row(n, n, "ASE", "ase" if ase_on_other_weights else "shipped") for n in wanted]
+
+    for schedule in tome_schedules_for(arch, len(tome_blocks(base, "all")), args.tome_schedules):
+        for ratio in args.tome_ratios:
+            config = ToMeConfig(ratio=ratio, schedule=schedule, seed=args.tome_seed)
+            blocks = tome_blocks(base, config)
+            rows.append({
+                "name": config.describe(), "method": "ToMe",
+                "config": f"ratio {ratio:g}, {config.schedule}", "weights": "shipped",
+                "tome": config.to_dict(), "tome_blocks": blocks,
+                "detail": "blocks " + ",".join(map(str, blocks)),
+                "flop_acceleration": tome_flop_acceleration(base, config),
+                "calls": [depth] * len(times),
+            })
+    return rows
+
+
+def row_signature(row: dict[str, Any]) -> dict[str, Any]:
+    """What determines a row's samples (weights are added by the caller)."""
+    return {"method": row["method"], "schedule": row.get("schedule"), "tome": row.get("tome")}
+
+
+def timing_signature(row: dict[str, Any]) -> Any:
+    """What determines a row's latency: ToMe's config or the block count of every call."""
+    return (json.dumps(row.get("tome"), sort_keys=True), tuple(row["calls"]))
+
+
+# ###################################################################### latency
+def interleaved_times(groups: list[list[tuple[str, Callable[[], Any]]]], repeats: int,
+                      advance: Callable[[], None]) -> dict[str, list[float]]:
+    """Seconds of every timed callable over ``repeats`` rounds, after one warm-up round.
+
+    In each round the groups run in order, and within a group every callable once, in an order
+    that rotates with the group and the round (as
+    :func:`ase_search.metrics.latency.sampling_latency_samples`), so the calls compared ran
+    seconds apart and a burst of load hits them alike.
+    """
+    times: dict[str, list[float]] = {key: [] for group in groups for key, _ in group}
+    for r in range(repeats + 1):  # round 0 is the warm-up
+        for g, group in enumerate(groups):
+            shift = (g + r) % len(group)
+            for key, fn in group[shift:] + group[:shift]:
+                seconds = measure(fn, warmup=0, repeats=1)
+                if r > 0:
+                    times[key].append(seconds)
+                advance()
+    return times
+
+
+def measure_latency(base: torch.nn.Module, twins: dict[str, torch.nn.Module],
+                    rows: list[dict[str, Any]], args: argparse.Namespace,
+                    advance: Callable[[], None]) -> dict[str, Any]:
+    """One interleaved run timing every row's calls; per-row latency per call and acceleration."""
+    x, t, y = _inputs(base, args.batch_size, torch.device("cpu"))  # (B, C, H, W), (B,), (B,)
+
+    def call(row: dict[str, Any], k: int) -> Callable[[], Any]:
+        model = twins[row["name"]] if row["method"] == "ToMe" else base
+        return lambda: model(x, t, y, n_blocks=k)
+
+    # Rows that run the same calls (e.g. full on two sets of weights) are timed once.
+    timed: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        timed.setdefault(timing_signature(row), row)
+    owners = list(timed.values())
+    n_calls = len(rows[0]["calls"])
+    if args.latency == "sampling":
+        groups = [[(f"{row['name']}#{j}", call(row, row["calls"][j])) for row in owners]
+                  for j in range(n_calls)]
+
+        def keys_of(row: dict[str, Any]) -> list[str]:
+            return [f"{row['name']}#{j}" for j in range(n_calls)]
+    else:
+        units: dict[str, Callable[[], Any]] = {}
+        for row in owners:
+            for k in row["calls"]:
+                units.setdefault(f"{row['name'] if row['method'] == 'ToMe' else 'blocks'}@{k}",
+                                 call(row, k))
+        groups = [list(units.items())]
+
+        def keys_of(row: dict[str, Any]) -> list[str]:
+            prefix = row["name"] if row["method"] == "ToMe" else "blocks"
+            return [f"{prefix}@{k}" for k in row["calls"]]
+
+    load, t0 = os.getloadavg()[0], time.perf_counter()
+    with torch.inference_mode():
+        samples = interleaved_times(groups, args.latency_repeats, advance)
+    seconds = time.perf_counter() - t0
+
+    # Latency per call: mean over the sampler's calls of the median over rounds. Standard errors:
+    # a bootstrap over rounds, resampled jointly for every row.
+    arrays = {row["name"]: np.asarray([samples[k] for k in keys_of(timed[timing_signature(row)])])
+              for row in rows}  # (calls, R)
+    repeats = args.latency_repeats
+    picks = np.random.default_rng(0).integers(0, repeats, size=(_BOOTSTRAP, repeats))
+    point = {name: float(np.median(a, axis=1).mean()) for name, a in arrays.items()}
+    boot = {name: np.median(a[:, picks], axis=2).mean(axis=0) for name, a in arrays.items()}  # (B,)
+    full = rows[0]["name"]
+    out = {}
+    for name in arrays:
+        accel_boot = 1.0 - boot[name] / boot[full]
+        out[name] = {
+            "latency_per_call_s": point[name],
+            "latency_per_call_se": float(np.std(boot[name], ddof=1)) if repeats > 1 else None,
+            "acceleration": 1.0 - point[name] / point[full],
+            "acceleration_se": (float(np.std(accel_boot, ddof=1))
+                                if repeats > 1 and name != full else None),
+        }
+    return {"rows": out, "samples": {k: v for k, v in samples.items()}, "seconds": seconds,
+            "load_before": load, "load_after": os.getloadavg()[0]}
+
+
+# ###################################################################### one architecture
+def resolve_ase_weights(arch: str, args: argparse.Namespace,
+                        notes: list[str]) -> tuple[Path, str]:
+    """The weights of the ASE rows and a description of them."""
+    shipped = TESTBEDS[arch].path
+    if args.ase_weights is None:
+        return shipped, "shipped testbed weights (no fine-tune)"
+    if args.ase_weights == "one-shot":
+        path = Path(str(ONE_SHOT).format(arch=arch))
+        if not path.is_file():
+            notes.append(f"`--ase-weights one-shot` asked for `{display_path(path)}`, which is "
+                         "absent (git-ignored; `ase-search run` writes it): the ASE rows use the "
+                         "shipped testbed weights.")
+            return shipped, "shipped testbed weights (no fine-tune; one-shot weights absent)"
+        return path, "one-shot fine-tuned weights of the reference study"
+    path = Path(args.ase_weights.format(arch=arch))
+    if not path.is_file():
+        raise SystemExit(f"--ase-weights: {path} does not exist")
+    return path, "fine-tuned weights given with --ase-weights"
+
+
+def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any],
+             save: Callable[[], None], command: str) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    started = time.perf_counter()
+    notes: list[str] = []
+    base = load_model(arch)
+    shipped = TESTBEDS[arch].path
+    ase_path, ase_kind = resolve_ase_weights(arch, args, notes)
+    shipped_sha = file_sha256(shipped)
+    ase_sha = file_sha256(ase_path)
+    ase_model = base if ase_sha == shipped_sha else load_model(arch, ase_path)
+    rows = build_rows(arch, base, args, ase_model is not base, notes)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    sampler = args.sampler_config
+    weights = {"shipped": {"path": display_path(shipped), "sha256": shipped_sha,
+                           "kind": "shipped testbed weights (no fine-tune)"},
+               "ase": {"path": display_path(ase_path), "sha256": ase_sha, "kind": ase_kind}}
+    settings = {
+        "arch": arch, "model_name": getattr(base, "model_name", arch), "depth": base.exit_depth,
+        "tome_depth": len(tome_blocks(base, "all")), "n": args.n, "seeds": seeds,
+        "sampler": sampler.to_dict(), "batch_size": args.batch_size, "data": "mnist",
+        "fid": "FID-MNIST (digit-classifier features)", "weights": weights,
+        "latency": {"mode": args.latency, "repeats": args.latency_repeats,
+                    "batch_size": args.batch_size, "threads": torch.get_num_threads()},
+    }
+    old = {} if args.fresh else store["archs"].get(arch, {})
+    record: dict[str, Any] = {
+        "command": command, "machine": machine_info(), "settings": settings, "notes": notes,
+        "rows": rows, "cells": dict(old.get("cells", {})), "latency": old.get("latency"),
+    }
+    store["archs"][arch] = record
+
+    def cell_key(row: dict[str, Any]) -> str:
+        return short_hash({"row": row_signature(row),
+                           "weights": weights[row["weights"]]["sha256"], "n": args.n,
+                           "seeds": seeds, "sampler": sampler.to_dict(),
+                           "batch_size": args.batch_size, "data": "mnist"})
+
+    for row in rows:
+        row["cell_key"] = cell_key(row)
+    latency_key = short_hash({"rows": [timing_signature(r) for r in rows],
+                              **settings["latency"], "sampler": sampler.to_dict()})
+    todo = [r for r in rows if record["cells"].get(r["name"], {}).get("key") != r["cell_key"]]
+    # Cells of rows no longer in the table are dropped so the JSON mirrors the report.
+    record["cells"] = {r["name"]: record["cells"][r["name"]] for r in rows
+                       if r not in todo and r["name"] in record["cells"]}
+    need_latency = (record["latency"] or {}).get("key") != latency_key
+    save()
+
+    twins: dict[str, torch.nn.Module] = {}
+    for row in rows:
+        if row["method"] == "ToMe":
+            twins[row["name"]] = twin(base)
+            apply_tome(twins[row["name"]], ToMeConfig(**row["tome"]))
+    cost = profile_components(base, batch_size=args.batch_size, repeats=3) if todo else None
+
+    def weight(row: dict[str, Any]) -> float:
+        # Expected sampling cost, in full-model calls (ToMe: about a full call).
+        share = 1.0 if row["method"] == "ToMe" else 1.0 - cost.acceleration(
+            ExitSchedule.from_dict(row["schedule"]), sampler.model_times())
+        return share * len(seeds) * sampler.steps
+
+    n_owners = len({timing_signature(r) for r in rows})
+    n_calls = len(sampler.model_times())
+    latency_units = (n_owners * n_calls if args.latency == "sampling"
+                     else len({(r.get("tome") and r["name"], k) for r in rows for k in r["calls"]}))
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        if todo:
+            task = bar.add_task(f"{arch} FID rows", total=sum(weight(r) for r in todo))
+            for row in todo:
+                model = (twins[row["name"]] if row["method"] == "ToMe"
+                         else ase_model if row["weights"] == "ase" else base)
+                schedule = None if row["method"] == "ToMe" else ExitSchedule.from_dict(
+                    row["schedule"])
+                t0 = time.perf_counter()
+                result = evaluate(model, schedule, sampler=sampler, n=args.n, seeds=seeds,
+                                  batch_size=args.batch_size, cost_model=cost)
+                seconds = time.perf_counter() - t0
+                record["cells"][row["name"]] = {
+                    "key": row["cell_key"], "fid_mean": result.mean("fid"),
+                    "fid_std": result.std("fid"), "per_seed": [m["fid"] for m in result.metrics],
+                    "seconds": seconds, "date": machine_info()["date"],
+                }
+                save()
+                bar.update(task, advance=weight(row))
+                bar.console.print(f"{arch} {row['name']:>20s}: FID "
+                                  f"{fid_text(record['cells'][row['name']])} ({seconds:.0f} s)",
+                                  highlight=False)
+        # Latency last, after the sampling, so it runs on the same (hopefully idle) machine.
+        if need_latency:
+            lat = bar.add_task(f"{arch} latency ({args.latency})",
+                               total=latency_units * (args.latency_repeats + 1))
+            measured = measure_latency(base, twins, rows, args,
+                                       lambda: bar.update(lat, advance=1))
+            record["latency"] = {"key": latency_key, **settings["latency"], **measured}
+            save()
+    record["wall_time_min"] = (time.perf_counter() - started) / 60
+    save()
+
+
+# ###################################################################### matching and verdict
+def matches(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each ToMe row with the ASE preset of nearest measured acceleration, and the FID gap."""
+    lat = (record.get("latency") or {}).get("rows", {})
+    cells = record["cells"]
+    ase = [r for r in record["rows"] if r["method"] == "ASE" and r["name"] in lat]
+    out = []
+    for row in record["rows"]:
+        if row["method"] != "ToMe" or row["name"] not in lat or not ase:
+            continue
+        accel = lat[row["name"]]["acceleration"]
+        near = min(ase, key=lambda r: abs(lat[r["name"]]["acceleration"] - accel))
+        mine, theirs = cells.get(row["name"]), cells.get(near["name"])
+        gap = beyond = None
+        if mine is not None and theirs is not None:
+            gap = mine["fid_mean"] - theirs["fid_mean"]
+            stds = [c["fid_std"] for c in (mine, theirs) if c["fid_std"] is not None]
+            beyond = abs(gap) > max(stds) if stds else None
+        out.append({"tome": row, "ase": near, "tome_accel": accel,
+                    "ase_accel": lat[near["name"]]["acceleration"], "fid_gap": gap,
+                    "beyond_std": beyond})
+    return out
+
+
+def verdict(record: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
+    """One paragraph computed from the numbers."""
+    lat = (record.get("latency") or {}).get("rows", {})
+    scored = [p for p in pairs if p["fid_gap"] is not None]
+    if not scored:
+        return "No ToMe row has both its FID and its measured acceleration yet: no verdict."
+    ase_better = [p for p in scored if p["fid_gap"] > 0]
+    tome_better = [p for p in scored if p["fid_gap"] < 0]
+    sig = [p for p in ase_better if p["beyond_std"]]
+    sig_t = [p for p in tome_better if p["beyond_std"]]
+    as_fast = [p for p in scored if p["ase_accel"] >= p["tome_accel"]]
+    tome_acc = [lat[r["name"]]["acceleration"] for r in record["rows"]
+                if r["method"] == "ToMe" and r["name"] in lat]
+    ase_acc = [lat[r["name"]]["acceleration"] for r in record["rows"]
+               if r["method"] == "ASE" and r["name"] in lat]
+    slower = sum(a < 0 for a in tome_acc)
+    has_std = any(p["beyond_std"] is not None for p in scored)
+    std_text = (lambda k: f" ({k} beyond the seed std)") if has_std else (lambda k: "")
+    text = (f"At matched acceleration (nearest ASE preset), ASE has the lower FID for "
+            f"{len(ase_better)} of {len(scored)} ToMe configurations{std_text(len(sig))} and "
+            f"ToMe for {len(tome_better)}{std_text(len(sig_t))}; the matched ASE preset is at "
+            f"least as fast in {len(as_fast)} of {len(scored)}. ")
+    text += (f"ToMe's measured acceleration spans {pct(min(tome_acc))} to {pct(max(tome_acc))} "
+             f"({slower} of {len(tome_acc)} configurations slower than the full model); the ASE "
+             f"presets span {pct(min(ase_acc))} to {pct(max(ase_acc))}.")
+    if slower == len(tome_acc):
+        text += (" No ToMe configuration is faster than the full model here, so each is matched "
+                 "with the ASE preset of lowest measured acceleration; the acceleration gaps "
+                 "decide.")
+    if not has_std:
+        text += " With one seed there is no seed std to judge the gaps against."
+    best = max(scored, key=lambda p: p["tome_accel"])
+    cells = record["cells"]
+    text += (f" The fastest ToMe configuration, {best['tome']['name']} "
+             f"({pct(best['tome_accel'])}, FID {fid_text(cells[best['tome']['name']])}), is "
+             f"matched with {best['ase']['name']} ({pct(best['ase_accel'])}, FID "
+             f"{fid_text(cells[best['ase']['name']])}).")
+    return text
+
+
+# ###################################################################### markdown
+def arch_section(record: dict[str, Any]) -> str:
+    s, m = record["settings"], record["machine"]
+    lat = record.get("latency") or {}
+    lat_rows = lat.get("rows", {})
+    smp = SamplerConfig.from_dict(s["sampler"])
+    w = s["weights"]
+    lines = [
+        f"## {s['model_name']} ({s['arch']}: {s['depth']} exitable blocks, {s['tome_depth']} "
+        "blocks ToMe counts)", "",
+        f"Command: `{record['command']}`; {m['date']}; {m['cpu']} ({m['logical_cores']} logical "
+        f"cores, {m['cores_usable']} usable, GPU {m['gpu'] or 'none'}), torch {m['torch']} with "
+        f"{m['torch_threads']} thread(s), Python {m['python']}"
+        + (f"; {record['wall_time_min']:.1f} min" if "wall_time_min" in record else "") + ".", "",
+        f"Sampler {smp.name} {smp.steps} steps (eta {smp.eta:g}); FID over seeds {s['seeds']}, "
+        f"N = {s['n']} per seed, batch {s['batch_size']}. Weights: full and ToMe rows "
+        f"`{w['shipped']['path']}` ({w['shipped']['kind']}, sha256 "
+        f"{w['shipped']['sha256'][:12]}); ASE rows `{w['ase']['path']}` ({w['ase']['kind']}, "
+        f"sha256 {w['ase']['sha256'][:12]}).", "",
+    ]
+    if lat:
+        lines += [f"Latency: {lat['mode']} mode, batch {lat['batch_size']}, {lat['threads']} "
+                  f"thread(s), one warm-up then {lat['repeats']} interleaved rounds, "
+                  f"{lat['seconds']:.0f} s, load average (1 min) {lat['load_before']:.2f} before "
+                  f"and {lat['load_after']:.2f} after.", ""]
+    else:
+        lines += ["Latency: not measured yet.", ""]
+    lines += ["| method | config | exit schedule / merged blocks | FLOP-ideal accel. | "
+              "measured accel. | latency / call (ms) | FID |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    for row in record["rows"]:
+        lr = lat_rows.get(row["name"])
+        accel = "–" if lr is None or row["name"] == record["rows"][0]["name"] else pct(
+            lr["acceleration"], lr["acceleration_se"])
+        ms = "–" if lr is None else f"{lr['latency_per_call_s'] * 1e3:.1f}" + (
+            f" ± {lr['latency_per_call_se'] * 1e3:.1f}" if lr["latency_per_call_se"] else "")
+        cell = record["cells"].get(row["name"])
+        if cell is not None and cell.get("key") != row.get("cell_key"):
+            cell = None
+        weights = " (ASE weights)" if row["weights"] == "ase" and row["method"] == "full" else ""
+        lines.append(f"| {row['method']}{weights} | {row['config']} | {row['detail']} | "
+                     f"{pct(row['flop_acceleration'])} | {accel} | {ms} | {fid_text(cell)} |")
+    pairs = matches(record)
+    if pairs:
+        lines += ["", "### Matched acceleration", "",
+                  "| ToMe | accel. | FID | nearest ASE | accel. | FID | accel. gap (ASE − ToMe) "
+                  "| FID gap (ToMe − ASE) | gap > seed std |",
+                  "|---|---:|---:|---|---:|---:|---:|---:|---|"]
+        cells = record["cells"]
+        for p in pairs:
+            gap = "–" if p["fid_gap"] is None else f"{p['fid_gap']:+.2f}"
+            beyond = {None: "–", True: "yes", False: "no"}[p["beyond_std"]]
+            lines.append(
+                f"| {p['tome']['name']} | {pct(p['tome_accel'])} | "
+                f"{fid_text(cells.get(p['tome']['name']))} | {p['ase']['name']} | "
+                f"{pct(p['ase_accel'])} | {fid_text(cells.get(p['ase']['name']))} | "
+                f"{(p['ase_accel'] - p['tome_accel']) * 100:+.1f} pp | {gap} | {beyond} |")
+        lines += ["", "**Verdict.** " + verdict(record, pairs)]
+    if record["notes"]:
+        lines += ["", *[f"- {n}" for n in record["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(store: dict[str, Any], path: Path) -> None:
+    records = [store["archs"][a] for a in TESTBEDS if a in store["archs"]]
+    if not records:
+        raise SystemExit(f"nothing to report: {path.with_suffix('.json')} holds no results")
+    lines = [
+        "# ToMe vs ASE at matched acceleration (Appendix B.3, Tables 5-8 on the testbed)", "",
+        f"Written by `benchmarks/tome_vs_ase.py` from `{path.with_suffix('.json').name}`; each "
+        "model's command, machine, date, seeds, N, sampler and weights are under its heading.", "",
+        "Rows: the full model; ASE = the paper's early-exit presets D1..D6 (Table 2, rescaled to "
+        "the testbed depth); ToMe = token merging (bipartite soft matching, stride 2) in the "
+        "self-attention of the blocks its schedule picks, at the paper's merge ratios 0.2 .. 0.6 "
+        "(`attn-ratio-2` .. `-6`). ToMe schedules: `F<k>`/`R<k>` the first/last k blocks, "
+        "`B<k>` k/2 from each end, `all` every block; DiT's are Tables 5-6's (B2-B8, all; "
+        "R2-R10 of DiT-XL/2's 28 blocks) rescaled to 12 blocks, U-ViT's Tables 7-8's (R2-R5, all "
+        "of U-ViT-S/4's 13 blocks, as many as U-ViT-T has). Neither method is retrained for "
+        "these rows (the paper also reports ToMe without retraining).", "",
+        "Columns: **FLOP-ideal accel.** = share of the network's FLOPs skipped (ToMe: matching "
+        "included), for reference; **measured accel.** = `1 - latency / latency(full)` of wall "
+        "clock on this CPU, every row timed in one interleaved run (± bootstrap standard error "
+        "over rounds); the block cost model is not used, since ToMe's cost is outside it; "
+        "**latency / call** = mean over the sampler's calls of the median call time; **FID** = "
+        "FID-MNIST (digit-classifier features, not comparable with the paper's Inception FIDs), "
+        "mean ± std over seeds of common random numbers. **Matched acceleration** pairs each "
+        "ToMe row with the ASE preset of nearest measured acceleration; a gap counts as beyond "
+        "the seed std when it exceeds the larger std of the two rows.", "",
+    ]
+    lines += [arch_section(r) for r in records]
+    atomic_write_text(path, "\n".join(lines))
+    path.chmod(0o644)  # mkstemp made it private; a report is meant to be shared
+
+
+# ###################################################################### main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="+", default=["dit", "uvit"], choices=list(TESTBEDS))
+    parser.add_argument("--n", type=int, default=500, help="samples per seed")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--sampler", default="ddim", choices=list(SAMPLER_NAMES))
+    parser.add_argument("--steps", type=int, default=20, help="sampler steps")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="samples per model call, for sampling and for timing")
+    parser.add_argument("--presets", nargs="+", default=None,
+                        help="ASE presets to include (default: every D-n of the arch)")
+    parser.add_argument("--tome-ratios", nargs="+", type=float, default=list(PAPER_RATIOS),
+                        help="merge ratios (default: the paper's 0.2 .. 0.6)")
+    parser.add_argument("--tome-schedules", nargs="+", default=None,
+                        help="ToMe block schedules, e.g. B2 R4 all (every arch) or dit:B2,B4 "
+                             "uvit:R2,R3 (default: the paper's, rescaled to the testbed)")
+    parser.add_argument("--tome-seed", type=int, default=0,
+                        help="seed of ToMe's destination draw (ToMeConfig.seed)")
+    parser.add_argument("--ase-weights", default=None,
+                        help="weights for the ASE rows: a path ({arch} is replaced by dit/uvit) "
+                             "or 'one-shot' for studies/reference/{arch}-one-shot.safetensors; "
+                             "default: the shipped testbed weights")
+    parser.add_argument("--latency", choices=["sampling", "per-call"], default="sampling",
+                        help="time every call of one sampling run per row, or each distinct "
+                             "call once per round (cheaper)")
+    parser.add_argument("--latency-repeats", type=int, default=3,
+                        help="timed interleaved rounds after one warm-up round")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "tome_vs_ase.md")
+    parser.add_argument("--fresh", action="store_true", help="ignore the cached cells")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="only rewrite --out from the JSON, computing nothing")
+    args = parser.parse_args(argv)
+    if args.n < 2 or args.seeds < 1 or args.seed < 0:
+        parser.error("--n must be >= 2, --seeds >= 1 and --seed >= 0")
+    if args.batch_size < 1 or args.latency_repeats < 1:
+        parser.error("--batch-size and --latency-repeats must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.out.suffix.lower() != ".md":
+        parser.error(f"--out must be a .md file, got {args.out}")
+    if (args.ase_weights not in (None, "one-shot") and len(args.arch) > 1
+            and "{arch}" not in args.ase_weights):
+        parser.error("--ase-weights with several --arch needs an {arch} placeholder, e.g. "
+                     "studies/reference/{arch}-one-shot.safetensors")
+    try:
+        args.sampler_config = SamplerConfig(name=args.sampler, steps=args.steps)
+        for ratio in args.tome_ratios:
+            ToMeConfig(ratio=ratio)
+        args.tome_schedules = parse_tome_schedule_specs(args.tome_schedules)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    command = "python " + shlex.join(["benchmarks/tome_vs_ase.py",
+                                      *(sys.argv[1:] if argv is None else argv)])
+    json_path = args.out.with_suffix(".json")
+    store: dict[str, Any] = {"version": VERSION, "archs": {}}
+    if json_path.is_file():
+        try:
+            loaded = json.loads(json_path.read_text())
+            if loaded.get("version") == VERSION:
+                store = loaded
+        except json.JSONDecodeError:
+            print(f"{json_path} is not valid JSON; starting afresh", file=sys.stderr)
+
+    def save() -> None:
+        atomic_write_text(json_path, json.dumps(store, indent=1) + "\n")
+        json_path.chmod(0o644)
+
+    if not args.rebuild:
+        for arch in args.arch:
+            run_arch(arch, args, store, save, command)
+            write_markdown(store, args.out)  # after each model, so a crash keeps it
+    write_markdown(store, args.out)
+    print(args.out.read_text())
+    print(f"wrote {args.out} and {json_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
