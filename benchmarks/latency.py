@@ -17,9 +17,7 @@ the absolute times and, through cache and scheduler effects, the ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -30,13 +28,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ase_search.evaluate import benchmark_latency, latency_markdown, machine_info
-from ase_search.metrics.latency import model_flops
-from ase_search.models import create_model
-from ase_search.samplers import SamplerConfig
-from ase_search.schedule import atomic_write_text, preset, preset_names
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ase_search.evaluate import benchmark_latency, latency_markdown, machine_info  # noqa: E402
+from ase_search.metrics.latency import model_flops  # noqa: E402
+from ase_search.models import create_model  # noqa: E402
+from ase_search.samplers import SamplerConfig  # noqa: E402
+from ase_search.schedule import preset, preset_names  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    load_json,
+    machine_text,
+    start_run,
+    write_json,
+    write_text,
+)
+
 TARGET = 0.95  # measured / ideal acceleration every preset should reach
 
 
@@ -139,9 +146,7 @@ def section(record: dict[str, Any]) -> tuple[str, str]:
     text = "\n".join([
         latency_markdown(df, title=f"{name} ({record['arch']})"),
         f"Measured by `{record['command']}` on {m['date']} ({record['seconds']:.0f} s): "
-        f"{m['cpu']}, {m['logical_cores']} logical cores ({m['cores_usable']} usable), GPU "
-        f"{m['gpu'] or 'none'}, torch {m['torch']} with {m['torch_threads']} thread(s), Python "
-        f"{m['python']}; load average (1 min) {record['load_before']:.2f} before, "
+        f"{machine_text(m)}; load average (1 min) {record['load_before']:.2f} before, "
         f"{record['load_after']:.2f} after." + (f" {record['note']}" if record["note"] else ""),
         "",
         f"Cost model (median per component at batch {cost['batch_size']}): {parts}. The parts "
@@ -205,7 +210,7 @@ def write_markdown(records: dict[str, dict[str, Any]], path: Path) -> None:
         "",
         *sections,
     ])
-    atomic_write_text(path, text)
+    write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,18 +228,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rebuild", action="store_true",
                         help="only rewrite --out from the records in --json, measuring nothing")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    command = "python " + shlex.join(["benchmarks/latency.py",
-                                      *(sys.argv[1:] if argv is None else argv)])
+    command = start_run(__file__, argv, args.threads)
 
-    records = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    records = load_json(args.json) or {}
     if args.rebuild and not records:
         parser.error(f"--rebuild needs measurements in {args.json}")
     for name in [] if args.rebuild else args.models.split(","):
         records[name] = measure_model(name, args, command)
         # Saved after each model, so a later failure keeps the finished measurements.
-        atomic_write_text(args.json, json.dumps(records, indent=1) + "\n")
+        write_json(args.json, records)
     write_markdown(records, args.out)
     print(f"wrote {args.json} and {args.out}", file=sys.stderr)
 

@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import html
-import json
 import math
-import shlex
 import statistics
 import sys
 import time
@@ -50,25 +47,28 @@ from ase_search.samplers import SamplerConfig  # noqa: E402
 from ase_search.schedule import (  # noqa: E402
     DATA_EASY_SUFFIX,
     ExitSchedule,
-    atomic_write_text,
     preset,
     preset_names,
 )
 from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    add_run_options,
+    display_path,
+    fid_text,
+    file_sha256,
+    load_json,
+    machine_text,
+    sampler_name,
+    short_hash,
+    start_run,
+    write_json,
+    write_text,
+)
 
 VERSION = 1
-SAMPLER_ALIASES = {"dpm": "dpm-solver", "em": "euler-maruyama"}
 
 
 # ###################################################################### helpers
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def uniform_block_acceleration(schedule: ExitSchedule) -> float:
     """Share of exitable blocks skipped over uniform t in [0, 1] (the fine-tune's t law)."""
     widths = [hi - lo for lo, hi in zip(schedule.boundaries, schedule.boundaries[1:])]
@@ -79,11 +79,6 @@ def sampler_block_acceleration(schedule: ExitSchedule, sampler: SamplerConfig) -
     """Share of exitable blocks skipped over the sampler's model calls."""
     times = sampler.model_times()
     return 1.0 - sum(schedule.blocks_at(s / 1000) for s in times) / (schedule.depth * len(times))
-
-
-def fid_cell(cell: dict[str, Any]) -> str:
-    std = cell["fid_std"]
-    return f"{cell['fid_mean']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
 def cell_record(result: EvalResult, step: int, seconds: float) -> dict[str, Any]:
@@ -98,21 +93,12 @@ def cell_record(result: EvalResult, step: int, seconds: float) -> dict[str, Any]
     }
 
 
-def settings_key(settings: dict[str, Any]) -> str:
-    """A short hash of everything that decides a cached number."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def load_cache(path: Path, key: str, fresh: bool) -> dict[str, Any]:
     """Cached cells of a run with the same settings (empty with ``fresh`` or other settings)."""
-    if fresh or not path.is_file():
+    stored = None if fresh else load_json(path, VERSION)
+    if stored is None:
         return {}
-    try:
-        stored = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        print(f"{path} is not valid JSON; starting afresh", file=sys.stderr)
-        return {}
-    if stored.get("version") != VERSION or stored.get("settings_key") != key:
+    if stored.get("settings_key") != key:
         print(f"{path} holds a run with other settings; starting afresh (its cells are replaced)",
               file=sys.stderr)
         return {}
@@ -146,7 +132,7 @@ def run_trajectory(base: torch.nn.Module, data: Any, schedule: ExitSchedule,
                               replace(config, steps=k), out_dir=run_dir, resume=True)
             model = result.ema.eval()
         cells[key] = evaluate_at(model, schedule, k)
-        print(f"{schedule.name:>16s} step {k:>6d}: FID {fid_cell(cells[key])}", flush=True)
+        print(f"{schedule.name:>16s} step {k:>6d}: FID {fid_text(cells[key])}", flush=True)
         save()
 
 
@@ -178,7 +164,7 @@ def verdict(pairs: list[tuple[str, str]], cells: dict[str, Any],
         else:
             text += (f"; the difference exceeds the larger seed standard deviation at "
                      f"{len(clear)} of them" + (f": {', '.join(clear)}" if clear else ""))
-        text += f". After {last} steps: {noise} {fid_cell(a)} vs {data} {fid_cell(b)}"
+        text += f". After {last} steps: {noise} {fid_text(a)} vs {data} {fid_text(b)}"
         deltas = [y - x for x, y in zip(a["per_seed"], b["per_seed"])]
         if len(deltas) > 1:
             text += (f"; paired over the common seeds, {data} − {noise} = "
@@ -196,9 +182,7 @@ def markdown(record: dict[str, Any]) -> str:
     full = cells.get("full@0")
     lines = [
         "# Noise-Easy vs Data-Easy (Appendix A.1)", "",
-        f"Generated {m['date']} by `{record['command']}` on {m['cpu']} ({m['logical_cores']} "
-        f"logical cores, {m['cores_usable']} usable, GPU {m['gpu'] or 'none'}; torch "
-        f"{m['torch']} with {m['torch_threads']} thread(s), Python {m['python']}).", "",
+        f"Generated {m['date']} by `{record['command']}` on {machine_text(m)}.", "",
         f"- model: {s['model_name']} ({s['arch']}, {s['depth']} exitable blocks), weights "
         f"`{s['weights']}` (sha256 {s['weights_sha256'][:12]})",
         f"- FID-MNIST (the project's digit-classifier features; not comparable with Inception "
@@ -211,7 +195,7 @@ def markdown(record: dict[str, Any]) -> str:
         + " (constant learning rate, so resuming a trajectory at each checkpoint is exact)",
         "- step 0 is the shipped model without fine-tuning; the full model (no exits, no "
         "fine-tune) is the reference"
-        + (f": FID **{fid_cell(full)}**" if full else ""), "",
+        + (f": FID **{fid_text(full)}**" if full else ""), "",
         "Same compute: a schedule and its mirror run the same counts over mirrored intervals, so "
         "they skip the same share of blocks over uniform t (the fine-tune's t) and, up to the "
         "sampler's time grid, over the sampling calls:", "",
@@ -228,7 +212,7 @@ def markdown(record: dict[str, Any]) -> str:
               "| steps | " + " | ".join(names) + " |",
               "|---:|" + "---:|" * len(names)]
     for k in checkpoints:
-        row = [fid_cell(cells[f"{n}@{k}"]) if f"{n}@{k}" in cells else "–" for n in names]
+        row = [fid_text(cells[f"{n}@{k}"]) if f"{n}@{k}" in cells else "–" for n in names]
         lines.append(f"| {k} | " + " | ".join(row) + " |")
     lines += ["", "## Verdict", "", *[f"- {v}" for v in record["verdict"]], "",
               f"Wall time: {record['wall_time_min']:.1f} min (this invocation; cached cells "
@@ -255,7 +239,7 @@ def write_html(record: dict[str, Any], path: Path) -> None:
     full = cells.get("full@0")
     if full:
         fig.add_hline(y=full["fid_mean"], line={"color": "#555", "dash": "dot"},
-                      annotation_text=f"full model {fid_cell(full)}")
+                      annotation_text=f"full model {fid_text(full)}")
     fig.update_layout(
         xaxis_title="fine-tuning steps (Algorithm 1)",
         yaxis_title=f"FID-MNIST (mean ± std over {len(s['seeds'])} seeds)",
@@ -269,8 +253,7 @@ def write_html(record: dict[str, Any], path: Path) -> None:
            "sans-serif; margin: 2em auto; max-width: 1100px; color: #222; } pre { white-space: "
            "pre-wrap; }</style>\n</head>\n<body>\n<h1>Noise-Easy vs Data-Easy (Appendix A.1)</h1>"
            f"\n{div}\n<h2>Report</h2>\n<pre>{html.escape(md)}</pre>\n</body>\n</html>\n")
-    atomic_write_text(path, doc)
-    path.chmod(0o644)  # the temporary file was private; a report is meant to be shared
+    write_text(path, doc)
 
 
 # ###################################################################### main
@@ -294,14 +277,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gamma", type=float, default=2.0, help="strength of lambda(t)")
     parser.add_argument("--cycles", type=int, default=1, help="epochs C with lambda(t)")
     parser.add_argument("--ft-seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "studies" / "noise-easy",
                         help="where the trajectories' last.pt checkpoints are kept")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "noise_easy.md")
-    parser.add_argument("--fresh", action="store_true",
-                        help="ignore cached cells and trajectories")
+    add_run_options(parser, ROOT / "reports" / "noise_easy.md",
+                    fresh="ignore cached cells and trajectories")
     args = parser.parse_args(argv)
-    args.sampler = SAMPLER_ALIASES.get(args.sampler, args.sampler)
+    args.sampler = sampler_name(args.sampler)
     if any(k < 0 for k in args.checkpoints):
         parser.error("--checkpoints must be >= 0")
     args.checkpoints = sorted(set(args.checkpoints))
@@ -314,10 +295,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    command = "python " + shlex.join(["benchmarks/noise_easy.py",
-                                      *(sys.argv[1:] if argv is None else argv)])
+    command = start_run(__file__, argv, args.threads)
     started = time.perf_counter()
     weights = Path(args.checkpoint) if args.checkpoint else TESTBEDS[args.arch].path
     base = load_model(args.arch, weights)
@@ -353,16 +331,15 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = {
         "arch": args.arch, "model_name": getattr(base, "model_name", args.arch), "depth": depth,
-        "weights": str(weights.resolve().relative_to(ROOT)) if weights.resolve().is_relative_to(
-            ROOT) else str(weights), "weights_sha256": file_sha256(weights),
+        "weights": display_path(weights), "weights_sha256": file_sha256(weights),
         "n": args.n, "seeds": seeds, "sampler": sampler.to_dict(), "batch_size": args.batch_size,
         "finetune": asdict(config), "data": "mnist", "checkpoints": args.checkpoints,
     }
     # The cache is valid for any checkpoint list (each cell is one step), so that is left out.
-    key = settings_key({k: v for k, v in settings.items()
-                        if k not in ("checkpoints", "finetune", "model_name")}
-                       | {"finetune": {k: v for k, v in settings["finetune"].items()
-                                       if k != "steps"}})
+    key = short_hash({k: v for k, v in settings.items()
+                      if k not in ("checkpoints", "finetune", "model_name")}
+                     | {"finetune": {k: v for k, v in settings["finetune"].items()
+                                     if k != "steps"}})
     json_path = args.out.with_suffix(".json")
     cells = load_cache(json_path, key, args.fresh)
     record: dict[str, Any] = {
@@ -373,8 +350,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def save() -> None:
         record["wall_time_min"] = (time.perf_counter() - started) / 60
-        atomic_write_text(json_path, json.dumps(record, indent=1) + "\n")
-        json_path.chmod(0o644)  # mkstemp made it private; a report is meant to be shared
+        write_json(json_path, record)
 
     def evaluate_at(model: torch.nn.Module, schedule: ExitSchedule, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -385,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if "full@0" not in cells:
         cells["full@0"] = evaluate_at(base, preset("full", args.arch, depth), 0)
-        print(f"{'full':>16s} step      0: FID {fid_cell(cells['full@0'])}", flush=True)
+        print(f"{'full':>16s} step      0: FID {fid_text(cells['full@0'])}", flush=True)
         save()
     data = build_dataset("mnist", resolution=base.input_size, channels=base.in_channels)
     for name, schedule in schedules.items():
@@ -398,8 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     record["verdict"] = verdict(pairs, cells, args.checkpoints)
     save()
     text = markdown(record)
-    atomic_write_text(args.out, text)
-    args.out.chmod(0o644)
+    write_text(args.out, text)
     write_html(record, args.out.with_suffix(".html"))
     print(text)
     print(f"wrote {args.out}, {args.out.with_suffix('.html')} and {json_path}", file=sys.stderr)

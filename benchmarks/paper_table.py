@@ -31,11 +31,8 @@ interrupted run continues where it stopped; ``--rebuild`` only rewrites the mark
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -53,34 +50,29 @@ from ase_search.metrics.latency import (  # noqa: E402
     sampling_latency_samples,
 )
 from ase_search.samplers import SAMPLER_NAMES, SamplerConfig  # noqa: E402
-from ase_search.schedule import ExitSchedule, atomic_write_text, preset, preset_names  # noqa: E402
+from ase_search.schedule import ExitSchedule, preset, preset_names  # noqa: E402
 from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    add_run_options,
+    display_path,
+    fid_text,
+    file_sha256,
+    machine_text,
+    pct,
+    progress_bar,
+    run_per_arch,
+    sampler_name,
+    short_hash,
+    start_run,
+)
 
 VERSION = 1
-SAMPLER_ALIASES = {"dpm": "dpm-solver", "em": "euler-maruyama"}
 DISPLAY = {"ddpm": "DDPM", "ddim": "DDIM", "dpm-solver": "DPM-Solver", "euler-maruyama": "EM"}
 DEFAULT_SAMPLERS = ["ddpm:50,100", "ddim:10,20", "dpm-solver:10,20"]
 _BOOTSTRAP = 2000
 
 
 # ###################################################################### small helpers
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def short_hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def display_path(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def sampler_label(sampler: SamplerConfig) -> str:
     return f"{DISPLAY.get(sampler.name, sampler.name)} {sampler.steps}"
 
@@ -94,7 +86,7 @@ def parse_samplers(specs: list[str]) -> list[SamplerConfig]:
     samplers = []
     for spec in specs:
         name, _, steps = spec.partition(":")
-        name = SAMPLER_ALIASES.get(name, name)
+        name = sampler_name(name)
         if name not in SAMPLER_NAMES or not steps:
             raise ValueError(f"--samplers entries look like ddim:10,20 with a sampler from "
                              f"{list(SAMPLER_NAMES)}; got {spec!r}")
@@ -109,10 +101,6 @@ def parse_samplers(specs: list[str]) -> list[SamplerConfig]:
 def schedule_id(schedule: ExitSchedule) -> dict[str, Any]:
     return {"boundaries": list(schedule.boundaries), "blocks": list(schedule.blocks),
             "depth": schedule.depth}
-
-
-def pct(value: float | None) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.1%}"
 
 
 # ###################################################################### rows: presets + picks
@@ -296,15 +284,6 @@ def sampling_accelerations(model: torch.nn.Module, rows: list[dict[str, Any]],
 # ###################################################################### one architecture
 def run_arch(arch: str, args: argparse.Namespace, samplers: list[SamplerConfig],
              store: dict[str, Any], save: Any, command: str) -> None:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     started = time.perf_counter()
     notes: list[str] = []
     model0 = load_model(arch)  # the depth, before the weights are chosen
@@ -356,10 +335,7 @@ def run_arch(arch: str, args: argparse.Namespace, samplers: list[SamplerConfig],
 
     done_weight = sum(weight(r, s) for s in samplers for r in rows) - sum(
         weight(r, s) for r, s in todo)
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"{arch} FID cells", total=done_weight + sum(
             weight(r, s) for r, s in todo), completed=done_weight)
         for row, sampler in todo:
@@ -378,10 +354,9 @@ def run_arch(arch: str, args: argparse.Namespace, samplers: list[SamplerConfig],
             }
             save()
             bar.update(task, advance=weight(row, sampler))
-            std = result.std("fid")
             bar.console.print(f"{arch} {row['name']:>12s} {sampler_label(sampler):>14s}: FID "
-                              f"{result.mean('fid'):.2f}" + (f" ± {std:.2f}" if std else "")
-                              + f" ({seconds:.0f} s)", highlight=False)
+                              f"{fid_text(record['cells'][cell_key(row, sampler)])} "
+                              f"({seconds:.0f} s)", highlight=False)
 
         # Latency last, after the sampling, on the same (hopefully idle) machine.
         if args.latency == "per-call":
@@ -441,8 +416,7 @@ def arch_section(record: dict[str, Any]) -> str:
     lines = [f"## {s['model_name']} ({s['arch']}, {s['depth']} exitable blocks)", "",
              f"Weights: {s['weights_kind']}, `{s['weights']}` (sha256 "
              f"{s['weights_sha256'][:12]}). Last run: `{record['command']}` on {m['date']}, "
-             f"{m['cpu']} ({m['logical_cores']} logical cores, {m['cores_usable']} usable, GPU "
-             f"{m['gpu'] or 'none'}), torch {m['torch']} with {m['torch_threads']} thread(s)"
+             f"{machine_text(m)}"
              + (f", {record['wall_time_min']:.1f} min" if "wall_time_min" in record else "")
              + ".", ""]
     head = "| schedule |"
@@ -457,18 +431,13 @@ def arch_section(record: dict[str, Any]) -> str:
         for sampler in samplers:
             cell = record["cells"].get(f"{row['name']}|{sampler_key(sampler)}")
             lat = record["latency"].get(sampler_key(sampler), {}).get("rows", {}).get(row["name"])
-            if cell is None or cell.get("schedule") != schedule_id(
-                    ExitSchedule.from_dict(row["schedule"])):
-                fid = "–"
-            else:
-                fid = f"{cell['fid_mean']:.2f}" + (f" ± {cell['fid_std']:.2f}"
-                                                   if cell["fid_std"] is not None else "")
+            fid = fid_text(cell if _cached(cell, ExitSchedule.from_dict(row["schedule"]))
+                           else None)
             if row["name"] == full:
                 accel = pred = "–"
             else:
-                accel = "–" if lat is None else pct(lat["measured_acceleration"]) + (
-                    f" ± {lat['measured_acceleration_se']:.1%}"
-                    if lat.get("measured_acceleration_se") else "")
+                accel = "–" if lat is None else pct(lat["measured_acceleration"],
+                                                    lat.get("measured_acceleration_se"))
                 pred = "–" if cell is None else pct(cell["predicted_acceleration"])
             cells += [fid, accel, pred]
         lines.append("| " + " | ".join(cells) + " |")
@@ -507,10 +476,8 @@ def arch_section(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(store: dict[str, Any], path: Path) -> None:
-    records = [store["archs"][a] for a in ("dit", "uvit") if a in store["archs"]]
-    if not records:
-        raise SystemExit(f"nothing to report: {path.with_suffix('.json')} holds no results")
+def markdown(records: list[dict[str, Any]], json_name: str) -> str:
+    """The report: an introduction, then one section per model."""
     first = records[0]
     s = first["settings"]
     lat0 = next((lat for r in records for lat in r["latency"].values()), {})
@@ -531,7 +498,7 @@ def write_markdown(store: dict[str, Any], path: Path) -> None:
     }[method]
     lines = [
         "# Paper-style table (Tables 3-4 layout)", "",
-        f"Written by `benchmarks/paper_table.py` from `{path.with_suffix('.json').name}`; each "
+        f"Written by `benchmarks/paper_table.py` from `{json_name}`; each "
         "model's command, machine and date are under its heading. FID-MNIST (the project's "
         "digit-classifier features; not comparable with the paper's Inception FIDs) is the mean "
         f"± std over seeds {s['seeds']} with N = {s['n']} samples per seed; the seeds are common "
@@ -545,9 +512,7 @@ def write_markdown(store: dict[str, Any], path: Path) -> None:
         "model here is sampled from the same weights (see each heading), so the rows differ only "
         "by the blocks they skip.", "",
     ]
-    lines += [arch_section(r) for r in records]
-    atomic_write_text(path, "\n".join(lines))
-    path.chmod(0o644)  # mkstemp made it private; a report is meant to be shared
+    return "\n".join(lines + [arch_section(r) for r in records])
 
 
 # ###################################################################### main
@@ -569,11 +534,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-repeats", type=int, default=3,
                         help="timed rounds (sampling: 3 is enough for the sum over calls; "
                              "per-call: use ~20)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "paper_table.md")
-    parser.add_argument("--fresh", action="store_true", help="ignore the cached cells")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="only rewrite --out from the JSON, computing nothing")
+    add_run_options(parser, ROOT / "reports" / "paper_table.md", rebuild=True)
     args = parser.parse_args(argv)
     try:
         args.sampler_configs = parse_samplers(args.samplers)
@@ -586,31 +547,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    command = "python " + shlex.join(["benchmarks/paper_table.py",
-                                      *(sys.argv[1:] if argv is None else argv)])
-    json_path = args.out.with_suffix(".json")
-    store: dict[str, Any] = {"version": VERSION, "archs": {}}
-    if json_path.is_file():
-        try:
-            loaded = json.loads(json_path.read_text())
-            if loaded.get("version") == VERSION:
-                store = loaded
-        except json.JSONDecodeError:
-            print(f"{json_path} is not valid JSON; starting afresh", file=sys.stderr)
-
-    def save() -> None:
-        atomic_write_text(json_path, json.dumps(store, indent=1) + "\n")
-        json_path.chmod(0o644)
-
-    if not args.rebuild:
-        for arch in args.arch:
-            run_arch(arch, args, args.sampler_configs, store, save, command)
-            write_markdown(store, args.out)  # after each model, so a crash keeps it
-    write_markdown(store, args.out)
-    print(args.out.read_text())
-    print(f"wrote {args.out} and {json_path}", file=sys.stderr)
+    command = start_run(__file__, argv, args.threads)
+    run_per_arch(args.out, VERSION, [] if args.rebuild else args.arch,
+                 lambda arch, store, save: run_arch(arch, args, args.sampler_configs, store,
+                                                    save, command),
+                 markdown)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import html
 import json
 import math
-import shlex
 import statistics
 import sys
 import time
@@ -40,8 +38,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ase_search.pareto import hypervolume  # noqa: E402
-from ase_search.schedule import ExitSchedule, atomic_write_text  # noqa: E402
+from ase_search.schedule import ExitSchedule  # noqa: E402
 from ase_search.search import SAMPLER_ALGOS, SearchConfig  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    file_sha256,
+    load_json,
+    machine_text,
+    progress_bar,
+    short_hash,
+    start_run,
+    write_json,
+    write_text,
+)
 
 DEFAULT_ALGO = SearchConfig().sampler_algo  # what `ase-search run` uses without --sampler-algo
 FRACTION_OF_BEST = 0.95
@@ -106,26 +114,6 @@ def shared_prefix(sequences: Sequence[Sequence[Any]]) -> int:
     return n
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
-
-
-def _read_json(path: Path, default: Any) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else default
-
-
 # ###################################################################### the memoised objective
 class TrialFailed(RuntimeError):
     """A schedule whose evaluation failed (recorded in the cache, so replays fail alike)."""
@@ -140,7 +128,7 @@ class MemoisedObjective:
 
     def __init__(self, ctx: Any, path: Path, identity: dict[str, Any], threads: int) -> None:
         self.ctx, self.path, self.threads = ctx, path, threads
-        stored = _read_json(path, {})
+        stored = load_json(path) or {}
         if stored and stored.get("identity") != identity:
             raise ValueError(f"{path} was written with other settings; delete it or pass another "
                              f"--cache-dir")
@@ -173,8 +161,8 @@ class MemoisedObjective:
                 entry = {"fail_reason": f"{type(err).__name__}: {err}"[:500]}
             self.entries[key] = entry
             self.new += 1
-            _write_json(self.path, {"version": CACHE_VERSION, "identity": self.identity,
-                                    "evaluations": self.entries})
+            write_json(self.path, {"version": CACHE_VERSION, "identity": self.identity,
+                                   "evaluations": self.entries}, sort_keys=True)
         else:
             self.hits += 1
         if "fail_reason" in entry:
@@ -316,12 +304,10 @@ def _fmt_trials(k: int | None, budget: int) -> str:
 def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[str, Any]],
              algos: Sequence[str], repeats: int, budget: int) -> str:
     ref = result["reference_point"]
-    info = meta["machine"]
     lines = [
         "# Search efficiency", "",
-        f"Generated {meta['date']} by `{meta['command']}` on {info['cpu']} "
-        f"({info['cores_usable']} usable cores, {meta['threads']} torch thread(s), "
-        f"{'GPU ' + info['gpu'] if info.get('gpu') else 'no GPU'}, torch {info['torch']}).", "",
+        f"Generated {meta['date']} by `{meta['command']}` on {machine_text(meta['machine'])}.",
+        "",
         f"- testbed: {meta['arch']} ({meta['model']}), space `{meta['space']}` "
         f"({meta['n_params']} parameters; seeds {', '.join(meta['seeds']) or 'none'} enqueued "
         f"first in every study, as `ase-search run` does)",
@@ -496,22 +482,6 @@ pre.report { white-space: pre-wrap; background: #f7f7f7; padding: 1em; font-size
 
 
 # ###################################################################### driver
-def _progress(total: int, enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = SearchConfig()
@@ -557,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from ase_search.testbed import TESTBEDS, load_model
 
     started = time.perf_counter()
-    torch.set_num_threads(args.threads)
+    command = start_run(__file__, argv, args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = SearchConfig(arch=args.arch, budget=args.budget, space=args.space,
                           checkpoint=args.checkpoint, sampler=args.sampler, steps=args.steps,
@@ -576,8 +546,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         weights = args.one_shot_weights.resolve()
         weights_note = f"one-shot fine-tuned weights reused from `{args.one_shot_weights}`"
     elif args.finetune_steps > 0:
-        tag = _digest([_file_digest(base_path), space.to_dict(), config.data,
-                       config.finetune_steps, config.seed])
+        tag = short_hash([file_sha256(base_path)[:16], space.to_dict(), config.data,
+                          config.finetune_steps, config.seed])
         print(f"one-shot fine-tune ({config.finetune_steps} steps; cached) ...", file=sys.stderr)
         weights = _one_shot_weights(config, model, space, cache / f"weights-{tag}",
                                     not args.no_progress)
@@ -590,18 +560,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # 2. Everything that makes evaluations comparable names the cache folder.
     identity = dict(config.identity())
-    identity.update(weights=_file_digest(weights), space=space.to_dict(),
+    identity.update(weights=file_sha256(weights)[:16], space=space.to_dict(),
                     batch_size=args.batch_size, threads=args.threads, version=CACHE_VERSION)
-    evals_dir = cache / f"evals-{args.arch}-{_digest(identity)}"
+    evals_dir = cache / f"evals-{args.arch}-{short_hash(identity)}"
     evals_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(evals_dir / "identity.json", identity)
+    write_json(evals_dir / "identity.json", identity, sort_keys=True)
     cost_path = evals_dir / "cost_model.json"
     if not cost_path.is_file():  # profiled once, so every run and resume compares alike
         print(f"profiling the cost model at batch {args.latency_batch} ...", file=sys.stderr)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        _write_json(cost_path, profile_components(model, batch_size=args.latency_batch,
-                                                  device=device).to_dict())
-    cost = CostModel.from_dict(_read_json(cost_path, None))
+        write_json(cost_path, profile_components(model, batch_size=args.latency_batch,
+                                                 device=device).to_dict(), sort_keys=True)
+    cost = CostModel.from_dict(load_json(cost_path))
     ctx = TrialContext(config=asdict(config), weights=str(weights), space=space.to_dict(),
                        cost_model=cost.to_dict(), grids_dir=str(evals_dir / "grids"),
                        cpus=args.threads)
@@ -613,22 +583,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           file=sys.stderr)
     full = objective(full_schedule)
     det_path = evals_dir / "determinism.json"
-    determinism = _read_json(det_path, None)
+    determinism = load_json(det_path)
     if determinism is None:
         again = objective.measure(full_schedule)
         determinism = {"schedule": "full", "fid_first": full["fid"], "fid_second": again["fid"],
                        "exact": full["fid"] == again["fid"],
                        "abs_diff": abs(full["fid"] - again["fid"])}
-        _write_json(det_path, determinism)
+        write_json(det_path, determinism, sort_keys=True)
     full_latency = cost.latency(None, sampler.model_times())
     reference_point = (2.0 * full["fid"], full_latency)
 
     # 4. The studies; finished ones are kept (a prefix of a longer run is a shorter run).
     runs_path = evals_dir / "runs.json"
-    saved: dict[str, dict[str, Any]] = _read_json(runs_path, {})
+    saved: dict[str, dict[str, Any]] = load_json(runs_path) or {}
     runs: dict[str, dict[str, Any]] = {}
     total = len(algos) * args.repeats * args.budget
-    with _progress(total, not args.no_progress) as bar:
+    with progress_bar(counts=True, note=True, enabled=not args.no_progress) as bar:
         task = bar.add_task("trials", total=total, note="")
 
         def note() -> str:
@@ -648,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                 lambda: bar.update(task, advance=1, note=note()))
                 bar.update(task, completed=done_before + args.budget)
                 saved[name] = runs[name] = run
-                _write_json(runs_path, saved)
+                write_json(runs_path, saved, sort_keys=True)
 
     # 5. Analysis and reports.
     result = analyse(runs, algos, args.repeats, args.budget, reference_point)
@@ -660,9 +630,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out_dir = args.out_dir.resolve()
     stem = "search_efficiency"
     meta = {
-        "command": "python " + shlex.join(
-            [str(Path(__file__).resolve().relative_to(ROOT)),
-             *(sys.argv[1:] if argv is None else argv)]),
+        "command": command,
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": machine_info(), "threads": args.threads,
         "arch": args.arch,
@@ -683,12 +651,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "json_name": f"{stem}.json", "html_name": f"{stem}.html",
     }
     text = markdown(meta, result, runs, algos, args.repeats, args.budget)
-    atomic_write_text(out_dir / f"{stem}.md", text)
-    atomic_write_text(out_dir / f"{stem}.html",
-                      html_report(meta, result, runs, algos, args.repeats, args.budget, text))
-    _write_json(out_dir / f"{stem}.json", {"meta": meta, "result": result, "runs": runs})
-    for suffix in (".md", ".html", ".json"):
-        (out_dir / f"{stem}{suffix}").chmod(0o644)  # the temporary files were private
+    write_text(out_dir / f"{stem}.md", text)
+    write_text(out_dir / f"{stem}.html",
+               html_report(meta, result, runs, algos, args.repeats, args.budget, text))
+    write_json(out_dir / f"{stem}.json", {"meta": meta, "result": result, "runs": runs},
+               sort_keys=True)
     print(text)
     return {"meta": meta, "result": result}
 

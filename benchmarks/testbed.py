@@ -15,12 +15,9 @@ import argparse
 import copy
 import datetime as dt
 import json
-import platform
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,6 +32,7 @@ from ase_search.samplers import SamplerConfig, sample  # noqa: E402
 from ase_search.schedule import DATA_EASY_SUFFIX, preset, preset_names  # noqa: E402
 from ase_search.space import load_space  # noqa: E402
 from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
+from benchmarks._common import machine_text, start_run  # noqa: E402
 
 
 def fid_cell(result) -> str:
@@ -143,7 +141,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "testbed.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    command = start_run(__file__, None, args.threads)
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, records = [], []
@@ -154,9 +152,8 @@ def main() -> None:
     info = machine_info()
     header = [
         "# Testbed report", "",
-        f"Generated {dt.date.today().isoformat()} by `python {' '.join(sys.argv)}` on "
-        f"{info.get('cpu', platform.processor())} ({info.get('torch_threads')} threads, "
-        f"torch {torch.__version__}). FID-MNIST uses the project's digit classifier features "
+        f"Generated {dt.date.today().isoformat()} by `{command}` on {machine_text(info)}. "
+        f"FID-MNIST uses the project's digit classifier features "
         f"(not comparable with Inception FID). Seeds 0..{args.seeds - 1} (common random numbers "
         f"across schedules), N = {args.n} samples per seed, {args.sampler}-{args.steps}.", "",
     ]

@@ -46,12 +46,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import itertools
 import json
-import math
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -66,7 +63,6 @@ sys.path.insert(0, str(ROOT))
 
 from ase_search.evaluate import evaluate, machine_info  # noqa: E402
 from ase_search.metrics.latency import (  # noqa: E402
-    CostModel,
     _inputs,
     ideal_acceleration,
     measure,
@@ -75,7 +71,6 @@ from ase_search.metrics.latency import (  # noqa: E402
 from ase_search.samplers import SAMPLER_NAMES, SamplerConfig  # noqa: E402
 from ase_search.schedule import (  # noqa: E402
     ExitSchedule,
-    atomic_write_text,
     preset,
     preset_names,
     scale_blocks,
@@ -86,6 +81,18 @@ from ase_search.tome import (  # noqa: E402
     apply_tome,
     tome_blocks,
     tome_flop_acceleration,
+)
+from benchmarks._common import (  # noqa: E402
+    add_run_options,
+    display_path,
+    fid_text,
+    file_sha256,
+    machine_text,
+    pct,
+    progress_bar,
+    run_per_arch,
+    short_hash,
+    start_run,
 )
 
 VERSION = 1
@@ -100,37 +107,6 @@ PAPER_TOME = {
     "uvit": (13, ("R2", "R3", "R4", "R5", "all")),
 }
 ONE_SHOT = ROOT / "studies" / "reference" / "{arch}-one-shot.safetensors"
-
-
-# ###################################################################### small helpers
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def short_hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def display_path(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def pct(value: float | None, se: float | None = None) -> str:
-    if value is None or math.isnan(value):
-        return "–"
-    return f"{value:.1%}" + (f" ± {se:.1%}" if se else "")
-
-
-def fid_text(cell: dict[str, Any] | None) -> str:
-    if cell is None:
-        return "–"
-    return f"{cell['fid_mean']:.2f}" + (f" ± {cell['fid_std']:.2f}"
-                                        if cell["fid_std"] is not None else "")
 
 
 # ###################################################################### ToMe configurations
@@ -348,15 +324,6 @@ def resolve_ase_weights(arch: str, args: argparse.Namespace,
 
 def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any],
              save: Callable[[], None], command: str) -> None:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     started = time.perf_counter()
     notes: list[str] = []
     base = load_model(arch)
@@ -420,10 +387,7 @@ def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any],
     n_calls = len(sampler.model_times())
     latency_units = (n_owners * n_calls if args.latency == "sampling"
                      else len({(r.get("tome") and r["name"], k) for r in rows for k in r["calls"]}))
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with progress_bar() as bar:
         if todo:
             task = bar.add_task(f"{arch} FID rows", total=sum(weight(r) for r in todo))
             for row in todo:
@@ -531,9 +495,7 @@ def arch_section(record: dict[str, Any]) -> str:
     lines = [
         f"## {s['model_name']} ({s['arch']}: {s['depth']} exitable blocks, {s['tome_depth']} "
         "blocks ToMe counts)", "",
-        f"Command: `{record['command']}`; {m['date']}; {m['cpu']} ({m['logical_cores']} logical "
-        f"cores, {m['cores_usable']} usable, GPU {m['gpu'] or 'none'}), torch {m['torch']} with "
-        f"{m['torch_threads']} thread(s), Python {m['python']}"
+        f"Command: `{record['command']}`; {m['date']}; {machine_text(m)}"
         + (f"; {record['wall_time_min']:.1f} min" if "wall_time_min" in record else "") + ".", "",
         f"Sampler {smp.name} {smp.steps} steps (eta {smp.eta:g}); FID over seeds {s['seeds']}, "
         f"N = {s['n']} per seed, batch {s['batch_size']}. Weights: full and ToMe rows "
@@ -584,13 +546,11 @@ def arch_section(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(store: dict[str, Any], path: Path) -> None:
-    records = [store["archs"][a] for a in TESTBEDS if a in store["archs"]]
-    if not records:
-        raise SystemExit(f"nothing to report: {path.with_suffix('.json')} holds no results")
+def markdown(records: list[dict[str, Any]], json_name: str) -> str:
+    """The report: an introduction, then one section per model."""
     lines = [
         "# ToMe vs ASE at matched acceleration (Appendix B.3, Tables 5-8 on the testbed)", "",
-        f"Written by `benchmarks/tome_vs_ase.py` from `{path.with_suffix('.json').name}`; each "
+        f"Written by `benchmarks/tome_vs_ase.py` from `{json_name}`; each "
         "model's command, machine, date, seeds, N, sampler and weights are under its heading.", "",
         "Rows: the full model; ASE = the paper's early-exit presets D1..D6 (Table 2, rescaled to "
         "the testbed depth); ToMe = token merging (bipartite soft matching, stride 2) in the "
@@ -610,9 +570,7 @@ def write_markdown(store: dict[str, Any], path: Path) -> None:
         "ToMe row with the ASE preset of nearest measured acceleration; a gap counts as beyond "
         "the seed std when it exceeds the larger std of the two rows.", "",
     ]
-    lines += [arch_section(r) for r in records]
-    atomic_write_text(path, "\n".join(lines))
-    path.chmod(0o644)  # mkstemp made it private; a report is meant to be shared
+    return "\n".join(lines + [arch_section(r) for r in records])
 
 
 # ###################################################################### main
@@ -644,11 +602,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "call once per round (cheaper)")
     parser.add_argument("--latency-repeats", type=int, default=3,
                         help="timed interleaved rounds after one warm-up round")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "tome_vs_ase.md")
-    parser.add_argument("--fresh", action="store_true", help="ignore the cached cells")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="only rewrite --out from the JSON, computing nothing")
+    add_run_options(parser, ROOT / "reports" / "tome_vs_ase.md", rebuild=True)
     args = parser.parse_args(argv)
     if args.n < 2 or args.seeds < 1 or args.seed < 0:
         parser.error("--n must be >= 2, --seeds >= 1 and --seed >= 0")
@@ -674,31 +628,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    command = "python " + shlex.join(["benchmarks/tome_vs_ase.py",
-                                      *(sys.argv[1:] if argv is None else argv)])
-    json_path = args.out.with_suffix(".json")
-    store: dict[str, Any] = {"version": VERSION, "archs": {}}
-    if json_path.is_file():
-        try:
-            loaded = json.loads(json_path.read_text())
-            if loaded.get("version") == VERSION:
-                store = loaded
-        except json.JSONDecodeError:
-            print(f"{json_path} is not valid JSON; starting afresh", file=sys.stderr)
-
-    def save() -> None:
-        atomic_write_text(json_path, json.dumps(store, indent=1) + "\n")
-        json_path.chmod(0o644)
-
-    if not args.rebuild:
-        for arch in args.arch:
-            run_arch(arch, args, store, save, command)
-            write_markdown(store, args.out)  # after each model, so a crash keeps it
-    write_markdown(store, args.out)
-    print(args.out.read_text())
-    print(f"wrote {args.out} and {json_path}", file=sys.stderr)
+    command = start_run(__file__, argv, args.threads)
+    run_per_arch(args.out, VERSION, [] if args.rebuild else args.arch,
+                 lambda arch, store, save: run_arch(arch, args, store, save, command),
+                 markdown)
 
 
 if __name__ == "__main__":

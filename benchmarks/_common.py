@@ -1,0 +1,198 @@
+"""What the benchmark scripts share: digests, the JSON cache, the command line, progress, headers.
+
+Each script puts the repository root on ``sys.path`` and imports this module as
+``benchmarks._common``. Everything here is light to import (torch and rich are imported inside the
+functions that need them), so a script's ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ase_search.schedule import atomic_write_text
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Short sampler names the scripts accept besides ase_search.samplers.SAMPLER_NAMES.
+SAMPLER_ALIASES: dict[str, str] = {"dpm": "dpm-solver", "em": "euler-maruyama"}
+
+
+# ###################################################################### names and digests
+def sampler_name(name: str) -> str:
+    """The sampler's registry name: ``dpm`` -> ``dpm-solver``, ``em`` -> ``euler-maruyama``."""
+    return SAMPLER_ALIASES.get(name, name)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks), e.g. to name the weights a run used."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def short_hash(value: Any) -> str:
+    """12 hex digits of the sha256 of ``value`` as canonical JSON (sorted keys): a cache key.
+
+    Values JSON cannot encode (paths, say) are hashed as their ``str``.
+    """
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it, else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+# ###################################################################### files
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically and readable by everyone (mkstemp makes the file private)."""
+    atomic_write_text(path, text)
+    path.chmod(0o644)
+
+
+def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
+    """Write ``data`` as indented JSON with :func:`write_text`; non-JSON values become ``str``."""
+    write_text(path, json.dumps(data, indent=1, sort_keys=sort_keys, default=str) + "\n")
+
+
+def load_json(path: Path, version: int | None = None) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or ``None`` when there is none to resume from.
+
+    ``None`` when the file is absent, is not valid JSON, or (with ``version``) its ``"version"``
+    differs; the last two are said on stderr, since the run then starts afresh and overwrites it.
+    """
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        print(f"{path} is not valid JSON; starting afresh", file=sys.stderr)
+        return None
+    if version is not None and (not isinstance(stored, dict) or stored.get("version") != version):
+        print(f"{path} was written by another version of this script; starting afresh",
+              file=sys.stderr)
+        return None
+    return stored
+
+
+def run_per_arch(out: Path, version: int, archs: Sequence[str],
+                 run_arch: Callable[[str, dict[str, Any], Callable[[], None]], None],
+                 markdown: Callable[[list[dict[str, Any]], str], str]) -> None:
+    """Drive a benchmark with one record per testbed model, cached in ``out``'s ``.json`` twin.
+
+    The store ``{"version": version, "archs": {arch: record}}`` is loaded (or started afresh) and
+    ``run_arch(arch, store, save)`` fills each of ``archs`` in turn; ``save()`` rewrites the JSON
+    atomically, so an interrupted run resumes. The report ``out`` is
+    ``markdown(records, json_name)`` of the records in testbed order, rewritten after each model
+    (so a crash keeps it) and printed on stdout. With no ``archs`` it is only rebuilt.
+    """
+    from ase_search.testbed import TESTBEDS
+
+    json_path = out.with_suffix(".json")
+    store = load_json(json_path, version) or {"version": version, "archs": {}}
+
+    def save() -> None:
+        write_json(json_path, store)
+
+    def write_report() -> None:
+        records = [store["archs"][a] for a in TESTBEDS if a in store["archs"]]
+        if not records:
+            raise SystemExit(f"nothing to report: {json_path} holds no results")
+        write_text(out, markdown(records, json_path.name))
+
+    for arch in archs:
+        run_arch(arch, store, save)
+        write_report()
+    write_report()
+    print(out.read_text())
+    print(f"wrote {out} and {json_path}", file=sys.stderr)
+
+
+def add_run_options(parser: argparse.ArgumentParser, out: Path, *,
+                    fresh: str = "ignore the cached cells", rebuild: bool = False) -> None:
+    """The options every resumable benchmark takes: ``--threads``, ``--out``, ``--fresh`` and,
+    with ``rebuild``, ``--rebuild`` (rewrite ``--out`` from its ``.json`` twin only)."""
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=out,
+                        help="markdown report; its .json twin caches the results")
+    parser.add_argument("--fresh", action="store_true", help=fresh)
+    if rebuild:
+        parser.add_argument("--rebuild", action="store_true",
+                            help="only rewrite --out from the JSON, computing nothing")
+
+
+# ###################################################################### the run
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces this run, e.g. ``python benchmarks/noise_easy.py --n 500``.
+
+    Args:
+        script: the running script's ``__file__``.
+        argv: the arguments ``main`` was called with; ``None`` means ``sys.argv[1:]``.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    return "python " + shlex.join([display_path(Path(script)), *args])
+
+
+def start_run(script: str, argv: Sequence[str] | None, threads: int | None) -> str:
+    """Apply ``--threads`` (``None`` keeps torch's default) and return :func:`command_line`."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return command_line(script, argv)
+
+
+def progress_bar(*, counts: bool = False, note: bool = False, enabled: bool = True) -> Progress:
+    """A rich progress bar on stderr (stdout is for the report).
+
+    Columns: the task's description, the bar, its percentage (``counts``: done/total), the task's
+    ``note`` field (``note``: add tasks with ``note=...``), elapsed time and ETA.
+    """
+    from rich import progress as rp
+    from rich.console import Console
+
+    share = rp.MofNCompleteColumn() if counts else rp.TextColumn("{task.percentage:>3.0f}%")
+    columns = [rp.TextColumn("[bold]{task.description}"), rp.BarColumn(), share]
+    if note:
+        columns.append(rp.TextColumn("{task.fields[note]}"))
+    columns += [rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn()]
+    return rp.Progress(*columns, console=Console(stderr=True), disable=not enabled)
+
+
+# ###################################################################### report text
+def machine_text(machine: Mapping[str, Any]) -> str:
+    """The machine of :func:`ase_search.evaluate.machine_info` in a report's words."""
+    m = machine
+    return (f"{m['cpu']} ({m['logical_cores']} logical cores, {m['cores_usable']} usable, GPU "
+            f"{m['gpu'] or 'none'}), torch {m['torch']} with {m['torch_threads']} thread(s), "
+            f"Python {m['python']}")
+
+
+def pct(value: float | None, se: float | None = None) -> str:
+    """``12.3%`` (``± 0.4%`` with a truthy standard error ``se``); ``–`` for a missing value."""
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:.1%}" + (f" ± {se:.1%}" if se else "")
+
+
+def fid_text(cell: Mapping[str, Any] | None) -> str:
+    """``mean ± std`` of a cached FID cell (``fid_mean``, ``fid_std``); ``–`` for no cell."""
+    if cell is None:
+        return "–"
+    std = cell["fid_std"]
+    return f"{cell['fid_mean']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
