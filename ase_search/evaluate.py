@@ -3,7 +3,9 @@
 :func:`evaluate` samples ``n`` images per seed with an exit schedule and scores them with FID
 against a reference data set. Seeds are common random numbers (see :mod:`ase_search.samplers`):
 seed ``s`` draws the same labels and noise whatever the schedule, so two schedules evaluated with
-the same seeds differ only by the blocks they skip. FID is reported as mean +- standard deviation
+the same seeds differ only by the blocks they skip. A latent-space model's samples (DiT-XL/2's
+``4 x 32 x 32`` SD-VAE latents) are decoded by a :class:`~ase_search.vae.LatentDecoder` first and
+scored against a folder of images. FID is reported as mean +- standard deviation
 over seeds, as in the paper's Tables 3 and 4, next to three accelerations:
 
 * block count: ``1 - block_evals / (depth * model_calls)``, the share of exitable blocks skipped;
@@ -25,6 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -32,11 +35,13 @@ from torch import nn
 
 from ase_search.metrics.fid import FIDConfig
 from ase_search.metrics.latency import CostModel
-from ase_search.samplers import SamplerConfig
+from ase_search.samplers import PIXEL_CHANNELS, SamplerConfig
 from ase_search.schedule import ExitSchedule, preset
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ase_search.vae import LatentDecoder
 
 __all__ = [
     "EvalResult",
@@ -71,7 +76,9 @@ class EvalResult:
         ideal_acceleration: share of the network FLOPs skipped over the sampler's calls.
         cost_model: the component profile the prediction comes from.
         seconds: wall-clock seconds of sampling and FID, all seeds.
-        images: ``(k, C, H, W)`` in ``[-1, 1]``: the first ``k <= 64`` samples of the first seed.
+        images: ``(k, C, H, W)`` in ``[-1, 1]``: the first ``k <= 64`` samples of the first seed
+            (decoded images for a latent model).
+        vae: the VAE folder that decoded the samples; ``None`` for a pixel-space model.
     """
 
     schedule: ExitSchedule
@@ -89,6 +96,7 @@ class EvalResult:
     cost_model: CostModel
     seconds: float
     images: torch.Tensor = field(repr=False, compare=False)
+    vae: str | None = None
 
     @property
     def block_acceleration(self) -> float:
@@ -117,6 +125,7 @@ class EvalResult:
             "n": self.n,
             "seeds": list(self.seeds),
             "data": self.data,
+            "vae": self.vae,
             "fid_config": {
                 "extractor": self.fid_config.extractor,
                 "fid_weights": self.fid_config.fid_weights,
@@ -157,6 +166,49 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_fid_reference(model: nn.Module, data: str, decoder: LatentDecoder | None) -> None:
+    """Fail fast on a FID reference the samples (decoded by ``decoder``) cannot be scored
+    against; builds the reference data set at the samples' resolution and channels."""
+    from ase_search.data import DataError, build_dataset
+
+    name = getattr(model, "model_name", type(model).__name__)
+    if decoder is not None:
+        from ase_search.vae import LatentDecoder
+
+        if not isinstance(decoder, LatentDecoder):
+            raise ValueError(f"decoder must be a LatentDecoder (ase_search.vae.load_vae) or None, "
+                             f"got {type(decoder).__name__}")
+        if decoder.latent_channels != model.in_channels:
+            raise ValueError(
+                f"the VAE decodes {decoder.latent_channels}-channel latents but {name} samples "
+                f"{model.in_channels} channels; pass the VAE the model's latents come from"
+            )
+        resolution = decoder.image_size(model.input_size)
+        channels = decoder.out_channels
+    elif model.in_channels not in PIXEL_CHANNELS:
+        raise ValueError(
+            f"{name} has in_channels={model.in_channels}: its samples are latents, not images, "
+            f"and FID needs images. Pass a VAE (decoder=load_vae(PATH); --vae PATH on the "
+            f"command line) and a folder of images as the FID reference"
+        )
+    else:
+        resolution, channels = model.input_size, model.in_channels
+    if isinstance(data, str) and data.lower() != "mnist" and Path(data).expanduser().is_file():
+        raise DataError(
+            f"FID reference {data!r} is a file, not images; FID needs 'mnist' or a folder of "
+            f"images" + (" (a latents file is for fine-tuning, not for FID)"
+                         if decoder is not None or model.in_channels not in PIXEL_CHANNELS else "")
+        )
+    build_dataset(data, resolution=resolution, channels=channels)
+
+
+def _fid_images(samples: torch.Tensor, decoder: LatentDecoder | None) -> torch.Tensor:
+    """uint8 images ``(N, C, H, W)`` for FID: the samples, or their decoding for latents."""
+    from ase_search.report import to_uint8
+
+    return to_uint8(samples) if decoder is None else decoder.decode_uint8(samples)
+
+
 def evaluate(
     model: nn.Module,
     schedule: ExitSchedule | None,
@@ -170,11 +222,14 @@ def evaluate(
     device: str | torch.device = "cpu",
     cost_model: CostModel | None = None,
     progress: bool = False,
+    decoder: LatentDecoder | None = None,
 ) -> EvalResult:
     """Sample ``n`` images per seed with ``schedule`` and measure FID against ``data``.
 
     The reference data and the extractor weights are checked before anything is sampled, so a
-    wrong path fails in seconds rather than after the sampling.
+    wrong path fails in seconds rather than after the sampling. A latent-space model (its
+    ``in_channels`` is not 1 or 3, e.g. DiT-XL/2's 4) needs ``decoder``: its samples are decoded
+    to images before FID, and ``data`` is then a folder of images at the decoded resolution.
 
     Args:
         model: an ase-search model (see :mod:`ase_search.models`).
@@ -188,17 +243,18 @@ def evaluate(
         device: where the model runs.
         cost_model: component profile for the predicted acceleration; ``None`` profiles ``model``.
         progress: show sampling progress bars on stderr.
+        decoder: the VAE of a latent-space model (:func:`ase_search.vae.load_vae`); it is moved
+            to ``device``.
 
     Returns:
         An :class:`EvalResult`.
 
     Raises:
-        ValueError: bad arguments, a schedule for another model, unusable data or FID weights.
+        ValueError: bad arguments, a schedule for another model, unusable data or FID weights,
+            a latent model without a decoder.
     """
-    from ase_search.data import build_dataset
     from ase_search.metrics.fid import _resolve_weights, compute_fid
     from ase_search.metrics.latency import ideal_acceleration, profile_components
-    from ase_search.report import to_uint8
     from ase_search.samplers import sample
 
     if not isinstance(sampler, SamplerConfig):
@@ -222,11 +278,13 @@ def evaluate(
             f"blocks, not on this {model.arch} with {model.exit_depth}; pass cost_model=None"
         )
     # Fail fast: both raise a ValueError naming the path before minutes of sampling.
-    build_dataset(data, resolution=model.input_size, channels=model.in_channels)
+    _check_fid_reference(model, data, decoder)
     _resolve_weights(fid_config)
 
     device = torch.device(device)
     model = model.to(device).eval()
+    if decoder is not None:
+        decoder = decoder.to(device)
     times = sampler.model_times()
     if cost_model is None:
         cost_model = profile_components(model, batch_size=batch_size, device=str(device))
@@ -243,9 +301,11 @@ def evaluate(
                      seed=seed, device=device, progress=progress)
         if not torch.isfinite(out.images).all():
             raise FloatingPointError(f"seed {seed}: sampling produced NaN/inf images")
-        metrics.append(compute_fid(to_uint8(out.images), reference=data, config=fid_config))
+        fid_images = _fid_images(out.images, decoder)  # (n, C, H, W) uint8
+        metrics.append(compute_fid(fid_images, reference=data, config=fid_config))
         if images is None:
-            images = out.images[:GRID_SAMPLES].clone()
+            images = (out.images[:GRID_SAMPLES].clone() if decoder is None  # (k, C, H, W)
+                      else fid_images[:GRID_SAMPLES].float() / 127.5 - 1.0)
         block_evals, model_calls = out.block_evals, out.model_calls
     return EvalResult(
         schedule=schedule,
@@ -263,6 +323,7 @@ def evaluate(
         cost_model=cost_model,
         seconds=time.perf_counter() - t0,
         images=images,
+        vae=None if decoder is None else decoder.path,
     )
 
 

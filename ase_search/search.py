@@ -100,7 +100,9 @@ class SearchConfig:
         budget: finished (COMPLETE) trials the study should hold when the run ends.
         space: search-space YAML (default: ``search_spaces/<arch>.yaml``).
         checkpoint: model to search for (default: the shipped testbed model).
-        data: reference data for FID and fine-tuning (``mnist``, image folder or latents).
+        data: fine-tuning data, and the FID reference unless ``fid_data`` is given (``mnist``,
+            an image folder or a latents file). Paths are made absolute (Ray runs trials in
+            their own folders).
         sampler: ``ddpm``, ``ddim``, ``dpm-solver`` or ``euler-maruyama``.
         steps: sampling steps.
         n_samples: samples per trial for FID.
@@ -122,6 +124,10 @@ class SearchConfig:
         fid_weights: local path of the Inception weights (real datasets).
         kid: also compute KID.
         grid: samples saved per trial as a PNG grid (0: none).
+        vae: local diffusers ``AutoencoderKL`` folder that decodes a latent model's samples
+            before FID (:mod:`ase_search.vae`); needed when the model's samples are latents.
+        fid_data: FID reference (``mnist`` or a folder of images) when it differs from ``data``,
+            e.g. images next to the latents file a latent model is fine-tuned on.
     """
 
     arch: str = "dit"
@@ -147,9 +153,13 @@ class SearchConfig:
     fid_weights: str | None = None
     kid: bool = False
     grid: int = 16
+    vae: str | None = None
+    fid_data: str | None = None
 
     def __post_init__(self) -> None:
+        from ase_search.metrics.fid import FIDConfig
         from ase_search.samplers import SamplerConfig
+        from ase_search.vae import check_vae_folder
 
         if self.arch not in ("dit", "uvit"):
             raise SearchError(f"--arch must be dit or uvit, got {self.arch!r}")
@@ -168,6 +178,34 @@ class SearchConfig:
         if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
             raise SearchError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
         SamplerConfig(name=self.sampler, steps=self.steps)  # validates sampler and steps
+        # Trials run in Ray's per-trial folders, where a relative path means something else.
+        for name in ("data", "fid_data", "fid_weights"):
+            value = getattr(self, name)
+            is_data = name != "fid_weights"
+            if value is None or (is_data and value.lower() == "mnist"):
+                continue
+            path = Path(value).expanduser()
+            if not path.exists():
+                raise SearchError(f"--{name.replace('_', '-')} {value} does not exist; pass an "
+                                  f"existing path" + (" or mnist" if is_data else ""))
+            object.__setattr__(self, name, str(path.resolve()))
+        if self.fid_data == self.data:
+            object.__setattr__(self, "fid_data", None)  # one spelling of "FID reads data"
+        if self.vae is not None:
+            object.__setattr__(self, "vae", str(check_vae_folder(self.vae)))
+        if self.fid_reference.lower() != "mnist" and Path(self.fid_reference).is_file():
+            raise SearchError(
+                f"FID needs images but its reference {self.fid_reference} is a file (latents?); "
+                f"keep --data for fine-tuning and pass --fid-data FOLDER, a folder of images"
+                + ("" if self.vae is not None else
+                   ", and --vae PATH to decode a latent model's samples")
+            )
+        FIDConfig(extractor=self.fid_extractor, fid_weights=self.fid_weights, kid=self.kid)
+
+    @property
+    def fid_reference(self) -> str:
+        """The data set FID is measured against: ``fid_data``, else ``data``."""
+        return self.fid_data if self.fid_data is not None else self.data
 
     @property
     def resolved_study_name(self) -> str:
@@ -181,7 +219,12 @@ class SearchConfig:
         """The settings that make trials comparable; a resumed run must not change them."""
         keys = ("arch", "space", "checkpoint", "data", "sampler", "steps", "n_samples",
                 "finetune", "finetune_steps", "seed", "latency_batch", "fid_extractor", "kid")
-        return {k: getattr(self, k) for k in keys}
+        identity = {k: getattr(self, k) for k in keys}
+        # Another VAE or FID reference gives incomparable FIDs. Recorded only when set, so
+        # studies made before these settings existed still resume.
+        identity.update({k: getattr(self, k) for k in ("vae", "fid_data")
+                         if getattr(self, k) is not None})
+        return identity
 
 
 @dataclass(frozen=True)
@@ -318,16 +361,22 @@ def enqueue_seeds(study: Any, space: Any) -> list[str]:
 # One trial
 # --------------------------------------------------------------------------------------------
 def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -> dict[str, Any]:
-    """Fine-tune (per-trial mode), sample with common random numbers, FID, predicted latency."""
+    """Fine-tune (per-trial mode), sample with common random numbers, FID, predicted latency.
+
+    A latent model's samples are decoded with ``config["vae"]`` before FID, which is measured
+    against ``config["fid_data"]`` (default ``config["data"]``); fine-tuning reads ``data``.
+    """
     import torch
 
     from ase_search.data import build_dataset
+    from ase_search.evaluate import _check_fid_reference, _fid_images
     from ase_search.finetune import FinetuneConfig, finetune
     from ase_search.metrics.fid import FIDConfig, compute_fid
     from ase_search.metrics.latency import CostModel
     from ase_search.models import load_checkpoint
-    from ase_search.report import save_grid, to_uint8
+    from ase_search.report import save_grid
     from ase_search.samplers import SamplerConfig, sample
+    from ase_search.vae import load_vae
 
     cfg = ctx.config
     torch.set_num_threads(max(1, ctx.cpus))
@@ -335,6 +384,10 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
     split: dict[str, float] = {}
     t0 = time.perf_counter()
     model, _ = load_checkpoint(ctx.weights, ema=True)
+    # .get: contexts written before these settings existed have no such keys.
+    decoder = load_vae(cfg["vae"], device=device) if cfg.get("vae") else None
+    reference = cfg.get("fid_data") or cfg["data"]
+    _check_fid_reference(model, reference, decoder)  # before minutes of fine-tuning and sampling
     split["load"] = time.perf_counter() - t0
     finetune_steps = 0
     if cfg["finetune"] == "per-trial" and cfg["finetune_steps"] > 0:
@@ -355,10 +408,14 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
         raise FloatingPointError("sampling produced NaN/inf images (the model diverged)")
 
     t2 = time.perf_counter()
+    images = _fid_images(out.images, decoder)  # (n, C, H, W) uint8: decoded when latents
+    if decoder is not None:
+        split["decode"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
     fid_config = FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
                            kid=cfg["kid"])
-    metrics = compute_fid(to_uint8(out.images), reference=cfg["data"], config=fid_config)
-    split["fid"] = time.perf_counter() - t2
+    metrics = compute_fid(images, reference=reference, config=fid_config)
+    split["fid"] = time.perf_counter() - t3
     if not all(math.isfinite(v) for v in metrics.values()):
         raise FloatingPointError(f"FID is not finite: {metrics}")
 
@@ -367,7 +424,8 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
     latency = cost.latency(schedule, times)
     grid = None
     if cfg["grid"] > 0:
-        grid = str(save_grid(out.images[: cfg["grid"]], Path(ctx.grids_dir) / f"{tag}.png"))
+        shown = images[: cfg["grid"]].float() / 127.5 - 1.0  # (k, C, H, W) in [-1, 1]
+        grid = str(save_grid(shown, Path(ctx.grids_dir) / f"{tag}.png"))
     result = {
         "schedule": schedule.to_dict(),
         **metrics,

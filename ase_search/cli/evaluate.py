@@ -45,7 +45,11 @@ def eval_cmd(
     seed: Annotated[int, typer.Option("--seed", help="First seed (common random numbers).")] = 0,
     data: Annotated[str, typer.Option(
         "--data", help="FID reference: mnist (digit-classifier FID) or a folder of images "
-                       "(Inception-v3 FID, needs --fid-weights).")] = "mnist",
+                       "(Inception-v3 FID, needs --fid-weights); with --vae, images at the "
+                       "decoded resolution.")] = "mnist",
+    vae: Annotated[Path | None, typer.Option(
+        "--vae", help="Latent models (DiT-XL/2): local diffusers AutoencoderKL folder that "
+                      "decodes the samples to images before FID.")] = None,
     fid_weights: Annotated[Path | None, typer.Option(
         "--fid-weights", help="Extractor weights: Inception-v3 FID weights file, or another "
                               "digit-classifier file for mnist.")] = None,
@@ -71,6 +75,7 @@ def eval_cmd(
     from ase_search.samplers import SamplerConfig
     from ase_search.schedule import atomic_write_text, resolve_schedule
     from ase_search.testbed import load_model
+    from ase_search.vae import check_vae_folder, load_vae
 
     for name, path in (("--grid", grid), ("--json", json_out)):
         suffix = ".png" if name == "--grid" else ".json"
@@ -79,6 +84,8 @@ def eval_cmd(
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1 (the number of seeds), got {seeds}")
     tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
+    if vae is not None:
+        check_vae_folder(vae)  # cheap: no diffusers import for a wrong path
     if fid_weights is not None and not fid_weights.is_file():
         raise FileNotFoundError(f"--fid-weights {fid_weights} does not exist")
     config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
@@ -91,6 +98,7 @@ def eval_cmd(
         # The loader's own error can span lines (torch.load's); the first one says what is wrong.
         raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
     device = pick_device(device)
+    decoder = None if vae is None else load_vae(vae, device=device)
     model = load_model(arch, schedule_weights(schedule, checkpoint))
     plan = resolve_schedule(schedule, arch, model.exit_depth)
     tome = tome_summary = None
@@ -105,7 +113,7 @@ def eval_cmd(
         tome_summary = {**tome.to_dict(), "flop_acceleration": saving}
     result = evaluate(model, plan, sampler=config, n=n, seeds=range(seed, seed + seeds),
                       data=data, fid_config=fid_config, batch_size=batch_size, device=device,
-                      progress=True)
+                      progress=True, decoder=decoder)
 
     grid = grid if grid is not None else Path(f"eval-{plan.name}.png")
     save_grid(result.images, grid)

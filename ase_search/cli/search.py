@@ -20,7 +20,14 @@ def run_cmd(
     checkpoint: Annotated[Path | None, typer.Option(
         help="Model checkpoint (default: the shipped testbed model).")] = None,
     data: Annotated[str, typer.Option(
-        help="FID reference and fine-tuning data: mnist, an image folder or latents.")] = "mnist",
+        help="Fine-tuning data and, without --fid-data, the FID reference: mnist, an image "
+             "folder or a latents file.")] = "mnist",
+    fid_data: Annotated[str | None, typer.Option(
+        help="FID reference when it is not --data: mnist or a folder of images (for a latent "
+             "model: images at the decoded resolution).")] = None,
+    vae: Annotated[Path | None, typer.Option(
+        help="Latent models (DiT-XL/2): local diffusers AutoencoderKL folder that decodes each "
+             "trial's samples before FID.")] = None,
     sampler: SamplerOpt = "ddim",
     steps: StepsOpt = 20,
     n_samples: Annotated[int, typer.Option(help="Samples per trial for FID.")] = 500,
@@ -50,7 +57,8 @@ def run_cmd(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar says what matters
 
-    extractor = "mnist-classifier" if data == "mnist" else "inception-v3-compat"
+    reference = fid_data if fid_data is not None else data
+    extractor = "mnist-classifier" if reference == "mnist" else "inception-v3-compat"
     config = SearchConfig(
         arch=arch, budget=budget, space=str(space) if space else None,
         checkpoint=str(checkpoint) if checkpoint else None, data=data, sampler=sampler,
@@ -58,7 +66,12 @@ def run_cmd(
         storage=storage, study_name=study_name, sampler_algo=sampler_algo,
         max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial, ray_address=ray_address,
         fid_extractor=extractor, fid_weights=fid_weights, kid=kid, seed=seed,
+        vae=None if vae is None else str(vae), fid_data=fid_data,
     )
+    if config.vae is not None:
+        from ase_search.vae import load_vae
+
+        load_vae(config.vae)  # a VAE the trials cannot load fails here, not in every trial
     summary = run_search(config, log=lambda m: console_err.print(m, highlight=False))
     console.print(
         f"study {summary.study_name!r} in {summary.storage}: {summary.complete} finished trials "

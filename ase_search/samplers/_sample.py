@@ -6,6 +6,10 @@ noise in sample order (one draw per sample, so the result does not depend on ``b
 either); per-step noise (DDPM, DDIM with ``eta > 0``, Euler-Maruyama) comes from one generator per
 batch seeded from ``(seed, batch index)``, so it is independent of the schedule but does depend on
 ``batch_size``.
+
+Pixel-space models (1 or 3 channels) produce images in ``[-1, 1]``: DDPM and DDIM clip their
+predicted ``x_0`` and the result is clamped (ADM's ``clip_denoised=True``). Latent models (e.g.
+DiT-XL/2 on 4-channel SD-VAE latents) are never clipped, as in DiT's own sampler.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from ase_search.samplers._config import SamplerConfig
 from ase_search.samplers._schedulers import build_scheduler
 from ase_search.schedule import ExitSchedule
 
-__all__ = ["SampleOutput", "sample"]
+__all__ = ["PIXEL_CHANNELS", "SampleOutput", "sample"]
+
+PIXEL_CHANNELS = (1, 3)  # gray or RGB images; anything else is a latent space
 
 
 @dataclass
@@ -140,7 +146,8 @@ def sample(
         progress: show a progress bar on stderr.
 
     Returns:
-        A :class:`SampleOutput`.
+        A :class:`SampleOutput`: images in ``[-1, 1]`` for pixel-space models, unclipped latents
+        otherwise.
     """
     if not isinstance(sampler, SamplerConfig):
         raise ValueError(f"sampler must be a SamplerConfig, got {type(sampler).__name__}")
@@ -171,6 +178,7 @@ def sample(
     device = torch.device(device)
 
     times = sampler.model_times(T)
+    clip = model.in_channels in PIXEL_CHANNELS  # images live in [-1, 1]; latents do not
     n_blocks = [None if schedule is None else schedule.blocks_at(s / T) for s in times]
     block_evals = sum(model.exit_depth if k is None else k for k in n_blocks)
 
@@ -215,8 +223,8 @@ def sample(
                                         on_call)
                 else:
                     x = _diffusers_loop(call, x, y, sampler, diffusion, model.learn_sigma, times,
-                                        n_blocks, step_generator, on_call)
-                images.append(x.clamp(-1.0, 1.0).float().cpu())
+                                        n_blocks, step_generator, on_call, clip)
+                images.append((x.clamp(-1.0, 1.0) if clip else x).float().cpu())
     finally:
         model.train(was_training)
         if bar is not None:
@@ -252,9 +260,11 @@ def _diffusers_loop(
     n_blocks: list[int | None],
     generator: torch.Generator,
     on_call: Callable[[], None],
+    clip_denoised: bool,
 ) -> Tensor:
     """DDPM / DDIM / DPM-Solver++ steps through a fresh diffusers scheduler."""
-    scheduler = build_scheduler(sampler, diffusion, learn_sigma=learn_sigma)
+    scheduler = build_scheduler(sampler, diffusion, learn_sigma=learn_sigma,
+                                clip_denoised=clip_denoised)
     scheduler.set_timesteps(sampler.steps)
     if [float(s) for s in scheduler.timesteps.tolist()] != times:
         # model_times() and the scheduler must agree, or block counts and costs would be wrong.

@@ -11,20 +11,23 @@ __all__ = ["build_scheduler"]
 
 
 def build_scheduler(
-    sampler: SamplerConfig, diffusion: GaussianDiffusion, *, learn_sigma: bool = False
+    sampler: SamplerConfig, diffusion: GaussianDiffusion, *, learn_sigma: bool = False,
+    clip_denoised: bool = True
 ) -> Any:
     """The diffusers scheduler that takes ``sampler``'s steps, with ``diffusion``'s betas.
 
     The betas are passed as ``trained_betas`` so the scheduler uses exactly ``diffusion.betas``
-    (rounded to float32, diffusers' precision). DDPM and DDIM clip the predicted ``x_0`` to
-    ``[-1, 1]`` (ADM's ``clip_denoised=True`` for pixel-space models); DPM-Solver++ runs without
-    thresholding. ``set_timesteps(sampler.steps)`` is left to the caller.
+    (rounded to float32, diffusers' precision). With ``clip_denoised`` (pixel-space models, ADM's
+    ``clip_denoised=True``) DDPM and DDIM clip the predicted ``x_0`` to ``[-1, 1]``; latents are
+    never clipped (DiT samples its VAE latents with ``clip_denoised=False``). DPM-Solver++ runs
+    without thresholding. ``set_timesteps(sampler.steps)`` is left to the caller.
 
     Args:
         sampler: a ``ddpm``, ``ddim`` or ``dpm-solver`` config.
         diffusion: the training diffusion whose betas the scheduler must reproduce.
         learn_sigma: DDPM only: the model predicts improved DDPM's "learned_range" variance
             (pass the full ``2C``-channel output to ``step``); otherwise "fixed_small".
+        clip_denoised: DDPM and DDIM: clip the predicted ``x_0`` to ``[-1, 1]``.
 
     Returns:
         A ``DDPMScheduler``, ``DDIMScheduler`` or ``DPMSolverMultistepScheduler``.
@@ -41,7 +44,7 @@ def build_scheduler(
         return DDPMScheduler(
             **common,
             variance_type="learned_range" if learn_sigma else "fixed_small",
-            clip_sample=True,
+            clip_sample=clip_denoised,
             clip_sample_range=1.0,
             thresholding=False,
             timestep_spacing="linspace",
@@ -49,7 +52,7 @@ def build_scheduler(
     if sampler.name == "ddim":
         return DDIMScheduler(
             **common,
-            clip_sample=True,
+            clip_sample=clip_denoised,
             clip_sample_range=1.0,
             thresholding=False,
             set_alpha_to_one=True,

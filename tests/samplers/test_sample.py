@@ -124,10 +124,11 @@ def test_block_evals_match_schedule_mean_blocks_for_presets():
 @pytest.mark.parametrize("config", ALL, ids=IDS)
 def test_output_contract(config):
     model = Recorder(learn_sigma=config.name == "ddpm")
+    model.in_channels = 1  # a gray-image model: its samples are images in [-1, 1]
     model.train()
     out = sample(model, sampler=config, n=7, batch_size=3, seed=4)
     assert isinstance(out, SampleOutput)
-    assert out.images.shape == (7, 2, 3, 3)
+    assert out.images.shape == (7, 1, 3, 3)
     assert out.images.dtype == torch.float32 and out.images.device.type == "cpu"
     assert out.images.abs().max() <= 1.0
     assert torch.isfinite(out.images).all()
@@ -304,3 +305,39 @@ def test_progress_bar_goes_to_stderr(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "ddim 3 steps" in captured.err
+
+
+class ZeroEps(nn.Module):
+    """An unconditional model that predicts eps = 0: DDIM then scales x_t by sqrt(abar) ratios."""
+
+    arch = "dit"
+    exit_depth = 2
+    input_size = 4
+    learn_sigma = False
+    num_labels = 0
+    null_class = None
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.in_channels = in_channels
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x, t, y=None, n_blocks=None):
+        return torch.zeros_like(x) * self.scale
+
+
+@pytest.mark.parametrize("in_channels", [1, 3, 4])
+def test_pixel_samples_are_clipped_and_latents_are_not(in_channels):
+    config = SamplerConfig("ddim", 5)
+    out = sample(ZeroEps(in_channels), sampler=config, n=3, seed=11).images
+    generator = torch.Generator().manual_seed(11)
+    x_T = torch.stack([torch.randn(in_channels, 4, 4, generator=generator) for _ in range(3)])
+    # eps = 0: each DDIM step multiplies by sqrt(abar_prev / abar_t), so the trajectory ends at
+    # x_T / sqrt(abar) of the first model time (about 50x: abar(999) ~ 4e-5)
+    first = int(config.model_times()[0])
+    unclipped = x_T / ACP[first].sqrt().float()
+    if in_channels == 4:  # a latent space (SD-VAE): DiT samples it without clipping
+        torch.testing.assert_close(out, unclipped, rtol=1e-4, atol=1e-4)
+    else:  # images: x_0 predictions are clipped to [-1, 1]
+        assert out.abs().max() <= 1.0
+        assert torch.equal(out.sign(), unclipped.sign())
