@@ -54,6 +54,9 @@ class TrainConfig:
         lr: AdamW learning rate (peak, after warm-up).
         lr_schedule: ``"constant"`` (the paper's DiT fine-tune) or ``"cosine"`` (its U-ViT one).
         warmup_steps: linear warm-up from 0 to ``lr``.
+        decay_steps: constant schedule only: decay linearly to 0 over the last ``decay_steps``
+            steps (warm-up, stable, decay); 0 keeps ``lr`` to the end. The stable phase's
+            checkpoints stay resumable with a longer ``steps``.
         weight_decay: AdamW weight decay.
         ema_decay: ``alpha`` of the EMA teacher, ``theta_T <- alpha theta_T + (1 - alpha) theta_S``.
         grad_clip: max gradient norm, or ``None``.
@@ -67,6 +70,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
+    decay_steps: int = 0
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     grad_clip: float | None = 1.0
@@ -75,7 +79,7 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("steps", "warmup_steps", "seed"):
+        for name in ("steps", "warmup_steps", "decay_steps", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -93,6 +97,12 @@ class TrainConfig:
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0 (0 disables warm-up), got "
                              f"{self.warmup_steps}")
+        if self.decay_steps < 0:
+            raise ValueError(f"decay_steps must be >= 0 (0 disables the decay), got "
+                             f"{self.decay_steps}")
+        if self.decay_steps and self.lr_schedule != "constant":
+            raise ValueError("decay_steps applies to the constant schedule; cosine already "
+                             "anneals to 0")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -107,7 +117,8 @@ class TrainConfig:
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
         if self.lr_schedule == "constant":
-            return self.lr
+            left = self.steps - step  # steps still to take, this one included
+            return self.lr * min(1.0, left / self.decay_steps) if self.decay_steps else self.lr
         span = max(1, self.steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))

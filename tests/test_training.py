@@ -194,6 +194,21 @@ def test_lr_cosine_matches_closed_form() -> None:
     assert config.lr_at(40) == pytest.approx(0.0, abs=1e-18)  # the end of the anneal
 
 
+def test_lr_decay_phase_is_linear_to_zero() -> None:
+    config = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, decay_steps=20)
+    lrs = [config.lr_at(s) for s in range(100)]
+    assert lrs[10:80] == [1e-3] * 70  # stable
+    # steps 80..99 take 20/20, 19/20, ..., 1/20 of lr: the last step is small but not zero
+    assert lrs[80:] == pytest.approx([1e-3 * k / 20 for k in range(20, 0, -1)], rel=1e-12)
+    # the stable phase does not depend on where the decay will be
+    longer = TrainConfig(steps=200, lr=1e-3, warmup_steps=10, decay_steps=20)
+    assert [longer.lr_at(s) for s in range(80)] == lrs[:80]
+    with pytest.raises(ValueError, match="decay_steps"):
+        TrainConfig(steps=10, decay_steps=-1)
+    with pytest.raises(ValueError, match="decay_steps"):
+        TrainConfig(steps=10, decay_steps=5, lr_schedule="cosine")
+
+
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_lr_warmup_is_linear(schedule: str) -> None:
     W, S, lr = 8, 30, 1e-3

@@ -29,8 +29,11 @@ def pretrain_cmd(
     dataset: DataOpt = "mnist",
     steps: Annotated[int, typer.Option(help="Total optimiser steps.")] = 40_000,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-4,
+    lr: Annotated[float, typer.Option(
+        help="AdamW learning rate (the testbeds learned ~3x faster at 1e-3 than at 3e-4).")] = 1e-3,
     warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 1000,
+    decay_steps: Annotated[int, typer.Option(
+        help="Decay the lr linearly to 0 over the last N steps (0: constant to the end).")] = 0,
     ema_decay: Annotated[float, typer.Option(
         help="EMA decay (0.9995 lagged the raw weights badly at 6k steps on the testbed).")] = 0.999,
     seed: SeedOpt = 0,
@@ -57,7 +60,8 @@ def pretrain_cmd(
         raise ValueError(f"--model {model_name} is a {model.arch} model but --arch is {arch}")
     data = _dataset_for(model, dataset)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup,
-                         ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every)
+                         decay_steps=decay_steps, ema_decay=ema_decay, seed=seed,
+                         checkpoint_every=checkpoint_every)
     result = train(model, data, config, out_dir=out, resume=resume, device=pick_device(device),
                    checkpoint_extra={"dataset": dataset, "command": "pretrain"})
     console_err.print(f"done: {result.step} steps, {result.wall_time / 60:.1f} min of training; "
