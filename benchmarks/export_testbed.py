@@ -32,6 +32,7 @@ from ase_search.models.checkpoint import export_weights  # noqa: E402
 from ase_search.report import save_grid, to_uint8  # noqa: E402
 from ase_search.samplers import SamplerConfig, sample  # noqa: E402
 from ase_search.testbed import TESTBEDS  # noqa: E402
+from benchmarks._common import write_text  # noqa: E402
 
 
 def measure(weights: Path) -> dict:
@@ -94,7 +95,7 @@ Weights: `{testbed.path.name}` ({'EMA' if chosen == 'ema' else 'raw (student), n
         f"{real_share:.1%} of real held-out digits pass it" if real_share is not None
         else "compare real held-out digits") + f"). Grid: `reports/{grid.name}`.\n"
     card_path = testbed.path.with_suffix(".md")
-    card_path.write_text(card)
+    write_text(card_path, card)
     if resume_copy:
         dest = ROOT / "checkpoints" / f"pretrain-{arch}" / "last.pt"
         dest.parent.mkdir(parents=True, exist_ok=True)

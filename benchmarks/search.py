@@ -31,6 +31,7 @@ from ase_search.pareto import (  # noqa: E402
     seed_report,
 )
 from ase_search.report import default_reference_point, write_report  # noqa: E402
+from benchmarks._common import write_text  # noqa: E402
 
 
 def summarise(storage: Path, wall: float | None, command: str) -> str:
@@ -102,7 +103,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
     text = summarise(storage, wall, command)
     out = ROOT / "reports" / f"search-{args.arch}.md"
-    out.write_text(text)
+    write_text(out, text)
     write_report(open_study(storage), ROOT / "reports" / f"search-{args.arch}.html")
     print(text)
 

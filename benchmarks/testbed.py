@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from ase_search.samplers import SamplerConfig, sample  # noqa: E402
 from ase_search.schedule import DATA_EASY_SUFFIX, preset, preset_names  # noqa: E402
 from ase_search.space import load_space  # noqa: E402
 from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
-from benchmarks._common import machine_text, start_run  # noqa: E402
+from benchmarks._common import machine_text, start_run, write_json, write_text  # noqa: E402
 
 
 def fid_cell(result) -> str:
@@ -157,8 +156,8 @@ def main() -> None:
         f"(not comparable with Inception FID). Seeds 0..{args.seeds - 1} (common random numbers "
         f"across schedules), N = {args.n} samples per seed, {args.sampler}-{args.steps}.", "",
     ]
-    args.out.write_text("\n".join(header + sections))
-    args.out.with_suffix(".json").write_text(json.dumps(records, indent=2, default=str))
+    write_text(args.out, "\n".join(header + sections))
+    write_json(args.out.with_suffix(".json"), records)
     print(f"wrote {args.out}")
 
 
