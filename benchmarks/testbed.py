@@ -85,9 +85,13 @@ def run_arch(arch: str, args: argparse.Namespace, out_dir: Path) -> tuple[str, d
                 "mean": result.mean("fid"), "std": result.std("fid"), "cell": fid_cell(result)}
             print(f"{arch} algorithm1 {name:14s} FID {fid_cell(result)}", flush=True)
         space = load_space(TESTBEDS[arch].space, depth=base.exit_depth)
-        one_shot_config = FinetuneConfig(steps=args.one_shot_steps, seed=0)
-        one_shot = finetune_one_shot(copy.deepcopy(base).train(), data, space, one_shot_config,
-                                     progress=False).ema.eval()
+        reuse = getattr(args, f"one_shot_{arch}")
+        if reuse is not None:  # e.g. the weights the reference search fine-tuned (same settings)
+            one_shot = load_model(arch, reuse)
+        else:
+            one_shot_config = FinetuneConfig(steps=args.one_shot_steps, seed=0)
+            one_shot = finetune_one_shot(copy.deepcopy(base).train(), data, space, one_shot_config,
+                                         progress=False).ema.eval()
         # the one-shot weights serve the schedules of the space (the mirrors are not monotone)
         fids(one_shot, "one-shot",
              [n for n in names if space.contains(preset(n, arch, base.exit_depth))])
@@ -137,6 +141,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--one-shot-steps", type=int, default=600)
+    parser.add_argument("--one-shot-dit", default=None,
+                        help="Reuse these one-shot weights (fine-tuned with --one-shot-steps).")
+    parser.add_argument("--one-shot-uvit", default=None,
+                        help="Reuse these one-shot weights (fine-tuned with --one-shot-steps).")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "testbed.md")
     args = parser.parse_args()
