@@ -63,7 +63,9 @@ def summarise(storage: Path, wall: float | None, command: str) -> str:
                   f"scheduling and worker start-up)"]
     lines += [f"- hypervolume (reference point FID {ref[0]:.2f}, latency {ref[1]:.3f} s): front "
               f"**{hv_front:.4g}** vs seeds alone {hv_seeds:.4g} "
-              f"({hv_front / hv_seeds - 1 if hv_seeds else float('inf'):+.1%})"]
+              + (f"({hv_front / hv_seeds - 1:+.1%})" if hv_seeds else
+                 "(no seed lies inside the reference box)" if hv_front else
+                 "(no trial lies inside the reference box)")]
     if full is not None:
         limit = 1.05 * full.values[0]
         ok = [t for t in trials if t.values[0] <= limit]
