@@ -74,7 +74,8 @@ def run_arch(arch: str, args: argparse.Namespace, out_dir: Path) -> tuple[str, d
     # Algorithm 1 for the Noise-Easy presets (their mirrors' fine-tuning is benchmarks/noise_easy.py)
     tuned_names = [n for n in names if n != "full" and not n.endswith(DATA_EASY_SUFFIX)]
     if args.finetune_steps > 0:
-        config = FinetuneConfig(steps=args.finetune_steps, seed=0)
+        config = FinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr,
+                                ema_decay=args.finetune_ema, seed=0)
         for name in tuned_names:
             schedule = preset(name, arch, base.exit_depth)
             tuned = finetune(copy.deepcopy(base).train(), data, schedule, config,
@@ -89,7 +90,8 @@ def run_arch(arch: str, args: argparse.Namespace, out_dir: Path) -> tuple[str, d
         if reuse is not None:  # e.g. the weights the reference search fine-tuned (same settings)
             one_shot = load_model(arch, reuse)
         else:
-            one_shot_config = FinetuneConfig(steps=args.one_shot_steps, seed=0)
+            one_shot_config = FinetuneConfig(steps=args.one_shot_steps, lr=args.finetune_lr,
+                                             ema_decay=args.finetune_ema, seed=0)
             one_shot = finetune_one_shot(copy.deepcopy(base).train(), data, space, one_shot_config,
                                          progress=False).ema.eval()
         # the one-shot weights serve the schedules of the space (the mirrors are not monotone)
@@ -141,6 +143,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--one-shot-steps", type=int, default=600)
+    parser.add_argument("--finetune-lr", type=float, default=3e-4,
+                        help="lr of both fine-tunes (the search's one-shot default)")
+    parser.add_argument("--finetune-ema", type=float, default=0.99,
+                        help="EMA decay of their teachers (the search's default)")
     parser.add_argument("--one-shot-dit", default=None,
                         help="Reuse these one-shot weights (fine-tuned with --one-shot-steps).")
     parser.add_argument("--one-shot-uvit", default=None,
