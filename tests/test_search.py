@@ -68,6 +68,17 @@ def _config(root: Path, **kw) -> SearchConfig:
     return SearchConfig(**base)
 
 
+def _searcher(tmp_path: Path, tiny: Path, **kw):
+    """A fresh study and the Ray searcher that drives it, outside Tune."""
+    config = _config(tiny, storage=str(tmp_path / "s.db"), **kw)
+    space = load_space(tiny / "space.yaml")
+    storage = resolve_storage(config.storage)
+    open_or_create_study(config, storage, extra_attrs={})
+    searcher = _make_searcher(space, storage, config)
+    searcher.set_search_properties(None, None, {})
+    return config, space, searcher
+
+
 def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "XDG_CACHE_HOME": str(root / "cache"), "OMP_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1"}
@@ -139,12 +150,7 @@ def test_interrupted_trials_are_failed_and_requeued(tmp_path, tiny) -> None:
 
 def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, tiny,
                                                                      monkeypatch) -> None:
-    config = _config(tiny, storage=str(tmp_path / "s.db"))
-    space = load_space(tiny / "space.yaml")
-    storage = resolve_storage(config.storage)
-    open_or_create_study(config, storage, extra_attrs={})
-    searcher = _make_searcher(space, storage, config)
-    searcher.set_search_properties(None, None, {})
+    config, space, searcher = _searcher(tmp_path, tiny)
     study = searcher._ot_study
 
     # A worker that raises reports its reason (captured here instead of sent to Tune).
@@ -182,12 +188,7 @@ def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, t
 
 
 def test_a_schedule_already_measured_is_not_measured_again(tmp_path, tiny) -> None:
-    config = _config(tiny, storage=str(tmp_path / "s.db"), budget=4)
-    space = load_space(tiny / "space.yaml")
-    storage = resolve_storage(config.storage)
-    open_or_create_study(config, storage, extra_attrs={})
-    searcher = _make_searcher(space, storage, config)
-    searcher.set_search_properties(None, None, {})
+    config, space, searcher = _searcher(tmp_path, tiny, budget=4)
     study = searcher._ot_study
     d4 = space.seed_schedules()[1]
     # Trial 0 measured D4; then the sampler proposes D4 again (here: enqueued twice, once
