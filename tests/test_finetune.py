@@ -233,6 +233,21 @@ def test_finetune_lr_schedule_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert captured["config"].lr_schedule == "cosine"
 
 
+def test_default_lr_schedule_is_the_papers_per_arch_and_cosine_for_one_shot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = _capture_train(monkeypatch)
+    space = ScheduleSpace("dit", 4, 2, edges=(0.0, 0.5, 1.0), min_blocks=(3, 1), max_blocks=(4, 2))
+    finetune(_tiny_model("DiT-test"), _tiny_dataset(), preset("D1", "dit", 4),
+             FinetuneConfig(steps=1), progress=False)
+    assert captured["config"].lr_schedule == "constant"  # the paper's DiT fine-tune
+    finetune_one_shot(_tiny_model("DiT-test"), _tiny_dataset(), space, FinetuneConfig(steps=1),
+                      progress=False)
+    assert captured["config"].lr_schedule == "cosine"
+    finetune_one_shot(_tiny_model("DiT-test"), _tiny_dataset(), space,
+                      FinetuneConfig(steps=1, lr_schedule="constant"), progress=False)
+    assert captured["config"].lr_schedule == "constant"  # an explicit choice wins
+
+
 def test_one_shot_lambda_uses_expected_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     captured = _capture_train(monkeypatch)
     space = ScheduleSpace("dit", 4, 2, edges=(0.0, 0.5, 1.0), min_blocks=(3, 1), max_blocks=(4, 2))

@@ -268,6 +268,7 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
         (["--space", "MALFORMED"], "not valid YAML"),
         (["--storage", "NOTADB"], "not a usable Optuna sqlite storage"),
         (["--budget", "0"], "--budget must be >= 1"),
+        (["--full-share", "1.5"], "--full-share must lie in [0, 1]"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tiny, tmp_path, extra, message) -> None:

@@ -166,7 +166,8 @@ def test_search_config_validates_and_absolutises_latent_settings(files, monkeypa
     # Unset, they stay out of the identity: studies made before them still resume.
     assert set(SearchConfig(**base).identity()) == {
         "arch", "space", "checkpoint", "data", "sampler", "steps", "n_samples", "finetune",
-        "finetune_steps", "finetune_lr", "finetune_ema", "seed", "latency_batch",
+        "finetune_steps", "finetune_lr", "finetune_ema", "finetune_full_share", "seed",
+        "latency_batch",
         "fid_extractor", "kid"}
     with pytest.raises(SearchError, match="reference .*latents.pt is a file.*--fid-data FOLDER"):
         SearchConfig(data="latents.pt", vae="vae", **base)

@@ -33,10 +33,12 @@ def run_cmd(
     n_samples: Annotated[int, typer.Option(help="Samples per trial for FID.")] = 500,
     finetune: Annotated[str, typer.Option(
         help="one-shot (once for the space), per-trial (Algorithm 1 each) or none.")] = "one-shot",
-    finetune_steps: Annotated[int, typer.Option(help="Steps of that fine-tune.")] = 600,
+    finetune_steps: Annotated[int, typer.Option(help="Steps of that fine-tune.")] = 2400,
     finetune_lr: Annotated[float, typer.Option(
         help="Its learning rate (the paper's 2e-5 is for long DiT-XL/2 fine-tunes).")] = 3e-4,
     finetune_ema: Annotated[float, typer.Option(help="EMA decay of its teacher.")] = 0.99,
+    full_share: Annotated[float, typer.Option(
+        help="One-shot: share of samples trained with the most blocks allowed.")] = 0.5,
     storage: Annotated[str | None, typer.Option(
         help="Study storage: a .db path, a .journal path or an Optuna URL "
              "(default studies/<arch>.db).")] = None,
@@ -66,7 +68,7 @@ def run_cmd(
         arch=arch, budget=budget, space=str(space) if space else None,
         checkpoint=str(checkpoint) if checkpoint else None, data=data, sampler=sampler,
         steps=steps, n_samples=n_samples, finetune=finetune, finetune_steps=finetune_steps,
-        finetune_lr=finetune_lr, finetune_ema=finetune_ema,
+        finetune_lr=finetune_lr, finetune_ema=finetune_ema, finetune_full_share=full_share,
         storage=storage, study_name=study_name, sampler_algo=sampler_algo,
         max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial, ray_address=ray_address,
         fid_extractor=extractor, fid_weights=fid_weights, kid=kid, seed=seed,

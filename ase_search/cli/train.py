@@ -84,7 +84,7 @@ def finetune_cmd(
     gamma: Annotated[float, typer.Option(help="Strength of lambda(t).")] = 2.0,
     cycles: Annotated[int, typer.Option(help="Epochs C with lambda(t) before it resets to 1.")] = 1,
     full_share: Annotated[float, typer.Option(
-        help="With --space: share of samples trained at the largest block count allowed.")] = 0.25,
+        help="With --space: share of samples trained at the largest block count allowed.")] = 0.5,
     seed: SeedOpt = 0,
     out: OutOpt = Path("runs/finetune"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present.")] = False,
