@@ -26,8 +26,10 @@ from ase_search.evaluate import evaluate, machine_info  # noqa: E402
 from ase_search.finetune import FinetuneConfig, finetune, finetune_one_shot  # noqa: E402
 from ase_search.metrics.extractor import classifier_confidence  # noqa: E402
 from ase_search.metrics.latency import profile_components  # noqa: E402
+from ase_search.models import load_checkpoint  # noqa: E402
 from ase_search.report import save_grid  # noqa: E402
 from ase_search.samplers import SamplerConfig, sample  # noqa: E402
+from ase_search.search import SearchConfig  # noqa: E402
 from ase_search.schedule import DATA_EASY_SUFFIX, preset, preset_names  # noqa: E402
 from ase_search.space import load_space  # noqa: E402
 from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
@@ -88,12 +90,15 @@ def run_arch(arch: str, args: argparse.Namespace, out_dir: Path) -> tuple[str, d
         space = load_space(TESTBEDS[arch].space, depth=base.exit_depth)
         reuse = getattr(args, f"one_shot_{arch}")
         if reuse is not None:  # e.g. the weights the reference search fine-tuned (same settings)
-            one_shot = load_model(arch, reuse)
+            one_shot, meta = load_checkpoint(reuse)
+            one_shot.eval()
+            record["one_shot_steps"] = int(meta.get("steps", args.one_shot_steps))
         else:
             one_shot_config = FinetuneConfig(steps=args.one_shot_steps, lr=args.finetune_lr,
                                              ema_decay=args.finetune_ema, seed=0)
             one_shot = finetune_one_shot(copy.deepcopy(base).train(), data, space, one_shot_config,
                                          progress=False).ema.eval()
+            record["one_shot_steps"] = args.one_shot_steps
         # the one-shot weights serve the schedules of the space (the mirrors are not monotone)
         fids(one_shot, "one-shot",
              [n for n in names if space.contains(preset(n, arch, base.exit_depth))])
@@ -116,7 +121,7 @@ def run_arch(arch: str, args: argparse.Namespace, out_dir: Path) -> tuple[str, d
     header = "| schedule | blocks (data → noise) | block accel. | predicted accel. | FID no FT |"
     rule = "| --- | --- | ---: | ---: | ---: |"
     if args.finetune_steps > 0:
-        header += f" FID Alg. 1 ({args.finetune_steps} steps) | FID one-shot ({args.one_shot_steps} steps) |"
+        header += f" FID Alg. 1 ({args.finetune_steps} steps) | FID one-shot ({record['one_shot_steps']} steps) |"
         rule += " ---: | ---: |"
     lines += ["", header, rule]
     for name, entry in record["schedules"].items():
@@ -142,7 +147,8 @@ def main() -> None:
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--finetune-steps", type=int, default=300)
-    parser.add_argument("--one-shot-steps", type=int, default=600)
+    parser.add_argument("--one-shot-steps", type=int, default=SearchConfig.finetune_steps,
+                        help="steps of the one-shot fine-tune (the search's default)")
     parser.add_argument("--finetune-lr", type=float, default=3e-4,
                         help="lr of both fine-tunes (the search's one-shot default)")
     parser.add_argument("--finetune-ema", type=float, default=0.99,
