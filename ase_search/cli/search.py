@@ -33,7 +33,8 @@ def run_cmd(
     n_samples: Annotated[int, typer.Option(help="Samples per trial for FID.")] = 500,
     finetune: Annotated[str, typer.Option(
         help="one-shot (once for the space), per-trial (Algorithm 1 each) or none.")] = "one-shot",
-    finetune_steps: Annotated[int, typer.Option(help="Steps of that fine-tune.")] = 2400,
+    finetune_steps: Annotated[int, typer.Option(
+        help="Steps of that fine-tune (per-trial: each trial's; lower it there).")] = 2400,
     finetune_lr: Annotated[float, typer.Option(
         help="Its learning rate (the paper's 2e-5 is for long DiT-XL/2 fine-tunes).")] = 3e-4,
     finetune_ema: Annotated[float, typer.Option(help="EMA decay of its teacher.")] = 0.99,
