@@ -85,6 +85,23 @@ def summarise(storage: Path, wall: float | None, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rebuild_one_shot_weights(storage: Path) -> Path:
+    """The study's one-shot weights, fine-tuned again with its stored settings (same seed)."""
+    from dataclasses import fields
+
+    from ase_search.search import SearchConfig, _one_shot_weights
+    from ase_search.space import load_space
+    from ase_search.testbed import TESTBEDS, load_model
+
+    stored = open_study(storage).user_attrs["config"]
+    config = SearchConfig(**{f.name: stored[f.name] for f in fields(SearchConfig)
+                             if f.name in stored})
+    model = load_model(config.arch, config.checkpoint)
+    space = load_space(Path(config.space) if config.space else TESTBEDS[config.arch].space,
+                       depth=model.exit_depth)
+    return _one_shot_weights(config, model, space, storage.resolve().parent, progress=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="dit", choices=["dit", "uvit"])
@@ -92,12 +109,18 @@ def main() -> None:
     parser.add_argument("--storage", type=Path, default=None)
     parser.add_argument("--summarise-only", action="store_true",
                         help="Only write the report of an existing study.")
+    parser.add_argument("--weights-only", action="store_true",
+                        help="Only rebuild the study's one-shot fine-tuned weights (git-ignored, "
+                             "so absent on a fresh clone) from the settings stored in it.")
     parser.add_argument("extra", nargs="*", help="More `ase-search run` options (after --).")
     args = parser.parse_args()
     storage = args.storage or ROOT / "studies" / "reference" / f"{args.arch}.db"
     cmd = [str(Path(sys.executable).with_name("ase-search")), "run", "--arch", args.arch,
            "--budget", str(args.budget), "--storage", str(storage), *args.extra]
     command = " ".join(shlex.quote(c) for c in ["ase-search", *cmd[1:]])
+    if args.weights_only:
+        print(rebuild_one_shot_weights(storage))
+        return
     wall = None
     if not args.summarise_only:
         t0 = time.perf_counter()
