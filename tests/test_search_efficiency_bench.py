@@ -42,6 +42,26 @@ def test_schedule_key_merges_equal_neighbours() -> None:
                                                                         (2,)))
 
 
+def _run(points: list[tuple[float, float]]) -> dict:
+    return {"trials": [{"state": "COMPLETE", "fid": f, "latency": lat, "schedule_key": str(k)}
+                       for k, (f, lat) in enumerate(points)]}
+
+
+def test_verdict_flags_a_random_search_that_never_beats_the_seeds() -> None:
+    seeds = [(4.0, 10.0), (6.0, 8.0)]  # both runs open with the same two seed trials
+    ref = (10.0, 10.0)
+    flat = {"gp-r0": _run(seeds + [(3.0, 5.0)]), "random-r0": _run(seeds + [(9.0, 9.0)])}
+    result = bench.analyse(flat, ["gp", "random"], 1, 3, ref, n_seeds=2)
+    seeds_hv = 4 * 2  # (10 - 6) x (10 - 8): the seed at latency 10 adds nothing
+    assert result["verdict"]["seeds_only"] == seeds_hv
+    assert result["verdict"]["random_mean_final"] == seeds_hv
+    assert result["verdict"]["trivial"]
+    better = {"gp-r0": flat["gp-r0"], "random-r0": _run(seeds + [(5.0, 6.0)])}
+    verdict = bench.analyse(better, ["gp", "random"], 1, 3, ref, n_seeds=2)["verdict"]
+    assert verdict["random_mean_final"] == (10 - 5) * (10 - 6)  # its box holds the seeds'
+    assert not verdict["trivial"]
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_run_resumes_from_the_cache(tmp_path) -> None:
     import torch
