@@ -106,6 +106,8 @@ class FinetuneConfig:
         full_share: one-shot only: share of samples trained at the largest block count the space
             allows at their t (see :class:`SpaceExits`); keeps the full model's quality. On the
             DiT testbed 0.5 beat 0.25 for the full model and for every exit alike.
+        distill: regress onto the frozen starting model's full-depth prediction instead of the
+            noise (see :class:`~ase_search.training.TrainConfig`). Not the paper's recipe.
     """
 
     steps: int = 500
@@ -117,6 +119,7 @@ class FinetuneConfig:
     cycles: int = 1
     seed: int = 0
     full_share: float = 0.5
+    distill: bool = False
 
     def __post_init__(self) -> None:
         # Fail at construction, naming the field, rather than later inside train().
@@ -129,6 +132,8 @@ class FinetuneConfig:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
                 or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not isinstance(self.distill, bool):
+            raise ValueError(f"distill must be true or false, got {self.distill!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.lr_schedule not in (None, "constant", "cosine"):
@@ -149,7 +154,7 @@ class FinetuneConfig:
         schedule = self.lr_schedule or ("cosine" if arch == "uvit" or one_shot else "constant")
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                            lr_schedule=schedule, ema_decay=self.ema_decay, seed=self.seed,
-                           checkpoint_every=checkpoint_every)
+                           checkpoint_every=checkpoint_every, distill=self.distill)
 
 
 def finetune(

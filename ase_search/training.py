@@ -63,6 +63,11 @@ class TrainConfig:
         seed: base seed of every random draw.
         checkpoint_every: steps between checkpoints (``last.pt`` is always refreshed at the end).
         log_every: steps between logged loss values.
+        distill: regress the noise prediction onto a frozen copy of the starting model run at
+            full depth (its label dropout drawn alike), instead of onto the sampled noise; the
+            learned-variance term still uses the data. For fine-tuning exits: the target is what
+            the pretrained network would say, which has less variance than the noise and anchors
+            the full-depth path to it.
     """
 
     steps: int
@@ -77,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     log_every: int = 50
+    distill: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "warmup_steps", "decay_steps", "seed"):
@@ -89,6 +95,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.distill, bool):
+            raise ValueError(f"distill must be true or false, got {self.distill!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -250,6 +258,9 @@ def train(
     device = torch.device(device)
     model = model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    # The distillation target: the starting weights (so also on resume, where the caller passes
+    # the same starting model), in training mode only for its label dropout.
+    frozen = copy.deepcopy(model).train().requires_grad_(False) if config.distill else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     step, losses, wall = 0, [], 0.0
@@ -307,8 +318,10 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
             x_t = diffusion.q_sample(x0, t, noise)  # (N, C, H, W)
+            rng = _rng_state(device) if frozen is not None else None
             model_out = model(x_t, t, y, n_blocks=n_blocks)  # (N, C_out, H, W)
-            per_sample = diffusion.training_losses(model_out, x0, x_t, t, noise)["loss"]  # (N,)
+            target = noise if frozen is None else _frozen_eps(frozen, x_t, t, y, rng, device)
+            per_sample = diffusion.training_losses(model_out, x0, x_t, t, target)["loss"]  # (N,)
             if weight is not None:
                 per_sample = per_sample * weight.to(device)
             loss = per_sample.mean()
@@ -338,6 +351,27 @@ def train(
                 checkpoint()
     checkpoint()
     return TrainResult(model=model, ema=ema, step=step, losses=losses, wall_time=wall)
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The generator states a forward pass draws from (label dropout): CPU, and the GPU's."""
+    return (torch.get_rng_state(),
+            torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _frozen_eps(frozen: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+                rng: tuple[torch.Tensor, torch.Tensor | None],
+                device: torch.device) -> torch.Tensor:
+    """The frozen model's full-depth noise prediction at ``(x_t, t)``, replaying the student's
+    random state so that both drop the same labels; the caller's generators are left as the
+    student's forward left them."""
+    cpu_state, gpu_state = rng
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if gpu_state is not None else []):
+        torch.set_rng_state(cpu_state)
+        if gpu_state is not None:
+            torch.cuda.set_rng_state(gpu_state, device)
+        out = frozen(x_t, t, y)  # (N, C_out, H, W)
+    return out[:, : x_t.shape[1]]  # (N, C, H, W): the eps half of a learned-variance output
 
 
 def _progress(enabled: bool):

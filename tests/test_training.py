@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from ase_search.data import ImageTensorDataset
+from ase_search.diffusion import GaussianDiffusion
 from ase_search.models import create_model, load_state_dict_file
 from ase_search.schedule import ExitSchedule, preset
 from ase_search.training import TimeReweighting, TrainConfig, ema_update, train
+from ase_search.training import _batch_indices, _fetch, _step_seed  # the loop's batch draw
 
 
 @pytest.fixture(autouse=True)
@@ -356,3 +358,43 @@ def test_train_config_rejects_bad_values(kwargs: dict, field: str) -> None:
 
 def test_train_config_accepts_edge_values() -> None:
     TrainConfig(steps=0, ema_decay=0.0, grad_clip=None, warmup_steps=0, weight_decay=0.0)
+
+
+################################################################################
+#                          Distillation (TrainConfig.distill)                   #
+################################################################################
+
+
+def test_distill_from_an_identical_model_gives_zero_loss_and_no_update() -> None:
+    """At full depth the student *is* the frozen target, so its MSE is exactly 0 and AdamW moves
+    nothing, even with label dropout at 0.5: the target replays the student's dropped labels."""
+    model = _tiny_model(learn_sigma=False, class_dropout_prob=0.5)  # no variance term
+    start = _state(model)
+    config = TrainConfig(steps=3, batch_size=8, lr=1e-2, log_every=1, seed=4, distill=True)
+    result = train(model, _tiny_dataset(), config, progress=False)
+    assert [loss for _, loss in result.losses] == [0.0, 0.0, 0.0]
+    _assert_states_close(_state(result.model), start)
+    # The same run against the noise does learn (so the zero above is not vacuous).
+    plain = train(_tiny_model(learn_sigma=False, class_dropout_prob=0.5), _tiny_dataset(),
+                  TrainConfig(steps=3, batch_size=8, lr=1e-2, log_every=1, seed=4),
+                  progress=False)
+    assert all(loss > 0 for _, loss in plain.losses)
+
+
+def test_distill_with_exits_regresses_onto_the_full_depth_model() -> None:
+    """With exits the student differs from the full-depth target: one step's loss equals the MSE
+    between the exited and the full prediction, recomputed here from the same batch."""
+    model = _tiny_model(learn_sigma=False, class_dropout_prob=0.0)
+    exits = lambda t, generator=None: torch.full_like(t, 1)  # noqa: E731  one block everywhere
+    config = TrainConfig(steps=1, batch_size=16, lr=1e-3, log_every=1, seed=2, distill=True)
+    reference = _tiny_model(learn_sigma=False, class_dropout_prob=0.0)
+    result = train(model, _tiny_dataset(), config, exits=exits, progress=False)
+    # Step 0's batch, drawn with the loop's own RNG plumbing in the loop's order.
+    torch.manual_seed(_step_seed(config.seed, 0))
+    x0, y = _fetch(_tiny_dataset(), _batch_indices(16, 16, 0, config.seed)[0])
+    t = torch.randint(0, 1000, (16,))  # (16,)
+    x_t = GaussianDiffusion().q_sample(x0, t, torch.randn_like(x0))  # (16, 2, 8, 8)
+    with torch.no_grad():
+        expected = ((reference(x_t, t, y, n_blocks=torch.full_like(t, 1))
+                     - reference(x_t, t, y)) ** 2).mean()
+    assert result.losses[0][1] == pytest.approx(expected.item(), rel=1e-5)

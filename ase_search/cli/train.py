@@ -85,6 +85,9 @@ def finetune_cmd(
     cycles: Annotated[int, typer.Option(help="Epochs C with lambda(t) before it resets to 1.")] = 1,
     full_share: Annotated[float, typer.Option(
         help="With --space: share of samples trained at the largest block count allowed.")] = 0.5,
+    distill: Annotated[bool, typer.Option(
+        help="Regress onto the starting model's full-depth prediction instead of the noise "
+             "(not the paper's recipe; on --resume pass the same --checkpoint).")] = False,
     seed: SeedOpt = 0,
     out: OutOpt = Path("runs/finetune"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present.")] = False,
@@ -106,7 +109,7 @@ def finetune_cmd(
     model = load_model(arch, checkpoint).train()
     data = _dataset_for(model, dataset)
     config = FinetuneConfig(steps=steps, batch_size=batch_size, lr=lr, gamma=gamma,
-                            cycles=cycles, seed=seed, full_share=full_share)
+                            cycles=cycles, seed=seed, full_share=full_share, distill=distill)
     common = dict(out_dir=out, resume=resume, device=pick_device(device))
     if space is not None:
         result = finetune_one_shot(model, data, load_space(space, depth=model.exit_depth),
