@@ -116,6 +116,21 @@ def test_ray_smoke_run_and_resume_enqueues_seeds_once(tiny, monkeypatch) -> None
         run_search(_config(tiny, budget=5, steps=3), progress=False, log=lambda m: None)
 
 
+def test_distill_is_part_of_a_study_identity_only_when_set(tmp_path, tiny) -> None:
+    """Distilled and plain fine-tunes give incomparable FIDs, so a study refuses to mix them;
+    studies made before the option existed (no key) still resume as plain ones."""
+    plain = _config(tiny, storage=str(tmp_path / "s.db"))
+    assert "finetune_distill" not in plain.identity()
+    distilled = _config(tiny, storage=str(tmp_path / "s.db"), finetune_distill=True)
+    assert distilled.identity()["finetune_distill"] is True
+    storage = resolve_storage(plain.storage)
+    open_or_create_study(plain, storage, extra_attrs={})
+    with pytest.raises(SearchError, match="other settings"):
+        open_or_create_study(distilled, storage, extra_attrs={})
+    with pytest.raises(SearchError, match="finetune_distill"):
+        _config(tiny, finetune_distill="yes")
+
+
 def test_seeds_are_enqueued_once(tmp_path, tiny) -> None:
     config = _config(tiny, storage=str(tmp_path / "s.db"))
     space = load_space(tiny / "space.yaml")

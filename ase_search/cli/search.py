@@ -40,6 +40,8 @@ def run_cmd(
     finetune_ema: Annotated[float, typer.Option(help="EMA decay of its teacher.")] = 0.99,
     full_share: Annotated[float, typer.Option(
         help="One-shot: share of samples trained with the most blocks allowed.")] = 0.5,
+    distill: Annotated[bool, typer.Option(
+        help="Fine-tune onto the starting model's full-depth prediction, not the noise.")] = False,
     storage: Annotated[str | None, typer.Option(
         help="Study storage: a .db path, a .journal path or an Optuna URL "
              "(default studies/<arch>.db).")] = None,
@@ -70,6 +72,7 @@ def run_cmd(
         checkpoint=str(checkpoint) if checkpoint else None, data=data, sampler=sampler,
         steps=steps, n_samples=n_samples, finetune=finetune, finetune_steps=finetune_steps,
         finetune_lr=finetune_lr, finetune_ema=finetune_ema, finetune_full_share=full_share,
+        finetune_distill=distill,
         storage=storage, study_name=study_name, sampler_algo=sampler_algo,
         max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial, ray_address=ray_address,
         fid_extractor=extractor, fid_weights=fid_weights, kid=kid, seed=seed,
