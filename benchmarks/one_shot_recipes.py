@@ -16,7 +16,6 @@ search wrote them with the same settings). Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import sys
 import time
@@ -45,34 +44,23 @@ SCHEDULES = ("full", "D1", "D3", "D4", "D6")
 
 
 def recipe_weights(arch: str, recipe: str, args: argparse.Namespace) -> tuple[Path, float]:
-    """The one-shot weights of ``recipe`` (fine-tuned here unless cached or given) and the
-    minutes their fine-tune took (0 when reused)."""
-    from ase_search.data import build_dataset
-    from ase_search.finetune import FinetuneConfig, finetune_one_shot
-    from ase_search.models import save_checkpoint
+    """The one-shot weights of ``recipe``, made as ``ase-search run`` makes them (cached under
+    ``--work-dir/<recipe>/``) unless given, and the minutes their fine-tune took (0: reused)."""
+    from ase_search.search import _one_shot_weights
     from ase_search.space import load_space
     from ase_search.testbed import load_model
 
     if recipe == "plain" and args.plain_weights is not None:
         return args.plain_weights.resolve(), 0.0
-    out = args.work_dir / f"{arch}-{recipe}.safetensors"
-    if out.is_file():
-        return out, 0.0
-    defaults = SearchConfig()
+    config = SearchConfig(arch=arch, finetune_distill=recipe == "distill")
+    cache = args.work_dir / recipe
+    cached = (cache / f"{config.resolved_study_name}-one-shot.safetensors").is_file()
     base = load_model(arch)
     space = load_space(TESTBEDS[arch].space, depth=base.exit_depth)
-    data = build_dataset("mnist", resolution=base.input_size, channels=base.in_channels)
-    config = FinetuneConfig(steps=defaults.finetune_steps, lr=defaults.finetune_lr,
-                            ema_decay=defaults.finetune_ema, seed=defaults.seed,
-                            full_share=defaults.finetune_full_share,
-                            distill=recipe == "distill")
+    cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = finetune_one_shot(copy.deepcopy(base).train(), data, space, config, progress=True)
-    minutes = (time.perf_counter() - t0) / 60
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, result.ema, extra={"finetune": "one-shot", "recipe": recipe,
-                                            "steps": result.step})
-    return out, minutes
+    path = _one_shot_weights(config, base, space, cache, progress=True)
+    return path, 0.0 if cached else (time.perf_counter() - t0) / 60
 
 
 def measure(arch: str, weights: Path, args: argparse.Namespace) -> dict[str, Any]:
