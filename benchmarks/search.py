@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from ase_search.evaluate import machine_info  # noqa: E402
 from ase_search.pareto import (  # noqa: E402
+    StudyError,
     complete_trials,
     hypervolume,
     open_study,
@@ -93,7 +94,10 @@ def rebuild_one_shot_weights(storage: Path) -> Path:
     from ase_search.space import load_space
     from ase_search.testbed import TESTBEDS, load_model
 
-    stored = open_study(storage).user_attrs["config"]
+    stored = open_study(storage).user_attrs.get("config")
+    if stored is None:
+        raise StudyError(f"{storage} holds no search settings (not made by `ase-search run`); "
+                         f"there is nothing to rebuild")
     config = SearchConfig(**{f.name: stored[f.name] for f in fields(SearchConfig)
                              if f.name in stored})
     model = load_model(config.arch, config.checkpoint)
@@ -119,7 +123,10 @@ def main() -> None:
            "--budget", str(args.budget), "--storage", str(storage), *args.extra]
     command = " ".join(shlex.quote(c) for c in ["ase-search", *cmd[1:]])
     if args.weights_only:
-        print(rebuild_one_shot_weights(storage))
+        try:
+            print(rebuild_one_shot_weights(storage))
+        except StudyError as err:
+            raise SystemExit(f"error: {err}") from None
         return
     wall = None
     if not args.summarise_only:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import datetime as dt
 import sys
 import time
@@ -35,21 +34,13 @@ from ase_search.space import load_space  # noqa: E402
 from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
 from benchmarks._common import (  # noqa: E402
     QUALITY_N,
+    load_json,
     machine_text,
     sample_quality,
     start_run,
     write_json,
     write_text,
 )
-
-
-def load_json_list(path: Path) -> list[dict]:
-    """The records of an earlier report (none if there is no readable one)."""
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    return records if isinstance(records, list) else []
 
 
 def fid_cell(result) -> str:
@@ -190,16 +181,17 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     # Models not rerun keep their sections (and JSON records) from the previous report.
     json_path = args.out.with_suffix(".json")
-    records = {r["arch"]: r for r in load_json_list(json_path)}
+    earlier = load_json(json_path)
+    records = {r["arch"]: r for r in (earlier if isinstance(earlier, list) else [])}
+    header = [
+        "# Testbed report", "",
+        "FID-MNIST uses the project's digit classifier features (not comparable with "
+        "Inception FID); every model's command, machine, date, seeds (common random numbers "
+        "across schedules), N and sampler are under its heading.", "",
+    ]
     for arch in args.arch:
         records[arch] = run_arch(arch, args, out_dir, command)
         kept = [records[a] for a in TESTBEDS if a in records and "section" in records[a]]
-        header = [
-            "# Testbed report", "",
-            "FID-MNIST uses the project's digit classifier features (not comparable with "
-            "Inception FID); every model's command, machine, date, seeds (common random numbers "
-            "across schedules), N and sampler are under its heading.", "",
-        ]
         write_text(args.out, "\n".join(header + [r["section"] for r in kept]))
         write_json(json_path, kept)
     print(f"wrote {args.out}")
