@@ -121,14 +121,16 @@ def markdown(store: dict[str, Any]) -> str:
              "full model: FID-MNIST (digit-classifier features, not Inception FID), mean ± std "
              "over seeds with common random numbers; **ratio** is the per-seed FID ratio to the "
              "full model (mean, min-max). Acceleration is the cost model's prediction for the "
-             "sampler's timesteps.", ""]
+             "sampler's timesteps. **one-shot weights** gives the same schedule's FID (and the full "
+             "model's) on the search's one-shot weights, where measured.", ""]
     for arch, r in store["archs"].items():
         lines += [f"## {arch}: {TESTBEDS[arch].model_name}", "",
-                  f"`{r['command']}` on {machine_text(r['machine'])}, {r['date']}. Seeds "
+                  " then ".join(f"`{c}`" for c in r["commands"])
+                  + f" on {machine_text(r['machine'])}, {r['date']}. Seeds "
                   f"0..{r['seeds'] - 1}, N = {r['n']} per seed. Fine-tune: {r['settings']}.", "",
                   "| schedule | blocks (data → noise) | sampler | acceleration | FID | "
-                  "full FID | ratio | within 5% |",
-                  "| --- | --- | --- | ---: | ---: | ---: | --- | :---: |"]
+                  "full FID | ratio | within 5% | one-shot weights |",
+                  "| --- | --- | --- | ---: | ---: | ---: | --- | :---: | ---: |"]
         for key, row in r["rows"].items():
             for sampler, cell in row["cells"].items():
                 full = r["full"].get(sampler)
@@ -136,14 +138,30 @@ def markdown(store: dict[str, Any]) -> str:
                     continue
                 ratios = [a / b for a, b in zip(cell["fids"], full["fids"])]
                 mean = statistics.fmean(ratios)
+                one_shot = row.get("one_shot", {}).get(sampler)
+                one_shot_full = r.get("one_shot_full", {}).get(sampler)
                 lines.append(
                     f"| {row['name']} | {row['blocks']} | {sampler} | {pct(cell['predicted'])} "
                     f"| {cell['fid_mean']:.2f} ± {cell['fid_std'] or 0:.2f} | "
                     f"{full['fid_mean']:.2f} ± {full['fid_std'] or 0:.2f} | {mean:.2f} "
-                    f"({min(ratios):.2f}-{max(ratios):.2f}) | {'yes' if mean <= 1.05 else 'no'} |")
+                    f"({min(ratios):.2f}-{max(ratios):.2f}) | {'yes' if mean <= 1.05 else 'no'} | "
+                    + ("–" if one_shot is None else
+                       f"{one_shot['fid_mean']:.2f} (full {one_shot_full['fid_mean']:.2f})")
+                    + " |")
+        lines.append("")
+        for sampler, full in r["full"].items():
+            within = [(cell["predicted"], row["name"]) for row in r["rows"].values()
+                      for s, cell in row["cells"].items() if s == sampler and statistics.fmean(
+                          a / b for a, b in zip(cell["fids"], full["fids"])) <= 1.05]
+            best = max(within, default=None)
+            lines.append(f"- {sampler}: best acceleration within 5% of the full model: "
+                         + (f"**{best[0]:.1%}** ({best[1]})" if best else "**none** of these"))
         lines += ["", "Weights: " + "; ".join(
             f"{row['name']} `{row['weights']}` (sha256 {row['sha256'][:12]}, fine-tuned in "
-            f"{row['minutes']:.1f} min)" for row in r["rows"].values()) + ".", ""]
+            f"{row['minutes']:.1f} min)" for row in r["rows"].values()) + "."
+                  + (f" One-shot: `{r['one_shot_weights']['path']}` (sha256 "
+                     f"{r['one_shot_weights']['sha256'][:12]})." if "one_shot_weights" in r else ""),
+                  ""]
     return "\n".join(lines)
 
 
@@ -165,10 +183,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="NAME:STEPS, e.g. ddim:20 ddpm:250")
     parser.add_argument("--n", type=int, default=500, help="samples per seed")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1")
+    parser.add_argument("--one-shot", type=Path, default=None,
+                        help="also measure each schedule on these one-shot weights (e.g. "
+                             "studies/reference/dit-one-shot.safetensors)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "studies" / "bench" / "dedicated")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "dedicated_finetune.md")
     args = parser.parse_args(argv)
+    if args.one_shot is not None and not args.one_shot.is_file():
+        parser.error(f"--one-shot {args.one_shot} does not exist; rebuild it with "
+                     f"python benchmarks/search.py --arch {args.arch} --weights-only")
     if args.n < 2 or args.seeds < 1 or args.steps < 1:
         parser.error("--n must be >= 2, --seeds >= 1 and --steps >= 1")
     for s in args.samplers:
@@ -180,30 +204,48 @@ def main(argv: list[str] | None = None) -> None:
     depth = load_model(args.arch).exit_depth
     schedules = [parse_schedule(s, args.arch, depth) for s in args.schedule]
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    json_path = args.out.with_suffix(".json")
+    store = load_json(json_path, VERSION) or {"version": VERSION, "archs": {}}
+    record = store["archs"].setdefault(args.arch, {"rows": {}, "full": {}})
+    commands = record.setdefault("commands", [])
+    if command not in commands:
+        commands.append(command)
     if args.phase == "train":
         for schedule in schedules:
             print(f"{schedule.name}: {dedicated_weights(schedule, args)}", file=sys.stderr)
+        # Re-read: a side-by-side job may have written its command meanwhile.
+        store = load_json(json_path, VERSION) or store
+        stored = store["archs"].setdefault(args.arch, record).setdefault("commands", [])
+        if command not in stored:
+            stored.append(command)
+        write_json(json_path, store)
         return
 
     from ase_search.evaluate import machine_info
 
-    json_path = args.out.with_suffix(".json")
-    store = load_json(json_path, VERSION) or {"version": VERSION, "archs": {}}
-    record = store["archs"].setdefault(args.arch, {"rows": {}, "full": {}})
-    record.update(command=command, machine=machine_info(), date=dt.date.today().isoformat(),
+    record.pop("command", None)
+    record.update(machine=machine_info(), date=dt.date.today().isoformat(),
                   settings=f"{args.recipe}, {args.steps} steps, batch {args.batch_size}, lr "
                            f"{args.lr} (cosine), EMA {args.ema}, seed {args.seed}")
     if (record.get("n"), record.get("seeds")) != (args.n, args.seeds):
-        record.update(n=args.n, seeds=args.seeds, rows={}, full={})
+        record.update(n=args.n, seeds=args.seeds, rows={}, full={}, one_shot_full={},
+                      commands=[command])
 
     def save() -> None:
         write_json(json_path, store)
         write_text(args.out, markdown(store))
 
     shipped = TESTBEDS[args.arch].path
+    if args.one_shot is not None:
+        record["one_shot_weights"] = {"path": display_path(args.one_shot),
+                                      "sha256": file_sha256(args.one_shot)}
     for sampler in args.samplers:
         if sampler not in record["full"]:
             record["full"][sampler] = measure(shipped, None, sampler, args)
+            save()
+        one_shot_full = record.setdefault("one_shot_full", {})
+        if args.one_shot is not None and sampler not in one_shot_full:
+            one_shot_full[sampler] = measure(args.one_shot, None, sampler, args)
             save()
     for schedule in schedules:
         path = dedicated_weights(schedule, args)
@@ -218,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
                 row["cells"][sampler] = measure(path, schedule, sampler, args)
                 print(f"{schedule.name} {sampler}: FID {row['cells'][sampler]['fid_mean']:.2f}",
                       file=sys.stderr, flush=True)
+                save()
+            one_shot = row.setdefault("one_shot", {})
+            if args.one_shot is not None and sampler not in one_shot:
+                one_shot[sampler] = measure(args.one_shot, schedule, sampler, args)
                 save()
     save()
     print(args.out.read_text())
