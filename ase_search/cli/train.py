@@ -81,6 +81,10 @@ def finetune_cmd(
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 500,
     batch_size: Annotated[int, typer.Option(help="Batch size (paper: 64 DiT, 128 U-ViT).")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate (paper: 2e-5 for DiT).")] = 2e-5,
+    lr_schedule: Annotated[str | None, typer.Option(
+        help="constant or cosine (default: the paper's, constant for DiT and cosine for U-ViT; "
+             "cosine with --space).")] = None,
+    ema: Annotated[float, typer.Option(help="EMA rate alpha of the teacher.")] = 0.999,
     gamma: Annotated[float, typer.Option(help="Strength of lambda(t).")] = 2.0,
     cycles: Annotated[int, typer.Option(help="Epochs C with lambda(t) before it resets to 1.")] = 1,
     full_share: Annotated[float, typer.Option(
@@ -106,10 +110,11 @@ def finetune_cmd(
         torch.set_num_threads(threads)
     if (schedule is None) == (space is None):
         raise ValueError("pass exactly one of --schedule (Algorithm 1) or --space (one-shot)")
+    config = FinetuneConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                            ema_decay=ema, gamma=gamma, cycles=cycles, seed=seed,
+                            full_share=full_share, distill=distill)
     model = load_model(arch, checkpoint).train()
     data = _dataset_for(model, dataset)
-    config = FinetuneConfig(steps=steps, batch_size=batch_size, lr=lr, gamma=gamma,
-                            cycles=cycles, seed=seed, full_share=full_share, distill=distill)
     common = dict(out_dir=out, resume=resume, device=pick_device(device))
     if space is not None:
         result = finetune_one_shot(model, data, load_space(space, depth=model.exit_depth),
