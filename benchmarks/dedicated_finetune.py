@@ -113,6 +113,11 @@ def measure(weights: Path, schedule: Any, sampler: str, args: argparse.Namespace
             "fid_std": result.std("fid"), "predicted": result.predicted_acceleration}
 
 
+def fid_ratios(cell: dict[str, Any], full: dict[str, Any]) -> list[float]:
+    """Per-seed FID ratios of a schedule's cell to the full model's (common random numbers)."""
+    return [a / b for a, b in zip(cell["fids"], full["fids"], strict=True)]
+
+
 def markdown(store: dict[str, Any]) -> str:
     lines = ["# Dedicated fine-tunes against the search's target", "",
              "Issue #5's target: >= 45% acceleration at an FID within 5% of the full model. Each "
@@ -136,7 +141,7 @@ def markdown(store: dict[str, Any]) -> str:
                 full = r["full"].get(sampler)
                 if full is None:
                     continue
-                ratios = [a / b for a, b in zip(cell["fids"], full["fids"])]
+                ratios = fid_ratios(cell, full)
                 mean = statistics.fmean(ratios)
                 one_shot = row.get("one_shot", {}).get(sampler)
                 one_shot_full = r.get("one_shot_full", {}).get(sampler)
@@ -151,8 +156,8 @@ def markdown(store: dict[str, Any]) -> str:
         lines.append("")
         for sampler, full in r["full"].items():
             within = [(cell["predicted"], row["name"]) for row in r["rows"].values()
-                      for s, cell in row["cells"].items() if s == sampler and statistics.fmean(
-                          a / b for a, b in zip(cell["fids"], full["fids"])) <= 1.05]
+                      for s, cell in row["cells"].items()
+                      if s == sampler and statistics.fmean(fid_ratios(cell, full)) <= 1.05]
             best = max(within, default=None)
             lines.append(f"- {sampler}: best acceleration within 5% of the full model: "
                          + (f"**{best[0]:.1%}** ({best[1]})" if best else "**none** of these"))
