@@ -99,7 +99,10 @@ def dedicated_weights(schedule: Any, args: argparse.Namespace) -> Path:
     return out
 
 
-def measure(weights: Path, schedule: Any, sampler: str, args: argparse.Namespace) -> dict:
+def measure(weights: Path, schedule: Any, sampler: str, cost_model: Any,
+            args: argparse.Namespace) -> dict:
+    """FID over seeds of ``schedule`` on ``weights``; the acceleration from the run's one
+    ``cost_model`` (every weight file here is the same architecture)."""
     from ase_search.evaluate import evaluate
     from ase_search.models import load_checkpoint
     from ase_search.samplers import SamplerConfig
@@ -108,7 +111,7 @@ def measure(weights: Path, schedule: Any, sampler: str, args: argparse.Namespace
     model, _ = load_checkpoint(weights)
     result = evaluate(model.eval(), schedule,
                       sampler=SamplerConfig(name=sampler_name(name), steps=int(steps)), n=args.n,
-                      seeds=list(range(args.seeds)), batch_size=250)
+                      seeds=list(range(args.seeds)), batch_size=250, cost_model=cost_model)
     return {"fids": [m["fid"] for m in result.metrics], "fid_mean": result.mean("fid"),
             "fid_std": result.std("fid"), "predicted": result.predicted_acceleration}
 
@@ -206,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     command = start_run(__file__, argv, args.threads)
     from ase_search.testbed import load_model
 
-    depth = load_model(args.arch).exit_depth
+    base = load_model(args.arch)
+    depth = base.exit_depth
     schedules = [parse_schedule(s, args.arch, depth) for s in args.schedule]
     args.work_dir.mkdir(parents=True, exist_ok=True)
     json_path = args.out.with_suffix(".json")
@@ -228,7 +232,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from ase_search.evaluate import machine_info
 
-    record.pop("command", None)
     record.update(machine=machine_info(), date=dt.date.today().isoformat(),
                   settings=f"{args.recipe}, {args.steps} steps, batch {args.batch_size}, lr "
                            f"{args.lr} (cosine), EMA {args.ema}, seed {args.seed}")
@@ -240,17 +243,20 @@ def main(argv: list[str] | None = None) -> None:
         write_json(json_path, store)
         write_text(args.out, markdown(store))
 
+    from ase_search.metrics.latency import profile_components
+
     shipped = TESTBEDS[args.arch].path
+    cost_model = profile_components(base, batch_size=250)
     if args.one_shot is not None:
         record["one_shot_weights"] = {"path": display_path(args.one_shot),
                                       "sha256": file_sha256(args.one_shot)}
     for sampler in args.samplers:
         if sampler not in record["full"]:
-            record["full"][sampler] = measure(shipped, None, sampler, args)
+            record["full"][sampler] = measure(shipped, None, sampler, cost_model, args)
             save()
         one_shot_full = record.setdefault("one_shot_full", {})
         if args.one_shot is not None and sampler not in one_shot_full:
-            one_shot_full[sampler] = measure(args.one_shot, None, sampler, args)
+            one_shot_full[sampler] = measure(args.one_shot, None, sampler, cost_model, args)
             save()
     for schedule in schedules:
         path = dedicated_weights(schedule, args)
@@ -262,13 +268,13 @@ def main(argv: list[str] | None = None) -> None:
             "minutes": _minutes(path)})
         for sampler in args.samplers:
             if sampler not in row["cells"]:
-                row["cells"][sampler] = measure(path, schedule, sampler, args)
+                row["cells"][sampler] = measure(path, schedule, sampler, cost_model, args)
                 print(f"{schedule.name} {sampler}: FID {row['cells'][sampler]['fid_mean']:.2f}",
                       file=sys.stderr, flush=True)
                 save()
             one_shot = row.setdefault("one_shot", {})
             if args.one_shot is not None and sampler not in one_shot:
-                one_shot[sampler] = measure(args.one_shot, schedule, sampler, args)
+                one_shot[sampler] = measure(args.one_shot, schedule, sampler, cost_model, args)
                 save()
     save()
     print(args.out.read_text())
