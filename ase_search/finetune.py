@@ -8,12 +8,20 @@ cosine (U-ViT) learning rate and the hybrid loss. The teacher is the model that 
 The one-shot variant draws, for every training sample, a block count from the range the search
 space allows at its t (the largest with probability ``full_share``, else uniformly), so one set of
 weights serves every schedule of the space and the search can skip per-trial fine-tuning.
+:func:`one_shot_weights` makes those weights as the search uses them: cached under a key of what
+made them (starting weights, space, settings, data), resumable after a kill, and recorded by a
+study relative to its folder (:func:`weights_record`, :func:`resolve_weights`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +34,20 @@ from ase_search.schedule import ExitSchedule
 from ase_search.space import ScheduleSpace
 from ase_search.training import TimeReweighting, TrainConfig, TrainResult, train
 
-__all__ = ["FinetuneConfig", "ScheduleExits", "SpaceExits", "finetune", "finetune_one_shot"]
+__all__ = [
+    "REBUILD_COMMAND",
+    "FinetuneConfig",
+    "ScheduleExits",
+    "SpaceExits",
+    "finetune",
+    "finetune_one_shot",
+    "one_shot_key",
+    "one_shot_path",
+    "one_shot_weights",
+    "rebase_weights",
+    "resolve_weights",
+    "weights_record",
+]
 
 
 class ScheduleExits:
@@ -168,6 +189,9 @@ def finetune(
     device: str = "cpu",
     progress: bool = True,
     diffusion: GaussianDiffusion | None = None,
+    checkpoint_every: int = 1000,
+    checkpoint_extra: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` with Algorithm 1; returns the student and the EMA teacher.
 
@@ -175,6 +199,10 @@ def finetune(
         target: an exit schedule (each sample runs the blocks the schedule gives its t), or a
             search space for the one-shot variant (each sample draws a count from the space's
             range at its t).
+        out_dir, resume, checkpoint_every, on_checkpoint: the training state kept in
+            ``out_dir/last.pt`` (see :func:`~ase_search.training.train`).
+        checkpoint_extra: more entries for the checkpoints; a resume whose entries differ is
+            refused.
     """
     _check_model(model, target.arch, target.depth)
     T = (diffusion or GaussianDiffusion()).num_timesteps
@@ -187,9 +215,11 @@ def finetune(
         extra = {"schedule": target.to_dict(), "finetune": "algorithm-1"}
     reweighting = TimeReweighting(dropped_share=1.0 - exits.expected_blocks / model.exit_depth,
                                   gamma=config.gamma, cycles=config.cycles)
-    return train(model, dataset, config.train_config(model.arch, one_shot=one_shot), exits=exits,
-                 reweighting=reweighting, checkpoint_extra=extra, out_dir=out_dir,
-                 resume=resume, device=device, progress=progress, diffusion=diffusion)
+    train_config = config.train_config(model.arch, checkpoint_every, one_shot=one_shot)
+    return train(model, dataset, train_config, exits=exits, reweighting=reweighting,
+                 checkpoint_extra={**extra, **(checkpoint_extra or {})}, out_dir=out_dir,
+                 resume=resume, device=device, progress=progress, diffusion=diffusion,
+                 on_checkpoint=on_checkpoint)
 
 
 def finetune_one_shot(model: nn.Module, dataset: Dataset, space: ScheduleSpace,
@@ -205,3 +235,227 @@ def _check_model(model: nn.Module, arch: str, depth: int) -> None:
         raise ValueError(f"the schedule expects {depth} exitable blocks but the model has "
                          f"{model.exit_depth}; rescale it (presets do this) or export one for "
                          f"this model")
+
+
+#################################################################################
+#                  One-shot weights: made once, keyed, resumable                #
+#################################################################################
+
+# How the reference studies' one-shot weights are rebuilt (they are not committed); for another
+# study, add `--storage STUDY`.
+REBUILD_COMMAND = "python benchmarks/search.py --arch {arch} --weights-only"
+_KEY_VERSION = 1  # bump when what the key covers changes
+
+
+def one_shot_key(model: nn.Module, space: ScheduleSpace, config: FinetuneConfig,
+                 data: str) -> str:
+    """The hex SHA-256 of everything that decides the one-shot weights.
+
+    It covers the starting weights' content (the state dict tensor by tensor, with the model's
+    arch and config, so a ``.pt`` and a ``.safetensors`` copy agree), the space (its ``to_dict``
+    less the prose ``description``), every :class:`FinetuneConfig` field and the data: the spec
+    ``"mnist"``, a file's content, or a folder's file names and sizes (hashing every image of a
+    large folder would cost more than it protects). The device is not covered: the same recipe
+    on a GPU is the same recipe.
+    """
+    space_dict = {k: v for k, v in space.to_dict().items() if k != "description"}
+    recipe = {"version": _KEY_VERSION, "model": _model_sha256(model), "space": space_dict,
+              "finetune": asdict(config), "data": _data_fingerprint(data)}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def one_shot_weights(
+    model: nn.Module,
+    space: ScheduleSpace,
+    config: FinetuneConfig,
+    *,
+    data: str,
+    out_dir: str | Path,
+    name: str,
+    progress: bool = True,
+    device: str = "cpu",
+    checkpoint_every: int = 200,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
+) -> Path:
+    """The one-shot weights of ``model`` over ``space``: made once, then reused.
+
+    The file is ``out_dir/<name>-one-shot-<key[:12]>.safetensors`` with the full
+    :func:`one_shot_key` in its metadata (``one_shot_key``), so studies with other settings in
+    one folder never share it. A file of that name whose recorded key differs (renamed or edited
+    by hand) is refused, never overwritten. While the fine-tune runs, its state (student, EMA
+    teacher, optimizer, step; the random draws of step k depend only on the seed and k, see
+    :mod:`ase_search.training`) is saved atomically every ``checkpoint_every`` steps to
+    ``<file>.partial/last.pt``; a later call resumes from it and ends with exactly the weights of
+    an uninterrupted run. The partial state is deleted once the weights are written.
+
+    Args:
+        model: the starting weights; trained in place (the EMA teacher is what is saved).
+        space: the search space whose schedules the weights must serve.
+        config: the fine-tune settings.
+        data: the data spec (see :func:`ase_search.data.build_dataset`); read only to train.
+        out_dir: folder of the weights (the study's).
+        name: the study's name, the file's prefix.
+        progress: show a progress bar.
+        device: where to train.
+        checkpoint_every: steps between saved training states.
+        on_checkpoint: called with ``(path, step)`` after each saved state.
+
+    Returns:
+        The weights file.
+
+    Raises:
+        ValueError: the file exists but records another key, or the partial state was written
+            by another run.
+    """
+    key = one_shot_key(model, space, config, data)
+    out = one_shot_path(out_dir, name, key)
+    if out.is_file():
+        _check_key(out, key)
+        return out
+    from ase_search.data import build_dataset
+    from ase_search.models import save_checkpoint
+
+    dataset = build_dataset(data, resolution=model.input_size, channels=model.in_channels)
+    partial = out.with_name(out.name + ".partial")
+    result = finetune(model.train(), dataset, space, config, out_dir=partial, resume=True,
+                      device=device, progress=progress, checkpoint_every=checkpoint_every,
+                      checkpoint_extra={"one_shot_key": key}, on_checkpoint=on_checkpoint)
+    save_checkpoint(out, result.ema, extra={"finetune": "one-shot", "space": space.to_dict(),
+                                            "steps": result.step, "one_shot_key": key,
+                                            "finetune_config": asdict(config), "data": data})
+    shutil.rmtree(partial, ignore_errors=True)  # only once the weights are safely written
+    return out
+
+
+def one_shot_path(out_dir: str | Path, name: str, key: str) -> Path:
+    """Where :func:`one_shot_weights` keeps the weights of ``key`` for study ``name``."""
+    return Path(out_dir) / f"{name}-one-shot-{key[:12]}.safetensors"
+
+
+def weights_record(weights: str | Path, folder: str | Path | None) -> dict[str, Any]:
+    """What a study (or an exported schedule) records of the weights it was measured with.
+
+    Returns:
+        ``{"path": ..., "one_shot_key": ...}``: the path relative to ``folder`` (the recording
+        file's folder, so a clone or a moved folder still finds it; absolute when ``folder`` is
+        ``None``, e.g. a PostgreSQL study), and the file's one-shot key, or ``None`` for weights
+        not made by :func:`one_shot_weights`.
+    """
+    weights = Path(weights).resolve()
+    path = str(weights) if folder is None else _relative(weights, Path(folder).resolve())
+    return {"path": path, "one_shot_key": _recorded_key(weights) if weights.is_file() else None}
+
+
+def rebase_weights(record: Any, source: str | Path | None,
+                   target: str | Path | None) -> dict[str, Any] | None:
+    """``record`` (relative to folder ``source``) made relative to folder ``target``, e.g. for a
+    schedule exported from a study into another folder; ``None`` stays ``None``."""
+    if not record:
+        return None
+    candidates, key = _candidates(record, source)
+    absolute = next((c for c in candidates if c.is_file()), candidates[0]).resolve()
+    folder = None if target is None else Path(target).resolve()
+    return {"path": str(absolute) if folder is None else _relative(absolute, folder),
+            "one_shot_key": key}
+
+
+def resolve_weights(record: Any, folder: str | Path | None, *, arch: str = "dit") -> Path:
+    """The weights file a study or schedule recorded, checked against its one-shot key.
+
+    Args:
+        record: a :func:`weights_record` dict, or a bare path string (studies made before
+            records were relative: an absolute path that is missing here is looked for by its
+            name in ``folder``).
+        folder: the recording file's folder (relative paths resolve against it).
+        arch: for the rebuild advice.
+
+    Raises:
+        ValueError: the file is missing (with how to rebuild it), or its key differs.
+    """
+    candidates, key = _candidates(record, folder)
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise ValueError(
+            f"the weights this was measured with, {candidates[0]}, are missing; rebuild them "
+            f"with `{REBUILD_COMMAND.format(arch=arch)}` (add --storage STUDY for your own "
+            f"study), or pass --checkpoint to run other weights")
+    if key is not None:
+        _check_key(found, key)
+    return found
+
+
+def _candidates(record: Any, folder: str | Path | None) -> tuple[list[Path], str | None]:
+    """Where a record's file may be (the first is where it should be), and its key."""
+    path, key = _parse_record(record)
+    base = Path(folder) if folder is not None else Path.cwd()
+    candidates = [Path(os.path.normpath(base / path))]  # an absolute path stays itself
+    if isinstance(record, str) and Path(path).is_absolute():  # recorded on another machine
+        candidates.append(base / Path(path).name)
+    return candidates, key
+
+
+def _check_key(path: Path, key: str) -> None:
+    recorded = _recorded_key(path)
+    if recorded != key:
+        raise ValueError(
+            f"{path} holds one-shot weights made from other settings (key "
+            f"{str(recorded)[:12]}, expected {key[:12]}); move it away and rebuild them")
+
+
+def _recorded_key(path: Path) -> str | None:
+    """The ``one_shot_key`` in a safetensors file's metadata (read from the header only)."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    from ase_search.models import CheckpointError
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            extra = json.loads((f.metadata() or {}).get("extra", "{}"))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"could not read {path} as a safetensors file: {err}") from None
+    key = extra.get("one_shot_key") if isinstance(extra, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _parse_record(record: Any) -> tuple[str, str | None]:
+    if isinstance(record, str) and record:
+        return record, None
+    if isinstance(record, dict) and isinstance(record.get("path"), str) and record["path"]:
+        key = record.get("one_shot_key")
+        return record["path"], key if isinstance(key, str) else None
+    raise ValueError(f"malformed weights record {record!r}; expected a path or "
+                     f"{{'path': ..., 'one_shot_key': ...}}")
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(path, folder)).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
+        return str(path)
+
+
+def _model_sha256(model: nn.Module) -> str:
+    digest = hashlib.sha256(json.dumps([getattr(model, "arch", None),
+                                        getattr(model, "config", None)],
+                                       sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _data_fingerprint(data: str) -> Any:
+    path = Path(data)
+    if data.lower() == "mnist" or not path.exists():
+        return data
+    if path.is_file():
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return {"file_sha256": digest.hexdigest()}
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return {"folder": [[p.relative_to(path).as_posix(), p.stat().st_size] for p in files]}

@@ -489,6 +489,8 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         trial = select_trial(study, trial=trial)
     elif trial.state != TrialState.COMPLETE or trial.values is None:
         raise StudyError(f"trial {trial.number} is {trial.state.name}; export a COMPLETE trial")
+    from ase_search.finetune import rebase_weights  # relative to the schedule file
+
     schedule = trial_schedule(trial)
     attrs, config = trial.user_attrs, study.user_attrs.get("config") or {}
     seed = _seed_name(trial)
@@ -510,7 +512,7 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         "steps": config.get("steps"),
         "finetune": config.get("finetune", config.get("finetune_mode")),
         "checkpoint": config.get("checkpoint"),
-        "weights": study.user_attrs.get("weights"),
+        "weights": rebase_weights(study.user_attrs.get("weights"), study_dir(study), path.parent),
         "search_config": config,
         "ase_search_version": study.user_attrs.get("ase_search_version"),
     }

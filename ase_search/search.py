@@ -643,26 +643,14 @@ class _StudyProgress:
 # --------------------------------------------------------------------------------------------
 # The driver
 # --------------------------------------------------------------------------------------------
-def _one_shot_weights(config: SearchConfig, model: Any, space: Any, storage_dir: Path,
-                      progress: bool) -> Path:
-    """Fine-tune once for the whole space (cached next to the study, reused on resume)."""
-    from ase_search.data import build_dataset
-    from ase_search.finetune import FinetuneConfig, finetune_one_shot
-    from ase_search.models import save_checkpoint
+def one_shot_config(config: SearchConfig) -> Any:
+    """The :class:`~ase_search.finetune.FinetuneConfig` of the search's one-shot fine-tune (for
+    :func:`~ase_search.finetune.one_shot_weights`, which caches the weights by it)."""
+    from ase_search.finetune import FinetuneConfig
 
-    out = storage_dir / f"{config.resolved_study_name}-one-shot.safetensors"
-    if out.is_file():
-        return out
-    data = build_dataset(config.data, resolution=model.input_size, channels=model.in_channels)
-    result = finetune_one_shot(model.train(), data, space,
-                               FinetuneConfig(steps=config.finetune_steps, lr=config.finetune_lr,
-                                              ema_decay=config.finetune_ema, seed=config.seed,
-                                              full_share=config.finetune_full_share,
-                                              distill=config.finetune_distill),
-                               progress=progress)
-    save_checkpoint(out, result.ema, extra={"finetune": "one-shot", "space": space.to_dict(),
-                                            "steps": result.step})
-    return out
+    return FinetuneConfig(steps=config.finetune_steps, lr=config.finetune_lr,
+                          ema_decay=config.finetune_ema, seed=config.seed,
+                          full_share=config.finetune_full_share, distill=config.finetune_distill)
 
 
 def _init_ray(config: SearchConfig) -> bool:
@@ -760,12 +748,19 @@ def run_search(config: SearchConfig, *, progress: bool = True,
 
     t = time.perf_counter()
     if config.finetune == "one-shot" and config.finetune_steps > 0:
-        weights = _one_shot_weights(config, model, space, storage_dir, progress)
+        from ase_search.finetune import one_shot_weights
+
+        weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
+                                   out_dir=storage_dir, name=config.resolved_study_name,
+                                   progress=progress)
     else:
         weights = Path(config.checkpoint).resolve() if config.checkpoint else \
             TESTBEDS[config.arch].path
     setup["one_shot_finetune"] = time.perf_counter() - t
-    study.set_user_attr("weights", str(Path(weights).resolve()))  # named by exported schedules
+    from ase_search.finetune import weights_record  # relative to the study: found on a clone
+
+    study.set_user_attr("weights", weights_record(weights, None if "://" in storage_spec
+                                                  else storage_dir))  # named by exports
 
     started_ray = _init_ray(config)
     try:

@@ -246,7 +246,8 @@ def train(
         diffusion: noise process (default: linear betas, T = 1000).
         exits: per-sample block counts from t (None: all blocks, i.e. pretraining).
         reweighting: ``lambda(t)`` of Algorithm 1 (None: 1).
-        resume: continue from ``out_dir/last.pt`` if it exists.
+        resume: continue from ``out_dir/last.pt`` if it exists; refused (``ValueError``) when
+            its ``checkpoint_extra`` entries differ from this run's.
         device: where to train.
         progress: show a rich progress bar on stderr.
         checkpoint_extra: stored in every checkpoint (e.g. the exit schedule as a dict).
@@ -268,6 +269,7 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is not None and (out / "last.pt").is_file():
         state = load_state_dict_file(out / "last.pt")
+        _check_same_run(out / "last.pt", state, checkpoint_extra or {})
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -351,6 +353,21 @@ def train(
                 checkpoint()
     checkpoint()
     return TrainResult(model=model, ema=ema, step=step, losses=losses, wall_time=wall)
+
+
+def _check_same_run(path: Path, state: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint whose ``checkpoint_extra`` entries (the schedule, the
+    space, a one-shot key...) differ from this run's: it was written by another run."""
+    import json
+
+    def plain(value: Any) -> str:  # tuples come back as tuples or lists: compare as JSON
+        return json.dumps(value, sort_keys=True, default=str)
+
+    differ = [k for k, v in extra.items() if k in state and plain(state[k]) != plain(v)]
+    if differ:
+        raise ValueError(f"{path} was written by another run (its {', '.join(differ)} differ "
+                         f"from this one's); resume with the same settings, or move it away "
+                         f"to start afresh")
 
 
 def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:

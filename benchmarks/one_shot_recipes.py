@@ -7,8 +7,9 @@ target is the frozen pretrained model's full-depth prediction). Each recipe is t
 search's settings (steps, lr, EMA, full share, seed; cached under ``--work-dir``), then the
 full model and the paper's presets are measured with FID-MNIST (mean +- std over seeds, common
 random numbers) and the shipped model without fine-tuning is the reference. Reuse the default
-recipe's weights with ``--plain-weights studies/reference/<arch>-one-shot.safetensors`` (the
-search wrote them with the same settings). Run from the repository root:
+recipe's weights with ``--plain-weights studies/reference/<arch>-one-shot-<key>.safetensors``
+(the search wrote them with the same settings; the file the reference study names). Run from
+the repository root:
 
     python benchmarks/one_shot_recipes.py --arch dit --n 500 --seeds 5 --threads 2
 """
@@ -46,7 +47,8 @@ SCHEDULES = ("full", "D1", "D3", "D4", "D6")
 def recipe_weights(arch: str, recipe: str, args: argparse.Namespace) -> tuple[Path, float]:
     """The one-shot weights of ``recipe``, made as ``ase-search run`` makes them (cached under
     ``--work-dir/<recipe>/``) unless given, and the minutes their fine-tune took (0: reused)."""
-    from ase_search.search import _one_shot_weights
+    from ase_search.finetune import one_shot_key, one_shot_path, one_shot_weights
+    from ase_search.search import one_shot_config
     from ase_search.space import load_space
     from ase_search.testbed import load_model
 
@@ -54,12 +56,13 @@ def recipe_weights(arch: str, recipe: str, args: argparse.Namespace) -> tuple[Pa
         return args.plain_weights.resolve(), 0.0
     config = SearchConfig(arch=arch, finetune_distill=recipe == "distill")
     cache = args.work_dir / recipe
-    cached = (cache / f"{config.resolved_study_name}-one-shot.safetensors").is_file()
     base = load_model(arch)
     space = load_space(TESTBEDS[arch].space, depth=base.exit_depth)
-    cache.mkdir(parents=True, exist_ok=True)
+    settings = one_shot_config(config)
+    name = config.resolved_study_name
+    cached = one_shot_path(cache, name, one_shot_key(base, space, settings, config.data)).is_file()
     t0 = time.perf_counter()
-    path = _one_shot_weights(config, base, space, cache, progress=True)
+    path = one_shot_weights(base, space, settings, data=config.data, out_dir=cache, name=name)
     return path, 0.0 if cached else (time.perf_counter() - t0) / 60
 
 

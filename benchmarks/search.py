@@ -87,25 +87,44 @@ def summarise(storage: Path, wall: float | None, command: str) -> str:
 
 
 def rebuild_one_shot_weights(storage: Path) -> Path:
-    """The study's one-shot weights, fine-tuned again with its stored settings (same seed)."""
+    """The study's one-shot weights, fine-tuned again with its stored settings (same seed).
+
+    A study made before weights were recorded relative to it (an absolute path string) gets the
+    new record; one whose recorded key differs from the rebuilt weights' is refused: its trials
+    were measured on other weights (the starting checkpoint or the space changed since).
+    """
     from dataclasses import fields
 
-    from ase_search.search import SearchConfig, _one_shot_weights
+    from ase_search.finetune import one_shot_weights, weights_record
+    from ase_search.search import SearchConfig, one_shot_config
     from ase_search.space import load_space
     from ase_search.testbed import TESTBEDS, load_model
 
-    stored = open_study(storage).user_attrs.get("config")
+    study = open_study(storage)
+    stored = study.user_attrs.get("config")
     if stored is None:
         raise StudyError(f"{storage} holds no search settings (not made by `ase-search run`); "
                          f"there is nothing to rebuild")
     config = SearchConfig(**{f.name: stored[f.name] for f in fields(SearchConfig)
                              if f.name in stored})
+    if config.finetune != "one-shot" or config.finetune_steps == 0:
+        raise StudyError(f"{storage} was searched without a one-shot fine-tune (--finetune "
+                         f"{config.finetune}, {config.finetune_steps} steps); there are no "
+                         f"one-shot weights to rebuild")
     model = load_model(config.arch, config.checkpoint)
     space = load_space(Path(config.space) if config.space else TESTBEDS[config.arch].space,
                        depth=model.exit_depth)
-    return _one_shot_weights(config, model, space, storage.resolve().parent, progress=True)
-
-
+    folder = storage.resolve().parent
+    path = one_shot_weights(model, space, one_shot_config(config), data=config.data,
+                            out_dir=folder, name=config.resolved_study_name, progress=True)
+    record, recorded = weights_record(path, folder), study.user_attrs.get("weights")
+    if isinstance(recorded, dict) and recorded != record:
+        raise StudyError(f"{storage} was measured with the weights {recorded}, but its settings "
+                         f"now give {record} (the starting checkpoint or the space changed); "
+                         f"re-run the search in a new study")
+    if recorded != record:
+        study.set_user_attr("weights", record)
+    return path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="dit", choices=["dit", "uvit"])

@@ -555,7 +555,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from ase_search.metrics.latency import CostModel, profile_components
     from ase_search.samplers import SamplerConfig
     from ase_search.schedule import preset
-    from ase_search.search import TrialContext, _one_shot_weights
+    from ase_search.finetune import one_shot_weights
+    from ase_search.search import TrialContext, one_shot_config
     from ase_search.space import load_space
     from ase_search.testbed import TESTBEDS, load_model
 
@@ -579,11 +580,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         weights = args.one_shot_weights.resolve()
         weights_note = f"one-shot fine-tuned weights reused from `{args.one_shot_weights}`"
     elif args.finetune_steps > 0:
-        tag = short_hash([file_sha256(base_path)[:16], space.to_dict(), config.data,
-                          config.finetune_steps, config.seed])
         print(f"one-shot fine-tune ({config.finetune_steps} steps; cached) ...", file=sys.stderr)
-        weights = _one_shot_weights(config, model, space, cache / f"weights-{tag}",
-                                    not args.no_progress)
+        # The file name carries the key of what made the weights, so one folder serves all.
+        weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
+                                   out_dir=cache / "weights", name=config.resolved_study_name,
+                                   progress=not args.no_progress)
         model = load_model(args.arch, args.checkpoint)  # the fine-tune trained it in place
         weights_note = (f"one-shot fine-tuned over the space ({config.finetune_steps} steps, "
                         f"seed {config.seed}) from `{base_path.name}`")

@@ -420,3 +420,186 @@ def test_finetune_divergence_raises() -> None:
     with pytest.raises(FloatingPointError, match="diverged"):
         finetune(model, _tiny_dataset(), preset("D3", "dit", 4), FinetuneConfig(steps=2),
                  progress=False)
+
+
+################################################################################
+#                  one-shot weights: keyed cache, resume, records              #
+################################################################################
+
+# The one-shot fine-tune as `ase-search run` makes it, on a tiny DiT; run in a subprocess that
+# SIGKILLs itself right after the training state of step KILL_AT is saved (a real kill: no
+# exception handler, no finally, no atexit runs).
+_ONE_SHOT_SCRIPT = """
+import os, signal, sys
+import torch
+from ase_search.finetune import FinetuneConfig, one_shot_weights
+from ase_search.models import create_model
+from ase_search.space import ScheduleSpace
+
+torch.set_num_threads(1)
+data, out_dir, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def kill(path, step):
+    if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+torch.manual_seed(0)
+model = create_model("DiT-test")
+space = ScheduleSpace("dit", 4, 2, edges=(0.0, 0.5, 1.0), min_blocks=(3, 1), max_blocks=(4, 3))
+config = FinetuneConfig(steps=6, batch_size=8, lr=1e-3, ema_decay=0.9, distill=True, seed=2)
+print(one_shot_weights(model, space, config, data=data, out_dir=out_dir, name="dit",
+                       progress=False, checkpoint_every=2, on_checkpoint=kill))
+"""
+_SPACE = ScheduleSpace("dit", 4, 2, edges=(0.0, 0.5, 1.0), min_blocks=(3, 1), max_blocks=(4, 3))
+_CONFIG = FinetuneConfig(steps=6, batch_size=8, lr=1e-3, ema_decay=0.9, distill=True, seed=2)
+
+
+def _latents(tmp_path: Path) -> str:
+    """A latents file in the tiny DiT's shape: one_shot_weights reads data through its spec."""
+    dataset = _tiny_dataset(n=16)
+    path = tmp_path / "latents.pt"
+    torch.save({"latents": dataset.images.float() / 127.5 - 1.0, "labels": dataset.labels}, path)
+    return str(path)
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _one_shot(tmp_path: Path, out_dir: Path, config: FinetuneConfig = _CONFIG,
+              **kwargs: Any) -> Path:
+    return finetune_module.one_shot_weights(_tiny_model("DiT-test"), _SPACE, config,
+                                            data=_latents(tmp_path), out_dir=out_dir,
+                                            name="dit", progress=False, checkpoint_every=2,
+                                            **kwargs)
+
+
+def test_one_shot_weights_after_a_sigkill_resume_to_the_uninterrupted_weights(
+        tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = _latents(tmp_path)
+    killed = subprocess.run([sys.executable, "-c", _ONE_SHOT_SCRIPT, data,
+                             str(tmp_path / "killed"), "4"], capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    partial = list((tmp_path / "killed").glob("dit-one-shot-*.safetensors.partial"))
+    assert len(partial) == 1 and not list((tmp_path / "killed").glob("*.safetensors"))
+    assert load_state_dict_file(partial[0] / "last.pt")["step"] == 4
+
+    # The re-run resumes: it saves only the final state (step 6), never steps 2 and 4 again.
+    seen: list[int] = []
+    resumed = _one_shot(tmp_path, tmp_path / "killed",
+                        on_checkpoint=lambda path, step: seen.append(step))
+    assert seen == [6]
+    assert not partial[0].exists()  # the partial state is gone once the weights are written
+    straight = subprocess.run([sys.executable, "-c", _ONE_SHOT_SCRIPT, data,
+                               str(tmp_path / "straight"), "-1"], capture_output=True,
+                              text=True, timeout=120)
+    assert straight.returncode == 0, straight.stderr
+    expected = Path(straight.stdout.strip().splitlines()[-1])
+    assert expected.name == resumed.name
+    a, b = _tensors(resumed), _tensors(expected)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    # Not vacuous: the fine-tune moved the weights away from the start.
+    start = _tiny_model("DiT-test").state_dict()
+    assert any(not torch.equal(a[f"model.{k}"], v) for k, v in start.items())
+
+
+def test_one_shot_weights_with_other_settings_are_other_files(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    first = _one_shot(tmp_path, tmp_path)
+    other = _one_shot(tmp_path, tmp_path, replace(_CONFIG, steps=3, distill=False))
+    assert first != other and first.is_file() and other.is_file()
+    a, b = _tensors(first), _tensors(other)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    meta = load_state_dict_file(other)
+    assert meta["steps"] == 3 and meta["finetune_config"]["distill"] is False
+    assert other.name == f"dit-one-shot-{meta['one_shot_key'][:12]}.safetensors"
+    # The same settings again: the cached file, no training (no state saved).
+    seen: list[int] = []
+    assert _one_shot(tmp_path, tmp_path, on_checkpoint=lambda p, s: seen.append(s)) == first
+    assert seen == []
+    # A file under the name of one key but holding another's weights is refused, not reused
+    # and not overwritten.
+    first.write_bytes(other.read_bytes())
+    with pytest.raises(ValueError, match="made from other settings"):
+        _one_shot(tmp_path, tmp_path)
+    assert first.read_bytes() == other.read_bytes()
+
+
+def test_one_shot_resume_refuses_a_partial_state_of_another_key(tmp_path: Path) -> None:
+    key = finetune_module.one_shot_key(_tiny_model("DiT-test"), _SPACE, _CONFIG,
+                                       _latents(tmp_path))
+    path = finetune_module.one_shot_path(tmp_path, "dit", key)
+    partial = path.with_name(path.name + ".partial")
+    finetune(_tiny_model("DiT-test"), _tiny_dataset(), _SPACE, FinetuneConfig(steps=1),
+             out_dir=partial, progress=False, checkpoint_extra={"one_shot_key": "f" * 64})
+    with pytest.raises(ValueError, match="written by another run.*one_shot_key"):
+        _one_shot(tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("change", [
+    "model", "space", "data", *[f"config.{name}" for name in (
+        "steps", "batch_size", "lr", "lr_schedule", "ema_decay", "gamma", "cycles", "seed",
+        "full_share", "distill")],
+])
+def test_one_shot_key_covers_what_makes_the_weights(change: str, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    data = _latents(tmp_path)
+    base = finetune_module.one_shot_key(_tiny_model("DiT-test"), _SPACE, _CONFIG, data)
+    # Equal inputs, equal keys (a fresh model from the same seed; the space's prose is not
+    # covered).
+    assert finetune_module.one_shot_key(_tiny_model("DiT-test"), replace(_SPACE, description="x"),
+                                        _CONFIG, data) == base
+    model, space, config = _tiny_model("DiT-test"), _SPACE, _CONFIG
+    if change == "model":
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] += 1e-6
+    elif change == "space":
+        space = replace(_SPACE, max_blocks=(4, 2))
+    elif change == "data":
+        torch.save({"latents": torch.zeros(16, 2, 8, 8), "labels": torch.zeros(16).long()},
+                   data)
+    else:
+        name = change.split(".")[1]
+        other = {"steps": 7, "batch_size": 9, "lr": 2e-3, "lr_schedule": "constant",
+                 "ema_decay": 0.5, "gamma": 1.0, "cycles": 2, "seed": 3, "full_share": 0.25,
+                 "distill": False}[name]
+        assert getattr(config, name) != other
+        config = replace(config, **{name: other})
+    assert finetune_module.one_shot_key(model, space, config, data) != base
+
+
+def test_weights_record_is_relative_to_the_study_and_survives_a_move(tmp_path: Path) -> None:
+    import shutil
+
+    made = _one_shot(tmp_path, tmp_path / "studies")
+    record = finetune_module.weights_record(made, tmp_path / "studies")
+    key = load_state_dict_file(made)["one_shot_key"]
+    assert record == {"path": made.name, "one_shot_key": key}
+    shutil.move(tmp_path / "studies", tmp_path / "clone")  # a clone elsewhere
+    found = finetune_module.resolve_weights(record, tmp_path / "clone")
+    assert found == tmp_path / "clone" / made.name
+    # Exported next to the study's folder: the path is re-based on the schedule's folder.
+    exported = finetune_module.rebase_weights(record, tmp_path / "clone", tmp_path / "out")
+    assert exported == {"path": f"../clone/{made.name}", "one_shot_key": key}
+    assert finetune_module.resolve_weights(exported, tmp_path / "out").resolve() == found
+    # A study made before relative records: an absolute path of another machine.
+    legacy = f"/elsewhere/studies/{made.name}"
+    assert finetune_module.resolve_weights(legacy, tmp_path / "clone") == found
+    # Weights made from other settings under the recorded name are refused.
+    wrong = dict(record, one_shot_key="0" * 64)
+    with pytest.raises(ValueError, match="made from other settings"):
+        finetune_module.resolve_weights(wrong, tmp_path / "clone")
+    # Missing weights: the error says how to rebuild them.
+    found.unlink()
+    with pytest.raises(ValueError, match=r"are missing; rebuild them with `python "
+                                         r"benchmarks/search.py --arch uvit --weights-only`"):
+        finetune_module.resolve_weights(record, tmp_path / "clone", arch="uvit")

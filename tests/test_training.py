@@ -300,6 +300,26 @@ def test_resume_from_shorter_run_equals_uninterrupted_run(tmp_path: Path) -> Non
     assert _optimizer_steps(tmp_path / "a" / "last.pt") == {K}
 
 
+def test_resume_refuses_a_checkpoint_written_by_another_run(tmp_path: Path) -> None:
+    """checkpoint_extra names the run (a schedule, a one-shot key): another run's state is not
+    silently continued, and the checkpoint is left as it was."""
+    config = TrainConfig(steps=2, batch_size=4, checkpoint_every=1)
+    train(_tiny_model(), _tiny_dataset(), config, out_dir=tmp_path, progress=False,
+          checkpoint_extra={"schedule": preset("D3", "dit", 4).to_dict(), "command": "x"})
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"last.pt was written by another run \(its schedule "
+                                         r"differ"):
+        train(_tiny_model(), _tiny_dataset(), TrainConfig(steps=4, batch_size=4),
+              out_dir=tmp_path, resume=True, progress=False,
+              checkpoint_extra={"schedule": preset("D6", "dit", 4).to_dict(), "command": "x"})
+    assert (tmp_path / "last.pt").read_bytes() == before
+    # The same run's entries (tuples read back as lists alike) resume.
+    resumed = train(_tiny_model(), _tiny_dataset(), TrainConfig(steps=3, batch_size=4),
+                    out_dir=tmp_path, resume=True, progress=False,
+                    checkpoint_extra={"schedule": preset("D3", "dit", 4).to_dict()})
+    assert resumed.step == 3
+
+
 def test_resume_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
     config = TrainConfig(steps=2, batch_size=4)
     a = train(_tiny_model(), _tiny_dataset(), config, out_dir=tmp_path / "a", progress=False)

@@ -94,20 +94,23 @@ def pick_device(device: str) -> str:
 
 def schedule_weights(schedule: str, checkpoint: Path | None) -> Path | None:
     """The weights to run ``schedule`` with: ``--checkpoint`` when given, else the weights an
-    exported schedule was measured with (its ``metadata["weights"]``), else ``None`` (the default
-    model)."""
+    exported schedule was measured with (its ``metadata["weights"]``, relative to the schedule
+    file), else ``None`` (the default model).
+
+    Raises:
+        ValueError: the recorded weights are missing (the message says how to rebuild them) or
+            are not the ones recorded.
+    """
     if checkpoint is not None or not schedule.lower().endswith(".json"):
         return checkpoint
+    from ase_search.finetune import resolve_weights
     from ase_search.schedule import ExitSchedule
 
-    weights = ExitSchedule.from_json(schedule).metadata.get("weights")
-    if not weights:
+    loaded = ExitSchedule.from_json(schedule)
+    record = loaded.metadata.get("weights")
+    if not record:
         return None
-    if Path(weights).is_file():
-        console_err.print(f"using {weights}: the weights the search measured this schedule with "
-                          f"(--checkpoint overrides)", highlight=False, soft_wrap=True)
-        return Path(weights)
-    console_err.print(f"[yellow]warning:[/yellow] this schedule was measured with {weights}, "
-                      f"which is not on this machine; using the default model (pass --checkpoint)",
-                      highlight=False, soft_wrap=True)
-    return None
+    weights = resolve_weights(record, Path(schedule).parent, arch=loaded.arch)
+    console_err.print(f"using {weights}: the weights the search measured this schedule with "
+                      f"(--checkpoint overrides)", highlight=False, soft_wrap=True)
+    return weights

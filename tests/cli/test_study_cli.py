@@ -122,6 +122,7 @@ def test_user_errors_are_one_red_line_and_exit_2(argv, message, db, tmp_path, cl
 def test_exported_schedule_runs_with_the_weights_the_search_measured(db, tmp_path, cli):
     import torch
 
+    from ase_search.finetune import weights_record
     from ase_search.models import create_model, save_checkpoint
 
     torch.manual_seed(3)
@@ -129,20 +130,30 @@ def test_exported_schedule_runs_with_the_weights_the_search_measured(db, tmp_pat
     with torch.no_grad():  # adaLN-Zero would output zeros whatever the schedule
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    weights = tmp_path / "one-shot.safetensors"
+    weights = db.parent / "one-shot.safetensors"  # beside the study, as `run` writes them
     save_checkpoint(weights, model)
     optuna.load_study(study_name="dit", storage=f"sqlite:///{db}").set_user_attr(
-        "weights", str(weights))
-    schedule = tmp_path / "fast.json"
+        "weights", weights_record(weights, db.parent))
+    (tmp_path / "out").mkdir()
+    schedule = tmp_path / "out" / "fast.json"
     assert cli(["export", str(db), "--trial", "2", "-o", str(schedule)])[0] == 0
-    assert ExitSchedule.from_json(schedule).metadata["weights"] == str(weights)
+    # Recorded relative to the schedule file, so the pair can move together.
+    assert ExitSchedule.from_json(schedule).metadata["weights"] == {
+        "path": "../studies/one-shot.safetensors", "one_shot_key": None}
 
     common = ["sample", "--schedule", str(schedule), "--n", "2", "--steps", "2"]
     code, _, err = cli(common + ["-o", str(tmp_path / "implicit.png")])
     assert code == 0 and f"using {weights}" in " ".join(err.split())
     assert cli(common + ["-c", str(weights), "-o", str(tmp_path / "explicit.png")])[0] == 0
     assert (tmp_path / "implicit.png").read_bytes() == (tmp_path / "explicit.png").read_bytes()
-    # weights that are gone: a warning, and the default model
+    # Weights that are gone: one line saying how to rebuild them, exit 2, nothing written;
+    # --checkpoint still runs other weights.
     weights.unlink()
     code, _, err = cli(common + ["-o", str(tmp_path / "default.png")])
-    assert code == 0 and "not on this machine" in " ".join(err.split())
+    assert code == 2 and not (tmp_path / "default.png").exists()
+    assert "python benchmarks/search.py --arch dit --weights-only" in one_error_line(err)
+    assert cli(common + ["-c", str(tmp_path / "x.safetensors"), "-o",
+                         str(tmp_path / "default.png")])[0] == 2  # a missing --checkpoint
+    save_checkpoint(tmp_path / "other.safetensors", model)
+    assert cli(common + ["-c", str(tmp_path / "other.safetensors"), "-o",
+                         str(tmp_path / "default.png")])[0] == 0
