@@ -24,6 +24,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from ase_search import __version__
 from ase_search.schedule import ExitSchedule, ScheduleError
 
 if TYPE_CHECKING:
@@ -514,7 +515,8 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         "checkpoint": config.get("checkpoint"),
         "weights": rebase_weights(study.user_attrs.get("weights"), study_dir(study), path.parent),
         "search_config": config,
-        "ase_search_version": study.user_attrs.get("ase_search_version"),
+        "ase_search_version": __version__,  # the exporter's
+        "study_ase_search_version": study.user_attrs.get("ase_search_version"),
     }
     name = seed or f"{study.study_name}-trial{trial.number}"
     out = ExitSchedule(schedule.arch, schedule.depth, schedule.boundaries, schedule.blocks, name,

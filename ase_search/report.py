@@ -164,11 +164,34 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
     doc = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
            + "\n".join(parts)
-           + f"\n<footer>ase-search {html.escape(str(attrs.get('ase_search_version', '')))}"
-           "</footer>\n</body>\n</html>\n")
+           + f"\n<footer>{html.escape(_version_note(attrs))}</footer>\n</body>\n</html>\n")
     atomic_write_text(path, doc)
     path.chmod(0o644)  # the temporary file was private; a report is meant to be shared
     return path
+
+
+def _version_note(attrs: dict[str, Any]) -> str:
+    """``written by ase-search 0.2.0; study made with ase-search 0.1.0`` (the second part only
+    when the study records its version)."""
+    from ase_search import __version__
+
+    note = f"written by ase-search {__version__}"
+    made = attrs.get("ase_search_version")
+    return note + (f"; study made with ase-search {made}" if made else "")
+
+
+def _conditions_text(conditions: dict[str, Any]) -> str:
+    """``load 1.02 before, 1.10 after (1 min); 2 CPUs, 1 torch thread; fastest of 5 rounds``."""
+    parts = []
+    before, after = conditions.get("load_before"), conditions.get("load_after")
+    if before and after:
+        parts.append(f"load {before[0]:.2f} before, {after[0]:.2f} after (1 min)")
+    if conditions.get("cpus") is not None:
+        parts.append(f"{conditions['cpus']} CPUs, {conditions.get('threads', '?')} torch "
+                     f"thread(s)")
+    if conditions.get("rounds") is not None:
+        parts.append(f"fastest of {conditions['rounds']} rounds")
+    return "; ".join(parts)
 
 
 _CSS = """
@@ -204,6 +227,9 @@ def _summary_html(study: optuna.Study, states: dict[str, int], n_front: int,
         rows.append(("full-model FID", f"{attrs['full_fid']:.4g}"))
     if attrs.get("created"):
         rows.append(("created", str(attrs["created"])))
+    conditions = (attrs.get("cost_model") or {}).get("conditions")
+    if conditions:
+        rows.append(("cost model profiled under", _conditions_text(conditions)))
     body = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
     config = attrs.get("config")
     if config:

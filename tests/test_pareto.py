@@ -6,6 +6,7 @@ metrics in trial user attributes, the search config in study user attributes.
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import json
 import random
@@ -198,6 +199,9 @@ def test_export_round_trips_with_provenance(tmp_path):
     assert meta["finetune"] == "one-shot" and meta["checkpoint"] == "runs/dit/last.pt"
     assert meta["search_config"] == CONFIG
     assert loaded.name == "dit-trial2"
+    # The exporter's installed version, and the one the study recorded when it was made.
+    assert meta["ase_search_version"] == importlib.metadata.version("ase-search")
+    assert meta["study_ase_search_version"] == "0.1.0"
     seed = export_schedule(study, 1, tmp_path / "d4.json")  # by number; seeds keep their name
     assert seed.name == "D4" and seed.metadata["seed"] == "D4"
     assert not list(tmp_path.glob("schedules/.*"))  # no temporary file left behind

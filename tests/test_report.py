@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import re
 
 import optuna
@@ -91,6 +92,8 @@ def test_report_is_self_contained_and_complete(study, folder, tmp_path):
     assert "sample grid not found" in text and "gone.png" in text
     assert "sampling diverged" in text  # failed-trial reasons are summarised
     assert not list(out.parent.glob(".*"))  # atomic write left no temporary file
+    footer = re.search(r"<footer>(.*?)</footer>", text).group(1)
+    assert footer == f"written by ase-search {importlib.metadata.version('ase-search')}"
 
 
 def test_report_figures_show_the_library_numbers(study, tmp_path):
@@ -117,6 +120,20 @@ def test_report_figures_show_the_library_numbers(study, tmp_path):
     assert list(heat.z[3]) == row5
     text = write_report(study, tmp_path / "r.html", grids=False).read_text()
     assert "<img " not in text and "Sample grids" not in text  # grids=False
+
+
+def test_report_names_versions_and_the_load_the_cost_model_was_profiled_under(tmp_path):
+    s = optuna.create_study(directions=["minimize", "minimize"], study_name="v")
+    s.set_user_attr("ase_search_version", "0.0.9")
+    s.set_user_attr("cost_model", {"conditions": {
+        "load_before": [1.5, 1.0, 0.5], "load_after": [0.75, 0.9, 0.5], "cpus": 2,
+        "threads": 1, "rounds": 5, "repeats": 5}})
+    text = write_report(s, tmp_path / "v.html").read_text()
+    installed = importlib.metadata.version("ase-search")
+    assert (f"<footer>written by ase-search {installed}; study made with ase-search 0.0.9"
+            "</footer>") in text
+    assert ("<dt>cost model profiled under</dt><dd>load 1.50 before, 0.75 after (1 min); "
+            "2 CPUs, 1 torch thread(s); fastest of 5 rounds</dd>") in text
 
 
 def test_report_of_an_empty_study_and_bad_path(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -12,6 +13,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from ase_search.runtime import ThreadBudget
     from ase_search.tome import ToMeConfig
 
 app = typer.Typer(
@@ -26,6 +28,47 @@ console_err = Console(stderr=True)  # progress and errors (stderr)
 
 # Errors a user can act on. Library errors subclass ValueError; a missing file is an OSError.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
+
+
+# The thread budget of the running command, settled by the app's --threads option. One value
+# per invocation, like the consoles above; commands cannot see the app callback's context.
+_thread_budget: ThreadBudget | None = None
+
+
+@app.callback()
+def _app_options(
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="Threads for torch and BLAS (default: $ASE_SEARCH_THREADS, else the "
+                          "CPUs this process may use that the load average shows idle).",
+        show_default=False)] = None,
+) -> None:
+    """Early-exit diffusion transformers (ASE) and automatic exit-schedule search."""
+    global _thread_budget
+    from ase_search.runtime import thread_budget
+
+    # Only the budget is settled here: importing torch would slow every `--help`. Commands put it
+    # in force with `use_threads()` once their inputs are checked.
+    _thread_budget = thread_budget(threads)
+
+
+def use_threads(threads: int | None = None) -> None:
+    """Put the command's thread budget in force (torch and BLAS) and say it on stderr.
+
+    Commands call this after checking their inputs and before the heavy work, so a bad input
+    still gets one error line. The budget is the one the app's ``--threads`` option settled (see
+    :func:`ase_search.runtime.thread_budget`); outside the app it is made here.
+
+    Args:
+        threads: the command's own ``--threads`` (``pretrain``, ``finetune`` and ``bench`` had
+            one before the app did); when given it wins.
+    """
+    from ase_search.runtime import apply_threads, thread_budget
+
+    budget = (thread_budget(threads) if threads is not None
+              else _thread_budget or thread_budget())
+    # Say what torch really runs with, not what was asked for.
+    budget = replace(budget, threads=apply_threads(budget.threads))
+    console_err.print(budget.describe(), highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -25,6 +25,7 @@ from ase_search.cli._app import (
     schedule_weights,
     tome_config,
     tome_option_errors,
+    use_threads,
 )
 
 
@@ -111,6 +112,7 @@ def eval_cmd(
             saving = tome_flop_acceleration(model, tome_cfg)
             tome = apply_tome(model, tome_cfg)
         tome_summary = {**tome.to_dict(), "flop_acceleration": saving}
+    use_threads()
     result = evaluate(model, plan, sampler=config, n=n, seeds=range(seed, seed + seeds),
                       data=data, fid_config=fid_config, batch_size=batch_size, device=device,
                       progress=True, decoder=decoder)
@@ -164,7 +166,7 @@ def bench_cmd(
     repeats: Annotated[int, typer.Option(
         "--repeats", help="Timed interleaved rounds (median), after one warm-up round.")] = 5,
     threads: Annotated[int | None, typer.Option(
-        "--threads", help="torch CPU threads (default: torch's choice).")] = None,
+        "--threads", help="torch CPU threads (default: the app's --threads).")] = None,
     markdown: Annotated[Path | None, typer.Option(
         "--markdown", help="Write the table as a markdown report section.")] = None,
     device: DeviceOpt = "auto",
@@ -186,10 +188,6 @@ def bench_cmd(
         raise ValueError("pass either --checkpoint or --model, not both")
     if markdown is not None and markdown.suffix.lower() != ".md":
         raise ValueError(f"--markdown must be a .md file, got {markdown}")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
     names = [s.strip() for s in schedules.split(",") if s.strip()]
     if not names:
         raise ValueError("--schedules is empty; give e.g. full,D1,D4")
@@ -203,6 +201,7 @@ def bench_cmd(
         model = load_model(arch, checkpoint)
     plans = {name: resolve_schedule(name, arch, model.exit_depth) for name in names}
     device = pick_device(device)
+    use_threads(threads)
     console_err.print(f"timing {len(plans)} schedule(s) x {repeats + 1} rounds of "
                       f"{len(config.model_times())} calls at batch {batch_size} on {device}...")
     df = benchmark_latency(model, plans, sampler=config, batch_size=batch_size, repeats=repeats,

@@ -23,6 +23,7 @@ from ase_search.cli._app import (
     console,
     pick_device,
     schedule_weights,
+    use_threads,
     tome_config,
     tome_option_errors,
 )
@@ -65,6 +66,7 @@ def sample_cmd(
 
         with tome_option_errors():
             tome = apply_tome(model, tome_cfg)
+    use_threads()
     t0 = time.perf_counter()
     result = sample(model, sampler=config, schedule=plan, n=n, batch_size=batch_size, seed=seed,
                     device=device, progress=True)

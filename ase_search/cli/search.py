@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ase_search.cli._app import ArchOpt, SamplerOpt, SeedOpt, StepsOpt, app, console, console_err
+from ase_search.cli._app import (
+    ArchOpt, SamplerOpt, SeedOpt, StepsOpt, app, console, console_err, use_threads)
 
 
 @app.command("run")
@@ -82,6 +83,7 @@ def run_cmd(
         from ase_search.vae import load_vae
 
         load_vae(config.vae)  # a VAE the trials cannot load fails here, not in every trial
+    use_threads()  # the driver's one-shot fine-tune and cost-model profile
     summary = run_search(config, log=lambda m: console_err.print(m, highlight=False))
     console.print(
         f"study {summary.study_name!r} in {summary.storage}: {summary.complete} finished trials "

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ase_search.cli._app import SeedOpt, app, console, console_err
+from ase_search.cli._app import SeedOpt, app, console, console_err, use_threads
 
 
 @app.command("snr")
@@ -59,6 +59,7 @@ def snr_cmd(
                f"--timesteps {timesteps} --seed {seed} --out {out}")
     if not is_mnist:
         command += f" --resolution {resolution} --channels {channels}"
+    use_threads()
     console_err.print(f"score SNR on {dataset}: {n_x0} points, {len(steps)} timesteps, "
                       f"{n_xt} draws each ...")
     t0 = time.perf_counter()

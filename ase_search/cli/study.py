@@ -30,7 +30,8 @@ def pareto_cmd(
     study: StudyArg,
     study_name: StudyNameOpt = None,
     report: Annotated[Path | None, typer.Option(
-        "--report", help="HTML report to write (default reports/<study stem>-pareto.html).")
+        "--report", help="HTML report to write (default <study stem>-pareto.html beside the "
+                         "study file; the current folder for a server database).")
     ] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report.")] = False,
     csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table as CSV.")] = None,
@@ -42,7 +43,14 @@ def pareto_cmd(
 
     from rich.table import Table
 
-    from ase_search.pareto import complete_trials, front_table, open_study, seed_report
+    from ase_search.pareto import (
+        complete_trials,
+        front_table,
+        open_study,
+        seed_report,
+        study_dir,
+    )
+    from ase_search.files import atomic_write
     from ase_search.report import write_report
 
     if report is not None and no_report:
@@ -74,11 +82,12 @@ def pareto_cmd(
             console.print(f"seed {s.name} (trial {s.trial}) is dominated by trial(s) {by}")
 
     if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(csv, index=False)
+        atomic_write(csv, lambda tmp: table.to_csv(tmp, index=False))
         console.print(f"table -> {csv}")
     if not no_report:
-        path = report or Path("reports") / f"{_stem(study, opened.study_name)}-pareto.html"
+        # Beside the study, so each study keeps its own report (not one reports/ per checkout).
+        path = report or ((study_dir(opened) or Path.cwd())
+                          / f"{_stem(study, opened.study_name)}-pareto.html")
         console_err.print(f"writing report {path} ...")
         write_report(opened, path, grids=grids)
         console.print(f"report -> {path}")

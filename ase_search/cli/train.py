@@ -8,11 +8,13 @@ from typing import Annotated
 import typer
 
 from ase_search.cli._app import ArchOpt, DeviceOpt, SeedOpt, app, console, console_err, pick_device
+from ase_search.cli._app import use_threads
 
 DataOpt = Annotated[str, typer.Option("--dataset", "--data",
                                       help="mnist (embedded), an image folder or a latents file.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (last.pt lives here).")]
-ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads for torch (0: default).")]
+ThreadsOpt = Annotated[int, typer.Option(
+    "--threads", help="CPU threads for torch (0: the app's --threads).")]
 
 
 def _dataset_for(model, spec: str):
@@ -50,8 +52,6 @@ def pretrain_cmd(
     from ase_search.testbed import TESTBEDS
     from ase_search.training import TrainConfig, train
 
-    if threads:
-        torch.set_num_threads(threads)
     if arch not in TESTBEDS:
         raise ValueError(f"--arch must be one of {list(TESTBEDS)}, got {arch!r}")
     torch.manual_seed(seed)
@@ -62,6 +62,7 @@ def pretrain_cmd(
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup,
                          decay_steps=decay_steps, ema_decay=ema_decay, seed=seed,
                          checkpoint_every=checkpoint_every)
+    use_threads(threads or None)
     result = train(model, data, config, out_dir=out, resume=resume, device=pick_device(device),
                    checkpoint_extra={"dataset": dataset, "command": "pretrain"})
     console_err.print(f"done: {result.step} steps, {result.wall_time / 60:.1f} min of training; "
@@ -106,8 +107,6 @@ def finetune_cmd(
     from ase_search.space import load_space
     from ase_search.testbed import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
     if (schedule is None) == (space is None):
         raise ValueError("pass exactly one of --schedule (Algorithm 1) or --space (one-shot)")
     config = FinetuneConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
@@ -116,6 +115,7 @@ def finetune_cmd(
     model = load_model(arch, checkpoint).train()
     data = _dataset_for(model, dataset)
     common = dict(out_dir=out, resume=resume, device=pick_device(device))
+    use_threads(threads or None)
     if space is not None:
         result = finetune_one_shot(model, data, load_space(space, depth=model.exit_depth),
                                    config, **common)

@@ -9,14 +9,21 @@ dropped`` seconds, where ``fixed`` is everything that always runs (embeddings, U
 mid block, the final layer), ``block`` one exitable block, and ``dropped`` what a dropped block
 still runs (U-ViT's ``skip_linear``; zero for DiT). The components are profiled once per run, so a
 search compares schedules with a noise-free latency that is the exact sum of its parts.
+
+Profiling runs in rounds, each timing every component once (a median of ``repeats`` calls), and
+keeps each component's fastest round (:func:`fastest_round`): load from other processes only ever
+adds time, so a burst during one round (on a shared 2-core machine one such profile stored 74 s
+per batch against 5.7 s quiet) does not become the cost model. The load average before and after,
+the usable CPUs and torch's threads are stored with it (``CostModel.conditions``).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -26,6 +33,7 @@ from ase_search.schedule import ExitSchedule
 
 __all__ = [
     "CostModel",
+    "fastest_round",
     "ideal_acceleration",
     "measure",
     "model_flops",
@@ -75,6 +83,10 @@ class CostModel:
         batch_size: batch the components were timed at.
         device: where they were timed.
         components: the raw profile (component name -> seconds).
+        conditions: what the machine was doing while it was profiled: ``load_before`` and
+            ``load_after`` (1-, 5- and 15-minute load averages), ``cpus`` usable, torch
+            ``threads``, ``rounds`` and ``repeats``; empty for cost models stored before they
+            were recorded.
     """
 
     arch: str
@@ -85,6 +97,7 @@ class CostModel:
     batch_size: int
     device: str
     components: dict[str, float]
+    conditions: dict[str, Any] = field(default_factory=dict)
 
     def call_latency(self, n_blocks: int) -> float:
         """Seconds of one model call that runs ``n_blocks`` exitable blocks."""
@@ -108,10 +121,12 @@ class CostModel:
         return 1.0 - self.latency(schedule, model_times, num_train_timesteps) / full
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (stored in a study's ``user_attrs["cost_model"]``)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CostModel:
+        """Rebuild from :meth:`to_dict`; older dicts without ``conditions`` still load."""
         return cls(**data)
 
 
@@ -171,22 +186,64 @@ def _uvit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
     }
 
 
+def fastest_round(round_seconds: Sequence[float]) -> float:
+    """A component's cost from its per-round timings: the fastest round.
+
+    Other processes can only slow a round down, never speed it up, so the minimum is the round
+    closest to the component's own cost.
+    """
+    if not round_seconds:
+        raise ValueError("fastest_round needs at least one round")
+    return min(round_seconds)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # a platform without a load average
+        return None
+
+
 def profile_components(model: nn.Module, *, batch_size: int = 256, device: str = "cpu",
-                       warmup: int = 3, repeats: int = 10) -> CostModel:
-    """Time every component of ``model`` once and return the cost model."""
+                       warmup: int = 3, repeats: int = 5, rounds: int = 5) -> CostModel:
+    """Time every component of ``model`` and return the cost model.
+
+    Args:
+        model: a DiT or U-ViT.
+        batch_size: batch the components are timed at.
+        device: where to time them.
+        warmup: untimed calls of each component before the first round.
+        repeats: timed calls per component and round (their median is the round's time).
+        rounds: rounds over all components; each component keeps its fastest
+            (:func:`fastest_round`).
+    """
+    from ase_search.runtime import available_cpus
+
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     device_t = torch.device(device)
     model = model.to(device_t).eval()
     x, t, y = _inputs(model, batch_size, device_t)
+    load_before = _load_average()
     with torch.inference_mode():
         parts = (_dit_components if model.arch == "dit" else _uvit_components)(model, x, t, y)
-        seconds = {name: measure(fn, warmup=warmup, repeats=repeats, device=device_t)
-                   for name, fn in parts.items()}
+        times: dict[str, list[float]] = {name: [] for name in parts}
+        # Rounds interleave the components, so a burst of load costs each of them one round.
+        for r in range(rounds):
+            for name, fn in parts.items():
+                times[name].append(measure(fn, warmup=warmup if r == 0 else 0, repeats=repeats,
+                                           device=device_t))
+        seconds = {name: fastest_round(v) for name, v in times.items()}
+    conditions = {"load_before": load_before, "load_after": _load_average(),
+                  "cpus": available_cpus(), "threads": torch.get_num_threads(),
+                  "rounds": rounds, "repeats": repeats}
     fixed = seconds["embed"] + seconds["final"]
     if model.arch == "uvit":
         fixed += len(model.in_blocks) * seconds["encoder_block"] + seconds["mid_block"]
     return CostModel(arch=model.arch, depth=model.exit_depth, fixed=fixed,
                      block=seconds["block"], dropped=seconds.get("dropped", 0.0),
-                     batch_size=batch_size, device=str(device_t), components=seconds)
+                     batch_size=batch_size, device=str(device_t), components=seconds,
+                     conditions=conditions)
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args: Any, out_shape: Any = None,

@@ -71,8 +71,10 @@ def test_pareto_prints_front_and_writes_report_and_csv(db, tmp_path, cli, monkey
     assert "seed D4 (trial 1) is dominated by trial(s) 2" in out
     assert "seed full (trial 0) is on the front" in out
     assert "* D4" in out  # the seed is marked in the table
-    report = tmp_path / "reports" / "dit-pareto.html"  # default path from the file's stem
+    # Default: beside the study, named from the file's stem; nothing in the working folder.
+    report = db.parent / "dit-pareto.html"
     assert report.is_file() and "plotly.js v" in report.read_text()
+    assert not (tmp_path / "reports").exists()
     table = pd.read_csv(tmp_path / "front.csv", keep_default_na=False)
     expected = front_table(open_study(db))
     assert list(table.trial) == list(expected.trial) == [0, 1, 2, 4]

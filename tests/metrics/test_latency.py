@@ -202,3 +202,46 @@ def test_sampling_latencies_sum_per_call_medians(dit, monkeypatch):
     seconds = sampling_latencies(dit, schedules, times, batch_size=1, repeats=3)
     assert seconds == {"full": 3 * DEPTH,
                        "D4": sum(blocks_by_hand(schedules["D4"], s) for s in times)}
+
+
+# ------------------------------------------------------------------------------- robust profile
+def test_fastest_round_ignores_rounds_slowed_by_load():
+    # Five rounds of one component; a neighbour's burst slowed rounds 2 and 4 by 13x.
+    assert latency.fastest_round([0.31, 4.1, 0.29, 3.8, 0.30]) == 0.29
+    with pytest.raises(ValueError, match="round"):
+        latency.fastest_round([])
+
+
+def test_profile_takes_each_components_fastest_round_and_records_the_load(dit, monkeypatch):
+    # Every timed call of round 1 is slow (a burst of load); rounds 0 and 2 are quiet.
+    calls: list[int] = []
+    clock = [0.0]
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: clock[0])
+    real_measure = latency.measure
+
+    def timed(fn, *, warmup, repeats, device):
+        calls.append(1)
+        r = (len(calls) - 1) // 3  # DiT has 3 components per round
+        return real_measure(lambda: clock.__setitem__(0, clock[0] + (9.0 if r == 1 else 0.1)),
+                            warmup=warmup, repeats=repeats, device=device)
+
+    monkeypatch.setattr(latency, "measure", timed)
+    cost = profile_components(dit, batch_size=2, warmup=1, repeats=2, rounds=3)
+    assert len(calls) == 9  # 3 rounds x 3 components
+    assert cost.components == {"embed": pytest.approx(0.1), "block": pytest.approx(0.1),
+                               "final": pytest.approx(0.1)}
+    c = cost.conditions
+    assert len(c["load_before"]) == len(c["load_after"]) == 3
+    assert c["threads"] == torch.get_num_threads() and c["cpus"] >= 1
+    assert (c["rounds"], c["repeats"]) == (3, 2)
+    assert CostModel.from_dict(cost.to_dict()) == cost
+    with pytest.raises(ValueError, match="rounds"):
+        profile_components(dit, rounds=0)
+
+
+def test_cost_model_from_an_old_dict_without_conditions():
+    old = {"arch": "dit", "depth": 12, "fixed": 0.5, "block": 0.25, "dropped": 0.0,
+           "batch_size": 256, "device": "cpu", "components": {"embed": 0.2, "block": 0.25,
+                                                              "final": 0.3}}
+    cost = CostModel.from_dict(old)
+    assert cost.conditions == {} and cost.call_latency(12) == 0.5 + 12 * 0.25
