@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EvalResult",
     "benchmark_latency",
+    "check_finite_samples",
     "evaluate",
     "latency_markdown",
     "machine_info",
@@ -145,6 +146,20 @@ class EvalResult:
             "cost_model": self.cost_model.to_dict(),
             "seconds": self.seconds,
         }
+
+
+def check_finite_samples(images: torch.Tensor, what: str = "sampling") -> None:
+    """Refuse samples holding NaN or inf, which no image format or FID can represent.
+
+    Raises:
+        FloatingPointError: with a message that says the model diverged and what to try.
+    """
+    if not bool(torch.isfinite(images).all()):
+        raise FloatingPointError(
+            f"{what} diverged: the model produced NaN/inf samples, so its weights are not usable "
+            f"(a fine-tune that diverged?); fine-tune again with a lower --lr, or use another "
+            f"--checkpoint"
+        )
 
 
 def _check_schedule(model: nn.Module, schedule: ExitSchedule | None, name: str) -> ExitSchedule:
@@ -299,8 +314,7 @@ def evaluate(
     for seed in seeds:
         out = sample(model, sampler=sampler, schedule=schedule, n=n, batch_size=batch_size,
                      seed=seed, device=device, progress=progress)
-        if not torch.isfinite(out.images).all():
-            raise FloatingPointError(f"seed {seed}: sampling produced NaN/inf images")
+        check_finite_samples(out.images, f"sampling (seed {seed})")
         fid_images = _fid_images(out.images, decoder)  # (n, C, H, W) uint8
         metrics.append(compute_fid(fid_images, reference=data, config=fid_config))
         if images is None:

@@ -33,18 +33,17 @@ def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None
     import torch
     from torchvision.utils import make_grid, save_image
 
+    from ase_search.files import atomic_write
+
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"sample grids are written as PNG; got {path.name!r}, use a .png path")
-    path.parent.mkdir(parents=True, exist_ok=True)
     nrow = nrow or max(1, math.ceil(math.sqrt(images.shape[0])))
     x = (images.clamp(-1, 1) + 1) / 2  # (N, C, H, W) in [0, 1]
     if scale > 1:
         x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), tmp)
-    tmp.replace(path)
-    return path
+    grid = make_grid(x, nrow=nrow, padding=2, pad_value=1.0)
+    return atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
 
 
 # ###################################################################### study report (HTML)

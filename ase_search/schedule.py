@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Part of this module's API too (schedule files, reports and benchmarks write through it).
+from ase_search.files import atomic_write_text
 
 __all__ = [
     "ARCHS",
@@ -295,6 +297,10 @@ class ExitSchedule:
             raise ScheduleError(
                 f"{where} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
             ) from None
+        except RecursionError:
+            # json recurses once per nesting level; a hostile file must not crash the reader.
+            raise ScheduleError(f"{where} is not a valid schedule JSON: nested too deeply (a "
+                                f"schedule is one flat object)") from None
         try:
             return cls.from_dict(data)
         except ScheduleError as err:
@@ -307,19 +313,6 @@ class ExitSchedule:
             for lo, hi, n in zip(self.boundaries, self.boundaries[1:], self.blocks)
         ]
         return " ".join(parts)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def scale_blocks(n: int, depth: int, reference_depth: int) -> int:

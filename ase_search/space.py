@@ -32,6 +32,9 @@ __all__ = ["ScheduleSpace", "SpaceError", "load_space"]
 SPACE_VERSION = 1
 _KEYS = {"version", "arch", "depth", "intervals", "edges", "edge_grid", "blocks", "monotone",
          "seeds", "description"}
+# A T = 1000-step process has 1000 timesteps, so more intervals (or edge-grid cells) than that are
+# empty; the cap also keeps a typo like `intervals: 1000000000` from building huge tuples.
+MAX_INTERVALS = 1000
 
 
 class SpaceError(ValueError):
@@ -68,10 +71,9 @@ class ScheduleSpace:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise SpaceError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
-        if not isinstance(self.depth, int) or self.depth < 1:
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
             raise SpaceError(f"depth must be a positive integer, got {self.depth!r}")
-        if not isinstance(self.intervals, int) or self.intervals < 1:
-            raise SpaceError(f"intervals must be a positive integer, got {self.intervals!r}")
+        _check_intervals(self.intervals)
         K = self.intervals
         if self.edges is not None:
             try:
@@ -79,9 +81,16 @@ class ScheduleSpace:
             except ValueError as err:
                 raise SpaceError(f"edges: {err}") from None
         else:
-            cells = round(1 / self.edge_grid)
-            if not 0 < self.edge_grid < 1 or abs(cells * self.edge_grid - 1) > 1e-9:
-                raise SpaceError(f"edge_grid must divide 1 evenly, got {self.edge_grid}")
+            # Range first: 1 / edge_grid overflows for tiny values and is undefined for 0 or NaN.
+            grid = self.edge_grid
+            if (isinstance(grid, bool) or not isinstance(grid, (int, float))
+                    or not 1 / MAX_INTERVALS <= grid < 1):
+                raise SpaceError(f"edge_grid must be a number in [{1 / MAX_INTERVALS:g}, 1) that "
+                                 f"divides 1 evenly (e.g. 0.05 = 20 cells), got {grid!r}")
+            cells = round(1 / grid)
+            if abs(cells * grid - 1) > 1e-9:
+                raise SpaceError(f"edge_grid must divide 1 evenly (e.g. 0.05 = 20 cells), got "
+                                 f"{grid}")
             if cells < K:
                 raise SpaceError(f"edge_grid {self.edge_grid} is too coarse for {K} intervals")
         for name, bound in (("min", self.min_blocks), ("max", self.max_blocks)):
@@ -255,8 +264,7 @@ class ScheduleSpace:
         if depth is None:
             raise SpaceError("missing field: depth (the model's exitable depth)")
         K = data["intervals"]
-        if not isinstance(K, int) or isinstance(K, bool) or K < 1:
-            raise SpaceError(f"intervals must be a positive integer, got {K!r}")
+        _check_intervals(K)  # before building K + 1 edges
         raw_edges = data.get("edges", "uniform")
         if raw_edges == "uniform":
             edges: tuple[float, ...] | None = tuple(round(k / K, 10) for k in range(K + 1))
@@ -279,7 +287,8 @@ class ScheduleSpace:
                 value = default
             if isinstance(value, int) and not isinstance(value, bool):
                 value = [value] * K
-            if not (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+            if not (isinstance(value, list)
+                    and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
                 raise SpaceError(f"blocks.{key} must be an integer or a list of integers")
             bounds.append(tuple(value))
         seeds = data.get("seeds", [])
@@ -289,12 +298,17 @@ class ScheduleSpace:
         if not isinstance(monotone, bool):
             raise SpaceError("monotone must be true or false")
         edge_grid = data.get("edge_grid", 0.05)
-        if not isinstance(edge_grid, (int, float)):
-            raise SpaceError("edge_grid must be a number")
+        if isinstance(edge_grid, bool) or not isinstance(edge_grid, (int, float)):
+            raise SpaceError(f"edge_grid must be a number, got {edge_grid!r}")
         return cls(arch=data["arch"], depth=depth, intervals=K, edges=edges,
                    edge_grid=float(edge_grid), min_blocks=bounds[0], max_blocks=bounds[1],
                    monotone=monotone, seeds=tuple(seeds),
                    description=str(data.get("description", "")))
+
+
+def _check_intervals(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INTERVALS:
+        raise SpaceError(f"intervals must be an integer in [1, {MAX_INTERVALS}], got {value!r}")
 
 
 def load_space(path: str | Path, *, depth: int | None = None) -> ScheduleSpace:
@@ -308,6 +322,9 @@ def load_space(path: str | Path, *, depth: int | None = None) -> ScheduleSpace:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise SpaceError(f"{path} is not valid YAML: {err}".splitlines()[0]) from None
+    except RecursionError:
+        # the YAML parser recurses once per nesting level; a space is a flat mapping
+        raise SpaceError(f"{path} is not a valid search space: nested too deeply") from None
     try:
         return ScheduleSpace.from_dict(data, depth=depth)
     except SpaceError as err:

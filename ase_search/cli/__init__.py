@@ -9,6 +9,7 @@ red line on stderr and exit code 2; results go to stdout, progress to stderr.
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -27,23 +28,55 @@ from ase_search.cli import snr as _snr  # noqa: E402,F401
 __all__ = ["app", "main"]
 
 
+def _click_exception() -> type[Exception]:
+    """click's ``ClickException`` as typer raises it (typer vendors its own copy of click)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _os_error_line(err: OSError) -> str:
+    """One line for an operating-system error: the path and the OS's reason."""
+    if err.strerror and err.filename is not None and type(err).__str__ is OSError.__str__:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
+
+
+def _interrupted() -> NoReturn:
+    # 130 = 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C, so that
+    # `ase-search run ... && ase-search pareto ...` stops too.
+    _app.console_err.print("[red]interrupted[/red]", highlight=False)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning user errors into one clear line."""
+    """Console-script entry point: run the app, turning user errors into one clear line.
+
+    Exit codes: 0 success, 2 an error the user can fix (bad option, bad input file, unwritable
+    output, diverged training), 130 interrupted (Ctrl-C).
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode typer returns the exit code instead of calling sys.exit; it
+        # turns Ctrl-C inside a command into 130.
+        code = app(args=argv, standalone_mode=False)
+    except KeyboardInterrupt:  # outside the command (e.g. while importing)
+        _interrupted()
+    except OSError as err:  # missing or unwritable files: the path and the OS's reason
+        _app.fail(_os_error_line(err))
+    except FloatingPointError as err:
+        # An ArithmeticError, not a ValueError: training or sampling produced NaN/inf. The
+        # library's messages say that it diverged, where, and what to lower.
+        _app.fail(str(err))
     except _app.USER_ERRORS as err:
         _app.fail(str(err))
     except typer.Abort:
-        _app.console_err.print("[red]Aborted.[/red]")
-        sys.exit(130)
+        _interrupted()
     except typer.Exit as err:  # raised by commands that finish early
         sys.exit(err.exit_code)
     except SystemExit:
         raise
-    except Exception as err:  # click usage errors keep click's own formatting
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    except _click_exception() as err:  # usage errors keep click's own message, exit 2
+        err.show()
+        sys.exit(err.exit_code)
+    if code == 130:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)

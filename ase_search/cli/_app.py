@@ -14,6 +14,7 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from ase_search.runtime import ThreadBudget
+    from ase_search.schedule import ExitSchedule
     from ase_search.tome import ToMeConfig
 
 app = typer.Typer(
@@ -84,6 +85,8 @@ SamplerOpt = Annotated[
     str, typer.Option("--sampler", help="ddpm, ddim, dpm-solver or euler-maruyama.")
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Number of sampling steps.")]
+# DDIM-20, the search's sampler: sample and eval default to what the search measured.
+DEFAULT_STEPS = 20
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (common random numbers).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N; auto picks.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Samples per model call.")]
@@ -157,3 +160,16 @@ def schedule_weights(schedule: str, checkpoint: Path | None) -> Path | None:
     console_err.print(f"using {weights}: the weights the search measured this schedule with "
                       f"(--checkpoint overrides)", highlight=False, soft_wrap=True)
     return weights
+
+
+def warn_untuned_exits(schedule: ExitSchedule, arch: str, weights: Path | None) -> None:
+    """Warn when an early-exit schedule runs on the shipped testbed model (``weights`` None),
+    which was never fine-tuned for exits: its samples are far worse than the full model's."""
+    if weights is not None or schedule.is_full:
+        return
+    console_err.print(
+        f"[yellow]warning:[/yellow] {schedule.name} exits early, but the shipped {arch} testbed "
+        f"is not fine-tuned for early exits, so expect a much worse FID; fine-tune it "
+        f"(`ase-search finetune --arch {arch} --schedule {schedule.name}`) or pass the one-shot "
+        f"weights of a search (--checkpoint studies/<study>-one-shot.safetensors)",
+        highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ase_search.cli._app import (
+    DEFAULT_STEPS,
     ArchOpt,
     BatchOpt,
     CfgOpt,
@@ -25,6 +26,7 @@ from ase_search.cli._app import (
     schedule_weights,
     tome_config,
     tome_option_errors,
+    warn_untuned_exits,
     use_threads,
 )
 
@@ -39,7 +41,7 @@ def eval_cmd(
     checkpoint: CheckpointOpt = None,
     schedule: ScheduleOpt = "full",
     sampler: SamplerOpt = "ddim",
-    steps: StepsOpt = 50,
+    steps: StepsOpt = DEFAULT_STEPS,
     n: Annotated[int, typer.Option("--n", help="Samples per seed.")] = 2000,
     seeds: Annotated[int, typer.Option(
         "--seeds", help="Number of seeds (seed, seed+1, ...); FID is mean +- std over them.")] = 1,
@@ -71,10 +73,11 @@ def eval_cmd(
     from rich.table import Table
 
     from ase_search.evaluate import evaluate
+    from ase_search.files import atomic_write_text, check_writable
     from ase_search.metrics.fid import FIDConfig, MetricsError, _resolve_weights
     from ase_search.report import save_grid
     from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import atomic_write_text, resolve_schedule
+    from ase_search.schedule import resolve_schedule
     from ase_search.testbed import load_model
     from ase_search.vae import check_vae_folder, load_vae
 
@@ -82,11 +85,17 @@ def eval_cmd(
         suffix = ".png" if name == "--grid" else ".json"
         if path is not None and path.suffix.lower() != suffix:
             raise ValueError(f"{name} must be a {suffix} file, got {path}")
+        if path is not None:
+            check_writable(path)  # before minutes of sampling
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1 (the number of seeds), got {seeds}")
     tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
     if vae is not None:
         check_vae_folder(vae)  # cheap: no diffusers import for a wrong path
+    if data.lower() != "mnist" and not Path(data).expanduser().exists():
+        # before the extractor's weights, which a wrong --data would otherwise be blamed on
+        raise FileNotFoundError(f"--data {data} does not exist; give mnist or a folder of "
+                                f"reference images")
     if fid_weights is not None and not fid_weights.is_file():
         raise FileNotFoundError(f"--fid-weights {fid_weights} does not exist")
     config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
@@ -100,8 +109,10 @@ def eval_cmd(
         raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
     device = pick_device(device)
     decoder = None if vae is None else load_vae(vae, device=device)
-    model = load_model(arch, schedule_weights(schedule, checkpoint))
+    weights = schedule_weights(schedule, checkpoint)
+    model = load_model(arch, weights)
     plan = resolve_schedule(schedule, arch, model.exit_depth)
+    warn_untuned_exits(plan, arch, weights)
     tome = tome_summary = None
     if tome_cfg is not None:
         from ase_search.tome import apply_tome, tome_flop_acceleration
@@ -161,7 +172,7 @@ def bench_cmd(
         "--model", "-m", help="Registry size with random weights (e.g. DiT-T), instead of a "
                               "checkpoint; weights do not change latency.")] = None,
     sampler: SamplerOpt = "ddim",
-    steps: StepsOpt = 20,
+    steps: StepsOpt = DEFAULT_STEPS,
     batch_size: BatchOpt = 256,
     repeats: Annotated[int, typer.Option(
         "--repeats", help="Timed interleaved rounds (median), after one warm-up round.")] = 5,
@@ -179,9 +190,10 @@ def bench_cmd(
     from rich.table import Table
 
     from ase_search.evaluate import benchmark_latency, latency_markdown
+    from ase_search.files import atomic_write_text
     from ase_search.models import create_model
     from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import atomic_write_text, resolve_schedule
+    from ase_search.schedule import resolve_schedule
     from ase_search.testbed import load_model
 
     if checkpoint is not None and model_name is not None:

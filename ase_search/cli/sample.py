@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ase_search.cli._app import (
+    DEFAULT_STEPS,
     ArchOpt,
     BatchOpt,
     CfgOpt,
@@ -26,6 +27,7 @@ from ase_search.cli._app import (
     use_threads,
     tome_config,
     tome_option_errors,
+    warn_untuned_exits,
 )
 
 @app.command("sample")
@@ -33,7 +35,7 @@ def sample_cmd(
     arch: ArchOpt = "dit",
     schedule: ScheduleOpt = "full",
     sampler: SamplerOpt = "ddim",
-    steps: StepsOpt = 50,
+    steps: StepsOpt = DEFAULT_STEPS,
     n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 16,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write.")] = Path(
         "samples.png"),
@@ -48,6 +50,8 @@ def sample_cmd(
     """Sample with an exit schedule and save the images as a PNG grid."""
     import time
 
+    from ase_search.evaluate import check_finite_samples
+    from ase_search.files import check_writable
     from ase_search.report import save_grid
     from ase_search.samplers import SamplerConfig, sample
     from ase_search.schedule import resolve_schedule
@@ -55,11 +59,14 @@ def sample_cmd(
 
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file, got {out}")
+    check_writable(out)  # before loading and sampling
     tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
     config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
     device = pick_device(device)
-    model = load_model(arch, schedule_weights(schedule, checkpoint)).to(device)
+    weights = schedule_weights(schedule, checkpoint)
+    model = load_model(arch, weights).to(device)
     plan = resolve_schedule(schedule, arch, model.exit_depth)
+    warn_untuned_exits(plan, arch, weights)
     tome = None
     if tome_cfg is not None:
         from ase_search.tome import apply_tome
@@ -71,6 +78,7 @@ def sample_cmd(
     result = sample(model, sampler=config, schedule=plan, n=n, batch_size=batch_size, seed=seed,
                     device=device, progress=True)
     seconds = time.perf_counter() - t0
+    check_finite_samples(result.images)  # a grid of NaN would be written as noise
     save_grid(result.images, out)
     full = model.exit_depth * result.model_calls
     console.print(f"{n} samples, {plan.name} with {sampler}-{steps}: "

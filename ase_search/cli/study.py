@@ -50,13 +50,16 @@ def pareto_cmd(
         seed_report,
         study_dir,
     )
-    from ase_search.files import atomic_write
+    from ase_search.files import atomic_write, check_writable
     from ase_search.report import write_report
 
     if report is not None and no_report:
         raise ValueError("--report and --no-report contradict each other; drop one")
     if csv is not None and csv.suffix.lower() != ".csv":
         raise ValueError(f"--csv must be a .csv file, got {csv}")
+    for path in (report, csv):
+        if path is not None:
+            check_writable(path)
     opened = open_study(study, study_name)
     table = front_table(opened)
 
@@ -107,6 +110,7 @@ def export_cmd(
     study_name: StudyNameOpt = None,
 ) -> None:
     """Export one trial's exit schedule (with its provenance) as a schedule JSON file."""
+    from ase_search.files import check_writable
     from ase_search.pareto import export_schedule, open_study, schedule_string, select_trial
 
     given = [flag for flag, v in (("--trial", trial), ("--max-fid", max_fid),
@@ -116,6 +120,7 @@ def export_cmd(
                          f"--min-acceleration (got {', '.join(given) or 'none'})")
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out must be a .json file, got {out}")
+    check_writable(out)
     opened = open_study(study, study_name)
     chosen = select_trial(opened, trial=trial, max_fid=max_fid, min_acceleration=min_acceleration)
     schedule = export_schedule(opened, chosen, out)

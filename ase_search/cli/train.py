@@ -131,9 +131,12 @@ def export_weights_cmd(
     out: Annotated[Path, typer.Argument(help="Destination .safetensors file.")],
     half: Annotated[bool, typer.Option(help="Store float16 weights (half the size).")] = True,
     ema: Annotated[bool, typer.Option(help="Export the EMA weights (else the raw ones).")] = True,
+    model_name: Annotated[str | None, typer.Option(
+        "--model", help="Registry name (e.g. DiT-XL/2) of a bare state dict, such as official "
+                        "weights, which carry no config.")] = None,
 ) -> None:
     """Write a checkpoint's weights (with config and metadata) as a compact safetensors file."""
     from ase_search.models.checkpoint import export_weights
 
-    path = export_weights(checkpoint, out, half=half, ema=ema)
+    path = export_weights(checkpoint, out, half=half, ema=ema, model_name=model_name)
     console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -18,13 +18,14 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+from ase_search.files import atomic_write
 
 __all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "load_state_dict_file", "save_checkpoint"]
 
@@ -69,19 +70,6 @@ def _state_of(value: Mapping[str, torch.Tensor] | nn.Module, name: str) -> dict[
     if not isinstance(value, Mapping) or not all(isinstance(v, torch.Tensor) for v in value.values()):
         raise ValueError(f"{name} must be a state dict (str -> tensor) or an nn.Module")
     return {k: v.detach().cpu() for k, v in value.items()}
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through ``write(tmp_path)`` then rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
@@ -147,7 +135,7 @@ def save_checkpoint(
         }
         from safetensors.torch import save_file
 
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         return path
 
     if optimizer_state is not None:
@@ -162,7 +150,7 @@ def save_checkpoint(
         "optimizer": None if optimizer_state is None else dict(optimizer_state),
         **extra,
     }
-    _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 
@@ -228,7 +216,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             "because unpickling can run arbitrary code. If you trust the file, re-save its weights as a "
             "plain state dict: in a trusted session load it with weights_only disabled, save only "
             "obj['ema'] (or obj['model'], or module.state_dict()) with torch.save to 'weights.pt', then "
-            "load 'weights.pt' with model_name=<registry name>"
+            "convert 'weights.pt' with `ase-search export-weights weights.pt out.safetensors --model "
+            "NAME` (in Python: load_checkpoint('weights.pt', model_name=NAME))"
         ) from None
     except Exception as err:  # a truncated zip, not a torch file at all, ...
         raise CheckpointError(f"could not read {path} as a torch checkpoint: {err}") from None
@@ -339,7 +328,10 @@ def load_checkpoint(
 
         if model_name is None:
             raise CheckpointError(
-                f"{path} is a bare state dict without a config: pass model_name= one of {list(MODELS)}"
+                f"{path} is a bare state dict without a config, so the model cannot be built from "
+                f"it; convert it once with `ase-search export-weights {path} OUT.safetensors "
+                f"--model NAME` and pass OUT.safetensors as --checkpoint (in Python: "
+                f"load_checkpoint(path, model_name=NAME)); NAME is one of {list(MODELS)}"
             )
         if model_name not in MODELS:
             raise CheckpointError(f"unknown model_name {model_name!r}; choose one of {list(MODELS)}")
@@ -371,18 +363,20 @@ def load_checkpoint(
 
 
 def export_weights(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                   half: bool = True, ema: bool = True) -> Path:
+                   half: bool = True, ema: bool = True, model_name: str | None = None) -> Path:
     """Write the EMA (or, with ``ema=False``, the raw) weights of a training checkpoint as a
     compact ``.safetensors`` file.
 
     The result holds no optimizer state; it keeps the model config and the checkpoint's plain
     metadata (step, losses, schedule, ...), and loads with :func:`load_checkpoint`. With ``half``
-    the weights are stored as float16 (they are cast back to float32 on load).
+    the weights are stored as float16 (they are cast back to float32 on load). With
+    ``model_name`` (a registry name) it also converts a bare state dict, such as official weights,
+    into a checkpoint that carries its config, so every command can load it.
     """
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export path must end in .safetensors, got {str(out)!r}")
-    model, meta = load_checkpoint(checkpoint, ema=ema)
+    model, meta = load_checkpoint(checkpoint, ema=ema, model_name=model_name)
     if half:
         model = model.half()
     extra = {k: v for k, v in meta.items()

@@ -25,6 +25,7 @@ from ase_search.models.layers import (
     PatchEmbed,
     check_inputs,
     check_labels,
+    check_model_size,
     get_2d_sincos_pos_embed,
     guided_forward,
     resolve_n_blocks,
@@ -179,6 +180,12 @@ class DiT(nn.Module):
             raise ValueError(f"mlp_ratio must be positive, got {mlp_ratio}")
         if not 0.0 <= class_dropout_prob <= 1.0:
             raise ValueError(f"class_dropout_prob must lie in [0, 1], got {class_dropout_prob}")
+        # Before any module exists: blocks (attention 4 h^2, MLP 2 r h^2, adaLN 6 h^2), embeddings
+        # (patches, pos_embed, timestep MLP, label table) and the final layer.
+        h, pixels = hidden_size, patch_size**2 * in_channels * (3 if learn_sigma else 2)
+        tokens = (input_size // patch_size) ** 2
+        check_model_size(depth, depth * (10 + 2 * mlp_ratio) * h * h + 3 * h * h
+                         + h * (pixels + tokens + 256 + num_classes + 1))
         self.config: dict[str, Any] = dict(
             input_size=input_size,
             patch_size=patch_size,

@@ -20,8 +20,11 @@ __all__ = [
     "Attention",
     "ExitPlan",
     "Mlp",
+    "MAX_DEPTH",
+    "MAX_PARAMETERS",
     "PatchEmbed",
     "check_inputs",
+    "check_model_size",
     "check_labels",
     "get_2d_sincos_pos_embed",
     "guided_forward",
@@ -30,6 +33,32 @@ __all__ = [
     "timestep_embedding",
     "unpatchify",
 ]
+
+
+# Caps on a model built from a config (a checkpoint's or the constructor's): far above any
+# published DiT or U-ViT (DiT-XL/2 has 28 blocks and 675M parameters), low enough that a corrupt
+# config is refused before minutes of module construction or an out-of-memory.
+MAX_DEPTH = 1024
+MAX_PARAMETERS = 10**10
+
+
+def check_model_size(depth: int, parameters: float) -> None:
+    """Refuse a model config beyond :data:`MAX_DEPTH` blocks or :data:`MAX_PARAMETERS` parameters.
+
+    Args:
+        depth: the config's ``depth``.
+        parameters: the architecture's parameter count for the config (an estimate is enough).
+
+    Raises:
+        ValueError: naming the limit and the config fields to check.
+    """
+    if depth > MAX_DEPTH:
+        raise ValueError(f"depth must be at most {MAX_DEPTH} blocks, got {depth}; the config is "
+                         f"corrupt or not meant for this library")
+    if not parameters <= MAX_PARAMETERS:
+        raise ValueError(f"the config describes about {parameters:.3g} parameters, more than the "
+                         f"{MAX_PARAMETERS:.0e} this library builds; check its hidden size, "
+                         f"mlp_ratio, input and patch size, and number of classes")
 
 
 #################################################################################

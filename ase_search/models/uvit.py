@@ -40,6 +40,7 @@ from ase_search.models.layers import (
     PatchEmbed,
     check_inputs,
     check_labels,
+    check_model_size,
     guided_forward,
     resolve_n_blocks,
     timestep_embedding,
@@ -178,6 +179,12 @@ class UViT(nn.Module):
             raise ValueError(
                 "class_dropout_prob > 0 needs a null label: use num_classes > 0 with has_null_label=True"
             )
+        # Before any module exists: depth + 1 blocks (attention 4 e^2, MLP 2 r e^2, a decoder
+        # skip_linear 2 e^2), the time MLP, embeddings (patches, pos_embed, labels) and the head.
+        e, tokens = embed_dim, (img_size // patch_size) ** 2
+        check_model_size(depth, (depth + 1) * (4 + 2 * mlp_ratio) * e * e + depth * e * e
+                         + 8 * e * e + e * (2 * patch_size**2 * in_chans + tokens + 2
+                                            + max(num_classes, 0)))
         self.config: dict[str, Any] = dict(
             img_size=img_size,
             patch_size=patch_size,
