@@ -387,7 +387,7 @@ def resolve_weights(record: Any, folder: str | Path | None, *, arch: str = "dit"
 def _candidates(record: Any, folder: str | Path | None) -> tuple[list[Path], str | None]:
     """Where a record's file may be (the first is where it should be), and its key."""
     path, key = _parse_record(record)
-    base = Path(folder) if folder is not None else Path.cwd()
+    base = Path(folder).absolute() if folder is not None else Path.cwd()
     candidates = [Path(os.path.normpath(base / path))]  # an absolute path stays itself
     if isinstance(record, str) and Path(path).is_absolute():  # recorded on another machine
         candidates.append(base / Path(path).name)
