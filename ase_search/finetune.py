@@ -285,8 +285,9 @@ def one_shot_weights(
     by hand) is refused, never overwritten. While the fine-tune runs, its state (student, EMA
     teacher, optimizer, step; the random draws of step k depend only on the seed and k, see
     :mod:`ase_search.training`) is saved atomically every ``checkpoint_every`` steps to
-    ``<file>.partial/last.pt``; a later call resumes from it and ends with exactly the weights of
-    an uninterrupted run. The partial state is deleted once the weights are written.
+    ``<file>.partial/last.pt``; a later call resumes from it and ends with the weights of an
+    uninterrupted run (bit for bit on the CPU, with the same thread count). The partial state is
+    deleted once the weights are written.
 
     Args:
         model: the starting weights; trained in place (the EMA teacher is what is saved).
