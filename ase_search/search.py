@@ -498,7 +498,11 @@ def _trainable(params: dict[str, Any], ctx: TrialContext) -> None:
         result["seed"] = seed
     except Exception as err:  # reported as a FAILED trial with its reason; the study goes on
         last = traceback.format_exc().strip().splitlines()[-1]
-        result = {"fail_reason": f"{type(err).__name__}: {err}"[:500], "traceback": last}
+        # Tune insists that every result carries the study's metrics (its strict metric check
+        # raises in the driver otherwise), so a failure reports them as NaN; the searcher's
+        # on_trial_complete sees fail_reason and tells the study FAIL, never the NaNs.
+        result = {**{m: float("nan") for m in METRICS},
+                  "fail_reason": f"{type(err).__name__}: {err}"[:500], "traceback": last}
     result["worker_time"] = time.perf_counter() - started
     # Tune flattens nested dicts in results; ship them as JSON text and decode in the searcher.
     tune.report({k: json.dumps(v) if k in _NESTED else v for k, v in result.items()})
@@ -773,8 +777,9 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                            cpus=cpus)
         with tempfile.TemporaryDirectory(prefix="ase-search-tune-") as tune_dir, \
                 _StudyProgress(study, config.budget, progress) as bar:
-            stalled = 0
+            stalled = rounds = 0
             while count(TrialState.COMPLETE) < config.budget and stalled < 2:
+                rounds += 1
                 before = count(TrialState.COMPLETE)
                 from ray.tune.search import ConcurrencyLimiter
 
@@ -785,7 +790,10 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                     tune_config=tune.TuneConfig(search_alg=searcher,
                                                 num_samples=config.budget - before,
                                                 max_concurrent_trials=concurrent),
-                    run_config=tune.RunConfig(name=config.resolved_study_name,
+                    # One experiment name per round: Ray keeps a round's state in a folder
+                    # named by name and second, and two rounds within one second would share
+                    # (and delete) each other's files.
+                    run_config=tune.RunConfig(name=f"{config.resolved_study_name}-{rounds}",
                                               storage_path=tune_dir, verbose=0),
                 )
                 _fit_polling(tuner, bar)
