@@ -7,9 +7,14 @@ D-schedules) are enqueued once, however often a run is resumed.
 
 Fault model. The Optuna storage is the single source of truth. A trial whose worker raises (NaN
 loss, out of memory, a bad schedule) is told FAILED with its reason in the ``fail_reason`` user
-attribute; a NaN is never reported as a value. A driver killed mid-run leaves RUNNING trials
-behind: the next run marks them FAILED ("interrupted") and enqueues their parameters again, so
-no finished trial is lost and no interrupted one is skipped. ``budget`` counts finished
+attribute (the worker reports the metrics as NaN beside it, as Ray Tune requires); a NaN is
+never told as a value. Several drivers may share a study on any storage (a journal file on one
+machine; an RDB URL such as PostgreSQL across machines): each tags the trials it asks with its id
+and keeps a heartbeat in the study (:class:`Driver`). A run marks FAILED ("interrupted") and
+enqueues again only the RUNNING trials whose driver is gone (:func:`driver_gone`: a dead process
+on this host, or a heartbeat older than :data:`HEARTBEAT_GRACE`), so no finished trial is lost,
+no interrupted one is skipped and no live driver's trial is taken. A result for a trial that was
+finished meanwhile is kept as a new COMPLETE trial (``retold_from``). ``budget`` counts finished
 (COMPLETE) trials: re-running continues up to it. A suggestion whose schedule a finished trial
 already measured is told that trial's values without running (``duplicate_of`` names the twin). (Tune's own experiment restore is not used:
 its searcher snapshot can lag the database, which is what decides.)
@@ -20,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import shutil
 import time
 import traceback
 import warnings
@@ -38,6 +43,8 @@ __all__ = [
     "evaluate_schedule",
     "open_or_create_study",
     "recover_interrupted",
+    "Driver",
+    "driver_gone",
     "enqueue_seeds",
     "resolve_storage",
     "run_search",
@@ -348,19 +355,103 @@ def _params_key(trial: Any) -> tuple:
     return tuple(sorted(params.items()))
 
 
-def recover_interrupted(study: Any) -> int:
-    """Mark trials left RUNNING by a killed driver FAILED and enqueue their parameters again."""
+# --------------------------------------------------------------------------------------------
+# Drivers: several may share a study; each proves it is alive by a heartbeat in the study
+# --------------------------------------------------------------------------------------------
+HEARTBEAT_EVERY = 10.0  # seconds between a driver's heartbeats
+HEARTBEAT_GRACE = 120.0  # a driver silent for longer is gone (its host may be unreachable)
+_DRIVER_PREFIX = "driver:"  # study user attribute of driver <id>: {host, pid, beat[, stopped]}
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One search driver process. It tags the trials it asks (trial user attribute ``driver``)
+    and records a heartbeat in the study (study user attribute ``driver:<id>``), so that another
+    driver on the same study (any storage) recovers only trials whose driver is gone.
+
+    Args:
+        id: unique over hosts and time (host, pid and a random suffix).
+        host: the host name the driver runs on.
+        pid: its process id there.
+    """
+
+    id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> Driver:
+        import socket
+        import uuid
+
+        host, pid = socket.gethostname(), os.getpid()
+        return cls(id=f"{host}-{pid}-{uuid.uuid4().hex[:8]}", host=host, pid=pid)
+
+    def beat(self, study: Any, *, stopped: bool = False) -> None:
+        """Record that this driver is alive now (or, with ``stopped``, that it has ended)."""
+        record = {"host": self.host, "pid": self.pid, "beat": time.time()}
+        if stopped:
+            record["stopped"] = True
+        study.set_user_attr(_DRIVER_PREFIX + self.id, record)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def driver_gone(study_attrs: dict[str, Any], driver_id: str, *, now: float | None = None,
+                grace: float = HEARTBEAT_GRACE) -> bool:
+    """Whether driver ``driver_id`` of a study (its ``user_attrs``) has stopped: it said so, or
+    it ran on this host and its process is dead, or its last heartbeat is older than ``grace``
+    seconds. A driver with no heartbeat at all is gone (a driver beats before it asks a trial)."""
+    import socket
+
+    record = study_attrs.get(_DRIVER_PREFIX + driver_id)
+    if not isinstance(record, dict) or record.get("stopped"):
+        return True
+    if record.get("host") == socket.gethostname() and not _pid_alive(int(record.get("pid", 0))):
+        return True
+    return (time.time() if now is None else now) - float(record.get("beat", 0.0)) > grace
+
+
+def recover_interrupted(study: Any, *, now: float | None = None,
+                        grace: float = HEARTBEAT_GRACE) -> int:
+    """Mark trials left RUNNING by a driver that is gone FAILED and enqueue their parameters
+    again. Trials of live drivers (:func:`driver_gone`) are theirs to finish. A RUNNING trial
+    with no ``driver`` tag comes from a study made before drivers were tagged, or was asked an
+    instant ago and is about to be tagged: it is recovered unless it started within ``grace``
+    seconds while a live driver was around."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     storage = study._storage
+    attrs = study.user_attrs
+    now = time.time() if now is None else now
+    live = [key[len(_DRIVER_PREFIX):] for key in attrs if key.startswith(_DRIVER_PREFIX)
+            and not driver_gone(attrs, key[len(_DRIVER_PREFIX):], now=now, grace=grace)]
     waiting = {_params_key(t)
                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                    "interrupted: the search driver stopped before this trial "
-                                    "finished; it was queued again")
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        owner = trial.user_attrs.get("driver")
+        if owner is not None and owner in live:
+            continue
+        if owner is None and live and trial.datetime_start is not None and \
+                now - trial.datetime_start.timestamp() < grace:
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                        "interrupted: the search driver stopped before this "
+                                        "trial finished; it was queued again")
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:  # its driver told it meanwhile: nothing to recover
+            continue
         key = tuple(sorted(trial.params.items()))
         if trial.params and key not in waiting:
             study.enqueue_trial(dict(trial.params), user_attrs=dict(
@@ -508,8 +599,9 @@ def _trainable(params: dict[str, Any], ctx: TrialContext) -> None:
     tune.report({k: json.dumps(v) if k in _NESTED else v for k, v in result.items()})
 
 
-def _make_searcher(space: Any, storage: Any, config: SearchConfig):
-    """Ray's OptunaSearch, telling results (and failures, with reasons) into our study."""
+def _make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str | None = None):
+    """Ray's OptunaSearch, telling results (and failures, with reasons) into our study; every
+    trial it asks is tagged with ``driver_id`` (see :class:`Driver`)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -525,6 +617,8 @@ def _make_searcher(space: Any, storage: Any, config: SearchConfig):
                     return self.FINISHED
                 params = super().suggest(trial_id)
                 ot_trial = self._ot_trials[trial_id]
+                if driver_id is not None:  # at once: other drivers recover untagged trials
+                    ot_trial.set_user_attr("driver", driver_id)
                 twin = _measured_twin(self._ot_study, space, ot_trial.params)
                 if twin is None:
                     return params
@@ -554,17 +648,12 @@ def _make_searcher(space: Any, storage: Any, config: SearchConfig):
                 values = [float(result.get(m, float("nan"))) for m in METRICS]
                 if not all(math.isfinite(v) for v in values):
                     reason = f"non-finite objectives {dict(zip(METRICS, values))}"
-            for key in TRIAL_ATTRS:
-                if result and result.get(key) is not None:
-                    value = result[key]
-                    ot_trial.set_user_attr(key, json.loads(value) if key in _NESTED else value)
-            if result and result.get("worker_time") is not None:
-                ot_trial.set_user_attr("worker_time", result["worker_time"])
+            attrs = {key: json.loads(result[key]) if key in _NESTED else result[key]
+                     for key in (*TRIAL_ATTRS, "worker_time")
+                     if result and result.get(key) is not None}
             if reason is not None:
-                ot_trial.set_user_attr("fail_reason", reason)
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                self._ot_study.tell(ot_trial, values)
+                attrs["fail_reason"] = reason
+            _tell(self._ot_study, ot_trial, None if reason is not None else values, attrs)
             self._completed_trials.add(trial_id)
 
     searcher = StudySearch(
@@ -580,6 +669,36 @@ def _make_searcher(space: Any, storage: Any, config: SearchConfig):
 
 
 _MAX_REUSED_PER_SUGGESTION = 20
+
+
+def _tell(study: Any, trial: Any, values: list[float] | None, attrs: dict[str, Any]) -> None:
+    """Tell ``trial`` its measurement (``values``; ``None``: FAILED) and user attributes. If it
+    was finished meanwhile by someone else (a driver that took ours for gone), a measurement is
+    kept as a new COMPLETE trial with the same parameters (``retold_from`` names the original)
+    rather than lost; a failure is dropped, the trial being failed already."""
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if values is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, values)
+        return
+    except UpdateFinishedTrialError:
+        pass
+    except ValueError as err:  # study.tell's "Cannot tell a FAIL trial."
+        if "Cannot tell" not in str(err):
+            raise
+    if values is None:
+        return
+    frozen = study._storage.get_trial(trial._trial_id)
+    study.add_trial(optuna.trial.create_trial(
+        params=frozen.params, distributions=frozen.distributions, values=values,
+        user_attrs={**{k: v for k, v in frozen.user_attrs.items() if k != "fail_reason"},
+                    **attrs, "retold_from": frozen.number}))
 
 
 def _measured_twin(study: Any, space: Any, params: dict[str, Any]) -> Any:
@@ -766,43 +885,71 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     study.set_user_attr("weights", weights_record(weights, None if "://" in storage_spec
                                                   else storage_dir))  # named by exports
 
+    driver = Driver.this_process()
+    driver.beat(study)  # before it asks a trial, so others see the trial's driver alive
+    # Tune's own files (results, searcher snapshots) sit beside the study, one folder per
+    # driver; the folders of drivers that are gone (killed: no cleanup) are removed here.
+    tune_root = storage_dir / f"{config.resolved_study_name}-tune"
+    _remove_stale_tune_dirs(tune_root, study)
+    tune_dir = tune_root / driver.id
     started_ray = _init_ray(config)
     try:
         from ray import tune
+        from ray.tune.search import ConcurrencyLimiter
 
         resources, concurrent, cpus = _resources(config)
         ctx = TrialContext(config=asdict(config), weights=str(Path(weights).resolve()),
                            space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
                            grids_dir=str(storage_dir / f"{config.resolved_study_name}-grids"),
                            cpus=cpus)
-        with tempfile.TemporaryDirectory(prefix="ase-search-tune-") as tune_dir, \
-                _StudyProgress(study, config.budget, progress) as bar:
+        with _StudyProgress(study, config.budget, progress) as bar:
+            last_beat = time.monotonic()
+
+            def tick() -> None:
+                nonlocal last_beat
+                bar.refresh()
+                if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                    driver.beat(study)
+                    last_beat = time.monotonic()
+
             stalled = rounds = 0
             while count(TrialState.COMPLETE) < config.budget and stalled < 2:
+                if count(TrialState.COMPLETE) + count(TrialState.RUNNING) >= config.budget:
+                    # The rest of the budget is running under other drivers: wait for them, and
+                    # take their trials over (failed and re-queued) if their driver goes.
+                    time.sleep(2.0)
+                    tick()
+                    recover_interrupted(study)
+                    continue
                 rounds += 1
-                before = count(TrialState.COMPLETE)
-                from ray.tune.search import ConcurrencyLimiter
-
-                searcher = ConcurrencyLimiter(_make_searcher(space, storage, config),
+                before = count(TrialState.COMPLETE), count(TrialState.FAIL)
+                searcher = ConcurrencyLimiter(_make_searcher(space, storage, config, driver.id),
                                               max_concurrent=concurrent)
                 tuner = tune.Tuner(
                     tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), resources),
                     tune_config=tune.TuneConfig(search_alg=searcher,
-                                                num_samples=config.budget - before,
+                                                num_samples=config.budget - before[0],
                                                 max_concurrent_trials=concurrent),
                     # One experiment name per round: Ray keeps a round's state in a folder
                     # named by name and second, and two rounds within one second would share
                     # (and delete) each other's files.
                     run_config=tune.RunConfig(name=f"{config.resolved_study_name}-{rounds}",
-                                              storage_path=tune_dir, verbose=0),
+                                              storage_path=str(tune_dir), verbose=0),
                 )
-                _fit_polling(tuner, bar)
-                stalled = stalled + 1 if count(TrialState.COMPLETE) == before else 0
+                _fit_polling(tuner, tick)
+                # A round that finished nothing is a stall when its trials failed, or when no
+                # other driver holds running trials (those would explain an empty round).
+                if count(TrialState.COMPLETE) > before[0]:
+                    stalled = 0
+                elif count(TrialState.FAIL) > before[1] or not count(TrialState.RUNNING):
+                    stalled += 1
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
+        driver.beat(study, stopped=True)
+        shutil.rmtree(tune_dir, ignore_errors=True)
     complete = count(TrialState.COMPLETE)
     if complete < config.budget:
         reasons = {t.user_attrs.get("fail_reason", "?")
@@ -814,8 +961,19 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                          complete - complete_before, setup)
 
 
-def _fit_polling(tuner: Any, bar: _StudyProgress, every: float = 2.0) -> None:
-    """Run ``tuner.fit()`` in a thread while the main thread refreshes the progress bar."""
+def _remove_stale_tune_dirs(root: Path, study: Any) -> None:
+    """Remove the Tune folders under ``root`` whose driver (the folder's name) is gone."""
+    if not root.is_dir():
+        return
+    attrs = study.user_attrs
+    for folder in root.iterdir():
+        if folder.is_dir() and driver_gone(attrs, folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fit_polling(tuner: Any, tick: Callable[[], None], every: float = 2.0) -> None:
+    """Run ``tuner.fit()`` in a thread while the main thread calls ``tick`` (progress bar,
+    heartbeat) every ``every`` seconds."""
     import threading
 
     error: list[BaseException] = []
@@ -830,6 +988,6 @@ def _fit_polling(tuner: Any, bar: _StudyProgress, every: float = 2.0) -> None:
     thread.start()
     while thread.is_alive():
         thread.join(every)
-        bar.refresh()
+        tick()
     if error:
         raise error[0]
