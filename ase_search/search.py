@@ -195,6 +195,9 @@ class SearchConfig:
             raise SearchError(f"--arch must be dit or uvit, got {self.arch!r}")
         if self.budget < 1:
             raise SearchError(f"--budget must be >= 1, got {self.budget}")
+        if self.finetune_steps < 0:
+            raise SearchError(f"--finetune-steps must be >= 0 (0: no fine-tune), got "
+                              f"{self.finetune_steps}")
         if not (self.finetune_lr > 0 and math.isfinite(self.finetune_lr)):
             raise SearchError(f"--finetune-lr must be a finite number > 0, got {self.finetune_lr}")
         if not 0.0 <= self.finetune_ema < 1.0:
@@ -297,25 +300,63 @@ class SearchSummary:
 def resolve_storage(spec: str) -> Any:
     """An Optuna storage *object* for a path or URL (Ray's OptunaSearch needs an object).
 
-    ``*.journal`` / ``*.log`` paths give a file journal (safe for several drivers); any other path
-    is a sqlite database (made absolute, so Ray workers in other folders find it); ``scheme://``
-    strings are passed to :class:`optuna.storages.RDBStorage` as they are.
+    ``*.journal`` / ``*.log`` paths give a file journal (several drivers on one machine); any
+    other path is a sqlite database (made absolute, so Ray workers in other folders find it);
+    ``scheme://`` strings are passed to :class:`optuna.storages.RDBStorage` as they are (an RDB
+    server such as PostgreSQL serves drivers on several machines).
+
+    Raises:
+        SearchError: the path cannot be written (a read-only folder, below a regular file), or
+            the file is not a readable study storage. A journal is read through before anything
+            is appended to it, so a corrupt one is left as it was.
     """
     import optuna
+
+    from ase_search.files import check_writable
 
     if "://" in spec:
         return optuna.storages.RDBStorage(spec)
     path = Path(spec).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_writable(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SearchError(f"--storage {spec}: {err}") from None
     if path.suffix in (".journal", ".log"):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return _read_journal(path)
     try:
         return optuna.storages.RDBStorage(f"sqlite:///{path}")
     except Exception as err:  # not a database, a newer schema, ...
         raise SearchError(f"{path} is not a usable Optuna sqlite storage "
                           f"({str(err).splitlines()[0]}); pass another --storage") from None
+
+
+def _read_journal(path: Path) -> Any:
+    """Open a journal file and replay it in full, refusing a corrupt one untouched."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    def refuse(why: str) -> SearchError:
+        return SearchError(f"{path} is not a readable Optuna journal ({why}); move it aside or "
+                           f"pass another --storage")
+
+    if path.is_file():
+        # Optuna skips a last line that does not decode (it may be a write in progress), and
+        # then appends after it, which turns it into an error on every later read. A line that
+        # ends in a newline is complete, so here it must decode.
+        with path.open("rb") as file:
+            for number, line in enumerate(file, start=1):
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    json.loads(line)
+                except ValueError:
+                    raise refuse(f"line {number} is not JSON") from None
+    try:  # the storage replays the whole log when made
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except Exception as err:  # Optuna's replay asserts, or misses keys, on foreign records
+        raise refuse(f"replaying it fails: {type(err).__name__}: {err}".rstrip(": ")) from None
+    return storage
 
 
 def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dict[str, Any]):
@@ -742,11 +783,21 @@ class _StudyProgress:
     def refresh(self) -> None:
         from optuna.trial import TrialState
 
+        from ase_search.pareto import pareto_front
+        from ase_search.schedule import ExitSchedule
+
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         fails = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-        front = [t for t in complete if not any(
-            o.values[0] <= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
-            for o in complete)]
+        # The report's front (twins told a measured result are left out), counted in distinct
+        # schedules: one schedule measured by two trials (two drivers at once) is one point.
+        distinct: dict[Any, Any] = {}
+        for t in pareto_front(self.study):
+            data = t.user_attrs.get("schedule")
+            merged = ExitSchedule.from_dict(data).merged() if data else None
+            key = t.number if merged is None else (merged.arch, merged.depth,
+                                                   merged.boundaries, merged.blocks)
+            distinct.setdefault(key, t)
+        front = list(distinct.values())
         text = f"front {len(front)}, failed {fails}"
         best = max(front, key=lambda t: t.user_attrs.get("acceleration", 0.0), default=None)
         if best is not None:

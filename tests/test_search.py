@@ -266,6 +266,9 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
         assert study.trials[number].state == TrialState.COMPLETE
         assert study.trials[number].values == values
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    # the killed driver's Tune folder (beside the study) went with the re-run, which removed
+    # its own when it ended
+    assert not list((tmp_path / "dit-tune").iterdir())
     for t in interrupted:
         after = study.trials[t.number]
         assert after.state == TrialState.FAIL
@@ -284,13 +287,17 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
         (["--storage", "NOTADB"], "not a usable Optuna sqlite storage"),
         (["--budget", "0"], "--budget must be >= 1"),
         (["--full-share", "1.5"], "--full-share must lie in [0, 1]"),
+        (["--finetune-steps", "-5"], "--finetune-steps must be >= 0"),
+        (["--storage", "UNDERFILE"], "is a file, not a folder"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tiny, tmp_path, extra, message) -> None:
     (tmp_path / "bad.yaml").write_text("arch: [dit\n")
     (tmp_path / "bad.db").write_text("this is not a database\n" * 20)
+    (tmp_path / "file").write_text("a regular file\n")
     extra = [{"MALFORMED": str(tmp_path / "bad.yaml"),
-              "NOTADB": str(tmp_path / "bad.db")}.get(x, x) for x in extra]
+              "NOTADB": str(tmp_path / "bad.db"),
+              "UNDERFILE": str(tmp_path / "file" / "s.db")}.get(x, x) for x in extra]
     args = [ASE, "run", "--space", str(tiny / "space.yaml"), "--checkpoint",
             str(tiny / "tiny.pt"), "--storage", str(tmp_path / "s.db"), *extra]
     result = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True,
@@ -299,3 +306,67 @@ def test_bad_input_gives_one_clear_line(tiny, tmp_path, extra, message) -> None:
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len(lines) <= 2 and "Traceback" not in result.stderr
     assert message in " ".join(result.stderr.split()), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"op_code": 0, "worker_id": "w", "study_name": "dit", "directions": [1, 1]}\n'
+         b'{"op_code": 99}\n', "Should not reach"),  # an operation Optuna does not know
+        (b"garbage, not JSON\n", "line 1 is not JSON"),  # Optuna would skip it, then append
+        (b'{"op_code": 4, "worker_id": "w", "trial_id": 7}\n', "study_id"),  # a foreign record
+    ],
+)
+def test_a_corrupt_journal_is_refused_in_one_line_and_left_untouched(tiny, tmp_path, content,
+                                                                     why) -> None:
+    journal = tmp_path / "study.journal"
+    journal.write_bytes(content)
+    args = [ASE, "run", "--space", str(tiny / "space.yaml"), "--checkpoint",
+            str(tiny / "tiny.pt"), "--finetune", "none", "--storage", str(journal)]
+    result = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True,
+                            timeout=120)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"{journal} is not a readable Optuna journal" in said and why in said, said
+    assert journal.read_bytes() == content
+
+
+def test_the_progress_front_counts_distinct_measured_schedules(tmp_path, tiny) -> None:
+    from ase_search.search import _StudyProgress
+
+    config = _config(tiny, storage=str(tmp_path / "s.db"))
+    space = load_space(tiny / "space.yaml")
+    study = open_or_create_study(config, resolve_storage(config.storage), extra_attrs={})
+    full, d4 = space.seed_schedules()
+    dominated = space.from_params({**space.to_params(d4), "blocks_0": 3})
+
+    def add(schedule, values, **attrs) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            params=space.to_params(schedule), distributions=space.distributions(), values=values,
+            user_attrs={"schedule": schedule.to_dict(), "acceleration": 0.1, **attrs}))
+
+    add(full, [1.0, 2.0])
+    add(full, [1.0, 2.0])  # the same schedule measured again (two drivers at once)
+    add(full, [1.0, 2.0], duplicate_of=0)  # a twin told trial 0's result
+    add(d4, [3.0, 1.0])
+    add(d4, [3.0, 1.0], duplicate_of=3)
+    add(dominated, [4.0, 1.5])
+    bar = _StudyProgress(study, total=10, enabled=False)
+    text = bar.progress.tasks[0].fields["best"]
+    assert text.startswith("front 2, failed 0"), text  # full and D4; the rest are copies
+
+
+def test_tune_folders_of_gone_drivers_are_removed(tmp_path, tiny) -> None:
+    from ase_search.search import Driver, _remove_stale_tune_dirs
+
+    config = _config(tiny, storage=str(tmp_path / "s.db"))
+    study = open_or_create_study(config, resolve_storage(config.storage), extra_attrs={})
+    live = Driver.this_process()
+    live.beat(study)
+    ended = Driver.this_process()
+    ended.beat(study, stopped=True)
+    root = tmp_path / "dit-tune"
+    for name in (live.id, ended.id, "killed-before-heartbeats-existed"):
+        (root / name / "exp").mkdir(parents=True)
+    _remove_stale_tune_dirs(root, study)
+    assert [p.name for p in root.iterdir()] == [live.id]
