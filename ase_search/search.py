@@ -26,10 +26,12 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -273,14 +275,24 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What a worker needs to evaluate one schedule (plain data: it travels to Ray workers)."""
+    """What a worker needs to evaluate one schedule (plain data: it travels to Ray workers,
+    through Ray's object store).
+
+    A trial may run on another node than the driver. The weights every trial starts from (the
+    one-shot weights the driver made, typically) travel inside the context (``weights_bytes``),
+    so no node needs them on its disk; the other inputs the trial reads (``data``, ``fid_data``,
+    ``fid_weights``, ``vae``: user data, often large) must exist at the same path where the trial
+    runs, which :func:`evaluate_schedule` checks first. Sample grids are written under
+    ``grids_dir`` on the node that ran the trial.
+    """
 
     config: dict[str, Any]
-    weights: str  # absolute path of the weights every trial starts from
+    weights: str  # absolute path of the weights every trial starts from (its name, when shipped)
     space: dict[str, Any]
     cost_model: dict[str, Any]
     grids_dir: str
     cpus: int
+    weights_bytes: bytes | None = None  # the content of ``weights``; None: read the path
 
 
 @dataclass
@@ -549,7 +561,9 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
     device = "cuda" if torch.cuda.is_available() else "cpu"
     split: dict[str, float] = {}
     t0 = time.perf_counter()
-    model, _ = load_checkpoint(ctx.weights, ema=True)
+    _check_inputs_here(ctx)
+    with _weights_file(ctx) as weights:
+        model, _ = load_checkpoint(weights, ema=True)
     # .get: contexts written before these settings existed have no such keys.
     decoder = load_vae(cfg["vae"], device=device) if cfg.get("vae") else None
     reference = cfg.get("fid_data") or cfg["data"]
@@ -607,6 +621,36 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
         "grid": grid,
     }
     return result
+
+
+def _check_inputs_here(ctx: TrialContext) -> None:
+    """Refuse, naming the path and the node, an input that does not exist where the trial runs
+    (a path on the driver's disk only, when the trial runs on another node)."""
+    import socket
+
+    cfg = ctx.config
+    inputs = {"--data": cfg.get("data"), "--fid-data": cfg.get("fid_data"),
+              "--fid-weights": cfg.get("fid_weights"), "--vae": cfg.get("vae")}
+    if ctx.weights_bytes is None:
+        inputs["weights"] = ctx.weights
+    for flag, value in inputs.items():
+        if value and value.lower() != "mnist" and not Path(value).exists():
+            raise FileNotFoundError(
+                f"{flag} {value} does not exist on node {socket.gethostname()}, where this trial "
+                f"runs; put it at that path on every node (a shared file system)")
+
+
+@contextmanager
+def _weights_file(ctx: TrialContext) -> Iterator[str]:
+    """A path holding the trial's starting weights: ``ctx.weights``, or the shipped bytes in a
+    temporary file with the same name (its suffix tells the checkpoint format)."""
+    if ctx.weights_bytes is None:
+        yield ctx.weights
+        return
+    with tempfile.TemporaryDirectory(prefix="ase-search-weights-") as folder:
+        path = Path(folder) / Path(ctx.weights).name
+        path.write_bytes(ctx.weights_bytes)
+        yield str(path)
 
 
 def _trainable(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -952,7 +996,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         ctx = TrialContext(config=asdict(config), weights=str(Path(weights).resolve()),
                            space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
                            grids_dir=str(storage_dir / f"{config.resolved_study_name}-grids"),
-                           cpus=cpus)
+                           cpus=cpus, weights_bytes=Path(weights).read_bytes())
         with _StudyProgress(study, config.budget, progress) as bar:
             last_beat = time.monotonic()
 

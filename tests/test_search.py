@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -183,7 +184,9 @@ def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, t
                        space=space.to_dict(), cost_model={}, grids_dir=str(tmp_path), cpus=1)
     params = searcher.suggest("a")
     _trainable(params, ctx)
-    assert "checkpoint not found" in reported[-1]["fail_reason"]
+    # the worker names the missing weights and the node it runs on
+    assert f"weights {tmp_path / 'x.pt'} does not exist on node" in reported[-1]["fail_reason"]
+    assert math.isnan(reported[-1]["fid"])  # the metrics Tune insists on, as NaN
     searcher.on_trial_complete("a", reported[-1])
     # NaN metrics never become values: the trial is FAILED, not left RUNNING.
     searcher.suggest("b")
@@ -197,7 +200,7 @@ def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, t
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL] * 3 + [TrialState.COMPLETE]
     reasons = [t.user_attrs.get("fail_reason", "") for t in study.trials[:3]]
-    assert "checkpoint not found" in reasons[0]
+    assert "does not exist on node" in reasons[0]
     assert "non-finite" in reasons[1] and "crashed" in reasons[2]
     assert study.trials[3].values == [3.0, 1.0]
 
@@ -370,3 +373,47 @@ def test_tune_folders_of_gone_drivers_are_removed(tmp_path, tiny) -> None:
         (root / name / "exp").mkdir(parents=True)
     _remove_stale_tune_dirs(root, study)
     assert [p.name for p in root.iterdir()] == [live.id]
+
+
+def _context(tiny: Path, config: SearchConfig, tmp_path: Path, **kw) -> TrialContext:
+    space = load_space(tiny / "space.yaml")
+    from ase_search.models import load_checkpoint
+    from ase_search.metrics.latency import profile_components
+
+    model, _ = load_checkpoint(tiny / "tiny.pt")
+    base = dict(config=config.__dict__.copy(), weights=str(tiny / "tiny.pt"),
+                space=space.to_dict(),
+                cost_model=profile_components(model, batch_size=2, device="cpu").to_dict(),
+                grids_dir=str(tmp_path / "grids"), cpus=1)
+    base.update(kw)
+    return TrialContext(**base)
+
+
+def test_shipped_weights_make_the_driver_path_irrelevant(tiny, tmp_path, monkeypatch) -> None:
+    """A trial on another node has no copy of the driver's weights file: the bytes travel in the
+    context, and the measurement equals the one made from the file."""
+    from ase_search.search import evaluate_schedule
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tiny / "cache"))
+    config = _config(tiny, n_samples=8, batch_size=8, grid=0)
+    d4 = load_space(tiny / "space.yaml").seed_schedules()[1]
+    from_file = evaluate_schedule(d4, _context(tiny, config, tmp_path))
+    shipped = _context(tiny, config, tmp_path, weights=str(tmp_path / "driver-only" / "tiny.pt"),
+                       weights_bytes=(tiny / "tiny.pt").read_bytes())
+    from_bytes = evaluate_schedule(d4, shipped)
+    assert math.isfinite(from_file["fid"]) and from_bytes["fid"] == from_file["fid"]
+
+
+def test_an_input_missing_where_the_trial_runs_is_named_with_the_node(tiny, tmp_path) -> None:
+    import socket
+
+    from ase_search.search import evaluate_schedule
+
+    config = _config(tiny, n_samples=8, batch_size=8, grid=0)
+    images = tmp_path / "images"  # never made: a folder on the driver's disk only
+    ctx = dataclasses.replace(_context(tiny, config, tmp_path),
+                              config={**config.__dict__, "fid_data": str(images)})
+    d4 = load_space(tiny / "space.yaml").seed_schedules()[1]
+    with pytest.raises(FileNotFoundError,
+                       match=f"--fid-data {images} does not exist on node {socket.gethostname()}"):
+        evaluate_schedule(d4, ctx)
