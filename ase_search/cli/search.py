@@ -44,7 +44,8 @@ def run_cmd(
     distill: Annotated[bool, typer.Option(
         help="Fine-tune onto the starting model's full-depth prediction, not the noise.")] = False,
     storage: Annotated[str | None, typer.Option(
-        help="Study storage: a .db path, a .journal path or an Optuna URL "
+        help="Study storage: a .db path, a .journal path (several drivers on one machine) or "
+             "an Optuna URL, e.g. postgresql+psycopg://... (several machines) "
              "(default studies/<arch>.db).")] = None,
     study_name: Annotated[str | None, typer.Option(help="Default: the arch.")] = None,
     sampler_algo: Annotated[str, typer.Option(
