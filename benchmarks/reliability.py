@@ -1,0 +1,394 @@
+"""Issue #13's probes, run against the real CLI: bad input, failing trials, drivers, kills.
+
+Each probe is a command a hostile but fair user would type (small runs on the shipped testbed),
+run in a fresh temporary folder, and a check of what it must do: one clear line and a non-zero
+exit for bad input, never a traceback, nothing lost. The probes that need several processes or a
+server (two drivers, a killed one-shot fine-tune) are the pytest tests that perform them.
+
+    python -m benchmarks.reliability                     # reports/reliability.{md,json}
+    python -m benchmarks.reliability --only budget,ctrl-c
+    python -m benchmarks.reliability --before DIR        # the same probes on another checkout
+
+``--before`` runs the probes with ``DIR`` first on ``PYTHONPATH`` (a ``git worktree`` of an older
+commit) and stores them as the "before" column; the report shows both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks._common import ROOT, load_json, write_json, write_text
+
+OUT = ROOT / "reports" / "reliability.md"
+VERSION = 1
+REFERENCE_STUDY = ROOT / "studies" / "reference" / "dit.db"
+TINY = "--n-samples 16 --steps 2"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+    workdir: Path
+
+    @property
+    def last_line(self) -> str:
+        lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
+
+    @property
+    def traceback(self) -> bool:
+        return "Traceback (most recent call last)" in self.stderr
+
+    def text(self) -> str:
+        """``exit N[, traceback]: <last line of stderr, else of stdout>``."""
+        lines = self.stdout.strip().splitlines()
+        line = self.last_line or (lines[-1] if lines else "")
+        return f"exit {self.rc}" + (", traceback" if self.traceback else "") + \
+            (f": {line[:160]}" if line else "")
+
+
+Check = Callable[[Outcome], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    key: str
+    item: str  # the issue's item
+    what: str
+    command: str  # shell; $ASE is the CLI, $FIX the fixtures folder, $PY the interpreter
+    check: Check
+    timeout: float = 240.0
+    interrupt_after: float | None = None  # send SIGINT after this many seconds
+    reported: str | None = None  # the "before" the issue reported, for probes that are tests
+
+    @property
+    def is_test(self) -> bool:
+        return self.command.startswith("$PY -m pytest")
+
+
+# ###################################################################### checks
+def one_line_error(*needles: str) -> Check:
+    """Exit 2, no traceback, and the last stderr line mentions every needle (case-insensitive)."""
+
+    def check(o: Outcome) -> tuple[bool, str]:
+        line = o.last_line.lower()
+        ok = o.rc == 2 and not o.traceback and all(n.lower() in line for n in needles)
+        return ok, o.text()
+
+    return check
+
+
+def study_state(db: str, *, expect_fail_reason: bool) -> Check:
+    """The command exits without a traceback and no trial of the study is left RUNNING; failed
+    trials carry their reason."""
+
+    def check(o: Outcome) -> tuple[bool, str]:
+        path = o.workdir / db
+        if not path.is_file():
+            return False, o.text() + "; no study written"
+        con = sqlite3.connect(path)
+        states = dict(con.execute("select state, count(*) from trials group by state").fetchall())
+        reasons = [r for (r,) in con.execute(
+            "select value_json from trial_user_attributes where key = 'fail_reason'")]
+        con.close()
+        ok = not o.traceback and states.get("RUNNING", 0) == 0 and o.rc in (0, 2)
+        if expect_fail_reason:
+            ok = ok and states.get("FAIL", 0) > 0 and len(reasons) >= states.get("FAIL", 0)
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        reason = f"; reason: {json.loads(reasons[0])[:90]}" if reasons else ""
+        return ok, f"{o.text()}; trials: {summary}{reason}"
+
+    return check
+
+
+def exit_code(code: int, *needles: str) -> Check:
+    def check(o: Outcome) -> tuple[bool, str]:
+        text = (o.stderr + o.stdout).lower()
+        ok = o.rc == code and not o.traceback and all(n.lower() in text for n in needles)
+        return ok, o.text()
+
+    return check
+
+
+def stdout_has(*needles: str) -> Check:
+    def check(o: Outcome) -> tuple[bool, str]:
+        ok = o.rc == 0 and all(n in o.stdout for n in needles)
+        return ok, f"exit {o.rc}: {o.stdout.strip().splitlines()[-1][:160] if o.stdout.strip() else ''}"
+
+    return check
+
+
+def pytest_passes(o: Outcome) -> tuple[bool, str]:
+    tail = o.stdout.strip().splitlines()[-1] if o.stdout.strip() else o.last_line
+    return o.rc == 0, tail[:160]
+
+
+# ###################################################################### the probes
+PROBES: tuple[Probe, ...] = (
+    Probe("trial-diverges", "1", "a per-trial fine-tune that diverges",
+          f"$ASE run --finetune per-trial --finetune-steps 3 --finetune-lr 1e30 --budget 2 {TINY} "
+          "--storage pt.db", study_state("pt.db", expect_fail_reason=True)),
+    Probe("trial-diverges-rerun", "1", "the same command run again",
+          f"$ASE run --finetune per-trial --finetune-steps 3 --finetune-lr 1e30 --budget 2 {TINY} "
+          f"--storage pt.db >/dev/null 2>&1; $ASE run --finetune per-trial --finetune-steps 3 "
+          f"--finetune-lr 1e30 --budget 2 {TINY} --storage pt.db",
+          study_state("pt.db", expect_fail_reason=True), timeout=400),
+    Probe("bad-fid-weights", "1", "a --fid-weights file that is not weights",
+          f"$ASE run --finetune none --budget 2 {TINY} --fid-weights $FIX/garbage.pth "
+          "--storage fw.db", study_state("fw.db", expect_fail_reason=False)),
+    Probe("two-drivers", "2", "two drivers on one journal (journal and PostgreSQL)",
+          "$PY -m pytest -q -x -p no:cacheprovider $ROOT/tests/test_search_drivers.py",
+          pytest_passes, timeout=600,
+          reported="the second driver marks the first's live trials interrupted; the first dies "
+                   "with UpdateFinishedTrialError, its two measurements lost"),
+    Probe("one-shot-keyed", "3", "two studies in one folder, other fine-tune settings",
+          "$PY -m pytest -q -x -p no:cacheprovider $ROOT/tests/test_finetune.py -k 'cache or key'",
+          pytest_passes, timeout=600,
+          reported="the second study silently reuses the first one's weights (its study records "
+                   "2000 steps, the weights' metadata 10)"),
+    Probe("one-shot-killed", "4", "a kill during the one-shot fine-tune, then a re-run",
+          "$PY -m pytest -q -x -p no:cacheprovider $ROOT/tests/test_finetune.py -k 'resume'",
+          pytest_passes, timeout=600,
+          reported="no intermediate state: the re-run starts again at step 0"),
+    Probe("deep-json", "5", "a schedule JSON nested 100,000 deep",
+          "$ASE schedule show $FIX/deep.json", one_line_error("deep.json")),
+    Probe("edge-grid-0", "5", "space YAML edge_grid: 0",
+          f"$ASE run --space $FIX/grid0.yaml --finetune none --budget 1 {TINY}",
+          one_line_error("edge_grid")),
+    Probe("edge-grid-tiny", "5", "space YAML edge_grid: 1.0e-320",
+          f"$ASE run --space $FIX/gridtiny.yaml --finetune none --budget 1 {TINY}",
+          one_line_error("edge_grid")),
+    Probe("edge-grid-nan", "5", "space YAML edge_grid: .nan",
+          f"$ASE run --space $FIX/gridnan.yaml --finetune none --budget 1 {TINY}",
+          one_line_error("edge_grid")),
+    Probe("budget-abc", "5", "--budget abc", "$ASE run --budget abc", exit_code(2, "budget")),
+    Probe("export-under-file", "5", "export -o under a regular file",
+          "$ASE export $FIX/study.db --trial 0 -o $FIX/blocker/s.json",
+          one_line_error("blocker")),
+    Probe("pareto-report-under-file", "5", "pareto --report under a regular file",
+          "$ASE pareto $FIX/study.db --report $FIX/blocker/r.html", one_line_error("blocker")),
+    Probe("pareto-csv-under-file", "5", "pareto --csv under a regular file",
+          "$ASE pareto $FIX/study.db --no-report --csv $FIX/blocker/r.csv",
+          one_line_error("blocker")),
+    Probe("sample-under-file", "5", "sample -o under a regular file",
+          "$ASE sample --n 4 --steps 2 -o $FIX/blocker/g.png", one_line_error("blocker")),
+    Probe("eval-json-under-file", "5", "eval --json under a regular file",
+          "$ASE eval --n 16 --steps 2 --json $FIX/blocker/e.json", one_line_error("blocker")),
+    Probe("run-storage-under-file", "5", "run --storage under a regular file",
+          f"$ASE run --finetune none --budget 1 {TINY} --storage $FIX/blocker/s.db",
+          one_line_error("blocker")),
+    Probe("finetune-diverges", "5", "a diverging fine-tune (finetune)",
+          "$ASE finetune --schedule D4 --steps 3 --lr 1e30 -o ft.safetensors",
+          one_line_error("diverge")),
+    Probe("one-shot-diverges", "5", "a diverging one-shot fine-tune (run)",
+          f"$ASE run --finetune-steps 3 --finetune-lr 1e30 --budget 1 {TINY} --storage os.db",
+          one_line_error("diverge")),
+    Probe("corrupt-journal", "5", "a corrupt journal (run, then pareto); the file is unchanged",
+          f"cp $FIX/corrupt.journal c.journal; $ASE run --finetune none --budget 1 {TINY} "
+          "--storage c.journal; rc=$?; cmp -s c.journal $FIX/corrupt.journal || "
+          "echo 'the journal was modified' >&2; exit $rc", one_line_error("c.journal")),
+    Probe("corrupt-journal-pareto", "5", "pareto on a corrupt journal",
+          "$ASE pareto $FIX/corrupt.journal --no-report", one_line_error("corrupt.journal")),
+    Probe("huge-depth", "6", "a checkpoint whose config says depth: 1000000",
+          "$ASE sample --checkpoint $FIX/huge.pt --n 4 --steps 2 -o g.png",
+          one_line_error("depth"), timeout=60),
+    Probe("negative-finetune-steps", "7", "--finetune-steps -5",
+          f"$ASE run --finetune-steps -5 --budget 1 {TINY} --storage n.db",
+          one_line_error("finetune-steps")),
+    Probe("nan-weights", "7", "sample with NaN weights",
+          "$ASE sample --checkpoint $FIX/nan.pt --n 4 --steps 2 -o g.png; rc=$?; "
+          "test -e g.png && echo 'a grid was written' >&2; exit $rc",
+          one_line_error("finite")),
+    Probe("eval-missing-data", "7", "eval --data /nonexistent",
+          "$ASE eval --n 16 --steps 2 --data /nonexistent", one_line_error("/nonexistent")),
+    Probe("bare-state-dict", "7", "a bare state dict as --checkpoint",
+          "$ASE sample --checkpoint $FIX/bare.pt --n 4 --steps 2 -o g.png",
+          lambda o: (o.rc == 2 and not o.traceback and "model_name=" not in o.stderr, o.text())),
+    Probe("export-mode", "7", "an exported schedule's file mode",
+          "umask 022; $ASE export $FIX/study.db --trial 0 -o s.json >/dev/null && "
+          "stat -c %a s.json", stdout_has("644")),
+    Probe("ctrl-c", "newcomer", "Ctrl-C during sample",
+          "$ASE sample --n 2000 --steps 250 -o g.png", exit_code(130, "interrupt"),
+          interrupt_after=12.0),
+    Probe("threads", "newcomer", "every command says its thread count",
+          "$ASE schedules --arch dit", exit_code(0, "thread")),
+    Probe("eval-exit-untuned", "newcomer", "eval --schedule D4 on the shipped (not fine-tuned) model",
+          "$ASE eval --schedule D4 --n 16 --steps 2", exit_code(0, "fine-tun")),
+    Probe("version", "newcomer", "the exported schedule names the ase-search version",
+          "$ASE export $FIX/study.db --trial 0 -o s.json >/dev/null && "
+          "$PY -c \"import json; print(json.load(open('s.json'))['metadata'])\"",
+          stdout_has("ase_search_version': '0.")),
+    Probe("pareto-beside-study", "newcomer", "pareto writes its report beside the study",
+          "cp $FIX/study.db mine.db; $ASE pareto mine.db >/dev/null && ls",
+          stdout_has("mine-pareto.html")),
+)
+
+
+# ###################################################################### fixtures and running
+def make_fixtures(fix: Path, env: dict[str, str]) -> None:
+    """Files the probes read: bad schedules, spaces, checkpoints, journals, a finished study."""
+    import shutil
+
+    fix.mkdir(parents=True, exist_ok=True)
+    (fix / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    space = (ROOT / "search_spaces" / "dit-free-edges.yaml").read_text()
+    for name, value in (("grid0", "0"), ("gridtiny", "1.0e-320"), ("gridnan", ".nan")):
+        lines = [f"edge_grid: {value}" if line.startswith("edge_grid:") else line
+                 for line in space.splitlines()]
+        if not any(line.startswith("edge_grid:") for line in lines):
+            lines.append(f"edge_grid: {value}")
+        (fix / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+    (fix / "garbage.pth").write_bytes(os.urandom(4096))
+    (fix / "blocker").write_text("a regular file\n")
+    (fix / "corrupt.journal").write_bytes(b'{"op_code": 0, "worker_id": "x"\n\x00\xff garbage\n')
+    shutil.copy(REFERENCE_STUDY, fix / "study.db")
+    code = f"""
+import torch
+from ase_search.models import create_model
+from ase_search.testbed import TESTBEDS, load_model
+fix = {str(fix)!r}
+model = load_model("dit", None)
+state = {{k: v.clone() for k, v in model.state_dict().items()}}
+torch.save(state, fix + "/bare.pt")
+try:
+    from ase_search.models import save_checkpoint
+    nan = load_model("dit", None)
+    with torch.no_grad():
+        for p in nan.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(fix + "/nan.pt", nan)
+    small = create_model("DiT-T", hidden_size=32, depth=2, num_heads=2)
+    save_checkpoint(fix + "/huge.pt", small)
+    ckpt = torch.load(fix + "/huge.pt", weights_only=True)
+    def deepen(obj):
+        if isinstance(obj, dict):
+            return {{k: (1000000 if k == "depth" else deepen(v)) for k, v in obj.items()}}
+        return obj
+    torch.save(deepen(ckpt), fix + "/huge.pt")
+except Exception as err:
+    print("fixture:", type(err).__name__, err)
+"""
+    subprocess.run([env["PY"], "-c", code], env=env, check=True, cwd=fix)
+
+
+def run_probe(probe: Probe, env: dict[str, str]) -> tuple[Outcome, bool, str]:
+    """Run ``probe`` in a fresh folder; its outcome, whether it passed, and what was seen."""
+    with tempfile.TemporaryDirectory(prefix=f"probe-{probe.key}-") as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        proc = subprocess.Popen(["bash", "-c", probe.command], cwd=work, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            if probe.interrupt_after is not None:
+                try:
+                    proc.wait(probe.interrupt_after)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the group
+            out, err = proc.communicate(timeout=probe.timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            rc, err = -9, err + f"\ntimed out after {probe.timeout:.0f} s"
+        outcome = Outcome(rc, out, err, time.perf_counter() - started, work)
+        ok, text = probe.check(outcome)  # while the folder exists: some checks read its files
+        return outcome, ok, text
+
+
+def markdown(store: dict) -> str:
+    rows = []
+    for probe in PROBES:
+        after = store["after"].get(probe.key)
+        before = store["before"].get(probe.key)
+        if before is None and probe.reported:
+            before = {"ok": False, "text": f"(as the issue reported) {probe.reported}"}
+        rows.append({
+            "item": probe.item,
+            "probe": probe.what,
+            "command": "`" + probe.command.replace("|", "\\|") + "`",
+            "before": "—" if before is None else ("✓ " if before["ok"] else "✗ ") + before["text"],
+            "after": "—" if after is None else ("✓ " if after["ok"] else "✗ ") + after["text"],
+        })
+    import pandas as pd
+
+    passed = sum(1 for r in store["after"].values() if r["ok"])
+    table = pd.DataFrame(rows).to_markdown(index=False)
+    return (
+        "# Reliability probes (issue #13)\n\n"
+        "Each probe is run by `python -m benchmarks.reliability` in a fresh temporary folder "
+        "against the real CLI (`$ASE` = `ase-search`, `$FIX` = fixtures the runner writes: a "
+        "schedule nested 100,000 deep, spaces with a bad `edge_grid`, a garbage weights file, a "
+        "regular file `blocker` to write under, a corrupt journal, a copy of the reference DiT "
+        "study, checkpoints with NaN weights, a bare state dict and `depth: 1000000`). A "
+        "probe passes (✓) when it does what the issue asks: bad input gives one line and exit 2 "
+        "with no traceback; a failing trial is FAILED with its reason and no trial is left "
+        "RUNNING. The multi-process probes (two drivers, a killed one-shot fine-tune, two "
+        "studies in one folder) are the pytest tests named in their command.\n\n"
+        f"After: **{passed} of {len(store['after'])} pass** ({store.get('after_date', '?')}, "
+        f"{store.get('machine', '?')}). Before: the same probes on the commit the issue was "
+        f"filed against ({store.get('before_commit', '?')}).\n\n{table}\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="comma-separated probe keys")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="run the probes on this checkout and store them as 'before'")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+
+    keys = set(args.only.split(",")) if args.only else None
+    probes = [p for p in PROBES if (keys is None or p.key in keys)
+              and not (args.before and p.is_test)]  # an older checkout lacks the tests
+    json_path = args.out.with_suffix(".json")
+    store = load_json(json_path, VERSION) or {"version": VERSION, "before": {}, "after": {}}
+    column = "before" if args.before else "after"
+    code_root = (args.before or ROOT).resolve()
+    env = dict(os.environ, PY=sys.executable, ROOT=str(code_root), PYTHONPATH=str(code_root),
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", COLUMNS="200")
+    with tempfile.TemporaryDirectory(prefix="probe-fixtures-") as fix:
+        # The CLI of the checkout under test (an older one lacks `python -m ase_search`).
+        ase = Path(fix) / "ase-search"
+        ase.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c "
+                       f"'from ase_search.cli import main; main()' \"$@\"\n")
+        ase.chmod(0o755)
+        env.update(FIX=fix, ASE=str(ase))
+        make_fixtures(Path(fix), env)
+        for probe in probes:
+            outcome, ok, text = run_probe(probe, env)
+            store[column][probe.key] = {"ok": ok, "text": text, "rc": outcome.rc,
+                                        "seconds": round(outcome.seconds, 1)}
+            print(f"{'PASS' if ok else 'FAIL'} {probe.key}: {text}", file=sys.stderr)
+            write_json(json_path, store)
+    if args.before:
+        store["before_commit"] = subprocess.run(
+            ["git", "-C", str(code_root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True).stdout.strip()
+    else:
+        store["after_date"] = time.strftime("%Y-%m-%d")
+        store["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    write_json(json_path, store)
+    write_text(args.out, markdown(store))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
