@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -177,6 +179,25 @@ def test_missing_fields_and_bad_files(tmp_path) -> None:
         ExitSchedule.from_json(tmp_path / "missing.json")
     with pytest.raises(ScheduleError, match="JSON object"):
         ExitSchedule.from_json("[1, 2]")
+
+
+def test_deeply_nested_json_is_refused(tmp_path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "deep.json"
+    path.write_text(deep)
+    for source in (path, deep):
+        with pytest.raises(ScheduleError, match="nested too deeply"):
+            ExitSchedule.from_json(source)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_schedule_file_has_normal_permissions(tmp_path, umask) -> None:
+    old = os.umask(umask)
+    try:
+        preset("D4", "dit").to_json(tmp_path / "s.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "s.json").stat().st_mode) == 0o666 & ~umask
 
 
 def test_unknown_preset() -> None:

@@ -92,11 +92,27 @@ BASE = {"version": 1, "arch": "dit", "depth": 12, "intervals": 5, "edges": "unif
         ({"colour": "red"}, "unknown field"),
         ({"version": 3}, "version"),
         ({"edges": "search", "edge_grid": 0.3}, "edge_grid"),
+        # 0, subnormal, NaN, inf, negative: 1 / edge_grid divides by zero, overflows or is NaN
+        ({"edges": "search", "edge_grid": 0}, r"edge_grid must be a number in \[0.001, 1\)"),
+        ({"edges": "search", "edge_grid": 1.0e-320}, r"edge_grid must be a number in \[0.001"),
+        ({"edges": "search", "edge_grid": float("nan")}, r"edge_grid must be a number in \["),
+        ({"edges": "search", "edge_grid": float("inf")}, r"edge_grid must be a number in \["),
+        ({"edges": "search", "edge_grid": -0.5}, r"edge_grid must be a number in \["),
+        ({"edges": "search", "edge_grid": True}, "edge_grid must be a number"),
+        ({"intervals": 10**9}, r"intervals must be an integer in \[1, 1000\]"),
+        ({"intervals": True}, "intervals must be an integer"),
+        ({"edges": [0.0, 0.2, float("nan"), 0.6, 0.8, 1.0]}, "edges: boundaries must be finite"),
+        ({"blocks": {"min": True, "max": 12}}, "blocks.min must be an integer"),
     ],
 )
 def test_bad_yaml_is_rejected_with_the_field_named(tmp_path, patch, message) -> None:
     with pytest.raises(SpaceError, match=message):
         load_space(_write(tmp_path, {**BASE, **patch}))
+
+
+def test_deeply_nested_yaml_is_refused(tmp_path) -> None:
+    with pytest.raises(SpaceError, match="nested too deeply"):
+        load_space(_write(tmp_path, "[" * 100_000 + "]" * 100_000))
 
 
 def test_unparseable_and_missing_files(tmp_path) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ase_search.models import CheckpointError, create_model, load_checkpoint, save_checkpoint
-from ase_search.models.checkpoint import load_state_dict_file
+from ase_search.models.checkpoint import export_weights, load_state_dict_file
+from ase_search.models.layers import MAX_PARAMETERS
 
 # Official parameter names, typed in from facebookresearch/DiT models.py and baofff/U-ViT
 # libs/uvit.py (timm Attention/Mlp inside the blocks), with their shapes as functions of the config.
@@ -156,11 +159,45 @@ def test_official_training_dict_prefers_ema(tmp_path: Path) -> None:
 
 def test_bare_state_dict_needs_model_name(tmp_path: Path) -> None:
     path = tmp_path / "w.pt"
-    torch.save(random_state(dit_test_shapes()), path)
-    with pytest.raises(CheckpointError, match="pass model_name="):
+    state = random_state(dit_test_shapes())
+    torch.save(state, path)
+    # The advice names what the commands accept (they take no model name): a conversion.
+    with pytest.raises(CheckpointError, match="ase-search export-weights .* --model NAME"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="unknown model_name"):
         load_checkpoint(path, model_name="DiT-Z")
+    # Following the advice gives a checkpoint that loads without a name, with the same weights.
+    out = export_weights(path, tmp_path / "w.safetensors", half=False, model_name="DiT-test")
+    model, meta = load_checkpoint(out)
+    assert model.model_name == "DiT-test"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"depth": 1_000_000}, "depth must be at most 1024"),
+        ({"hidden_size": 4_000_000, "num_heads": 1}, "describes about .* parameters, more than the 1e"),
+        ({"input_size": 2**20, "patch_size": 1}, "parameters, more than"),
+        ({"mlp_ratio": 1e30}, "parameters, more than"),
+    ],
+)
+def test_oversized_config_is_refused_before_building(tmp_path: Path, override, message) -> None:
+    path = tmp_path / "huge.safetensors"
+    save_checkpoint(path, create_model("DiT-test"))
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    metadata["config"] = json.dumps({**json.loads(metadata["config"]), **override})
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match=f"cannot build a dit model: .*{message}"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", ["DiT-XL/2", "U-ViT-L/4"])
+def test_largest_registry_models_are_within_the_size_limits(name: str) -> None:
+    with torch.device("meta"):
+        model = create_model(name)
+    assert sum(p.numel() for p in model.parameters()) < MAX_PARAMETERS
 
 
 # --- ase-search round trips ---
