@@ -101,7 +101,7 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
         seed_report,
         storage_location,
     )
-    from ase_search.schedule import atomic_write_text
+    from ase_search.files import atomic_write_text
 
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Part of this module's API too (schedule files, reports and benchmarks write through it).
 from ase_search.files import atomic_write_text
 
 __all__ = [

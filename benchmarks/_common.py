@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ase_search.schedule import atomic_write_text
+from ase_search.files import atomic_write_text
 
 if TYPE_CHECKING:
     from rich.progress import Progress
