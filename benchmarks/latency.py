@@ -5,54 +5,57 @@ weights, the network calls of one DDIM sampling run at a fixed batch are timed f
 every Table 2 preset in interleaved rounds (median), next to the cost model's prediction and the
 share of FLOPs skipped. Latency does not depend on the weights.
 
-    python benchmarks/latency.py --steps 10 --batch-size 256 --repeats 5 --threads 1
+    python -m benchmarks.latency --steps 10 --batch-size 256 --repeats 5 --threads 1
 
-Each model's measurement is one interleaved run and is stored as a record in ``--json``
-(``reports/latency.json``), keyed by model name; ``--models`` picks which to (re)measure, so the
-two models can be timed separately. ``--out`` (``reports/latency.md``) is rebuilt from every
-record in the JSON. Run it on an otherwise idle machine: other processes on the same cores change
+Each model's measurement is one interleaved run, a cell of ``reports/latency.json`` keyed by model
+name; ``--models`` picks which to measure (``--fresh`` measures them again), so the two models can
+be timed separately. ``--out`` (``reports/latency.md``) is rebuilt from every cell in the JSON. Run it on an otherwise idle machine: other processes on the same cores change
 the absolute times and, through cache and scheduler effects, the ratios.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
+from dataclasses import field
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ase_search.evaluate import benchmark_latency, latency_markdown, machine_info  # noqa: E402
-from ase_search.metrics.latency import model_flops  # noqa: E402
-from ase_search.models import create_model  # noqa: E402
-from ase_search.samplers import SamplerConfig  # noqa: E402
-from ase_search.schedule import preset, preset_names  # noqa: E402
-from benchmarks._common import (  # noqa: E402
-    load_json,
-    machine_text,
-    start_run,
-    write_json,
-    write_text,
-)
+from benchmarks._common import machine_text
+from benchmarks._runner import Benchmark, CellContext, Report, option, run
 
 TARGET = 0.95  # measured / ideal acceleration every preset should reach
 
 
-def always_run_shares(model: torch.nn.Module, cost: dict[str, Any]) -> tuple[float, float]:
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """What one latency run measures."""
+
+    models: tuple[str, ...] = field(default=("DiT-T", "U-ViT-T"),
+                                    metadata=option("registry names", identity=False))
+    sampler: str = "ddim"
+    steps: int = 10
+    batch_size: int = 256
+    repeats: int = 5
+    device: str = "cpu"
+    note: str = field(default="", metadata=option("a sentence about the conditions of the run",
+                                                  identity=False))
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.repeats < 1:
+            raise ValueError("--steps, --batch-size and --repeats must be >= 1")
+
+
+def always_run_shares(model: Any, cost: dict[str, Any]) -> tuple[float, float]:
     """Share of a full call spent outside the exitable blocks' droppable part: (time, FLOPs).
 
     Time comes from the cost model (``fixed + depth * dropped`` over the full call); FLOPs from
     counting a one-block and a full forward (the difference is ``depth - 1`` droppable parts).
     """
+    from ase_search.metrics.latency import model_flops
+
     depth = model.exit_depth
     full_time = cost["fixed"] + depth * cost["block"]
     time_share = (cost["fixed"] + depth * cost["dropped"]) / full_time
@@ -61,8 +64,15 @@ def always_run_shares(model: torch.nn.Module, cost: dict[str, Any]) -> tuple[flo
     return time_share, 1.0 - depth * body / full
 
 
-def measure_model(name: str, args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """Time one model's presets in one interleaved run; return a JSON-able record."""
+def measure_model(args: Params, name: str, ctx: CellContext) -> dict[str, Any]:
+    """Time one model's presets in one interleaved run; return a JSON-able record (a cell)."""
+    import torch
+
+    from ase_search.evaluate import benchmark_latency, machine_info
+    from ase_search.models import create_model
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import preset, preset_names
+
     torch.manual_seed(0)
     model = create_model(name)
     schedules = {p: preset(p, model.arch, model.exit_depth)
@@ -78,7 +88,7 @@ def measure_model(name: str, args: argparse.Namespace, command: str) -> dict[str
     return {
         "model": name,
         "arch": model.arch,
-        "command": command,
+        "command": ctx.command,
         "machine": info,
         "note": args.note,
         "load_before": load_before,
@@ -96,6 +106,11 @@ def call_time_fit(record: dict[str, Any]) -> tuple[float, float, float]:
 
     Returns ``(a, b, se_a)``, ``se_a`` the usual OLS standard error of the intercept.
     """
+    import numpy as np
+
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import preset
+
     settings = record["settings"]
     sampler = SamplerConfig.from_dict(settings["sampler"])
     times = sampler.model_times()
@@ -115,6 +130,10 @@ def call_time_fit(record: dict[str, Any]) -> tuple[float, float, float]:
 
 def section(record: dict[str, Any]) -> tuple[str, str]:
     """(summary line, markdown section) of one model's record."""
+    import pandas as pd
+
+    from ase_search.evaluate import latency_markdown
+
     df = pd.DataFrame(record["rows"])
     df.attrs.update(record["settings"])
     exits = df[df["schedule"] != "full"]
@@ -182,7 +201,8 @@ def precision(records: dict[str, dict[str, Any]]) -> str:
             f"components, so it does not scatter from preset to preset.")
 
 
-def write_markdown(records: dict[str, dict[str, Any]], path: Path) -> None:
+def markdown(records: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    """The report: a summary over the models, then one section per model."""
     summaries, sections = zip(*(section(r) for r in records.values()))
     text = "\n".join([
         "# Latency: measured vs predicted vs ideal acceleration",
@@ -210,35 +230,16 @@ def write_markdown(records: dict[str, dict[str, Any]], path: Path) -> None:
         "",
         *sections,
     ])
-    write_text(path, text)
+    return Report(text)
+
+
+BENCHMARK = Benchmark(name="latency", doc=__doc__, params=Params,
+                      keys=lambda params: list(params.models), cell=measure_model,
+                      report=markdown)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="DiT-T,U-ViT-T", help="registry names")
-    parser.add_argument("--sampler", default="ddim")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", type=Path, default=ROOT / "reports" / "latency.json")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "latency.md")
-    parser.add_argument("--note", default="", help="a sentence about the conditions of the run")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="only rewrite --out from the records in --json, measuring nothing")
-    args = parser.parse_args(argv)
-    command = start_run(__file__, argv, args.threads)
-
-    records = load_json(args.json) or {}
-    if args.rebuild and not records:
-        parser.error(f"--rebuild needs measurements in {args.json}")
-    for name in [] if args.rebuild else args.models.split(","):
-        records[name] = measure_model(name, args, command)
-        # Saved after each model, so a later failure keeps the finished measurements.
-        write_json(args.json, records)
-    write_markdown(records, args.out)
-    print(f"wrote {args.json} and {args.out}", file=sys.stderr)
+    run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ column groups are samplers at two step counts each (default DDPM 50/100, DDIM 10
 measured acceleration and the cost model's predicted one.
 
 Weights: the reference study was searched with the one-shot fine-tuned model; with ``--weights
-one-shot`` (default) every row is sampled from those weights
-(``studies/reference/<arch>-one-shot.safetensors``, git-ignored: written by ``ase-search run``),
-falling back to the shipped testbed weights (with a note in the report) when the file is absent.
+one-shot`` (default) every row is sampled from the weights the study recorded
+(``studies/reference/<arch>-one-shot-<key12>.safetensors``, git-ignored: ``python -m
+benchmarks.search --arch <arch> --weights-only`` rebuilds them), falling back to the shipped
+testbed weights (with a note in the report) when the file is absent.
 
 Measured acceleration is ``1 - latency / latency(full)``. ``--latency sampling`` (default) times
 the network calls of one sampling run at the sampler's step count for every row, interleaved call
@@ -22,54 +23,84 @@ cheaper and, since a call's cost does not depend on t, measures the same thing.
 
 Run from the repository root on an otherwise idle machine:
 
-    python benchmarks/paper_table.py --arch dit uvit --n 500 --seeds 5
+    python -m benchmarks.paper_table --arch dit uvit --n 500 --seeds 5
 
-Finished cells are cached in ``reports/paper_table.json`` (atomic writes after each cell), so an
-interrupted run continues where it stopped; ``--rebuild`` only rewrites the markdown.
+One cell of ``reports/paper_table.json`` per model; within it every FID cell and latency
+measurement is saved as it finishes, so an interrupted run continues where it stopped, and a run
+with other settings reuses what they do not change. ``--rebuild`` only rewrites the markdown.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 import os
 import sys
 import time
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ase_search.evaluate import benchmark_latency, evaluate, machine_info  # noqa: E402
-from ase_search.metrics.latency import (  # noqa: E402
-    CostModel,
-    profile_components,
-    sampling_latency_samples,
-)
-from ase_search.samplers import SAMPLER_NAMES, SamplerConfig  # noqa: E402
-from ase_search.schedule import ExitSchedule, preset, preset_names  # noqa: E402
-from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
-from benchmarks._common import (  # noqa: E402
-    add_run_options,
+from benchmarks._common import (
+    ROOT,
     display_path,
     fid_text,
     file_sha256,
     machine_text,
     pct,
     progress_bar,
-    run_per_arch,
     sampler_name,
     short_hash,
-    start_run,
 )
+from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
-VERSION = 1
+if TYPE_CHECKING:
+    import torch
+
+    from ase_search.metrics.latency import CostModel
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
+
 DISPLAY = {"ddpm": "DDPM", "ddim": "DDIM", "dpm-solver": "DPM-Solver", "euler-maruyama": "EM"}
-DEFAULT_SAMPLERS = ["ddpm:50,100", "ddim:10,20", "dpm-solver:10,20"]
+DEFAULT_SAMPLERS = ("ddpm:50,100", "ddim:10,20", "dpm-solver:10,20")
 _BOOTSTRAP = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """What the table holds: models, rows (presets + front picks), samplers, FID and latency."""
+
+    arch: tuple[str, ...] = field(default=("dit", "uvit"),
+                                  metadata=option("testbed models", identity=False))
+    n: int = field(default=500, metadata=option("samples per seed"))
+    seeds: int = field(default=5, metadata=option("seeds 0..S-1"))
+    samplers: tuple[str, ...] = field(default=DEFAULT_SAMPLERS, metadata=option(
+        "column groups, e.g. ddpm:50,100 ddim:10,20 dpm-solver:10,20"))
+    batch_size: int = field(default=250, metadata=option("sampling batch"))
+    weights: str = field(default="one-shot", metadata=option(choices=("one-shot", "shipped")))
+    studies_dir: Path = ROOT / "studies" / "reference"
+    pick_fid_ratio: float = 1.05
+    pick_min_acceleration: float = 0.30
+    no_picks: bool = field(default=False, metadata=option("leave the front picks out"))
+    latency: str = field(default="sampling", metadata=option(choices=("sampling", "per-call")))
+    latency_batch: int = 256
+    latency_repeats: int = field(default=3, metadata=option(
+        "timed rounds (sampling: 3 is enough for the sum over calls; per-call: use ~20)"))
+
+    def __post_init__(self) -> None:
+        from ase_search.testbed import TESTBEDS
+
+        unknown = [a for a in self.arch if a not in TESTBEDS]
+        if unknown:
+            raise ValueError(f"--arch {unknown[0]!r} is not a testbed; choose from "
+                             f"{list(TESTBEDS)}")
+        parse_samplers(self.samplers)  # raises ValueError naming the bad entry
+        if self.n < 2 or self.seeds < 1:
+            raise ValueError("--n must be >= 2 and --seeds >= 1")
+
+    @property
+    def sampler_configs(self) -> list[SamplerConfig]:
+        return parse_samplers(self.samplers)
 
 
 # ###################################################################### small helpers
@@ -81,8 +112,10 @@ def sampler_key(sampler: SamplerConfig) -> str:
     return f"{sampler.name}-{sampler.steps}"
 
 
-def parse_samplers(specs: list[str]) -> list[SamplerConfig]:
-    """``["ddpm:50,100", "ddim:10,20"]`` -> sampler configs, in the given order."""
+def parse_samplers(specs: tuple[str, ...]) -> list[SamplerConfig]:
+    """``("ddpm:50,100", "ddim:10,20")`` -> sampler configs, in the given order."""
+    from ase_search.samplers import SAMPLER_NAMES, SamplerConfig
+
     samplers = []
     for spec in specs:
         name, _, steps = spec.partition(":")
@@ -104,7 +137,7 @@ def schedule_id(schedule: ExitSchedule) -> dict[str, Any]:
 
 
 # ###################################################################### rows: presets + picks
-def front_picks(arch: str, depth: int, args: argparse.Namespace,
+def front_picks(arch: str, depth: int, args: Params,
                 notes: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The two picks from the reference study's front, and the study's settings (or None)."""
     from ase_search.pareto import (
@@ -131,7 +164,8 @@ def front_picks(arch: str, depth: int, args: argparse.Namespace,
                      f"front picks are left out.")
         return [], None
     config = dict(study.user_attrs.get("config") or {})
-    info = {"path": display_path(path), "study_name": study.study_name, "config": config}
+    info = {"path": display_path(path), "study_name": study.study_name, "config": config,
+            "weights": study.user_attrs.get("weights")}
     trials = complete_trials(study)
     full = next((t for t in trials if t.user_attrs.get("seed") == "full"), None)
     if full is None:
@@ -171,9 +205,10 @@ def front_picks(arch: str, depth: int, args: argparse.Namespace,
     return picks, info
 
 
-def table_rows(arch: str, depth: int, args: argparse.Namespace, notes: list[str]
+def table_rows(arch: str, depth: int, args: Params, notes: list[str]
                ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """full, D1..D6, then the front picks not already in the table (duplicates become notes)."""
+    from ase_search.schedule import preset, preset_names
     from ase_search.space import schedules_equivalent
 
     rows = [{"name": name, "source": "paper preset (Table 2, rescaled)" if name != "full"
@@ -200,34 +235,42 @@ def table_rows(arch: str, depth: int, args: argparse.Namespace, notes: list[str]
     return rows, study
 
 
-def resolve_weights(arch: str, args: argparse.Namespace, study: dict[str, Any] | None,
+def resolve_weights(arch: str, args: Params, study: dict[str, Any] | None,
                     notes: list[str]) -> tuple[Path, str]:
-    """The weights every row is sampled from, and what they are."""
+    """The weights every row is sampled from, and what they are: the study's recorded one-shot
+    weights (:func:`ase_search.finetune.resolve_weights`), else the shipped ones with a note."""
+    from ase_search.finetune import resolve_weights as study_weights
+    from ase_search.testbed import TESTBEDS
+
     shipped = TESTBEDS[arch].path
     if args.weights == "shipped":
         return shipped, "shipped testbed weights (no fine-tune)"
     config = (study or {}).get("config", {})
-    name = (study or {}).get("study_name", arch)
-    one_shot = args.studies_dir / f"{name}-one-shot.safetensors"
+    record = (study or {}).get("weights")
     if study is None:
         why = "no reference study to take them from"
-    elif config.get("finetune") != "one-shot" or not config.get("finetune_steps"):
+    elif config.get("finetune") != "one-shot" or not config.get("finetune_steps") or not record:
         why = (f"the reference study was not searched with a one-shot fine-tune "
                f"(finetune={config.get('finetune')!r})")
-    elif not one_shot.is_file():
-        why = (f"`{display_path(one_shot)}` is absent (it is git-ignored; `ase-search run` "
-               f"writes it)")
     else:
-        return one_shot, (f"one-shot fine-tuned weights of the reference study "
-                          f"({config.get('finetune_steps')} steps over the search space)")
+        try:
+            one_shot = study_weights(record, args.studies_dir, arch=arch)
+        except ValueError as err:
+            why = str(err)
+        else:
+            return one_shot, (f"one-shot fine-tuned weights of the reference study "
+                              f"({config.get('finetune_steps')} steps over the search space)")
     notes.append(f"One-shot weights asked for but {why}: every row uses the shipped testbed "
                  f"weights instead, so the FIDs are not those the study measured.")
     return shipped, "shipped testbed weights (no fine-tune; one-shot weights unavailable)"
 
 
 # ###################################################################### latency
-def per_call_latency(model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+def per_call_latency(model: torch.nn.Module, args: Params) -> dict[str, Any]:
     """Seconds of one call at every block count, ``repeats`` interleaved rounds each."""
+    from ase_search.metrics.latency import sampling_latency_samples
+    from ase_search.schedule import ExitSchedule
+
     depth = model.exit_depth
     single = {str(k): ExitSchedule(model.arch, depth, (0.0, 1.0), (k,), f"k={k}")
               for k in range(1, depth + 1)}
@@ -268,7 +311,9 @@ def per_call_accelerations(calls: dict[str, list[float]], rows: list[dict[str, A
 
 def sampling_accelerations(model: torch.nn.Module, rows: list[dict[str, Any]],
                            sampler: SamplerConfig, cost: CostModel,
-                           args: argparse.Namespace) -> dict[str, dict[str, float]]:
+                           args: Params) -> dict[str, dict[str, float]]:
+    from ase_search.evaluate import benchmark_latency
+
     df = benchmark_latency(model, {r["name"]: r["schedule"] for r in rows}, sampler=sampler,
                            batch_size=args.latency_batch, repeats=args.latency_repeats,
                            cost_model=cost)
@@ -282,8 +327,16 @@ def sampling_accelerations(model: torch.nn.Module, rows: list[dict[str, Any]],
 
 
 # ###################################################################### one architecture
-def run_arch(arch: str, args: argparse.Namespace, samplers: list[SamplerConfig],
-             store: dict[str, Any], save: Any, command: str) -> None:
+def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
+    """One model's cell: its rows, FID cells and latency, each saved as it finishes."""
+    import torch
+
+    from ase_search.evaluate import evaluate, machine_info
+    from ase_search.metrics.latency import CostModel, profile_components
+    from ase_search.testbed import load_model
+
+    samplers = args.sampler_configs
+    command = ctx.command
     started = time.perf_counter()
     notes: list[str] = []
     model0 = load_model(arch)  # the depth, before the weights are chosen
@@ -299,11 +352,11 @@ def run_arch(arch: str, args: argparse.Namespace, samplers: list[SamplerConfig],
         "fid": "FID-MNIST (digit-classifier features)",
     }
     identity = {k: settings[k] for k in ("weights_sha256", "n", "seeds", "batch_size", "data")}
-    old = store["archs"].get(arch, {})
-    if old and old.get("identity") != identity and not args.fresh:
+    old = ctx.previous or {}
+    if old and old.get("identity") != identity:
         print(f"{arch}: the cached cells were made with other settings; they are replaced",
               file=sys.stderr)
-    keep = old if old.get("identity") == identity and not args.fresh else {}
+    keep = old if old.get("identity") == identity else {}
     record: dict[str, Any] = {
         "command": command, "machine": machine_info(), "settings": settings,
         "identity": identity, "study": study, "notes": notes,
@@ -317,7 +370,7 @@ def run_arch(arch: str, args: argparse.Namespace, samplers: list[SamplerConfig],
         "latency": dict(keep.get("latency", {})),
         "per_call": keep.get("per_call"),
     }
-    store["archs"][arch] = record
+    save = lambda: ctx.checkpoint(record)  # noqa: E731
     if record["cost_model"] is None:
         record["cost_model"] = profile_components(model, batch_size=args.latency_batch).to_dict()
     cost = CostModel.from_dict(record["cost_model"])
@@ -397,7 +450,7 @@ def run_arch(arch: str, args: argparse.Namespace, samplers: list[SamplerConfig],
                 save()
                 bar.update(lat, advance=sampler.steps)
     record["wall_time_min"] = (time.perf_counter() - started) / 60
-    save()
+    return record
 
 
 def _finite(x: float) -> float | None:
@@ -410,6 +463,12 @@ def _cached(cell: dict[str, Any] | None, schedule: ExitSchedule) -> bool:
 
 # ###################################################################### markdown
 def arch_section(record: dict[str, Any]) -> str:
+    """One model's section: its run, the FID/acceleration table, the rows' sources, notes."""
+    import pandas as pd
+
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
+
     s, m = record["settings"], record["machine"]
     samplers = [SamplerConfig.from_dict(d) for d in record["samplers"]]
     full = record["rows"][0]["name"]
@@ -419,13 +478,11 @@ def arch_section(record: dict[str, Any]) -> str:
              f"{machine_text(m)}"
              + (f", {record['wall_time_min']:.1f} min" if "wall_time_min" in record else "")
              + ".", ""]
-    head = "| schedule |"
-    rule = "|---|"
+    columns = ["schedule"]
     for sampler in samplers:
         label = sampler_label(sampler)
-        head += f" {label} FID | {label} accel. | {label} pred. |"
-        rule += "---:|---:|---:|"
-    lines += [head, rule]
+        columns += [f"{label} FID", f"{label} accel.", f"{label} pred."]
+    table = []
     for row in record["rows"]:
         cells = [row["name"] + (" (= front pick)" if row.get("also") else "")]
         for sampler in samplers:
@@ -440,16 +497,18 @@ def arch_section(record: dict[str, Any]) -> str:
                                                     lat.get("measured_acceleration_se"))
                 pred = "–" if cell is None else pct(cell["predicted_acceleration"])
             cells += [fid, accel, pred]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| schedule | source | [t interval): blocks | study trial | study FID | "
-              "study accel. (cost model) |", "|---|---|---|---:|---:|---:|"]
-    for row in record["rows"]:
-        source = "; ".join([row["source"], *row.get("also", [])])
-        lines.append(f"| {row['name']} | {source} | `{row['intervals']}` | "
-                     + (str(row["trial"]) if "trial" in row else "–") + " | "
-                     + (f"{row['study_fid']:.2f}" if "study_fid" in row else "–") + " | "
-                     + (pct(row["study_acceleration"]) if "study_acceleration" in row else "–")
-                     + " |")
+        table.append(cells)
+    lines += [markdown_table(pd.DataFrame(table, columns=columns),
+                             align=["left"] + ["right"] * (len(columns) - 1)), ""]
+    rows = [[row["name"], "; ".join([row["source"], *row.get("also", [])]),
+             f"`{row['intervals']}`", str(row["trial"]) if "trial" in row else "–",
+             f"{row['study_fid']:.2f}" if "study_fid" in row else "–",
+             pct(row["study_acceleration"]) if "study_acceleration" in row else "–"]
+            for row in record["rows"]]
+    lines.append(markdown_table(
+        pd.DataFrame(rows, columns=["schedule", "source", "[t interval): blocks", "study trial",
+                                    "study FID", "study accel. (cost model)"]),
+        align=["left"] * 3 + ["right"] * 3))
     study = record.get("study")
     if study:
         c = study["config"]
@@ -515,43 +574,19 @@ def markdown(records: list[dict[str, Any]], json_name: str) -> str:
     return "\n".join(lines + [arch_section(r) for r in records])
 
 
-# ###################################################################### main
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=["dit", "uvit"], choices=list(TESTBEDS))
-    parser.add_argument("--n", type=int, default=500, help="samples per seed")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1")
-    parser.add_argument("--samplers", nargs="+", default=DEFAULT_SAMPLERS,
-                        help="column groups, e.g. ddpm:50,100 ddim:10,20 dpm-solver:10,20")
-    parser.add_argument("--batch-size", type=int, default=250, help="sampling batch")
-    parser.add_argument("--weights", choices=["one-shot", "shipped"], default="one-shot")
-    parser.add_argument("--studies-dir", type=Path, default=ROOT / "studies" / "reference")
-    parser.add_argument("--pick-fid-ratio", type=float, default=1.05)
-    parser.add_argument("--pick-min-acceleration", type=float, default=0.30)
-    parser.add_argument("--no-picks", action="store_true", help="leave the front picks out")
-    parser.add_argument("--latency", choices=["sampling", "per-call"], default="sampling")
-    parser.add_argument("--latency-batch", type=int, default=256)
-    parser.add_argument("--latency-repeats", type=int, default=3,
-                        help="timed rounds (sampling: 3 is enough for the sum over calls; "
-                             "per-call: use ~20)")
-    add_run_options(parser, ROOT / "reports" / "paper_table.md", rebuild=True)
-    args = parser.parse_args(argv)
-    try:
-        args.sampler_configs = parse_samplers(args.samplers)
-    except ValueError as err:
-        parser.error(str(err))
-    if args.n < 2 or args.seeds < 1:
-        parser.error("--n must be >= 2 and --seeds >= 1")
-    return args
+# ###################################################################### the benchmark
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    from ase_search.testbed import TESTBEDS
+
+    return Report(markdown([cells[a] for a in TESTBEDS if a in cells], json_name))
+
+
+BENCHMARK = Benchmark(name="paper_table", doc=__doc__, params=Params,
+                      keys=lambda params: list(params.arch), cell=run_arch, report=report)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    command = start_run(__file__, argv, args.threads)
-    run_per_arch(args.out, VERSION, [] if args.rebuild else args.arch,
-                 lambda arch, store, save: run_arch(arch, args, args.sampler_configs, store,
-                                                    save, command),
-                 markdown)
+    run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":
