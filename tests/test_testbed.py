@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -24,6 +26,9 @@ def test_shipped_testbed_loads_with_the_registry_shapes(arch: str) -> None:
     for field in ("Steps done", "FID-MNIST", "Trained by", testbed.path.name):
         assert field in card
     assert testbed.space.is_file()
+    # in a checkout the packaged space is the top-level search_spaces/ YAML itself, not a copy
+    top_level = Path(__file__).resolve().parents[1] / "search_spaces" / f"{arch}.yaml"
+    assert testbed.space.resolve() == top_level.resolve()
 
 
 def test_load_model_errors(tmp_path) -> None:

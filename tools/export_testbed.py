@@ -8,7 +8,7 @@ saves a 10x10 grid under ``reports/`` and writes the model card next to the weig
 copies the full training checkpoint (model, EMA, optimizer) to ``checkpoints/`` so a later session
 can continue pretraining exactly (``ase-search pretrain --arch ARCH --resume --out DIR``).
 
-    python benchmarks/export_testbed.py --arch dit uvit --resume-copy
+    python -m tools.export_testbed --arch dit uvit --resume-copy   # from the repository root
 """
 
 from __future__ import annotations
@@ -16,21 +16,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ase_search.evaluate import machine_info
+from ase_search.metrics.extractor import load_classifier
+from ase_search.models import load_checkpoint, load_state_dict_file
+from ase_search.models.checkpoint import export_weights
+from ase_search.report import save_grid
+from ase_search.testbed import TESTBEDS
+from benchmarks._common import sample_quality, write_text
 
-from ase_search.evaluate import machine_info  # noqa: E402
-from ase_search.metrics.extractor import load_classifier  # noqa: E402
-from ase_search.models import load_checkpoint, load_state_dict_file  # noqa: E402
-from ase_search.models.checkpoint import export_weights  # noqa: E402
-from ase_search.report import save_grid  # noqa: E402
-from ase_search.testbed import TESTBEDS  # noqa: E402
-from benchmarks._common import sample_quality, write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def export(arch: str, checkpoint: Path, resume_copy: bool, weights: str,
