@@ -1,4 +1,5 @@
-"""Benchmark scripts, run from the repository root as ``python benchmarks/<name>.py``.
+"""Benchmarks, run from the repository root as ``python -m benchmarks.<name>``.
 
-A package only so that the scripts share :mod:`benchmarks._common`; nothing here is installed.
+Each declares its parameters and a cell function and runs through :mod:`benchmarks._runner`;
+:mod:`benchmarks._common` holds what they share. Nothing here is installed.
 """

@@ -1,7 +1,6 @@
 """What the benchmark scripts share: digests, the JSON cache, the command line, progress, headers.
 
-Each script puts the repository root on ``sys.path`` and imports this module as
-``benchmarks._common``. Everything here is light to import (torch and rich are imported inside the
+The benchmarks run as ``python -m benchmarks.<name>`` from the repository root. Everything here is light to import (torch and rich are imported inside the
 functions that need them), so a script's ``--help`` stays instant.
 """
 
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_STUDIES = ROOT / "studies" / "reference"
 
 # Short sampler names the scripts accept besides ase_search.samplers.SAMPLER_NAMES.
 SAMPLER_ALIASES: dict[str, str] = {"dpm": "dpm-solver", "em": "euler-maruyama"}
@@ -56,6 +56,31 @@ def display_path(path: Path) -> str:
     """``path`` relative to the repository root when it lies inside it, else absolute."""
     path = path.resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def reference_one_shot_weights(arch: str, studies_dir: Path = REFERENCE_STUDIES) -> Path:
+    """The one-shot weights that the reference study ``<studies_dir>/<arch>.db`` recorded.
+
+    Found through :func:`ase_search.finetune.resolve_weights` (``<study>-one-shot-<key12>
+    .safetensors`` next to the study, checked against its key).
+
+    Raises:
+        ValueError: there is no such study, it records no weights, or the file is missing (the
+            message says how to rebuild it) or is not the one recorded.
+    """
+    import optuna
+
+    from ase_search.finetune import resolve_weights
+
+    path = studies_dir / f"{arch}.db"
+    if not path.is_file():
+        raise ValueError(f"there is no reference study at {display_path(path)}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{path}")
+    record = study.user_attrs.get("weights")
+    if not record:
+        raise ValueError(f"the study {display_path(path)} records no one-shot weights")
+    return resolve_weights(record, path.parent, arch=arch)
 
 
 # ###################################################################### files
@@ -138,14 +163,14 @@ def add_run_options(parser: argparse.ArgumentParser, out: Path, *,
 
 # ###################################################################### the run
 def command_line(script: str, argv: Sequence[str] | None) -> str:
-    """The command that reproduces this run, e.g. ``python benchmarks/noise_easy.py --n 500``.
+    """The command that reproduces this run, e.g. ``python -m benchmarks.noise_easy --n 500``.
 
     Args:
         script: the running script's ``__file__``.
         argv: the arguments ``main`` was called with; ``None`` means ``sys.argv[1:]``.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    return "python " + shlex.join([display_path(Path(script)), *args])
+    return shlex.join(["python", "-m", f"benchmarks.{Path(script).stem}", *args])
 
 
 def start_run(script: str, argv: Sequence[str] | None, threads: int | None) -> str:
@@ -184,10 +209,11 @@ def machine_text(machine: Mapping[str, Any]) -> str:
 
 
 def pct(value: float | None, se: float | None = None) -> str:
-    """``12.3%`` (``± 0.4%`` with a truthy standard error ``se``); ``–`` for a missing value."""
+    """``12.3%`` (``± 0.4%`` with a standard error ``se`` that is not 0 or NaN); ``–`` for a
+    missing value."""
     if value is None or math.isnan(value):
         return "–"
-    return f"{value:.1%}" + (f" ± {se:.1%}" if se else "")
+    return f"{value:.1%}" + (f" ± {se:.1%}" if se and not math.isnan(se) else "")
 
 
 def fid_text(cell: Mapping[str, Any] | None) -> str:

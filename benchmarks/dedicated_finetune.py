@@ -11,8 +11,8 @@ no search over one-shot weights will.
 
 Phases, so the fine-tunes can run side by side as 1-thread jobs on a 2-core machine:
 
-    python benchmarks/dedicated_finetune.py --phase train --schedule S45=0.4,0.6:12,6,1 --threads 1
-    python benchmarks/dedicated_finetune.py --phase eval --schedule S45=0.4,0.6:12,6,1 --threads 2
+    python -m benchmarks.dedicated_finetune --phase train --schedule S45=0.4,0.6:12,6,1 --threads 1
+    python -m benchmarks.dedicated_finetune --phase eval --schedule S45=0.4,0.6:12,6,1 --threads 2
 
 A schedule is ``NAME=EDGES:BLOCKS``: the interior interval edges (ascending in t) and the block
 count of each interval from data (t = 0) to noise, or a preset name (``D1``..``D6``). Fine-tunes
@@ -29,16 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ase_search.testbed import TESTBEDS  # noqa: E402
-from benchmarks._common import (  # noqa: E402
+from ase_search.testbed import TESTBEDS
+from benchmarks._common import (
+    ROOT,
     display_path,
     file_sha256,
     load_json,
     machine_text,
     pct,
+    reference_one_shot_weights,
     sampler_name,
     short_hash,
     start_run,
@@ -191,16 +191,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="NAME:STEPS, e.g. ddim:20 ddpm:250")
     parser.add_argument("--n", type=int, default=500, help="samples per seed")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1")
-    parser.add_argument("--one-shot", type=Path, default=None,
-                        help="also measure each schedule on these one-shot weights (e.g. "
-                             "studies/reference/dit-one-shot.safetensors)")
+    parser.add_argument("--one-shot", default=None,
+                        help="also measure each schedule on these one-shot weights: a file, or "
+                             "'reference' for those studies/reference/<arch>.db records")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "studies" / "bench" / "dedicated")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "dedicated_finetune.md")
     args = parser.parse_args(argv)
-    if args.one_shot is not None and not args.one_shot.is_file():
-        parser.error(f"--one-shot {args.one_shot} does not exist; rebuild it with "
-                     f"python benchmarks/search.py --arch {args.arch} --weights-only")
+    if args.one_shot == "reference":
+        try:
+            args.one_shot = reference_one_shot_weights(args.arch)
+        except ValueError as err:
+            parser.error(f"--one-shot reference: {err}")
+    elif args.one_shot is not None:
+        args.one_shot = Path(args.one_shot)
+        if not args.one_shot.is_file():
+            parser.error(f"--one-shot {args.one_shot} does not exist; rebuild the reference "
+                         f"study's with python -m benchmarks.search --arch {args.arch} "
+                         f"--weights-only and pass --one-shot reference")
     if args.n < 2 or args.seeds < 1 or args.steps < 1:
         parser.error("--n must be >= 2, --seeds >= 1 and --steps >= 1")
     for s in args.samplers:

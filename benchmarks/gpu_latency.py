@@ -20,9 +20,9 @@ does not depend on the weights. Three measurements per model, all with CUDA even
    stands in. In fp32 on an H100 the DDPM-250 runs (1,250-1,750 calls per round) do not fit the
    default budget; ``--precision bf16`` or a larger budget measures them.
 
-    python benchmarks/gpu_latency.py                      # fp32, writes reports/gpu_latency.md
-    python benchmarks/gpu_latency.py --precision bf16     # autocast (also: tf32, fp16)
-    python benchmarks/gpu_latency.py --allow-cpu --smoke  # seconds-long check of the script
+    python -m benchmarks.gpu_latency                      # fp32, writes reports/gpu_latency.md
+    python -m benchmarks.gpu_latency --precision bf16     # autocast (also: tf32, fp16)
+    python -m benchmarks.gpu_latency --allow-cpu --smoke  # seconds-long check of the script
 
 Without a CUDA device it exits with status 2 unless ``--allow-cpu`` is given. ``--smoke`` shrinks
 the models (same registry classes and depths, tiny width and resolution), the batch (2) and the
@@ -51,8 +51,7 @@ from ase_search.metrics.latency import measure, model_flops
 from ase_search.models import create_model
 from ase_search.samplers import SamplerConfig
 from ase_search.schedule import ExitSchedule, preset, preset_names
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks._common import ROOT, pct
 
 # The paper's accelerations (%) by model, sampler and preset. DiT-XL/2 on ImageNet 256: Table 3
 # (DDPM-250, DDIM-200/100/50; the DDPM-250 column is Table 2's). U-ViT-S/4 on CelebA 64: Table 4
@@ -225,14 +224,6 @@ def measure_run(record: dict[str, Any], state: dict[str, Any], spec: str,
 
 
 # ###################################################################### report
-def pct(x: float | None, se: float | None = None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if se is None or math.isnan(se) or se == 0:
-        return f"{x:.1%}"
-    return f"{x:.1%} ± {se:.1%}"
-
-
 def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     lines = [

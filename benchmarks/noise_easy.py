@@ -13,7 +13,7 @@ full model's FID (no exits, no fine-tune) is the reference line.
 
 Run from the repository root:
 
-    python benchmarks/noise_easy.py --presets D3 --checkpoints 0 100 200 400 800 --n 500 --seeds 5
+    python -m benchmarks.noise_easy --presets D3 --checkpoints 0 100 200 400 800 --n 500 --seeds 5
 
 Writes ``reports/noise_easy.md``, ``reports/noise_easy.html`` (offline plotly) and
 ``reports/noise_easy.json``. Finished evaluations are cached in the JSON and the trajectories'
@@ -35,23 +35,22 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ase_search.data import build_dataset  # noqa: E402
-from ase_search.evaluate import EvalResult, evaluate, machine_info  # noqa: E402
-from ase_search.finetune import FinetuneConfig, finetune  # noqa: E402
-from ase_search.metrics.latency import CostModel, profile_components  # noqa: E402
-from ase_search.models import load_state_dict_file  # noqa: E402
-from ase_search.samplers import SamplerConfig  # noqa: E402
-from ase_search.schedule import (  # noqa: E402
+from ase_search.data import build_dataset
+from ase_search.evaluate import EvalResult, evaluate, machine_info
+from ase_search.finetune import FinetuneConfig, finetune
+from ase_search.metrics.latency import CostModel, profile_components
+from ase_search.models import load_state_dict_file
+from ase_search.samplers import SamplerConfig
+from ase_search.schedule import (
     DATA_EASY_SUFFIX,
     ExitSchedule,
     preset,
     preset_names,
 )
-from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
-from benchmarks._common import (  # noqa: E402
+from ase_search.testbed import TESTBEDS, load_model
+from benchmarks._common import (
+    ROOT,
     add_run_options,
     display_path,
     fid_text,

@@ -11,7 +11,7 @@ recipe's weights with ``--plain-weights studies/reference/<arch>-one-shot-<key>.
 (the search wrote them with the same settings; the file the reference study names). Run from
 the repository root:
 
-    python benchmarks/one_shot_recipes.py --arch dit --n 500 --seeds 5 --threads 2
+    python -m benchmarks.one_shot_recipes --arch dit --n 500 --seeds 5 --threads 2
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ase_search.evaluate import evaluate, machine_info  # noqa: E402
-from ase_search.search import SearchConfig  # noqa: E402
-from ase_search.testbed import TESTBEDS  # noqa: E402
-from benchmarks._common import (  # noqa: E402
+from ase_search.evaluate import evaluate, machine_info
+from ase_search.search import SearchConfig
+from ase_search.testbed import TESTBEDS
+from benchmarks._common import (
+    ROOT,
     display_path,
     file_sha256,
     load_json,

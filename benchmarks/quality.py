@@ -8,7 +8,7 @@ the search's sampler; DDPM-250 (ancestral, with the learned variance) is the DiT
 for sample quality. Finished cells are cached in the JSON twin, so a run resumes. Run from the
 repository root:
 
-    python benchmarks/quality.py --arch dit uvit --samplers ddim:20 ddpm:250 --seeds 5
+    python -m benchmarks.quality --arch dit uvit --samplers ddim:20 ddpm:250 --seeds 5
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ase_search.evaluate import machine_info  # noqa: E402
-from ase_search.samplers import SAMPLER_NAMES  # noqa: E402
-from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
-from benchmarks._common import (  # noqa: E402
+from ase_search.evaluate import machine_info
+from ase_search.samplers import SAMPLER_NAMES
+from ase_search.testbed import TESTBEDS, load_model
+from benchmarks._common import (
+    ROOT,
     QUALITY_N,
     add_run_options,
     file_sha256,

@@ -5,7 +5,7 @@ overhead), and compares the searched front with the seeds (the paper's presets):
 the front vs of the seeds alone, and the best acceleration at an FID within 5% of the full model.
 Run from the repository root (it writes the study where you say, default studies/reference/):
 
-    python benchmarks/search.py --arch dit --budget 40
+    python -m benchmarks.search --arch dit --budget 40
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ase_search.evaluate import machine_info  # noqa: E402
-from ase_search.pareto import (  # noqa: E402
+from ase_search.evaluate import machine_info
+from ase_search.pareto import (
     StudyError,
     complete_trials,
     hypervolume,
@@ -31,8 +29,8 @@ from ase_search.pareto import (  # noqa: E402
     pareto_front,
     seed_report,
 )
-from ase_search.report import default_reference_point, write_report  # noqa: E402
-from benchmarks._common import write_text  # noqa: E402
+from ase_search.report import default_reference_point, write_report
+from benchmarks._common import ROOT, write_text
 
 
 def summarise(storage: Path, wall: float | None, command: str) -> str:

@@ -14,7 +14,7 @@ add its start-up and scheduling to every one of the studies. Evaluations are mem
 each new one, so the studies share them and an interrupted benchmark resumes. Run from the
 repository root:
 
-    python benchmarks/search_efficiency.py --arch dit --budget 40 --repeats 3 \
+    python -m benchmarks.search_efficiency --arch dit --budget 40 --repeats 3 \
         --algos gp tpe random --n 500 --threads 2
 """
 
@@ -34,13 +34,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ase_search.pareto import hypervolume  # noqa: E402
-from ase_search.schedule import ExitSchedule  # noqa: E402
-from ase_search.search import SAMPLER_ALGOS, SearchConfig  # noqa: E402
-from benchmarks._common import (  # noqa: E402
+from ase_search.pareto import hypervolume
+from ase_search.schedule import ExitSchedule
+from ase_search.search import SAMPLER_ALGOS, SearchConfig
+from benchmarks._common import (
+    ROOT,
     file_sha256,
     load_json,
     machine_text,

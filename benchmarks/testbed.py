@@ -6,7 +6,7 @@ FID-MNIST (mean +- std over seeds, common random numbers) of full, D1..D6 and th
 mirrors with no fine-tune, after Algorithm 1 (per schedule) and after the one-shot fine-tune over
 the search space. Run from the repository root:
 
-    python benchmarks/testbed.py --arch dit uvit --n 500 --seeds 5 --finetune-steps 300
+    python -m benchmarks.testbed --arch dit uvit --n 500 --seeds 5 --finetune-steps 300
 """
 
 from __future__ import annotations
@@ -14,25 +14,23 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ase_search.data import build_dataset  # noqa: E402
-from ase_search.evaluate import evaluate, machine_info  # noqa: E402
-from ase_search.finetune import FinetuneConfig, finetune, finetune_one_shot  # noqa: E402
-from ase_search.metrics.latency import profile_components  # noqa: E402
-from ase_search.models import load_checkpoint  # noqa: E402
-from ase_search.report import save_grid  # noqa: E402
-from ase_search.samplers import SamplerConfig  # noqa: E402
-from ase_search.search import SearchConfig  # noqa: E402
-from ase_search.schedule import DATA_EASY_SUFFIX, preset, preset_names  # noqa: E402
-from ase_search.space import load_space  # noqa: E402
-from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
-from benchmarks._common import (  # noqa: E402
+from ase_search.data import build_dataset
+from ase_search.evaluate import evaluate, machine_info
+from ase_search.finetune import FinetuneConfig, finetune, finetune_one_shot
+from ase_search.metrics.latency import profile_components
+from ase_search.models import load_checkpoint
+from ase_search.report import save_grid
+from ase_search.samplers import SamplerConfig
+from ase_search.search import SearchConfig
+from ase_search.schedule import DATA_EASY_SUFFIX, preset, preset_names
+from ase_search.space import load_space
+from ase_search.testbed import TESTBEDS, load_model
+from benchmarks._common import (
+    ROOT,
     QUALITY_N,
     load_json,
     machine_text,

@@ -36,7 +36,7 @@ seed std of the two.
 
 Run from the repository root on an otherwise idle machine:
 
-    python benchmarks/tome_vs_ase.py --arch dit uvit --n 500 --seeds 3 --threads 2
+    python -m benchmarks.tome_vs_ase --arch dit uvit --n 500 --seeds 3 --threads 2
 
 Finished cells (one FID row, one latency run per model) are cached in ``reports/tome_vs_ase.json``
 (atomic writes after each), so an interrupted run resumes; ``--rebuild`` only rewrites the markdown.
@@ -49,7 +49,6 @@ import copy
 import itertools
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,31 +57,30 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ase_search.evaluate import evaluate, machine_info  # noqa: E402
-from ase_search.metrics.latency import (  # noqa: E402
+from ase_search.evaluate import evaluate, machine_info
+from ase_search.metrics.latency import (
     _inputs,
     ideal_acceleration,
     measure,
     profile_components,
 )
-from ase_search.samplers import SAMPLER_NAMES, SamplerConfig  # noqa: E402
-from ase_search.schedule import (  # noqa: E402
+from ase_search.samplers import SAMPLER_NAMES, SamplerConfig
+from ase_search.schedule import (
     ExitSchedule,
     preset,
     preset_names,
     scale_blocks,
 )
-from ase_search.testbed import TESTBEDS, load_model  # noqa: E402
-from ase_search.tome import (  # noqa: E402
+from ase_search.testbed import TESTBEDS, load_model
+from ase_search.tome import (
     ToMeConfig,
     apply_tome,
     tome_blocks,
     tome_flop_acceleration,
 )
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
+    ROOT,
     add_run_options,
     display_path,
     fid_text,
@@ -90,6 +88,7 @@ from benchmarks._common import (  # noqa: E402
     machine_text,
     pct,
     progress_bar,
+    reference_one_shot_weights,
     run_per_arch,
     short_hash,
     start_run,
@@ -106,7 +105,6 @@ PAPER_TOME = {
     "dit": (28, ("B2", "B4", "B6", "B8", "all", "R2", "R4", "R6", "R8", "R10")),
     "uvit": (13, ("R2", "R3", "R4", "R5", "all")),
 }
-ONE_SHOT = ROOT / "studies" / "reference" / "{arch}-one-shot.safetensors"
 
 
 # ###################################################################### ToMe configurations
@@ -309,11 +307,11 @@ def resolve_ase_weights(arch: str, args: argparse.Namespace,
     if args.ase_weights is None:
         return shipped, "shipped testbed weights (no fine-tune)"
     if args.ase_weights == "one-shot":
-        path = Path(str(ONE_SHOT).format(arch=arch))
-        if not path.is_file():
-            notes.append(f"`--ase-weights one-shot` asked for `{display_path(path)}`, which is "
-                         "absent (git-ignored; `ase-search run` writes it): the ASE rows use the "
-                         "shipped testbed weights.")
+        try:
+            path = reference_one_shot_weights(arch)
+        except ValueError as err:
+            notes.append(f"`--ase-weights one-shot` asked for the reference study's one-shot "
+                         f"weights, but {err}: the ASE rows use the shipped testbed weights.")
             return shipped, "shipped testbed weights (no fine-tune; one-shot weights absent)"
         return path, "one-shot fine-tuned weights of the reference study"
     path = Path(args.ase_weights.format(arch=arch))
@@ -595,7 +593,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seed of ToMe's destination draw (ToMeConfig.seed)")
     parser.add_argument("--ase-weights", default=None,
                         help="weights for the ASE rows: a path ({arch} is replaced by dit/uvit) "
-                             "or 'one-shot' for studies/reference/{arch}-one-shot.safetensors; "
+                             "or 'one-shot' for the weights studies/reference/{arch}.db records; "
                              "default: the shipped testbed weights")
     parser.add_argument("--latency", choices=["sampling", "per-call"], default="sampling",
                         help="time every call of one sampling run per row, or each distinct "
@@ -615,7 +613,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if (args.ase_weights not in (None, "one-shot") and len(args.arch) > 1
             and "{arch}" not in args.ase_weights):
         parser.error("--ase-weights with several --arch needs an {arch} placeholder, e.g. "
-                     "studies/reference/{arch}-one-shot.safetensors")
+                     "runs/{arch}-dedicated.safetensors")
     try:
         args.sampler_config = SamplerConfig(name=args.sampler, steps=args.steps)
         for ratio in args.tome_ratios:

@@ -1,21 +1,14 @@
-"""benchmarks/search_efficiency.py: its hypervolume bookkeeping, and one tiny end-to-end run."""
+"""benchmarks.search_efficiency: its hypervolume bookkeeping, and one tiny end-to-end run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from ase_search.schedule import ExitSchedule
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "search_efficiency.py"
-_spec = importlib.util.spec_from_file_location("search_efficiency_bench", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # dataclasses look their module up while being defined
-_spec.loader.exec_module(bench)
+from benchmarks import search_efficiency as bench
 
 
 def test_hypervolume_curve_never_decreases_and_ignores_points_outside() -> None:
