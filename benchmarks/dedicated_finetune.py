@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from ase_search.testbed import TESTBEDS
 from benchmarks._common import (
     ROOT,

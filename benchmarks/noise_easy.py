@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 
-
 from ase_search.data import build_dataset
 from ase_search.evaluate import EvalResult, evaluate, machine_info
 from ase_search.finetune import FinetuneConfig, finetune

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from ase_search.evaluate import evaluate, machine_info
 from ase_search.search import SearchConfig
 from ase_search.testbed import TESTBEDS

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
-
 
 from ase_search.evaluate import machine_info
 from ase_search.samplers import SAMPLER_NAMES

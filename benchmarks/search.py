@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from ase_search.evaluate import machine_info
 from ase_search.pareto import (
     StudyError,

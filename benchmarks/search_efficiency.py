@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
 from ase_search.pareto import hypervolume
 from ase_search.schedule import ExitSchedule
 from ase_search.search import SAMPLER_ALGOS, SearchConfig

@@ -17,7 +17,6 @@ import datetime as dt
 import time
 from pathlib import Path
 
-
 from ase_search.data import build_dataset
 from ase_search.evaluate import evaluate, machine_info
 from ase_search.finetune import FinetuneConfig, finetune, finetune_one_shot

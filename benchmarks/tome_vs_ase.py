@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 from ase_search.evaluate import evaluate, machine_info
 from ase_search.metrics.latency import (
     _inputs,

@@ -120,3 +120,19 @@ def test_bad_parameters_and_an_empty_rebuild_are_one_line(tmp_path: Path,
     with pytest.raises(SystemExit, match="holds no cells"):
         run(TOY, ["--out", str(out), "--rebuild"])
     assert CALLS == [] and not out.exists()
+
+
+def test_figures_go_to_an_offline_html_twin(tmp_path: Path) -> None:
+    import plotly.graph_objects as go
+
+    def with_figure(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+        figure = go.Figure(go.Bar(x=list(cells), y=[c["value"] for c in cells.values()]))
+        return Report("# toy\n", figures=[figure, figure], title="Toy <figures>")
+
+    out = tmp_path / "toy.md"
+    run(dataclasses.replace(TOY, report=with_figure), ["--out", str(out), "--names", "a"])
+    page = out.with_suffix(".html").read_text()
+    assert "<title>Toy &lt;figures&gt;</title>" in page
+    assert page.count("plotly.js v") == 1  # the bundle inlined once, for the first figure
+    assert "<script src=" not in page  # nothing fetched when opened
+    assert page.count("Plotly.newPlot(") == 2
