@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 
+# The sampler registry imports neither torch nor diffusers, so --help stays fast.
+from ase_search.samplers import SAMPLER_NAMES
+
 if TYPE_CHECKING:
     from ase_search.runtime import ThreadBudget
     from ase_search.schedule import ExitSchedule
@@ -82,7 +85,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 # Option aliases, defined once and shared by every command.
 ArchOpt = Annotated[str, typer.Option("--arch", "-a", help="Backbone family: dit or uvit.")]
 SamplerOpt = Annotated[
-    str, typer.Option("--sampler", help="ddpm, ddim, dpm-solver or euler-maruyama.")
+    str, typer.Option("--sampler", help=f"{', '.join(SAMPLER_NAMES[:-1])} or {SAMPLER_NAMES[-1]}.")
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Number of sampling steps.")]
 # DDIM-20, the search's sampler: sample and eval default to what the search measured.

@@ -1,4 +1,8 @@
-"""One sampling loop for every solver, with exit schedules and common random numbers.
+"""``sample``: every solver of the registry, with exit schedules and common random numbers.
+
+``sample`` draws the labels and noise, batches, applies guidance and looks up the exit schedule at
+each model call; the registered sampler (:data:`~ase_search.samplers.SAMPLERS`) walks each batch
+from noise to data.
 
 Random numbers are drawn so that runs are comparable across exit schedules (common random
 numbers): one CPU generator seeded with ``seed`` draws all labels first, then each sample's initial
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,7 +29,7 @@ from torch import Tensor, nn
 
 from ase_search.diffusion import GaussianDiffusion
 from ase_search.samplers._config import SamplerConfig
-from ase_search.samplers._schedulers import build_scheduler
+from ase_search.samplers._registry import SAMPLERS
 from ase_search.schedule import ExitSchedule
 
 __all__ = ["PIXEL_CHANNELS", "SampleOutput", "sample"]
@@ -177,6 +182,7 @@ def sample(
     T = diffusion.num_timesteps
     device = torch.device(device)
 
+    solver = SAMPLERS[sampler.name]
     times = sampler.model_times(T)
     clip = model.in_channels in PIXEL_CHANNELS  # images live in [-1, 1]; latents do not
     n_blocks = [None if schedule is None else schedule.blocks_at(s / T) for s in times]
@@ -189,14 +195,19 @@ def sample(
     forward = _guided_model(model, sampler.cfg_scale, channels)
     out_channels = 2 * channels if model.learn_sigma else channels
 
-    def call(x: Tensor, s: float, y: Tensor | None, k: int | None, dtype: torch.dtype) -> Tensor:
-        t = torch.full((x.shape[0],), s, dtype=dtype, device=device)  # (B,)
-        out = forward(x, t, y, k).float()  # (B, C_out, H, W)
+    t_dtype = torch.long if solver.integer_times else torch.float32
+
+    def call(x: Tensor, i: int, *, y: Tensor | None) -> Tensor:
+        """The model at the i-th model time, running the blocks the schedule gives there."""
+        t = torch.full((x.shape[0],), times[i], dtype=t_dtype, device=device)  # (B,)
+        out = forward(x, t, y, n_blocks[i]).float()  # (B, C_out, H, W)
         if out.shape != (x.shape[0], out_channels, *shape[1:]):
             raise ValueError(
                 f"model returned shape {tuple(out.shape)}, expected "
                 f"{(x.shape[0], out_channels, *shape[1:])} from its in_channels/learn_sigma"
             )
+        if bar is not None:
+            bar.advance(task)
         return out
 
     num_batches = (n + batch_size - 1) // batch_size
@@ -214,16 +225,9 @@ def sample(
                 y = None if labels is None else labels[start:stop].to(device)
                 step_generator = torch.Generator().manual_seed(_batch_seed(seed, b))
 
-                def on_call() -> None:
-                    if bar is not None:
-                        bar.advance(task)
-
-                if sampler.name == "euler-maruyama":
-                    x = _euler_maruyama(call, x, y, sampler, diffusion, n_blocks, step_generator,
-                                        on_call)
-                else:
-                    x = _diffusers_loop(call, x, y, sampler, diffusion, model.learn_sigma, times,
-                                        n_blocks, step_generator, on_call, clip)
+                x = solver.run(partial(call, y=y), x, config=sampler,
+                               diffusion=diffusion, times=times, learn_sigma=model.learn_sigma,
+                               clip_denoised=clip, generator=step_generator)
                 images.append((x.clamp(-1.0, 1.0) if clip else x).float().cpu())
     finally:
         model.train(was_training)
@@ -247,78 +251,3 @@ def _progress_bar(enabled: bool, total: int, sampler: SamplerConfig) -> tuple[An
     task = bar.add_task(f"{sampler.name} {sampler.steps} steps", total=total)
     bar.start()
     return bar, task
-
-
-def _diffusers_loop(
-    call: Callable[..., Tensor],
-    x: Tensor,
-    y: Tensor | None,
-    sampler: SamplerConfig,
-    diffusion: GaussianDiffusion,
-    learn_sigma: bool,
-    times: list[float],
-    n_blocks: list[int | None],
-    generator: torch.Generator,
-    on_call: Callable[[], None],
-    clip_denoised: bool,
-) -> Tensor:
-    """DDPM / DDIM / DPM-Solver++ steps through a fresh diffusers scheduler."""
-    scheduler = build_scheduler(sampler, diffusion, learn_sigma=learn_sigma,
-                                clip_denoised=clip_denoised)
-    scheduler.set_timesteps(sampler.steps)
-    if [float(s) for s in scheduler.timesteps.tolist()] != times:
-        # model_times() and the scheduler must agree, or block counts and costs would be wrong.
-        raise RuntimeError(
-            f"diffusers' {type(scheduler).__name__} chose timesteps {scheduler.timesteps.tolist()} "
-            f"but SamplerConfig.model_times gave {times}; the installed diffusers changed its "
-            f"timestep spacing"
-        )
-    channels = x.shape[1]
-    for s, k in zip(times, n_blocks):
-        out = call(x, s, y, k, torch.long)  # (B, C_out, H, W)
-        on_call()
-        step = int(s)
-        if sampler.name == "ddpm":
-            # The full output: diffusers reads the learned-range channels itself.
-            x = scheduler.step(out, step, x, generator=generator).prev_sample
-        elif sampler.name == "ddim":
-            x = scheduler.step(out[:, :channels], step, x, eta=sampler.eta,
-                               generator=generator if sampler.eta > 0 else None).prev_sample
-        else:
-            x = scheduler.step(out[:, :channels], step, x).prev_sample
-    return x
-
-
-def _euler_maruyama(
-    call: Callable[..., Tensor],
-    x: Tensor,
-    y: Tensor | None,
-    sampler: SamplerConfig,
-    diffusion: GaussianDiffusion,
-    n_blocks: list[int | None],
-    generator: torch.Generator,
-    on_call: Callable[[], None],
-) -> Tensor:
-    """Euler-Maruyama for the reverse VP SDE ``dx = [-beta/2 x - beta score] dt + sqrt(beta) dw``.
-
-    The model's eps gives the score ``-eps / sigma(t)``. Steps go from ``t = 1`` through
-    ``linspace(1, EM_EPS, steps)`` to ``t = 0``; the last step returns the mean (no noise).
-    """
-    channels = x.shape[1]
-    ts = [float(t) for t in sampler.continuous_times()] + [0.0]
-    for (t, t_next), k in zip(zip(ts, ts[1:]), n_blocks):
-        t_arr = torch.tensor(t, dtype=torch.float64)
-        beta = float(diffusion.vp_beta(t_arr))
-        sigma = float(diffusion.vp_sigma(t_arr))
-        eps = call(x, float(diffusion.vp_model_timestep(t)), y, k, torch.float32)[:, :channels]
-        on_call()
-        score = -eps / sigma  # (B, C, H, W)
-        drift = -0.5 * beta * x - beta * score  # f(x, t) - g(t)^2 score
-        dt = t_next - t  # negative: integrating backwards in time
-        mean = x + drift * dt
-        if t_next > 0:
-            noise = torch.randn(x.shape, generator=generator).to(x.device)
-            x = mean + (beta * -dt) ** 0.5 * noise
-        else:
-            x = mean
-    return x

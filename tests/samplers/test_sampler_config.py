@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from ase_search.diffusion import GaussianDiffusion
-from ase_search.samplers import EM_EPS, SAMPLER_NAMES, SamplerConfig, build_scheduler
+from ase_search.samplers import (
+    EM_EPS,
+    SAMPLER_NAMES,
+    SAMPLERS,
+    DiffusersSampler,
+    SamplerConfig,
+    build_scheduler,
+)
+
+# Every registered sampler whose steps a diffusers scheduler takes.
+DIFFUSERS_SAMPLERS = [n for n, s in SAMPLERS.items() if isinstance(s, DiffusersSampler)]
 
 
 # ------------------------------------------------------------------------------ validation
@@ -109,7 +119,7 @@ def test_too_many_steps_for_t_is_rejected(name, steps):
         SamplerConfig(name, steps).model_times(1000)
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm-solver"])
+@pytest.mark.parametrize("name", DIFFUSERS_SAMPLERS)
 @pytest.mark.parametrize("steps", [1, 3, 20, 25, 50, 99, 250])
 @pytest.mark.parametrize("num_timesteps", [1000, 400])
 def test_model_times_equal_the_diffusers_scheduler_timesteps(name, steps, num_timesteps):
@@ -120,7 +130,7 @@ def test_model_times_equal_the_diffusers_scheduler_timesteps(name, steps, num_ti
 
 
 # ------------------------------------------------------------------- diffusers schedulers
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm-solver"])
+@pytest.mark.parametrize("name", DIFFUSERS_SAMPLERS)
 @pytest.mark.parametrize("num_timesteps", [1000, 250])
 def test_scheduler_betas_equal_the_diffusion_betas(name, num_timesteps):
     diffusion = GaussianDiffusion(num_timesteps=num_timesteps)

@@ -1,0 +1,57 @@
+"""DPM-Solver++ 2M (Lu et al. 2022), first order at the first and last step.
+
+The model is called at ``round(linspace(0, T - 1, steps + 1))[1:]`` descending (diffusers' default
+for DPM-Solver++); the last step jumps to ``sigma = 0``, so ``steps`` can be at most ``T - 1``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ase_search.samplers._base import DiffusersSampler, scheduler_kwargs
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from ase_search.diffusion import GaussianDiffusion
+    from ase_search.samplers._config import SamplerConfig
+
+__all__ = ["DPMSolver"]
+
+
+class DPMSolver(DiffusersSampler):
+    """DPM-Solver++ 2M through diffusers' ``DPMSolverMultistepScheduler``, without thresholding."""
+
+    name = "dpm-solver"
+
+    def max_steps(self, num_train_timesteps: int) -> int | None:
+        return num_train_timesteps - 1
+
+    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
+        return np.linspace(0, num_train_timesteps - 1, steps + 1).round()[::-1][:-1]
+
+    def build_scheduler(
+        self, diffusion: GaussianDiffusion, *, learn_sigma: bool, clip_denoised: bool
+    ) -> Any:
+        # Imported here: diffusers takes seconds to import and most callers never sample.
+        from diffusers import DPMSolverMultistepScheduler
+
+        return DPMSolverMultistepScheduler(
+            **scheduler_kwargs(diffusion),
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            solver_type="midpoint",
+            thresholding=False,
+            lower_order_final=True,
+            final_sigmas_type="zero",
+            timestep_spacing="linspace",
+        )
+
+    def step(
+        self, scheduler: Any, out: Tensor, s: int, x: Tensor, *, config: SamplerConfig,
+        generator: torch.Generator,
+    ) -> Tensor:
+        return scheduler.step(out[:, : x.shape[1]], s, x).prev_sample

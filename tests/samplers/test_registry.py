@@ -1,0 +1,202 @@
+"""The sampler registry drives everything: config validation, model times, the loop, the CLI help.
+
+Adding a sampler is one module plus one registry entry; the throwaway samplers below are each one
+class and one ``SAMPLERS[name] = ...`` line, and sample() then runs them like the shipped ones.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ase_search.diffusion import GaussianDiffusion
+from ase_search.samplers import (
+    SAMPLER_NAMES,
+    SAMPLERS,
+    DiffusersSampler,
+    Sampler,
+    SamplerConfig,
+    sample,
+)
+from ase_search.schedule import ExitSchedule
+
+ASE = str(Path(sys.executable).with_name("ase-search"))
+ACP = GaussianDiffusion().alphas_cumprod  # float64
+REGISTERED = sorted(SAMPLERS)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: intra-op threads only add wake-up latency on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Shrink(nn.Module):
+    """An unconditional stand-in model, eps = 0.8 sqrt(1 - abar_t) x, recording its calls."""
+
+    arch = "dit"
+    exit_depth = 6
+    in_channels = 1
+    input_size = 3
+    learn_sigma = False
+    num_labels = 0
+    null_class = None
+
+    def __init__(self, num_timesteps: int = 1000) -> None:
+        super().__init__()
+        self.acp = GaussianDiffusion(num_timesteps=num_timesteps).alphas_cumprod
+        self.calls: list[tuple[torch.Tensor, int | None]] = []
+
+    def forward(self, x, t, y=None, n_blocks=None):
+        self.calls.append((t.clone(), n_blocks))
+        abar = self.acp[t.double().round().long()].float().view(-1, 1, 1, 1)
+        return 0.8 * (1 - abar).sqrt() * x  # (N, C, H, W)
+
+
+def schedule() -> ExitSchedule:
+    return ExitSchedule("dit", 6, (0.0, 0.3, 0.7, 1.0), (6, 3, 1))
+
+
+# ----------------------------------------------------------------- the registry drives everything
+def test_names_and_config_come_from_the_registry():
+    assert SAMPLER_NAMES == tuple(SAMPLERS) == ("ddpm", "ddim", "dpm-solver", "euler-maruyama")
+    for name, entry in SAMPLERS.items():
+        assert isinstance(entry, Sampler) and entry.name == name
+        SamplerConfig(name, 3)  # valid
+        if not entry.takes_eta:
+            with pytest.raises(ValueError, match="eta only applies to ddim"):
+                SamplerConfig(name, 3, eta=0.5)
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+@pytest.mark.parametrize("num_timesteps", [1000, 400])
+def test_the_model_is_called_at_model_times_with_their_blocks(name, num_timesteps):
+    config = SamplerConfig(name, 7)
+    model = Shrink(num_timesteps)
+    out = sample(model, sampler=config, schedule=schedule(), n=2,
+                 diffusion=GaussianDiffusion(num_timesteps=num_timesteps))
+    times = config.model_times(num_timesteps)
+    assert [float(t[0]) for t, _ in model.calls] == pytest.approx(times, abs=1e-3)
+    assert [k for _, k in model.calls] == [schedule().blocks_at(s / num_timesteps) for s in times]
+    dtype = torch.long if SAMPLERS[name].integer_times else torch.float32
+    assert all(t.dtype == dtype for t, _ in model.calls)
+    assert out.model_calls == len(times) and torch.isfinite(out.images).all()
+
+
+def test_registry_and_config_import_neither_torch_nor_diffusers():
+    code = ("import sys; from ase_search.samplers import SAMPLER_NAMES, SamplerConfig; "
+            "SamplerConfig('ddim', 20).model_times(); "
+            "print([m for m in ('torch', 'diffusers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_help_lists_every_registered_sampler():
+    out = subprocess.run([ASE, "sample", "--help"], capture_output=True, text=True, check=True)
+    help_text = " ".join(out.stdout.split())
+    assert ", ".join(SAMPLER_NAMES[:-1]) + " or " + SAMPLER_NAMES[-1] in help_text
+
+
+# ------------------------------------------------------------------- throwaway samplers
+class DDIMTrailing(DiffusersSampler):
+    """DDIM with diffusers' "trailing" spacing (Lin et al. 2023): a new sampler in one class."""
+
+    name = "ddim-trailing"
+
+    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
+        return np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / steps)) - 1
+
+    def build_scheduler(self, diffusion, *, learn_sigma, clip_denoised) -> Any:
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler(num_train_timesteps=diffusion.num_timesteps,
+                             trained_betas=diffusion.betas.tolist(), clip_sample=clip_denoised,
+                             set_alpha_to_one=True, timestep_spacing="trailing")
+
+    def step(self, scheduler, out, s, x, *, config, generator):
+        return scheduler.step(out, s, x).prev_sample
+
+
+class InHouseDDIM(Sampler):
+    """Deterministic DDIM (Song et al. 2021, Eq. 12) written out, with ADM's "leading" times."""
+
+    name = "ddim-in-house"
+
+    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
+        return (np.arange(steps) * (num_train_timesteps // steps))[::-1]
+
+    def run(self, call, x, *, config, diffusion, times, learn_sigma, clip_denoised, generator):
+        acp = diffusion.alphas_cumprod
+        for i, s in enumerate(times):
+            a = float(acp[int(s)])
+            a_prev = float(acp[int(times[i + 1])]) if i + 1 < len(times) else 1.0
+            eps = call(x, i)
+            x0 = (x - (1 - a) ** 0.5 * eps) / a**0.5
+            x0 = x0.clamp(-1, 1) if clip_denoised else x0
+            x = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps
+        return x
+
+
+def reference_ddim(x: torch.Tensor, times: list[int]) -> torch.Tensor:
+    """DDIM with eta = 0 on Shrink's eps, x_0 clipped to [-1, 1], in float64."""
+    x = x.double()
+    for i, t in enumerate(times):
+        a = ACP[t]
+        a_prev = ACP[times[i + 1]] if i + 1 < len(times) else torch.tensor(1.0, dtype=torch.float64)
+        eps = 0.8 * (1 - a).sqrt() * x
+        x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    return x.clamp(-1, 1).float()
+
+
+def initial_noise(n: int, seed: int) -> torch.Tensor:
+    """x_T as sample() draws it for an unconditional (1, 3, 3) model (see its module docstring)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randn((1, 3, 3), generator=generator) for _ in range(n)])
+
+
+def test_a_sampler_registered_in_one_line_is_validated_and_sampled(monkeypatch):
+    with monkeypatch.context() as registry:
+        registry.setitem(SAMPLERS, DDIMTrailing.name, DDIMTrailing())  # the one registry line
+
+        config = SamplerConfig.from_dict({"name": "ddim-trailing", "steps": 5})
+        assert config.model_times() == [999.0, 799.0, 599.0, 399.0, 199.0]
+        with pytest.raises(ValueError, match="eta only applies to ddim"):
+            SamplerConfig("ddim-trailing", 5, eta=0.5)
+        with pytest.raises(ValueError, match="steps"):
+            SamplerConfig("ddim-trailing", 1001).model_times()
+        with pytest.raises(ValueError, match="ddim-trailing"):
+            SamplerConfig("heun", 5)  # the error lists what is registered
+
+        model = Shrink()
+        out = sample(model, sampler=config, schedule=schedule(), n=4, seed=3)
+        times = [int(s) for s in config.model_times()]
+        assert [int(t[0]) for t, _ in model.calls] == times
+        assert out.block_evals == sum(schedule().blocks_at(s / 1000) for s in times) == 14  # 1+1+3+3+6
+        torch.testing.assert_close(out.images, reference_ddim(initial_noise(4, 3), times),
+                                   atol=1e-5, rtol=0)
+
+    # Unregistered again: the name is refused.
+    with pytest.raises(ValueError, match="name must be one of"):
+        SamplerConfig("ddim-trailing", 5)
+
+
+def test_an_in_house_sampler_matches_the_diffusers_one(monkeypatch):
+    monkeypatch.setitem(SAMPLERS, InHouseDDIM.name, InHouseDDIM())
+    ours = sample(Shrink(), sampler=SamplerConfig("ddim-in-house", 8), n=4, seed=5)
+    theirs = sample(Shrink(), sampler=SamplerConfig("ddim", 8), n=4, seed=5)
+    assert ours.model_calls == theirs.model_calls == 8
+    torch.testing.assert_close(ours.images, theirs.images, atol=1e-5, rtol=0)
+    times = [int(s) for s in SamplerConfig("ddim", 8).model_times()]
+    torch.testing.assert_close(ours.images, reference_ddim(initial_noise(4, 5), times),
+                               atol=1e-5, rtol=0)
