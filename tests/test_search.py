@@ -22,8 +22,8 @@ from ase_search.search import (
     SearchConfig,
     SearchError,
     TrialContext,
-    _make_searcher,
-    _trainable,
+    make_searcher,
+    trainable,
     enqueue_seeds,
     open_or_create_study,
     recover_interrupted,
@@ -75,7 +75,7 @@ def _searcher(tmp_path: Path, tiny: Path, **kw):
     space = load_space(tiny / "space.yaml")
     storage = resolve_storage(config.storage)
     open_or_create_study(config, storage, extra_attrs={})
-    searcher = _make_searcher(space, storage, config)
+    searcher = make_searcher(space, storage, config)
     searcher.set_search_properties(None, None, {})
     return config, space, searcher
 
@@ -183,7 +183,7 @@ def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, t
     ctx = TrialContext(config=config.__dict__ | {"fid_weights": None}, weights=str(tmp_path / "x.pt"),
                        space=space.to_dict(), cost_model={}, grids_dir=str(tmp_path), cpus=1)
     params = searcher.suggest("a")
-    _trainable(params, ctx)
+    trainable(params, ctx)
     # the worker names the missing weights and the node it runs on
     assert f"weights {tmp_path / 'x.pt'} does not exist on node" in reported[-1]["fail_reason"]
     assert math.isnan(reported[-1]["fid"])  # the metrics Tune insists on, as NaN
@@ -287,7 +287,7 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
         (["--arch", "unet"], "--arch must be dit or uvit"),
         (["--checkpoint", "/nonexistent/model.pt"], "checkpoint not found"),
         (["--space", "MALFORMED"], "not valid YAML"),
-        (["--storage", "NOTADB"], "not a usable Optuna sqlite storage"),
+        (["--storage", "NOTADB"], "is not an Optuna storage"),
         (["--budget", "0"], "--budget must be >= 1"),
         (["--full-share", "1.5"], "--full-share must lie in [0, 1]"),
         (["--finetune-steps", "-5"], "--finetune-steps must be >= 0"),
@@ -335,7 +335,7 @@ def test_a_corrupt_journal_is_refused_in_one_line_and_left_untouched(tiny, tmp_p
 
 
 def test_the_progress_front_counts_distinct_measured_schedules(tmp_path, tiny) -> None:
-    from ase_search.search import _StudyProgress
+    from ase_search.search import StudyProgress
 
     config = _config(tiny, storage=str(tmp_path / "s.db"))
     space = load_space(tiny / "space.yaml")
@@ -354,13 +354,13 @@ def test_the_progress_front_counts_distinct_measured_schedules(tmp_path, tiny) -
     add(d4, [3.0, 1.0])
     add(d4, [3.0, 1.0], duplicate_of=3)
     add(dominated, [4.0, 1.5])
-    bar = _StudyProgress(study, total=10, enabled=False)
+    bar = StudyProgress(study, total=10, enabled=False)
     text = bar.progress.tasks[0].fields["best"]
     assert text.startswith("front 2, failed 0"), text  # full and D4; the rest are copies
 
 
 def test_tune_folders_of_gone_drivers_are_removed(tmp_path, tiny) -> None:
-    from ase_search.search import Driver, _remove_stale_tune_dirs
+    from ase_search.search import Driver, remove_stale_tune_dirs
 
     config = _config(tiny, storage=str(tmp_path / "s.db"))
     study = open_or_create_study(config, resolve_storage(config.storage), extra_attrs={})
@@ -371,7 +371,7 @@ def test_tune_folders_of_gone_drivers_are_removed(tmp_path, tiny) -> None:
     root = tmp_path / "dit-tune"
     for name in (live.id, ended.id, "killed-before-heartbeats-existed"):
         (root / name / "exp").mkdir(parents=True)
-    _remove_stale_tune_dirs(root, study)
+    remove_stale_tune_dirs(root, study)
     assert [p.name for p in root.iterdir()] == [live.id]
 
 

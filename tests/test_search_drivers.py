@@ -22,7 +22,7 @@ from ase_search.search import (
     HEARTBEAT_GRACE,
     Driver,
     SearchConfig,
-    _make_searcher,
+    make_searcher,
     driver_gone,
     open_or_create_study,
     recover_interrupted,
@@ -144,7 +144,7 @@ def test_a_result_for_a_trial_finished_meanwhile_is_kept(tmp_path, tiny) -> None
     config, space, storage, study = _study(tmp_path, tiny)
     a = Driver.this_process()
     a.beat(study)
-    searcher = _make_searcher(space, storage, config, a.id)
+    searcher = make_searcher(space, storage, config, a.id)
     searcher.set_search_properties(None, None, {})
     params = searcher.suggest("t")
     number = study.trials[-1].number

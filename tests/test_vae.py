@@ -169,11 +169,11 @@ def test_search_config_validates_and_absolutises_latent_settings(files, monkeypa
         "finetune_steps", "finetune_lr", "finetune_ema", "finetune_full_share", "seed",
         "latency_batch",
         "fid_extractor", "kid"}
-    with pytest.raises(SearchError, match="reference .*latents.pt is a file.*--fid-data FOLDER"):
+    with pytest.raises(SearchError, match="reference .*latents.pt is a file.*fid_data FOLDER"):
         SearchConfig(data="latents.pt", vae="vae", **base)
     with pytest.raises(VAEError, match="missing-vae"):
         SearchConfig(data="latents.pt", fid_data="images", vae="missing-vae", **base)
-    with pytest.raises(SearchError, match="--fid-data nowhere does not exist"):
+    with pytest.raises(SearchError, match="fid_data nowhere does not exist"):
         SearchConfig(fid_data="nowhere", **base)
 
 

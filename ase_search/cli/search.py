@@ -10,6 +10,14 @@ import typer
 from ase_search.cli._app import (
     ArchOpt, SamplerOpt, SeedOpt, StepsOpt, app, console, console_err, use_threads)
 
+# SearchConfig fields whose flag is not the field's name with dashes (see _flag).
+_FLAGS = {"finetune_full_share": "--full-share", "finetune_distill": "--distill"}
+
+
+def _flag(field: str) -> str:
+    """The ``run`` option that sets SearchConfig field ``field``."""
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
 
 @app.command("run")
 def run_cmd(
@@ -63,31 +71,35 @@ def run_cmd(
     """Search the Pareto front of exit schedules (FID vs latency), seeded with the paper's."""
     import optuna
 
-    from ase_search.search import SearchConfig, run_search
+    from ase_search.search import SearchConfig, SearchError, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar says what matters
 
     reference = fid_data if fid_data is not None else data
     extractor = "mnist-classifier" if reference == "mnist" else "inception-v3-compat"
-    config = SearchConfig(
-        arch=arch, budget=budget, space=str(space) if space else None,
-        checkpoint=str(checkpoint) if checkpoint else None, data=data, sampler=sampler,
-        steps=steps, n_samples=n_samples, finetune=finetune, finetune_steps=finetune_steps,
-        finetune_lr=finetune_lr, finetune_ema=finetune_ema, finetune_full_share=full_share,
-        finetune_distill=distill,
-        storage=storage, study_name=study_name, sampler_algo=sampler_algo,
-        max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial, ray_address=ray_address,
-        fid_extractor=extractor, fid_weights=fid_weights, kid=kid, seed=seed,
-        vae=None if vae is None else str(vae), fid_data=fid_data,
-    )
-    if config.vae is not None:
-        from ase_search.vae import load_vae
+    try:  # SearchError names SearchConfig fields: say them the way the user typed them
+        config = SearchConfig(
+            arch=arch, budget=budget, space=str(space) if space else None,
+            checkpoint=str(checkpoint) if checkpoint else None, data=data, sampler=sampler,
+            steps=steps, n_samples=n_samples, finetune=finetune, finetune_steps=finetune_steps,
+            finetune_lr=finetune_lr, finetune_ema=finetune_ema, finetune_full_share=full_share,
+            finetune_distill=distill,
+            storage=storage, study_name=study_name, sampler_algo=sampler_algo,
+            max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
+            ray_address=ray_address, fid_extractor=extractor, fid_weights=fid_weights, kid=kid,
+            seed=seed, vae=None if vae is None else str(vae), fid_data=fid_data,
+        )
+        if config.vae is not None:
+            from ase_search.vae import load_vae
 
-        load_vae(config.vae)  # a VAE the trials cannot load fails here, not in every trial
-    use_threads()  # the driver's one-shot fine-tune and cost-model profile
-    summary = run_search(config, log=lambda m: console_err.print(m, highlight=False))
+            load_vae(config.vae)  # a VAE the trials cannot load fails here, not in every trial
+        use_threads()  # the driver's one-shot fine-tune and cost-model profile
+        summary = run_search(config, log=lambda m: console_err.print(m, highlight=False))
+    except SearchError as err:
+        raise err.renamed({field: _flag(field) for field in err.fields}) from None
     console.print(
         f"study {summary.study_name!r} in {summary.storage}: {summary.complete} finished trials "
         f"({summary.new_trials} new, {summary.failed} failed) in {summary.wall_time / 60:.1f} min. "
         f"Next: ase-search pareto {summary.storage}"
     )
+

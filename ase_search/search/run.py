@@ -1,0 +1,240 @@
+"""Running a search: :func:`run_search` (the driver loop) and its progress bar."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ase_search.search.config import SearchConfig, SearchError, one_shot_config
+from ase_search.search.storage import resolve_storage
+from ase_search.search.study import (
+    HEARTBEAT_EVERY,
+    Driver,
+    enqueue_seeds,
+    open_or_create_study,
+    recover_interrupted,
+    remove_stale_tune_dirs,
+)
+from ase_search.search.trial import TrialContext
+from ase_search.search.tune import fit_polling, init_ray, make_searcher, trainable, trial_resources
+
+__all__ = ["SearchSummary", "StudyProgress", "run_search"]
+
+
+@dataclass
+class SearchSummary:
+    """What :func:`run_search` did: the study, its trial counts, the run's wall time in seconds
+    and its setup steps' (profiling, one-shot fine-tune)."""
+
+    study_name: str
+    storage: str
+    complete: int
+    failed: int
+    wall_time: float
+    new_trials: int
+    setup_time: dict[str, float] = field(default_factory=dict)
+
+
+class StudyProgress:
+    """A rich progress bar fed by polling the study (the database is the truth; Tune callbacks
+    would have to be pickled with the experiment)."""
+
+    def __init__(self, study: Any, total: int, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.study = study
+        self.progress = Progress(
+            TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+        self.task = self.progress.add_task("search", total=total, best="")
+        self.refresh()
+
+    def refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        from ase_search.pareto import pareto_front
+        from ase_search.schedule import ExitSchedule
+
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        fails = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        # The report's front (twins told a measured result are left out), counted in distinct
+        # schedules: one schedule measured by two trials (two drivers at once) is one point.
+        distinct: dict[Any, Any] = {}
+        for t in pareto_front(self.study):
+            data = t.user_attrs.get("schedule")
+            merged = ExitSchedule.from_dict(data).merged() if data else None
+            key = t.number if merged is None else (merged.arch, merged.depth,
+                                                   merged.boundaries, merged.blocks)
+            distinct.setdefault(key, t)
+        front = list(distinct.values())
+        text = f"front {len(front)}, failed {fails}"
+        best = max(front, key=lambda t: t.user_attrs.get("acceleration", 0.0), default=None)
+        if best is not None:
+            text += (f", fastest on front: {best.user_attrs.get('acceleration', 0.0):.0%} "
+                     f"at FID {best.values[0]:.2f}")
+        self.progress.update(self.task, completed=len(complete), best=text)
+
+    def __enter__(self) -> StudyProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.refresh()
+        self.progress.__exit__(*exc)
+
+
+def run_search(config: SearchConfig, *, progress: bool = True,
+               log: Callable[[str], None] = print) -> SearchSummary:
+    """Run (or resume) the search until the study holds ``config.budget`` finished trials."""
+    import torch
+    from optuna.trial import TrialState
+
+    from ase_search.metrics.latency import profile_components
+    from ase_search.samplers import SamplerConfig
+    from ase_search.space import load_space
+    from ase_search.testbed import TESTBEDS, load_model
+
+    started = time.perf_counter()
+    setup: dict[str, float] = {}
+    model = load_model(config.arch, config.checkpoint)
+    space_path = Path(config.space) if config.space else TESTBEDS[config.arch].space
+    space = load_space(space_path, depth=model.exit_depth)
+    if space.arch != config.arch:
+        raise SearchError(f"{space_path} is a {space.arch} space but arch is {config.arch}",
+                          fields=("arch",))
+    storage_spec = config.resolved_storage
+    storage = resolve_storage(storage_spec)
+    storage_dir = (Path(storage_spec).expanduser().resolve().parent if "://" not in storage_spec
+                   else Path("studies").resolve())
+    sampler = SamplerConfig(name=config.sampler, steps=config.steps)
+
+    # The cost model is profiled once per study and stored, so resumed runs stay comparable.
+    study = open_or_create_study(config, storage, extra_attrs={"space": space.to_dict()})
+    if "cost_model" not in study.user_attrs:
+        t = time.perf_counter()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        cost = profile_components(model, batch_size=config.latency_batch, device=device)
+        study.set_user_attr("cost_model", cost.to_dict())
+        study.set_user_attr("full_latency", cost.latency(None, sampler.model_times()))
+        setup["profile"] = time.perf_counter() - t
+    recovered = recover_interrupted(study)
+    if recovered:
+        log(f"re-queued {recovered} trial(s) interrupted by an earlier run")
+    seeds = enqueue_seeds(study, space)
+    if seeds:
+        log(f"enqueued seed schedules: {', '.join(seeds)}")
+
+    def count(state: TrialState) -> int:
+        return len(study.get_trials(deepcopy=False, states=(state,)))
+
+    complete_before = count(TrialState.COMPLETE)
+    if complete_before >= config.budget:
+        log(f"study {config.resolved_study_name!r} already holds {complete_before} finished "
+            f"trials (budget {config.budget}); raise --budget to search further")
+        return SearchSummary(config.resolved_study_name, storage_spec, complete_before,
+                             count(TrialState.FAIL), 0.0, 0, setup)
+
+    t = time.perf_counter()
+    if config.finetune == "one-shot" and config.finetune_steps > 0:
+        from ase_search.finetune import one_shot_weights
+
+        weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
+                                   out_dir=storage_dir, name=config.resolved_study_name,
+                                   progress=progress)
+    else:
+        weights = Path(config.checkpoint).resolve() if config.checkpoint else \
+            TESTBEDS[config.arch].path
+    setup["one_shot_finetune"] = time.perf_counter() - t
+    from ase_search.finetune import weights_record  # relative to the study: found on a clone
+
+    study.set_user_attr("weights", weights_record(weights, None if "://" in storage_spec
+                                                  else storage_dir))  # named by exports
+
+    driver = Driver.this_process()
+    driver.beat(study)  # before it asks a trial, so others see the trial's driver alive
+    # Tune's own files (results, searcher snapshots) sit beside the study, one folder per
+    # driver; the folders of drivers that are gone (killed: no cleanup) are removed here.
+    tune_root = storage_dir / f"{config.resolved_study_name}-tune"
+    remove_stale_tune_dirs(tune_root, study)
+    tune_dir = tune_root / driver.id
+    started_ray = init_ray(config)
+    try:
+        from ray import tune
+        from ray.tune.search import ConcurrencyLimiter
+
+        resources, concurrent, cpus = trial_resources(config)
+        ctx = TrialContext(config=asdict(config), weights=str(Path(weights).resolve()),
+                           space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
+                           grids_dir=str(storage_dir / f"{config.resolved_study_name}-grids"),
+                           cpus=cpus, weights_bytes=Path(weights).read_bytes())
+        with StudyProgress(study, config.budget, progress) as bar:
+            last_beat = time.monotonic()
+
+            def tick() -> None:
+                nonlocal last_beat
+                bar.refresh()
+                if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                    driver.beat(study)
+                    last_beat = time.monotonic()
+
+            stalled = rounds = 0
+            while count(TrialState.COMPLETE) < config.budget and stalled < 2:
+                if count(TrialState.COMPLETE) + count(TrialState.RUNNING) >= config.budget:
+                    # The rest of the budget is running under other drivers: wait for them, and
+                    # take their trials over (failed and re-queued) if their driver goes.
+                    time.sleep(2.0)
+                    tick()
+                    recover_interrupted(study)
+                    continue
+                rounds += 1
+                before = count(TrialState.COMPLETE), count(TrialState.FAIL)
+                searcher = ConcurrencyLimiter(make_searcher(space, storage, config, driver.id),
+                                              max_concurrent=concurrent)
+                tuner = tune.Tuner(
+                    tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources),
+                    tune_config=tune.TuneConfig(search_alg=searcher,
+                                                num_samples=config.budget - before[0],
+                                                max_concurrent_trials=concurrent),
+                    # One experiment name per round: Ray keeps a round's state in a folder
+                    # named by name and second, and two rounds within one second would share
+                    # (and delete) each other's files.
+                    run_config=tune.RunConfig(name=f"{config.resolved_study_name}-{rounds}",
+                                              storage_path=str(tune_dir), verbose=0),
+                )
+                fit_polling(tuner, tick)
+                # A round that finished nothing is a stall when its trials failed, or when no
+                # other driver holds running trials (those would explain an empty round).
+                if count(TrialState.COMPLETE) > before[0]:
+                    stalled = 0
+                elif count(TrialState.FAIL) > before[1] or not count(TrialState.RUNNING):
+                    stalled += 1
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        driver.beat(study, stopped=True)
+        shutil.rmtree(tune_dir, ignore_errors=True)
+    complete = count(TrialState.COMPLETE)
+    if complete < config.budget:
+        reasons = {t.user_attrs.get("fail_reason", "?")
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        raise SearchError(f"the search stopped at {complete}/{config.budget} finished trials: "
+                          f"trials keep failing ({'; '.join(sorted(reasons))[:400]})")
+    return SearchSummary(config.resolved_study_name, storage_spec, complete,
+                         count(TrialState.FAIL), time.perf_counter() - started,
+                         complete - complete_before, setup)
+

@@ -1,0 +1,154 @@
+"""The measuring of one trial: :class:`TrialContext` (what a worker needs) and
+:func:`evaluate_schedule` (fine-tune per trial, sample with common random numbers, FID,
+predicted latency)."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrialContext", "evaluate_schedule"]
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What a worker needs to evaluate one schedule (plain data: it travels to Ray workers,
+    through Ray's object store).
+
+    A trial may run on another node than the driver. The weights every trial starts from (the
+    one-shot weights the driver made, typically) travel inside the context (``weights_bytes``),
+    so no node needs them on its disk; the other inputs the trial reads (``data``, ``fid_data``,
+    ``fid_weights``, ``vae``: user data, often large) must exist at the same path where the trial
+    runs, which :func:`evaluate_schedule` checks first. Sample grids are written under
+    ``grids_dir`` on the node that ran the trial.
+    """
+
+    config: dict[str, Any]
+    weights: str  # absolute path of the weights every trial starts from (its name, when shipped)
+    space: dict[str, Any]
+    cost_model: dict[str, Any]
+    grids_dir: str
+    cpus: int
+    weights_bytes: bytes | None = None  # the content of ``weights``; None: read the path
+
+
+def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -> dict[str, Any]:
+    """Fine-tune (per-trial mode), sample with common random numbers, FID, predicted latency.
+
+    A latent model's samples are decoded with ``config["vae"]`` before FID, which is measured
+    against ``config["fid_data"]`` (default ``config["data"]``); fine-tuning reads ``data``.
+    """
+    import torch
+
+    from ase_search.data import build_dataset
+    from ase_search.evaluate import _check_fid_reference, _fid_images
+    from ase_search.finetune import FinetuneConfig, finetune
+    from ase_search.metrics.fid import FIDConfig, compute_fid
+    from ase_search.metrics.latency import CostModel
+    from ase_search.models import load_checkpoint
+    from ase_search.report import save_grid
+    from ase_search.samplers import SamplerConfig, sample
+    from ase_search.vae import load_vae
+
+    cfg = ctx.config
+    torch.set_num_threads(max(1, ctx.cpus))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    split: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _check_inputs_here(ctx)
+    with _weights_file(ctx) as weights:
+        model, _ = load_checkpoint(weights, ema=True)
+    # .get: contexts written before these settings existed have no such keys.
+    decoder = load_vae(cfg["vae"], device=device) if cfg.get("vae") else None
+    reference = cfg.get("fid_data") or cfg["data"]
+    _check_fid_reference(model, reference, decoder)  # before minutes of fine-tuning and sampling
+    split["load"] = time.perf_counter() - t0
+    finetune_steps = 0
+    if cfg["finetune"] == "per-trial" and cfg["finetune_steps"] > 0:
+        data = build_dataset(cfg["data"], resolution=model.input_size, channels=model.in_channels)
+        result = finetune(model, data, schedule,
+                          FinetuneConfig(steps=cfg["finetune_steps"], lr=cfg["finetune_lr"],
+                                         ema_decay=cfg["finetune_ema"], seed=cfg["seed"],
+                                         distill=cfg.get("finetune_distill", False)),
+                          device=device, progress=False)
+        model, finetune_steps = result.ema, result.step
+    split["finetune"] = time.perf_counter() - t0 - split["load"]
+
+    t1 = time.perf_counter()
+    model = model.to(device).eval()
+    sampler = SamplerConfig(name=cfg["sampler"], steps=cfg["steps"])
+    out = sample(model, sampler=sampler, schedule=schedule, n=cfg["n_samples"],
+                 batch_size=cfg["batch_size"], seed=cfg["seed"], device=device)
+    split["sampling"] = time.perf_counter() - t1
+    if not torch.isfinite(out.images).all():
+        raise FloatingPointError("sampling produced NaN/inf images (the model diverged)")
+
+    t2 = time.perf_counter()
+    images = _fid_images(out.images, decoder)  # (n, C, H, W) uint8: decoded when latents
+    if decoder is not None:
+        split["decode"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    fid_config = FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
+                           kid=cfg["kid"])
+    metrics = compute_fid(images, reference=reference, config=fid_config)
+    split["fid"] = time.perf_counter() - t3
+    if not all(math.isfinite(v) for v in metrics.values()):
+        raise FloatingPointError(f"FID is not finite: {metrics}")
+
+    cost = CostModel.from_dict(ctx.cost_model)
+    times = sampler.model_times()
+    latency = cost.latency(schedule, times)
+    grid = None
+    if cfg["grid"] > 0:
+        shown = images[: cfg["grid"]].float() / 127.5 - 1.0  # (k, C, H, W) in [-1, 1]
+        grid = str(save_grid(shown, Path(ctx.grids_dir) / f"{tag}.png"))
+    result = {
+        "schedule": schedule.to_dict(),
+        **metrics,
+        "latency": latency,
+        "acceleration": cost.acceleration(schedule, times),
+        "block_acceleration": 1.0 - out.block_evals / (schedule.depth * out.model_calls),
+        "block_evals": out.block_evals,
+        "finetune_steps": finetune_steps,
+        "time_split": split,
+        "wall_time": time.perf_counter() - t0,
+        "grid": grid,
+    }
+    return result
+
+
+def _check_inputs_here(ctx: TrialContext) -> None:
+    """Refuse, naming the path and the node, an input that does not exist where the trial runs
+    (a path on the driver's disk only, when the trial runs on another node)."""
+    import socket
+
+    cfg = ctx.config
+    inputs = {"--data": cfg.get("data"), "--fid-data": cfg.get("fid_data"),
+              "--fid-weights": cfg.get("fid_weights"), "--vae": cfg.get("vae")}
+    if ctx.weights_bytes is None:
+        inputs["weights"] = ctx.weights
+    for flag, value in inputs.items():
+        if value and value.lower() != "mnist" and not Path(value).exists():
+            raise FileNotFoundError(
+                f"{flag} {value} does not exist on node {socket.gethostname()}, where this trial "
+                f"runs; put it at that path on every node (a shared file system)")
+
+
+@contextmanager
+def _weights_file(ctx: TrialContext) -> Iterator[str]:
+    """A path holding the trial's starting weights: ``ctx.weights``, or the shipped bytes in a
+    temporary file with the same name (its suffix tells the checkpoint format)."""
+    if ctx.weights_bytes is None:
+        yield ctx.weights
+        return
+    with tempfile.TemporaryDirectory(prefix="ase-search-weights-") as folder:
+        path = Path(folder) / Path(ctx.weights).name
+        path.write_bytes(ctx.weights_bytes)
+        yield str(path)
+

@@ -1,0 +1,196 @@
+"""The Ray Tune glue: the trainable that measures a trial on a worker, the searcher that tells
+its results into the study, and the cluster's resources.
+
+Tune's own experiment restore is not used: its searcher snapshot can lag the database, which is
+what decides (:mod:`ase_search.search.study`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ase_search.search.config import SAMPLER_ALGOS, SearchConfig, SearchError
+from ase_search.search.study import METRICS, NESTED_ATTRS, TRIAL_ATTRS, measured_twin, tell_result
+from ase_search.search.trial import TrialContext, evaluate_schedule
+
+__all__ = ["MAX_REUSED_PER_SUGGESTION", "fit_polling", "init_ray", "make_searcher",
+           "trainable", "trial_resources"]
+
+# Suggestions told a measured twin's result in a row before the searcher measures one anyway.
+MAX_REUSED_PER_SUGGESTION = 20
+
+
+def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable: decode, evaluate, report (never raises)."""
+    from ray import tune
+
+    from ase_search.space import ScheduleSpace, schedules_equivalent
+
+    started = time.perf_counter()
+    try:
+        space = ScheduleSpace.from_dict(ctx.space)
+        schedule = space.from_params(params)
+        seed = next((name for name, s in zip(space.seeds, space.seed_schedules())
+                     if schedules_equivalent(s, schedule)), None)
+        schedule = replace(schedule, name=seed or schedule.name)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=ctx.cpus):  # oversubscribed BLAS threads spin for ages
+            result = evaluate_schedule(schedule, ctx,
+                                       tag=f"trial-{tune.get_context().get_trial_id()}")
+        result["seed"] = seed
+    except Exception as err:  # reported as a FAILED trial with its reason; the study goes on
+        last = traceback.format_exc().strip().splitlines()[-1]
+        # Tune insists that every result carries the study's metrics (its strict metric check
+        # raises in the driver otherwise), so a failure reports them as NaN; the searcher's
+        # on_trial_complete sees fail_reason and tells the study FAIL, never the NaNs.
+        result = {**{m: float("nan") for m in METRICS},
+                  "fail_reason": f"{type(err).__name__}: {err}"[:500], "traceback": last}
+    result["worker_time"] = time.perf_counter() - started
+    # Tune flattens nested dicts in results; ship them as JSON text and decode in the searcher.
+    tune.report({k: json.dumps(v) if k in NESTED_ATTRS else v for k, v in result.items()})
+
+
+def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str | None = None):
+    """Ray's OptunaSearch, telling results (and failures, with reasons) into our study; every
+    trial it asks is tagged with ``driver_id`` (see :class:`Driver`)."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class StudySearch(OptunaSearch):
+        def suggest(self, trial_id: str) -> dict | str | None:
+            # A suggestion whose schedule a finished trial already measured is told that trial's
+            # values at once (the measurement is deterministic: common random numbers), and the
+            # sampler is asked again. Many parameter sets decode to one schedule, and GP on an
+            # integer space re-proposes points it has seen.
+            for _ in range(MAX_REUSED_PER_SUGGESTION):
+                if self._count(optuna.trial.TrialState.COMPLETE,
+                               optuna.trial.TrialState.RUNNING) >= config.budget:
+                    return self.FINISHED
+                params = super().suggest(trial_id)
+                ot_trial = self._ot_trials[trial_id]
+                if driver_id is not None:  # at once: other drivers recover untagged trials
+                    ot_trial.set_user_attr("driver", driver_id)
+                twin = measured_twin(self._ot_study, space, ot_trial.params)
+                if twin is None:
+                    return params
+                for key, value in twin.user_attrs.items():
+                    if key not in ("wall_time", "time_split", "worker_time", "seed"):
+                        ot_trial.set_user_attr(key, value)
+                ot_trial.set_user_attr("duplicate_of", twin.number)
+                self._ot_study.tell(ot_trial, list(twin.values))
+                del self._ot_trials[trial_id]
+            return params  # the sampler insists: measure it again rather than stall
+
+        def _count(self, *states: Any) -> int:
+            return len(self._ot_study.get_trials(deepcopy=False, states=states))
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            if trial_id in self._completed_trials:
+                return
+            ot_trial = self._ot_trials[trial_id]
+            reason = None
+            values: list[float] = []
+            if error or not result:
+                reason = "the trial's worker crashed (see the Ray logs)"
+            elif result.get("fail_reason"):
+                reason = str(result["fail_reason"])
+            else:
+                values = [float(result.get(m, float("nan"))) for m in METRICS]
+                if not all(math.isfinite(v) for v in values):
+                    reason = f"non-finite objectives {dict(zip(METRICS, values))}"
+            attrs = {key: json.loads(result[key]) if key in NESTED_ATTRS else result[key]
+                     for key in (*TRIAL_ATTRS, "worker_time")
+                     if result and result.get(key) is not None}
+            if reason is not None:
+                attrs["fail_reason"] = reason
+            tell_result(self._ot_study, ot_trial, None if reason is not None else values, attrs)
+            self._completed_trials.add(trial_id)
+
+    searcher = StudySearch(
+        space=space.distributions(),
+        metric=list(METRICS),
+        mode=["min", "min"],
+        sampler=SAMPLER_ALGOS[config.sampler_algo](config.seed),
+        storage=storage,
+        study_name=config.resolved_study_name,
+        seed=config.seed,
+    )
+    return searcher
+
+
+
+
+def init_ray(config: SearchConfig) -> bool:
+    """Start (or join) Ray; return whether we started it (and so must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Ray starts its workers at nice 15; next to any other busy process (a data loader, another
+    # job) the trials then crawl (measured: 20x slower beside one CPU-bound process). The trials
+    # are the work here, so they run at normal priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if config.ray_address:
+        ray.init(address=config.ray_address, logging_level="ERROR", log_to_driver=False)
+        return False
+    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             configure_logging=True)
+    return True
+
+
+def trial_resources(config: SearchConfig) -> tuple[dict[str, float], int, int]:
+    """Per-trial resources that the cluster can actually grant, concurrency and CPU threads."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = int(total.get("CPU", 1)), int(total.get("GPU", 0))
+    gpus_per_trial = config.gpus_per_trial
+    if gpus_per_trial is None:
+        gpus_per_trial = 1.0 if gpus > 0 else 0.0
+    if gpus_per_trial > gpus:
+        raise SearchError(f"gpus_per_trial is {gpus_per_trial} but the Ray cluster has {gpus} "
+                          f"GPU(s); the trials could never start. Set gpus_per_trial to 0",
+                          fields=("gpus_per_trial",))
+    if config.max_concurrent is not None:
+        concurrent = config.max_concurrent
+    elif gpus_per_trial > 0:
+        concurrent = max(1, int(gpus // gpus_per_trial))
+    else:  # one single-threaded trial per core: small models scale badly across threads
+        concurrent = max(1, cpus)
+    cpus_per_trial = max(1, cpus // concurrent)
+    return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, concurrent, cpus_per_trial
+
+
+
+def fit_polling(tuner: Any, tick: Callable[[], None], every: float = 2.0) -> None:
+    """Run ``tuner.fit()`` in a thread while the main thread calls ``tick`` (progress bar,
+    heartbeat) every ``every`` seconds."""
+    import threading
+
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            tuner.fit()
+        except BaseException as err:  # re-raised in the driver thread
+            error.append(err)
+
+    thread = threading.Thread(target=target, name="ray-tune-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(every)
+        tick()
+    if error:
+        raise error[0]
