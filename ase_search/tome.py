@@ -16,8 +16,9 @@ Bipartite soft matching, per attention call (the step numbers recur in the code 
 
 U-ViT's time (and label) tokens are never merged: they enter attention unchanged and keep their own
 outputs. Schedules over blocks follow the paper: ``F<k>`` the first ``k`` blocks, ``R<k>`` the last
-``k``, ``B<k>`` ``k / 2`` from each end, ``all`` every block. DiT's blocks are ``model.blocks``;
-U-ViT's are ``in_blocks``, then ``mid_block``, then ``out_blocks`` (13 for U-ViT-S and U-ViT-T).
+``k``, ``B<k>`` ``k / 2`` from each end, ``all`` every block, counted over the model's
+``transformer_blocks``: DiT's ``blocks``; U-ViT's ``in_blocks``, then ``mid_block``, then
+``out_blocks`` (13 for U-ViT-S and U-ViT-T).
 
 Usage::
 
@@ -239,14 +240,13 @@ def bipartite_soft_matching(
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks a schedule counts, in forward order."""
+    """The transformer blocks a schedule counts, in forward order (the model's
+    ``transformer_blocks``)."""
     arch = getattr(model, "arch", None)
-    if arch == "dit":
-        return list(model.blocks)
-    if arch == "uvit":
-        return [*model.in_blocks, model.mid_block, *model.out_blocks]
-    raise ValueError(f"model must be an ase-search DiT or U-ViT (arch 'dit' or 'uvit'), got "
-                     f"{type(model).__name__} with arch {arch!r}")
+    if arch not in ("dit", "uvit"):
+        raise ValueError(f"model must be an ase-search DiT or U-ViT (arch 'dit' or 'uvit'), got "
+                         f"{type(model).__name__} with arch {arch!r}")
+    return model.transformer_blocks
 
 
 def tome_blocks(model: nn.Module, schedule: str | ToMeConfig) -> list[int]:
@@ -379,9 +379,8 @@ def apply_tome(model: nn.Module, config: ToMeConfig) -> ToMeHandle:
         raise ValueError(f"config must be a ToMeConfig, got {type(config).__name__}")
     blocks = _blocks(model)
     chosen = tome_blocks(model, config)
-    embed = model.x_embedder if model.arch == "dit" else model.patch_embed
-    grid = embed.grid_size
-    extras = getattr(model, "extras", 0)
+    grid = model.grid_size
+    extras = model.extras
     remove_tome(model)
     hooks: list[RemovableHandle] = []
     for i in chosen:

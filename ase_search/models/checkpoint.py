@@ -347,6 +347,10 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: '{weights}' must be a state dict, got {type(state).__name__}")
 
     model = _build(arch, config, model_name, model_kwargs)
+    if source != "ase-search" and model.arch == "dit" and model.in_channels == 4:
+        # Official DiT weights (the official code builds only 4-channel latent models) sample as
+        # the official forward_with_cfg does: guidance on 3 of the 4 eps channels.
+        model = _build(arch, config, model_name, {"cfg_channels": 3, **model_kwargs})
     expected = model.state_dict()
     _check_keys(path, state, expected, weights)
     # Match the model's dtypes (e.g. fp16 exports) and assign, so nothing is allocated twice.

@@ -27,7 +27,7 @@ from ase_search.models.layers import (
     check_labels,
     check_model_size,
     get_2d_sincos_pos_embed,
-    guided_forward,
+    guided_eps,
     resolve_n_blocks,
     timestep_embedding,
     unpatchify,
@@ -140,9 +140,14 @@ class DiT(nn.Module):
             table gets a null row (index ``num_classes``) used by classifier-free guidance.
         num_classes: number of real classes.
         learn_sigma: predict the variance interpolation too (``2 * C`` output channels).
+        cfg_channels: the leading output channels classifier-free guidance guides (the rest pass
+            through); ``None`` guides all ``in_channels``. The official DiT code guides 3 of its 4
+            latent channels, so official checkpoints load with ``cfg_channels=3`` and sample as it
+            does (see :func:`ase_search.models.layers.guided_eps`).
     """
 
     arch = "dit"
+    extras = 0  # tokens before the patches: none, time and label enter through adaLN
 
     def __init__(
         self,
@@ -156,6 +161,7 @@ class DiT(nn.Module):
         class_dropout_prob: float = 0.1,
         num_classes: int = 1000,
         learn_sigma: bool = True,
+        cfg_channels: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -180,6 +186,10 @@ class DiT(nn.Module):
             raise ValueError(f"mlp_ratio must be positive, got {mlp_ratio}")
         if not 0.0 <= class_dropout_prob <= 1.0:
             raise ValueError(f"class_dropout_prob must lie in [0, 1], got {class_dropout_prob}")
+        if cfg_channels is not None and (isinstance(cfg_channels, bool) or not isinstance(cfg_channels, int)
+                                         or not 1 <= cfg_channels <= in_channels):
+            raise ValueError(f"cfg_channels must be None or an integer in [1, {in_channels}] (in_channels), "
+                             f"got {cfg_channels!r}")
         # Before any module exists: blocks (attention 4 h^2, MLP 2 r h^2, adaLN 6 h^2), embeddings
         # (patches, pos_embed, timestep MLP, label table) and the final layer.
         h, pixels = hidden_size, patch_size**2 * in_channels * (3 if learn_sigma else 2)
@@ -198,6 +208,11 @@ class DiT(nn.Module):
             num_classes=num_classes,
             learn_sigma=bool(learn_sigma),
         )
+        if cfg_channels is not None:
+            # Recorded only when set, so every other model's config (and the keys derived from it)
+            # stays as it was.
+            self.config["cfg_channels"] = cfg_channels
+        self.cfg_channels = cfg_channels
         self.learn_sigma = bool(learn_sigma)
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
@@ -257,6 +272,52 @@ class DiT(nn.Module):
         """(N, T, p * p * C_out) -> (N, C_out, H, W)."""
         return unpatchify(x, self.patch_size, self.out_channels)
 
+    # The parts ``forward`` is made of; the cost model, ToMe and guidance use them too.
+
+    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens and the conditioning vector, before the first block (inputs unchecked).
+
+        Args:
+            x: (N, C, H, W) inputs.
+            t: (N,) timesteps.
+            y: (N,) labels (the null label included); dropped as in training when in training mode.
+
+        Returns:
+            ``(h, c)``: (N, T, D) tokens with positions added and the (N, D) timestep + label embedding.
+        """
+        h = self.x_embedder(x) + self.pos_embed  # (N, T, D), where T = H * W / patch_size ** 2
+        t = self.t_embedder(t)  # (N, D)
+        y = self.y_embedder(y, self.training)  # (N, D)
+        return h, t + y
+
+    @property
+    def exit_blocks(self) -> nn.ModuleList:
+        """The blocks an exit schedule counts, in forward order: every DiT block."""
+        return self.blocks
+
+    @property
+    def transformer_blocks(self) -> list[nn.Module]:
+        """Every block with self-attention over the tokens, in forward order (what ToMe counts)."""
+        return list(self.blocks)
+
+    @property
+    def grid_size(self) -> int:
+        """Patch tokens per side of the (square) token grid."""
+        return self.x_embedder.grid_size
+
+    def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The final layer on the output of the last block run, unpatchified.
+
+        Args:
+            h: (N, T, D) tokens.
+            c: (N, D) conditioning from :meth:`embed`.
+
+        Returns:
+            (N, out_channels, H, W).
+        """
+        h = self.final_layer(h, c)  # (N, T, patch_size ** 2 * out_channels)
+        return self.unpatchify(h)  # (N, out_channels, H, W)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -285,10 +346,7 @@ class DiT(nn.Module):
         check_labels(y, N, self.y_embedder.embedding_table.num_embeddings)
         plan = resolve_n_blocks(n_blocks, N, self.exit_depth, x.device)
 
-        x = self.x_embedder(x) + self.pos_embed  # (N, T, D), where T = H * W / patch_size ** 2
-        t = self.t_embedder(t)  # (N, D)
-        y = self.y_embedder(y, self.training)  # (N, D)
-        c = t + y  # (N, D)
+        x, c = self.embed(x, t, y)  # (N, T, D), (N, D)
         for i, block in enumerate(self.blocks[: plan.total]):
             rows = plan.rows(i)
             if rows is None:
@@ -296,9 +354,7 @@ class DiT(nn.Module):
             else:
                 # Only the samples with n_blocks > i run block i; the others carry x through.
                 x = x.index_copy(0, rows, block(x[rows], c[rows]))  # (N, T, D)
-        x = self.final_layer(x, c)  # (N, T, patch_size ** 2 * out_channels)
-        x = self.unpatchify(x)  # (N, out_channels, H, W)
-        return x
+        return self.head(x, c)  # (N, out_channels, H, W)
 
     def forward_with_cfg(
         self,
@@ -311,10 +367,14 @@ class DiT(nn.Module):
         """Batched classifier-free guidance as in the official ``forward_with_cfg``.
 
         The batch holds the conditional half then the unconditional half (``y`` holds
-        ``null_class`` there); the guided ``eps = uncond + cfg_scale * (cond - uncond)`` fills both
-        halves and the variance channels pass through.
+        ``null_class`` there); only the first half of ``x`` is read. The guided
+        ``eps = uncond + cfg_scale * (cond - uncond)`` fills both halves in the first
+        ``cfg_channels`` channels (all ``in_channels`` when ``None``; 3 for official checkpoints, as
+        the official code) and the other channels pass through (see
+        :func:`ase_search.models.layers.guided_eps`).
         """
-        return guided_forward(self, x, t, y, cfg_scale, n_blocks=n_blocks)
+        half = x[: len(x) // 2]
+        return guided_eps(self, torch.cat([half, half], dim=0), t, y, cfg_scale, n_blocks=n_blocks)
 
 
 #################################################################################

@@ -1,4 +1,5 @@
-"""Pieces shared by DiT and U-ViT: attention, MLP, embeddings, patches and the early-exit plan.
+"""Pieces shared by DiT and U-ViT: attention, MLP, embeddings, patches, the early-exit plan and
+classifier-free guidance.
 
 Module and parameter names follow the official repositories (timm's ``Attention``/``Mlp`` as used
 by facebookresearch/DiT, and baofff/U-ViT ``libs/uvit.py``) so that official state dicts load
@@ -27,7 +28,7 @@ __all__ = [
     "check_model_size",
     "check_labels",
     "get_2d_sincos_pos_embed",
-    "guided_forward",
+    "guided_eps",
     "patchify",
     "resolve_n_blocks",
     "timestep_embedding",
@@ -339,7 +340,7 @@ def resolve_n_blocks(
 #################################################################################
 
 
-def guided_forward(
+def guided_eps(
     model: nn.Module,
     x: torch.Tensor,
     t: torch.Tensor,
@@ -347,23 +348,38 @@ def guided_forward(
     cfg_scale: float,
     n_blocks: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Classifier-free guidance in one batched forward, the DiT ``forward_with_cfg`` contract.
+    """Classifier-free guidance over one batched forward: the one implementation in ase-search.
 
-    The batch holds the conditional half first and the unconditional half second (``y`` carries the
-    model's ``null_class`` in the second half). Only the first half of ``x`` is used; both halves of
-    the output carry the guided ``eps = uncond + cfg_scale * (cond - uncond)``, and the learned
-    variance channels (if any) are passed through unguided.
+    The batch holds a conditional half and then an unconditional half (``y`` carries the model's
+    ``null_class`` in the second half); the model runs on it once. In the first ``cfg_channels``
+    output channels (``model.cfg_channels``; ``None`` or absent means all ``in_channels``) both
+    halves get the
+    guided ``eps = uncond + cfg_scale * (cond - uncond)``; every other channel (the learned
+    variance, and for official DiT checkpoints the fourth latent channel, as in the official
+    ``forward_with_cfg``) passes through from its own half. ``forward_with_cfg`` of DiT and U-ViT
+    and the samplers call it.
+
+    Args:
+        model: an ase-search DiT or U-ViT with a null label.
+        x: (2B, C, H, W) inputs.
+        t: (2B,) timesteps.
+        y: (2B,) labels, conditional half then null labels.
+        cfg_scale: guidance scale ``s``; 1 gives the conditional eps.
+        n_blocks: exitable blocks to run, as in the model's forward.
+
+    Returns:
+        (2B, C_out, H, W) model output with guided eps channels.
     """
-    if x.shape[0] % 2 != 0:
-        raise ValueError(f"forward_with_cfg needs an even batch (cond half, uncond half), got {x.shape[0]}")
     if model.null_class is None:
-        raise ValueError("forward_with_cfg needs a class-conditional model with a null label")
-    half = x[: len(x) // 2]
-    combined = torch.cat([half, half], dim=0)  # (N, C, H, W)
-    model_out = model(combined, t, y, n_blocks=n_blocks)  # (N, C_out, H, W)
-    c = model.in_channels
+        raise ValueError("classifier-free guidance needs a class-conditional model with a null label")
+    if y is None or y.shape[0] % 2 != 0:
+        got = "no labels" if y is None else y.shape[0]
+        raise ValueError(f"classifier-free guidance needs an even batch (cond half, uncond half), got {got}")
+    model_out = model(x, t, y, n_blocks=n_blocks)  # (2B, C_out, H, W)
+    cfg_channels = getattr(model, "cfg_channels", None)  # optional in the model interface
+    c = model.in_channels if cfg_channels is None else cfg_channels
     eps, rest = model_out[:, :c], model_out[:, c:]
     cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
-    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)  # (N / 2, C, H, W)
+    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)  # (B, c, H, W)
     eps = torch.cat([half_eps, half_eps], dim=0)
     return torch.cat([eps, rest], dim=1)

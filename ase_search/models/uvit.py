@@ -41,7 +41,7 @@ from ase_search.models.layers import (
     check_inputs,
     check_labels,
     check_model_size,
-    guided_forward,
+    guided_eps,
     resolve_n_blocks,
     timestep_embedding,
     unpatchify,
@@ -127,6 +127,7 @@ class UViT(nn.Module):
 
     arch = "uvit"
     learn_sigma = False
+    cfg_channels: int | None = None  # guidance guides every channel (see layers.guided_eps)
 
     def __init__(
         self,
@@ -277,6 +278,78 @@ class UViT(nn.Module):
             y = torch.where(drop, self.null_class, y)
         return y
 
+    # The parts ``forward`` is made of; the cost model, ToMe and guidance use them too.
+
+    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """All inputs as tokens ``[label, time, patches]`` with positions added (inputs unchecked).
+
+        Args:
+            x: (N, C, H, W) inputs.
+            t: (N,) timesteps.
+            y: (N,) labels of a conditional model (checked, training-time dropout applied),
+                ``None`` for an unconditional one.
+
+        Returns:
+            (N, extras + L, D) tokens.
+        """
+        x = self.patch_embed(x)  # (N, L, D)
+        t_emb = timestep_embedding(t, self.embed_dim).to(x.dtype)  # (N, D), float32 -> model dtype
+        time_token = self.time_embed(t_emb).unsqueeze(1)  # (N, 1, D)
+        x = torch.cat((time_token, x), dim=1)  # (N, 1 + L, D)
+        if y is not None:
+            label_token = self.label_emb(y).unsqueeze(1)  # (N, 1, D)
+            x = torch.cat((label_token, x), dim=1)  # (N, 2 + L, D)
+        return x + self.pos_embed  # (N, extras + L, D)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The encoder blocks and the mid block, the part that always runs whole (never exited).
+
+        Args:
+            x: (N, extras + L, D) tokens from :meth:`embed`.
+
+        Returns:
+            ``(h, skips)``: the mid block's output and the encoder blocks' outputs in order (the
+            decoder pops them from the end).
+        """
+        skips = []
+        for blk in self.in_blocks:
+            x = blk(x)  # (N, extras + L, D)
+            skips.append(x)
+        x = self.mid_block(x)  # (N, extras + L, D)
+        return x, skips
+
+    @property
+    def exit_blocks(self) -> nn.ModuleList:
+        """The blocks an exit schedule counts, in forward order: the decoder blocks."""
+        return self.out_blocks
+
+    @property
+    def transformer_blocks(self) -> list[nn.Module]:
+        """Every block with self-attention over the tokens, in forward order (what ToMe counts):
+        encoder blocks, the mid block, decoder blocks."""
+        return [*self.in_blocks, self.mid_block, *self.out_blocks]
+
+    @property
+    def grid_size(self) -> int:
+        """Patch tokens per side of the (square) token grid."""
+        return self.patch_embed.grid_size
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Norm, ``decoder_pred`` on the patch tokens, unpatchify and the final layer.
+
+        Args:
+            x: (N, extras + L, D) output of the last decoder block.
+
+        Returns:
+            (N, C, H, W).
+        """
+        x = self.norm(x)
+        x = self.decoder_pred(x)  # (N, extras + L, p * p * C)
+        assert x.size(1) == self.extras + self.patch_embed.num_patches
+        x = x[:, self.extras :, :]  # (N, L, p * p * C)
+        x = unpatchify(x, self.patch_size, self.in_chans)  # (N, C, H, W)
+        return self.final_layer(x)  # (N, C, H, W)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -302,22 +375,8 @@ class UViT(nn.Module):
         y = self._labels(y, N, x.device)
         plan = resolve_n_blocks(n_blocks, N, self.exit_depth, x.device)
 
-        x = self.patch_embed(x)  # (N, L, D)
-        L = x.shape[1]
-        t_emb = timestep_embedding(t, self.embed_dim).to(x.dtype)  # (N, D), float32 -> model dtype
-        time_token = self.time_embed(t_emb).unsqueeze(1)  # (N, 1, D)
-        x = torch.cat((time_token, x), dim=1)  # (N, 1 + L, D)
-        if y is not None:
-            label_token = self.label_emb(y).unsqueeze(1)  # (N, 1, D)
-            x = torch.cat((label_token, x), dim=1)  # (N, 2 + L, D)
-        x = x + self.pos_embed  # (N, extras + L, D)
-
-        skips = []
-        for blk in self.in_blocks:
-            x = blk(x)  # (N, extras + L, D)
-            skips.append(x)
-
-        x = self.mid_block(x)  # (N, extras + L, D)
+        x = self.embed(x, t, y)  # (N, extras + L, D)
+        x, skips = self.encode(x)  # (N, extras + L, D), one skip per decoder block
 
         for i, blk in enumerate(self.out_blocks):
             skip = skips.pop()  # the output of the mirrored encoder block
@@ -330,13 +389,7 @@ class UViT(nn.Module):
                     rows = plan.rows(i)  # the samples that still run this block whole
                     x = x.index_copy(0, rows, blk.body(x[rows]))
 
-        x = self.norm(x)
-        x = self.decoder_pred(x)  # (N, extras + L, p * p * C)
-        assert x.size(1) == self.extras + L
-        x = x[:, self.extras :, :]  # (N, L, p * p * C)
-        x = unpatchify(x, self.patch_size, self.in_chans)  # (N, C, H, W)
-        x = self.final_layer(x)  # (N, C, H, W)
-        return x
+        return self.head(x)  # (N, C, H, W)
 
     def forward_with_cfg(
         self,
@@ -346,13 +399,15 @@ class UViT(nn.Module):
         cfg_scale: float,
         n_blocks: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Batched classifier-free guidance with DiT's contract (see :func:`layers.guided_forward`).
+        """Batched classifier-free guidance with DiT's contract (see :func:`layers.guided_eps`).
 
         The batch holds the conditional half then the unconditional half (``y`` holds ``null_class``
-        there). Returns ``uncond + cfg_scale * (cond - uncond)`` in both halves. The official U-ViT
-        samplers write guidance as ``cond + w * (cond - uncond)``, i.e. ``cfg_scale = 1 + w``.
+        there); only the first half of ``x`` is read. Returns ``uncond + cfg_scale * (cond -
+        uncond)`` in both halves. The official U-ViT samplers write guidance as
+        ``cond + w * (cond - uncond)``, i.e. ``cfg_scale = 1 + w``.
         """
-        return guided_forward(self, x, t, y, cfg_scale, n_blocks=n_blocks)
+        half = x[: len(x) // 2]
+        return guided_eps(self, torch.cat([half, half], dim=0), t, y, cfg_scale, n_blocks=n_blocks)
 
 
 #################################################################################

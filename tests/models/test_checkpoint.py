@@ -157,6 +157,34 @@ def test_official_training_dict_prefers_ema(tmp_path: Path) -> None:
     assert meta["weights"] == "model" and torch.equal(model.pos_embed, raw["pos_embed"])
 
 
+def test_official_dit_weights_guide_three_channels_as_the_official_code(tmp_path: Path) -> None:
+    """A 4-channel (latent) DiT from an official layout gets cfg_channels=3 (the official
+    forward_with_cfg), which its config keeps; every other model guides all its channels."""
+    dit4 = random_state(official_shapes(DIT_OFFICIAL, 4, D=32, C=4, p=2, K=5, T=16))
+    torch.save(dit4, tmp_path / "bare.pt")
+    torch.save({"model": dit4, "ema": dit4}, tmp_path / "train.pt")
+    torch.save(random_state(dit_test_shapes()), tmp_path / "dit2.pt")
+    torch.save(random_state(uvit_test_shapes()), tmp_path / "uvit.pt")
+    four = {"in_channels": 4}
+    for name in ("bare.pt", "train.pt"):
+        model, meta = load_checkpoint(tmp_path / name, model_name="DiT-test", model_kwargs=four)
+        assert model.cfg_channels == 3 and meta["config"]["cfg_channels"] == 3
+    model, _ = load_checkpoint(tmp_path / "bare.pt", model_name="DiT-test",
+                               model_kwargs={**four, "cfg_channels": None})
+    assert model.cfg_channels is None  # an explicit override wins
+    # Saved again (as export-weights does), the config carries it.
+    model, _ = load_checkpoint(tmp_path / "bare.pt", model_name="DiT-test", model_kwargs=four)
+    save_checkpoint(tmp_path / "converted.safetensors", model)
+    assert load_checkpoint(tmp_path / "converted.safetensors")[0].cfg_channels == 3
+    model, _ = load_checkpoint(tmp_path / "dit2.pt", model_name="DiT-test")
+    assert model.cfg_channels is None  # the official code builds only 4-channel latent DiTs
+    model, _ = load_checkpoint(tmp_path / "uvit.pt", model_name="U-ViT-test")
+    assert model.cfg_channels is None
+    # An ase-search checkpoint keeps whatever its config says (absent: all channels).
+    save_checkpoint(tmp_path / "own.pt", create_model("DiT-test", in_channels=4))
+    assert load_checkpoint(tmp_path / "own.pt")[0].cfg_channels is None
+
+
 def test_bare_state_dict_needs_model_name(tmp_path: Path) -> None:
     path = tmp_path / "w.pt"
     state = random_state(dit_test_shapes())

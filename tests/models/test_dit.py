@@ -169,6 +169,21 @@ def test_exit_equals_module_composition_exactly() -> None:
         assert torch.equal(model(x, t, y, n_blocks=2), expected)
 
 
+@pytest.mark.parametrize("k", [1, 2, 4, None])
+def test_parts_compose_to_forward_exactly(k: int | None) -> None:
+    """embed, exit_blocks and head, put together by hand, are forward bit for bit."""
+    model = tiny_dit()
+    x, t, y = inputs(model)
+    with torch.no_grad():
+        h, c = model.embed(x, t, y)
+        assert h.shape == (4, 16, 32) and c.shape == (4, 32)
+        assert list(model.exit_blocks) == list(model.blocks) == model.transformer_blocks
+        for block in model.exit_blocks[: model.exit_depth if k is None else k]:
+            h = block(h, c)
+        assert torch.equal(model.head(h, c), model(x, t, y, n_blocks=k))
+    assert (model.grid_size, model.extras) == (4, 0)
+
+
 def test_per_sample_exits_equal_running_each_sample_alone() -> None:
     model = tiny_dit()
     x, t, y = inputs(model)
@@ -280,6 +295,39 @@ def test_forward_with_cfg_matches_separate_passes() -> None:
     torch.testing.assert_close(out[2:, C:], uncond[:, C:], atol=1e-10, rtol=1e-10)
     with pytest.raises(ValueError, match="even batch"):
         model.forward_with_cfg(x[:3], t[:3], y[:3], 2.0)
+
+
+@pytest.mark.parametrize("cfg_channels", [None, 3])
+def test_forward_with_cfg_guides_cfg_channels(cfg_channels: int | None) -> None:
+    """Default: guidance on all in_channels; cfg_channels=3: the official DiT, which guides 3 of the
+    4 latent channels and passes the 4th through from each half, as the variance channels."""
+    model = tiny_dit(in_channels=4, cfg_channels=cfg_channels)
+    x, t, y = inputs(model)
+    null = torch.full((2,), model.null_class)
+    out = model.forward_with_cfg(x, torch.cat([t[:2], t[:2]]), torch.cat([y[:2], null]), 2.5, n_blocks=3)
+    cond = model(x[:2], t[:2], y[:2], n_blocks=3)  # (2, 8, 8, 8)
+    uncond = model(x[:2], t[:2], null, n_blocks=3)
+    g = 4 if cfg_channels is None else 3  # guided channels
+    for ch in range(model.out_channels):
+        guided = uncond[:, ch] + 2.5 * (cond[:, ch] - uncond[:, ch])
+        first, second = (guided, guided) if ch < g else (cond[:, ch], uncond[:, ch])
+        torch.testing.assert_close(out[:2, ch], first, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(out[2:, ch], second, atol=1e-10, rtol=1e-10)
+    # Channel 3 is an eps channel: the two modes differ there and only there.
+    other = tiny_dit(in_channels=4, cfg_channels=3 if cfg_channels is None else None)
+    out_other = other.forward_with_cfg(x, torch.cat([t[:2], t[:2]]), torch.cat([y[:2], null]), 2.5,
+                                       n_blocks=3)
+    differs = [not torch.equal(out[:, ch], out_other[:, ch]) for ch in range(model.out_channels)]
+    assert differs == [False, False, False, True] + [False] * 4
+
+
+def test_cfg_channels_is_validated_and_recorded_only_when_set() -> None:
+    for bad in (0, 3, True, 1.0):
+        with pytest.raises(ValueError, match="cfg_channels"):
+            create_model("DiT-test", cfg_channels=bad)  # DiT-test has 2 in_channels
+    assert "cfg_channels" not in create_model("DiT-test").config
+    model = create_model("DiT-test", cfg_channels=1)
+    assert model.config["cfg_channels"] == 1 and type(model)(**model.config).cfg_channels == 1
 
 
 def test_config_rebuilds_the_model() -> None:

@@ -264,6 +264,27 @@ def test_bad_inputs_and_n_blocks_raise() -> None:
         model(x, t, y, n_blocks=torch.tensor([1, 2, 0, 1]))
 
 
+@pytest.mark.parametrize("conditional", [True, False])
+@pytest.mark.parametrize("k", [1, 2, 3, None])
+def test_parts_compose_to_forward_exactly(k: int | None, conditional: bool) -> None:
+    """embed, encode, the exit blocks (dropped ones keep skip_linear) and head, put together by
+    hand, are forward bit for bit."""
+    model = tiny_uvit() if conditional else tiny_uvit(num_classes=-1, class_dropout_prob=0.0)
+    x, t, y = inputs(model)
+    with torch.no_grad():
+        h = model.embed(x, t, y)
+        assert h.shape == (4, model.extras + 16, 32) and model.extras == (2 if conditional else 1)
+        h, skips = model.encode(h)
+        assert len(skips) == len(model.exit_blocks) == model.exit_depth == 3
+        assert list(model.exit_blocks) == list(model.out_blocks)
+        for j, blk in enumerate(model.exit_blocks):
+            skip = skips.pop()
+            h = blk(h, skip) if k is None or j < k else blk.fuse(h, skip)
+        assert torch.equal(model.head(h), model(x, t, y, n_blocks=k))
+    assert model.transformer_blocks == [*model.in_blocks, model.mid_block, *model.out_blocks]
+    assert model.grid_size == 4 and model.cfg_channels is None
+
+
 def test_forward_with_cfg_matches_separate_passes() -> None:
     model = tiny_uvit()
     x, t, y = inputs(model)
