@@ -5,14 +5,16 @@ A search study (``ase-search run``, :mod:`ase_search.search`) minimises two obje
 records its schedule (``ExitSchedule.to_dict()``) and metrics in its user attributes; trials
 seeded from the paper's presets carry the preset name in ``user_attrs["seed"]``.
 
-Everything here reads a study and never writes to its storage: :func:`open_study` refuses a
-missing file instead of letting SQLite create an empty database in its place.
+Everything here reads a study and never writes to its storage: :func:`open_study` opens it with
+the search's own opener (:func:`ase_search.search.open_storage`) for reading, which refuses a
+missing file instead of letting SQLite create an empty database in its place. The front is
+Optuna's (:attr:`optuna.Study.best_trials`) less the trials that only copy a measured twin's
+result.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import numbers
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ase_search import __version__
 from ase_search.schedule import ExitSchedule, ScheduleError
+from ase_search.search.storage import StudyError, one_line, open_storage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +38,7 @@ __all__ = [
     "SeedStatus",
     "StudyError",
     "complete_trials",
+    "distinct_schedules",
     "export_schedule",
     "front_table",
     "full_latency_of",
@@ -51,14 +55,8 @@ __all__ = [
     "trial_schedule",
 ]
 
-JOURNAL_SUFFIXES = (".journal", ".log")
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 FRONT_COLUMNS = ("trial", "schedule", "fid", "acceleration", "latency", "seed", "on_front",
                  "dominated_by")
-
-
-class StudyError(ValueError):
-    """A study cannot be opened or queried as asked; the message says what is wrong and the fix."""
 
 
 # ###################################################################### opening a study
@@ -79,11 +77,11 @@ def open_study(storage: str | Path, study_name: str | None = None) -> optuna.Stu
             or several studies and no (or an unknown) ``study_name``, or the study is not a
             two-objective (FID, latency) minimisation.
     """
-    backend = _open_storage(storage)
+    backend = open_storage(storage)
     try:
         names = [s.study_name for s in backend.get_all_studies()]
     except Exception as err:  # SQLAlchemy / Optuna / JSON errors from a foreign file
-        raise StudyError(f"{storage} is not a readable Optuna storage ({_short(err)})") from None
+        raise StudyError(f"{storage} is not a readable Optuna storage ({one_line(err)})") from None
     if not names:
         raise StudyError(
             f"{storage} holds no Optuna study; run `ase-search run` first, or point at the "
@@ -103,86 +101,6 @@ def open_study(storage: str | Path, study_name: str | None = None) -> optuna.Stu
     study = optuna.load_study(study_name=study_name, storage=backend)
     _check_directions(study)
     return study
-
-
-def _open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
-    """Build the Optuna storage behind ``storage`` without creating anything."""
-    if isinstance(storage, str) and "://" in storage:
-        return _open_url(storage)
-    path = Path(storage)
-    if not path.exists():
-        raise StudyError(
-            f"study file not found: {path}; pass the .db or .journal file the search wrote "
-            f"(default studies/<arch>.db) or a storage URL"
-        )
-    if not path.is_file():
-        raise StudyError(f"{path} is a directory; pass the study's .db or .journal file inside it")
-    kind = _sniff(path)
-    if kind == "sqlite":
-        return _open_url(f"sqlite:///{path.resolve()}")
-    if kind == "journal":
-        from optuna.storages.journal import JournalFileBackend
-
-        try:
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        except Exception as err:
-            raise StudyError(f"{path} is not a readable Optuna journal ({_short(err)})") from None
-    raise StudyError(
-        f"{path} is not an Optuna storage: expected a SQLite database (.db) or an Optuna "
-        f"JournalStorage file ({', '.join(JOURNAL_SUFFIXES)}); {kind}"
-    )
-
-
-def _sniff(path: Path) -> str:
-    """``"sqlite"``, ``"journal"`` or a reason why the file is neither."""
-    with path.open("rb") as f:
-        head = f.read(4096)
-    if head.startswith(_SQLITE_MAGIC):
-        return "sqlite"
-    first = head.split(b"\n", 1)[0].strip()
-    if not first:
-        # An empty journal is legal (the search has not logged anything yet); it holds no study.
-        return "journal" if path.suffix in JOURNAL_SUFFIXES else "the file is empty"
-    try:
-        record = json.loads(first)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        record = None
-    if isinstance(record, dict) and "op_code" in record:
-        return "journal"
-    return "its content is neither"
-
-
-def _open_url(url: str) -> optuna.storages.BaseStorage:
-    import sqlalchemy.engine
-    import sqlalchemy.exc
-
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError as err:
-        raise StudyError(f"storage URL {url!r} is malformed ({_short(err)})") from None
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if not database or database == ":memory:":
-            raise StudyError(f"{url} is an in-memory database and holds no study; use a file URL")
-        # SQLite would silently create an empty database for a missing file.
-        if not Path(database).is_file():
-            raise StudyError(f"study file not found: {database} (from storage URL {url})")
-        with Path(database).open("rb") as f:
-            if not f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
-                raise StudyError(f"{database} is not a SQLite database, so not an Optuna storage")
-    try:
-        # Never create tables: reading a foreign database must not change it.
-        return optuna.storages.RDBStorage(url, skip_table_creation=True)
-    except Exception as err:
-        raise StudyError(
-            f"{url} is not a readable Optuna storage ({_short(err)}); check the path/URL and that "
-            f"it was written by Optuna {optuna.__version__.split('.')[0]}.x"
-        ) from None
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
 
 
 def _check_directions(study: optuna.Study) -> None:
@@ -280,26 +198,6 @@ def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
 
 
-def _non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
-    """Indices of the non-dominated points (minimisation, equal points all kept), O(n log n)."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
-    keep: list[int] = []
-    best = math.inf  # lowest second value among points with a strictly smaller first value
-    k = 0
-    while k < len(order):
-        j = k
-        while j < len(order) and points[order[j]][0] == points[order[k]][0]:
-            j += 1
-        group = order[k:j]  # equal first value, sorted by second value
-        low = points[group[0]][1]
-        if low < best:
-            # Within the group only the points tied at the lowest second value survive.
-            keep.extend(i for i in group if points[i][1] == low)
-        best = min(best, low)
-        k = j
-    return sorted(keep)
-
-
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     """Non-dominated COMPLETE trials (both objectives minimised), sorted by FID then latency.
 
@@ -307,9 +205,25 @@ def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     trials with identical values do not dominate each other and are all kept, except those the
     search told a measured twin's result (``user_attrs["duplicate_of"]``): the twin stands for them.
     """
-    trials = [t for t in complete_trials(study) if "duplicate_of" not in t.user_attrs]
-    keep = _non_dominated([t.values for t in trials])
-    return sorted((trials[i] for i in keep), key=lambda t: (t.values[0], t.values[1], t.number))
+    _check_directions(study)
+    # A told copy has its twin's values exactly, so it is on Optuna's front only beside its twin;
+    # leaving copies out afterwards gives the front of the measured trials.
+    front = [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
+    return sorted(front, key=lambda t: (t.values[0], t.values[1], t.number))
+
+
+def distinct_schedules(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """``trials`` with one trial (the first) per schedule: a schedule measured by two trials
+    (two drivers at once, or a result kept as ``retold_from``) is one point of a front."""
+    distinct: dict[Any, FrozenTrial] = {}
+    for t in trials:
+        try:
+            s = trial_schedule(t).merged()
+        except StudyError:  # no schedule recorded: the trial is its own point
+            distinct.setdefault(t.number, t)
+            continue
+        distinct.setdefault((s.arch, s.depth, s.boundaries, s.blocks), t)
+    return list(distinct.values())
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,8 @@ def test_open_study_refuses_missing_and_foreign_files(tmp_path):
         open_study(text)
     bad_journal = tmp_path / "notes.journal"
     bad_journal.write_text("hello\n")
-    with pytest.raises(StudyError, match="not an Optuna storage"):
+    # the search's opener reads a journal-named file as a journal, naming the bad line
+    with pytest.raises(StudyError, match="not a readable Optuna journal \\(line 1 is not JSON"):
         open_study(bad_journal)
     empty_journal = tmp_path / "empty.log"
     empty_journal.touch()
@@ -329,3 +330,48 @@ def test_exported_json_is_plain_json(tmp_path):
     data = json.loads(Path(out).read_text())
     assert data["blocks"] == [12, 12, 11, 10, 9] and data["metadata"]["seed"] == "full"
     assert data["metadata"]["storage"] is None  # in-memory study
+
+
+# ###################################################################### the reference studies
+# Front and hypervolume of the committed reference studies as the hand-written front computed
+# them (commit 83dce8e) before the front became Optuna's ``best_trials``: reports must not change.
+REFERENCE = {
+    "dit": {"front": [0, 1, 2, 22, 4, 8, 14, 20, 7, 6, 35, 15, 29, 25, 19, 21, 5, 32, 38, 9],
+            "hypervolume": 4.565465803144107,
+            "seeds": {"full": (), "D1": (), "D3": (), "D4": (22,), "D6": ()}},
+    "uvit": {"front": [34, 2, 3, 4, 5, 6, 7, 16, 21, 15, 10, 25, 9],
+             "hypervolume": 9.40600064822751,
+             "seeds": {"full": (2, 3, 34), "D1": (34,), "D2": (), "D3": (), "D4": (), "D5": (),
+                       "D6": ()}},
+}
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "studies" / "reference"
+
+
+@pytest.mark.parametrize("arch", sorted(REFERENCE))
+def test_reference_studies_keep_their_front_and_hypervolume(arch, tmp_path):
+    import shutil
+
+    from optuna.visualization import plot_hypervolume_history
+
+    from ase_search.report import default_reference_point
+
+    copy = tmp_path / f"{arch}.db"  # a copy: the committed study is never opened for writing
+    shutil.copyfile(REFERENCE_DIR / f"{arch}.db", copy)
+    study = open_study(copy)
+    expected = REFERENCE[arch]
+    front = pareto_front(study)
+    assert [t.number for t in front] == expected["front"]
+    # Told copies (duplicate_of) are on Optuna's own front beside their twin, and only there.
+    copies = {t.number for t in study.best_trials} - {t.number for t in front}
+    assert all(study.trials[n].user_attrs["duplicate_of"] in expected["front"] for n in copies)
+    ref = default_reference_point(study)
+    assert hypervolume([t.values for t in front], ref) == pytest.approx(
+        expected["hypervolume"], rel=1e-12)
+    history = hypervolume_history(study, ref)
+    assert history[-1] == pytest.approx(expected["hypervolume"], rel=1e-12)
+    # Optuna's own hypervolume history (public, if experimental) is the independent reference.
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna_history = plot_hypervolume_history(study, ref).data[0].y
+    assert history == pytest.approx(list(optuna_history), rel=1e-9)
+    seeds = {s.name: s.dominated_by for s in seed_report(study)}
+    assert seeds == expected["seeds"]

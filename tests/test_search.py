@@ -417,3 +417,26 @@ def test_an_input_missing_where_the_trial_runs_is_named_with_the_node(tiny, tmp_
     with pytest.raises(FileNotFoundError,
                        match=f"--fid-data {images} does not exist on node {socket.gethostname()}"):
         evaluate_schedule(d4, ctx)
+
+
+def test_a_resume_with_other_weights_is_refused_before_any_work(tmp_path, tiny,
+                                                                 monkeypatch) -> None:
+    """The study records the one-shot key of the weights it was measured on; a resume whose
+    weights have another key (here: none, the plain checkpoint) is refused in one line, and
+    the record is left as it was."""
+    from ase_search.search import check_weights_key
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tiny / "cache"))
+    config = _config(tiny, storage=str(tmp_path / "s.db"))
+    study = open_or_create_study(config, resolve_storage(config.storage), extra_attrs={})
+    record = {"path": "dit-one-shot-0123456789ab.safetensors", "one_shot_key": "0123456789ab" * 5}
+    study.set_user_attr("weights", record)
+    with pytest.raises(SearchError, match="one-shot key 0123456789ab, but these settings use "
+                                          "weights with key none"):
+        run_search(config, progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert study.user_attrs["weights"] == record
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.COMPLETE))
+    check_weights_key(study, record["one_shot_key"])  # the same key goes on
+    study.set_user_attr("weights", "old/absolute/path.safetensors")  # made before keys: no check
+    check_weights_key(study, None)

@@ -27,7 +27,7 @@ from ase_search.search.config import (
     SearchError,
     one_shot_config,
 )
-from ase_search.search.run import SearchSummary, StudyProgress, run_search
+from ase_search.search.run import SearchSummary, StudyProgress, check_weights_key, run_search
 from ase_search.search.storage import JOURNAL_SUFFIXES, StudyError, open_storage, resolve_storage
 from ase_search.search.study import (
     HEARTBEAT_EVERY,
@@ -59,6 +59,7 @@ __all__ = [
     "StudyError",
     "StudyProgress",
     "TrialContext",
+    "check_weights_key",
     "driver_gone",
     "enqueue_seeds",
     "evaluate_schedule",

@@ -22,7 +22,7 @@ from ase_search.search.study import (
 from ase_search.search.trial import TrialContext
 from ase_search.search.tune import fit_polling, init_ray, make_searcher, trainable, trial_resources
 
-__all__ = ["SearchSummary", "StudyProgress", "run_search"]
+__all__ = ["SearchSummary", "StudyProgress", "check_weights_key", "run_search"]
 
 
 @dataclass
@@ -65,21 +65,12 @@ class StudyProgress:
     def refresh(self) -> None:
         from optuna.trial import TrialState
 
-        from ase_search.pareto import pareto_front
-        from ase_search.schedule import ExitSchedule
+        from ase_search.pareto import distinct_schedules, pareto_front
 
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         fails = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-        # The report's front (twins told a measured result are left out), counted in distinct
-        # schedules: one schedule measured by two trials (two drivers at once) is one point.
-        distinct: dict[Any, Any] = {}
-        for t in pareto_front(self.study):
-            data = t.user_attrs.get("schedule")
-            merged = ExitSchedule.from_dict(data).merged() if data else None
-            key = t.number if merged is None else (merged.arch, merged.depth,
-                                                   merged.boundaries, merged.blocks)
-            distinct.setdefault(key, t)
-        front = list(distinct.values())
+        # The report's front, counted in distinct schedules.
+        front = distinct_schedules(pareto_front(self.study))
         text = f"front {len(front)}, failed {fails}"
         best = max(front, key=lambda t: t.user_attrs.get("acceleration", 0.0), default=None)
         if best is not None:
@@ -147,21 +138,27 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         return SearchSummary(config.resolved_study_name, storage_spec, complete_before,
                              count(TrialState.FAIL), 0.0, 0, setup)
 
-    t = time.perf_counter()
-    if config.finetune == "one-shot" and config.finetune_steps > 0:
-        from ase_search.finetune import one_shot_weights
+    from ase_search.finetune import one_shot_key, one_shot_weights, weights_record
 
+    one_shot = config.finetune == "one-shot" and config.finetune_steps > 0
+    folder = None if "://" in storage_spec else storage_dir  # records are relative to it
+    if not one_shot:
+        weights = Path(config.checkpoint).resolve() if config.checkpoint else \
+            TESTBEDS[config.arch].path
+    # The study's trials were measured on the weights it records; a resume must use the same
+    # ones (checked before the fine-tune that would make others). None: not one-shot weights.
+    key = (one_shot_key(model, space, one_shot_config(config), config.data) if one_shot
+           else weights_record(weights, folder)["one_shot_key"])
+    check_weights_key(study, key)
+    t = time.perf_counter()
+    if one_shot:
         weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
                                    out_dir=storage_dir, name=config.resolved_study_name,
                                    progress=progress)
-    else:
-        weights = Path(config.checkpoint).resolve() if config.checkpoint else \
-            TESTBEDS[config.arch].path
     setup["one_shot_finetune"] = time.perf_counter() - t
-    from ase_search.finetune import weights_record  # relative to the study: found on a clone
-
-    study.set_user_attr("weights", weights_record(weights, None if "://" in storage_spec
-                                                  else storage_dir))  # named by exports
+    if not isinstance(study.user_attrs.get("weights"), dict):  # new, or a bare path: keyed now
+        # named by exports; relative to the study's folder, so a clone finds it
+        study.set_user_attr("weights", weights_record(weights, folder))
 
     driver = Driver.this_process()
     driver.beat(study)  # before it asks a trial, so others see the trial's driver alive
@@ -238,3 +235,30 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                          count(TrialState.FAIL), time.perf_counter() - started,
                          complete - complete_before, setup)
 
+
+
+def check_weights_key(study: Any, key: str | None) -> None:
+    """Refuse to go on measuring ``study`` with weights of one-shot key ``key`` (``None``: not
+    made by a one-shot fine-tune) when the study recorded other weights.
+
+    The study's identity covers the settings by name (checkpoint and space paths, data spec);
+    the key covers what they hold, so a checkpoint or data set changed under the same name is
+    caught here. A study that records no weights yet, or a bare path (made before weights were
+    keyed), is not checked.
+
+    Raises:
+        SearchError: the recorded key differs.
+    """
+    record = study.user_attrs.get("weights")
+    if not isinstance(record, dict):
+        return
+    recorded = record.get("one_shot_key")
+    if recorded != key:
+        def name(k: str | None) -> str:
+            return "none (not one-shot weights)" if k is None else k[:12]
+
+        raise SearchError(
+            f"study {study.study_name!r} was measured on weights with one-shot key "
+            f"{name(recorded)}, but these settings use weights with key {name(key)} (the "
+            f"checkpoint, space or data changed under the same name); resume with what made "
+            f"the study or pass another study_name", fields=("study_name",))

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JOURNAL_SUFFIXES", "StudyError", "open_storage", "resolve_storage"]
+__all__ = ["JOURNAL_SUFFIXES", "StudyError", "one_line", "open_storage", "resolve_storage"]
 
 JOURNAL_SUFFIXES = (".journal", ".log")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -124,7 +124,7 @@ def _open_journal(path: Path) -> Any:
     try:  # the storage replays the whole log when made
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     except Exception as err:  # Optuna's replay asserts, or misses keys, on foreign records
-        raise refuse(f"replaying it fails: {_short(err)}") from None
+        raise refuse(f"replaying it fails: {one_line(err)}") from None
 
 
 def _open_url(url: str, *, create: bool) -> Any:
@@ -135,7 +135,7 @@ def _open_url(url: str, *, create: bool) -> Any:
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError as err:
-        raise StudyError(f"storage URL {url!r} is malformed ({_short(err)})") from None
+        raise StudyError(f"storage URL {url!r} is malformed ({one_line(err)})") from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":
@@ -154,10 +154,11 @@ def _open_url(url: str, *, create: bool) -> Any:
         return optuna.storages.RDBStorage(url, skip_table_creation=not create)
     except Exception as err:  # not a database, a newer schema, a server that refuses, ...
         raise StudyError(
-            f"{url} is not a usable Optuna storage ({_short(err)}); check the path/URL and that "
-            f"it was written by Optuna {optuna.__version__.split('.')[0]}.x") from None
+            f"{url} is not a readable Optuna storage ({one_line(err)}); check the path/URL and "
+            f"that it was written by Optuna {optuna.__version__.split('.')[0]}.x") from None
 
 
-def _short(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """``err`` as one short line: its type and the first line of its message."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
