@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,37 +161,6 @@ class ExitSchedule:
         edges = torch.tensor(self.boundaries[1:-1], dtype=torch.float64, device=t.device)
         counts = torch.tensor(self.blocks, dtype=torch.long, device=t.device)
         return counts[torch.bucketize(t.to(torch.float64), edges, right=True)]
-
-    def mean_blocks(self, timesteps: Iterable[int], num_train_timesteps: int = 1000) -> float:
-        """Average number of exitable blocks over a sampler's discrete timesteps."""
-        counts = [self.blocks_at_index(int(i), num_train_timesteps) for i in timesteps]
-        if not counts:
-            raise ValueError("timesteps is empty")
-        return sum(counts) / len(counts)
-
-    def ideal_acceleration(
-        self,
-        timesteps: Iterable[int],
-        num_train_timesteps: int = 1000,
-        *,
-        block_cost: float = 1.0,
-        fixed_cost: float = 0.0,
-        dropped_cost: float = 0.0,
-    ) -> float:
-        """Fraction of sampling cost the schedule saves over running every block.
-
-        Cost per model call is ``fixed_cost + n * block_cost + (depth - n) * dropped_cost``
-        (``fixed_cost``: embeddings, non-exitable blocks, final layer; ``dropped_cost``: what a
-        dropped block still runs, e.g. U-ViT's ``skip_linear``). With the defaults this is the share
-        of exitable blocks skipped, ``1 - mean_blocks / depth``.
-        """
-        steps = list(timesteps)
-        full = len(steps) * (fixed_cost + self.depth * block_cost)
-        cost = sum(
-            fixed_cost + n * block_cost + (self.depth - n) * dropped_cost
-            for n in (self.blocks_at_index(int(i), num_train_timesteps) for i in steps)
-        )
-        return 1.0 - cost / full
 
     # --------------------------------------------------------------- transforms
     def mirrored(self) -> ExitSchedule:
@@ -375,7 +343,3 @@ def resolve_schedule(spec: str, arch: str, depth: int) -> ExitSchedule:
         )
     return schedule
 
-
-def timesteps_sum(schedule: ExitSchedule, timesteps: Sequence[int], T: int = 1000) -> int:
-    """Total exitable-block evaluations per sample over ``timesteps`` (one call per step)."""
-    return sum(schedule.blocks_at_index(int(i), T) for i in timesteps)

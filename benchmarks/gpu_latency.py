@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from ase_search.evaluate import benchmark_latency, machine_info
+from ase_search.measure import blocks_per_call
 from ase_search.metrics.latency import measure, model_flops
 from ase_search.models import create_model
 from ase_search.samplers import SamplerConfig
@@ -135,7 +136,7 @@ def per_step(model: torch.nn.Module, counts: list[int], *, batch: int, rounds: i
 
 def composed(schedule: ExitSchedule, step_s: dict[int, float], times: list[float]) -> float:
     """Seconds of a run's network calls as the sum of per-step medians."""
-    return sum(step_s[schedule.blocks_at(s / 1000)] for s in times)
+    return sum(step_s[k] for k in blocks_per_call(schedule, times))
 
 
 def bench_model(name: str, args: argparse.Namespace, device: torch.device
@@ -182,7 +183,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device
         full_s = composed(schedules["full"], step_s, times)
         rows = {}
         for p, s in schedules.items():
-            used = sum(flops[s.blocks_at(m / 1000)] for m in times)
+            used = sum(flops[k] for k in blocks_per_call(s, times))
             rows[p] = {
                 "ideal": 1.0 - used / (flops[depth] * len(times)),
                 "composed": 1.0 - composed(s, step_s, times) / full_s,

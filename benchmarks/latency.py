@@ -108,6 +108,7 @@ def call_time_fit(record: dict[str, Any]) -> tuple[float, float, float]:
     """
     import numpy as np
 
+    from ase_search.measure import blocks_per_call
     from ase_search.samplers import SamplerConfig
     from ase_search.schedule import preset
 
@@ -117,7 +118,7 @@ def call_time_fit(record: dict[str, Any]) -> tuple[float, float, float]:
     ks, ts = [], []
     for name, per_call in settings["samples"].items():
         schedule = preset(name, record["arch"], settings["depth"])
-        ks += [schedule.blocks_at(m / 1000) for m in times]
+        ks += blocks_per_call(schedule, times)
         ts += [statistics.median(v) for v in per_call]
     design = np.stack([np.ones(len(ks)), np.asarray(ks, dtype=float)], axis=1)
     y = np.asarray(ts)

@@ -37,6 +37,7 @@ import torch
 
 from ase_search.data import build_dataset
 from ase_search.evaluate import EvalResult, evaluate, machine_info
+from ase_search.measure import block_acceleration
 from ase_search.finetune import FinetuneConfig, finetune
 from ase_search.metrics.latency import CostModel, profile_components
 from ase_search.models import load_state_dict_file
@@ -75,8 +76,7 @@ def uniform_block_acceleration(schedule: ExitSchedule) -> float:
 
 def sampler_block_acceleration(schedule: ExitSchedule, sampler: SamplerConfig) -> float:
     """Share of exitable blocks skipped over the sampler's model calls."""
-    times = sampler.model_times()
-    return 1.0 - sum(schedule.blocks_at(s / 1000) for s in times) / (schedule.depth * len(times))
+    return block_acceleration(schedule, sampler)
 
 
 def cell_record(result: EvalResult, step: int, seconds: float) -> dict[str, Any]:

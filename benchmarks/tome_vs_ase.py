@@ -58,9 +58,10 @@ import numpy as np
 import torch
 
 from ase_search.evaluate import evaluate, machine_info
+from ase_search.measure import blocks_per_call
 from ase_search.metrics.latency import (
     _inputs,
-    ideal_acceleration,
+    flop_acceleration,
     measure,
     profile_components,
 )
@@ -176,8 +177,8 @@ def build_rows(arch: str, base: torch.nn.Module, args: argparse.Namespace,
         schedule = preset(name, arch, depth)
         return {"name": label, "method": method, "config": name, "weights": weights,
                 "schedule": schedule.to_dict(), "detail": f"`{schedule.describe()}`",
-                "flop_acceleration": ideal_acceleration(base, schedule, times),
-                "calls": [schedule.blocks_at(m / 1000) for m in times]}
+                "flop_acceleration": flop_acceleration(base, schedule, times),
+                "calls": blocks_per_call(schedule, times)}
 
     rows.append(ase_row("full", "full", "full", "shipped"))
     if ase_on_other_weights:

@@ -11,6 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ase_search.measure import block_acceleration, blocks_per_call
+from ase_search.metrics.latency import CostModel
 from ase_search.schedule import (
     ExitSchedule,
     ScheduleError,
@@ -48,21 +50,22 @@ def test_preset_names_cover_the_paper() -> None:
     assert preset_names("uvit", data_easy=False) == ["full"] + [f"D{i}" for i in range(1, 7)]
 
 
-def test_ideal_acceleration_matches_paper_ddim() -> None:
+def test_block_acceleration_matches_paper_ddim() -> None:
     # Table 3, DDIM-50: measured acceleration 14.37 / 20.93 / 28.67 / 36.71 % for D1/D3/D4/D6; the
     # block share alone explains them to within one point.
     timesteps = list(range(0, 1000, 20))
     for name, paper in [("D1", 0.1437), ("D3", 0.2093), ("D4", 0.2867), ("D6", 0.3671)]:
-        assert preset(name, "dit").ideal_acceleration(timesteps) == pytest.approx(paper, abs=0.01)
+        assert block_acceleration(preset(name, "dit"), timesteps) == pytest.approx(paper, abs=0.01)
 
 
-def test_ideal_acceleration_counts_fixed_and_dropped_cost() -> None:
+def test_predicted_acceleration_counts_fixed_and_dropped_cost() -> None:
     s = ExitSchedule("uvit", 6, (0.0, 0.5, 1.0), (6, 2))
     steps = [0, 999]  # one step in each half
     # per call: full = 10 + 6*2 = 22; exited = 10 + 2*2 + 4*0.5 = 16
     expected = 1 - (22 + 16) / (2 * 22)
-    got = s.ideal_acceleration(steps, block_cost=2.0, fixed_cost=10.0, dropped_cost=0.5)
-    assert got == pytest.approx(expected)
+    cost = CostModel(arch="uvit", depth=6, fixed=10.0, block=2.0, dropped=0.5, batch_size=1,
+                     device="cpu", components={})
+    assert cost.acceleration(s, steps) == pytest.approx(expected)
 
 
 def test_blocks_at_edges_and_indices() -> None:
@@ -79,10 +82,11 @@ def test_blocks_at_edges_and_indices() -> None:
 
 
 def test_mean_blocks_and_full() -> None:
-    assert preset("D4", "dit").mean_blocks(range(1000)) == pytest.approx((28 + 24 + 20 + 16 + 12) / 5)
+    calls = blocks_per_call(preset("D4", "dit"), range(1000))
+    assert sum(calls) / len(calls) == pytest.approx((28 + 24 + 20 + 16 + 12) / 5)
     full = preset("full", "dit", depth=12)
-    assert full.mean_blocks(range(0, 1000, 50)) == 12
-    assert full.ideal_acceleration(range(0, 1000, 50)) == 0.0
+    assert blocks_per_call(full, range(0, 1000, 50)) == [12] * 20
+    assert block_acceleration(full, range(0, 1000, 50)) == 0.0
     assert full.is_full and not preset("D1", "dit", depth=12).is_full
 
 
@@ -95,7 +99,7 @@ def test_data_easy_mirror() -> None:
         assert de.blocks_at(t) == ne.blocks_at(1 - t)
     # Same compute over a symmetric grid of timesteps.
     grid = list(range(5, 1000, 10))
-    assert de.mean_blocks(grid) == pytest.approx(ne.mean_blocks(grid))
+    assert sum(blocks_per_call(de, grid)) == sum(blocks_per_call(ne, grid))
     assert de.mirrored() == ne
 
 

@@ -74,7 +74,7 @@ def eval_cmd(
 
     from ase_search.evaluate import evaluate
     from ase_search.files import atomic_write_text, check_writable
-    from ase_search.metrics.fid import FIDConfig, MetricsError, _resolve_weights
+    from ase_search.metrics.fid import FIDConfig, MetricsError, resolve_weights
     from ase_search.report import save_grid
     from ase_search.samplers import SamplerConfig
     from ase_search.schedule import resolve_schedule
@@ -103,7 +103,7 @@ def eval_cmd(
     fid_config = FIDConfig(extractor=extractor, kid=kid,
                            fid_weights=None if fid_weights is None else str(fid_weights))
     try:
-        _resolve_weights(fid_config)  # before loading and sampling anything
+        resolve_weights(fid_config)  # before loading and sampling anything
     except MetricsError as err:
         # The loader's own error can span lines (torch.load's); the first one says what is wrong.
         raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
@@ -151,7 +151,7 @@ def eval_cmd(
                   f"{result.block_evals} of {result.depth * result.model_calls}")
     table.add_row("acceleration (blocks)", _pct(result.block_acceleration))
     table.add_row("acceleration (cost model)", _pct(result.predicted_acceleration))
-    table.add_row("acceleration (FLOP ideal)", _pct(result.ideal_acceleration))
+    table.add_row("acceleration (FLOPs)", _pct(result.flop_acceleration))
     if tome is not None:
         table.add_row("ToMe", f"{tome.config.describe()}, blocks {tome.blocks}")
         table.add_row("acceleration (ToMe FLOPs, full model)",
@@ -182,7 +182,7 @@ def bench_cmd(
         "--markdown", help="Write the table as a markdown report section.")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Measured wall-clock acceleration of schedules next to the cost model and the FLOP ideal."""
+    """Measured wall-clock acceleration of schedules next to the block, FLOP and cost-model ones."""
     import math
 
     import torch

@@ -50,7 +50,7 @@ def sample_cmd(
     """Sample with an exit schedule and save the images as a PNG grid."""
     import time
 
-    from ase_search.evaluate import check_finite_samples
+    from ase_search.measure import check_finite_samples
     from ase_search.files import check_writable
     from ase_search.report import save_grid
     from ase_search.samplers import SamplerConfig, sample

@@ -38,6 +38,7 @@ __all__ = [
     "compute_fid",
     "default_cache_dir",
     "frechet_distance",
+    "resolve_weights",
 ]
 
 EXTRACTORS = ("mnist-classifier", "inception-v3-compat")
@@ -139,7 +140,7 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()[:10]
 
 
-def _resolve_weights(config: FIDConfig) -> Path:
+def resolve_weights(config: FIDConfig) -> Path:
     """The weights file the extractor will load, checked to exist and to be the right kind."""
     if config.extractor == "mnist-classifier":
         from ase_search.metrics.extractor import DEFAULT_WEIGHTS, load_classifier
@@ -278,7 +279,7 @@ def compute_fid(images: torch.Tensor, *, reference: str, config: FIDConfig | Non
     n, c, h, w = images.shape
     if c not in (1, 3) or h != w or n < 2:
         raise MetricsError(f"images must be (N >= 2, 1 or 3, H, H), got {tuple(images.shape)}")
-    weights = _resolve_weights(config)
+    weights = resolve_weights(config)
     register_mnist_extractor()
     rgb = config.extractor == "inception-v3-compat"
     layer = config.feature_layer or DEFAULT_FEATURE_LAYER[config.extractor]

@@ -29,12 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ase_search.schedule import ExitSchedule
+from ase_search.measure import Calls, blocks_per_call, call_timesteps
+from ase_search.schedule import ExitSchedule, preset
 
 __all__ = [
     "CostModel",
     "fastest_round",
-    "ideal_acceleration",
+    "flop_acceleration",
     "measure",
     "model_flops",
     "profile_components",
@@ -105,20 +106,25 @@ class CostModel:
             raise ValueError(f"n_blocks must lie in [1, {self.depth}], got {n_blocks}")
         return self.fixed + n_blocks * self.block + (self.depth - n_blocks) * self.dropped
 
-    def latency(self, schedule: ExitSchedule | None, model_times: Sequence[float],
+    def latency(self, schedule: ExitSchedule | None, sampler: Calls,
                 num_train_timesteps: int = 1000) -> float:
-        """Seconds to sample one batch: the sum over the sampler's model calls."""
-        return sum(
-            self.call_latency(self.depth if schedule is None
-                              else schedule.blocks_at(s / num_train_timesteps))
-            for s in model_times
-        )
+        """Seconds to sample one batch: the sum over the sampler's model calls.
 
-    def acceleration(self, schedule: ExitSchedule, model_times: Sequence[float],
+        Args:
+            schedule: the exit schedule; ``None`` runs every block.
+            sampler: a :class:`~ase_search.samplers.SamplerConfig`, or its calls' timesteps.
+            num_train_timesteps: ``T`` of the training process.
+        """
+        if schedule is None:
+            schedule = preset("full", self.arch, self.depth)
+        return sum(self.call_latency(k)
+                   for k in blocks_per_call(schedule, sampler, num_train_timesteps))
+
+    def acceleration(self, schedule: ExitSchedule, sampler: Calls,
                      num_train_timesteps: int = 1000) -> float:
-        """Predicted ``1 - latency(schedule) / latency(full)``."""
-        full = self.latency(None, model_times, num_train_timesteps)
-        return 1.0 - self.latency(schedule, model_times, num_train_timesteps) / full
+        """Predicted acceleration: ``1 - latency(schedule) / latency(full)``."""
+        full = self.latency(None, sampler, num_train_timesteps)
+        return 1.0 - self.latency(schedule, sampler, num_train_timesteps) / full
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (stored in a study's ``user_attrs["cost_model"]``)."""
@@ -141,29 +147,48 @@ def _inputs(model: nn.Module, batch_size: int, device: torch.device):
 
 
 def _dit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
-    """DiT: the model's ``embed``, one exitable block, its ``head`` (final layer + unpatchify)."""
-    h, c = model.embed(x, t, y)  # (N, T, D), (N, D)
-    block = model.exit_blocks[0]
+    """DiT: embeddings, one block, final layer (+ unpatchify)."""
+    def embed():
+        h = model.x_embedder(x) + model.pos_embed  # (N, T, D)
+        c = model.t_embedder(t) + model.y_embedder(y, False)  # (N, D)
+        return h, c
+
+    h, c = embed()
+    block = model.blocks[0]
     return {
-        "embed": lambda: model.embed(x, t, y),
+        "embed": embed,
         "block": lambda: block(h, c),
-        "final": lambda: model.head(h, c),
+        "final": lambda: model.unpatchify(model.final_layer(h, c)),
     }
 
 
 def _uvit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
-    """U-ViT: the model's ``embed``, an encoder block, the mid block, an exitable (decoder) block
-    whole, a dropped one (``skip_linear`` only), and its ``head`` (norm, decoder_pred,
-    unpatchify, conv)."""
-    h = model.embed(x, t, y)  # (N, extras + L, D)
-    enc, dec = model.in_blocks[0], model.exit_blocks[0]
+    """U-ViT: embeddings, an encoder block, the mid block, a decoder block whole, a dropped
+    decoder block (``skip_linear`` only), and the head (norm, decoder_pred, unpatchify, conv)."""
+    from ase_search.models.layers import timestep_embedding, unpatchify
+
+    def embed():
+        h = model.patch_embed(x)  # (N, L, D)
+        tokens = [model.time_embed(timestep_embedding(t, model.embed_dim).to(h.dtype))
+                  .unsqueeze(1)]
+        if y is not None:
+            tokens.insert(0, model.label_emb(y).unsqueeze(1))
+        return torch.cat([*tokens, h], dim=1) + model.pos_embed  # (N, extras + L, D)
+
+    h = embed()
+    enc, dec = model.in_blocks[0], model.out_blocks[0]
+
+    def head():
+        out = model.decoder_pred(model.norm(h))[:, model.extras:, :]  # (N, L, p * p * C)
+        return model.final_layer(unpatchify(out, model.patch_size, model.in_chans))
+
     return {
-        "embed": lambda: model.embed(x, t, y),
+        "embed": embed,
         "encoder_block": lambda: enc(h),
         "mid_block": lambda: model.mid_block(h),
         "block": lambda: dec(h, h),
         "dropped": lambda: dec.fuse(h, h),
-        "final": lambda: model.head(h),
+        "final": head,
     }
 
 
@@ -249,19 +274,26 @@ def model_flops(model: nn.Module, n_blocks: int | None = None, *, batch_size: in
     return int(counter.get_total_flops())
 
 
-def ideal_acceleration(model: nn.Module, schedule: ExitSchedule, model_times: Sequence[float],
-                       num_train_timesteps: int = 1000) -> float:
-    """Share of the model's FLOPs the schedule skips over a sampler's calls (every layer)."""
-    flops = {n: model_flops(model, n) for n in set(schedule.blocks)}
+def flop_acceleration(model: nn.Module, schedule: ExitSchedule, sampler: Calls,
+                      num_train_timesteps: int = 1000) -> float:
+    """Share of the model's FLOPs the schedule skips over a sampler's calls (every layer).
+
+    Args:
+        model: the model the schedule runs on.
+        schedule: the exit schedule.
+        sampler: a :class:`~ase_search.samplers.SamplerConfig`, or its calls' timesteps.
+        num_train_timesteps: ``T`` of the training process.
+    """
+    calls = blocks_per_call(schedule, sampler, num_train_timesteps)
+    flops = {n: model_flops(model, n) for n in set(calls)}
     full = model_flops(model, None)
-    used = sum(flops[schedule.blocks_at(s / num_train_timesteps)] for s in model_times)
-    return 1.0 - used / (full * len(model_times))
+    return 1.0 - sum(flops[k] for k in calls) / (full * len(calls))
 
 
 def sampling_latency_samples(
     model: nn.Module,
     schedules: dict[str, ExitSchedule | None],
-    model_times: Sequence[float],
+    sampler: Calls,
     *,
     batch_size: int,
     device: str = "cpu",
@@ -281,14 +313,15 @@ def sampling_latency_samples(
     device_t = torch.device(device)
     model = model.to(device_t).eval()
     x, t, y = _inputs(model, batch_size, device_t)
-    plans = {
-        name: [None if s is None else s.blocks_at(m / num_train_timesteps) for m in model_times]
+    n_calls = len(call_timesteps(sampler, num_train_timesteps))
+    plans = {  # None runs the model's full forward
+        name: [None] * n_calls if s is None else blocks_per_call(s, sampler, num_train_timesteps)
         for name, s in schedules.items()
     }
     names = list(plans)
-    times: dict[str, list[list[float]]] = {name: [[] for _ in model_times] for name in names}
+    times: dict[str, list[list[float]]] = {name: [[] for _ in range(n_calls)] for name in names}
     for r in range(repeats + 1):  # round 0 is the warm-up
-        for j in range(len(model_times)):
+        for j in range(n_calls):
             shift = (j + r) % len(names)
             for name in names[shift:] + names[:shift]:
                 k = plans[name][j]
@@ -302,7 +335,7 @@ def sampling_latency_samples(
 def sampling_latencies(
     model: nn.Module,
     schedules: dict[str, ExitSchedule | None],
-    model_times: Sequence[float],
+    sampler: Calls,
     *,
     batch_size: int,
     device: str = "cpu",
@@ -314,7 +347,7 @@ def sampling_latencies(
     The calls are timed interleaved (see :func:`sampling_latency_samples`); a schedule's latency
     is the sum over its calls of the median over the ``repeats`` timed rounds.
     """
-    samples = sampling_latency_samples(model, schedules, model_times, batch_size=batch_size,
+    samples = sampling_latency_samples(model, schedules, sampler, batch_size=batch_size,
                                        device=device, repeats=repeats,
                                        num_train_timesteps=num_train_timesteps)
     return {name: sum(statistics.median(v) for v in per_call)

@@ -10,7 +10,7 @@ import torch
 from ase_search.metrics import latency
 from ase_search.metrics.latency import (
     CostModel,
-    ideal_acceleration,
+    flop_acceleration,
     measure,
     model_flops,
     profile_components,
@@ -149,14 +149,14 @@ def test_uvit_flops_are_monotone_and_keep_skip_linear(uvit):
                          + conv)
 
 
-def test_ideal_acceleration_matches_closed_form(dit):
+def test_flop_acceleration_matches_closed_form(dit):
     schedule = preset("D4", "dit", DEPTH)
     times = SamplerConfig("ddim", 10).model_times()
     per_block = dit_block_flops_by_hand(1)
     fixed = model_flops(dit, 1) - per_block
     full = fixed + DEPTH * per_block
     used = sum(fixed + blocks_by_hand(schedule, s) * per_block for s in times)
-    assert ideal_acceleration(dit, schedule, times) == pytest.approx(1 - used / (len(times) * full))
+    assert flop_acceleration(dit, schedule, times) == pytest.approx(1 - used / (len(times) * full))
 
 
 # ------------------------------------------------------------------------------- measured

@@ -1,0 +1,156 @@
+"""The measuring layer: block counts of a sampler's calls, the accelerations' names, and the one
+path schedule -> samples -> FID -> cost shared by ``evaluate`` and the search's trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ase_search.measure import (
+    block_acceleration,
+    blocks_per_call,
+    fid_images,
+    measure_schedule,
+)
+from ase_search.metrics.latency import CostModel, flop_acceleration, model_flops
+from ase_search.models import create_model, save_checkpoint
+from ase_search.samplers import SamplerConfig, sample
+from ase_search.schedule import ExitSchedule, preset
+
+torch.set_num_threads(1)
+
+DEPTH, D, TOKENS = 4, 32, 16  # tiny DiT: 28x28 / patch 7 = 16 tokens of width 32
+
+
+@pytest.fixture(scope="module")
+def dit():
+    torch.manual_seed(0)
+    return create_model("DiT-T", hidden_size=D, depth=DEPTH, num_heads=2).eval()
+
+
+@pytest.fixture(autouse=True)
+def fid_cache(tmp_path_factory, monkeypatch):
+    """One FID reference cache for the module, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
+# ------------------------------------------------------------------------------ blocks_per_call
+def test_blocks_per_call_ddim_10_on_d4_by_hand() -> None:
+    # DDIM-10 ("leading" spacing) calls the model at 900, 800, ..., 0; D4 runs 28, 24, 20, 16,
+    # 12 blocks over the fifths of t = s / 1000.
+    d4 = preset("D4", "dit")
+    hand = [12, 12, 16, 16, 20, 20, 24, 24, 28, 28]
+    assert blocks_per_call(d4, SamplerConfig("ddim", 10)) == hand
+    assert blocks_per_call(d4, [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]) == hand
+    assert block_acceleration(d4, SamplerConfig("ddim", 10)) == pytest.approx(1 - 200 / 280)
+
+
+def test_blocks_per_call_other_samplers_presets_and_process_lengths() -> None:
+    # DDPM-4 calls at round(linspace(0, 999, 4)) = 999, 666, 333, 0.
+    assert blocks_per_call(preset("D4", "dit"), SamplerConfig("ddpm", 4)) == [12, 16, 24, 28]
+    # U-ViT D2 is (6, 5, 3, 2, 1) over the fifths of t.
+    assert blocks_per_call(preset("D2", "uvit"), SamplerConfig("ddim", 10)) == \
+        [1, 1, 2, 2, 3, 3, 5, 5, 6, 6]
+    # A 250-step process: DDIM-5 calls at 200, 150, 100, 50, 0, i.e. t = 0.8, ..., 0.
+    assert blocks_per_call(preset("D4", "dit"), SamplerConfig("ddim", 5), 250) == \
+        [12, 16, 20, 24, 28]
+    assert block_acceleration(preset("full", "uvit"), SamplerConfig("ddpm", 7)) == 0.0
+
+
+def test_blocks_per_call_refuses_what_is_not_a_schedule_or_calls() -> None:
+    with pytest.raises(ValueError, match="schedule must be an ExitSchedule"):
+        blocks_per_call("D4", SamplerConfig("ddim", 10))
+    with pytest.raises(ValueError, match="sampler must be a SamplerConfig or a list"):
+        blocks_per_call(preset("D4", "dit"), "ddim")
+
+
+def test_sampling_runs_the_counted_blocks(dit) -> None:
+    schedule = preset("D4", "dit", DEPTH)
+    config = SamplerConfig("ddpm", 5)
+    out = sample(dit, sampler=config, schedule=schedule, n=2, seed=0)
+    assert out.block_evals == sum(blocks_per_call(schedule, config))
+    assert out.model_calls == 5
+
+
+# ------------------------------------------------------------------------------ accelerations
+def dit_block_flops_by_hand(n: int = 1) -> int:
+    """One DiT block on n samples: 2 FLOPs per multiply-add of every matmul."""
+    ada_ln = 2 * n * D * 6 * D
+    qkv = 2 * n * TOKENS * D * 3 * D
+    attention = 2 * n * TOKENS * TOKENS * D * 2
+    proj = 2 * n * TOKENS * D * D
+    mlp = 2 * 2 * n * TOKENS * D * 4 * D
+    return ada_ln + qkv + attention + proj + mlp
+
+
+def test_block_and_flop_accelerations_by_hand(dit) -> None:
+    schedule = ExitSchedule("dit", DEPTH, (0.0, 0.5, 1.0), (4, 1), "half")
+    calls = [999.0, 600.0, 400.0, 0.0]  # two calls with 1 block, two with all 4
+    # Blocks: 2 * 1 + 2 * 4 = 10 of 16 block evaluations.
+    assert block_acceleration(schedule, calls) == pytest.approx(1 - 10 / 16)
+    # FLOPs: every call also runs the embeddings and the final layer (`fixed`), so the share of
+    # FLOPs skipped is smaller than the share of blocks.
+    block = dit_block_flops_by_hand()
+    fixed = model_flops(dit, 1) - block
+    assert model_flops(dit, 2) - model_flops(dit, 1) == block
+    full = fixed + DEPTH * block
+    expected = 1 - (2 * (fixed + block) + 2 * full) / (4 * full)
+    assert flop_acceleration(dit, schedule, calls) == pytest.approx(expected, rel=1e-12)
+    assert 0 < expected < 1 - 10 / 16
+    # The cost model's prediction: the same arithmetic over seconds.
+    cost = CostModel(arch="dit", depth=DEPTH, fixed=3.0, block=2.0, dropped=0.0, batch_size=1,
+                     device="cpu", components={})
+    assert cost.latency(schedule, calls) == 2 * (3 + 2) + 2 * (3 + 8)
+    assert cost.acceleration(schedule, calls) == pytest.approx(1 - 32 / 44)
+
+
+# ------------------------------------------------------------------------------ one path
+def test_measurement_equals_sampling_and_fid_done_by_hand(dit) -> None:
+    from ase_search.metrics.fid import compute_fid
+
+    schedule = preset("D4", "dit", DEPTH)
+    config = SamplerConfig("ddim", 2)
+    cost = CostModel(arch="dit", depth=DEPTH, fixed=3.0, block=2.0, dropped=0.0, batch_size=4,
+                     device="cpu", components={})
+    m = measure_schedule(dit, schedule, sampler=config, n=8, seeds=(3,), cost_model=cost,
+                         batch_size=4, keep_images=5)
+    out = sample(dit, sampler=config, schedule=schedule, n=8, batch_size=4, seed=3)
+    assert m.metrics == (compute_fid(fid_images(out.images, None), reference="mnist"),)
+    assert torch.equal(m.images, out.images[:5])
+    # D4 on 4 blocks is (4, 3, 3, 2, 2); DDIM-2 calls at t = 0.5 and t = 0.
+    assert (m.block_evals, m.model_calls) == (3 + 4, 2)
+    assert m.block_acceleration == block_acceleration(schedule, config) == 1 - 7 / 8
+    assert m.latency == (3 + 3 * 2) + (3 + 4 * 2)
+    assert m.predicted_acceleration == pytest.approx(1 - 20 / 22)
+    assert set(m.seconds) == {"sampling", "fid"}
+
+
+def test_evaluate_and_a_search_trial_measure_alike(dit, tmp_path) -> None:
+    """The CLI's evaluate and a search trial share one path: the same schedule and seed give the
+    same FID, predicted latency and block counts."""
+    from ase_search.evaluate import evaluate
+    from ase_search.search import SearchConfig, TrialContext, evaluate_schedule
+
+    weights = save_checkpoint(tmp_path / "tiny.pt", dit)
+    schedule = preset("D4", "dit", DEPTH)
+    cost = CostModel(arch="dit", depth=DEPTH, fixed=3.0, block=2.0, dropped=0.0, batch_size=8,
+                     device="cpu", components={})
+    config = SearchConfig(steps=2, n_samples=8, batch_size=8, grid=0, seed=1,
+                          finetune="none")
+    ctx = TrialContext(config=config.__dict__.copy(), weights=str(weights), space={},
+                       cost_model=cost.to_dict(), grids_dir=str(tmp_path), cpus=1)
+    trial = evaluate_schedule(schedule, ctx)
+
+    from ase_search.models import load_checkpoint
+
+    model, _ = load_checkpoint(weights, ema=True)
+    result = evaluate(model, schedule, sampler=SamplerConfig(config.sampler, config.steps),
+                      n=8, seeds=(1,), batch_size=8, cost_model=cost)
+    assert trial["fid"] == result.metrics[0]["fid"]
+    assert trial["latency"] == cost.latency(schedule, SamplerConfig(config.sampler, config.steps))
+    assert trial["acceleration"] == result.predicted_acceleration
+    assert trial["block_acceleration"] == result.block_acceleration
+    assert trial["block_evals"] == result.block_evals
+    assert Path(weights).is_file()
