@@ -147,48 +147,29 @@ def _inputs(model: nn.Module, batch_size: int, device: torch.device):
 
 
 def _dit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
-    """DiT: embeddings, one block, final layer (+ unpatchify)."""
-    def embed():
-        h = model.x_embedder(x) + model.pos_embed  # (N, T, D)
-        c = model.t_embedder(t) + model.y_embedder(y, False)  # (N, D)
-        return h, c
-
-    h, c = embed()
-    block = model.blocks[0]
+    """DiT: the model's ``embed``, one exitable block, its ``head`` (final layer + unpatchify)."""
+    h, c = model.embed(x, t, y)  # (N, T, D), (N, D)
+    block = model.exit_blocks[0]
     return {
-        "embed": embed,
+        "embed": lambda: model.embed(x, t, y),
         "block": lambda: block(h, c),
-        "final": lambda: model.unpatchify(model.final_layer(h, c)),
+        "final": lambda: model.head(h, c),
     }
 
 
 def _uvit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
-    """U-ViT: embeddings, an encoder block, the mid block, a decoder block whole, a dropped
-    decoder block (``skip_linear`` only), and the head (norm, decoder_pred, unpatchify, conv)."""
-    from ase_search.models.layers import timestep_embedding, unpatchify
-
-    def embed():
-        h = model.patch_embed(x)  # (N, L, D)
-        tokens = [model.time_embed(timestep_embedding(t, model.embed_dim).to(h.dtype))
-                  .unsqueeze(1)]
-        if y is not None:
-            tokens.insert(0, model.label_emb(y).unsqueeze(1))
-        return torch.cat([*tokens, h], dim=1) + model.pos_embed  # (N, extras + L, D)
-
-    h = embed()
-    enc, dec = model.in_blocks[0], model.out_blocks[0]
-
-    def head():
-        out = model.decoder_pred(model.norm(h))[:, model.extras:, :]  # (N, L, p * p * C)
-        return model.final_layer(unpatchify(out, model.patch_size, model.in_chans))
-
+    """U-ViT: the model's ``embed``, an encoder block, the mid block, an exitable (decoder) block
+    whole, a dropped one (``skip_linear`` only), and its ``head`` (norm, decoder_pred,
+    unpatchify, conv)."""
+    h = model.embed(x, t, y)  # (N, extras + L, D)
+    enc, dec = model.in_blocks[0], model.exit_blocks[0]
     return {
-        "embed": embed,
+        "embed": lambda: model.embed(x, t, y),
         "encoder_block": lambda: enc(h),
         "mid_block": lambda: model.mid_block(h),
         "block": lambda: dec(h, h),
         "dropped": lambda: dec.fuse(h, h),
-        "final": head,
+        "final": lambda: model.head(h),
     }
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ase_search.diffusion import GaussianDiffusion
 from ase_search.measure import blocks_per_call
+from ase_search.models.layers import guided_eps
 from ase_search.samplers._config import SamplerConfig
 from ase_search.samplers._registry import SAMPLERS
 from ase_search.schedule import ExitSchedule
@@ -98,12 +99,13 @@ def _resolve_labels(
 
 
 def _guided_model(
-    model: nn.Module, cfg_scale: float, channels: int
+    model: nn.Module, cfg_scale: float
 ) -> Callable[[Tensor, Tensor, Tensor | None, int | None], Tensor]:
     """``model`` as a function ``(x, t, y, n_blocks) -> output``, with classifier-free guidance.
 
-    With guidance the conditional and null-label batches run as one doubled batch; the guided eps
-    is ``eps_u + s (eps_c - eps_u)`` and learned-variance channels come from the conditional half.
+    With guidance the conditional and null-label batches run as one doubled batch through
+    :func:`~ase_search.models.layers.guided_eps`, and its conditional half is kept: the guided
+    eps, and the other channels (learned variance) of the conditional pass.
     """
     if cfg_scale == 1.0:
         return lambda x, t, y, k: model(x, t, y, n_blocks=k)
@@ -111,10 +113,9 @@ def _guided_model(
     def guided(x: Tensor, t: Tensor, y: Tensor | None, k: int | None) -> Tensor:
         assert y is not None  # checked in sample(): guidance needs a class-conditional model
         null = torch.full_like(y, model.null_class)
-        out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), n_blocks=k)
-        cond, uncond = out.chunk(2)  # (B, C_out, H, W) each
-        eps = uncond[:, :channels] + cfg_scale * (cond[:, :channels] - uncond[:, :channels])
-        return torch.cat([eps, cond[:, channels:]], dim=1)
+        out = guided_eps(model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]),
+                         cfg_scale, n_blocks=k)  # (2B, C_out, H, W)
+        return out[: x.shape[0]]  # (B, C_out, H, W)
 
     return guided
 
@@ -193,7 +194,7 @@ def sample(
     labels = _resolve_labels(model, labels, n, generator)
     shape = (model.in_channels, model.input_size, model.input_size)
     channels = model.in_channels
-    forward = _guided_model(model, sampler.cfg_scale, channels)
+    forward = _guided_model(model, sampler.cfg_scale)
     out_channels = 2 * channels if model.learn_sigma else channels
 
     t_dtype = torch.long if solver.integer_times else torch.float32
