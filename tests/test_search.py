@@ -440,3 +440,19 @@ def test_a_resume_with_other_weights_is_refused_before_any_work(tmp_path, tiny,
     check_weights_key(study, record["one_shot_key"])  # the same key goes on
     study.set_user_attr("weights", "old/absolute/path.safetensors")  # made before keys: no check
     check_weights_key(study, None)
+
+
+def test_config_errors_name_fields_and_the_cli_says_its_flags(tiny, tmp_path) -> None:
+    """SearchConfig speaks of its fields; `ase-search run` says the flags the user typed, even
+    where a path spells a field's name."""
+    with pytest.raises(SearchError, match=r"^finetune_full_share must lie in \[0, 1\]") as info:
+        _config(tiny, finetune_full_share=1.5)
+    assert info.value.fields == ("finetune_full_share",)
+    missing = tmp_path / "data"
+    args = [ASE, "run", "--space", str(tiny / "space.yaml"), "--checkpoint",
+            str(tiny / "tiny.pt"), "--storage", str(tmp_path / "s.db"), "--data", str(missing)]
+    result = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True,
+                            timeout=120)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"error: --data {missing} does not exist; pass an existing path or mnist" in said

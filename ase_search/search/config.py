@@ -25,8 +25,8 @@ class SearchError(ValueError):
     """A search cannot start or continue; the message says why and what to do.
 
     Args:
-        message: the message; each :class:`SearchConfig` field it names appears as its
-            identifier (``fid_data``).
+        message: the message; it names each :class:`SearchConfig` field of ``fields`` by its
+            identifier (``fid_data``), as a word, before any value that might spell the same.
         fields: those fields, so a caller can say them its own way (:meth:`renamed`).
     """
 
@@ -38,8 +38,9 @@ class SearchError(ValueError):
         """The same error with each named field written as ``names[field]`` (e.g. a flag)."""
         message = str(self)
         for name in self.fields:
-            if name in names:
-                message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", names[name], message)
+            if name in names:  # the field's first mention as a word (a path holding it is not)
+                message = re.sub(rf"(?<![^\s(]){re.escape(name)}(?![^\s,;:)])", names[name],
+                                 message, count=1)
         return SearchError(message, fields=())
 
 

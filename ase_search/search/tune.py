@@ -161,7 +161,7 @@ def trial_resources(config: SearchConfig) -> tuple[dict[str, float], int, int]:
         gpus_per_trial = 1.0 if gpus > 0 else 0.0
     if gpus_per_trial > gpus:
         raise SearchError(f"gpus_per_trial is {gpus_per_trial} but the Ray cluster has {gpus} "
-                          f"GPU(s); the trials could never start. Set gpus_per_trial to 0",
+                          f"GPU(s), so the trials could never start; set it to 0",
                           fields=("gpus_per_trial",))
     if config.max_concurrent is not None:
         concurrent = config.max_concurrent
