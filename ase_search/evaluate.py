@@ -32,10 +32,8 @@ from torch import nn
 from ase_search.measure import (
     GRID_SAMPLES,
     block_acceleration,
-    check_fid_reference,
     check_positive_int,
     check_schedule,
-    fid_images,
 )
 from ase_search.metrics.fid import FIDConfig
 from ase_search.metrics.latency import CostModel
@@ -55,8 +53,6 @@ __all__ = [
     "machine_info",
 ]
 
-# Transitional, for the search's trial until it calls ase_search.measure: removed then.
-_check_fid_reference, _fid_images = check_fid_reference, fid_images
 # Bootstrap resamples for the standard error of a measured acceleration.
 _BOOTSTRAP = 2000
 

@@ -60,7 +60,7 @@ import torch
 from ase_search.evaluate import evaluate, machine_info
 from ase_search.measure import blocks_per_call
 from ase_search.metrics.latency import (
-    _inputs,
+    example_inputs,
     flop_acceleration,
     measure,
     profile_components,
@@ -241,7 +241,7 @@ def measure_latency(base: torch.nn.Module, twins: dict[str, torch.nn.Module],
                     rows: list[dict[str, Any]], args: argparse.Namespace,
                     advance: Callable[[], None]) -> dict[str, Any]:
     """One interleaved run timing every row's calls; per-row latency per call and acceleration."""
-    x, t, y = _inputs(base, args.batch_size, torch.device("cpu"))  # (B, C, H, W), (B,), (B,)
+    x, t, y = example_inputs(base, args.batch_size, torch.device("cpu"))  # (B, C, H, W), (B,), (B,)
 
     def call(row: dict[str, Any], k: int) -> Callable[[], Any]:
         model = twins[row["name"]] if row["method"] == "ToMe" else base

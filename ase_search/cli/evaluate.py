@@ -74,6 +74,7 @@ def eval_cmd(
 
     from ase_search.evaluate import evaluate
     from ase_search.files import atomic_write_text, check_writable
+    from ase_search.measure import check_fid_reference
     from ase_search.metrics.fid import FIDConfig, MetricsError, resolve_weights
     from ase_search.report import save_grid
     from ase_search.samplers import SamplerConfig
@@ -112,6 +113,7 @@ def eval_cmd(
     weights = schedule_weights(schedule, checkpoint)
     model = load_model(arch, weights)
     plan = resolve_schedule(schedule, arch, model.exit_depth)
+    check_fid_reference(model, data, decoder)  # e.g. latents without --vae: one error line
     warn_untuned_exits(plan, arch, weights)
     tome = tome_summary = None
     if tome_cfg is not None:

@@ -34,6 +34,7 @@ from ase_search.schedule import ExitSchedule, preset
 
 __all__ = [
     "CostModel",
+    "example_inputs",
     "fastest_round",
     "flop_acceleration",
     "measure",
@@ -136,7 +137,9 @@ class CostModel:
         return cls(**data)
 
 
-def _inputs(model: nn.Module, batch_size: int, device: torch.device):
+def example_inputs(model: nn.Module, batch_size: int, device: str | torch.device = "cpu"):
+    """Fixed inputs ``(x, t, y)`` of one model call at ``batch_size`` (seeded; t = 500), the
+    ones latency and FLOPs are measured on."""
     g = torch.Generator().manual_seed(0)
     size = model.input_size
     x = torch.randn(batch_size, model.in_channels, size, size, generator=g).to(device)
@@ -210,7 +213,7 @@ def profile_components(model: nn.Module, *, batch_size: int = 256, device: str =
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     device_t = torch.device(device)
     model = model.to(device_t).eval()
-    x, t, y = _inputs(model, batch_size, device_t)
+    x, t, y = example_inputs(model, batch_size, device_t)
     load_before = _load_average()
     with torch.inference_mode():
         parts = (_dit_components if model.arch == "dit" else _uvit_components)(model, x, t, y)
@@ -248,7 +251,7 @@ def model_flops(model: nn.Module, n_blocks: int | None = None, *, batch_size: in
     # torch's counter knows the CUDA attention kernels but not the CPU one, which would leave
     # attention out of every count made on a CPU.
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
-    x, t, y = _inputs(model, batch_size, next(model.parameters()).device)
+    x, t, y = example_inputs(model, batch_size, next(model.parameters()).device)
     with torch.inference_mode(), FlopCounterMode(display=False,
                                                  custom_mapping=cpu_attention) as counter:
         model(x, t, y, n_blocks=n_blocks)
@@ -293,7 +296,7 @@ def sampling_latency_samples(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     device_t = torch.device(device)
     model = model.to(device_t).eval()
-    x, t, y = _inputs(model, batch_size, device_t)
+    x, t, y = example_inputs(model, batch_size, device_t)
     n_calls = len(call_timesteps(sampler, num_train_timesteps))
     plans = {  # None runs the model's full forward
         name: [None] * n_calls if s is None else blocks_per_call(s, sampler, num_train_timesteps)

@@ -4,7 +4,6 @@ predicted latency)."""
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,13 +46,13 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
     import torch
 
     from ase_search.data import build_dataset
-    from ase_search.evaluate import _check_fid_reference, _fid_images
     from ase_search.finetune import FinetuneConfig, finetune
-    from ase_search.metrics.fid import FIDConfig, compute_fid
+    from ase_search.measure import check_fid_reference, measure_schedule
+    from ase_search.metrics.fid import FIDConfig
     from ase_search.metrics.latency import CostModel
     from ase_search.models import load_checkpoint
     from ase_search.report import save_grid
-    from ase_search.samplers import SamplerConfig, sample
+    from ase_search.samplers import SamplerConfig
     from ase_search.vae import load_vae
 
     cfg = ctx.config
@@ -67,7 +66,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
     # .get: contexts written before these settings existed have no such keys.
     decoder = load_vae(cfg["vae"], device=device) if cfg.get("vae") else None
     reference = cfg.get("fid_data") or cfg["data"]
-    _check_fid_reference(model, reference, decoder)  # before minutes of fine-tuning and sampling
+    check_fid_reference(model, reference, decoder)  # before minutes of fine-tuning and sampling
     split["load"] = time.perf_counter() - t0
     finetune_steps = 0
     if cfg["finetune"] == "per-trial" and cfg["finetune_steps"] > 0:
@@ -80,47 +79,29 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
         model, finetune_steps = result.ema, result.step
     split["finetune"] = time.perf_counter() - t0 - split["load"]
 
-    t1 = time.perf_counter()
-    model = model.to(device).eval()
-    sampler = SamplerConfig(name=cfg["sampler"], steps=cfg["steps"])
-    out = sample(model, sampler=sampler, schedule=schedule, n=cfg["n_samples"],
-                 batch_size=cfg["batch_size"], seed=cfg["seed"], device=device)
-    split["sampling"] = time.perf_counter() - t1
-    if not torch.isfinite(out.images).all():
-        raise FloatingPointError("sampling produced NaN/inf images (the model diverged)")
-
-    t2 = time.perf_counter()
-    images = _fid_images(out.images, decoder)  # (n, C, H, W) uint8: decoded when latents
-    if decoder is not None:
-        split["decode"] = time.perf_counter() - t2
-    t3 = time.perf_counter()
-    fid_config = FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
-                           kid=cfg["kid"])
-    metrics = compute_fid(images, reference=reference, config=fid_config)
-    split["fid"] = time.perf_counter() - t3
-    if not all(math.isfinite(v) for v in metrics.values()):
-        raise FloatingPointError(f"FID is not finite: {metrics}")
-
-    cost = CostModel.from_dict(ctx.cost_model)
-    times = sampler.model_times()
-    latency = cost.latency(schedule, times)
+    m = measure_schedule(
+        model, schedule, sampler=SamplerConfig(name=cfg["sampler"], steps=cfg["steps"]),
+        n=cfg["n_samples"], seeds=(cfg["seed"],), reference=reference,
+        fid_config=FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
+                             kid=cfg["kid"]),
+        decoder=decoder, cost_model=CostModel.from_dict(ctx.cost_model),
+        batch_size=cfg["batch_size"], device=device, keep_images=cfg["grid"])
+    split.update(m.seconds)  # sampling, decode (latent models), fid
     grid = None
     if cfg["grid"] > 0:
-        shown = images[: cfg["grid"]].float() / 127.5 - 1.0  # (k, C, H, W) in [-1, 1]
-        grid = str(save_grid(shown, Path(ctx.grids_dir) / f"{tag}.png"))
-    result = {
+        grid = str(save_grid(m.images, Path(ctx.grids_dir) / f"{tag}.png"))
+    return {
         "schedule": schedule.to_dict(),
-        **metrics,
-        "latency": latency,
-        "acceleration": cost.acceleration(schedule, times),
-        "block_acceleration": 1.0 - out.block_evals / (schedule.depth * out.model_calls),
-        "block_evals": out.block_evals,
+        **m.metrics[0],
+        "latency": m.latency,
+        "acceleration": m.predicted_acceleration,  # the key studies store the prediction under
+        "block_acceleration": m.block_acceleration,
+        "block_evals": m.block_evals,
         "finetune_steps": finetune_steps,
         "time_split": split,
         "wall_time": time.perf_counter() - t0,
         "grid": grid,
     }
-    return result
 
 
 def _check_inputs_here(ctx: TrialContext) -> None:
