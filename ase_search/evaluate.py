@@ -19,10 +19,9 @@ from __future__ import annotations
 import math
 import os
 import platform
-import statistics
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from torch import nn
 
 from ase_search.measure import (
     GRID_SAMPLES,
+    Measurement,
     block_acceleration,
     check_positive_int,
     check_schedule,
@@ -58,64 +58,20 @@ _BOOTSTRAP = 2000
 
 
 @dataclass(frozen=True)
-class EvalResult:
-    """What :func:`evaluate` returns.
+class EvalResult(Measurement):
+    """What :func:`evaluate` returns: a :class:`~ase_search.measure.Measurement` and the share of
+    the network's FLOPs its schedule skips.
 
     Attributes:
-        schedule: the exit schedule evaluated.
-        sampler: the sampler and its settings.
-        n: samples per seed.
-        seeds: the seeds, in order.
-        data: reference data set spec of the FID.
-        fid_config: how FID was measured.
-        metrics: per seed, ``{"fid": ...}`` plus KID / precision-recall when asked for.
-        block_evals: exitable-block evaluations per sample trajectory.
-        model_calls: model calls per sample trajectory.
-        depth: exitable depth of the model.
-        predicted_acceleration: the cost model's ``1 - latency / latency(full)``.
         flop_acceleration: share of the network FLOPs skipped over the sampler's calls.
-        cost_model: the component profile the prediction comes from.
-        seconds: wall-clock seconds of sampling and FID, all seeds.
-        images: ``(k, C, H, W)`` in ``[-1, 1]``: the first ``k <= 64`` samples of the first seed
-            (decoded images for a latent model).
-        vae: the VAE folder that decoded the samples; ``None`` for a pixel-space model.
     """
 
-    schedule: ExitSchedule
-    sampler: SamplerConfig
-    n: int
-    seeds: tuple[int, ...]
-    data: str
-    fid_config: FIDConfig
-    metrics: tuple[dict[str, float], ...]
-    block_evals: int
-    model_calls: int
-    depth: int
-    predicted_acceleration: float
-    flop_acceleration: float
-    cost_model: CostModel
-    seconds: float
-    images: torch.Tensor = field(repr=False, compare=False)
-    vae: str | None = None
+    flop_acceleration: float = math.nan
 
     @property
-    def block_acceleration(self) -> float:
-        """Share of exitable-block evaluations skipped: ``1 - block_evals / (depth * calls)``."""
-        return 1.0 - self.block_evals / (self.depth * self.model_calls)
-
-    def mean(self, key: str = "fid") -> float:
-        """Mean of metric ``key`` over seeds."""
-        return statistics.fmean(m[key] for m in self.metrics)
-
-    def std(self, key: str = "fid") -> float | None:
-        """Sample standard deviation (``ddof = 1``) of ``key`` over seeds; ``None`` for one seed."""
-        if len(self.metrics) < 2:
-            return None
-        return statistics.stdev(m[key] for m in self.metrics)
-
-    @property
-    def metric_names(self) -> list[str]:
-        return list(self.metrics[0])
+    def data(self) -> str:
+        """The FID reference data set spec (``reference``)."""
+        return self.reference
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (without the images)."""
@@ -124,7 +80,7 @@ class EvalResult:
             "sampler": self.sampler.to_dict(),
             "n": self.n,
             "seeds": list(self.seeds),
-            "data": self.data,
+            "data": self.reference,
             "vae": self.vae,
             "fid_config": {
                 "extractor": self.fid_config.extractor,
@@ -144,7 +100,7 @@ class EvalResult:
             # The FLOP acceleration, under the key earlier result files store.
             "ideal_acceleration": self.flop_acceleration,
             "cost_model": self.cost_model.to_dict(),
-            "seconds": self.seconds,
+            "seconds": sum(self.seconds.values()),
         }
 
 
@@ -198,24 +154,8 @@ def evaluate(
                          fid_config=fid_config, decoder=decoder, cost_model=cost_model,
                          batch_size=batch_size, device=device, progress=progress,
                          keep_images=GRID_SAMPLES)
-    return EvalResult(
-        schedule=m.schedule,
-        sampler=m.sampler,
-        n=m.n,
-        seeds=m.seeds,
-        data=m.reference,
-        fid_config=m.fid_config,
-        metrics=m.metrics,
-        block_evals=m.block_evals,
-        model_calls=m.model_calls,
-        depth=m.depth,
-        predicted_acceleration=m.predicted_acceleration,
-        flop_acceleration=flop_acceleration(model, m.schedule, sampler),
-        cost_model=m.cost_model,
-        seconds=sum(m.seconds.values()),
-        images=m.images,
-        vae=m.vae,
-    )
+    return EvalResult(**{f.name: getattr(m, f.name) for f in fields(Measurement)},
+                      flop_acceleration=flop_acceleration(model, m.schedule, sampler))
 
 
 # ###################################################################### latency benchmark

@@ -27,6 +27,7 @@ metrics, the samplers and torch are imported inside :func:`measure_schedule`.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -252,6 +253,20 @@ class Measurement:
     def block_acceleration(self) -> float:
         """Share of exitable-block evaluations skipped: ``1 - block_evals / (depth * calls)``."""
         return 1.0 - self.block_evals / (self.depth * self.model_calls)
+
+    def mean(self, key: str = "fid") -> float:
+        """Mean of metric ``key`` over seeds."""
+        return statistics.fmean(m[key] for m in self.metrics)
+
+    def std(self, key: str = "fid") -> float | None:
+        """Sample standard deviation (``ddof = 1``) of ``key`` over seeds; ``None`` for one seed."""
+        if len(self.metrics) < 2:
+            return None
+        return statistics.stdev(m[key] for m in self.metrics)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.metrics[0])
 
 
 def measure_schedule(

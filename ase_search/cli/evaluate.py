@@ -160,7 +160,7 @@ def eval_cmd(
                       _pct(tome_summary["flop_acceleration"]))
     table.add_row("grid", str(grid))
     console.print(table)
-    console_err.print(f"sampling and FID took {result.seconds:.1f} s")
+    console_err.print(f"sampling and FID took {sum(result.seconds.values()):.1f} s")
 
 
 @app.command("bench")
