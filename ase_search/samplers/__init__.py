@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ase_search.samplers._base import DiffusersSampler, ModelCall, Sampler
+from ase_search.samplers._base import DiffusersSampler, ModelCall, Sampler, Trajectory
 from ase_search.samplers._config import SamplerConfig
 from ase_search.samplers._registry import SAMPLER_NAMES, SAMPLERS, build_scheduler
 from ase_search.samplers.euler_maruyama import EM_EPS
@@ -20,15 +20,16 @@ if TYPE_CHECKING:
     from ase_search.samplers._sample import PIXEL_CHANNELS, SampleOutput, sample
 
 __all__ = [
+    "DiffusersSampler",
     "EM_EPS",
+    "ModelCall",
     "PIXEL_CHANNELS",
     "SAMPLERS",
     "SAMPLER_NAMES",
-    "DiffusersSampler",
-    "ModelCall",
     "SampleOutput",
     "Sampler",
     "SamplerConfig",
+    "Trajectory",
     "build_scheduler",
     "sample",
 ]

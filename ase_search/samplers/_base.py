@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -25,11 +26,32 @@ if TYPE_CHECKING:
     from ase_search.diffusion import GaussianDiffusion
     from ase_search.samplers._config import SamplerConfig
 
-__all__ = ["DiffusersSampler", "ModelCall", "Sampler", "scheduler_kwargs"]
+__all__ = ["DiffusersSampler", "ModelCall", "Sampler", "Trajectory", "scheduler_kwargs"]
 
 # call(x, i): the model's output (B, C_out, H, W) for x at the i-th of the sampler's model_times,
 # with the blocks the exit schedule gives there (and classifier-free guidance if configured).
 ModelCall = Callable[["Tensor", int], "Tensor"]
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """What :meth:`Sampler.run` needs besides the model and the noise, for one batch.
+
+    Attributes:
+        config: the sampler settings (steps, eta).
+        diffusion: the training diffusion.
+        times: ``config.model_times(diffusion.num_timesteps)``.
+        learn_sigma: the model's output carries learned-variance channels after the eps ones.
+        clip_denoised: clip predicted ``x_0`` to ``[-1, 1]`` (pixel-space models).
+        generator: the CPU generator of this batch's step noise.
+    """
+
+    config: SamplerConfig
+    diffusion: GaussianDiffusion
+    times: list[float]
+    learn_sigma: bool
+    clip_denoised: bool
+    generator: torch.Generator
 
 
 class Sampler(ABC):
@@ -58,29 +80,14 @@ class Sampler(ABC):
         """
 
     @abstractmethod
-    def run(
-        self,
-        call: ModelCall,
-        x: Tensor,
-        *,
-        config: SamplerConfig,
-        diffusion: GaussianDiffusion,
-        times: list[float],
-        learn_sigma: bool,
-        clip_denoised: bool,
-        generator: torch.Generator,
-    ) -> Tensor:
+    def run(self, call: ModelCall, x: Tensor, run: Trajectory) -> Tensor:
         """One batch's trajectory from ``x = x_T`` ``(B, C, H, W)`` to the sample.
 
         Args:
-            call: the model, see :data:`ModelCall`; call it once per entry of ``times``, in order.
+            call: the model, see :data:`ModelCall`; call it once per entry of ``run.times``, in
+                order.
             x: the initial noise.
-            config: the sampler settings (steps, eta).
-            diffusion: the training diffusion.
-            times: ``config.model_times(diffusion.num_timesteps)``.
-            learn_sigma: the model's output carries learned-variance channels after the eps ones.
-            clip_denoised: clip predicted ``x_0`` to ``[-1, 1]`` (pixel-space models).
-            generator: the CPU generator of this batch's step noise.
+            run: the settings of this trajectory (see :class:`Trajectory`).
         """
 
 
@@ -119,29 +126,18 @@ class DiffusersSampler(Sampler):
     ) -> Tensor:
         """``x`` at the next timestep, from the model's full output ``out`` at timestep ``s``."""
 
-    def run(
-        self,
-        call: ModelCall,
-        x: Tensor,
-        *,
-        config: SamplerConfig,
-        diffusion: GaussianDiffusion,
-        times: list[float],
-        learn_sigma: bool,
-        clip_denoised: bool,
-        generator: torch.Generator,
-    ) -> Tensor:
-        scheduler = self.build_scheduler(diffusion, learn_sigma=learn_sigma,
-                                         clip_denoised=clip_denoised)
-        scheduler.set_timesteps(config.steps)
-        if [float(s) for s in scheduler.timesteps.tolist()] != times:
+    def run(self, call: ModelCall, x: Tensor, run: Trajectory) -> Tensor:
+        scheduler = self.build_scheduler(run.diffusion, learn_sigma=run.learn_sigma,
+                                         clip_denoised=run.clip_denoised)
+        scheduler.set_timesteps(run.config.steps)
+        if [float(s) for s in scheduler.timesteps.tolist()] != run.times:
             # model_times() and the scheduler must agree, or block counts and costs would be wrong.
             raise RuntimeError(
                 f"diffusers' {type(scheduler).__name__} chose timesteps "
-                f"{scheduler.timesteps.tolist()} but SamplerConfig.model_times gave {times}; the "
+                f"{scheduler.timesteps.tolist()} but SamplerConfig.model_times gave {run.times}; the "
                 f"installed diffusers changed its timestep spacing"
             )
-        for i, s in enumerate(times):
+        for i, s in enumerate(run.times):
             out = call(x, i)  # (B, C_out, H, W)
-            x = self.step(scheduler, out, int(s), x, config=config, generator=generator)
+            x = self.step(scheduler, out, int(s), x, config=run.config, generator=run.generator)
         return x

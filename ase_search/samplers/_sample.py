@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ase_search.diffusion import GaussianDiffusion
 from ase_search.measure import blocks_per_call
 from ase_search.models.layers import guided_eps
+from ase_search.samplers._base import Trajectory
 from ase_search.samplers._config import SamplerConfig
 from ase_search.samplers._registry import SAMPLERS
 from ase_search.schedule import ExitSchedule
@@ -227,9 +228,10 @@ def sample(
                 y = None if labels is None else labels[start:stop].to(device)
                 step_generator = torch.Generator().manual_seed(_batch_seed(seed, b))
 
-                x = solver.run(partial(call, y=y), x, config=sampler,
-                               diffusion=diffusion, times=times, learn_sigma=model.learn_sigma,
-                               clip_denoised=clip, generator=step_generator)
+                run = Trajectory(config=sampler, diffusion=diffusion, times=times,
+                                 learn_sigma=model.learn_sigma, clip_denoised=clip,
+                                 generator=step_generator)
+                x = solver.run(partial(call, y=y), x, run)
                 images.append((x.clamp(-1.0, 1.0) if clip else x).float().cpu())
     finally:
         model.train(was_training)

@@ -11,14 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ase_search.samplers._base import ModelCall, Sampler
+from ase_search.samplers._base import ModelCall, Sampler, Trajectory
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from ase_search.diffusion import GaussianDiffusion
-    from ase_search.samplers._config import SamplerConfig
 
 __all__ = ["EM_EPS", "EulerMaruyama", "continuous_times"]
 
@@ -45,34 +43,23 @@ class EulerMaruyama(Sampler):
     def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
         return continuous_times(steps) * (num_train_timesteps - 1)
 
-    def run(
-        self,
-        call: ModelCall,
-        x: Tensor,
-        *,
-        config: SamplerConfig,
-        diffusion: GaussianDiffusion,
-        times: list[float],
-        learn_sigma: bool,
-        clip_denoised: bool,
-        generator: torch.Generator,
-    ) -> Tensor:
+    def run(self, call: ModelCall, x: Tensor, run: Trajectory) -> Tensor:
         # Imported here so the registry, which the CLI reads for its --help, stays torch-free.
         import torch
 
         channels = x.shape[1]
-        ts = [float(t) for t in continuous_times(config.steps)] + [0.0]
+        ts = [float(t) for t in continuous_times(run.config.steps)] + [0.0]
         for i, (t, t_next) in enumerate(zip(ts, ts[1:])):
             t_arr = torch.tensor(t, dtype=torch.float64)
-            beta = float(diffusion.vp_beta(t_arr))
-            sigma = float(diffusion.vp_sigma(t_arr))
+            beta = float(run.diffusion.vp_beta(t_arr))
+            sigma = float(run.diffusion.vp_sigma(t_arr))
             eps = call(x, i)[:, :channels]  # the model at times[i] = t (T - 1)
             score = -eps / sigma  # (B, C, H, W)
             drift = -0.5 * beta * x - beta * score  # f(x, t) - g(t)^2 score
             dt = t_next - t  # negative: integrating backwards in time
             mean = x + drift * dt
             if t_next > 0:
-                noise = torch.randn(x.shape, generator=generator).to(x.device)
+                noise = torch.randn(x.shape, generator=run.generator).to(x.device)
                 x = mean + (beta * -dt) ** 0.5 * noise
             else:
                 x = mean

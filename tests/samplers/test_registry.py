@@ -135,14 +135,14 @@ class InHouseDDIM(Sampler):
     def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
         return (np.arange(steps) * (num_train_timesteps // steps))[::-1]
 
-    def run(self, call, x, *, config, diffusion, times, learn_sigma, clip_denoised, generator):
-        acp = diffusion.alphas_cumprod
+    def run(self, call, x, run):
+        acp, times = run.diffusion.alphas_cumprod, run.times
         for i, s in enumerate(times):
             a = float(acp[int(s)])
             a_prev = float(acp[int(times[i + 1])]) if i + 1 < len(times) else 1.0
             eps = call(x, i)
             x0 = (x - (1 - a) ** 0.5 * eps) / a**0.5
-            x0 = x0.clamp(-1, 1) if clip_denoised else x0
+            x0 = x0.clamp(-1, 1) if run.clip_denoised else x0
             x = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps
         return x
 
