@@ -96,12 +96,14 @@ def one_line_error(*needles: str) -> Check:
 
 def study_state(db: str, *, expect_fail_reason: bool) -> Check:
     """The command exits without a traceback and no trial of the study is left RUNNING; failed
-    trials carry their reason."""
+    trials carry their reason. Without ``expect_fail_reason``, refusing the input before any
+    study is written (one line, exit 2) passes too."""
 
     def check(o: Outcome) -> tuple[bool, str]:
         path = o.workdir / db
         if not path.is_file():
-            return False, o.text() + "; no study written"
+            refused = o.rc == 2 and not o.traceback and not expect_fail_reason
+            return refused, o.text() + "; no study written"
         con = sqlite3.connect(path)
         states = dict(con.execute("select state, count(*) from trials group by state").fetchall())
         reasons = [r for (r,) in con.execute(
@@ -140,6 +142,16 @@ def pytest_passes(o: Outcome) -> tuple[bool, str]:
 
 
 # ###################################################################### the probes
+EDGE_GRIDS = (("0", "0"), ("tiny", "1.0e-320"), ("nan", ".nan"))
+
+
+def pytest_probe(key: str, item: str, what: str, tests: list[str], reported: str) -> Probe:
+    """A probe that needs several processes or a server: the pytest tests that perform it."""
+    return Probe(key, item, what,
+                 "$PY -m pytest -q -x -p no:cacheprovider " + " ".join(f"$ROOT/{t}" for t in tests),
+                 pytest_passes, timeout=900, reported=reported)
+
+
 PROBES: tuple[Probe, ...] = (
     Probe("trial-diverges", "1", "a per-trial fine-tune that diverges",
           f"$ASE run --finetune per-trial --finetune-steps 3 --finetune-lr 1e30 --budget 2 {TINY} "
@@ -152,49 +164,39 @@ PROBES: tuple[Probe, ...] = (
     Probe("bad-fid-weights", "1", "a --fid-weights file that is not weights",
           f"$ASE run --finetune none --budget 2 {TINY} --fid-weights $FIX/garbage.pth "
           "--storage fw.db", study_state("fw.db", expect_fail_reason=False)),
-    Probe("two-drivers", "2", "two drivers on one journal (journal and PostgreSQL)",
-          "$PY -m pytest -q -x -p no:cacheprovider $ROOT/tests/test_search_drivers.py",
-          pytest_passes, timeout=600,
-          reported="the second driver marks the first's live trials interrupted; the first dies "
-                   "with UpdateFinishedTrialError, its two measurements lost"),
-    Probe("one-shot-keyed", "3", "two studies in one folder, other fine-tune settings",
-          "$PY -m pytest -q -x -p no:cacheprovider $ROOT/tests/test_finetune.py -k 'cache or key'",
-          pytest_passes, timeout=600,
-          reported="the second study silently reuses the first one's weights (its study records "
-                   "2000 steps, the weights' metadata 10)"),
-    Probe("one-shot-killed", "4", "a kill during the one-shot fine-tune, then a re-run",
-          "$PY -m pytest -q -x -p no:cacheprovider $ROOT/tests/test_finetune.py -k 'resume'",
-          pytest_passes, timeout=600,
-          reported="no intermediate state: the re-run starts again at step 0"),
+    pytest_probe("two-drivers", "2", "two drivers on one study (journal and PostgreSQL)",
+                 ["tests/test_search_drivers.py"],
+               "the second driver marks the first's live trials interrupted; the first dies with "
+               "UpdateFinishedTrialError, its two measurements lost"),
+    pytest_probe("one-shot-keyed", "3", "two studies in one folder, other fine-tune settings",
+                 ["tests/test_finetune.py::test_one_shot_weights_with_other_settings_are_other_files",
+                "tests/test_finetune.py::test_one_shot_key_covers_what_makes_the_weights"],
+               "the second study silently reuses the first one's weights (its study records 2000 "
+               "steps, the weights' metadata 10)"),
+    pytest_probe("one-shot-killed", "4", "a kill during the one-shot fine-tune, then a re-run",
+                 ["tests/test_finetune.py::"
+                "test_one_shot_weights_after_a_sigkill_resume_to_the_uninterrupted_weights"],
+               "no intermediate state: the re-run starts again at step 0"),
     Probe("deep-json", "5", "a schedule JSON nested 100,000 deep",
           "$ASE schedule show $FIX/deep.json", one_line_error("deep.json")),
-    Probe("edge-grid-0", "5", "space YAML edge_grid: 0",
-          f"$ASE run --space $FIX/grid0.yaml --finetune none --budget 1 {TINY}",
-          one_line_error("edge_grid")),
-    Probe("edge-grid-tiny", "5", "space YAML edge_grid: 1.0e-320",
-          f"$ASE run --space $FIX/gridtiny.yaml --finetune none --budget 1 {TINY}",
-          one_line_error("edge_grid")),
-    Probe("edge-grid-nan", "5", "space YAML edge_grid: .nan",
-          f"$ASE run --space $FIX/gridnan.yaml --finetune none --budget 1 {TINY}",
-          one_line_error("edge_grid")),
+    *(Probe(f"edge-grid-{name}", "5", f"space YAML edge_grid: {value}",
+            f"$ASE run --space $FIX/grid{name}.yaml --finetune none --budget 1 {TINY}",
+            one_line_error("edge_grid")) for name, value in EDGE_GRIDS),
     Probe("budget-abc", "5", "--budget abc", "$ASE run --budget abc", exit_code(2, "budget")),
-    Probe("export-under-file", "5", "export -o under a regular file",
-          "$ASE export $FIX/study.db --trial 0 -o $FIX/blocker/s.json",
-          one_line_error("blocker")),
-    Probe("pareto-report-under-file", "5", "pareto --report under a regular file",
-          "$ASE pareto $FIX/study.db --report $FIX/blocker/r.html", one_line_error("blocker")),
-    Probe("pareto-csv-under-file", "5", "pareto --csv under a regular file",
-          "$ASE pareto $FIX/study.db --no-report --csv $FIX/blocker/r.csv",
-          one_line_error("blocker")),
-    Probe("sample-under-file", "5", "sample -o under a regular file",
-          "$ASE sample --n 4 --steps 2 -o $FIX/blocker/g.png", one_line_error("blocker")),
-    Probe("eval-json-under-file", "5", "eval --json under a regular file",
-          "$ASE eval --n 16 --steps 2 --json $FIX/blocker/e.json", one_line_error("blocker")),
-    Probe("run-storage-under-file", "5", "run --storage under a regular file",
-          f"$ASE run --finetune none --budget 1 {TINY} --storage $FIX/blocker/s.db",
-          one_line_error("blocker")),
+    *(Probe(f"{key}-under-file", "5", f"{what} under a regular file", command,
+            one_line_error("blocker")) for key, what, command in (
+        ("export", "export -o", "$ASE export $FIX/study.db --trial 0 -o $FIX/blocker/s.json"),
+        ("pareto-report", "pareto --report",
+         "$ASE pareto $FIX/study.db --report $FIX/blocker/r.html"),
+        ("pareto-csv", "pareto --csv", "$ASE pareto $FIX/study.db --no-report --csv "
+                                       "$FIX/blocker/r.csv"),
+        ("sample", "sample -o", "$ASE sample --n 4 --steps 2 -o $FIX/blocker/g.png"),
+        ("eval-json", "eval --json", "$ASE eval --n 16 --steps 2 --json $FIX/blocker/e.json"),
+        ("run-storage", "run --storage",
+         f"$ASE run --finetune none --budget 1 {TINY} --storage $FIX/blocker/s.db"),
+    )),
     Probe("finetune-diverges", "5", "a diverging fine-tune (finetune)",
-          "$ASE finetune --schedule D4 --steps 3 --lr 1e30 -o ft.safetensors",
+          "$ASE finetune --schedule D4 --steps 3 --lr 1e30 -o ft",
           one_line_error("diverge")),
     Probe("one-shot-diverges", "5", "a diverging one-shot fine-tune (run)",
           f"$ASE run --finetune-steps 3 --finetune-lr 1e30 --budget 1 {TINY} --storage os.db",
@@ -214,7 +216,7 @@ PROBES: tuple[Probe, ...] = (
     Probe("nan-weights", "7", "sample with NaN weights",
           "$ASE sample --checkpoint $FIX/nan.pt --n 4 --steps 2 -o g.png; rc=$?; "
           "test -e g.png && echo 'a grid was written' >&2; exit $rc",
-          one_line_error("finite")),
+          one_line_error("diverged")),
     Probe("eval-missing-data", "7", "eval --data /nonexistent",
           "$ASE eval --n 16 --steps 2 --data /nonexistent", one_line_error("/nonexistent")),
     Probe("bare-state-dict", "7", "a bare state dict as --checkpoint",
@@ -226,8 +228,8 @@ PROBES: tuple[Probe, ...] = (
     Probe("ctrl-c", "newcomer", "Ctrl-C during sample",
           "$ASE sample --n 2000 --steps 250 -o g.png", exit_code(130, "interrupt"),
           interrupt_after=12.0),
-    Probe("threads", "newcomer", "every command says its thread count",
-          "$ASE schedules --arch dit", exit_code(0, "thread")),
+    Probe("threads", "newcomer", "a command that computes says its thread count",
+          "$ASE sample --n 1 --steps 1 -o g.png", exit_code(0, "thread")),
     Probe("eval-exit-untuned", "newcomer", "eval --schedule D4 on the shipped (not fine-tuned) model",
           "$ASE eval --schedule D4 --n 16 --steps 2", exit_code(0, "fine-tun")),
     Probe("version", "newcomer", "the exported schedule names the ase-search version",
@@ -248,7 +250,7 @@ def make_fixtures(fix: Path, env: dict[str, str]) -> None:
     fix.mkdir(parents=True, exist_ok=True)
     (fix / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     space = (ROOT / "search_spaces" / "dit-free-edges.yaml").read_text()
-    for name, value in (("grid0", "0"), ("gridtiny", "1.0e-320"), ("gridnan", ".nan")):
+    for name, value in (("grid" + name, value) for name, value in EDGE_GRIDS):
         lines = [f"edge_grid: {value}" if line.startswith("edge_grid:") else line
                  for line in space.splitlines()]
         if not any(line.startswith("edge_grid:") for line in lines):
