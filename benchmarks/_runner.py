@@ -92,6 +92,9 @@ class Benchmark:
         report: the report from every cached cell (in cache order), the parameters and the
             cache file's name.
         version: the cache layout; a cache of another version is started afresh.
+        cell_identity: what a cell's value depends on besides the parameters, e.g. the digest
+            of the weights it measures (``{"weights_sha256": ...}``); merged into the cell's
+            identity, so a cell is computed again when it changes. ``None``: nothing else.
     """
 
     name: str
@@ -101,6 +104,7 @@ class Benchmark:
     cell: Callable[[Any, str, CellContext], dict[str, Any]]
     report: Callable[[dict[str, dict[str, Any]], Any, str], Report | str]
     version: int = 1
+    cell_identity: Callable[[Any, str], Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.params):
@@ -269,12 +273,14 @@ def run(bench: Benchmark, argv: Sequence[str] | None = None) -> Cache:
         patterns = args.only.split(",")
         keys = [k for k in keys if any(fnmatch.fnmatchcase(k, p) for p in patterns)]
     for key in keys:
-        if not args.fresh and cache.is_current(key, ident):
+        key_ident = ident if bench.cell_identity is None else {
+            **ident, **bench.cell_identity(params, key)}
+        if not args.fresh and cache.is_current(key, key_ident):
             print(f"{bench.name}: {key} cached", file=sys.stderr)
             continue
         ctx = CellContext(command=command, previous=None if args.fresh else cache.previous(key),
                           checkpoint=lambda value, key=key: cache.checkpoint(key, value))
-        cache.put(key, bench.cell(params, key, ctx), ident)
+        cache.put(key, bench.cell(params, key, ctx), key_ident)
         write_report(bench, cache, params, args.out)  # after each cell, so a crash keeps it
     text = write_report(bench, cache, params, args.out)
     print(text)

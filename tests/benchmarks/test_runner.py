@@ -136,3 +136,20 @@ def test_figures_go_to_an_offline_html_twin(tmp_path: Path) -> None:
     assert page.count("plotly.js v") == 1  # the bundle inlined once, for the first figure
     assert "<script src=" not in page  # nothing fetched when opened
     assert page.count("Plotly.newPlot(") == 2
+
+
+def test_a_cell_identity_beyond_the_parameters_recomputes_when_it_changes(tmp_path: Path) -> None:
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"one")
+    digest = lambda params, key: {"weights": weights.read_bytes().decode()}  # noqa: E731
+    bench = dataclasses.replace(TOY, cell_identity=digest)
+    out = tmp_path / "toy.md"
+    run(bench, ["--out", str(out), "--names", "a"])
+    assert _cache(out)["params"]["a"] == {"scale": 2, "weights": "one"}
+    CALLS.clear()
+    run(bench, ["--out", str(out), "--names", "a"])
+    assert CALLS == []
+    weights.write_bytes(b"two")
+    run(bench, ["--out", str(out), "--names", "a"])
+    assert CALLS == [("a", {"value": 2, "steps": [0, 2, 4]})]
+    assert _cache(out)["params"]["a"] == {"scale": 2, "weights": "two"}
