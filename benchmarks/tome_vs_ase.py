@@ -38,50 +38,25 @@ Run from the repository root on an otherwise idle machine:
 
     python -m benchmarks.tome_vs_ase --arch dit uvit --n 500 --seeds 3 --threads 2
 
-Finished cells (one FID row, one latency run per model) are cached in ``reports/tome_vs_ase.json``
-(atomic writes after each), so an interrupted run resumes; ``--rebuild`` only rewrites the markdown.
+One cell of ``reports/tome_vs_ase.json`` per model; within it every FID row and the latency run
+are saved as they finish, so an interrupted run resumes, and a run with other settings reuses the
+rows they do not change. ``--rebuild`` only rewrites the markdown.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
+import dataclasses
 import itertools
 import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from ase_search.evaluate import evaluate, machine_info
-from ase_search.measure import blocks_per_call
-from ase_search.metrics.latency import (
-    example_inputs,
-    flop_acceleration,
-    measure,
-    profile_components,
-)
-from ase_search.samplers import SAMPLER_NAMES, SamplerConfig
-from ase_search.schedule import (
-    ExitSchedule,
-    preset,
-    preset_names,
-    scale_blocks,
-)
-from ase_search.testbed import TESTBEDS, load_model
-from ase_search.tome import (
-    ToMeConfig,
-    apply_tome,
-    tome_blocks,
-    tome_flop_acceleration,
-)
 from benchmarks._common import (
-    ROOT,
-    add_run_options,
     display_path,
     fid_text,
     file_sha256,
@@ -89,12 +64,15 @@ from benchmarks._common import (
     pct,
     progress_bar,
     reference_one_shot_weights,
-    run_per_arch,
     short_hash,
-    start_run,
 )
+from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
-VERSION = 1
+if TYPE_CHECKING:
+    import torch
+
+    from ase_search.samplers import SamplerConfig
+
 _BOOTSTRAP = 2000
 # Appendix B.3: attn-ratio-2 .. attn-ratio-6 (tomesd's ratio 0.2 .. 0.6), stride 2 ("down-1": only
 # the finest level of a U-Net merges, which for a transformer is every block).
@@ -107,13 +85,83 @@ PAPER_TOME = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """What the comparison holds: models, rows (presets + ToMe configurations), FID and latency."""
+
+    arch: tuple[str, ...] = field(default=("dit", "uvit"),
+                                  metadata=option("testbed models", identity=False))
+    n: int = field(default=500, metadata=option("samples per seed"))
+    seeds: int = field(default=3, metadata=option("number of seeds"))
+    seed: int = field(default=0, metadata=option("first seed"))
+    sampler: str = "ddim"
+    steps: int = field(default=20, metadata=option("sampler steps"))
+    batch_size: int = field(default=256, metadata=option(
+        "samples per model call, for sampling and for timing"))
+    presets: tuple[str, ...] = field(default=(), metadata=option(
+        "ASE presets to include (default: every D-n of the arch)"))
+    tome_ratios: tuple[float, ...] = field(default=PAPER_RATIOS, metadata=option(
+        "merge ratios (default: the paper's 0.2 .. 0.6)"))
+    tome_schedules: tuple[str, ...] = field(default=(), metadata=option(
+        "ToMe block schedules, e.g. B2 R4 all (every arch) or dit:B2,B4 uvit:R2,R3 (default: the "
+        "paper's, rescaled to the testbed)"))
+    tome_seed: int = field(default=0, metadata=option(
+        "seed of ToMe's destination draw (ToMeConfig.seed)"))
+    ase_weights: str | None = field(default=None, metadata=option(
+        "weights for the ASE rows: a path ({arch} is replaced by dit/uvit) or 'one-shot' for the "
+        "weights studies/reference/{arch}.db records; default: the shipped testbed weights"))
+    latency: str = field(default="sampling", metadata=option(
+        "time every call of one sampling run per row, or each distinct call once per round "
+        "(cheaper)", choices=("sampling", "per-call")))
+    latency_repeats: int = field(default=3, metadata=option(
+        "timed interleaved rounds after one warm-up round"))
+
+    def __post_init__(self) -> None:
+        from ase_search.testbed import TESTBEDS
+        from ase_search.tome import ToMeConfig
+
+        unknown = [a for a in self.arch if a not in TESTBEDS]
+        if unknown:
+            raise ValueError(f"--arch {unknown[0]!r} is not a testbed; choose from "
+                             f"{list(TESTBEDS)}")
+        if self.n < 2 or self.seeds < 1 or self.seed < 0:
+            raise ValueError("--n must be >= 2, --seeds >= 1 and --seed >= 0")
+        if self.batch_size < 1 or self.latency_repeats < 1:
+            raise ValueError("--batch-size and --latency-repeats must be >= 1")
+        if (self.ase_weights not in (None, "one-shot") and len(self.arch) > 1
+                and "{arch}" not in self.ase_weights):
+            raise ValueError("--ase-weights with several --arch needs an {arch} placeholder, "
+                             "e.g. runs/{arch}-dedicated.safetensors")
+        if self.ase_weights not in (None, "one-shot"):
+            for arch in self.arch:
+                path = Path(self.ase_weights.format(arch=arch))
+                if not path.is_file():
+                    raise ValueError(f"--ase-weights: {path} does not exist")
+        self.sampler_config  # noqa: B018 -- raises ValueError naming a bad sampler or steps
+        for ratio in self.tome_ratios:
+            try:
+                ToMeConfig(ratio=ratio)
+            except ValueError as err:
+                raise ValueError(f"--tome-ratios {ratio:g}: {err}") from None
+        check_tome_schedule_specs(self.tome_schedules)
+
+    @property
+    def sampler_config(self) -> SamplerConfig:
+        from ase_search.samplers import SamplerConfig
+
+        return SamplerConfig(name=self.sampler, steps=self.steps)
+
+
 # ###################################################################### ToMe configurations
 def scale_tome_schedule(schedule: str, depth: int, reference_depth: int) -> str:
     """A ToMe schedule written for ``reference_depth`` blocks, for a model of ``depth`` blocks.
 
-    ``F<k>``/``R<k>`` rescale ``k`` with :func:`scale_blocks`; ``B<k>`` rescales the ``k / 2``
-    blocks it takes from each end, so it stays even; ``all`` stays ``all``.
+    ``F<k>``/``R<k>`` rescale ``k`` with :func:`~ase_search.schedule.scale_blocks`; ``B<k>``
+    rescales the ``k / 2`` blocks it takes from each end, so it stays even; ``all`` stays ``all``.
     """
+    from ase_search.schedule import scale_blocks
+    from ase_search.tome import ToMeConfig
+
     canonical = ToMeConfig(0.0, schedule).schedule
     if canonical == "all" or depth == reference_depth:
         return canonical
@@ -123,9 +171,12 @@ def scale_tome_schedule(schedule: str, depth: int, reference_depth: int) -> str:
     return f"{kind}{scale_blocks(k, depth, reference_depth)}"
 
 
-def tome_schedules_for(arch: str, tome_depth: int, specs: list[str] | None) -> list[str]:
-    """The ToMe block schedules of ``arch``: ``--tome-schedules`` or the paper's, rescaled."""
-    if specs is None:
+def tome_schedules_for(arch: str, tome_depth: int, specs: tuple[str, ...]) -> list[str]:
+    """The ToMe block schedules of ``arch``: ``--tome-schedules`` or (none given) the paper's,
+    rescaled."""
+    from ase_search.tome import ToMeConfig
+
+    if not specs:
         reference_depth, paper = PAPER_TOME[arch]
         names = [scale_tome_schedule(s, tome_depth, reference_depth) for s in paper]
     else:
@@ -138,10 +189,15 @@ def tome_schedules_for(arch: str, tome_depth: int, specs: list[str] | None) -> l
     return list(dict.fromkeys(names))  # de-duplicated, first occurrence kept
 
 
-def parse_tome_schedule_specs(specs: list[str] | None) -> list[str] | None:
-    """Check ``--tome-schedules`` entries: ``B2`` (every arch) or ``dit:B2,B4`` (one arch)."""
-    if specs is None:
-        return None
+def check_tome_schedule_specs(specs: tuple[str, ...]) -> None:
+    """Check ``--tome-schedules`` entries: ``B2`` (every arch) or ``dit:B2,B4`` (one arch).
+
+    Raises:
+        ValueError: naming the entry, for an unknown arch prefix or schedule.
+    """
+    from ase_search.testbed import TESTBEDS
+    from ase_search.tome import ToMeConfig
+
     for spec in specs:
         target, _, body = spec.rpartition(":")
         if target and target not in TESTBEDS:
@@ -152,7 +208,6 @@ def parse_tome_schedule_specs(specs: list[str] | None) -> list[str] | None:
                 ToMeConfig(0.0, name)
             except ValueError as err:
                 raise ValueError(f"--tome-schedules {spec!r}: {err}") from None
-    return specs
 
 
 def twin(model: torch.nn.Module) -> torch.nn.Module:
@@ -166,9 +221,14 @@ def twin(model: torch.nn.Module) -> torch.nn.Module:
 
 
 # ###################################################################### rows
-def build_rows(arch: str, base: torch.nn.Module, args: argparse.Namespace,
+def build_rows(arch: str, base: torch.nn.Module, args: Params,
                ase_on_other_weights: bool, notes: list[str]) -> list[dict[str, Any]]:
     """full, [full on the ASE weights], the D-n presets, then ToMe ratio x schedule."""
+    from ase_search.measure import blocks_per_call
+    from ase_search.metrics.latency import flop_acceleration
+    from ase_search.schedule import preset, preset_names
+    from ase_search.tome import ToMeConfig, tome_blocks, tome_flop_acceleration
+
     depth = base.exit_depth
     times = args.sampler_config.model_times()
     rows: list[dict[str, Any]] = []
@@ -184,8 +244,8 @@ def build_rows(arch: str, base: torch.nn.Module, args: argparse.Namespace,
     if ase_on_other_weights:
         rows.append(ase_row("full", "full (ASE weights)", "full", "ase"))
     available = [n for n in preset_names(arch, data_easy=False) if n != "full"]
-    wanted = available if args.presets is None else [n for n in args.presets if n in available]
-    skipped = [] if args.presets is None else [n for n in args.presets if n not in available]
+    wanted = [n for n in args.presets if n in available] if args.presets else available
+    skipped = [n for n in args.presets if n not in available]
     if skipped:
         notes.append(f"Presets {skipped} do not exist for {arch} (it has {available}); left out.")
     rows += [ase_row(n, n, "ASE", "ase" if ase_on_other_weights else "shipped") for n in wanted]
@@ -225,6 +285,8 @@ def interleaved_times(groups: list[list[tuple[str, Callable[[], Any]]]], repeats
     :func:`ase_search.metrics.latency.sampling_latency_samples`), so the calls compared ran
     seconds apart and a burst of load hits them alike.
     """
+    from ase_search.metrics.latency import measure
+
     times: dict[str, list[float]] = {key: [] for group in groups for key, _ in group}
     for r in range(repeats + 1):  # round 0 is the warm-up
         for g, group in enumerate(groups):
@@ -238,9 +300,14 @@ def interleaved_times(groups: list[list[tuple[str, Callable[[], Any]]]], repeats
 
 
 def measure_latency(base: torch.nn.Module, twins: dict[str, torch.nn.Module],
-                    rows: list[dict[str, Any]], args: argparse.Namespace,
+                    rows: list[dict[str, Any]], args: Params,
                     advance: Callable[[], None]) -> dict[str, Any]:
     """One interleaved run timing every row's calls; per-row latency per call and acceleration."""
+    import numpy as np
+    import torch
+
+    from ase_search.metrics.latency import example_inputs
+
     x, t, y = example_inputs(base, args.batch_size, torch.device("cpu"))  # (B, C, H, W), (B,), (B,)
 
     def call(row: dict[str, Any], k: int) -> Callable[[], Any]:
@@ -300,9 +367,10 @@ def measure_latency(base: torch.nn.Module, twins: dict[str, torch.nn.Module],
 
 
 # ###################################################################### one architecture
-def resolve_ase_weights(arch: str, args: argparse.Namespace,
-                        notes: list[str]) -> tuple[Path, str]:
+def resolve_ase_weights(arch: str, args: Params, notes: list[str]) -> tuple[Path, str]:
     """The weights of the ASE rows and a description of them."""
+    from ase_search.testbed import TESTBEDS
+
     shipped = TESTBEDS[arch].path
     if args.ase_weights is None:
         return shipped, "shipped testbed weights (no fine-tune)"
@@ -314,14 +382,20 @@ def resolve_ase_weights(arch: str, args: argparse.Namespace,
                          f"weights, but {err}: the ASE rows use the shipped testbed weights.")
             return shipped, "shipped testbed weights (no fine-tune; one-shot weights absent)"
         return path, "one-shot fine-tuned weights of the reference study"
-    path = Path(args.ase_weights.format(arch=arch))
-    if not path.is_file():
-        raise SystemExit(f"--ase-weights: {path} does not exist")
-    return path, "fine-tuned weights given with --ase-weights"
+    return Path(args.ase_weights.format(arch=arch)), "fine-tuned weights given with --ase-weights"
 
 
-def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any],
-             save: Callable[[], None], command: str) -> None:
+def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
+    """One model's cell: its rows, FID rows and latency run, each saved as it finishes."""
+    import torch
+
+    from ase_search.evaluate import machine_info
+    from ase_search.measure import measure_schedule
+    from ase_search.metrics.latency import profile_components
+    from ase_search.schedule import ExitSchedule
+    from ase_search.testbed import TESTBEDS, load_model
+    from ase_search.tome import ToMeConfig, apply_tome, tome_blocks
+
     started = time.perf_counter()
     notes: list[str] = []
     base = load_model(arch)
@@ -344,12 +418,11 @@ def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any],
         "latency": {"mode": args.latency, "repeats": args.latency_repeats,
                     "batch_size": args.batch_size, "threads": torch.get_num_threads()},
     }
-    old = {} if args.fresh else store["archs"].get(arch, {})
+    old = ctx.previous or {}
     record: dict[str, Any] = {
-        "command": command, "machine": machine_info(), "settings": settings, "notes": notes,
+        "command": ctx.command, "machine": machine_info(), "settings": settings, "notes": notes,
         "rows": rows, "cells": dict(old.get("cells", {})), "latency": old.get("latency"),
     }
-    store["archs"][arch] = record
 
     def cell_key(row: dict[str, Any]) -> str:
         return short_hash({"row": row_signature(row),
@@ -366,7 +439,7 @@ def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any],
     record["cells"] = {r["name"]: record["cells"][r["name"]] for r in rows
                        if r not in todo and r["name"] in record["cells"]}
     need_latency = (record["latency"] or {}).get("key") != latency_key
-    save()
+    ctx.checkpoint(record)
 
     twins: dict[str, torch.nn.Module] = {}
     for row in rows:
@@ -394,15 +467,16 @@ def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any],
                 schedule = None if row["method"] == "ToMe" else ExitSchedule.from_dict(
                     row["schedule"])
                 t0 = time.perf_counter()
-                result = evaluate(model, schedule, sampler=sampler, n=args.n, seeds=seeds,
-                                  batch_size=args.batch_size, cost_model=cost)
+                result = measure_schedule(model, schedule, sampler=sampler, n=args.n,
+                                          seeds=seeds, batch_size=args.batch_size,
+                                          cost_model=cost, keep_images=0)
                 seconds = time.perf_counter() - t0
                 record["cells"][row["name"]] = {
                     "key": row["cell_key"], "fid_mean": result.mean("fid"),
                     "fid_std": result.std("fid"), "per_seed": [m["fid"] for m in result.metrics],
                     "seconds": seconds, "date": machine_info()["date"],
                 }
-                save()
+                ctx.checkpoint(record)
                 bar.update(task, advance=weight(row))
                 bar.console.print(f"{arch} {row['name']:>20s}: FID "
                                   f"{fid_text(record['cells'][row['name']])} ({seconds:.0f} s)",
@@ -414,9 +488,9 @@ def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any],
             measured = measure_latency(base, twins, rows, args,
                                        lambda: bar.update(lat, advance=1))
             record["latency"] = {"key": latency_key, **settings["latency"], **measured}
-            save()
+            ctx.checkpoint(record)
     record["wall_time_min"] = (time.perf_counter() - started) / 60
-    save()
+    return record
 
 
 # ###################################################################### matching and verdict
@@ -483,11 +557,54 @@ def verdict(record: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
     return text
 
 
-# ###################################################################### markdown
+# ###################################################################### report
+def rows_table(record: dict[str, Any]) -> str:
+    """Every row: its method, config, schedule or merged blocks, accelerations, latency, FID."""
+    import pandas as pd
+
+    lat_rows = (record.get("latency") or {}).get("rows", {})
+    full = record["rows"][0]["name"]
+    table = []
+    for row in record["rows"]:
+        lr = lat_rows.get(row["name"])
+        accel = "–" if lr is None or row["name"] == full else pct(lr["acceleration"],
+                                                                   lr["acceleration_se"])
+        ms = "–" if lr is None else f"{lr['latency_per_call_s'] * 1e3:.1f}" + (
+            f" ± {lr['latency_per_call_se'] * 1e3:.1f}" if lr["latency_per_call_se"] else "")
+        cell = record["cells"].get(row["name"])
+        if cell is not None and cell.get("key") != row.get("cell_key"):
+            cell = None
+        weights = " (ASE weights)" if row["weights"] == "ase" and row["method"] == "full" else ""
+        table.append([f"{row['method']}{weights}", row["config"], row["detail"],
+                      pct(row["flop_acceleration"]), accel, ms, fid_text(cell)])
+    columns = ["method", "config", "exit schedule / merged blocks", "FLOP-ideal accel.",
+               "measured accel.", "latency / call (ms)", "FID"]
+    return markdown_table(pd.DataFrame(table, columns=columns), align=["left"] * 3 + ["right"] * 4)
+
+
+def matches_table(record: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
+    """Each ToMe row next to its nearest ASE preset: accelerations, FIDs and the gaps."""
+    import pandas as pd
+
+    cells = record["cells"]
+    table = [[p["tome"]["name"], pct(p["tome_accel"]), fid_text(cells.get(p["tome"]["name"])),
+              p["ase"]["name"], pct(p["ase_accel"]), fid_text(cells.get(p["ase"]["name"])),
+              f"{(p['ase_accel'] - p['tome_accel']) * 100:+.1f} pp",
+              "–" if p["fid_gap"] is None else f"{p['fid_gap']:+.2f}",
+              {None: "–", True: "yes", False: "no"}[p["beyond_std"]]] for p in pairs]
+    columns = ["ToMe", "accel.", "FID", "nearest ASE", "accel.", "FID",
+               "accel. gap (ASE − ToMe)", "FID gap (ToMe − ASE)", "gap > seed std"]
+    return markdown_table(pd.DataFrame(table, columns=columns),
+                          align=["left", "right", "right", "left", "right", "right", "right",
+                                 "right", "left"])
+
+
 def arch_section(record: dict[str, Any]) -> str:
+    """One model's section: its run, the rows table, the matched pairs and the verdict, notes."""
+    from ase_search.samplers import SamplerConfig
+
     s, m = record["settings"], record["machine"]
     lat = record.get("latency") or {}
-    lat_rows = lat.get("rows", {})
     smp = SamplerConfig.from_dict(s["sampler"])
     w = s["weights"]
     lines = [
@@ -508,44 +625,20 @@ def arch_section(record: dict[str, Any]) -> str:
                   f"and {lat['load_after']:.2f} after.", ""]
     else:
         lines += ["Latency: not measured yet.", ""]
-    lines += ["| method | config | exit schedule / merged blocks | FLOP-ideal accel. | "
-              "measured accel. | latency / call (ms) | FID |",
-              "|---|---|---|---:|---:|---:|---:|"]
-    for row in record["rows"]:
-        lr = lat_rows.get(row["name"])
-        accel = "–" if lr is None or row["name"] == record["rows"][0]["name"] else pct(
-            lr["acceleration"], lr["acceleration_se"])
-        ms = "–" if lr is None else f"{lr['latency_per_call_s'] * 1e3:.1f}" + (
-            f" ± {lr['latency_per_call_se'] * 1e3:.1f}" if lr["latency_per_call_se"] else "")
-        cell = record["cells"].get(row["name"])
-        if cell is not None and cell.get("key") != row.get("cell_key"):
-            cell = None
-        weights = " (ASE weights)" if row["weights"] == "ase" and row["method"] == "full" else ""
-        lines.append(f"| {row['method']}{weights} | {row['config']} | {row['detail']} | "
-                     f"{pct(row['flop_acceleration'])} | {accel} | {ms} | {fid_text(cell)} |")
+    lines.append(rows_table(record))
     pairs = matches(record)
     if pairs:
-        lines += ["", "### Matched acceleration", "",
-                  "| ToMe | accel. | FID | nearest ASE | accel. | FID | accel. gap (ASE − ToMe) "
-                  "| FID gap (ToMe − ASE) | gap > seed std |",
-                  "|---|---:|---:|---|---:|---:|---:|---:|---|"]
-        cells = record["cells"]
-        for p in pairs:
-            gap = "–" if p["fid_gap"] is None else f"{p['fid_gap']:+.2f}"
-            beyond = {None: "–", True: "yes", False: "no"}[p["beyond_std"]]
-            lines.append(
-                f"| {p['tome']['name']} | {pct(p['tome_accel'])} | "
-                f"{fid_text(cells.get(p['tome']['name']))} | {p['ase']['name']} | "
-                f"{pct(p['ase_accel'])} | {fid_text(cells.get(p['ase']['name']))} | "
-                f"{(p['ase_accel'] - p['tome_accel']) * 100:+.1f} pp | {gap} | {beyond} |")
-        lines += ["", "**Verdict.** " + verdict(record, pairs)]
+        lines += ["", "### Matched acceleration", "", matches_table(record, pairs),
+                  "", "**Verdict.** " + verdict(record, pairs)]
     if record["notes"]:
         lines += ["", *[f"- {n}" for n in record["notes"]]]
     return "\n".join(lines) + "\n"
 
 
-def markdown(records: list[dict[str, Any]], json_name: str) -> str:
-    """The report: an introduction, then one section per model."""
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    """The report: an introduction, then one section per model (in testbed order)."""
+    from ase_search.testbed import TESTBEDS
+
     lines = [
         "# ToMe vs ASE at matched acceleration (Appendix B.3, Tables 5-8 on the testbed)", "",
         f"Written by `benchmarks/tome_vs_ase.py` from `{json_name}`; each "
@@ -568,68 +661,17 @@ def markdown(records: list[dict[str, Any]], json_name: str) -> str:
         "ToMe row with the ASE preset of nearest measured acceleration; a gap counts as beyond "
         "the seed std when it exceeds the larger std of the two rows.", "",
     ]
-    return "\n".join(lines + [arch_section(r) for r in records])
+    sections = [arch_section(cells[a]) for a in TESTBEDS if a in cells]
+    return Report("\n".join(lines + sections))
 
 
-# ###################################################################### main
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=["dit", "uvit"], choices=list(TESTBEDS))
-    parser.add_argument("--n", type=int, default=500, help="samples per seed")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
-    parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument("--sampler", default="ddim", choices=list(SAMPLER_NAMES))
-    parser.add_argument("--steps", type=int, default=20, help="sampler steps")
-    parser.add_argument("--batch-size", type=int, default=256,
-                        help="samples per model call, for sampling and for timing")
-    parser.add_argument("--presets", nargs="+", default=None,
-                        help="ASE presets to include (default: every D-n of the arch)")
-    parser.add_argument("--tome-ratios", nargs="+", type=float, default=list(PAPER_RATIOS),
-                        help="merge ratios (default: the paper's 0.2 .. 0.6)")
-    parser.add_argument("--tome-schedules", nargs="+", default=None,
-                        help="ToMe block schedules, e.g. B2 R4 all (every arch) or dit:B2,B4 "
-                             "uvit:R2,R3 (default: the paper's, rescaled to the testbed)")
-    parser.add_argument("--tome-seed", type=int, default=0,
-                        help="seed of ToMe's destination draw (ToMeConfig.seed)")
-    parser.add_argument("--ase-weights", default=None,
-                        help="weights for the ASE rows: a path ({arch} is replaced by dit/uvit) "
-                             "or 'one-shot' for the weights studies/reference/{arch}.db records; "
-                             "default: the shipped testbed weights")
-    parser.add_argument("--latency", choices=["sampling", "per-call"], default="sampling",
-                        help="time every call of one sampling run per row, or each distinct "
-                             "call once per round (cheaper)")
-    parser.add_argument("--latency-repeats", type=int, default=3,
-                        help="timed interleaved rounds after one warm-up round")
-    add_run_options(parser, ROOT / "reports" / "tome_vs_ase.md", rebuild=True)
-    args = parser.parse_args(argv)
-    if args.n < 2 or args.seeds < 1 or args.seed < 0:
-        parser.error("--n must be >= 2, --seeds >= 1 and --seed >= 0")
-    if args.batch_size < 1 or args.latency_repeats < 1:
-        parser.error("--batch-size and --latency-repeats must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
-    if args.out.suffix.lower() != ".md":
-        parser.error(f"--out must be a .md file, got {args.out}")
-    if (args.ase_weights not in (None, "one-shot") and len(args.arch) > 1
-            and "{arch}" not in args.ase_weights):
-        parser.error("--ase-weights with several --arch needs an {arch} placeholder, e.g. "
-                     "runs/{arch}-dedicated.safetensors")
-    try:
-        args.sampler_config = SamplerConfig(name=args.sampler, steps=args.steps)
-        for ratio in args.tome_ratios:
-            ToMeConfig(ratio=ratio)
-        args.tome_schedules = parse_tome_schedule_specs(args.tome_schedules)
-    except ValueError as err:
-        parser.error(str(err))
-    return args
+BENCHMARK = Benchmark(name="tome_vs_ase", doc=__doc__, params=Params,
+                      keys=lambda params: list(params.arch), cell=run_arch, report=report,
+                      version=2)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    command = start_run(__file__, argv, args.threads)
-    run_per_arch(args.out, VERSION, [] if args.rebuild else args.arch,
-                 lambda arch, store, save: run_arch(arch, args, store, save, command),
-                 markdown)
+    run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":
