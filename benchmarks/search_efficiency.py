@@ -10,18 +10,26 @@ the default sampler reaches random search's budget hypervolume in at most half t
 
 Optuna runs in this process, not through Ray Tune: Ray is only the search's executor and would
 add its start-up and scheduling to every one of the studies. Evaluations are memoised by schedule
-(common random numbers make them deterministic; the script checks this once), persisted after
-each new one, so the studies share them and an interrupted benchmark resumes. Run from the
-repository root:
+in ``--cache-dir`` (common random numbers make them deterministic; the benchmark checks this
+once), persisted after each new one, so the studies share them and an interrupted benchmark
+resumes. Run from the repository root:
 
     python -m benchmarks.search_efficiency --arch dit --budget 40 --repeats 3 \
         --algos gp tpe random --n 500 --threads 2
+
+The cells of ``reports/search_efficiency.json`` are ``setup`` (weights, cost model, the full
+model's evaluation and the determinism check) and one per study, ``<algo>-r<repeat>``.
+``--reference`` only changes the report; the box of the paper's presets is kept as its own report:
+
+    python -m benchmarks.search_efficiency --reference presets \
+        --out reports/search_efficiency-presets.md
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime as dt
+import functools
 import html
 import json
 import math
@@ -30,8 +38,9 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ase_search.pareto import hypervolume
@@ -44,19 +53,62 @@ from benchmarks._common import (
     machine_text,
     progress_bar,
     short_hash,
-    start_run,
     write_json,
-    write_text,
 )
+from benchmarks._runner import Benchmark, Cache, CellContext, Report, option, run
 
-DEFAULT_ALGO = SearchConfig().sampler_algo  # what `ase-search run` uses without --sampler-algo
+# The search's defaults, read from the dataclass (an instance validates, which imports torch).
+_DEFAULTS = SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(SearchConfig)})
+DEFAULT_ALGO = _DEFAULTS.sampler_algo  # what `ase-search run` uses without --sampler-algo
 FRACTION_OF_BEST = 0.95
 REFERENCES = {"full": "2 x the FID of the full schedule, {full:.4g}, measured as above with the "
                       "same weights",
               "presets": "1.1 x the worst seed's FID, {worst:.4g} ({worst_name}): the box the "
                          "paper's presets span"}
-CACHE_VERSION = 1
+CACHE_VERSION = 1  # of the evaluation memo in --cache-dir
+SETUP = "setup"  # the cell every study starts from
 COLOURS = {"gp": "#d62728", "tpe": "#1f77b4", "random": "#7f7f7f", "nsga2": "#2ca02c"}
+
+
+@dataclass(frozen=True)
+class Params:
+    """What the studies measure (the search's settings) and which studies run."""
+
+    arch: str = field(default="dit", metadata=option("testbed model", choices=("dit", "uvit")))
+    budget: int = field(default=_DEFAULTS.budget, metadata=option("finished trials per study"))
+    repeats: int = field(default=3, metadata=option("studies per algorithm", identity=False))
+    algos: tuple[str, ...] = field(default=(DEFAULT_ALGO, "tpe", "random"), metadata=option(
+        "samplers compared", identity=False, choices=tuple(SAMPLER_ALGOS)))
+    n: int = field(default=_DEFAULTS.n_samples, metadata=option("samples per trial"))
+    sampler: str = _DEFAULTS.sampler
+    steps: int = _DEFAULTS.steps
+    seed: int = field(default=_DEFAULTS.seed, metadata=option(
+        "sampling noise of every trial and seed of the one-shot fine-tune"))
+    batch_size: int = _DEFAULTS.batch_size
+    latency_batch: int = _DEFAULTS.latency_batch
+    finetune_steps: int = field(default=_DEFAULTS.finetune_steps, metadata=option(
+        "one-shot fine-tune steps (0: search the checkpoint as it is)"))
+    one_shot_weights: str | None = field(default=None, metadata=option(
+        "reuse these one-shot fine-tuned weights (e.g. the reference study's) instead of making "
+        "them"))
+    checkpoint: str | None = field(default=None, metadata=option(
+        "default: the shipped testbed model"))
+    space: str | None = field(default=None, metadata=option(
+        "default: the testbed's search space"))
+    reference: str = field(default="full", metadata=option(
+        "hypervolume reference FID: 'full' = 2 x the full model's (the search's report), "
+        "'presets' = 1.1 x the worst seed preset's (the box the paper's schedules span)",
+        identity=False, choices=tuple(REFERENCES)))
+    cache_dir: Path = field(default=ROOT / "studies" / "bench" / "search_efficiency",
+                            metadata=option("where evaluations are memoised", identity=False))
+    no_progress: bool = field(default=False, metadata=option("no progress bar", identity=False))
+
+    def __post_init__(self) -> None:
+        if self.budget < 2 or self.repeats < 1:
+            raise ValueError("--budget must be >= 2 and --repeats >= 1")
+
+    def study_keys(self) -> list[str]:
+        return [_run_name(a, r) for a in dict.fromkeys(self.algos) for r in range(self.repeats)]
 
 
 # ###################################################################### pure helpers
@@ -132,7 +184,7 @@ class MemoisedObjective:
         self.ctx, self.path, self.threads = ctx, path, threads
         stored = load_json(path) or {}
         if stored and stored.get("identity") != identity:
-            raise ValueError(f"{path} was written with other settings; delete it or pass another "
+            raise SystemExit(f"{path} was written with other settings; delete it or pass another "
                              f"--cache-dir")
         self.identity = identity
         self.entries: dict[str, dict[str, Any]] = stored.get("evaluations", {})
@@ -207,12 +259,14 @@ def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, 
             raise
         trial.set_user_attr("cached", objective.hits > hits)
         trial.set_user_attr("acceleration", result["acceleration"])
+        trial.set_user_attr("eval_seconds", result.get("wall_time"))
         return result["fid"], result["latency"]
 
     def complete() -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     started, evals_before = time.perf_counter(), objective.eval_seconds
+    new_before, hits_before = objective.new, objective.hits
     stalled = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -232,12 +286,14 @@ def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, 
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "params": t.params,
                                **{k: t.user_attrs.get(k) for k in
                                   ("seed", "schedule_key", "describe", "cached",
-                                   "acceleration")}}
+                                   "acceleration", "eval_seconds")}}
         if t.state == TrialState.COMPLETE:
             row["fid"], row["latency"] = t.values
         trials.append(row)
     return {"algo": algo, "repeat": repeat, "budget": budget, "trials": trials,
             "wall_time": wall, "sampler_time": wall - (objective.eval_seconds - evals_before),
+            "new_evaluations": objective.new - new_before,
+            "cache_hits": objective.hits - hits_before,
             "completed": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -314,6 +370,140 @@ def _final_range(result: dict[str, Any], algo: str) -> str:
 
 def _fmt_trials(k: int | None, budget: int) -> str:
     return str(k) if k is not None else f"not reached (> {budget})"
+
+
+# ###################################################################### the cells
+@dataclass(frozen=True)
+class Setup:
+    """What every cell of one process shares: the space, the memoised objective, the run's facts."""
+
+    space: Any
+    objective: MemoisedObjective
+    facts: dict[str, Any]
+
+
+@functools.cache
+def setup(params: Params, threads: int) -> Setup:
+    """Weights, cost model and memo of ``params`` (made once per process, reused from disk)."""
+    import optuna
+    import torch
+
+    from ase_search.finetune import one_shot_weights
+    from ase_search.metrics.latency import CostModel, profile_components
+    from ase_search.samplers import SamplerConfig
+    from ase_search.search import TrialContext, one_shot_config
+    from ase_search.space import load_space
+    from ase_search.testbed import TESTBEDS, load_model
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = SearchConfig(arch=params.arch, budget=params.budget, space=params.space,
+                          checkpoint=params.checkpoint, sampler=params.sampler,
+                          steps=params.steps, n_samples=params.n,
+                          finetune="one-shot" if params.finetune_steps else "none",
+                          finetune_steps=params.finetune_steps, seed=params.seed,
+                          batch_size=params.batch_size, latency_batch=params.latency_batch,
+                          grid=0)
+    model = load_model(params.arch, params.checkpoint)
+    space_path = Path(params.space) if params.space else TESTBEDS[params.arch].space
+    space = load_space(space_path, depth=model.exit_depth)
+    base_path = (Path(params.checkpoint).resolve() if params.checkpoint
+                 else TESTBEDS[params.arch].path)
+    cache = params.cache_dir.resolve()
+
+    # 1. The weights every trial starts from: one-shot fine-tuned once, as `ase-search run` does.
+    if params.one_shot_weights is not None:
+        weights = Path(params.one_shot_weights).resolve()
+        weights_note = f"one-shot fine-tuned weights reused from `{params.one_shot_weights}`"
+    elif params.finetune_steps > 0:
+        print(f"one-shot fine-tune ({config.finetune_steps} steps; cached) ...", file=sys.stderr)
+        # The file name carries the key of what made the weights, so one folder serves all.
+        weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
+                                   out_dir=cache / "weights", name=config.resolved_study_name,
+                                   progress=not params.no_progress)
+        model = load_model(params.arch, params.checkpoint)  # the fine-tune trained it in place
+        weights_note = (f"one-shot fine-tuned over the space ({config.finetune_steps} steps, "
+                        f"seed {config.seed}) from `{base_path.name}`")
+    else:
+        weights = base_path
+        weights_note = f"`{base_path.name}` as it is (no fine-tune)"
+
+    # 2. Everything that makes evaluations comparable names the memo's folder.
+    identity = dict(config.identity())
+    identity.update(weights=file_sha256(weights)[:16], space=space.to_dict(),
+                    batch_size=params.batch_size, threads=threads, version=CACHE_VERSION)
+    evals_dir = cache / f"evals-{params.arch}-{short_hash(identity)}"
+    evals_dir.mkdir(parents=True, exist_ok=True)
+    write_json(evals_dir / "identity.json", identity, sort_keys=True)
+    cost_path = evals_dir / "cost_model.json"
+    if not cost_path.is_file():  # profiled once, so every run and resume compares alike
+        print(f"profiling the cost model at batch {params.latency_batch} ...", file=sys.stderr)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        write_json(cost_path, profile_components(model, batch_size=params.latency_batch,
+                                                 device=device).to_dict(), sort_keys=True)
+    cost = CostModel.from_dict(load_json(cost_path))
+    ctx = TrialContext(config=asdict(config), weights=str(weights), space=space.to_dict(),
+                       cost_model=cost.to_dict(), grids_dir=str(evals_dir / "grids"),
+                       cpus=threads)
+    objective = MemoisedObjective(ctx, evals_dir / "evaluations.json", identity, threads)
+    facts = {
+        "threads": threads, "arch": params.arch,
+        "model": TESTBEDS[params.arch].model_name if params.checkpoint is None
+        else base_path.name,
+        "space": str(space_path), "n_params": len(space.param_names()),
+        "seeds": list(space.seeds), "weights": str(weights), "weights_note": weights_note,
+        "sampler": f"{params.sampler}-{params.steps}", "n": params.n, "seed": params.seed,
+        "fid_extractor": config.fid_extractor, "latency_batch": params.latency_batch,
+        "full_latency": cost.latency(None, SamplerConfig(params.sampler,
+                                                          params.steps).model_times()),
+        "identity": identity, "cache_dir": str(evals_dir),
+    }
+    return Setup(space=space, objective=objective, facts=facts)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()  # the runner's --threads, as the search's workers get it
+
+
+def setup_cell(params: Params, ctx: CellContext) -> dict[str, Any]:
+    """The full model's evaluation (it fixes the reference point), checked to be deterministic."""
+    from ase_search.evaluate import machine_info
+    from ase_search.schedule import preset
+
+    s = setup(params, _threads())
+    full_schedule = preset("full", params.arch, s.space.depth)
+    print("evaluating the full model (and once more for the determinism check) ...",
+          file=sys.stderr)
+    full = s.objective(full_schedule)
+    det_path = Path(s.facts["cache_dir"]) / "determinism.json"
+    determinism = load_json(det_path)
+    if determinism is None:
+        again = s.objective.measure(full_schedule)
+        determinism = {"schedule": "full", "fid_first": full["fid"], "fid_second": again["fid"],
+                       "exact": full["fid"] == again["fid"],
+                       "abs_diff": abs(full["fid"] - again["fid"])}
+        write_json(det_path, determinism, sort_keys=True)
+    return {**s.facts, "command": ctx.command,
+            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine_info(),
+            "full_fid": full["fid"], "determinism": determinism}
+
+
+def study_cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """One study of ``--budget`` finished trials (its trials, wall and sampler time)."""
+    algo, _, repeat = key.rpartition("-r")
+    s = setup(params, _threads())
+    objective = s.objective
+    with progress_bar(counts=True, note=True, enabled=not params.no_progress) as bar:
+        task = bar.add_task(key, total=params.budget, note="")
+        new, hits = objective.new, objective.hits
+        return run_study(algo, int(repeat), s.space, objective, params.budget,
+                         lambda: bar.update(task, advance=1, note=(
+                             f"{objective.new - new} evaluated, {objective.hits - hits} cached")))
+
+
+def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    return setup_cell(params, ctx) if key == SETUP else study_cell(params, key, ctx)
 
 
 # ###################################################################### markdown report
@@ -415,16 +605,16 @@ def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[
         for k in checkpoints:
             lines.append(f"| {k} | {s['mean'][k - 1]:.4g} | {s['std'][k - 1]:.3g} | "
                          f"{s['low'][k - 1]:.4g} | {s['high'][k - 1]:.4g} |")
-    lines += ["", f"Wall time of this invocation: {meta['wall_time'] / 60:.1f} min "
-              f"({meta['new_evaluations']} new evaluations, {meta['cache_hits']} cache hits). "
-              f"Curves, fronts and every trial: `{meta['json_name']}`; plots: "
-              f"`{meta['html_name']}`.", ""]
+    lines += ["", f"Wall time of the {len(runs)} studies: {meta['wall_time'] / 60:.1f} min "
+              f"together. Every trial: `{meta['json_name']}`; plots: `{meta['html_name']}`.",
+              ""]
     return "\n".join(lines)
 
 
 # ###################################################################### HTML report
-def html_report(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[str, Any]],
-                algos: Sequence[str], repeats: int, budget: int, text: str) -> str:
+def figures(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[str, Any]],
+            algos: Sequence[str], repeats: int, budget: int) -> list[Any]:
+    """Plotly figures: hypervolume against trials, and every run's final front."""
     import plotly.graph_objects as go
 
     trials = list(range(1, budget + 1))
@@ -453,7 +643,8 @@ def html_report(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, di
         hv.add_vline(x=result["verdict"]["limit"], line_dash="dash", line_color="#bbb")
     ref = result["reference_point"]
     hv.update_layout(xaxis_title="finished trials", yaxis_title="hypervolume (FID x s)",
-                     title=f"reference point: FID {ref[0]:.4g}, latency {ref[1]:.4g} s",
+                     title=f"Hypervolume against trials (reference point: FID {ref[0]:.4g}, "
+                           f"latency {ref[1]:.4g} s)",
                      template="plotly_white", height=480)
 
     symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
@@ -483,17 +674,10 @@ def html_report(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, di
                                 marker={"symbol": "star", "size": 14, "color": "#000"}))
     fronts.update_layout(xaxis_title="acceleration (1 - latency / full latency)",
                          yaxis_title="FID (lower is better)", xaxis_tickformat=".0%",
-                         title=f"Pareto fronts after {budget} trials",
+                         title=f"Final fronts: Pareto fronts after {budget} trials",
                          template="plotly_white", height=520)
 
-    divs = [fig.to_html(full_html=False, include_plotlyjs=(k == 0),  # plotly.js inlined once
-                        config={"displaylogo": False}) for k, fig in enumerate((hv, fronts))]
-    title = "ase-search: search efficiency"
-    body = (f"<h1>{html.escape(title)}</h1>\n<pre class=\"report\">{html.escape(text)}</pre>\n"
-            f"<h2>Hypervolume against trials</h2>{divs[0]}\n<h2>Final fronts</h2>{divs[1]}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f"{body}\n</body>\n</html>\n")
+    return [hv, fronts]
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
@@ -501,204 +685,72 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r}, {g}, {b}, {alpha})"
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-pre.report { white-space: pre-wrap; background: #f7f7f7; padding: 1em; font-size: 0.85em; }
-"""
-
-
-# ###################################################################### driver
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = SearchConfig()
-    parser.add_argument("--arch", default="dit", choices=["dit", "uvit"])
-    parser.add_argument("--budget", type=int, default=defaults.budget,
-                        help="finished trials per study")
-    parser.add_argument("--repeats", type=int, default=3, help="studies per algorithm")
-    parser.add_argument("--algos", nargs="+", default=[DEFAULT_ALGO, "tpe", "random"],
-                        choices=list(SAMPLER_ALGOS))
-    parser.add_argument("--n", type=int, default=defaults.n_samples, help="samples per trial")
-    parser.add_argument("--sampler", default=defaults.sampler)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help="sampling noise of every trial and seed of the one-shot fine-tune")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--latency-batch", type=int, default=defaults.latency_batch)
-    parser.add_argument("--finetune-steps", type=int, default=defaults.finetune_steps,
-                        help="one-shot fine-tune steps (0: search the checkpoint as it is)")
-    parser.add_argument("--one-shot-weights", type=Path, default=None,
-                        help="reuse these one-shot fine-tuned weights (e.g. "
-                             "studies/reference/dit-one-shot.safetensors) instead of making them")
-    parser.add_argument("--checkpoint", default=None, help="default: the shipped testbed model")
-    parser.add_argument("--space", default=None, help="default: search_spaces/<arch>.yaml")
-    parser.add_argument("--reference", choices=list(REFERENCES), default="full",
-                        help="hypervolume reference FID: 'full' = 2 x the full model's (the "
-                             "search's report), 'presets' = 1.1 x the worst seed preset's (the "
-                             "box the paper's schedules span); the report of 'presets' is "
-                             "search_efficiency-presets.md")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache-dir", type=Path,
-                        default=ROOT / "studies" / "bench" / "search_efficiency")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "reports")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.budget < 2 or args.repeats < 1:
-        parser.error("--budget must be >= 2 and --repeats >= 1")
-    algos = list(dict.fromkeys(args.algos))
-
-    import optuna
-    import torch
-
-    from ase_search.evaluate import machine_info
-    from ase_search.metrics.latency import CostModel, profile_components
-    from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import preset
-    from ase_search.finetune import one_shot_weights
-    from ase_search.search import TrialContext, one_shot_config
-    from ase_search.space import load_space
-    from ase_search.testbed import TESTBEDS, load_model
-
-    started = time.perf_counter()
-    command = start_run(__file__, argv, args.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = SearchConfig(arch=args.arch, budget=args.budget, space=args.space,
-                          checkpoint=args.checkpoint, sampler=args.sampler, steps=args.steps,
-                          n_samples=args.n, finetune="one-shot" if args.finetune_steps else "none",
-                          finetune_steps=args.finetune_steps, seed=args.seed,
-                          batch_size=args.batch_size, latency_batch=args.latency_batch, grid=0)
-    model = load_model(args.arch, args.checkpoint)
-    space_path = Path(args.space) if args.space else TESTBEDS[args.arch].space
-    space = load_space(space_path, depth=model.exit_depth)
-    sampler = SamplerConfig(name=args.sampler, steps=args.steps)
-    base_path = Path(args.checkpoint).resolve() if args.checkpoint else TESTBEDS[args.arch].path
-    cache = args.cache_dir.resolve()
-
-    # 1. The weights every trial starts from: one-shot fine-tuned once, as `ase-search run` does.
-    if args.one_shot_weights is not None:
-        weights = args.one_shot_weights.resolve()
-        weights_note = f"one-shot fine-tuned weights reused from `{args.one_shot_weights}`"
-    elif args.finetune_steps > 0:
-        print(f"one-shot fine-tune ({config.finetune_steps} steps; cached) ...", file=sys.stderr)
-        # The file name carries the key of what made the weights, so one folder serves all.
-        weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
-                                   out_dir=cache / "weights", name=config.resolved_study_name,
-                                   progress=not args.no_progress)
-        model = load_model(args.arch, args.checkpoint)  # the fine-tune trained it in place
-        weights_note = (f"one-shot fine-tuned over the space ({config.finetune_steps} steps, "
-                        f"seed {config.seed}) from `{base_path.name}`")
-    else:
-        weights = base_path
-        weights_note = f"`{base_path.name}` as it is (no fine-tune)"
-
-    # 2. Everything that makes evaluations comparable names the cache folder.
-    identity = dict(config.identity())
-    identity.update(weights=file_sha256(weights)[:16], space=space.to_dict(),
-                    batch_size=args.batch_size, threads=args.threads, version=CACHE_VERSION)
-    evals_dir = cache / f"evals-{args.arch}-{short_hash(identity)}"
-    evals_dir.mkdir(parents=True, exist_ok=True)
-    write_json(evals_dir / "identity.json", identity, sort_keys=True)
-    cost_path = evals_dir / "cost_model.json"
-    if not cost_path.is_file():  # profiled once, so every run and resume compares alike
-        print(f"profiling the cost model at batch {args.latency_batch} ...", file=sys.stderr)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        write_json(cost_path, profile_components(model, batch_size=args.latency_batch,
-                                                 device=device).to_dict(), sort_keys=True)
-    cost = CostModel.from_dict(load_json(cost_path))
-    ctx = TrialContext(config=asdict(config), weights=str(weights), space=space.to_dict(),
-                       cost_model=cost.to_dict(), grids_dir=str(evals_dir / "grids"),
-                       cpus=args.threads)
-    objective = MemoisedObjective(ctx, evals_dir / "evaluations.json", identity, args.threads)
-
-    # 3. The full model fixes the reference point; evaluating it twice checks determinism.
-    full_schedule = preset("full", args.arch, model.exit_depth)
-    print("evaluating the full model (and once more for the determinism check) ...",
-          file=sys.stderr)
-    full = objective(full_schedule)
-    det_path = evals_dir / "determinism.json"
-    determinism = load_json(det_path)
-    if determinism is None:
-        again = objective.measure(full_schedule)
-        determinism = {"schedule": "full", "fid_first": full["fid"], "fid_second": again["fid"],
-                       "exact": full["fid"] == again["fid"],
-                       "abs_diff": abs(full["fid"] - again["fid"])}
-        write_json(det_path, determinism, sort_keys=True)
-    full_latency = cost.latency(None, sampler.model_times())
-
-    # 4. The studies; finished ones are kept (a prefix of a longer run is a shorter run).
-    runs_path = evals_dir / "runs.json"
-    saved: dict[str, dict[str, Any]] = load_json(runs_path) or {}
-    runs: dict[str, dict[str, Any]] = {}
-    total = len(algos) * args.repeats * args.budget
-    with progress_bar(counts=True, note=True, enabled=not args.no_progress) as bar:
-        task = bar.add_task("trials", total=total, note="")
-
-        def note() -> str:
-            return f"{objective.new} evaluated, {objective.hits} cached"
-
-        for algo in algos:
-            for r in range(args.repeats):
-                name = _run_name(algo, r)
-                run = saved.get(name)
-                if run is not None and len(finished_points(run, args.budget)) >= args.budget:
-                    runs[name] = run
-                    bar.advance(task, args.budget)
-                    continue
-                bar.update(task, description=name, note=note())
-                done_before = bar.tasks[0].completed
-                run = run_study(algo, r, space, objective, args.budget,
-                                lambda: bar.update(task, advance=1, note=note()))
-                bar.update(task, completed=done_before + args.budget)
-                saved[name] = runs[name] = run
-                write_json(runs_path, saved, sort_keys=True)
-
-    # 5. Analysis and reports.
+# ###################################################################### the report
+def analysis(cells: dict[str, dict[str, Any]], params: Params,
+             json_name: str = "search_efficiency.json") -> dict[str, Any] | None:
+    """The report's figures from the cached cells: ``meta``, ``result`` (:func:`analyse`),
+    ``runs`` and ``algos``, over the algorithms whose ``--repeats`` studies are all cached;
+    ``None`` before any is."""
+    facts = cells.get(SETUP)
+    budget, repeats = params.budget, params.repeats
+    algos = [a for a in dict.fromkeys(params.algos)
+             if all(len(finished_points(cells.get(_run_name(a, r), {"trials": []}), budget))
+                    >= budget for r in range(repeats))]
+    if facts is None or not algos:
+        return None
+    runs = {_run_name(a, r): cells[_run_name(a, r)] for a in algos for r in range(repeats)}
     seed_trials = {t["seed"]: t["fid"] for run in runs.values() for t in run["trials"]
                    if t.get("seed") and t["state"] == "COMPLETE"}
     worst_name = max(seed_trials, key=seed_trials.get) if seed_trials else "full"
-    worst = seed_trials.get(worst_name, full["fid"])
-    reference_fid = 2.0 * full["fid"] if args.reference == "full" else 1.1 * worst
-    reference_point = (reference_fid, full_latency)
-    result = analyse(runs, algos, args.repeats, args.budget, reference_point,
-                     n_seeds=len(space.seeds))
+    worst = seed_trials.get(worst_name, facts["full_fid"])
+    reference_fid = 2.0 * facts["full_fid"] if params.reference == "full" else 1.1 * worst
+    result = analyse(runs, algos, repeats, budget, (reference_fid, facts["full_latency"]),
+                     n_seeds=len(facts["seeds"]))
     keys = [[t["schedule_key"] for t in runs[_run_name(a, r)]["trials"]] for a in algos
-            for r in range(args.repeats)]
-    prefix = {str(r): shared_prefix([keys[i * args.repeats + r] for i in range(len(algos))])
-              for r in range(args.repeats)} if len(algos) > 1 else {}
-    evals = [e for e in objective.entries.values() if "fail_reason" not in e]
-    out_dir = args.out_dir.resolve()
-    stem = "search_efficiency" + ("" if args.reference == "full" else f"-{args.reference}")
+            for r in range(repeats)]
+    prefix = {str(r): shared_prefix([keys[i * repeats + r] for i in range(len(algos))])
+              for r in range(repeats)} if len(algos) > 1 else {}
+    # Every study's trials name the schedule they measured: together, the distinct evaluations.
+    trials = [t for run in runs.values() for t in run["trials"]]
+    seconds = {t["schedule_key"]: t["eval_seconds"] for t in trials
+               if t.get("eval_seconds") is not None}
     meta = {
-        "command": command,
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "machine": machine_info(), "threads": args.threads,
-        "arch": args.arch,
-        "model": TESTBEDS[args.arch].model_name if args.checkpoint is None else base_path.name,
-        "space": str(space_path), "n_params": len(space.param_names()),
-        "seeds": list(space.seeds), "weights": str(weights), "weights_note": weights_note,
-        "sampler": f"{args.sampler}-{args.steps}", "n": args.n, "seed": args.seed,
-        "fid_extractor": config.fid_extractor, "latency_batch": args.latency_batch,
-        "full_fid": full["fid"], "full_latency": full_latency,
-        "reference": args.reference, "n_seeds": len(space.seeds),
-        "reference_note": REFERENCES[args.reference].format(full=full["fid"], worst=worst,
-                                                            worst_name=worst_name),
-        "algos": algos, "default_algo": DEFAULT_ALGO, "repeats": args.repeats,
-        "budget": args.budget, "identity": identity, "cache_dir": str(evals_dir),
-        "determinism": determinism, "shared_prefix": prefix,
-        "unique_evaluations": len(objective.entries),
-        "median_eval_seconds": statistics.median(e["wall_time"] for e in evals) if evals
-        else math.nan,
-        "new_evaluations": objective.new, "cache_hits": objective.hits,
-        "wall_time": time.perf_counter() - started,
-        "json_name": f"{stem}.json", "html_name": f"{stem}.html",
+        **facts, "reference": params.reference, "n_seeds": len(facts["seeds"]),
+        "reference_note": REFERENCES[params.reference].format(
+            full=facts["full_fid"], worst=worst, worst_name=worst_name),
+        "algos": algos, "default_algo": DEFAULT_ALGO, "repeats": repeats, "budget": budget,
+        "shared_prefix": prefix,
+        "unique_evaluations": len({t["schedule_key"] for t in trials}),
+        # A setup cell may carry the median alone, for studies whose trials lack their times.
+        "median_eval_seconds": statistics.median(seconds.values()) if seconds
+        else facts.get("median_eval_seconds", math.nan),
+        "wall_time": sum(run["wall_time"] for run in runs.values()),
+        "json_name": json_name, "html_name": Path(json_name).with_suffix(".html").name,
     }
-    text = markdown(meta, result, runs, algos, args.repeats, args.budget)
-    write_text(out_dir / f"{stem}.md", text)
-    write_text(out_dir / f"{stem}.html",
-               html_report(meta, result, runs, algos, args.repeats, args.budget, text))
-    write_json(out_dir / f"{stem}.json", {"meta": meta, "result": result, "runs": runs},
-               sort_keys=True)
-    print(text)
-    return {"meta": meta, "result": result}
+    return {"meta": meta, "result": result, "runs": runs, "algos": algos}
+
+
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    """Markdown summary and verdict, and the two figures for the HTML twin."""
+    found = analysis(cells, params, json_name)
+    if found is None:
+        return Report(f"# Search efficiency\n\nNo algorithm's {params.repeats} studies are in "
+                      f"`{json_name}` yet.\n")
+    meta, result, runs, algos = found["meta"], found["result"], found["runs"], found["algos"]
+    text = markdown(meta, result, runs, algos, params.repeats, params.budget)
+    return Report(text, figures(meta, result, runs, algos, params.repeats, params.budget),
+                  title="ase-search: search efficiency",
+                  html_intro=f'<pre style="white-space: pre-wrap; background: #f7f7f7; '
+                             f'padding: 1em; font-size: 0.85em">{html.escape(text)}</pre>')
+
+
+BENCHMARK = Benchmark(name="search_efficiency", doc=__doc__, params=Params,
+                      keys=lambda params: [SETUP, *params.study_keys()], cell=cell,
+                      report=report)
+
+
+def main(argv: Sequence[str] | None = None) -> Cache:
+    return run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":

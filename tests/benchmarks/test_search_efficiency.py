@@ -70,23 +70,25 @@ def test_tiny_end_to_end_run_resumes_from_the_cache(tmp_path) -> None:
     (tmp_path / "space.yaml").write_text(
         "version: 1\narch: dit\ndepth: 4\nintervals: 5\nedges: uniform\n"
         "blocks: {min: 1, max: null}\nmonotone: true\nseeds: [full, D4]\n")
+    out = tmp_path / "reports" / "search_efficiency.md"
     argv = ["--checkpoint", str(tmp_path / "tiny.pt"), "--space", str(tmp_path / "space.yaml"),
             "--budget", "12", "--repeats", "1", "--algos", "gp", "random", "--n", "16",
             "--steps", "2", "--batch-size", "16", "--latency-batch", "4",
             "--finetune-steps", "0", "--threads", "1", "--no-progress",
-            "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / "reports")]
-    first = bench.main(argv)
-    data = json.loads((tmp_path / "reports" / "search_efficiency.json").read_text())
-    for run in data["runs"].values():
-        done = [t for t in run["trials"] if t["state"] == "COMPLETE"]
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    params = bench.Params(budget=12, repeats=1, algos=("gp", "random"))
+    first = bench.analysis(bench.main(argv).cells, params)
+    data = json.loads(out.with_suffix(".json").read_text())["cells"]
+    for key in params.study_keys():
+        done = [t for t in data[key]["trials"] if t["state"] == "COMPLETE"]
         assert len(done) == 12 and [t["seed"] for t in done[:2]] == ["full", "D4"]
-    curves = data["result"]["curves"]
+    curves = first["result"]["curves"]
     assert all(len(c) == 12 and c == sorted(c) for c in curves.values())
-    html = (tmp_path / "reports" / "search_efficiency.html").read_text()
+    html = out.with_suffix(".html").read_text()
     assert html.count("plotly.js v") == 1  # offline: plotly.js inlined once, shared
     assert html.count('class="plotly-graph-div"') == 2
-    assert "Verdict" in (tmp_path / "reports" / "search_efficiency.md").read_text()
-    # A second run evaluates nothing: every schedule and finished study comes from the cache.
-    second = bench.main(argv)
-    assert second["meta"]["new_evaluations"] == 0
-    assert second["result"]["curves"] == first["result"]["curves"]
+    assert "Verdict" in out.read_text()
+    # Every cell again: every schedule comes from the memo, and the studies replay alike.
+    second = bench.main([*argv, "--fresh"]).cells
+    assert sum(second[key]["new_evaluations"] for key in params.study_keys()) == 0
+    assert bench.analysis(second, params)["result"]["curves"] == first["result"]["curves"]
