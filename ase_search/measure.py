@@ -49,6 +49,8 @@ __all__ = [
     "GRID_SAMPLES",
     "Calls",
     "Measurement",
+    "QUALITY_N",
+    "SampleQuality",
     "block_acceleration",
     "blocks_per_call",
     "call_timesteps",
@@ -57,6 +59,7 @@ __all__ = [
     "check_positive_int",
     "check_schedule",
     "fid_images",
+    "measure_sample_quality",
     "measure_schedule",
 ]
 
@@ -403,3 +406,97 @@ def measure_schedule(
         images=images,
         vae=None if decoder is None else decoder.path,
     )
+
+
+# ###################################################################### sample quality
+QUALITY_N = 1000  # samples per seed of the testbed quality bar (issue #4: "of 1,000 samples")
+
+
+@dataclass(frozen=True)
+class SampleQuality:
+    """What :func:`measure_sample_quality` returns.
+
+    Attributes:
+        sampler: the sampler and its settings.
+        n: samples per seed.
+        seeds: the sample seeds, in order.
+        threshold: the top-1 probability a sample needs to count as confident.
+        fids: FID-MNIST per seed.
+        confidents: per seed, the share of samples the calibrated digit classifier gives a top-1
+            probability >= ``threshold``.
+        images: ``(k, C, H, W)`` in ``[-1, 1]``: the first samples of the first seed, for a grid.
+    """
+
+    sampler: SamplerConfig
+    n: int
+    seeds: tuple[int, ...]
+    threshold: float
+    fids: tuple[float, ...]
+    confidents: tuple[float, ...]
+    images: torch.Tensor = field(repr=False, compare=False)
+
+    @property
+    def fid(self) -> float:
+        """Mean FID-MNIST over seeds."""
+        return statistics.fmean(self.fids)
+
+    @property
+    def confident(self) -> float:
+        """Mean share of confident samples over seeds."""
+        return statistics.fmean(self.confidents)
+
+
+def measure_sample_quality(
+    model: nn.Module,
+    *,
+    sampler: SamplerConfig,
+    seeds: Sequence[int],
+    n: int = QUALITY_N,
+    threshold: float = 0.9,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+    keep_images: int = 100,
+) -> SampleQuality:
+    """How readable a pixel-space digit model's samples are, with every block run.
+
+    For each seed, :func:`measure_schedule` samples ``n`` images with the full model and scores
+    their FID-MNIST; the calibrated digit classifier
+    (:func:`ase_search.metrics.extractor.classifier_confidence`) then reads every sample, and the
+    share it gives a top-1 probability >= ``threshold`` is that seed's confident share. The cost
+    model is profiled once, for the first seed.
+
+    Args:
+        model: an ase-search model sampling MNIST-like images.
+        sampler: solver and steps.
+        seeds: sample seeds (common random numbers); one FID and one share per seed.
+        n: samples per seed.
+        threshold: the top-1 probability that counts as confident.
+        batch_size: samples per model call.
+        device: where the model runs.
+        keep_images: how many samples of the first seed to keep for a grid.
+
+    Raises:
+        ValueError: bad arguments (see :func:`measure_schedule`), or ``threshold`` outside
+            ``(0, 1]``.
+    """
+    from ase_search.metrics.extractor import classifier_confidence
+
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    check_positive_int("keep_images", keep_images, 0)
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    fids, confidents, images, cost_model = [], [], None, None
+    for seed in seeds:
+        # every sample kept: the classifier reads them all
+        m = measure_schedule(model, None, sampler=sampler, n=n, seeds=(seed,),
+                             cost_model=cost_model, batch_size=batch_size, device=device,
+                             keep_images=n)
+        cost_model = m.cost_model
+        top1 = classifier_confidence(m.images).max(dim=1).values  # (n,)
+        fids.append(m.metrics[0]["fid"])
+        confidents.append(float((top1 >= threshold).float().mean()))
+        images = m.images[:keep_images] if images is None else images
+    return SampleQuality(sampler=sampler, n=n, seeds=seeds, threshold=threshold,
+                         fids=tuple(fids), confidents=tuple(confidents), images=images)

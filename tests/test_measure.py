@@ -12,6 +12,7 @@ from ase_search.measure import (
     block_acceleration,
     blocks_per_call,
     fid_images,
+    measure_sample_quality,
     measure_schedule,
 )
 from ase_search.metrics.latency import CostModel, flop_acceleration, model_flops
@@ -125,6 +126,28 @@ def test_measurement_equals_sampling_and_fid_done_by_hand(dit) -> None:
     assert m.latency == (3 + 3 * 2) + (3 + 4 * 2)
     assert m.predicted_acceleration == pytest.approx(1 - 20 / 22)
     assert set(m.seconds) == {"sampling", "fid"}
+
+
+def test_sample_quality_equals_sampling_classifier_and_fid_done_by_hand(dit) -> None:
+    from ase_search.metrics.extractor import classifier_confidence
+    from ase_search.metrics.fid import compute_fid
+    from ase_search.report import to_uint8
+
+    config = SamplerConfig("ddim", 2)
+    q = measure_sample_quality(dit, sampler=config, seeds=(0, 2), n=12, batch_size=5,
+                               keep_images=3)
+    fids, shares = [], []
+    for seed in (0, 2):  # every block run, no schedule at all
+        out = sample(dit, sampler=config, n=12, batch_size=5, seed=seed)
+        top1 = classifier_confidence(out.images).max(dim=1).values
+        fids.append(compute_fid(to_uint8(out.images), reference="mnist")["fid"])
+        shares.append(float((top1 >= 0.9).float().mean()))
+        if seed == 0:
+            assert torch.equal(q.images, out.images[:3])
+    assert (q.fids, q.confidents, q.seeds, q.n) == (tuple(fids), tuple(shares), (0, 2), 12)
+    assert q.fid == sum(fids) / 2 and q.confident == sum(shares) / 2
+    with pytest.raises(ValueError, match="threshold"):
+        measure_sample_quality(dit, sampler=config, seeds=(0,), n=12, threshold=1.5)
 
 
 def test_evaluate_and_a_search_trial_measure_alike(dit, tmp_path) -> None:

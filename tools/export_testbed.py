@@ -21,12 +21,14 @@ from pathlib import Path
 import torch
 
 from ase_search.evaluate import machine_info
+from ase_search.measure import measure_sample_quality
 from ase_search.metrics.extractor import load_classifier
 from ase_search.models import load_checkpoint, load_state_dict_file
 from ase_search.models.checkpoint import export_weights
 from ase_search.report import save_grid
+from ase_search.samplers import SamplerConfig
 from ase_search.testbed import TESTBEDS
-from benchmarks._common import sample_quality, write_text
+from benchmarks._common import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,15 +42,17 @@ def export(arch: str, checkpoint: Path, resume_copy: bool, weights: str,
     measured = {}
     for kind in candidates:  # the last one measured is the one left in place if it wins
         export_weights(checkpoint, testbed.path, half=True, ema=kind == "ema")
-        measured[kind] = sample_quality(load_checkpoint(testbed.path)[0], seeds)
-        print(f"{arch} {kind}: FID-MNIST {measured[kind]['fid']:.2f}, "
-              f"confident {measured[kind]['confident']:.1%}", flush=True)
-    chosen = min(measured, key=lambda k: measured[k]["fid"])
+        measured[kind] = measure_sample_quality(load_checkpoint(testbed.path)[0],
+                                                sampler=SamplerConfig("ddim", 20),
+                                                seeds=range(seeds))
+        print(f"{arch} {kind}: FID-MNIST {measured[kind].fid:.2f}, "
+              f"confident {measured[kind].confident:.1%}", flush=True)
+    chosen = min(measured, key=lambda k: measured[k].fid)
     if chosen != candidates[-1]:
         export_weights(checkpoint, testbed.path, half=True, ema=chosen == "ema")
     quality = measured[chosen]
     model, _ = load_checkpoint(testbed.path)
-    grid = save_grid(quality["images"], ROOT / "reports" / f"testbed-{arch}-samples.png", nrow=10)
+    grid = save_grid(quality.images, ROOT / "reports" / f"testbed-{arch}-samples.png", nrow=10)
     params = sum(p.numel() for p in model.parameters())
     cfg = state.get("train_config", {})
     info = machine_info()
@@ -58,7 +62,7 @@ def export(arch: str, checkpoint: Path, resume_copy: bool, weights: str,
     comparison = "" if len(measured) == 1 else (
         "- Shipped: the " + ("EMA" if chosen == "ema" else "raw (student)") + " weights, the lower "
         "FID of the two measured: " + ", ".join(
-            f"{'EMA' if k == 'ema' else 'raw'} {v['fid']:.2f} ({v['confident']:.1%} confident)"
+            f"{'EMA' if k == 'ema' else 'raw'} {v.fid:.2f} ({v.confident:.1%} confident)"
             for k, v in measured.items()) + ".\n")
     card = f"""# {testbed.model_name} testbed model ({arch})
 
@@ -74,10 +78,10 @@ Weights: `{testbed.path.name}` ({'EMA' if chosen == 'ema' else 'raw (student), n
   thread, a second pretraining run beside it); final smoothed loss
   {losses[-1][1] if losses else float('nan'):.4f}.
 - Quality ({dt.date.today().isoformat()}, DDIM-20, N = 1,000 per sample seed, seeds
-  0-{len(quality['fids']) - 1}, full model): FID-MNIST **{quality['fid']:.2f}** (per seed
-  {' / '.join(f'{v:.2f}' for v in quality['fids'])}); samples the digit classifier reads with
-  top-1 >= 0.9: **{quality['confident']:.1%}** (per seed
-  {' / '.join(f'{v:.1%}' for v in quality['confidents'])}; the issue's bar is 90%; """ + (
+  0-{len(quality.fids) - 1}, full model): FID-MNIST **{quality.fid:.2f}** (per seed
+  {' / '.join(f'{v:.2f}' for v in quality.fids)}); samples the digit classifier reads with
+  top-1 >= 0.9: **{quality.confident:.1%}** (per seed
+  {' / '.join(f'{v:.1%}' for v in quality.confidents)}; the issue's bar is 90%; """ + (
         f"{real_share:.1%} of real held-out digits pass it" if real_share is not None
         else "compare real held-out digits") + f"). Grid: `reports/{grid.name}`.\n"
     card_path = testbed.path.with_suffix(".md")
