@@ -55,7 +55,15 @@ from benchmarks._common import (
     short_hash,
     write_json,
 )
-from benchmarks._runner import Benchmark, Cache, CellContext, Report, option, run
+from benchmarks._runner import (
+    Benchmark,
+    Cache,
+    CellContext,
+    Report,
+    markdown_table,
+    option,
+    run,
+)
 
 # The search's defaults, read from the dataclass (an instance validates, which imports torch).
 _DEFAULTS = SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(SearchConfig)})
@@ -509,6 +517,8 @@ def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 # ###################################################################### markdown report
 def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[str, Any]],
              algos: Sequence[str], repeats: int, budget: int) -> str:
+    import pandas as pd
+
     ref = result["reference_point"]
     lines = [
         "# Search efficiency", "",
@@ -553,11 +563,8 @@ def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[
               f"{FRACTION_OF_BEST:.0%} of it: {result['target95']:.4g}."
               + (" No finished trial lies inside the reference point, so every hypervolume is "
                  "zero and the comparison below says nothing." if result["best_final"] <= 0
-                 else ""), "",
-              f"| algorithm | HV at {budget} (mean ± std) | min – max | trials to "
-              f"{FRACTION_OF_BEST:.0%} of best, per run | mean (runs reaching) | "
-              f"distinct schedules per run | sampler overhead per trial |",
-              "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+                 else ""), ""]
+    rows = []
     for algo in algos:
         a = result["per_algo"][algo]
         s = a["stats"]
@@ -565,9 +572,15 @@ def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[
         mean95 = (f"{a['trials_to_95_mean']:.1f} ({a['trials_to_95_reached']}/{repeats})"
                   if a["trials_to_95_mean"] is not None else f"— (0/{repeats})")
         overhead = statistics.fmean(runs[n]["sampler_time"] / budget for n in a["runs"])
-        lines.append(f"| {_label(algo)} | {s['mean'][-1]:.4g} ± {s['std'][-1]:.3g} | "
-                     f"{s['low'][-1]:.4g} – {s['high'][-1]:.4g} | {per_run} | {mean95} | "
-                     f"{', '.join(map(str, a['distinct_schedules']))} | {overhead:.2f} s |")
+        rows.append([_label(algo), f"{s['mean'][-1]:.4g} ± {s['std'][-1]:.3g}",
+                     f"{s['low'][-1]:.4g} – {s['high'][-1]:.4g}", per_run, mean95,
+                     ", ".join(map(str, a["distinct_schedules"])), f"{overhead:.2f} s"])
+    lines.append(markdown_table(
+        pd.DataFrame(rows, columns=["algorithm", f"HV at {budget} (mean ± std)", "min – max",
+                                    f"trials to {FRACTION_OF_BEST:.0%} of best, per run",
+                                    "mean (runs reaching)", "distinct schedules per run",
+                                    "sampler overhead per trial"]),
+        align=["left", "right", "right", "left", "right", "right", "right"]))
     lines += ["", f"A trial whose schedule its study already measured counts as a finished trial "
               f"and is told the earlier values, as `ase-search run` does (`duplicate_of`); "
               f"'distinct schedules' counts the measured ones among the {budget}."]
@@ -600,11 +613,12 @@ def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[
     checkpoints = sorted({1, *range(5, budget + 1, 5), budget})
     for algo in algos:
         s = result["per_algo"][algo]["stats"]
+        table = pd.DataFrame([[str(k), f"{s['mean'][k - 1]:.4g}", f"{s['std'][k - 1]:.3g}",
+                               f"{s['low'][k - 1]:.4g}", f"{s['high'][k - 1]:.4g}"]
+                              for k in checkpoints],
+                             columns=["trials", "mean", "std", "min", "max"])
         lines += ["", f"## {_label(algo)}: hypervolume against trials", "",
-                  "| trials | mean | std | min | max |", "| ---: | ---: | ---: | ---: | ---: |"]
-        for k in checkpoints:
-            lines.append(f"| {k} | {s['mean'][k - 1]:.4g} | {s['std'][k - 1]:.3g} | "
-                         f"{s['low'][k - 1]:.4g} | {s['high'][k - 1]:.4g} |")
+                  markdown_table(table, align=["right"] * 5)]
     lines += ["", f"Wall time of the {len(runs)} studies: {meta['wall_time'] / 60:.1f} min "
               f"together. Every trial: `{meta['json_name']}`; plots: `{meta['html_name']}`.",
               ""]
