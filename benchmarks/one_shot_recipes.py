@@ -12,43 +12,70 @@ recipe's weights with ``--plain-weights studies/reference/<arch>-one-shot-<key>.
 the repository root:
 
     python -m benchmarks.one_shot_recipes --arch dit --n 500 --seeds 5 --threads 2
+
+One cell of ``reports/one_shot_recipes.json`` per model and column (``dit/shipped``,
+``dit/plain``, ``dit/distill``); within it every schedule's FID is saved as it finishes, and a
+run with other parameters reuses a column measured on the same weights with the same N and seeds.
+``--rebuild`` only rewrites the markdown.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime as dt
 import sys
 import time
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from ase_search.evaluate import evaluate, machine_info
-from ase_search.search import SearchConfig
-from ase_search.testbed import TESTBEDS
-from benchmarks._common import (
-    ROOT,
-    display_path,
-    file_sha256,
-    load_json,
-    machine_text,
-    start_run,
-    write_json,
-    write_text,
-)
+from benchmarks._common import ROOT, display_path, file_sha256, fid_text, machine_text
+from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
-VERSION = 1
 RECIPES = ("plain", "distill")
 SCHEDULES = ("full", "D1", "D3", "D4", "D6")
 
 
-def recipe_weights(arch: str, recipe: str, args: argparse.Namespace) -> tuple[Path, float]:
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Which model and recipes, and how each column's FIDs are measured."""
+
+    arch: str = field(default="dit", metadata=option("testbed model", identity=False))
+    n: int = field(default=500, metadata=option("samples per seed"))
+    seeds: int = field(default=5, metadata=option("seeds 0..S-1"))
+    recipes: tuple[str, ...] = field(default=RECIPES, metadata=option(
+        "the fine-tune recipes to compare", identity=False, choices=RECIPES))
+    plain_weights: Path | None = field(default=None, metadata=option(
+        "reuse these weights for the plain recipe (e.g. studies/reference/dit-one-shot-<key>"
+        ".safetensors)", parse=Path))
+    no_shipped: bool = field(default=False, metadata=option(
+        "leave out the shipped model without fine-tuning", identity=False))
+    work_dir: Path = field(default=ROOT / "studies" / "bench" / "one-shot", metadata=option(
+        "where the recipes' fine-tuned weights are cached", identity=False))
+
+    def __post_init__(self) -> None:
+        from ase_search.testbed import TESTBEDS
+
+        if self.arch not in TESTBEDS:
+            raise ValueError(f"--arch {self.arch!r} is not a testbed; choose from "
+                             f"{list(TESTBEDS)}")
+        if self.n < 2 or self.seeds < 1:
+            raise ValueError("--n must be >= 2 and --seeds >= 1")
+        if self.plain_weights is not None and not self.plain_weights.is_file():
+            raise ValueError(f"--plain-weights {self.plain_weights} does not exist")
+
+    @property
+    def columns(self) -> list[str]:
+        return ([] if self.no_shipped else ["shipped"]) + list(self.recipes)
+
+
+def recipe_weights(arch: str, recipe: str, args: Params) -> tuple[Path, float]:
     """The one-shot weights of ``recipe``, made as ``ase-search run`` makes them (cached under
     ``--work-dir/<recipe>/``) unless given, and the minutes their fine-tune took (0: reused)."""
     from ase_search.finetune import one_shot_key, one_shot_path, one_shot_weights
-    from ase_search.search import one_shot_config
+    from ase_search.search import SearchConfig, one_shot_config
     from ase_search.space import load_space
-    from ase_search.testbed import load_model
+    from ase_search.testbed import TESTBEDS, load_model
 
     if recipe == "plain" and args.plain_weights is not None:
         return args.plain_weights.resolve(), 0.0
@@ -64,25 +91,93 @@ def recipe_weights(arch: str, recipe: str, args: argparse.Namespace) -> tuple[Pa
     return path, 0.0 if cached else (time.perf_counter() - t0) / 60
 
 
-def measure(arch: str, weights: Path, args: argparse.Namespace) -> dict[str, Any]:
+def one_shot_settings() -> str:
+    """The search's one-shot fine-tune settings, as the report states them."""
+    from ase_search.search import SearchConfig
+
+    defaults = SearchConfig()
+    return (f"{defaults.finetune_steps} steps, lr {defaults.finetune_lr} (cosine), EMA "
+            f"{defaults.finetune_ema}, full share {defaults.finetune_full_share}, seed "
+            f"{defaults.seed}")
+
+
+def measure_column(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """One column (``<arch>/<shipped|recipe>``): its weights, then FID of every schedule."""
+    from ase_search.evaluate import machine_info
+    from ase_search.measure import measure_schedule
     from ase_search.models import load_checkpoint
     from ase_search.samplers import SamplerConfig
     from ase_search.schedule import preset
+    from ase_search.testbed import TESTBEDS
 
-    model, _ = load_checkpoint(weights)
+    arch, _, column = key.partition("/")
+    if column == "shipped":
+        path, minutes = TESTBEDS[arch].path, 0.0
+    else:
+        path, minutes = recipe_weights(arch, column, args)
+    weights = {"path": display_path(path), "sha256": file_sha256(path), "minutes": minutes}
+    old = ctx.previous or {}
+    # FIDs measured on the same weights with the same N and seeds still hold.
+    same = (old.get("weights", {}).get("sha256"), old.get("n"), old.get("seeds")) == (
+        weights["sha256"], args.n, args.seeds)
+    cell: dict[str, Any] = {
+        "arch": arch, "column": column, "command": ctx.command, "machine": machine_info(),
+        "date": dt.date.today().isoformat(), "n": args.n, "seeds": args.seeds,
+        "settings": one_shot_settings(), "weights": weights,
+        "fids": dict(old.get("fids", {})) if same else {},
+    }
+    if same and set(cell["fids"]) >= set(SCHEDULES):
+        return old
+    model, _ = load_checkpoint(path)
     model.eval()
-    cells = {}
     for name in SCHEDULES:
-        result = evaluate(model, preset(name, arch, model.exit_depth),
-                          sampler=SamplerConfig(name="ddim", steps=20), n=args.n,
-                          seeds=list(range(args.seeds)), batch_size=250)
-        cells[name] = {"mean": result.mean("fid"), "std": result.std("fid")}
-        print(f"{arch} {weights.name} {name}: FID {cells[name]['mean']:.2f}", file=sys.stderr,
-              flush=True)
-    return cells
+        if name in cell["fids"]:
+            continue
+        result = measure_schedule(model, preset(name, arch, model.exit_depth),
+                                  sampler=SamplerConfig(name="ddim", steps=20), n=args.n,
+                                  seeds=list(range(args.seeds)), batch_size=250, keep_images=0)
+        cell["fids"][name] = {"fid_mean": result.mean("fid"), "fid_std": result.std("fid")}
+        ctx.checkpoint(cell)
+        print(f"{arch} {path.name} {name}: FID {fid_text(cell['fids'][name])}",
+              file=sys.stderr, flush=True)
+    return cell
 
 
-def markdown(store: dict[str, Any]) -> str:
+# ###################################################################### report
+def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
+    """One model's section: the run(s), the FID table (schedules x columns), the weights."""
+    import pandas as pd
+
+    from ase_search.testbed import TESTBEDS
+
+    order = ("shipped", *RECIPES)
+    cells = sorted(cells, key=lambda c: order.index(c["column"]))
+    first = cells[0]
+    commands = list(dict.fromkeys(c["command"] for c in cells))
+    lines = [f"## {arch}: {TESTBEDS[arch].model_name}", "",
+             " then ".join(f"`{c}`" for c in commands)
+             + f" on {machine_text(first['machine'])}, {first['date']}; seeds "
+             f"0..{first['seeds'] - 1}, N = {first['n']} per seed; one-shot settings: "
+             f"{first['settings']}.", ""]
+    others = [c for c in cells if (c["n"], c["seeds"]) != (first["n"], first["seeds"])]
+    if others:
+        lines += ["Measured with other seeds or N: " + "; ".join(
+            f"{c['column']} seeds 0..{c['seeds'] - 1}, N = {c['n']}" for c in others) + ".", ""]
+    table = [[name, *(fid_text(c["fids"].get(name)) for c in cells)] for name in SCHEDULES]
+    frame = pd.DataFrame(table, columns=["schedule", *(c["column"] for c in cells)])
+    lines += [markdown_table(frame, align=["left"] + ["right"] * len(cells)), ""]
+    lines += ["Weights: " + "; ".join(
+        f"{c['column']} `{c['weights']['path']}` (sha256 {c['weights']['sha256'][:12]}"
+        + (f", fine-tuned here in {c['weights']['minutes']:.1f} min"
+           if c["weights"]["minutes"] else "") + ")" for c in cells) + ".", ""]
+    return "\n".join(lines)
+
+
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    """The report: an introduction, then one section per model (in cache order)."""
+    by_arch: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells.values():
+        by_arch.setdefault(cell["arch"], []).append(cell)
     lines = ["# One-shot fine-tune recipes", "",
              "FID-MNIST (the project's digit-classifier features; not Inception FID), DDIM-20, "
              "mean ± std over the seeds (common random numbers). Every recipe is fine-tuned with "
@@ -90,70 +185,16 @@ def markdown(store: dict[str, Any]) -> str:
              "target, Algorithm 1's loss), **distill** regresses onto the frozen pretrained "
              "model's full-depth prediction. **shipped** is the testbed model without "
              "fine-tuning.", ""]
-    for arch, r in store["archs"].items():
-        cols = [c for c in ("shipped", *RECIPES) if c in r["cells"]]
-        lines += [f"## {arch}: {TESTBEDS[arch].model_name}", "",
-                  f"`{r['command']}` on {machine_text(r['machine'])}, {r['date']}; seeds "
-                  f"0..{r['seeds'] - 1}, N = {r['n']} per seed; one-shot settings: "
-                  f"{r['settings']}.", "",
-                  "| schedule | " + " | ".join(cols) + " |",
-                  "| --- | " + " | ".join("---:" for _ in cols) + " |"]
-        for name in SCHEDULES:
-            row = []
-            for c in cols:
-                cell = r["cells"][c].get(name)
-                row.append("–" if cell is None else
-                           f"{cell['mean']:.2f}" + (f" ± {cell['std']:.2f}"
-                                                    if cell["std"] is not None else ""))
-            lines.append(f"| {name} | " + " | ".join(row) + " |")
-        lines += ["", "Weights: " + "; ".join(
-            f"{k} `{v['path']}` (sha256 {v['sha256'][:12]}"
-            + (f", fine-tuned here in {v['minutes']:.1f} min" if v["minutes"] else "") + ")"
-            for k, v in r["weights"].items()) + ".", ""]
-    return "\n".join(lines)
+    return Report("\n".join(lines + [arch_section(a, c) for a, c in by_arch.items()]))
+
+
+BENCHMARK = Benchmark(name="one_shot_recipes", doc=__doc__, params=Params,
+                      keys=lambda params: [f"{params.arch}/{c}" for c in params.columns],
+                      cell=measure_column, report=report, version=2)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="dit", choices=list(TESTBEDS))
-    parser.add_argument("--n", type=int, default=500, help="samples per seed")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1")
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--plain-weights", type=Path, default=None,
-                        help="reuse these weights for the plain recipe (e.g. "
-                             "studies/reference/dit-one-shot.safetensors)")
-    parser.add_argument("--no-shipped", action="store_true",
-                        help="leave out the shipped model without fine-tuning")
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "studies" / "bench" / "one-shot")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "one_shot_recipes.md")
-    args = parser.parse_args(argv)
-    if args.n < 2 or args.seeds < 1:
-        parser.error("--n must be >= 2 and --seeds >= 1")
-    if args.plain_weights is not None and not args.plain_weights.is_file():
-        parser.error(f"--plain-weights {args.plain_weights} does not exist")
-    command = start_run(__file__, argv, args.threads)
-    json_path = args.out.with_suffix(".json")
-    store = load_json(json_path, VERSION) or {"version": VERSION, "archs": {}}
-    defaults = SearchConfig()
-    record = {"command": command, "machine": machine_info(), "date": dt.date.today().isoformat(),
-              "n": args.n, "seeds": args.seeds, "cells": {}, "weights": {},
-              "settings": f"{defaults.finetune_steps} steps, lr {defaults.finetune_lr} (cosine), "
-                          f"EMA {defaults.finetune_ema}, full share "
-                          f"{defaults.finetune_full_share}, seed {defaults.seed}"}
-    store["archs"][args.arch] = record
-    columns = ([] if args.no_shipped else ["shipped"]) + args.recipes
-    for column in columns:
-        if column == "shipped":
-            path, minutes = TESTBEDS[args.arch].path, 0.0
-        else:
-            path, minutes = recipe_weights(args.arch, column, args)
-        record["weights"][column] = {"path": display_path(path), "sha256": file_sha256(path),
-                                     "minutes": minutes}
-        record["cells"][column] = measure(args.arch, path, args)
-        write_json(json_path, store)
-        write_text(args.out, markdown(store))
-    print(args.out.read_text())
+    run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":
