@@ -95,6 +95,7 @@ class Benchmark:
         cell_identity: what a cell's value depends on besides the parameters, e.g. the digest
             of the weights it measures (``{"weights_sha256": ...}``); merged into the cell's
             identity, so a cell is computed again when it changes. ``None``: nothing else.
+        out: the default ``--out`` for given parameters; ``None``: ``reports/<name>.md``.
     """
 
     name: str
@@ -105,6 +106,7 @@ class Benchmark:
     report: Callable[[dict[str, dict[str, Any]], Any, str], Report | str]
     version: int = 1
     cell_identity: Callable[[Any, str], Mapping[str, Any]] | None = None
+    out: Callable[[Any], Path] | None = None
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.params):
@@ -135,8 +137,10 @@ def _parser(bench: Benchmark) -> argparse.ArgumentParser:
             kind = meta["parse"] or (str if default is None else type(default))
         parser.add_argument(flag, type=kind, choices=meta["choices"], **kwargs)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=REPORTS / f"{bench.name}.md",
-                        help="markdown report; its .json twin caches the cells")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="markdown report; its .json twin caches the cells (default: "
+                             + ("set by the other options" if bench.out else
+                                f"reports/{bench.name}.md") + ")")
     parser.add_argument("--only", default=None,
                         help="compute only the cells whose key matches one of these "
                              "comma-separated glob patterns")
@@ -161,6 +165,8 @@ def parse(bench: Benchmark, argv: Sequence[str] | None) -> tuple[Any, argparse.N
         parser.error(str(err))
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.out is None:
+        args.out = bench.out(params) if bench.out else REPORTS / f"{bench.name}.md"
     return params, args
 
 

@@ -153,3 +153,12 @@ def test_a_cell_identity_beyond_the_parameters_recomputes_when_it_changes(tmp_pa
     run(bench, ["--out", str(out), "--names", "a"])
     assert CALLS == [("a", {"value": 2, "steps": [0, 2, 4]})]
     assert _cache(out)["params"]["a"] == {"scale": 2, "weights": "two"}
+
+
+def test_a_benchmark_may_choose_its_default_report_from_the_parameters(tmp_path: Path) -> None:
+    bench = dataclasses.replace(TOY, out=lambda params: tmp_path / f"toy-{params.scale}.md")
+    run(bench, ["--names", "a", "--scale", "3"])
+    assert _cache(tmp_path / "toy-3.md")["cells"] == {"a": {"value": 3, "steps": [0, 3, 6]}}
+    other = tmp_path / "elsewhere.md"
+    run(bench, ["--names", "a", "--scale", "3", "--out", str(other)])  # --out still wins
+    assert other.is_file() and not (tmp_path / "toy-2.md").exists()
