@@ -223,31 +223,3 @@ def fid_text(cell: Mapping[str, Any] | None) -> str:
     std = cell["fid_std"]
     return f"{cell['fid_mean']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
-
-# ###################################################################### sample quality
-QUALITY_N = 1000  # samples per seed for the testbed quality bar (issue #4: "of 1,000 samples")
-
-
-def sample_quality(model: Any, seeds: int, *, n: int = QUALITY_N, sampler: str = "ddim",
-                   steps: int = 20) -> dict[str, Any]:
-    """How readable the full model's digits are: per sample seed ``0..seeds-1``, ``n`` samples
-    (default DDIM-20, the search's sampler), their FID-MNIST and the share the calibrated digit
-    classifier reads with top-1 probability >= 0.9; the means over seeds, and the first 100
-    images of seed 0 for a grid."""
-    import statistics
-
-    from ase_search.metrics.extractor import classifier_confidence
-    from ase_search.metrics.fid import compute_fid
-    from ase_search.report import to_uint8
-    from ase_search.samplers import SamplerConfig, sample
-
-    fids, shares, images = [], [], None
-    for seed in range(seeds):
-        out = sample(model.eval(), sampler=SamplerConfig(name=sampler, steps=steps), n=n,
-                     batch_size=250, seed=seed)
-        top1 = classifier_confidence(out.images).max(dim=1).values  # (n,)
-        fids.append(compute_fid(to_uint8(out.images), reference="mnist")["fid"])
-        shares.append(float((top1 >= 0.9).float().mean()))
-        images = out.images[:100] if images is None else images
-    return {"fid": statistics.fmean(fids), "fids": fids, "confident": statistics.fmean(shares),
-            "confidents": shares, "images": images}

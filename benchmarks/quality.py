@@ -3,36 +3,30 @@
 Issue #4's bar: the digit classifier (temperature-calibrated, see README "FID on the testbed")
 gives at least 90% of 1,000 samples a top-1 probability >= 0.9. This script measures that share
 and FID-MNIST for the full model of each shipped testbed under several samplers, over sample seeds
-0..S-1 (1,000 samples each), so the bar is judged on a mean, not on one lucky seed. DDIM-20 is
-the search's sampler; DDPM-250 (ancestral, with the learned variance) is the DiT paper's protocol
-for sample quality. Finished cells are cached in the JSON twin, so a run resumes. Run from the
+0..S-1 (1,000 samples each, :func:`ase_search.measure.measure_sample_quality`), so the bar is
+judged on a mean, not on one lucky seed. DDIM-20 is the search's sampler; DDPM-250 (ancestral,
+with the learned variance) is the DiT paper's protocol for sample quality. Run from the
 repository root:
 
     python -m benchmarks.quality --arch dit uvit --samplers ddim:20 ddpm:250 --seeds 5
+
+One cell of ``reports/quality.json`` per model and sampler (``dit/ddim:20``), recomputed when
+``--seeds`` or the model's weights change.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import statistics
-import sys
+from dataclasses import field
 from typing import Any
 
-from ase_search.evaluate import machine_info
+from ase_search.measure import QUALITY_N
 from ase_search.samplers import SAMPLER_NAMES
-from ase_search.testbed import TESTBEDS, load_model
-from benchmarks._common import (
-    ROOT,
-    QUALITY_N,
-    add_run_options,
-    file_sha256,
-    machine_text,
-    run_per_arch,
-    sample_quality,
-    start_run,
-)
+from benchmarks._common import ROOT, file_sha256, machine_text
+from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
-VERSION = 1
+ARCHS = ("dit", "uvit")
 BAR = 0.90
 
 
@@ -45,69 +39,95 @@ def parse_sampler(spec: str) -> tuple[str, int]:
     return name, int(steps)
 
 
-def run_arch(arch: str, args: argparse.Namespace, store: dict[str, Any], save, command: str
-             ) -> None:
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Which models and samplers, over how many sample seeds."""
+
+    arch: tuple[str, ...] = field(default=ARCHS, metadata=option("testbed models",
+                                                                 identity=False, choices=ARCHS))
+    samplers: tuple[str, ...] = field(default=("ddim:20", "ddpm:250"), metadata=option(
+        "NAME:STEPS, e.g. ddim:20 ddim:50 ddpm:250", identity=False))
+    seeds: int = field(default=5, metadata=option("sample seeds 0..S-1"))
+
+    def __post_init__(self) -> None:
+        for spec in self.samplers:
+            parse_sampler(spec)
+        if self.seeds < 1:
+            raise ValueError("--seeds must be >= 1")
+
+
+def keys(params: Params) -> list[str]:
+    return [f"{arch}/{spec}" for arch in params.arch for spec in params.samplers]
+
+
+def weights_identity(params: Params, key: str) -> dict[str, Any]:
+    """The digest of the shipped weights a cell measures."""
+    from ase_search.testbed import TESTBEDS
+
+    return {"weights_sha256": file_sha256(TESTBEDS[key.partition("/")[0]].path)}
+
+
+def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """One model under one sampler: the confident share and FID-MNIST per sample seed."""
+    import sys
+
+    from ase_search.evaluate import machine_info
+    from ase_search.measure import measure_sample_quality
+    from ase_search.samplers import SamplerConfig
+    from ase_search.testbed import TESTBEDS, load_model
+
+    arch, _, spec = key.partition("/")
+    name, steps = parse_sampler(spec)
     weights = TESTBEDS[arch].path
-    digest = file_sha256(weights)
-    record = store["archs"].get(arch)
-    if record is None or record["weights_sha256"] != digest or args.fresh:
-        record = {"arch": arch, "model": TESTBEDS[arch].model_name, "cells": {},
-                  "weights": str(weights.relative_to(ROOT)), "weights_sha256": digest}
-    record.update(command=command, machine=machine_info())
-    store["archs"][arch] = record
-    model = load_model(arch)
-    for spec in args.samplers:
-        if spec in record["cells"]:
-            continue
-        name, steps = parse_sampler(spec)
-        quality = sample_quality(model, args.seeds, sampler=name, steps=steps)
-        record["cells"][spec] = {k: quality[k] for k in ("fid", "fids", "confident",
-                                                         "confidents")}
-        print(f"{arch} {spec}: confident {quality['confident']:.1%}, FID {quality['fid']:.2f}",
-              file=sys.stderr, flush=True)
-        save()
+    quality = measure_sample_quality(load_model(arch), sampler=SamplerConfig(name, steps),
+                                     seeds=range(params.seeds), n=QUALITY_N)
+    print(f"{key}: confident {quality.confident:.1%}, FID {quality.fid:.2f}", file=sys.stderr,
+          flush=True)
+    return {"arch": arch, "sampler": spec, "model": TESTBEDS[arch].model_name,
+            "weights": str(weights.relative_to(ROOT)), "weights_sha256": file_sha256(weights),
+            "command": ctx.command, "machine": machine_info(),
+            "fid": quality.fid, "fids": list(quality.fids),
+            "confident": quality.confident, "confidents": list(quality.confidents)}
 
 
-def markdown(records: list[dict[str, Any]], json_name: str) -> str:
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    """One section per model: its weights, its runs and a row per sampler."""
+    import pandas as pd
+
     lines = ["# Sample-quality bar of the testbed models", "",
              f"Written by `benchmarks/quality.py` from `{json_name}`. Full model, {QUALITY_N:,} "
              "samples per sample seed; **confident** = share the calibrated digit classifier "
              f"reads with top-1 >= 0.9 (issue #4's bar: {BAR:.0%}; 98.4% of real held-out digits "
              "pass it), mean over seeds with the per-seed values; FID-MNIST likewise.", ""]
-    for r in records:
-        lines += [f"## {r['arch']}: {r['model']}", "",
-                  f"Weights `{r['weights']}` (sha256 {r['weights_sha256'][:12]}); `{r['command']}` "
-                  f"on {machine_text(r['machine'])}.", "",
-                  "| sampler | confident (mean) | per seed | meets the bar | FID-MNIST (mean) |",
-                  "| --- | ---: | --- | :---: | ---: |"]
-        for spec, c in r["cells"].items():
-            lines.append(
-                f"| {spec} | {c['confident']:.1%} | "
-                + " / ".join(f"{v:.1%}" for v in c["confidents"])
-                + f" | {'yes' if c['confident'] >= BAR else 'no'} | {c['fid']:.2f} "
-                f"(sd {statistics.stdev(c['fids']) if len(c['fids']) > 1 else 0.0:.2f}) |")
-        lines.append("")
-    return "\n".join(lines)
+    for arch in ARCHS:
+        mine = [c for c in cells.values() if c["arch"] == arch]
+        if not mine:
+            continue
+        runs = list(dict.fromkeys(
+            f"`{c['command']}` on {machine_text(c['machine'])}" for c in mine))
+        first = mine[0]
+        lines += [f"## {arch}: {first['model']}", "",
+                  f"Weights `{first['weights']}` (sha256 {first['weights_sha256'][:12]}); "
+                  + "; ".join(runs) + ".", ""]
+        rows = [[c["sampler"], f"{c['confident']:.1%}",
+                 " / ".join(f"{v:.1%}" for v in c["confidents"]),
+                 "yes" if c["confident"] >= BAR else "no",
+                 f"{c['fid']:.2f} (sd "
+                 f"{statistics.stdev(c['fids']) if len(c['fids']) > 1 else 0.0:.2f})"]
+                for c in mine]
+        lines += [markdown_table(
+            pd.DataFrame(rows, columns=["sampler", "confident (mean)", "per seed",
+                                        "meets the bar", "FID-MNIST (mean)"]),
+            align=["left", "right", "left", "center", "right"]), ""]
+    return Report("\n".join(lines))
+
+
+BENCHMARK = Benchmark(name="quality", doc=__doc__, params=Params, keys=keys, cell=measure,
+                      report=report, cell_identity=weights_identity)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=["dit", "uvit"], choices=list(TESTBEDS))
-    parser.add_argument("--samplers", nargs="+", default=["ddim:20", "ddpm:250"],
-                        help="NAME:STEPS, e.g. ddim:20 ddim:50 ddpm:250")
-    parser.add_argument("--seeds", type=int, default=5, help="sample seeds 0..S-1")
-    add_run_options(parser, ROOT / "reports" / "quality.md", rebuild=True)
-    args = parser.parse_args(argv)
-    try:
-        for spec in args.samplers:
-            parse_sampler(spec)
-    except ValueError as err:
-        parser.error(str(err))
-    if args.seeds < 1:
-        parser.error("--seeds must be >= 1")
-    command = start_run(__file__, argv, args.threads)
-    run_per_arch(args.out, VERSION, [] if args.rebuild else args.arch,
-                 lambda arch, store, save: run_arch(arch, args, store, save, command), markdown)
+    run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":
