@@ -19,10 +19,10 @@ resumes. Run from the repository root:
 
 The cells of ``reports/search_efficiency.json`` are ``setup`` (weights, cost model, the full
 model's evaluation and the determinism check) and one per study, ``<algo>-r<repeat>``.
-``--reference`` only changes the report; the box of the paper's presets is kept as its own report:
+``--reference`` only changes the report; the box of the paper's presets is its own report
+(``reports/search_efficiency-presets.md``, with its own cache):
 
-    python -m benchmarks.search_efficiency --reference presets \
-        --out reports/search_efficiency-presets.md
+    python -m benchmarks.search_efficiency --reference presets
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from benchmarks._runner import (
     Benchmark,
     Cache,
     CellContext,
+    REPORTS,
     Report,
     markdown_table,
     option,
@@ -760,7 +761,9 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
 
 BENCHMARK = Benchmark(name="search_efficiency", doc=__doc__, params=Params,
                       keys=lambda params: [SETUP, *params.study_keys()], cell=cell,
-                      report=report)
+                      report=report, out=lambda params: REPORTS / (
+                          "search_efficiency" + ("" if params.reference == "full"
+                                                 else f"-{params.reference}") + ".md"))
 
 
 def main(argv: Sequence[str] | None = None) -> Cache:
