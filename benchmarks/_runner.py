@@ -37,7 +37,7 @@ REPORTS = ROOT / "reports"
 
 
 def option(help: str = "", *, identity: bool = True, choices: Sequence[Any] | None = None,
-           parse: Callable[[str], Any] | None = None) -> dict[str, Any]:
+           parse: Callable[[str], Any] | None = None, repeat: bool = False) -> dict[str, Any]:
     """Field metadata for a parameter: ``field(default=..., metadata=option("what it is"))``.
 
     Args:
@@ -47,8 +47,22 @@ def option(help: str = "", *, identity: bool = True, choices: Sequence[Any] | No
             reuses the cached cells.
         choices: the values the option accepts.
         parse: turns one command-line word into the value (default: the default's type).
+        repeat: for a tuple parameter, whether the option may be given several times, each
+            adding its values (``--schedule A --schedule B`` is ``--schedule A B``); otherwise
+            the last occurrence wins, as argparse has it.
     """
-    return {"help": help, "identity": identity, "choices": choices, "parse": parse}
+    return {"help": help, "identity": identity, "choices": choices, "parse": parse,
+            "repeat": repeat}
+
+
+class _Extend(argparse.Action):
+    """``nargs="+"`` that a repeated option extends; the first occurrence replaces the default."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        current = getattr(namespace, self.dest)
+        setattr(namespace, self.dest,
+                list(values) if current is self.default else [*current, *values])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +146,8 @@ def _parser(bench: Benchmark) -> argparse.ArgumentParser:
             continue
         if isinstance(default, tuple):
             kwargs["nargs"] = "+"
+            if meta["repeat"]:
+                kwargs["action"] = _Extend
             kind = meta["parse"] or (type(default[0]) if default else str)
         else:
             kind = meta["parse"] or (str if default is None else type(default))

@@ -162,3 +162,19 @@ def test_a_benchmark_may_choose_its_default_report_from_the_parameters(tmp_path:
     other = tmp_path / "elsewhere.md"
     run(bench, ["--names", "a", "--scale", "3", "--out", str(other)])  # --out still wins
     assert other.is_file() and not (tmp_path / "toy-2.md").exists()
+
+
+def test_a_repeatable_option_adds_each_occurrence_and_keeps_its_default_when_absent() -> None:
+    from benchmarks._runner import parse
+
+    @dataclasses.dataclass(frozen=True)
+    class Repeated:
+        schedule: tuple[str, ...] = field(default=("D1",), metadata=option(repeat=True))
+        names: tuple[str, ...] = ("a",)
+
+    bench = dataclasses.replace(TOY, params=Repeated)
+    params, _ = parse(bench, ["--schedule", "A", "--schedule", "B", "C"])
+    assert params.schedule == ("A", "B", "C")
+    assert parse(bench, [])[0].schedule == ("D1",)
+    # An option without repeat=True keeps argparse's rule: the last occurrence wins.
+    assert parse(bench, ["--names", "x", "--names", "y"])[0].names == ("y",)
