@@ -75,11 +75,14 @@ class CellContext:
             from other parameters, for the cell to reuse what still holds; ``None`` with
             ``--fresh`` or when there is none.
         checkpoint: saves a cell's unfinished value, handed back as ``previous`` on resume.
+        cells: the finished cells (computed earlier in this run or cached), for a cell that
+            builds on another one (read them by key; the runner computes keys in order).
     """
 
     command: str
     previous: dict[str, Any] | None
     checkpoint: Callable[[dict[str, Any]], None]
+    cells: Mapping[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,7 +304,8 @@ def run(bench: Benchmark, argv: Sequence[str] | None = None) -> Cache:
             print(f"{bench.name}: {key} cached", file=sys.stderr)
             continue
         ctx = CellContext(command=command, previous=None if args.fresh else cache.previous(key),
-                          checkpoint=lambda value, key=key: cache.checkpoint(key, value))
+                          checkpoint=lambda value, key=key: cache.checkpoint(key, value),
+                          cells=cache.cells)
         cache.put(key, bench.cell(params, key, ctx), key_ident)
         write_report(bench, cache, params, args.out)  # after each cell, so a crash keeps it
     text = write_report(bench, cache, params, args.out)

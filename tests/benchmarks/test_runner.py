@@ -178,3 +178,15 @@ def test_a_repeatable_option_adds_each_occurrence_and_keeps_its_default_when_abs
     assert parse(bench, [])[0].schedule == ("D1",)
     # An option without repeat=True keeps argparse's rule: the last occurrence wins.
     assert parse(bench, ["--names", "x", "--names", "y"])[0].names == ("y",)
+
+
+def test_a_cell_reads_the_cells_before_it(tmp_path: Path) -> None:
+    def chained(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+        return {"value": len(key) + sum(c["value"] for k, c in ctx.cells.items() if k < key)}
+
+    out = tmp_path / "toy.md"
+    bench = dataclasses.replace(TOY, cell=chained)
+    run(bench, ["--out", str(out), "--names", "a", "bb"])
+    assert _cache(out)["cells"] == {"a": {"value": 1}, "bb": {"value": 3}}
+    run(bench, ["--out", str(out), "--names", "a", "bb", "ccc", "--only", "ccc"])  # "a" cached
+    assert _cache(out)["cells"]["ccc"] == {"value": 3 + 1 + 3}
