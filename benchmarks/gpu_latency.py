@@ -27,32 +27,43 @@ does not depend on the weights. Three measurements per model, all with CUDA even
 Without a CUDA device it exits with status 2 unless ``--allow-cpu`` is given. ``--smoke`` shrinks
 the models (same registry classes and depths, tiny width and resolution), the batch (2) and the
 samplers (2 steps); its numbers mean nothing and it writes to a temporary file by default.
+
+The cells of the report's ``.json`` twin are one per model (``DiT-XL/2``: per-step timing and
+composed runs) and one per measured run (``DiT-XL/2|ddim-50``), DDIM-50 of every model first.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
+import functools
 import json
 import math
-import shlex
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from benchmarks._common import pct
+from benchmarks._runner import (
+    REPORTS,
+    Benchmark,
+    CellContext,
+    Report,
+    markdown_table,
+    option,
+    run,
+)
 
-from ase_search.evaluate import benchmark_latency, machine_info
-from ase_search.measure import blocks_per_call
-from ase_search.metrics.latency import measure, model_flops
-from ase_search.models import create_model
-from ase_search.samplers import SamplerConfig
-from ase_search.schedule import ExitSchedule, preset, preset_names
-from benchmarks._common import ROOT, pct
+if TYPE_CHECKING:
+    import torch
+
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
 
 # The paper's accelerations (%) by model, sampler and preset. DiT-XL/2 on ImageNet 256: Table 3
 # (DDPM-250, DDIM-200/100/50; the DDPM-250 column is Table 2's). U-ViT-S/4 on CelebA 64: Table 4
@@ -84,16 +95,67 @@ SMOKE_OVERRIDES = {
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Which models, precision and samplers; how long the timing runs."""
+
+    models: str = field(default="DiT-XL/2,U-ViT-S/4", metadata=option(
+        f"comma-separated, from {list(BATCH)}", identity=False))
+    precision: str = field(default="fp32", metadata=option(choices=PRECISIONS))
+    measure: str = field(default="ddim-50,ddpm-250", metadata=option(
+        "samplers whose whole run is measured (name-steps, comma-separated; empty for none)"))
+    rounds: int = field(default=10, metadata=option("per-step timing rounds"))
+    repeats: int = field(default=2, metadata=option("rounds of a measured run"))
+    budget_seconds: float = field(default=240.0, metadata=option(
+        "time for the measured runs, all models together; a run estimated not to fit in what "
+        "is left is skipped"))
+    allow_cpu: bool = field(default=False, metadata=option("run without a GPU", identity=False))
+    smoke: bool = field(default=False, metadata=option(
+        "tiny models, batch 2, 2-step samplers: checks the script works"))
+
+    def __post_init__(self) -> None:
+        if not self.model_names or any(m not in BATCH for m in self.model_names):
+            raise ValueError(f"--models must name some of {list(BATCH)}, got {self.models!r}")
+        for spec in self.measured:
+            if not _spec_ok(spec):
+                raise ValueError(f"--measure: sampler spec must look like 'ddim-50' "
+                                 f"(name-steps), got {spec!r}")
+        if self.rounds < 1 or self.repeats < 1:
+            raise ValueError("--rounds and --repeats must be >= 1")
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m for m in self.models.split(",") if m]
+
+    @property
+    def measured(self) -> list[str]:
+        return [s for s in self.measure.split(",") if s]
+
+    @property
+    def timing(self) -> tuple[int, int]:
+        """(rounds, repeats) as run: ``--smoke`` caps them at (2, 1)."""
+        return (min(self.rounds, 2), 1) if self.smoke else (self.rounds, self.repeats)
+
+
+def _spec_ok(spec: str) -> bool:
+    name, _, steps = spec.rpartition("-")
+    return bool(name) and steps.isdigit()
+
+
 def sampler_config(spec: str) -> SamplerConfig:
     """``"ddim-50"`` -> ``SamplerConfig("ddim", 50)`` (the name may contain dashes)."""
+    from ase_search.samplers import SamplerConfig
+
     name, _, steps = spec.rpartition("-")
-    if not name or not steps.isdigit():
+    if not _spec_ok(spec):
         raise ValueError(f"sampler spec must look like 'ddim-50' (name-steps), got {spec!r}")
     return SamplerConfig(name, int(steps))
 
 
 def set_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """Set TF32 (on for ``tf32`` only) and return the autocast context (``bf16`` / ``fp16``)."""
+    import torch
+
     tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
@@ -105,6 +167,8 @@ def set_precision(precision: str, device: torch.device) -> contextlib.AbstractCo
 
 def inputs(model: torch.nn.Module, batch: int, device: torch.device):
     """Random inputs of one call: x (N, C, H, W), t = 500 (N,), labels or None."""
+    import torch
+
     g = torch.Generator().manual_seed(0)
     size = model.input_size
     x = torch.randn(batch, model.in_channels, size, size, generator=g).to(device)
@@ -121,6 +185,8 @@ def per_step(model: torch.nn.Module, counts: list[int], *, batch: int, rounds: i
     Each round times one call per count, in an order that rotates with the round, so a drift in
     clock or load hits every count alike; round 0 (and five full calls before it) is warm-up.
     """
+    from ase_search.metrics.latency import measure
+
     x, t, y = inputs(model, batch, device)
     measure(lambda: model(x, t, y), warmup=5, repeats=1, device=device)
     times: dict[int, list[float]] = {k: [] for k in counts}
@@ -136,32 +202,76 @@ def per_step(model: torch.nn.Module, counts: list[int], *, batch: int, rounds: i
 
 def composed(schedule: ExitSchedule, step_s: dict[int, float], times: list[float]) -> float:
     """Seconds of a run's network calls as the sum of per-step medians."""
+    from ase_search.measure import blocks_per_call
+
     return sum(step_s[k] for k in blocks_per_call(schedule, times))
 
 
-def bench_model(name: str, args: argparse.Namespace, device: torch.device
-                ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-step timing and composed runs of one model.
+def device(params: Params) -> torch.device:
+    """The CUDA device, or the CPU with ``--allow-cpu``; otherwise exit 2 with one line."""
+    import torch
 
-    Returns:
-        ``(record, state)``: the JSON-able record, and what :func:`measure_run` needs later
-        (the model, its schedules, the autocast context, the per-step medians).
-    """
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if params.allow_cpu:
+        return torch.device("cpu")
+    print("error: no CUDA device; this benchmark times GPU kernels. Run it on a machine with "
+          "a GPU, or pass --allow-cpu (with --smoke for a quick check).", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@functools.cache
+def model_state(params: Params, name: str) -> dict[str, Any]:
+    """One model (random weights, seed 0) on the device, its presets and the autocast context."""
+    import torch
+
+    from ase_search.models import create_model
+    from ase_search.schedule import preset, preset_names
+
+    dev = device(params)
     torch.manual_seed(0)
-    overrides = SMOKE_OVERRIDES[name] if args.smoke else {}
-    model = create_model(name, **overrides).to(device).eval()
-    batch = 2 if args.smoke else BATCH[name]
+    overrides = SMOKE_OVERRIDES[name] if params.smoke else {}
+    model = create_model(name, **overrides).to(dev).eval()
+    schedules = {p: preset(p, model.arch, model.exit_depth)
+                 for p in preset_names(model.arch, data_easy=False)}
+    return {"model": model, "schedules": schedules, "overrides": overrides, "device": dev,
+            "autocast": set_precision(params.precision, dev)}
+
+
+def run_facts(params: Params, ctx: CellContext, dev: torch.device) -> dict[str, Any]:
+    """Card, command, date and versions of the run a cell belongs to."""
+    import torch
+
+    from ase_search.evaluate import machine_info
+
+    card = (torch.cuda.get_device_name() if dev.type == "cuda"
+            else "none (CPU run with --allow-cpu)")
+    rounds, repeats = params.timing
+    return {"card": card, "device": dev.type, "command": ctx.command, "smoke": params.smoke,
+            "precision": params.precision, "rounds": rounds, "repeats": repeats,
+            "machine": machine_info(), "cuda": torch.version.cuda,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
+    """Per-step timing and composed runs of one model (a cell)."""
+    from ase_search.measure import blocks_per_call
+    from ase_search.metrics.latency import model_flops
+    from ase_search.samplers import SamplerConfig
+
+    state = model_state(params, name)
+    model, schedules, dev = state["model"], state["schedules"], state["device"]
+    batch = 2 if params.smoke else BATCH[name]
     depth = model.exit_depth
-    schedules = {p: preset(p, model.arch, depth) for p in preset_names(model.arch, data_easy=False)}
+    rounds, repeats = params.timing
     counts = sorted({k for s in schedules.values() for k in s.blocks}, reverse=True)
     if depth not in counts:
         counts.insert(0, depth)
-    autocast = set_precision(args.precision, device)
     t0 = time.perf_counter()
     log(f"{name}: batch {batch}, {depth} exitable blocks, per-step timing of {counts}")
 
-    with autocast:
-        raw = per_step(model, counts, batch=batch, rounds=args.rounds, device=device)
+    with state["autocast"]:
+        raw = per_step(model, counts, batch=batch, rounds=rounds, device=dev)
     step_s = {k: statistics.median(v) for k, v in raw.items()}
     flops = {k: model_flops(model, k) for k in counts}  # batch 1; FLOPs scale with the batch
     steps = [{
@@ -173,11 +283,11 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device
     } for k in counts]
 
     # Composed runs for the paper's samplers (and the measured ones, to check the composition).
-    specs = list(dict.fromkeys([*PAPER_ACCELERATION[name], *args.measure]))
+    specs = list(dict.fromkeys([*PAPER_ACCELERATION[name], *params.measured]))
     runs: dict[str, dict[str, Any]] = {}
     for spec in specs:
         config = sampler_config(spec)
-        if args.smoke:
+        if params.smoke:
             config = SamplerConfig(config.name, 2)
         times = config.model_times()
         full_s = composed(schedules["full"], step_s, times)
@@ -190,42 +300,61 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device
                 "paper": PAPER_ACCELERATION[name].get(spec, {}).get(p, math.nan) / 100,
             }
         # One warm-up round plus --repeats timed rounds of every schedule's calls.
-        estimate = (args.repeats + 1) * sum(composed(s, step_s, times)
-                                            for s in schedules.values())
+        estimate = (repeats + 1) * sum(composed(s, step_s, times) for s in schedules.values())
         runs[spec] = {"sampler": config.to_dict(), "composed_full_s": full_s, "rows": rows,
                       "estimate_s": estimate, "measured": None, "skipped": None}
-    record = {"model": name, "arch": model.arch, "depth": depth, "batch": batch,
-              "overrides": overrides, "num_labels": model.num_labels, "steps": steps,
-              "runs": runs, "seconds": time.perf_counter() - t0}
-    state = {"model": model, "schedules": schedules, "autocast": autocast}
-    return record, state
+    return {"model": name, "arch": model.arch, "depth": depth, "batch": batch,
+            "overrides": state["overrides"], "num_labels": model.num_labels, "steps": steps,
+            "runs": runs, "seconds": time.perf_counter() - t0,
+            **run_facts(params, ctx, dev)}
 
 
-def measure_run(record: dict[str, Any], state: dict[str, Any], spec: str,
-                args: argparse.Namespace, device: torch.device) -> float:
-    """Time every call of one sampling run for every preset; returns the seconds it took."""
-    run = record["runs"][spec]
+def measured_keys(params: Params) -> list[str]:
+    """The measured runs' cells, cheapest sampler first across models (``--measure`` order)."""
+    return [f"{m}|{spec}" for spec in params.measured for m in params.model_names]
+
+
+def measure_cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """Every call of one sampling run timed for every preset (a cell), or why it was skipped.
+
+    The measured runs before it in ``--measure`` order spend ``--budget-seconds``; the per-step
+    medians predict this run's time, so a run that would not fit is skipped, not cut short.
+    """
+    from ase_search.evaluate import benchmark_latency
+    from ase_search.samplers import SamplerConfig
+
+    name, _, spec = key.partition("|")
+    record = ctx.cells[name]["runs"][spec]
+    earlier = measured_keys(params)[:measured_keys(params).index(key)]
+    left = params.budget_seconds - sum(ctx.cells[k]["seconds"] for k in earlier)
+    if record["estimate_s"] > left:
+        skipped = (f"estimated {record['estimate_s']:.1f} s, {left:.1f} s of --budget-seconds "
+                   f"left; its composed value stands in")
+        log(f"{name} {spec}: skipped ({skipped})")
+        return {"skipped": skipped, "seconds": 0.0}
+    state = model_state(params, name)
     t0 = time.perf_counter()
-    log(f"{record['model']} {spec}: measuring (about {run['estimate_s']:.1f} s)")
+    log(f"{name} {spec}: measuring (about {record['estimate_s']:.1f} s)")
     with state["autocast"]:
         df = benchmark_latency(state["model"], state["schedules"],
-                               sampler=SamplerConfig.from_dict(run["sampler"]),
-                               batch_size=record["batch"], repeats=args.repeats, device=device)
-    run["measured_full_s"] = float(df.loc[df["schedule"] == "full", "measured_s"].iloc[0])
-    for r in df.itertuples(index=False):
-        run["rows"][r.schedule].update({
-            "measured": r.measured_acceleration,
-            "measured_se": r.measured_acceleration_se,
-            "predicted": r.predicted_acceleration,
-        })
-    run["measured"] = True
-    seconds = time.perf_counter() - t0
-    record["seconds"] += seconds
-    return seconds
+                               sampler=SamplerConfig.from_dict(record["sampler"]),
+                               batch_size=ctx.cells[name]["batch"], repeats=params.timing[1],
+                               device=state["device"])
+    rows = {r.schedule: {"measured": r.measured_acceleration,
+                         "measured_se": r.measured_acceleration_se,
+                         "predicted": r.predicted_acceleration}
+            for r in df.itertuples(index=False)}
+    return {"measured_full_s": float(df.loc[df["schedule"] == "full", "measured_s"].iloc[0]),
+            "rows": rows, "skipped": None, "seconds": time.perf_counter() - t0}
 
+
+def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    return measure_cell(params, key, ctx) if "|" in key else model_cell(params, key, ctx)
 
 # ###################################################################### report
 def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    import pandas as pd
+
     m = meta["machine"]
     lines = [
         "# GPU latency of the paper's exit schedules",
@@ -257,28 +386,27 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   f"{rec['batch']}{', class labels' if rec['num_labels'] else ''})", ""]
         if rec["overrides"]:
             lines += [f"Smoke overrides: `{json.dumps(rec['overrides'])}`.", ""]
-        lines += ["### Per step", "",
-                  "| blocks | ms per call (± sd) | FLOP-ideal | per-step measured | measured / ideal |",
-                  "|---:|---:|---:|---:|---:|"]
+        rows = []
         for s in rec["steps"]:
             ratio = s["measured"] / s["ideal"] if s["ideal"] > 0 else math.nan
-            lines.append(f"| {s['blocks']} | {s['ms']:.2f} ± {s['ms_spread']:.2f} | "
-                         f"{pct(s['ideal'])} | {pct(s['measured'])} | "
-                         f"{'–' if math.isnan(ratio) else f'{ratio:.3f}'} |")
-        lines.append("")
+            rows.append([str(s["blocks"]), f"{s['ms']:.2f} ± {s['ms_spread']:.2f}",
+                         pct(s["ideal"]), pct(s["measured"]),
+                         "–" if math.isnan(ratio) else f"{ratio:.3f}"])
+        lines += ["### Per step", "", markdown_table(pd.DataFrame(rows, columns=[
+            "blocks", "ms per call (± sd)", "FLOP-ideal", "per-step measured",
+            "measured / ideal"]), align=["right"] * 5), ""]
         for spec, run in rec["runs"].items():
             steps = run["sampler"]["steps"]
             status = ("measured" if run["measured"] else
                       f"not measured: {run['skipped']}" if run["skipped"] else "composed only")
             if not spec.endswith(f"-{steps}"):
                 status += f"; smoke: {steps} steps"
-            lines += [f"### {spec} ({status})", "",
-                      "| schedule | FLOP-ideal | composed | measured run | cost model | paper |",
-                      "|---|---:|---:|---:|---:|---:|"]
-            for p, r in run["rows"].items():
-                lines.append(f"| {p} | {pct(r['ideal'])} | {pct(r['composed'])} | "
-                             f"{pct(r.get('measured'), r.get('measured_se'))} | "
-                             f"{pct(r.get('predicted'))} | {pct(r['paper'])} |")
+            rows = [[p, pct(r["ideal"]), pct(r["composed"]),
+                     pct(r.get("measured"), r.get("measured_se")), pct(r.get("predicted")),
+                     pct(r["paper"])] for p, r in run["rows"].items()]
+            lines += [f"### {spec} ({status})", "", markdown_table(pd.DataFrame(rows, columns=[
+                "schedule", "FLOP-ideal", "composed", "measured run", "cost model", "paper"]),
+                align=["left"] + ["right"] * 5)]
             full = f"full run: composed {run['composed_full_s']:.3f} s"
             if run["measured"]:
                 full += f", measured {run['measured_full_s']:.3f} s"
@@ -290,88 +418,42 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="DiT-XL/2,U-ViT-S/4",
-                        help=f"comma-separated, from {list(BATCH)}")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument("--measure", default="ddim-50,ddpm-250",
-                        help="samplers whose whole run is measured (name-steps, comma-separated; "
-                             "empty for none)")
-    parser.add_argument("--rounds", type=int, default=10, help="per-step timing rounds")
-    parser.add_argument("--repeats", type=int, default=2, help="rounds of a measured run")
-    parser.add_argument("--budget-seconds", type=float, default=240.0,
-                        help="time for the measured runs, all models together; a run estimated "
-                             "not to fit in what is left is skipped")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="markdown report (default reports/gpu_latency.md; a temporary file "
-                             "with --smoke)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the raw records")
-    parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny models, batch 2, 2-step samplers: checks the script works")
-    args = parser.parse_args(argv)
-    command = "python " + shlex.join(["benchmarks/gpu_latency.py",
-                                      *(sys.argv[1:] if argv is None else argv)])
-
-    models = [m for m in args.models.split(",") if m]
-    unknown = [m for m in models if m not in BATCH]
-    if unknown or not models:
-        parser.error(f"--models must name some of {list(BATCH)}, got {args.models!r}")
-    args.measure = [s for s in args.measure.split(",") if s]
-    try:
-        for spec in args.measure:
-            sampler_config(spec)
-    except ValueError as err:
-        parser.error(f"--measure: {err}")
-    if args.rounds < 1 or args.repeats < 1:
-        parser.error("--rounds and --repeats must be >= 1")
-
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-        card = torch.cuda.get_device_name()
-    elif args.allow_cpu:
-        device = torch.device("cpu")
-        card = "none (CPU run with --allow-cpu)"
-    else:
-        print("error: no CUDA device; this benchmark times GPU kernels. Run it on a machine with "
-              "a GPU, or pass --allow-cpu (with --smoke for a quick check).", file=sys.stderr)
-        return 2
-    if args.smoke:
-        args.rounds, args.repeats = min(args.rounds, 2), 1
-    out = args.out or (Path(tempfile.gettempdir()) / "gpu_latency_smoke.md" if args.smoke
-                       else ROOT / "reports" / "gpu_latency.md")
-
-    t0 = time.perf_counter()
-    records, states = zip(*(bench_model(name, args, device) for name in models))
-    # Measured runs, cheapest sampler first across models, while the budget lasts; the per-step
-    # medians predict each run's time, so a run that would not fit is skipped, not cut short.
-    left = args.budget_seconds
-    for spec in args.measure:
-        for record, state in zip(records, states):
-            estimate = record["runs"][spec]["estimate_s"]
-            if estimate > left:
-                record["runs"][spec]["skipped"] = (
-                    f"estimated {estimate:.1f} s, {left:.1f} s of --budget-seconds left; "
-                    f"its composed value stands in")
-                log(f"{record['model']} {spec}: skipped ({record['runs'][spec]['skipped']})")
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    """The models' records with their measured runs merged in, as one markdown report."""
+    records = []
+    for name in params.model_names:
+        if name not in cells:
+            continue
+        record = json.loads(json.dumps(cells[name]))  # a copy: the measured runs go into it
+        for spec, run_ in record["runs"].items():
+            measured = cells.get(f"{name}|{spec}")
+            if measured is None:
                 continue
-            left -= measure_run(record, state, spec, args, device)
-    meta = {
-        "card": card, "device": device.type, "command": command, "smoke": args.smoke,
-        "precision": args.precision,
-        "rounds": args.rounds, "repeats": args.repeats, "machine": machine_info(),
-        "cuda": torch.version.cuda, "seconds": time.perf_counter() - t0,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(records, meta), encoding="utf-8")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1,
-                                        default=str) + "\n", encoding="utf-8")
-    log(f"wrote {out}" + (f" and {args.json}" if args.json else ""))
-    return 0
+            record["seconds"] += measured["seconds"]
+            run_["skipped"] = measured["skipped"]
+            if measured["skipped"] is None:
+                run_["measured"] = True
+                run_["measured_full_s"] = measured["measured_full_s"]
+                for p, row in measured["rows"].items():
+                    run_["rows"][p].update(row)
+        records.append(record)
+    if not records:
+        return Report(f"# GPU latency of the paper's exit schedules\n\nNo model of "
+                      f"{params.models!r} is in `{json_name}` yet.\n")
+    meta = {**records[0], "seconds": sum(r["seconds"] for r in records)}
+    return Report(markdown(records, meta))
+
+
+BENCHMARK = Benchmark(
+    name="gpu_latency", doc=__doc__, params=Params,
+    keys=lambda params: [*params.model_names, *measured_keys(params)], cell=cell, report=report,
+    out=lambda params: (Path(tempfile.gettempdir()) / "gpu_latency_smoke.md" if params.smoke
+                        else REPORTS / "gpu_latency.md"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
