@@ -9,72 +9,167 @@ common random numbers, under the search's DDIM-20 and, optionally, a stochastic 
 found DDPM the most forgiving of early exits). If a dedicated fine-tune cannot reach the target,
 no search over one-shot weights will.
 
-Phases, so the fine-tunes can run side by side as 1-thread jobs on a 2-core machine:
+Phases, so the fine-tunes can run side by side as 1-thread jobs on a 2-core machine (give each
+its own ``--out`` in /tmp, since two jobs rewriting one cache would lose each other's cells; the
+fine-tuned weights they leave under ``--work-dir`` are what the eval phase reuses):
 
     python -m benchmarks.dedicated_finetune --phase train --schedule S45=0.4,0.6:12,6,1 --threads 1
     python -m benchmarks.dedicated_finetune --phase eval --schedule S45=0.4,0.6:12,6,1 --threads 2
 
 A schedule is ``NAME=EDGES:BLOCKS``: the interior interval edges (ascending in t) and the block
 count of each interval from data (t = 0) to noise, or a preset name (``D1``..``D6``). Fine-tunes
-resume from their run directory under ``--work-dir``; measured cells are cached in the JSON.
+resume from their run directory under ``--work-dir``. The cells of ``reports/dedicated_finetune
+.json``: each schedule's fine-tuned weights (``dit/weights/<stem>``) and each FID measurement over
+the seeds (``dit/full/ddim:20``, ``dit/<stem>/ddim:20``, and on the one-shot weights
+``dit/one-shot/full/ddim:20``, ``dit/one-shot/<stem>/ddim:20``).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime as dt
+import functools
 import statistics
 import sys
 import time
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from ase_search.testbed import TESTBEDS
 from benchmarks._common import (
     ROOT,
     display_path,
     file_sha256,
-    load_json,
     machine_text,
     pct,
     reference_one_shot_weights,
     sampler_name,
     short_hash,
-    start_run,
-    write_json,
-    write_text,
 )
+from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
-VERSION = 1
 RECIPES = ("distill", "plain")
+FID_SAMPLING_BATCH = 250
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """The schedules, their fine-tune, and how their FIDs are measured."""
+
+    arch: str = field(default="dit", metadata=option("testbed model", identity=False))
+    schedule: tuple[str, ...] = field(default=(), metadata=option(
+        "NAME=EDGES:BLOCKS or a preset; repeat for several", identity=False, repeat=True))
+    phase: str = field(default="all", metadata=option(
+        "train: only fine-tune the schedules; eval/all: fine-tune what is missing, then measure",
+        identity=False, choices=("train", "eval", "all")))
+    # The fine-tune settings name the weights file (and so the cells' keys), so they need not be
+    # part of the identity.
+    recipe: str = field(default="distill", metadata=option(
+        "distill: regress onto the frozen full model (FinetuneConfig.distill); plain: the "
+        "paper's noise target", identity=False, choices=RECIPES))
+    steps: int = field(default=7200, metadata=option("fine-tune steps (one-shot: 2400)",
+                                                     identity=False))
+    lr: float = field(default=3e-4, metadata=option("peak lr, cosine decay", identity=False))
+    ema: float = field(default=0.999, metadata=option(identity=False))
+    batch_size: int = field(default=64, metadata=option(identity=False))
+    seed: int = field(default=0, metadata=option(identity=False))
+    samplers: tuple[str, ...] = field(default=("ddim:20",), metadata=option(
+        "NAME:STEPS, e.g. ddim:20 ddpm:250", identity=False))
+    n: int = field(default=500, metadata=option("samples per seed"))
+    seeds: int = field(default=5, metadata=option("seeds 0..S-1"))
+    one_shot: str | None = field(default=None, metadata=option(
+        "also measure each schedule on these one-shot weights: a file, or 'reference' for those "
+        "studies/reference/<arch>.db records", identity=False))
+    work_dir: Path = field(default=ROOT / "studies" / "bench" / "dedicated", metadata=option(
+        "where the fine-tunes run and their weights are kept", identity=False))
+
+    def __post_init__(self) -> None:
+        from ase_search.testbed import TESTBEDS
+
+        if self.arch not in TESTBEDS:
+            raise ValueError(f"--arch {self.arch!r} is not a testbed; choose from "
+                             f"{list(TESTBEDS)}")
+        if self.n < 2 or self.seeds < 1 or self.steps < 1:
+            raise ValueError("--n must be >= 2, --seeds >= 1 and --steps >= 1")
+        for s in self.samplers:
+            if ":" not in s or not s.partition(":")[2].isdigit():
+                raise ValueError(f"--samplers {s!r}: write NAME:STEPS, e.g. ddim:20")
+        self.schedules  # noqa: B018 -- raises ValueError naming a bad --schedule
+        self.one_shot_path  # noqa: B018 -- raises ValueError for one-shot weights not there
+
+    @property
+    def schedules(self) -> list[Any]:
+        """The ``--schedule`` entries as ExitSchedules for the testbed model."""
+        depth = testbed_model(self.arch).exit_depth
+        return [parse_schedule(s, self.arch, depth) for s in self.schedule]
+
+    @property
+    def one_shot_path(self) -> Path | None:
+        """The ``--one-shot`` weights; ``reference`` resolves to the reference study's."""
+        if self.one_shot is None:
+            return None
+        if self.one_shot == "reference":
+            try:
+                return reference_one_shot_weights(self.arch)
+            except ValueError as err:
+                raise ValueError(f"--one-shot reference: {err}") from None
+        path = Path(self.one_shot)
+        if not path.is_file():
+            raise ValueError(f"--one-shot {path} does not exist; rebuild the reference study's "
+                             f"with python -m tools.reference_study --arch {self.arch} "
+                             f"--weights-only and pass --one-shot reference")
+        return path
+
+
+@functools.cache
+def testbed_model(arch: str) -> Any:
+    """The shipped testbed model, loaded once per process."""
+    from ase_search.testbed import load_model
+
+    return load_model(arch)
+
+
+@functools.cache
+def cost_model(arch: str) -> Any:
+    """One component profile per run, so every acceleration of a run comes from the same one
+    (every weight file here is the same architecture)."""
+    from ase_search.metrics.latency import profile_components
+
+    return profile_components(testbed_model(arch), batch_size=FID_SAMPLING_BATCH)
 
 
 def parse_schedule(spec: str, arch: str, depth: int) -> Any:
-    """``NAME=EDGES:BLOCKS`` (e.g. ``S45=0.4,0.6:12,6,1``) or a preset name, as an ExitSchedule."""
+    """``NAME=EDGES:BLOCKS`` (e.g. ``S45=0.4,0.6:12,6,1``) or a preset name, as an ExitSchedule.
+
+    Raises:
+        ValueError: naming the entry, when it is neither.
+    """
     from ase_search.schedule import ExitSchedule, ScheduleError, preset
 
-    if "=" not in spec:
-        return preset(spec, arch, depth)
-    name, _, body = spec.partition("=")
-    edges_text, sep, blocks_text = body.partition(":")
-    if not sep:
-        raise SystemExit(f"--schedule {spec!r}: write NAME=EDGES:BLOCKS, e.g. S45=0.4,0.6:12,6,1")
     try:
+        if "=" not in spec:
+            return preset(spec, arch, depth)
+        name, _, body = spec.partition("=")
+        edges_text, sep, blocks_text = body.partition(":")
+        if not sep:
+            raise ValueError("write NAME=EDGES:BLOCKS, e.g. S45=0.4,0.6:12,6,1")
         edges = [float(e) for e in edges_text.split(",") if e.strip()]
         blocks = [int(b) for b in blocks_text.split(",")]
         return ExitSchedule(arch=arch, depth=depth, boundaries=(0.0, *edges, 1.0),
                             blocks=tuple(blocks), name=name)
-    except (ValueError, ScheduleError) as exc:
-        raise SystemExit(f"--schedule {spec!r}: {exc}") from None
+    except (ValueError, KeyError, ScheduleError) as exc:
+        raise ValueError(f"--schedule {spec!r}: {exc}") from None
 
 
-def weights_path(schedule: Any, args: argparse.Namespace) -> Path:
+def weights_path(schedule: Any, args: Params) -> Path:
+    """Where the dedicated fine-tune of ``schedule`` keeps its EMA weights; the name carries a
+    digest of the fine-tune settings."""
     key = short_hash([schedule.to_dict(), args.recipe, args.steps, args.lr, args.ema,
                       args.batch_size, args.seed])
     return args.work_dir / f"{args.arch}-{schedule.name}-{args.recipe}-{key}.safetensors"
 
 
-def dedicated_weights(schedule: Any, args: argparse.Namespace) -> Path:
+def dedicated_weights(schedule: Any, args: Params) -> Path:
     """Fine-tune the testbed model for ``schedule`` alone (resumable); the EMA weights' path."""
     from ase_search.data import build_dataset
     from ase_search.finetune import FinetuneConfig, finetune
@@ -84,43 +179,164 @@ def dedicated_weights(schedule: Any, args: argparse.Namespace) -> Path:
     out = weights_path(schedule, args)
     if out.is_file():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
     model = load_model(args.arch)
     data = build_dataset("mnist", resolution=model.input_size, channels=model.in_channels)
     config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             lr_schedule="cosine", ema_decay=args.ema, seed=args.seed,
                             distill=args.recipe == "distill")
-    run_dir = out.with_suffix("")
     t0 = time.perf_counter()
-    result = finetune(model.train(), data, schedule, config, out_dir=run_dir, resume=True)
+    result = finetune(model.train(), data, schedule, config, out_dir=out.with_suffix(""),
+                      resume=True)
     save_checkpoint(out, result.ema, extra={"finetune": "algorithm-1", "recipe": args.recipe,
                                             "schedule": schedule.to_dict(), "steps": result.step,
                                             "minutes": (time.perf_counter() - t0) / 60})
     return out
 
 
-def measure(weights: Path, schedule: Any, sampler: str, cost_model: Any,
-            args: argparse.Namespace) -> dict:
-    """FID over seeds of ``schedule`` on ``weights``; the acceleration from the run's one
-    ``cost_model`` (every weight file here is the same architecture)."""
-    from ase_search.evaluate import evaluate
+# ###################################################################### cells
+def keys(args: Params) -> list[str]:
+    """The weights of every schedule; with ``--phase eval``/``all`` also every FID cell."""
+    stems = [weights_path(s, args).stem for s in args.schedules]
+    out = [f"{args.arch}/weights/{stem}" for stem in stems]
+    if args.phase == "train":
+        return out
+    rows = ["full", *stems]
+    out += [f"{args.arch}/{row}/{sampler}" for sampler in args.samplers for row in rows]
+    if args.one_shot is not None:
+        out += [f"{args.arch}/one-shot/{row}/{sampler}" for sampler in args.samplers
+                for row in rows]
+    return out
+
+
+def cell_identity(args: Params, key: str) -> dict[str, Any]:
+    """A one-shot cell depends on which one-shot weights it measures."""
+    path = args.one_shot_path
+    return {"one_shot_sha256": file_sha256(path)} if "/one-shot/" in key and path else {}
+
+
+def settings_text(args: Params) -> str:
+    return (f"{args.recipe}, {args.steps} steps, batch {args.batch_size}, lr {args.lr} (cosine), "
+            f"EMA {args.ema}, seed {args.seed}")
+
+
+def compute(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """One cell: a schedule's fine-tuned weights, or one FID measurement over the seeds."""
+    from ase_search.evaluate import machine_info
+    from ase_search.measure import measure_schedule
     from ase_search.models import load_checkpoint
     from ase_search.samplers import SamplerConfig
+    from ase_search.testbed import TESTBEDS
 
+    arch, _, rest = key.partition("/")
+    by_stem = {weights_path(s, args).stem: s for s in args.schedules}
+    run = {"arch": arch, "command": ctx.command, "machine": machine_info(),
+           "date": dt.date.today().isoformat()}
+    if rest.startswith("weights/"):
+        schedule = by_stem[rest.removeprefix("weights/")]
+        path = dedicated_weights(schedule, args)
+        _, meta = load_checkpoint(path)
+        return {**run, "kind": "weights", "name": schedule.name,
+                "blocks": " ".join(str(b) for b in schedule.blocks),
+                "schedule": schedule.to_dict(), "weights": display_path(path),
+                "sha256": file_sha256(path), "minutes": float(meta.get("minutes", 0.0)),
+                "settings": settings_text(args)}
+
+    one_shot = rest.startswith("one-shot/")
+    row, _, sampler = rest.removeprefix("one-shot/").partition("/")
+    schedule = None if row == "full" else by_stem[row]
+    path = (args.one_shot_path if one_shot else TESTBEDS[arch].path if schedule is None
+            else dedicated_weights(schedule, args))
+    inputs = {"sha256": file_sha256(path), "schedule": None if schedule is None
+              else schedule.to_dict(), "sampler": sampler, "n": args.n, "seeds": args.seeds}
+    if (ctx.previous or {}).get("inputs") == inputs:
+        return ctx.previous  # measured on the same weights with the same settings
     name, _, steps = sampler.partition(":")
-    model, _ = load_checkpoint(weights)
-    result = evaluate(model.eval(), schedule,
-                      sampler=SamplerConfig(name=sampler_name(name), steps=int(steps)), n=args.n,
-                      seeds=list(range(args.seeds)), batch_size=250, cost_model=cost_model)
-    return {"fids": [m["fid"] for m in result.metrics], "fid_mean": result.mean("fid"),
+    model, _ = load_checkpoint(path)
+    result = measure_schedule(model.eval(), schedule,
+                              sampler=SamplerConfig(name=sampler_name(name), steps=int(steps)),
+                              n=args.n, seeds=list(range(args.seeds)),
+                              batch_size=FID_SAMPLING_BATCH, cost_model=cost_model(arch),
+                              keep_images=0)
+    print(f"{row} {sampler}: FID {result.mean('fid'):.2f}", file=sys.stderr, flush=True)
+    return {**run, "kind": "one-shot" if one_shot else "fid", "row": row, "sampler": sampler,
+            "weights": {"path": display_path(path), "sha256": inputs["sha256"]},
+            "inputs": inputs, "n": args.n, "seeds": args.seeds,
+            "fids": [m["fid"] for m in result.metrics], "fid_mean": result.mean("fid"),
             "fid_std": result.std("fid"), "predicted": result.predicted_acceleration}
 
 
+# ###################################################################### report
 def fid_ratios(cell: dict[str, Any], full: dict[str, Any]) -> list[float]:
     """Per-seed FID ratios of a schedule's cell to the full model's (common random numbers)."""
     return [a / b for a, b in zip(cell["fids"], full["fids"], strict=True)]
 
 
-def markdown(store: dict[str, Any]) -> str:
+def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
+    """One model's section: the runs, the table of schedules x samplers, the best within 5%."""
+    import pandas as pd
+
+    from ase_search.testbed import TESTBEDS
+
+    weights = [c for c in cells if c["kind"] == "weights"]
+    full = {c["sampler"]: c for c in cells if c["kind"] == "fid" and c["row"] == "full"}
+    fid = {(c["row"], c["sampler"]): c for c in cells if c["kind"] == "fid"}
+    shot = {(c["row"], c["sampler"]): c for c in cells if c["kind"] == "one-shot"}
+    measured = [c for c in cells if c["kind"] != "weights"]
+    last = (measured or cells)[-1]
+    first = measured[0] if measured else None
+    commands = list(dict.fromkeys(c["command"] for c in cells))
+    settings = "; ".join(dict.fromkeys(c["settings"] for c in weights))
+    lines = [f"## {arch}: {TESTBEDS[arch].model_name}", "",
+             " then ".join(f"`{c}`" for c in commands)
+             + f" on {machine_text(last['machine'])}, {last['date']}."
+             + (f" Seeds 0..{first['seeds'] - 1}, N = {first['n']} per seed." if first else "")
+             + f" Fine-tune: {settings}.", ""]
+    table = []
+    for w in weights:
+        row = Path(w["weights"]).stem
+        for sampler, base in full.items():
+            cell = fid.get((row, sampler))
+            if cell is None:
+                continue
+            ratios = fid_ratios(cell, base)
+            mean = statistics.fmean(ratios)
+            one_shot, one_shot_full = shot.get((row, sampler)), shot.get(("full", sampler))
+            table.append([
+                w["name"], w["blocks"], sampler, pct(cell["predicted"]),
+                f"{cell['fid_mean']:.2f} ± {cell['fid_std'] or 0:.2f}",
+                f"{base['fid_mean']:.2f} ± {base['fid_std'] or 0:.2f}",
+                f"{mean:.2f} ({min(ratios):.2f}-{max(ratios):.2f})",
+                "yes" if mean <= 1.05 else "no",
+                "–" if one_shot is None or one_shot_full is None else
+                f"{one_shot['fid_mean']:.2f} (full {one_shot_full['fid_mean']:.2f})"])
+    columns = ["schedule", "blocks (data → noise)", "sampler", "acceleration", "FID", "full FID",
+               "ratio", "within 5%", "one-shot weights"]
+    lines += [markdown_table(pd.DataFrame(table, columns=columns),
+                             align=["left"] * 3 + ["right"] * 3 + ["left", "center", "right"]),
+              ""]
+    names = {Path(w["weights"]).stem: w["name"] for w in weights}
+    for sampler, base in full.items():
+        within = [(c["predicted"], names[row]) for (row, s), c in fid.items()
+                  if s == sampler and row in names
+                  and statistics.fmean(fid_ratios(c, base)) <= 1.05]
+        best = max(within, default=None)
+        lines.append(f"- {sampler}: best acceleration within 5% of the full model: "
+                     + (f"**{best[0]:.1%}** ({best[1]})" if best else "**none** of these"))
+    one_shot_weights = next((c["weights"] for c in cells if c["kind"] == "one-shot"), None)
+    lines += ["", "Weights: " + "; ".join(
+        f"{w['name']} `{w['weights']}` (sha256 {w['sha256'][:12]}, fine-tuned in "
+        f"{w['minutes']:.1f} min)" for w in weights) + "."
+              + (f" One-shot: `{one_shot_weights['path']}` (sha256 "
+                 f"{one_shot_weights['sha256'][:12]})." if one_shot_weights else ""), ""]
+    return "\n".join(lines)
+
+
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    """The report: the question, then one section per model (in cache order)."""
+    by_arch: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells.values():
+        by_arch.setdefault(cell["arch"], []).append(cell)
     lines = ["# Dedicated fine-tunes against the search's target", "",
              "Issue #5's target: >= 45% acceleration at an FID within 5% of the full model. Each "
              "schedule below was fine-tuned **alone** (Algorithm 1 for that schedule, not the "
@@ -130,168 +346,15 @@ def markdown(store: dict[str, Any]) -> str:
              "full model (mean, min-max). Acceleration is the cost model's prediction for the "
              "sampler's timesteps. **one-shot weights** gives the same schedule's FID (and the full "
              "model's) on the search's one-shot weights, where measured.", ""]
-    for arch, r in store["archs"].items():
-        lines += [f"## {arch}: {TESTBEDS[arch].model_name}", "",
-                  " then ".join(f"`{c}`" for c in r["commands"])
-                  + f" on {machine_text(r['machine'])}, {r['date']}. Seeds "
-                  f"0..{r['seeds'] - 1}, N = {r['n']} per seed. Fine-tune: {r['settings']}.", "",
-                  "| schedule | blocks (data → noise) | sampler | acceleration | FID | "
-                  "full FID | ratio | within 5% | one-shot weights |",
-                  "| --- | --- | --- | ---: | ---: | ---: | --- | :---: | ---: |"]
-        for key, row in r["rows"].items():
-            for sampler, cell in row["cells"].items():
-                full = r["full"].get(sampler)
-                if full is None:
-                    continue
-                ratios = fid_ratios(cell, full)
-                mean = statistics.fmean(ratios)
-                one_shot = row.get("one_shot", {}).get(sampler)
-                one_shot_full = r.get("one_shot_full", {}).get(sampler)
-                lines.append(
-                    f"| {row['name']} | {row['blocks']} | {sampler} | {pct(cell['predicted'])} "
-                    f"| {cell['fid_mean']:.2f} ± {cell['fid_std'] or 0:.2f} | "
-                    f"{full['fid_mean']:.2f} ± {full['fid_std'] or 0:.2f} | {mean:.2f} "
-                    f"({min(ratios):.2f}-{max(ratios):.2f}) | {'yes' if mean <= 1.05 else 'no'} | "
-                    + ("–" if one_shot is None else
-                       f"{one_shot['fid_mean']:.2f} (full {one_shot_full['fid_mean']:.2f})")
-                    + " |")
-        lines.append("")
-        for sampler, full in r["full"].items():
-            within = [(cell["predicted"], row["name"]) for row in r["rows"].values()
-                      for s, cell in row["cells"].items()
-                      if s == sampler and statistics.fmean(fid_ratios(cell, full)) <= 1.05]
-            best = max(within, default=None)
-            lines.append(f"- {sampler}: best acceleration within 5% of the full model: "
-                         + (f"**{best[0]:.1%}** ({best[1]})" if best else "**none** of these"))
-        lines += ["", "Weights: " + "; ".join(
-            f"{row['name']} `{row['weights']}` (sha256 {row['sha256'][:12]}, fine-tuned in "
-            f"{row['minutes']:.1f} min)" for row in r["rows"].values()) + "."
-                  + (f" One-shot: `{r['one_shot_weights']['path']}` (sha256 "
-                     f"{r['one_shot_weights']['sha256'][:12]})." if "one_shot_weights" in r else ""),
-                  ""]
-    return "\n".join(lines)
+    return Report("\n".join(lines + [arch_section(a, c) for a, c in by_arch.items()]))
+
+
+BENCHMARK = Benchmark(name="dedicated_finetune", doc=__doc__, params=Params, keys=keys,
+                      cell=compute, report=report, version=2, cell_identity=cell_identity)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="dit", choices=list(TESTBEDS))
-    parser.add_argument("--schedule", action="append", required=True,
-                        help="NAME=EDGES:BLOCKS or a preset; repeat for several")
-    parser.add_argument("--phase", choices=("train", "eval", "all"), default="all")
-    parser.add_argument("--recipe", choices=RECIPES, default="distill",
-                        help="distill: regress onto the frozen full model (FinetuneConfig.distill)"
-                             "; plain: the paper's noise target")
-    parser.add_argument("--steps", type=int, default=7200, help="fine-tune steps (one-shot: 2400)")
-    parser.add_argument("--lr", type=float, default=3e-4, help="peak lr, cosine decay")
-    parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samplers", nargs="+", default=["ddim:20"],
-                        help="NAME:STEPS, e.g. ddim:20 ddpm:250")
-    parser.add_argument("--n", type=int, default=500, help="samples per seed")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1")
-    parser.add_argument("--one-shot", default=None,
-                        help="also measure each schedule on these one-shot weights: a file, or "
-                             "'reference' for those studies/reference/<arch>.db records")
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "studies" / "bench" / "dedicated")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "dedicated_finetune.md")
-    args = parser.parse_args(argv)
-    if args.one_shot == "reference":
-        try:
-            args.one_shot = reference_one_shot_weights(args.arch)
-        except ValueError as err:
-            parser.error(f"--one-shot reference: {err}")
-    elif args.one_shot is not None:
-        args.one_shot = Path(args.one_shot)
-        if not args.one_shot.is_file():
-            parser.error(f"--one-shot {args.one_shot} does not exist; rebuild the reference "
-                         f"study's with python -m benchmarks.search --arch {args.arch} "
-                         f"--weights-only and pass --one-shot reference")
-    if args.n < 2 or args.seeds < 1 or args.steps < 1:
-        parser.error("--n must be >= 2, --seeds >= 1 and --steps >= 1")
-    for s in args.samplers:
-        if ":" not in s or not s.partition(":")[2].isdigit():
-            parser.error(f"--samplers {s!r}: write NAME:STEPS, e.g. ddim:20")
-    command = start_run(__file__, argv, args.threads)
-    from ase_search.testbed import load_model
-
-    base = load_model(args.arch)
-    depth = base.exit_depth
-    schedules = [parse_schedule(s, args.arch, depth) for s in args.schedule]
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.out.with_suffix(".json")
-    store = load_json(json_path, VERSION) or {"version": VERSION, "archs": {}}
-    record = store["archs"].setdefault(args.arch, {"rows": {}, "full": {}})
-    commands = record.setdefault("commands", [])
-    if command not in commands:
-        commands.append(command)
-    if args.phase == "train":
-        for schedule in schedules:
-            print(f"{schedule.name}: {dedicated_weights(schedule, args)}", file=sys.stderr)
-        # Re-read: a side-by-side job may have written its command meanwhile.
-        store = load_json(json_path, VERSION) or store
-        stored = store["archs"].setdefault(args.arch, record).setdefault("commands", [])
-        if command not in stored:
-            stored.append(command)
-        write_json(json_path, store)
-        return
-
-    from ase_search.evaluate import machine_info
-
-    record.update(machine=machine_info(), date=dt.date.today().isoformat(),
-                  settings=f"{args.recipe}, {args.steps} steps, batch {args.batch_size}, lr "
-                           f"{args.lr} (cosine), EMA {args.ema}, seed {args.seed}")
-    if (record.get("n"), record.get("seeds")) != (args.n, args.seeds):
-        record.update(n=args.n, seeds=args.seeds, rows={}, full={}, one_shot_full={},
-                      commands=[command])
-
-    def save() -> None:
-        write_json(json_path, store)
-        write_text(args.out, markdown(store))
-
-    from ase_search.metrics.latency import profile_components
-
-    shipped = TESTBEDS[args.arch].path
-    cost_model = profile_components(base, batch_size=250)
-    if args.one_shot is not None:
-        record["one_shot_weights"] = {"path": display_path(args.one_shot),
-                                      "sha256": file_sha256(args.one_shot)}
-    for sampler in args.samplers:
-        if sampler not in record["full"]:
-            record["full"][sampler] = measure(shipped, None, sampler, cost_model, args)
-            save()
-        one_shot_full = record.setdefault("one_shot_full", {})
-        if args.one_shot is not None and sampler not in one_shot_full:
-            one_shot_full[sampler] = measure(args.one_shot, None, sampler, cost_model, args)
-            save()
-    for schedule in schedules:
-        path = dedicated_weights(schedule, args)
-        key = path.stem
-        row = record["rows"].setdefault(key, {
-            "name": schedule.name, "blocks": " ".join(str(b) for b in schedule.blocks),
-            "schedule": schedule.to_dict(), "weights": display_path(path),
-            "sha256": file_sha256(path), "cells": {},
-            "minutes": _minutes(path)})
-        for sampler in args.samplers:
-            if sampler not in row["cells"]:
-                row["cells"][sampler] = measure(path, schedule, sampler, cost_model, args)
-                print(f"{schedule.name} {sampler}: FID {row['cells'][sampler]['fid_mean']:.2f}",
-                      file=sys.stderr, flush=True)
-                save()
-            one_shot = row.setdefault("one_shot", {})
-            if args.one_shot is not None and sampler not in one_shot:
-                one_shot[sampler] = measure(args.one_shot, schedule, sampler, cost_model, args)
-                save()
-    save()
-    print(args.out.read_text())
-
-
-def _minutes(path: Path) -> float:
-    from ase_search.models import load_checkpoint
-
-    _, meta = load_checkpoint(path)
-    return float(meta.get("minutes", 0.0))
+    run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":
