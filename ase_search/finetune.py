@@ -243,7 +243,7 @@ def _check_model(model: nn.Module, arch: str, depth: int) -> None:
 
 # How the reference studies' one-shot weights are rebuilt (they are not committed); for another
 # study, add `--storage STUDY`.
-REBUILD_COMMAND = "python -m benchmarks.search --arch {arch} --weights-only"
+REBUILD_COMMAND = "python -m tools.reference_study --arch {arch} --weights-only"
 _KEY_VERSION = 1  # bump when what the key covers changes
 
 

@@ -12,7 +12,7 @@ measured acceleration and the cost model's predicted one.
 Weights: the reference study was searched with the one-shot fine-tuned model; with ``--weights
 one-shot`` (default) every row is sampled from the weights the study recorded
 (``studies/reference/<arch>-one-shot-<key12>.safetensors``, git-ignored: ``python -m
-benchmarks.search --arch <arch> --weights-only`` rebuilds them), falling back to the shipped
+tools.reference_study --arch <arch> --weights-only`` rebuilds them), falling back to the shipped
 testbed weights (with a note in the report) when the file is absent.
 
 Measured acceleration is ``1 - latency / latency(full)``. ``--latency sampling`` (default) times

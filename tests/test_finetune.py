@@ -601,5 +601,5 @@ def test_weights_record_is_relative_to_the_study_and_survives_a_move(tmp_path: P
     # Missing weights: the error says how to rebuild them.
     found.unlink()
     with pytest.raises(ValueError, match=r"are missing; rebuild them with `python -m "
-                                         r"benchmarks.search --arch uvit --weights-only`"):
+                                         r"tools.reference_study --arch uvit --weights-only`"):
         finetune_module.resolve_weights(record, tmp_path / "clone", arch="uvit")

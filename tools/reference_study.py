@@ -1,11 +1,15 @@
-"""Search benchmark (reports/search.md): ``ase-search run --arch ARCH --budget 40`` with defaults.
+"""The reference studies (studies/reference/<arch>.db): made, summarised, their weights rebuilt.
 
-Times the whole run, splits the per-trial time (fine-tune, sampling, FID, Ray and driver
-overhead), and compares the searched front with the seeds (the paper's presets): hypervolume of
-the front vs of the seeds alone, and the best acceleration at an FID within 5% of the full model.
-Run from the repository root (it writes the study where you say, default studies/reference/):
+Runs ``ase-search run --arch ARCH --budget 40`` with defaults into the study (default
+``studies/reference/<arch>.db``), times it, and writes ``reports/search-<arch>.md`` (and its
+``.html``): the per-trial time split (fine-tune, sampling, FID, Ray and driver overhead), and the
+searched front against the seeds (the paper's presets): hypervolume of the front vs of the seeds
+alone, and the best acceleration at an FID within 5% of the full model. The studies' one-shot
+weights are git-ignored; ``--weights-only`` fine-tunes them again from the settings the study
+stored. Run from the repository root:
 
-    python -m benchmarks.search --arch dit --budget 40
+    python -m tools.reference_study --arch dit --budget 40
+    python -m tools.reference_study --arch dit --weights-only
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ def rebuild_one_shot_weights(storage: Path) -> Path:
         study.set_user_attr("weights", record)
     return path
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.reference_study",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="dit", choices=["dit", "uvit"])
     parser.add_argument("--budget", type=int, default=40)
     parser.add_argument("--storage", type=Path, default=None)

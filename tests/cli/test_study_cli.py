@@ -153,7 +153,7 @@ def test_exported_schedule_runs_with_the_weights_the_search_measured(db, tmp_pat
     weights.unlink()
     code, _, err = cli(common + ["-o", str(tmp_path / "default.png")])
     assert code == 2 and not (tmp_path / "default.png").exists()
-    assert "python -m benchmarks.search --arch dit --weights-only" in one_error_line(err)
+    assert "python -m tools.reference_study --arch dit --weights-only" in one_error_line(err)
     assert cli(common + ["-c", str(tmp_path / "x.safetensors"), "-o",
                          str(tmp_path / "default.png")])[0] == 2  # a missing --checkpoint
     save_checkpoint(tmp_path / "other.safetensors", model)
