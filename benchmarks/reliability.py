@@ -5,21 +5,23 @@ run in a fresh temporary folder, and a check of what it must do: one clear line 
 exit for bad input, never a traceback, nothing lost. The probes that need several processes or a
 server (two drivers, a killed one-shot fine-tune) are the pytest tests that perform them.
 
-    python -m benchmarks.reliability                     # reports/reliability.{md,json}
-    python -m benchmarks.reliability --only budget,ctrl-c
-    python -m benchmarks.reliability --before DIR        # the same probes on another checkout
+    python -m benchmarks.reliability                          # reports/reliability.{md,json}
+    python -m benchmarks.reliability --only 'after/ctrl-c,after/budget-abc'
+    python -m benchmarks.reliability --before DIR             # the same probes on DIR
 
 ``--before`` runs the probes with ``DIR`` first on ``PYTHONPATH`` (a ``git worktree`` of an older
-commit) and stores them as the "before" column; the report shows both.
+commit) and stores them as the "before" column (cells ``before/<probe>``); the report shows both.
 """
 
 from __future__ import annotations
 
-import argparse
+import atexit
+import dataclasses
+import functools
 import json
 import os
-import platform
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,13 +29,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from benchmarks._common import ROOT, load_json, write_json, write_text
+from benchmarks._common import ROOT, machine_text
+from benchmarks._runner import Benchmark, CellContext, markdown_table, option, run
 
-OUT = ROOT / "reports" / "reliability.md"
-VERSION = 1
 REFERENCE_STUDY = ROOT / "studies" / "reference" / "dit.db"
 TINY = "--n-samples 16 --steps 2"
 
@@ -73,7 +75,7 @@ class Probe:
     what: str
     command: str  # shell; $ASE is the CLI, $FIX the fixtures folder, $PY the interpreter
     check: Check
-    timeout: float = 240.0
+    timeout: float = 600.0
     interrupt_after: float | None = None  # send SIGINT after this many seconds
     reported: str | None = None  # the "before" the issue reported, for probes that are tests
 
@@ -227,7 +229,7 @@ PROBES: tuple[Probe, ...] = (
           "stat -c %a s.json", stdout_has("644")),
     Probe("ctrl-c", "newcomer", "Ctrl-C during sample",
           "$ASE sample --n 2000 --steps 250 -o g.png", exit_code(130, "interrupt"),
-          interrupt_after=12.0),
+          interrupt_after=25.0),
     Probe("threads", "newcomer", "a command that computes says its thread count",
           "$ASE sample --n 1 --steps 1 -o g.png", exit_code(0, "thread")),
     Probe("eval-exit-untuned", "newcomer", "eval --schedule D4 on the shipped (not fine-tuned) model",
@@ -245,8 +247,6 @@ PROBES: tuple[Probe, ...] = (
 # ###################################################################### fixtures and running
 def make_fixtures(fix: Path, env: dict[str, str]) -> None:
     """Files the probes read: bad schedules, spaces, checkpoints, journals, a finished study."""
-    import shutil
-
     fix.mkdir(parents=True, exist_ok=True)
     (fix / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     space = (ROOT / "search_spaces" / "dit-free-edges.yaml").read_text()
@@ -314,82 +314,110 @@ def run_probe(probe: Probe, env: dict[str, str]) -> tuple[Outcome, bool, str]:
         return outcome, ok, text
 
 
-def markdown(store: dict) -> str:
-    rows = []
-    for probe in PROBES:
-        after = store["after"].get(probe.key)
-        before = store["before"].get(probe.key)
-        if before is None and probe.reported:
-            before = {"ok": False, "text": f"(as the issue reported) {probe.reported}"}
-        rows.append({
-            "item": probe.item,
-            "probe": probe.what,
-            "command": "`" + probe.command.replace("|", "\\|") + "`",
-            "before": "—" if before is None else ("✓ " if before["ok"] else "✗ ") + before["text"],
-            "after": "—" if after is None else ("✓ " if after["ok"] else "✗ ") + after["text"],
-        })
+# ###################################################################### the runner's parts
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Which checkout the probes run against."""
+
+    before: str = field(default="", metadata=option(
+        "run the probes on this older checkout (a git worktree) and store them as the 'before' "
+        "column; default: this checkout, the 'after' column", identity=False))
+
+    def __post_init__(self) -> None:
+        if self.before and not (Path(self.before) / "ase_search").is_dir():
+            raise ValueError(f"--before {self.before} is not an ase-search checkout")
+
+    @property
+    def column(self) -> str:
+        return "before" if self.before else "after"
+
+    @property
+    def code_root(self) -> Path:
+        return Path(self.before).resolve() if self.before else ROOT
+
+
+def keys(params: Params) -> list[str]:
+    # An older checkout lacks the tests that perform the multi-process probes.
+    return [f"{params.column}/{p.key}" for p in PROBES if not (params.before and p.is_test)]
+
+
+@functools.cache
+def probe_env(code_root: Path) -> dict[str, str]:
+    """The probes' environment: the CLI of ``code_root`` (``$ASE``) and the fixtures (``$FIX``),
+    made once per run in a folder removed when the process exits."""
+    fix = Path(tempfile.mkdtemp(prefix="probe-fixtures-"))
+    atexit.register(shutil.rmtree, fix, ignore_errors=True)
+    env = dict(os.environ, PY=sys.executable, ROOT=str(code_root), PYTHONPATH=str(code_root),
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", COLUMNS="200", FIX=str(fix))
+    # An older checkout may lack `python -m ase_search`: call its main() directly.
+    ase = fix / "ase-search"
+    ase.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c "
+                   f"'from ase_search.cli import main; main()' \"$@\"\n")
+    ase.chmod(0o755)
+    env["ASE"] = str(ase)
+    make_fixtures(fix, env)
+    return env
+
+
+def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """One probe, run in a fresh folder against the chosen checkout."""
+    from ase_search.evaluate import machine_info
+
+    probe = PROBE_BY_KEY[key.partition("/")[2]]
+    outcome, ok, text = run_probe(probe, probe_env(params.code_root))
+    print(f"{'PASS' if ok else 'FAIL'} {key}: {text}", file=sys.stderr, flush=True)
+    commit = subprocess.run(["git", "-C", str(params.code_root), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return {"ok": ok, "text": text, "rc": outcome.rc, "seconds": round(outcome.seconds, 1),
+            "commit": commit, "command": ctx.command, "machine": machine_info()}
+
+
+def verdict(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "—"
+    return ("✓ " if result["ok"] else "✗ ") + result["text"]
+
+
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> str:
+    """One row per probe: its command and what it did before and after."""
     import pandas as pd
 
-    passed = sum(1 for r in store["after"].values() if r["ok"])
-    table = pd.DataFrame(rows).to_markdown(index=False)
+    rows = []
+    for probe in PROBES:
+        before = cells.get(f"before/{probe.key}")
+        if before is None and probe.reported:
+            before = {"ok": False, "text": f"(as the issue reported) {probe.reported}"}
+        rows.append({"item": probe.item, "probe": probe.what,
+                     "command": "`" + probe.command.replace("|", "\\|") + "`",
+                     "before": verdict(before), "after": verdict(cells.get(f"after/{probe.key}"))})
+    after = [c for k, c in cells.items() if k.startswith("after/")]
+    before_commits = sorted({c["commit"] for k, c in cells.items() if k.startswith("before/")})
+    runs = sorted({f"`{c['command']}` on {machine_text(c['machine'])}, {c['machine']['date']}"
+                   for c in after})
     return (
         "# Reliability probes (issue #13)\n\n"
-        "Each probe is run by `python -m benchmarks.reliability` in a fresh temporary folder "
-        "against the real CLI (`$ASE` = `ase-search`, `$FIX` = fixtures the runner writes: a "
-        "schedule nested 100,000 deep, spaces with a bad `edge_grid`, a garbage weights file, a "
-        "regular file `blocker` to write under, a corrupt journal, a copy of the reference DiT "
-        "study, checkpoints with NaN weights, a bare state dict and `depth: 1000000`). A "
-        "probe passes (✓) when it does what the issue asks: bad input gives one line and exit 2 "
-        "with no traceback; a failing trial is FAILED with its reason and no trial is left "
-        "RUNNING. The multi-process probes (two drivers, a killed one-shot fine-tune, two "
-        "studies in one folder) are the pytest tests named in their command.\n\n"
-        f"After: **{passed} of {len(store['after'])} pass** ({store.get('after_date', '?')}, "
-        f"{store.get('machine', '?')}). Before: the same probes on the commit the issue was "
-        f"filed against ({store.get('before_commit', '?')}).\n\n{table}\n"
-    )
+        f"Written by `benchmarks/reliability.py` from `{json_name}`. Each probe runs in a fresh "
+        "temporary folder against the real CLI (`$ASE` = `ase-search`, `$FIX` = fixtures the "
+        "runner writes: a schedule nested 100,000 deep, spaces with a bad `edge_grid`, a garbage "
+        "weights file, a regular file `blocker` to write under, a corrupt journal, a copy of the "
+        "reference DiT study, checkpoints with NaN weights, a bare state dict and `depth: "
+        "1000000`). A probe passes (✓) when it does what the issue asks: bad input gives one "
+        "line and exit 2 with no traceback; a failing trial is FAILED with its reason and no "
+        "trial is left RUNNING. The multi-process probes (two drivers, a killed one-shot "
+        "fine-tune, two studies in one folder) are the pytest tests named in their command.\n\n"
+        f"After: **{sum(c['ok'] for c in after)} of {len(after)} pass** ({'; '.join(runs)}). "
+        f"Before: the same probes on commit {', '.join(before_commits) or '?'}, the one the issue "
+        "was filed against (`--before` a worktree of it).\n\n"
+        + markdown_table(pd.DataFrame(rows)) + "\n")
+
+
+PROBE_BY_KEY = {p.key: p for p in PROBES}
+BENCHMARK = Benchmark(name="reliability", doc=__doc__, params=Params, keys=keys, cell=cell,
+                      report=report, version=2)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=None, help="comma-separated probe keys")
-    parser.add_argument("--before", type=Path, default=None,
-                        help="run the probes on this checkout and store them as 'before'")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
-
-    keys = set(args.only.split(",")) if args.only else None
-    probes = [p for p in PROBES if (keys is None or p.key in keys)
-              and not (args.before and p.is_test)]  # an older checkout lacks the tests
-    json_path = args.out.with_suffix(".json")
-    store = load_json(json_path, VERSION) or {"version": VERSION, "before": {}, "after": {}}
-    column = "before" if args.before else "after"
-    code_root = (args.before or ROOT).resolve()
-    env = dict(os.environ, PY=sys.executable, ROOT=str(code_root), PYTHONPATH=str(code_root),
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", COLUMNS="200")
-    with tempfile.TemporaryDirectory(prefix="probe-fixtures-") as fix:
-        # The CLI of the checkout under test (an older one lacks `python -m ase_search`).
-        ase = Path(fix) / "ase-search"
-        ase.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c "
-                       f"'from ase_search.cli import main; main()' \"$@\"\n")
-        ase.chmod(0o755)
-        env.update(FIX=fix, ASE=str(ase))
-        make_fixtures(Path(fix), env)
-        for probe in probes:
-            outcome, ok, text = run_probe(probe, env)
-            store[column][probe.key] = {"ok": ok, "text": text, "rc": outcome.rc,
-                                        "seconds": round(outcome.seconds, 1)}
-            print(f"{'PASS' if ok else 'FAIL'} {probe.key}: {text}", file=sys.stderr)
-            write_json(json_path, store)
-    if args.before:
-        store["before_commit"] = subprocess.run(
-            ["git", "-C", str(code_root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True).stdout.strip()
-    else:
-        store["after_date"] = time.strftime("%Y-%m-%d")
-        store["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-    write_json(json_path, store)
-    write_text(args.out, markdown(store))
-    print(f"wrote {args.out}", file=sys.stderr)
+    run(BENCHMARK, argv)
 
 
 if __name__ == "__main__":
