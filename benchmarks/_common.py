@@ -1,18 +1,17 @@
-"""What the benchmark scripts share: digests, the JSON cache, the command line, progress, headers.
+"""What the benchmarks share besides the runner: digests, JSON files, progress bars, table cells.
 
-The benchmarks run as ``python -m benchmarks.<name>`` from the repository root. Everything here is light to import (torch and rich are imported inside the
-functions that need them), so a script's ``--help`` stays instant.
+The benchmarks run as ``python -m benchmarks.<name>`` from the repository root, through
+:mod:`benchmarks._runner`. Everything here is light to import (torch and rich are imported inside
+the functions that need them), so a benchmark's ``--help`` stays instant.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
-import shlex
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,73 +112,6 @@ def load_json(path: Path, version: int | None = None) -> dict[str, Any] | None:
               file=sys.stderr)
         return None
     return stored
-
-
-def run_per_arch(out: Path, version: int, archs: Sequence[str],
-                 run_arch: Callable[[str, dict[str, Any], Callable[[], None]], None],
-                 markdown: Callable[[list[dict[str, Any]], str], str]) -> None:
-    """Drive a benchmark with one record per testbed model, cached in ``out``'s ``.json`` twin.
-
-    The store ``{"version": version, "archs": {arch: record}}`` is loaded (or started afresh) and
-    ``run_arch(arch, store, save)`` fills each of ``archs`` in turn; ``save()`` rewrites the JSON
-    atomically, so an interrupted run resumes. The report ``out`` is
-    ``markdown(records, json_name)`` of the records in testbed order, rewritten after each model
-    (so a crash keeps it) and printed on stdout. With no ``archs`` it is only rebuilt.
-    """
-    from ase_search.testbed import TESTBEDS
-
-    json_path = out.with_suffix(".json")
-    store = load_json(json_path, version) or {"version": version, "archs": {}}
-
-    def save() -> None:
-        write_json(json_path, store)
-
-    def write_report() -> None:
-        records = [store["archs"][a] for a in TESTBEDS if a in store["archs"]]
-        if not records:
-            raise SystemExit(f"nothing to report: {json_path} holds no results")
-        write_text(out, markdown(records, json_path.name))
-
-    for arch in archs:
-        run_arch(arch, store, save)
-        write_report()
-    write_report()
-    print(out.read_text())
-    print(f"wrote {out} and {json_path}", file=sys.stderr)
-
-
-def add_run_options(parser: argparse.ArgumentParser, out: Path, *,
-                    fresh: str = "ignore the cached cells", rebuild: bool = False) -> None:
-    """The options every resumable benchmark takes: ``--threads``, ``--out``, ``--fresh`` and,
-    with ``rebuild``, ``--rebuild`` (rewrite ``--out`` from its ``.json`` twin only)."""
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=out,
-                        help="markdown report; its .json twin caches the results")
-    parser.add_argument("--fresh", action="store_true", help=fresh)
-    if rebuild:
-        parser.add_argument("--rebuild", action="store_true",
-                            help="only rewrite --out from the JSON, computing nothing")
-
-
-# ###################################################################### the run
-def command_line(script: str, argv: Sequence[str] | None) -> str:
-    """The command that reproduces this run, e.g. ``python -m benchmarks.noise_easy --n 500``.
-
-    Args:
-        script: the running script's ``__file__``.
-        argv: the arguments ``main`` was called with; ``None`` means ``sys.argv[1:]``.
-    """
-    args = sys.argv[1:] if argv is None else list(argv)
-    return shlex.join(["python", "-m", f"benchmarks.{Path(script).stem}", *args])
-
-
-def start_run(script: str, argv: Sequence[str] | None, threads: int | None) -> str:
-    """Apply ``--threads`` (``None`` keeps torch's default) and return :func:`command_line`."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    return command_line(script, argv)
 
 
 def progress_bar(*, counts: bool = False, note: bool = False, enabled: bool = True) -> Progress:

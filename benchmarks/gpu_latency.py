@@ -395,21 +395,22 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += ["### Per step", "", markdown_table(pd.DataFrame(rows, columns=[
             "blocks", "ms per call (± sd)", "FLOP-ideal", "per-step measured",
             "measured / ideal"]), align=["right"] * 5), ""]
-        for spec, run in rec["runs"].items():
-            steps = run["sampler"]["steps"]
-            status = ("measured" if run["measured"] else
-                      f"not measured: {run['skipped']}" if run["skipped"] else "composed only")
+        for spec, measured_run in rec["runs"].items():
+            steps = measured_run["sampler"]["steps"]
+            status = ("measured" if measured_run["measured"] else
+                      f"not measured: {measured_run['skipped']}" if measured_run["skipped"]
+                      else "composed only")
             if not spec.endswith(f"-{steps}"):
                 status += f"; smoke: {steps} steps"
             rows = [[p, pct(r["ideal"]), pct(r["composed"]),
                      pct(r.get("measured"), r.get("measured_se")), pct(r.get("predicted")),
-                     pct(r["paper"])] for p, r in run["rows"].items()]
+                     pct(r["paper"])] for p, r in measured_run["rows"].items()]
             lines += [f"### {spec} ({status})", "", markdown_table(pd.DataFrame(rows, columns=[
                 "schedule", "FLOP-ideal", "composed", "measured run", "cost model", "paper"]),
                 align=["left"] + ["right"] * 5)]
-            full = f"full run: composed {run['composed_full_s']:.3f} s"
-            if run["measured"]:
-                full += f", measured {run['measured_full_s']:.3f} s"
+            full = f"full run: composed {measured_run['composed_full_s']:.3f} s"
+            if measured_run["measured"]:
+                full += f", measured {measured_run['measured_full_s']:.3f} s"
             lines += ["", full + ".", ""]
     return "\n".join(lines)
 

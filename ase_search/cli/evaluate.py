@@ -187,7 +187,6 @@ def bench_cmd(
     """Measured wall-clock acceleration of schedules next to the block, FLOP and cost-model ones."""
     import math
 
-    import torch
     from rich import box
     from rich.table import Table
 

@@ -100,7 +100,6 @@ def finetune_cmd(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Fine-tune for an exit schedule (Algorithm 1) or, with --space, one-shot for a whole space."""
-    import torch
 
     from ase_search.finetune import FinetuneConfig, finetune, finetune_one_shot
     from ase_search.schedule import resolve_schedule

@@ -14,7 +14,6 @@ import numpy as np
 from ase_search.samplers._base import ModelCall, Sampler, Trajectory
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor
 
 
