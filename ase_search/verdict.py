@@ -26,7 +26,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeVar, Union
 
 __all__ = [
     "Headline",
@@ -81,6 +81,9 @@ class Point:
 PointLike = Union[Point, tuple[str, float, float], "PairedPoint"]
 
 
+P = TypeVar("P")  # a PointLike, returned as given
+
+
 def _as_point(p: PointLike) -> Point:
     if isinstance(p, Point):
         return p
@@ -94,12 +97,14 @@ def _dominates(a: Point, b: Point) -> bool:
     return a.fid <= b.fid and a.latency <= b.latency and (a.fid < b.fid or a.latency < b.latency)
 
 
-def non_dominated(points: Iterable[PointLike]) -> list[Point]:
+def non_dominated(points: Iterable[P]) -> list[P]:
     """The points no other point dominates (no worse in FID and latency, better in one), sorted
-    by latency then FID. Points with identical values do not dominate each other; all are kept."""
-    pts = [_as_point(p) for p in points]
-    front = [p for p in pts if not any(_dominates(q, p) for q in pts)]
-    return sorted(front, key=lambda p: (p.latency, p.fid, p.label))
+    by latency then FID, as given (a :class:`PairedPoint` is judged at its mean FID and returned
+    as itself). Points with identical values do not dominate each other; all are kept."""
+    given = list(points)
+    pts = [_as_point(p) for p in given]
+    front = [(q, g) for q, g in zip(pts, given) if not any(_dominates(o, q) for o in pts)]
+    return [g for _, g in sorted(front, key=lambda qg: (qg[0].latency, qg[0].fid, qg[0].label))]
 
 
 # ###################################################################### speedup at matched FID

@@ -157,7 +157,16 @@ def test_non_dominated_matches_brute_force():
         pts = random_points(rng, "p", rng.randint(1, 8))
         want = {p[0] for p in pts if not any(
             q[1] <= p[1] and q[2] <= p[2] and (q[1] < p[1] or q[2] < p[2]) for q in pts)}
-        assert {p.label for p in non_dominated(pts)} == want
+        front = non_dominated(pts)
+        assert {p[0] for p in front} == want
+        assert all(p in pts for p in front)  # returned as given
+
+
+def test_non_dominated_keeps_paired_points_judged_on_the_mean():
+    a = PairedPoint("a", (4.0, 6.0), 1.0)  # mean 5
+    b = PairedPoint("b", (5.5, 5.5), 1.0)  # mean 5.5: dominated by a on the mean
+    c = PairedPoint("c", (9.0, 9.0), 0.5)
+    assert non_dominated([b, c, a]) == [c, a]
 
 
 def test_hypervolume_comparison_matches_counted_cells():
