@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ase_search.samplers._base import DiffusersSampler, ModelCall, Sampler, Trajectory
+from ase_search.samplers._base import (
+    TIMESTEP_SPACINGS,
+    DiffusersSampler,
+    ModelCall,
+    Sampler,
+    Trajectory,
+)
 from ase_search.samplers._config import SamplerConfig
 from ase_search.samplers._registry import SAMPLER_NAMES, SAMPLERS, build_scheduler
 from ase_search.samplers.euler_maruyama import EM_EPS
@@ -28,6 +34,7 @@ __all__ = [
     "SAMPLER_NAMES",
     "SampleOutput",
     "Sampler",
+    "TIMESTEP_SPACINGS",
     "SamplerConfig",
     "Trajectory",
     "build_scheduler",

@@ -26,7 +26,31 @@ if TYPE_CHECKING:
     from ase_search.diffusion import GaussianDiffusion
     from ase_search.samplers._config import SamplerConfig
 
-__all__ = ["DiffusersSampler", "ModelCall", "Sampler", "Trajectory", "scheduler_kwargs"]
+__all__ = [
+    "TIMESTEP_SPACINGS", "DiffusersSampler", "ModelCall", "Sampler", "Trajectory",
+    "scheduler_kwargs", "spaced_times",
+]
+
+# How a discrete sampler picks its ``steps`` of the ``T`` training timesteps (names as diffusers'):
+# "leading" is ADM's "ddim<N>", ``arange(N) * (T // N)``; "linspace" is ``round(linspace(0, T - 1,
+# N))``, the respacing of ADM's ``space_timesteps(T, str(N))`` that the official DiT code (and the
+# ASE paper's, built on it) samples with through ``create_diffusion(str(N))``.
+TIMESTEP_SPACINGS = ("leading", "linspace")
+
+
+def spaced_times(spacing: str, steps: int, num_train_timesteps: int) -> np.ndarray:
+    """``steps`` of the ``T = num_train_timesteps`` training timesteps under ``spacing``, descending.
+
+    "leading": ``arange(steps) * (T // steps)`` (980, 960, ..., 0 for 50 of 1000); "linspace":
+    ``round(linspace(0, T - 1, steps))`` (999, 979, 958, ..., 0), which equals ADM's
+    ``space_timesteps`` (``round(i * (T - 1) / (steps - 1))``, ties to even alike).
+    """
+    T = num_train_timesteps
+    if spacing == "leading":
+        return (np.arange(steps) * (T // steps))[::-1]
+    if spacing == "linspace":
+        return np.linspace(0, T - 1, steps).round()[::-1]
+    raise ValueError(f"timestep spacing must be one of {list(TIMESTEP_SPACINGS)}, got {spacing!r}")
 
 # call(x, i): the model's output (B, C_out, H, W) for x at the i-th of the sampler's model_times,
 # with the blocks the exit schedule gives there (and classifier-free guidance if configured).
@@ -62,21 +86,25 @@ class Sampler(ABC):
         takes_eta: whether ``SamplerConfig.eta`` applies (otherwise it must be 0).
         integer_times: the model is called at integer timesteps of the training chain (as long
             tensors); ``False`` for a continuous-time solver (float32 timesteps).
+        spacings: the :data:`TIMESTEP_SPACINGS` it can call the model at, its default first;
+            empty for a solver whose times are fixed (e.g. continuous times).
     """
 
     name: ClassVar[str]
     takes_eta: ClassVar[bool] = False
     integer_times: ClassVar[bool] = True
+    spacings: ClassVar[tuple[str, ...]] = ()
 
     def max_steps(self, num_train_timesteps: int) -> int | None:
         """The most steps it can take with ``num_train_timesteps`` (``None``: no limit)."""
         return num_train_timesteps
 
     @abstractmethod
-    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
+    def model_times(self, steps: int, num_train_timesteps: int, spacing: str | None) -> np.ndarray:
         """The ``steps`` timesteps in ``[0, T)`` at which the model is called, in calling order.
 
-        ``steps`` is already checked against :meth:`max_steps`.
+        ``steps`` is already checked against :meth:`max_steps`; ``spacing`` is one of
+        :attr:`spacings` (``None`` when that is empty).
         """
 
     @abstractmethod
@@ -109,10 +137,11 @@ class DiffusersSampler(Sampler):
 
     @abstractmethod
     def build_scheduler(
-        self, diffusion: GaussianDiffusion, *, learn_sigma: bool, clip_denoised: bool
+        self, diffusion: GaussianDiffusion, *, learn_sigma: bool, clip_denoised: bool,
+        spacing: str | None,
     ) -> Any:
-        """The diffusers scheduler, configured with :func:`scheduler_kwargs`; ``set_timesteps`` is
-        left to the caller.
+        """The diffusers scheduler, configured with :func:`scheduler_kwargs` and the timestep
+        ``spacing`` (one of :attr:`spacings`); ``set_timesteps`` is left to the caller.
 
         With ``clip_denoised`` (pixel-space models, ADM's ``clip_denoised=True``) a scheduler that
         can clips the predicted ``x_0`` to ``[-1, 1]``; latents are never clipped (DiT samples its
@@ -121,14 +150,20 @@ class DiffusersSampler(Sampler):
 
     @abstractmethod
     def step(
-        self, scheduler: Any, out: Tensor, s: int, x: Tensor, *, config: SamplerConfig,
-        generator: torch.Generator,
+        self, scheduler: Any, out: Tensor, s: int, s_next: int | None, x: Tensor, *,
+        config: SamplerConfig, generator: torch.Generator,
     ) -> Tensor:
-        """``x`` at the next timestep, from the model's full output ``out`` at timestep ``s``."""
+        """``x`` at timestep ``s_next``, from the model's full output ``out`` at timestep ``s``.
+
+        ``s_next`` is the next of the sampler's model times, ``None`` after the last (the step to
+        ``x_0``). A scheduler that finds it itself may ignore it; one that assumes uniform spacing
+        (diffusers' DDIM takes ``s - T // steps``) must not.
+        """
 
     def run(self, call: ModelCall, x: Tensor, run: Trajectory) -> Tensor:
         scheduler = self.build_scheduler(run.diffusion, learn_sigma=run.learn_sigma,
-                                         clip_denoised=run.clip_denoised)
+                                         clip_denoised=run.clip_denoised,
+                                         spacing=run.config.spacing)
         scheduler.set_timesteps(run.config.steps)
         if [float(s) for s in scheduler.timesteps.tolist()] != run.times:
             # model_times() and the scheduler must agree, or block counts and costs would be wrong.
@@ -137,7 +172,9 @@ class DiffusersSampler(Sampler):
                 f"{scheduler.timesteps.tolist()} but SamplerConfig.model_times gave {run.times}; the "
                 f"installed diffusers changed its timestep spacing"
             )
-        for i, s in enumerate(run.times):
+        times = [int(s) for s in run.times]
+        for i, (s, s_next) in enumerate(zip(times, [*times[1:], None])):
             out = call(x, i)  # (B, C_out, H, W)
-            x = self.step(scheduler, out, int(s), x, config=run.config, generator=run.generator)
+            x = self.step(scheduler, out, s, s_next, x, config=run.config,
+                          generator=run.generator)
         return x

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ase_search.samplers._base import TIMESTEP_SPACINGS
 from ase_search.samplers._registry import SAMPLERS
 from ase_search.samplers.euler_maruyama import continuous_times
 
@@ -26,12 +27,19 @@ class SamplerConfig:
         eta: DDIM's stochasticity (0 = deterministic DDIM); must be 0 for samplers that do not
             take it.
         cfg_scale: classifier-free guidance scale; 1.0 turns guidance off.
+        timestep_spacing: which ``steps`` of the training timesteps a discrete sampler calls the
+            model at: ``"leading"`` (ADM's ``ddim<steps>``, ``arange(steps) * (T // steps)``) or
+            ``"linspace"`` (``round(linspace(0, T - 1, steps))``, the official DiT/ASE respacing
+            ``create_diffusion(str(steps))``); ``None`` takes the sampler's default (the first of
+            its ``spacings``: leading for ddim, linspace for ddpm and dpm-solver). Euler-Maruyama
+            has continuous times and takes none.
     """
 
     name: str
     steps: int
     eta: float = 0.0
     cfg_scale: float = 1.0
+    timestep_spacing: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
@@ -53,6 +61,29 @@ class SamplerConfig:
             raise ValueError(
                 f"eta only applies to {takers}; set eta=0.0 for {self.name} (got eta={self.eta})"
             )
+        spacing, supported = self.timestep_spacing, SAMPLERS[self.name].spacings
+        if spacing is not None and spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(
+                f"timestep_spacing must be one of {list(TIMESTEP_SPACINGS)} (or unset for the "
+                f"sampler's default), got {spacing!r}"
+            )
+        if spacing is not None and not supported:
+            raise ValueError(
+                f"timestep_spacing does not apply to {self.name} (its times are fixed, e.g. "
+                f"continuous); leave it unset, got {spacing!r}"
+            )
+        if spacing is not None and spacing not in supported:
+            raise ValueError(
+                f"timestep_spacing {spacing!r} is not offered by {self.name}; use one of "
+                f"{list(supported)} or leave it unset"
+            )
+
+    @property
+    def spacing(self) -> str | None:
+        """The timestep spacing in force: ``timestep_spacing``, else the sampler's default
+        (``None`` for a sampler with continuous times)."""
+        supported = SAMPLERS[self.name].spacings
+        return self.timestep_spacing or (supported[0] if supported else None)
 
     @property
     def guided(self) -> bool:
@@ -62,9 +93,10 @@ class SamplerConfig:
     def model_times(self, num_train_timesteps: int = 1000) -> list[float]:
         """Timesteps in ``[0, T)`` at which the model is called, in calling order.
 
-        The registered sampler decides (its module, e.g. :mod:`ase_search.samplers.ddim`, gives the
-        spacing): the discrete samplers call the model at integer timesteps (the ones their
-        diffusers schedulers produce, which :func:`~ase_search.samplers.sample` checks);
+        The registered sampler decides, under :attr:`spacing` (its module, e.g.
+        :mod:`ase_search.samplers.ddim`, says how): the discrete samplers call the model at integer
+        timesteps (the ones their diffusers schedulers produce, which
+        :func:`~ase_search.samplers.sample` checks);
         Euler-Maruyama calls it at ``t * (T - 1)`` for its continuous times
         ``t = linspace(1, EM_EPS, steps)``. An exit schedule is looked up at ``s / T``.
 
@@ -82,7 +114,7 @@ class SamplerConfig:
                 f"steps={self.steps} is more than {self.name} can take with {T} training "
                 f"timesteps; use steps <= {limit}"
             )
-        return [float(s) for s in sampler.model_times(self.steps, T)]
+        return [float(s) for s in sampler.model_times(self.steps, T, self.spacing)]
 
     def continuous_times(self) -> np.ndarray:
         """Euler-Maruyama's evaluation times ``linspace(1, EM_EPS, steps)`` (float64)."""
@@ -92,7 +124,10 @@ class SamplerConfig:
 
     # ---------------------------------------------------------------- JSON I/O
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["timestep_spacing"] is None:
+            del data["timestep_spacing"]  # unset: the same JSON as before the field existed
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> SamplerConfig:

@@ -31,7 +31,8 @@ def build_scheduler(
     (rounded to float32, diffusers' precision). With ``clip_denoised`` (pixel-space models, ADM's
     ``clip_denoised=True``) DDPM and DDIM clip the predicted ``x_0`` to ``[-1, 1]``; latents are
     never clipped (DiT samples its VAE latents with ``clip_denoised=False``). DPM-Solver++ runs
-    without thresholding. ``set_timesteps(sampler.steps)`` is left to the caller.
+    without thresholding. The scheduler's timestep spacing is ``sampler.spacing``.
+    ``set_timesteps(sampler.steps)`` is left to the caller.
 
     Args:
         sampler: the config of a sampler built on diffusers (``ddpm``, ``ddim``, ``dpm-solver``).
@@ -54,4 +55,5 @@ def build_scheduler(
             f"sampler {sampler.name!r} has no diffusers scheduler ({type(entry).__module__} takes "
             f"its own steps); use one of {choices}"
         )
-    return entry.build_scheduler(diffusion, learn_sigma=learn_sigma, clip_denoised=clip_denoised)
+    return entry.build_scheduler(diffusion, learn_sigma=learn_sigma, clip_denoised=clip_denoised,
+                                 spacing=sampler.spacing)

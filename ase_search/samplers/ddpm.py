@@ -1,7 +1,9 @@
 """DDPM: ancestral sampling (Ho et al. 2020), respaced to ``steps`` calls as DiT samples.
 
-The model is called at ``round(linspace(0, T - 1, steps))`` descending ("linspace" spacing: DiT's
-and improved DDPM's respacing for ``"ddpm<steps>"``). Each step draws from the posterior
+The model is called at ``round(linspace(0, T - 1, steps))`` descending by default ("linspace"
+spacing: DiT's and improved DDPM's respacing for ``"ddpm<steps>"``), or at ``arange(steps) *
+(T // steps)`` descending ("leading"). diffusers' ``DDPMScheduler`` steps to the next of its own
+timesteps, so either spacing is exact. Each step draws from the posterior
 ``q(x_{t'} | x_t, x_0)`` with the "fixed_small" variance, or improved DDPM's "learned_range"
 variance when the model predicts it.
 """
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ase_search.samplers._base import DiffusersSampler, scheduler_kwargs
+from ase_search.samplers._base import DiffusersSampler, scheduler_kwargs, spaced_times
 
 if TYPE_CHECKING:
     import torch
@@ -28,12 +30,15 @@ class DDPM(DiffusersSampler):
     """DDPM through diffusers' ``DDPMScheduler``."""
 
     name = "ddpm"
+    spacings = ("linspace", "leading")
 
-    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
-        return np.linspace(0, num_train_timesteps - 1, steps).round()[::-1]
+    def model_times(self, steps: int, num_train_timesteps: int, spacing: str | None) -> np.ndarray:
+        assert spacing is not None  # SamplerConfig.spacing resolves the default
+        return spaced_times(spacing, steps, num_train_timesteps)
 
     def build_scheduler(
-        self, diffusion: GaussianDiffusion, *, learn_sigma: bool, clip_denoised: bool
+        self, diffusion: GaussianDiffusion, *, learn_sigma: bool, clip_denoised: bool,
+        spacing: str | None,
     ) -> Any:
         # Imported here: diffusers takes seconds to import and most callers never sample.
         from diffusers import DDPMScheduler
@@ -44,12 +49,12 @@ class DDPM(DiffusersSampler):
             clip_sample=clip_denoised,
             clip_sample_range=1.0,
             thresholding=False,
-            timestep_spacing="linspace",
+            timestep_spacing=spacing,
         )
 
     def step(
-        self, scheduler: Any, out: Tensor, s: int, x: Tensor, *, config: SamplerConfig,
-        generator: torch.Generator,
+        self, scheduler: Any, out: Tensor, s: int, s_next: int | None, x: Tensor, *,
+        config: SamplerConfig, generator: torch.Generator,
     ) -> Tensor:
         # The full output: diffusers reads the learned-range channels itself.
         return scheduler.step(out, s, x, generator=generator).prev_sample

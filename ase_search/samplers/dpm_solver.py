@@ -26,15 +26,17 @@ class DPMSolver(DiffusersSampler):
     """DPM-Solver++ 2M through diffusers' ``DPMSolverMultistepScheduler``, without thresholding."""
 
     name = "dpm-solver"
+    spacings = ("linspace",)  # diffusers' "linspace" for DPM-Solver: steps + 1 points, see above
 
     def max_steps(self, num_train_timesteps: int) -> int | None:
         return num_train_timesteps - 1
 
-    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
+    def model_times(self, steps: int, num_train_timesteps: int, spacing: str | None) -> np.ndarray:
         return np.linspace(0, num_train_timesteps - 1, steps + 1).round()[::-1][:-1]
 
     def build_scheduler(
-        self, diffusion: GaussianDiffusion, *, learn_sigma: bool, clip_denoised: bool
+        self, diffusion: GaussianDiffusion, *, learn_sigma: bool, clip_denoised: bool,
+        spacing: str | None,
     ) -> Any:
         # Imported here: diffusers takes seconds to import and most callers never sample.
         from diffusers import DPMSolverMultistepScheduler
@@ -51,7 +53,7 @@ class DPMSolver(DiffusersSampler):
         )
 
     def step(
-        self, scheduler: Any, out: Tensor, s: int, x: Tensor, *, config: SamplerConfig,
-        generator: torch.Generator,
+        self, scheduler: Any, out: Tensor, s: int, s_next: int | None, x: Tensor, *,
+        config: SamplerConfig, generator: torch.Generator,
     ) -> Tensor:
         return scheduler.step(out[:, : x.shape[1]], s, x).prev_sample

@@ -34,12 +34,12 @@ class EulerMaruyama(Sampler):
     """Euler-Maruyama on the reverse VP SDE, in-house (no diffusers scheduler)."""
 
     name = "euler-maruyama"
-    integer_times = False
+    integer_times = False  # continuous times: no timestep spacing to choose (``spacings`` empty)
 
     def max_steps(self, num_train_timesteps: int) -> int | None:
         return None  # continuous time: any number of steps
 
-    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
+    def model_times(self, steps: int, num_train_timesteps: int, spacing: str | None) -> np.ndarray:
         return continuous_times(steps) * (num_train_timesteps - 1)
 
     def run(self, call: ModelCall, x: Tensor, run: Trajectory) -> Tensor:

@@ -30,6 +30,7 @@ from ase_search.schedule import ExitSchedule
 ASE = str(Path(sys.executable).with_name("ase-search"))
 ACP = GaussianDiffusion().alphas_cumprod  # float64
 REGISTERED = sorted(SAMPLERS)
+SPACED = [(n, sp) for n in REGISTERED for sp in SAMPLERS[n].spacings]  # explicit spacings
 
 
 @pytest.fixture(autouse=True)
@@ -78,10 +79,10 @@ def test_names_and_config_come_from_the_registry():
                 SamplerConfig(name, 3, eta=0.5)
 
 
-@pytest.mark.parametrize("name", REGISTERED)
+@pytest.mark.parametrize(("name", "spacing"), [(n, None) for n in REGISTERED] + SPACED)
 @pytest.mark.parametrize("num_timesteps", [1000, 400])
-def test_the_model_is_called_at_model_times_with_their_blocks(name, num_timesteps):
-    config = SamplerConfig(name, 7)
+def test_the_model_is_called_at_model_times_with_their_blocks(name, spacing, num_timesteps):
+    config = SamplerConfig(name, 7, timestep_spacing=spacing)
     model = Shrink(num_timesteps)
     out = sample(model, sampler=config, schedule=schedule(), n=2,
                  diffusion=GaussianDiffusion(num_timesteps=num_timesteps))
@@ -113,18 +114,18 @@ class DDIMTrailing(DiffusersSampler):
 
     name = "ddim-trailing"
 
-    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
+    def model_times(self, steps: int, num_train_timesteps: int, spacing) -> np.ndarray:
         return np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / steps)) - 1
 
-    def build_scheduler(self, diffusion, *, learn_sigma, clip_denoised) -> Any:
+    def build_scheduler(self, diffusion, *, learn_sigma, clip_denoised, spacing) -> Any:
         from diffusers import DDIMScheduler
 
         return DDIMScheduler(num_train_timesteps=diffusion.num_timesteps,
                              trained_betas=diffusion.betas.tolist(), clip_sample=clip_denoised,
                              set_alpha_to_one=True, timestep_spacing="trailing")
 
-    def step(self, scheduler, out, s, x, *, config, generator):
-        return scheduler.step(out, s, x).prev_sample
+    def step(self, scheduler, out, s, s_next, x, *, config, generator):
+        return scheduler.step(out, s, x).prev_sample  # uniform spacing: diffusers' own step holds
 
 
 class InHouseDDIM(Sampler):
@@ -132,7 +133,7 @@ class InHouseDDIM(Sampler):
 
     name = "ddim-in-house"
 
-    def model_times(self, steps: int, num_train_timesteps: int) -> np.ndarray:
+    def model_times(self, steps: int, num_train_timesteps: int, spacing) -> np.ndarray:
         return (np.arange(steps) * (num_train_timesteps // steps))[::-1]
 
     def run(self, call, x, run):
@@ -200,3 +201,75 @@ def test_an_in_house_sampler_matches_the_diffusers_one(monkeypatch):
     times = [int(s) for s in SamplerConfig("ddim", 8).model_times()]
     torch.testing.assert_close(ours.images, reference_ddim(initial_noise(4, 5), times),
                                atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------- DDIM at any timestep spacing
+@pytest.mark.parametrize("steps", [7, 10, 25])
+def test_ddim_with_linspace_spacing_is_exact_ddim(steps):
+    # diffusers' DDIMScheduler.step would jump from t to t - T // steps: for linspace spacing
+    # (999, 888, ... for 10 steps) that is not the next model time, so the result would differ.
+    config = SamplerConfig("ddim", steps, timestep_spacing="linspace")
+    times = [int(s) for s in config.model_times()]
+    assert times[0] == 999 and times[-1] == 0
+    model = Shrink()
+    out = sample(model, sampler=config, n=4, seed=2)
+    assert [int(t[0]) for t, _ in model.calls] == times
+    torch.testing.assert_close(out.images, reference_ddim(initial_noise(4, 2), times),
+                               atol=1e-5, rtol=0)
+
+
+def test_ddpm_with_explicit_linspace_is_its_default():
+    # DDPM's default spacing is linspace: naming it changes nothing, to the bit.
+    default = sample(Shrink(), sampler=SamplerConfig("ddpm", 9), n=3, seed=4)
+    named = sample(Shrink(), sampler=SamplerConfig("ddpm", 9, timestep_spacing="linspace"), n=3,
+                   seed=4)
+    assert torch.equal(default.images, named.images)
+
+
+@pytest.mark.parametrize("eta", [0.3, 1.0])
+@pytest.mark.parametrize("clip", [True, False])
+def test_a_stochastic_ddim_step_between_uneven_times_is_eq_12_and_16(eta, clip):
+    # One step from s = 958 to s_next = 938 (steps 2 and 3 of 50 linspace steps), and the last
+    # one, to abar = 1, against Eq. 12 with sigma from Eq. 16 in float64, same noise draw.
+    entry = SAMPLERS["ddim"]
+    config = SamplerConfig("ddim", 50, eta=eta, timestep_spacing="linspace")
+    scheduler = entry.build_scheduler(GaussianDiffusion(), learn_sigma=False, clip_denoised=clip,
+                                      spacing="linspace")
+    scheduler.set_timesteps(50)
+    x, eps = torch.randn(2, 3, 1, 4, 4, generator=torch.Generator().manual_seed(0)).unbind(0)
+    x = 2 * x  # some predicted x_0 fall outside [-1, 1], so clipping matters
+    for s, s_next in [(958, 938), (20, None)]:
+        ours = entry.step(scheduler, eps, s, s_next, x, config=config,
+                          generator=torch.Generator().manual_seed(7))
+        a = ACP[s]
+        a_prev = ACP[s_next] if s_next is not None else torch.tensor(1.0, dtype=torch.float64)
+        x0 = (x.double() - (1 - a).sqrt() * eps.double()) / a.sqrt()
+        x0 = x0.clamp(-1, 1) if clip else x0
+        sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).double()
+        expected = (a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).sqrt() * eps.double()
+                    + sigma * noise)
+        torch.testing.assert_close(ours.double(), expected, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.6])
+@pytest.mark.parametrize("clip", [True, False])
+def test_ddim_at_leading_spacing_is_bit_for_bit_diffusers_step(eta, clip):
+    # Leading spacing is uniform, where diffusers' own DDIMScheduler.step is right: the in-house
+    # step must give exactly its floats (what every DDIM result so far was sampled with).
+    entry = SAMPLERS["ddim"]
+    config = SamplerConfig("ddim", 20, eta=eta)
+    scheduler = entry.build_scheduler(GaussianDiffusion(), learn_sigma=False, clip_denoised=clip,
+                                      spacing="leading")
+    scheduler.set_timesteps(20)
+    times = [int(s) for s in config.model_times()]
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, 4, 4, generator=gen)
+    for s, s_next in zip(times, [*times[1:], None]):
+        eps = torch.randn(x.shape, generator=gen)
+        ours = entry.step(scheduler, eps, s, s_next, x, config=config,
+                          generator=torch.Generator().manual_seed(s))
+        theirs = scheduler.step(eps, s, x, eta=eta,
+                                generator=torch.Generator().manual_seed(s) if eta else None)
+        assert torch.equal(ours, theirs.prev_sample)
+        x = ours
