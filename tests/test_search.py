@@ -132,6 +132,22 @@ def test_distill_is_part_of_a_study_identity_only_when_set(tmp_path, tiny) -> No
         _config(tiny, finetune_distill="yes")
 
 
+def test_timestep_spacing_is_part_of_a_study_identity_only_when_set(tmp_path, tiny) -> None:
+    """Another spacing calls the model at other timesteps; studies made before the option
+    existed (no key) still resume with the sampler's default."""
+    plain = _config(tiny, storage=str(tmp_path / "s.db"))
+    assert "timestep_spacing" not in plain.identity() and plain.sampler_config.spacing == "leading"
+    official = _config(tiny, storage=str(tmp_path / "s.db"), timestep_spacing="linspace")
+    assert official.identity()["timestep_spacing"] == "linspace"
+    assert official.sampler_config.model_times()[0] == 999.0  # what every trial samples at
+    storage = resolve_storage(plain.storage)
+    open_or_create_study(plain, storage, extra_attrs={})
+    with pytest.raises(SearchError, match="other settings"):
+        open_or_create_study(official, storage, extra_attrs={})
+    with pytest.raises(SearchError, match="timestep_spacing"):
+        _config(tiny, timestep_spacing="trailing")
+
+
 def test_seeds_are_enqueued_once(tmp_path, tiny) -> None:
     config = _config(tiny, storage=str(tmp_path / "s.db"))
     space = load_space(tiny / "space.yaml")
@@ -292,6 +308,7 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
         (["--full-share", "1.5"], "--full-share must lie in [0, 1]"),
         (["--finetune-steps", "-5"], "--finetune-steps must be >= 0"),
         (["--storage", "UNDERFILE"], "is a file, not a folder"),
+        (["--timestep-spacing", "trailing"], "--timestep-spacing must be one of"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tiny, tmp_path, extra, message) -> None:

@@ -17,6 +17,7 @@ from ase_search.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
     from ase_search.runtime import ThreadBudget
+    from ase_search.samplers import SamplerConfig
     from ase_search.schedule import ExitSchedule
     from ase_search.tome import ToMeConfig
 
@@ -88,6 +89,12 @@ SamplerOpt = Annotated[
     str, typer.Option("--sampler", help=f"{', '.join(SAMPLER_NAMES[:-1])} or {SAMPLER_NAMES[-1]}.")
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Number of sampling steps.")]
+TimestepSpacingOpt = Annotated[str | None, typer.Option(
+    "--timestep-spacing", show_default=False,
+    help="Timesteps a discrete sampler calls the model at: linspace = the official DiT/ASE "
+         "respacing create_diffusion(str(N)), what the paper used; leading = ADM's ddimN, this "
+         "project's default for DDIM. Default: the sampler's own (ddim leading, ddpm and "
+         "dpm-solver linspace; euler-maruyama has continuous times and takes none).")]
 # DDIM-20, the search's sampler: sample and eval default to what the search measured.
 DEFAULT_STEPS = 20
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (common random numbers).")]
@@ -105,6 +112,28 @@ TomeRatioOpt = Annotated[float, typer.Option(
 TomeScheduleOpt = Annotated[str | None, typer.Option(
     "--tome-schedule", help="Blocks that merge: all, F<k> (first k), R<k> (last k), B<k> "
                             "(k/2 from each end). Default all; needs --tome-ratio.")]
+
+
+# SamplerConfig fields whose option is not the field's name (their messages start with the field).
+_SAMPLER_FLAGS = {"name": "--sampler", "steps": "--steps", "cfg_scale": "--cfg-scale",
+                  "timestep_spacing": "--timestep-spacing"}
+
+
+def sampler_config(sampler: str, steps: int, *, cfg_scale: float = 1.0,
+                   timestep_spacing: str | None = None) -> SamplerConfig:
+    """The :class:`~ase_search.samplers.SamplerConfig` of the sampling options; its errors name
+    the options the user typed (``--timestep-spacing``, not ``timestep_spacing``)."""
+    from ase_search.samplers import SamplerConfig
+
+    try:
+        return SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale,
+                             timestep_spacing=timestep_spacing)
+    except ValueError as err:
+        message = str(err)
+        field = next((f for f in _SAMPLER_FLAGS if message.startswith(f + " ")), None)
+        if field is None:
+            raise
+        raise ValueError(_SAMPLER_FLAGS[field] + message[len(field):]) from None
 
 
 def tome_config(ratio: float, schedule: str | None) -> ToMeConfig | None:

@@ -17,12 +17,14 @@ from ase_search.cli._app import (
     SamplerOpt,
     ScheduleOpt,
     StepsOpt,
+    TimestepSpacingOpt,
     TomeRatioOpt,
     TomeScheduleOpt,
     app,
     console,
     console_err,
     pick_device,
+    sampler_config,
     schedule_weights,
     tome_config,
     tome_option_errors,
@@ -42,6 +44,7 @@ def eval_cmd(
     schedule: ScheduleOpt = "full",
     sampler: SamplerOpt = "ddim",
     steps: StepsOpt = DEFAULT_STEPS,
+    timestep_spacing: TimestepSpacingOpt = None,
     n: Annotated[int, typer.Option("--n", help="Samples per seed.")] = 2000,
     seeds: Annotated[int, typer.Option(
         "--seeds", help="Number of seeds (seed, seed+1, ...); FID is mean +- std over them.")] = 1,
@@ -77,7 +80,6 @@ def eval_cmd(
     from ase_search.measure import check_fid_reference
     from ase_search.metrics.fid import FIDConfig, MetricsError, resolve_weights
     from ase_search.report import save_grid
-    from ase_search.samplers import SamplerConfig
     from ase_search.schedule import resolve_schedule
     from ase_search.testbed import load_model
     from ase_search.vae import check_vae_folder, load_vae
@@ -99,7 +101,8 @@ def eval_cmd(
                                 f"reference images")
     if fid_weights is not None and not fid_weights.is_file():
         raise FileNotFoundError(f"--fid-weights {fid_weights} does not exist")
-    config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
+    config = sampler_config(sampler, steps, cfg_scale=cfg_scale,
+                            timestep_spacing=timestep_spacing)
     extractor = "mnist-classifier" if data == "mnist" else "inception-v3-compat"
     fid_config = FIDConfig(extractor=extractor, kid=kid,
                            fid_weights=None if fid_weights is None else str(fid_weights))
@@ -136,7 +139,7 @@ def eval_cmd(
         atomic_write_text(json_out, json.dumps({**result.to_dict(), "grid": str(grid),
                                                 "tome": tome_summary}, indent=2) + "\n")
 
-    table = Table(title=f"{arch} {plan.name}, {sampler}-{steps}, n={n} x {seeds} seed(s)")
+    table = Table(title=f"{arch} {plan.name}, {config.describe()}, n={n} x {seeds} seed(s)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     labels = {"fid": f"FID ({extractor})", "kid_mean": "KID", "precision": "precision",
@@ -175,6 +178,7 @@ def bench_cmd(
                               "checkpoint; weights do not change latency.")] = None,
     sampler: SamplerOpt = "ddim",
     steps: StepsOpt = DEFAULT_STEPS,
+    timestep_spacing: TimestepSpacingOpt = None,
     batch_size: BatchOpt = 256,
     repeats: Annotated[int, typer.Option(
         "--repeats", help="Timed interleaved rounds (median), after one warm-up round.")] = 5,
@@ -193,7 +197,6 @@ def bench_cmd(
     from ase_search.evaluate import benchmark_latency, latency_markdown
     from ase_search.files import atomic_write_text
     from ase_search.models import create_model
-    from ase_search.samplers import SamplerConfig
     from ase_search.schedule import resolve_schedule
     from ase_search.testbed import load_model
 
@@ -204,7 +207,7 @@ def bench_cmd(
     names = [s.strip() for s in schedules.split(",") if s.strip()]
     if not names:
         raise ValueError("--schedules is empty; give e.g. full,D1,D4")
-    config = SamplerConfig(name=sampler, steps=steps)
+    config = sampler_config(sampler, steps, timestep_spacing=timestep_spacing)
     if model_name is not None:
         model = create_model(model_name)
         if model.arch != arch:
@@ -220,7 +223,7 @@ def bench_cmd(
     df = benchmark_latency(model, plans, sampler=config, batch_size=batch_size, repeats=repeats,
                            device=device)
 
-    title = (f"{df.attrs['model']}: {sampler}-{steps}, batch {batch_size}, {device}, "
+    title = (f"{df.attrs['model']}: {config.describe()}, batch {batch_size}, {device}, "
              f"{df.attrs['threads']} thread(s)")
     table = Table(title=title, box=box.SIMPLE_HEAD,
                   caption="acceleration = share skipped of: exitable blocks (blocks), FLOPs of "

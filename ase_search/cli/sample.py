@@ -18,11 +18,13 @@ from ase_search.cli._app import (
     ScheduleOpt,
     SeedOpt,
     StepsOpt,
+    TimestepSpacingOpt,
     TomeRatioOpt,
     TomeScheduleOpt,
     app,
     console,
     pick_device,
+    sampler_config,
     schedule_weights,
     use_threads,
     tome_config,
@@ -36,6 +38,7 @@ def sample_cmd(
     schedule: ScheduleOpt = "full",
     sampler: SamplerOpt = "ddim",
     steps: StepsOpt = DEFAULT_STEPS,
+    timestep_spacing: TimestepSpacingOpt = None,
     n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 16,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write.")] = Path(
         "samples.png"),
@@ -53,7 +56,7 @@ def sample_cmd(
     from ase_search.measure import check_finite_samples
     from ase_search.files import check_writable
     from ase_search.report import save_grid
-    from ase_search.samplers import SamplerConfig, sample
+    from ase_search.samplers import sample
     from ase_search.schedule import resolve_schedule
     from ase_search.testbed import load_model
 
@@ -61,7 +64,8 @@ def sample_cmd(
         raise ValueError(f"--out must be a .png file, got {out}")
     check_writable(out)  # before loading and sampling
     tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
-    config = SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale)
+    config = sampler_config(sampler, steps, cfg_scale=cfg_scale,
+                            timestep_spacing=timestep_spacing)
     device = pick_device(device)
     weights = schedule_weights(schedule, checkpoint)
     model = load_model(arch, weights).to(device)
@@ -81,7 +85,7 @@ def sample_cmd(
     check_finite_samples(result.images)  # a grid of NaN would be written as noise
     save_grid(result.images, out)
     full = model.exit_depth * result.model_calls
-    console.print(f"{n} samples, {plan.name} with {sampler}-{steps}: "
+    console.print(f"{n} samples, {plan.name} with {config.describe()}: "
                   f"{result.block_evals}/{full} block evaluations per sample "
                   f"({1 - result.block_evals / full:.1%} skipped), {seconds:.1f} s -> {out}")
     if tome is not None:

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ase_search.cli._app import (
-    ArchOpt, SamplerOpt, SeedOpt, StepsOpt, app, console, console_err, use_threads)
+    ArchOpt, SamplerOpt, SeedOpt, StepsOpt, TimestepSpacingOpt, app, console, console_err,
+    use_threads)
 
 # SearchConfig fields whose flag is not the field's name with dashes (see _flag).
 _FLAGS = {"finetune_full_share": "--full-share", "finetune_distill": "--distill"}
@@ -39,6 +40,7 @@ def run_cmd(
              "trial's samples before FID.")] = None,
     sampler: SamplerOpt = "ddim",
     steps: StepsOpt = 20,
+    timestep_spacing: TimestepSpacingOpt = None,
     n_samples: Annotated[int, typer.Option(help="Samples per trial for FID.")] = 500,
     finetune: Annotated[str, typer.Option(
         help="one-shot (once for the space), per-trial (Algorithm 1 each) or none.")] = "one-shot",
@@ -88,6 +90,7 @@ def run_cmd(
             max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
             ray_address=ray_address, fid_extractor=extractor, fid_weights=fid_weights, kid=kid,
             seed=seed, vae=None if vae is None else str(vae), fid_data=fid_data,
+            timestep_spacing=timestep_spacing,
         )
         if config.vae is not None:
             from ase_search.vae import load_vae

@@ -85,6 +85,11 @@ class SamplerConfig:
         supported = SAMPLERS[self.name].spacings
         return self.timestep_spacing or (supported[0] if supported else None)
 
+    def describe(self) -> str:
+        """``"ddim-20"``; with an explicit spacing ``"ddim-20 linspace"``."""
+        return f"{self.name}-{self.steps}" + (f" {self.timestep_spacing}"
+                                              if self.timestep_spacing else "")
+
     @property
     def guided(self) -> bool:
         """Whether classifier-free guidance is on (``cfg_scale != 1``)."""

@@ -14,7 +14,10 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ase_search.samplers import SamplerConfig
 
 __all__ = ["FINETUNE_MODES", "SAMPLER_ALGOS", "SearchConfig", "SearchError", "one_shot_config"]
 
@@ -100,6 +103,8 @@ class SearchConfig:
             their own folders).
         sampler: ``ddpm``, ``ddim``, ``dpm-solver`` or ``euler-maruyama``.
         steps: sampling steps.
+        timestep_spacing: the sampler's timestep spacing, ``leading`` or ``linspace``
+            (:class:`~ase_search.samplers.SamplerConfig`); ``None``: the sampler's default.
         n_samples: samples per trial for FID.
         finetune: ``one-shot`` (fine-tune once for the whole space, before the trials),
             ``per-trial`` (Algorithm 1 for each trial's schedule) or ``none``.
@@ -164,10 +169,10 @@ class SearchConfig:
     grid: int = 16
     vae: str | None = None
     fid_data: str | None = None
+    timestep_spacing: str | None = None
 
     def __post_init__(self) -> None:
         from ase_search.metrics.fid import FIDConfig
-        from ase_search.samplers import SamplerConfig
         from ase_search.vae import check_vae_folder
 
         def refuse(field: str, problem: str) -> SearchError:
@@ -202,7 +207,12 @@ class SearchConfig:
             raise refuse("max_concurrent", f"must be >= 1, got {self.max_concurrent}")
         if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
             raise refuse("gpus_per_trial", f"must be >= 0, got {self.gpus_per_trial}")
-        SamplerConfig(name=self.sampler, steps=self.steps)  # validates sampler and steps
+        try:
+            self.sampler_config  # validates sampler, steps and timestep_spacing
+        except ValueError as err:
+            if str(err).startswith("timestep_spacing"):
+                raise SearchError(str(err), fields=("timestep_spacing",)) from None
+            raise
         # Trials run in Ray's per-trial folders, where a relative path means something else.
         for name in ("data", "fid_data", "fid_weights"):
             value = getattr(self, name)
@@ -228,6 +238,14 @@ class SearchConfig:
         FIDConfig(extractor=self.fid_extractor, fid_weights=self.fid_weights, kid=self.kid)
 
     @property
+    def sampler_config(self) -> SamplerConfig:
+        """The :class:`~ase_search.samplers.SamplerConfig` every trial samples with."""
+        from ase_search.samplers import SamplerConfig
+
+        return SamplerConfig(name=self.sampler, steps=self.steps,
+                             timestep_spacing=self.timestep_spacing)
+
+    @property
     def fid_reference(self) -> str:
         """The data set FID is measured against: ``fid_data``, else ``data``."""
         return self.fid_data if self.fid_data is not None else self.data
@@ -247,9 +265,11 @@ class SearchConfig:
                 "seed",
                 "latency_batch", "fid_extractor", "kid")
         identity = {k: getattr(self, k) for k in keys}
-        # Another VAE or FID reference, or another fine-tune target, gives incomparable FIDs.
+        # Another VAE or FID reference, fine-tune target or timestep spacing gives incomparable
+        # FIDs.
         # Recorded only when set, so studies made before these settings existed still resume.
-        identity.update({k: getattr(self, k) for k in ("vae", "fid_data", "finetune_distill")
+        identity.update({k: getattr(self, k)
+                         for k in ("vae", "fid_data", "finetune_distill", "timestep_spacing")
                          if getattr(self, k) not in (None, False)})
         return identity
 

@@ -94,7 +94,6 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     from optuna.trial import TrialState
 
     from ase_search.metrics.latency import profile_components
-    from ase_search.samplers import SamplerConfig
     from ase_search.space import load_space
     from ase_search.testbed import TESTBEDS, load_model
 
@@ -110,7 +109,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     storage = resolve_storage(storage_spec)
     storage_dir = (Path(storage_spec).expanduser().resolve().parent if "://" not in storage_spec
                    else Path("studies").resolve())
-    sampler = SamplerConfig(name=config.sampler, steps=config.steps)
+    sampler = config.sampler_config
 
     # The cost model is profiled once per study and stored, so resumed runs stay comparable.
     study = open_or_create_study(config, storage, extra_attrs={"space": space.to_dict()})

@@ -80,7 +80,8 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
     split["finetune"] = time.perf_counter() - t0 - split["load"]
 
     m = measure_schedule(
-        model, schedule, sampler=SamplerConfig(name=cfg["sampler"], steps=cfg["steps"]),
+        model, schedule, sampler=SamplerConfig(name=cfg["sampler"], steps=cfg["steps"],
+                                               timestep_spacing=cfg.get("timestep_spacing")),
         n=cfg["n_samples"], seeds=(cfg["seed"],), reference=reference,
         fid_config=FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
                              kid=cfg["kid"]),

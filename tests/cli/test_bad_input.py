@@ -254,3 +254,34 @@ def test_ctrl_c_exits_130_and_says_so(tmp_path: Path) -> None:
     assert proc.returncode == 130, seen + err
     assert (seen + err).rstrip().splitlines()[-1] == "interrupted"
     assert "Traceback" not in err and not grid.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sample", "--timestep-spacing", "trailing", "--steps", "2", "-o", "OUT/g.png"],
+         "--timestep-spacing must be one of ['leading', 'linspace']"),
+        (["eval", "--sampler", "euler-maruyama", "--timestep-spacing", "linspace", "--n", "8",
+          "--steps", "2", "--grid", "OUT/g.png"],
+         "--timestep-spacing does not apply to euler-maruyama"),
+        (["bench", "--sampler", "dpm-solver", "--timestep-spacing", "leading", "--steps", "2"],
+         "--timestep-spacing 'leading' is not offered by dpm-solver"),
+    ],
+)
+def test_bad_timestep_spacing_is_one_line(tmp_path: Path, args, message) -> None:
+    args = [str(a).replace("OUT", str(tmp_path)) for a in args]
+    line = error_line(ase(*args))
+    assert message in line, line
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_timestep_spacing_reaches_the_sampler(tmp_path: Path) -> None:
+    # linspace calls DDIM-2 at 999 and 0, leading at 500 and 0: the same noise, other samples.
+    grids = {}
+    for spacing in ("linspace", "leading"):
+        grids[spacing] = tmp_path / f"{spacing}.png"
+        out = ase("sample", "--n", "2", "--steps", "2", "--timestep-spacing", spacing,
+                  "-o", grids[spacing])
+        assert out.returncode == 0, out.stderr
+        assert f"ddim-2 {spacing}" in " ".join(out.stdout.split())
+    assert grids["linspace"].read_bytes() != grids["leading"].read_bytes()
