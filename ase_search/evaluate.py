@@ -209,6 +209,7 @@ def benchmark_latency(
     from ase_search.metrics.latency import (
         flop_acceleration,
         profile_components,
+        sampling_latencies,
         sampling_latency_samples,
     )
 
@@ -233,11 +234,11 @@ def benchmark_latency(
         cost_model = profile_components(model, batch_size=batch_size, device=str(device))
     samples = sampling_latency_samples(model, dict(plans), sampler, batch_size=batch_size,
                                        device=str(device), repeats=repeats)
-    # Latency: sum over calls of the median over rounds (as sampling_latencies). Its standard
+    # Latency: sum over calls of the median over rounds (sampling_latencies). Its standard
     # error: a bootstrap over rounds, resampled jointly for all schedules since a round's calls
     # ran side by side.
     arrays = {name: np.asarray(per_call) for name, per_call in samples.items()}  # (calls, R)
-    measured = {name: float(np.median(a, axis=1).sum()) for name, a in arrays.items()}
+    measured = sampling_latencies(samples)
     rounds = np.random.default_rng(0).integers(0, repeats, size=(_BOOTSTRAP, repeats))
     boot = {name: np.median(a[:, rounds], axis=2).sum(axis=0)  # (B,)
             for name, a in arrays.items()}

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ase_search.diffusion import GaussianDiffusion
+from ase_search.progress import progress_bar
 
 __all__ = [
     "ExitSampler",
@@ -298,7 +299,7 @@ def train(
         if on_checkpoint is not None:
             on_checkpoint(path, step)
 
-    bar = _progress(progress)
+    bar = progress_bar(note="loss {task.fields[loss]:.4f}", enabled=progress)
     task = bar.add_task("train", total=config.steps, completed=step,
                         loss=float("nan") if running is None else running)
     with bar:
@@ -389,28 +390,3 @@ def _frozen_eps(frozen: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.
             torch.cuda.set_rng_state(gpu_state, device)
         out = frozen(x_t, t, y)  # (N, C_out, H, W)
     return out[:, : x_t.shape[1]]  # (N, C, H, W): the eps half of a learned-variance output
-
-
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )

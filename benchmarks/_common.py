@@ -13,12 +13,9 @@ import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ase_search.files import atomic_write_text
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_STUDIES = ROOT / "studies" / "reference"
@@ -55,6 +52,15 @@ def display_path(path: Path) -> str:
     """``path`` relative to the repository root when it lies inside it, else absolute."""
     path = path.resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def check_testbeds(archs: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the first of ``archs`` that is not a shipped testbed."""
+    from ase_search.testbed import TESTBEDS
+
+    unknown = [a for a in archs if a not in TESTBEDS]
+    if unknown:
+        raise ValueError(f"--arch {unknown[0]!r} is not a testbed; choose from {list(TESTBEDS)}")
 
 
 def reference_one_shot_weights(arch: str, studies_dir: Path = REFERENCE_STUDIES) -> Path:
@@ -112,23 +118,6 @@ def load_json(path: Path, version: int | None = None) -> dict[str, Any] | None:
               file=sys.stderr)
         return None
     return stored
-
-
-def progress_bar(*, counts: bool = False, note: bool = False, enabled: bool = True) -> Progress:
-    """A rich progress bar on stderr (stdout is for the report).
-
-    Columns: the task's description, the bar, its percentage (``counts``: done/total), the task's
-    ``note`` field (``note``: add tasks with ``note=...``), elapsed time and ETA.
-    """
-    from rich import progress as rp
-    from rich.console import Console
-
-    share = rp.MofNCompleteColumn() if counts else rp.TextColumn("{task.percentage:>3.0f}%")
-    columns = [rp.TextColumn("[bold]{task.description}"), rp.BarColumn(), share]
-    if note:
-        columns.append(rp.TextColumn("{task.fields[note]}"))
-    columns += [rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn()]
-    return rp.Progress(*columns, console=Console(stderr=True), disable=not enabled)
 
 
 # ###################################################################### report text

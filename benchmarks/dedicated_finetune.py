@@ -353,9 +353,5 @@ BENCHMARK = Benchmark(name="dedicated_finetune", doc=__doc__, params=Params, key
                       cell=compute, report=report, version=2, cell_identity=cell_identity)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

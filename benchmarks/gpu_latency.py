@@ -452,9 +452,5 @@ BENCHMARK = Benchmark(
                         else REPORTS / "gpu_latency.md"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

@@ -239,9 +239,5 @@ BENCHMARK = Benchmark(name="latency", doc=__doc__, params=Params,
                       report=markdown)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

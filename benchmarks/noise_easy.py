@@ -351,9 +351,5 @@ BENCHMARK = Benchmark(name="noise_easy", doc=__doc__, params=Params, keys=keys, 
                       report=report, cell_identity=weights_identity)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

@@ -193,9 +193,5 @@ BENCHMARK = Benchmark(name="one_shot_recipes", doc=__doc__, params=Params,
                       cell=measure_column, report=report, version=2)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

@@ -41,14 +41,15 @@ from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ase_search.progress import progress_bar
 from benchmarks._common import (
     ROOT,
+    check_testbeds,
     display_path,
     fid_text,
     file_sha256,
     machine_text,
     pct,
-    progress_bar,
     sampler_name,
     short_hash,
 )
@@ -88,12 +89,7 @@ class Params:
         "timed rounds (sampling: 3 is enough for the sum over calls; per-call: use ~20)"))
 
     def __post_init__(self) -> None:
-        from ase_search.testbed import TESTBEDS
-
-        unknown = [a for a in self.arch if a not in TESTBEDS]
-        if unknown:
-            raise ValueError(f"--arch {unknown[0]!r} is not a testbed; choose from "
-                             f"{list(TESTBEDS)}")
+        check_testbeds(self.arch)
         parse_samplers(self.samplers)  # raises ValueError naming the bad entry
         if self.n < 2 or self.seeds < 1:
             raise ValueError("--n must be >= 2 and --seeds >= 1")
@@ -390,7 +386,7 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
 
     done_weight = sum(weight(r, s) for s in samplers for r in rows) - sum(
         weight(r, s) for r, s in todo)
-    with progress_bar() as bar:
+    with progress_bar(counts=False) as bar:
         task = bar.add_task(f"{arch} FID cells", total=done_weight + sum(
             weight(r, s) for r, s in todo), completed=done_weight)
         for row, sampler in todo:
@@ -587,9 +583,5 @@ BENCHMARK = Benchmark(name="paper_table", doc=__doc__, params=Params,
                       keys=lambda params: list(params.arch), cell=run_arch, report=report)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

@@ -126,9 +126,5 @@ BENCHMARK = Benchmark(name="quality", doc=__doc__, params=Params, keys=keys, cel
                       report=report, cell_identity=weights_identity)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

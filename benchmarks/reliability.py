@@ -416,9 +416,5 @@ BENCHMARK = Benchmark(name="reliability", doc=__doc__, params=Params, keys=keys,
                       report=report, version=2)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

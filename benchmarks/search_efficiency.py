@@ -46,12 +46,12 @@ from typing import Any
 from ase_search.pareto import hypervolume
 from ase_search.schedule import ExitSchedule
 from ase_search.search import SAMPLER_ALGOS, SearchConfig
+from ase_search.progress import progress_bar
 from benchmarks._common import (
     ROOT,
     file_sha256,
     load_json,
     machine_text,
-    progress_bar,
     short_hash,
     write_json,
 )
@@ -503,7 +503,7 @@ def study_cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     algo, _, repeat = key.rpartition("-r")
     s = setup(params, _threads())
     objective = s.objective
-    with progress_bar(counts=True, note=True, enabled=not params.no_progress) as bar:
+    with progress_bar(note="{task.fields[note]}", enabled=not params.no_progress) as bar:
         task = bar.add_task(key, total=params.budget, note="")
         new, hits = objective.new, objective.hits
         return run_study(algo, int(repeat), s.space, objective, params.budget,

@@ -261,9 +261,5 @@ BENCHMARK = Benchmark(name="testbed", doc=__doc__, params=Params,
                       cell_identity=weights_identity)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

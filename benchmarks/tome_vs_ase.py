@@ -56,13 +56,14 @@ from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ase_search.progress import progress_bar
 from benchmarks._common import (
+    check_testbeds,
     display_path,
     fid_text,
     file_sha256,
     machine_text,
     pct,
-    progress_bar,
     reference_one_shot_weights,
     short_hash,
 )
@@ -117,13 +118,9 @@ class Params:
         "timed interleaved rounds after one warm-up round"))
 
     def __post_init__(self) -> None:
-        from ase_search.testbed import TESTBEDS
         from ase_search.tome import ToMeConfig
 
-        unknown = [a for a in self.arch if a not in TESTBEDS]
-        if unknown:
-            raise ValueError(f"--arch {unknown[0]!r} is not a testbed; choose from "
-                             f"{list(TESTBEDS)}")
+        check_testbeds(self.arch)
         if self.n < 2 or self.seeds < 1 or self.seed < 0:
             raise ValueError("--n must be >= 2, --seeds >= 1 and --seed >= 0")
         if self.batch_size < 1 or self.latency_repeats < 1:
@@ -458,7 +455,7 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
     n_calls = len(sampler.model_times())
     latency_units = (n_owners * n_calls if args.latency == "sampling"
                      else len({(r.get("tome") and r["name"], k) for r in rows for k in r["calls"]}))
-    with progress_bar() as bar:
+    with progress_bar(counts=False) as bar:
         if todo:
             task = bar.add_task(f"{arch} FID rows", total=sum(weight(r) for r in todo))
             for row in todo:
@@ -670,9 +667,5 @@ BENCHMARK = Benchmark(name="tome_vs_ase", doc=__doc__, params=Params,
                       version=2)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

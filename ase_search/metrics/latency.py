@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -316,23 +316,8 @@ def sampling_latency_samples(
     return times
 
 
-def sampling_latencies(
-    model: nn.Module,
-    schedules: dict[str, ExitSchedule | None],
-    sampler: Calls,
-    *,
-    batch_size: int,
-    device: str = "cpu",
-    repeats: int = 3,
-    num_train_timesteps: int = 1000,
-) -> dict[str, float]:
-    """Measured seconds of the model calls of one sampling run, for each schedule.
-
-    The calls are timed interleaved (see :func:`sampling_latency_samples`); a schedule's latency
-    is the sum over its calls of the median over the ``repeats`` timed rounds.
-    """
-    samples = sampling_latency_samples(model, schedules, sampler, batch_size=batch_size,
-                                       device=device, repeats=repeats,
-                                       num_train_timesteps=num_train_timesteps)
+def sampling_latencies(samples: Mapping[str, Sequence[Sequence[float]]]) -> dict[str, float]:
+    """Each schedule's measured seconds for the model calls of one sampling run, from
+    :func:`sampling_latency_samples`: the sum over its calls of the median over the rounds."""
     return {name: sum(statistics.median(v) for v in per_call)
             for name, per_call in samples.items()}

@@ -99,13 +99,15 @@ class Sampler(ABC):
         """The most steps it can take with ``num_train_timesteps`` (``None``: no limit)."""
         return num_train_timesteps
 
-    @abstractmethod
     def model_times(self, steps: int, num_train_timesteps: int, spacing: str | None) -> np.ndarray:
         """The ``steps`` timesteps in ``[0, T)`` at which the model is called, in calling order.
 
         ``steps`` is already checked against :meth:`max_steps`; ``spacing`` is one of
-        :attr:`spacings` (``None`` when that is empty).
+        :attr:`spacings` (``None`` when that is empty). By default the spacing's integer
+        timesteps (:func:`spaced_times`); a solver with other times overrides this.
         """
+        assert spacing is not None  # SamplerConfig.spacing resolves the default
+        return spaced_times(spacing, steps, num_train_timesteps)
 
     @abstractmethod
     def run(self, call: ModelCall, x: Tensor, run: Trajectory) -> Tensor:

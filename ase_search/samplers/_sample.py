@@ -248,10 +248,9 @@ def sample(
 def _progress_bar(enabled: bool, total: int, sampler: SamplerConfig) -> tuple[Any, Any]:
     if not enabled:
         return None, None
-    from rich.console import Console
-    from rich.progress import Progress
+    from ase_search.progress import progress_bar
 
-    bar = Progress(console=Console(stderr=True), transient=False)
+    bar = progress_bar()
     task = bar.add_task(f"{sampler.name} {sampler.steps} steps", total=total)
     bar.start()
     return bar, task

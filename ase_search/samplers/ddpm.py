@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ase_search.samplers._base import DiffusersSampler, scheduler_kwargs, spaced_times
+from ase_search.samplers._base import DiffusersSampler, scheduler_kwargs
 
 if TYPE_CHECKING:
     import torch
@@ -31,10 +29,6 @@ class DDPM(DiffusersSampler):
 
     name = "ddpm"
     spacings = ("linspace", "leading")
-
-    def model_times(self, steps: int, num_train_timesteps: int, spacing: str | None) -> np.ndarray:
-        assert spacing is not None  # SamplerConfig.spacing resolves the default
-        return spaced_times(spacing, steps, num_train_timesteps)
 
     def build_scheduler(
         self, diffusion: GaussianDiffusion, *, learn_sigma: bool, clip_denoised: bool,

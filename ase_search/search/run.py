@@ -44,21 +44,10 @@ class StudyProgress:
     would have to be pickled with the experiment)."""
 
     def __init__(self, study: Any, total: int, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from ase_search.progress import progress_bar
 
         self.study = study
-        self.progress = Progress(
-            TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+        self.progress = progress_bar(note="{task.fields[best]}", enabled=enabled)
         self.task = self.progress.add_task("search", total=total, best="")
         self.refresh()
 

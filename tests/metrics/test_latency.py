@@ -15,6 +15,7 @@ from ase_search.metrics.latency import (
     model_flops,
     profile_components,
     sampling_latencies,
+    sampling_latency_samples,
 )
 from ase_search.models import create_model
 from ase_search.samplers import SamplerConfig
@@ -171,7 +172,8 @@ def test_sampling_latencies_interleave_schedules_call_by_call(dit, monkeypatch):
     monkeypatch.setattr(type(dit), "forward", counting_forward)
     schedules = {"full": None, "D4": preset("D4", "dit", DEPTH)}
     times = [900.0, 100.0]
-    seconds = sampling_latencies(dit, schedules, times, batch_size=2, repeats=2)
+    seconds = sampling_latencies(sampling_latency_samples(dit, schedules, times, batch_size=2,
+                                                          repeats=2))
     assert set(seconds) == {"full", "D4"} and all(v > 0 for v in seconds.values())
     d4 = [blocks_by_hand(schedules["D4"], s) for s in times]
     assert d4 == [2, 4]
@@ -183,7 +185,7 @@ def test_sampling_latencies_interleave_schedules_call_by_call(dit, monkeypatch):
         assert sorted(group, key=str) == sorted([None, d4[g % len(times)]], key=str)
     assert {group[0] for group in groups} == {None, *d4}
     with pytest.raises(ValueError, match="repeats"):
-        sampling_latencies(dit, schedules, times, batch_size=2, repeats=0)
+        sampling_latency_samples(dit, schedules, times, batch_size=2, repeats=0)
 
 
 def test_sampling_latencies_sum_per_call_medians(dit, monkeypatch):
@@ -199,7 +201,8 @@ def test_sampling_latencies_sum_per_call_medians(dit, monkeypatch):
     monkeypatch.setattr(type(dit), "forward", timed_forward)
     schedules = {"full": None, "D4": preset("D4", "dit", DEPTH)}
     times = [900.0, 500.0, 100.0]
-    seconds = sampling_latencies(dit, schedules, times, batch_size=1, repeats=3)
+    seconds = sampling_latencies(sampling_latency_samples(dit, schedules, times, batch_size=1,
+                                                          repeats=3))
     assert seconds == {"full": 3 * DEPTH,
                        "D4": sum(blocks_by_hand(schedules["D4"], s) for s in times)}
 
