@@ -362,6 +362,12 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
             f"{s.ratio.text()} x the match's "
             f"({'beyond' if s.ratio.exceeds_noise() else 'within'} the seed noise, 2 standard "
             "errors).", ""]
+    elif exit_pts:
+        p = min(exit_pts, key=lambda p: (p.fid, p.latency))
+        lines += [
+            f"No exit configuration reaches FID <= {params.window * ref.fid:.2f}; the best is "
+            f"{p.label} at FID {fid_cell(p)} ({p.fid / ref.fid:.2f}x the reference) and latency "
+            f"{p.latency:.3f}.", ""]
     helps = top is not None and not top.point.label.startswith("full,") and top.speedup > 1
     lines += [
         f"Hypervolume (FID x relative latency, up to ({hv_ref[0]:.2f}, 1.0), i.e. inside the "
@@ -373,7 +379,10 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
            "configuration of its quality." if helps else
            "at every quality in the window the full model with fewer DDIM steps is at least as "
            "fast as every exit configuration measured; the joint front's useful part is the "
-           "steps-only front."), ""]
+           "steps-only front.")
+        + ("" if helps or not any(exit_speedups.values()) else
+           " Outside the window too, every exit configuration's speedup at matched FID is at "
+           f"most {max(v.speedup for v in exit_speedups.values() if v):.2f}x."), ""]
 
     # ---------------------------------------------------------------- every configuration
     rows = []
@@ -425,7 +434,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     lines += [
         "## Why: the FID cost of each exit level at each step count", "",
         "FID(exit, DDIM-k) / FID(full, DDIM-k), paired per seed (mean ± sd over seeds), on the "
-        "same one-shot weights. An exit schedule can beat fewer steps only where this ratio is "
+        "same weights. An exit schedule can beat fewer steps only where this ratio is "
         "smaller than what the steps it saves would cost the full model "
         "(the steps-only rows above).", "",
         markdown_table(pd.DataFrame(why_rows, columns=[
@@ -435,6 +444,18 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                   for k in sorted(full_at)]
     lines += ["For comparison, the full model's FID over the reference's (paired): "
               + "; ".join(steps_cost) + ".", ""]
+    ratios = [(SeedRatio.of(p.fids, full_at[int(p.label.rsplit("DDIM-", 1)[1])].fids), p)
+              for p in exit_pts if int(p.label.rsplit("DDIM-", 1)[1]) in full_at]
+    if ratios:
+        r, p = min(ratios, key=lambda rp: rp[0].mean)
+        cheap = min((q for q in steps if SeedRatio.of(q.fids, ref.fids).mean <= r.mean),
+                    key=lambda q: q.latency)
+        lines += [
+            f"The cheapest exit in FID is {p.label}: {r.text()}x the full model's FID at the same "
+            f"steps, for {1 - p.latency / full_at[int(p.label.rsplit('DDIM-', 1)[1])].latency:.0%}"
+            f" less latency. Fewer steps cost the full model less: {cheap.label} is "
+            f"{SeedRatio.of(cheap.fids, ref.fids).text()}x the reference's FID for "
+            f"{1 - cheap.latency:.0%} less latency.", ""]
     figs = figures(steps, exits, joint_front, ref.fid, params.window)
     return Report("\n".join(lines), figures=figs,
                   title="Exits against fewer steps on the DiT testbed",
