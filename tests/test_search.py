@@ -14,10 +14,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
-from ase_search.models import create_model, save_checkpoint
 from ase_search.search import (
     SearchConfig,
     SearchError,
@@ -34,30 +32,6 @@ from ase_search.space import load_space, schedules_equivalent
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ASE = str(Path(sys.executable).with_name("ase-search"))
-
-SPACE = """version: 1
-arch: dit
-depth: 4
-intervals: 5
-edges: uniform
-blocks: {min: 1, max: null}
-monotone: true
-seeds: [full, D4]
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A 4-block DiT on 28x28 MNIST (random weights, non-zero output) and a space for it."""
-    root = tmp_path_factory.mktemp("search")
-    torch.manual_seed(0)
-    model = create_model("DiT-T", hidden_size=32, depth=4, num_heads=2)
-    with torch.no_grad():  # adaLN-Zero starts at exactly zero output: make exits matter
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint(root / "tiny.pt", model)
-    (root / "space.yaml").write_text(SPACE)
-    return root
 
 
 def _config(root: Path, **kw) -> SearchConfig:

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
-from ase_search.models import create_model, save_checkpoint
 from ase_search.search import (
     HEARTBEAT_GRACE,
     Driver,
@@ -36,29 +34,6 @@ _spec = importlib.util.spec_from_file_location("_postgres", Path(__file__).with_
     "_postgres.py"))
 _postgres = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_postgres)
-
-SPACE = """version: 1
-arch: dit
-depth: 4
-intervals: 5
-edges: uniform
-blocks: {min: 1, max: null}
-monotone: true
-seeds: [full, D4]
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("drivers")
-    torch.manual_seed(0)
-    model = create_model("DiT-T", hidden_size=32, depth=4, num_heads=2)
-    with torch.no_grad():  # adaLN-Zero starts at exactly zero output: make exits matter
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint(root / "tiny.pt", model)
-    (root / "space.yaml").write_text(SPACE)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
-from ase_search.models import create_model, save_checkpoint
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ASE = str(Path(sys.executable).with_name("ase-search"))
@@ -31,21 +29,12 @@ seeds: [full]
 
 
 @pytest.fixture(scope="module")
-def broken_last_block(tmp_path_factory) -> Path:
+def broken_last_block(tmp_path_factory, tiny_dit) -> Path:
     """A 4-block DiT whose last block's weights are scaled by 1e30: any schedule that runs it
     overflows (its fine-tune diverges at the first step); schedules that exit before it are
     fine. The weights themselves are finite, so loading them succeeds."""
-    root = tmp_path_factory.mktemp("failures")
-    torch.manual_seed(0)
-    model = create_model("DiT-T", hidden_size=32, depth=4, num_heads=2)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        for p in model.blocks[3].parameters():
-            p.mul_(1e30)
-    save_checkpoint(root / "broken.pt", model)
-    (root / "space.yaml").write_text(SPACE)
-    return root
+    return tiny_dit(tmp_path_factory.mktemp("failures"), SPACE, last_block_scale=1e30,
+                    name="broken.pt")
 
 
 def _run(root: Path, storage: Path, *extra: str) -> subprocess.CompletedProcess:

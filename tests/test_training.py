@@ -22,13 +22,7 @@ from ase_search.training import TimeReweighting, TrainConfig, ema_update, train
 from ase_search.training import _batch_indices, _fetch, _step_seed  # the loop's batch draw
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: intra-op threads only add wake-up latency.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_dataset(n: int = 16, seed: int = 0) -> ImageTensorDataset:

@@ -30,13 +30,7 @@ MU = torch.tensor([0.1, -0.1, 0.0, 0.05], dtype=torch.float64)
 STD = torch.tensor([0.3, 0.2, 0.25, 0.15], dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add wake-up latency on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def exact_eps(x: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:

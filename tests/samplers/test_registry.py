@@ -33,13 +33,7 @@ REGISTERED = sorted(SAMPLERS)
 SPACED = [(n, sp) for n in REGISTERED for sp in SAMPLERS[n].spacings]  # explicit spacings
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add wake-up latency on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Shrink(nn.Module):

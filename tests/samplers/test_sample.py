@@ -22,13 +22,7 @@ ALL = [
 IDS = ["ddpm", "ddim", "ddim-eta", "dpm-solver", "em"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add wake-up latency on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder(nn.Module):
