@@ -40,6 +40,7 @@ __all__ = [
     "complete_trials",
     "distinct_schedules",
     "export_schedule",
+    "fixed_sampler_note",
     "front_table",
     "full_latency_of",
     "hypervolume",
@@ -194,6 +195,17 @@ def schedule_string(trial: FrozenTrial) -> str:
 
 
 # ###################################################################### Pareto front
+def fixed_sampler_note(study: optuna.Study) -> str:
+    """What the front leaves out: it compares exit schedules at the study's one sampler and step
+    count, never against the full model with fewer steps, which can be the better trade."""
+    config = study.user_attrs.get("config", {})
+    sampler = f"{config.get('sampler', '?')}-{config.get('steps', '?')}"
+    return (f"this front compares exit schedules at {sampler} only; the full model with fewer "
+            f"steps is not on it. Before choosing, check it at the same latency "
+            f"(`ase-search eval --schedule full --steps N`): on the DiT testbed fewer steps beat "
+            f"every exit schedule at matched FID (README, reports/steps_vs_exits.md)")
+
+
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
 

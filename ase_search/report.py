@@ -96,6 +96,7 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
 
     from ase_search.pareto import (
         complete_trials,
+        fixed_sampler_note,
         front_table,
         pareto_front,
         seed_report,
@@ -121,6 +122,7 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         _summary_html(study, states, len(front), storage_location(study)),
+        f"<p><b>Note:</b> {html.escape(fixed_sampler_note(study))}.</p>",
     ]
     if failed:
         reasons: dict[str, int] = {}

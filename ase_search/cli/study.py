@@ -45,6 +45,7 @@ def pareto_cmd(
 
     from ase_search.pareto import (
         complete_trials,
+        fixed_sampler_note,
         front_table,
         open_study,
         seed_report,
@@ -77,6 +78,8 @@ def pareto_cmd(
         out.add_row(str(row.trial), row.schedule, f"{row.fid:.4g}", acc, f"{row.latency:.4g}",
                     seed, "yes" if row.on_front else "no", style=style)
     console.print(out)
+    console_err.print(f"[yellow]note:[/yellow] {fixed_sampler_note(opened)}", highlight=False,
+                      soft_wrap=True)
     for s in seed_report(opened):
         if s.on_front:
             console.print(f"seed {s.name} (trial {s.trial}) is on the front")
