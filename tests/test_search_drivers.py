@@ -193,8 +193,12 @@ def _two_drivers(tiny: Path, tmp_path: Path, storage: str) -> None:
     assert all(("wall_time" in t.user_attrs) != ("duplicate_of" in t.user_attrs)
                for t in complete)
     ids = {t.user_attrs.get("driver") for t in trials if "duplicate_of" not in t.user_attrs}
-    assert None not in ids and len(ids) == 2, ids  # both drivers asked and measured trials
-    for driver in ids:  # both ended cleanly, and said so
+    # Usually both drivers measure trials; on a loaded machine the second one's Ray can start
+    # after the first has measured the whole budget, so only "one or both" is certain.
+    drivers = {k.removeprefix("driver:") for k in study.user_attrs if k.startswith("driver:")}
+    assert None not in ids and ids <= drivers, (ids, drivers)
+    assert len(drivers) == 2, drivers  # both drivers ran against the study
+    for driver in drivers:  # both ended cleanly, and said so
         assert study.user_attrs[f"driver:{driver}"].get("stopped") is True
 
 
