@@ -276,6 +276,7 @@ def one_shot_weights(
     device: str = "cpu",
     checkpoint_every: int = 200,
     on_checkpoint: Callable[[Path, int], None] | None = None,
+    key: str | None = None,
 ) -> Path:
     """The one-shot weights of ``model`` over ``space``: made once, then reused.
 
@@ -300,6 +301,8 @@ def one_shot_weights(
         device: where to train.
         checkpoint_every: steps between saved training states.
         on_checkpoint: called with ``(path, step)`` after each saved state.
+        key: :func:`one_shot_key` of these arguments when the caller has it already (it hashes
+            every weight of the model); ``None`` computes it.
 
     Returns:
         The weights file.
@@ -308,7 +311,7 @@ def one_shot_weights(
         ValueError: the file exists but records another key, or the partial state was written
             by another run.
     """
-    key = one_shot_key(model, space, config, data)
+    key = one_shot_key(model, space, config, data) if key is None else key
     out = one_shot_path(out_dir, name, key)
     if out.is_file():
         _check_key(out, key)

@@ -142,7 +142,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     if one_shot:
         weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
                                    out_dir=storage_dir, name=config.resolved_study_name,
-                                   progress=progress)
+                                   progress=progress, key=key)
     setup["one_shot_finetune"] = time.perf_counter() - t
     if not isinstance(study.user_attrs.get("weights"), dict):  # new, or a bare path: keyed now
         # named by exports; relative to the study's folder, so a clone finds it
