@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ase_search.files import atomic_write_text
+from ase_search.files import atomic_write_text as write_text  # atomic, 0644 under umask 022
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_STUDIES = ROOT / "studies" / "reference"
@@ -89,12 +89,6 @@ def reference_one_shot_weights(arch: str, studies_dir: Path = REFERENCE_STUDIES)
 
 
 # ###################################################################### files
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically and readable by everyone (mkstemp makes the file private)."""
-    atomic_write_text(path, text)
-    path.chmod(0o644)
-
-
 def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
     """Write ``data`` as indented JSON with :func:`write_text`; non-JSON values become ``str``."""
     write_text(path, json.dumps(data, indent=1, sort_keys=sort_keys, default=str) + "\n")

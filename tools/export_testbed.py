@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ase_search.evaluate import machine_info
+from ase_search.files import atomic_write_text
 from ase_search.measure import measure_sample_quality
 from ase_search.metrics.extractor import load_classifier
 from ase_search.models import load_checkpoint, load_state_dict_file
@@ -28,7 +29,6 @@ from ase_search.models.checkpoint import export_weights
 from ase_search.report import save_grid
 from ase_search.samplers import SamplerConfig
 from ase_search.testbed import TESTBEDS
-from benchmarks._common import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ Weights: `{testbed.path.name}` ({'EMA' if chosen == 'ema' else 'raw (student), n
         f"{real_share:.1%} of real held-out digits pass it" if real_share is not None
         else "compare real held-out digits") + f"). Grid: `reports/{grid.name}`.\n"
     card_path = testbed.path.with_suffix(".md")
-    write_text(card_path, card)
+    atomic_write_text(card_path, card)
     if resume_copy:
         dest = ROOT / "checkpoints" / f"pretrain-{arch}" / "last.pt"
         dest.parent.mkdir(parents=True, exist_ok=True)
