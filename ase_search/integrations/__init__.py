@@ -1,0 +1,1 @@
+"""Integrations of ase-search's exit schedules with other libraries (diffusers)."""

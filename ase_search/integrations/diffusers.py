@@ -1,0 +1,604 @@
+"""Exit schedules on diffusers transformers, and the DiT testbed in diffusers form.
+
+**Hooks.** :func:`apply_exit_schedule` attaches an :class:`~ase_search.schedule.ExitSchedule` to a
+diffusers transformer the way ``diffusers.hooks.apply_first_block_cache`` attaches its cache: one
+``ModelHook`` on the transformer reads the timestep of each call and one on every exitable block
+runs it or returns its input unchanged. Pipelines and schedulers need no change; a
+classifier-free-guidance batch (conditional and unconditional halves in one call) carries one
+timestep, so both halves run the same blocks. :func:`remove_exit_schedule` restores the model.
+
+Exitable blocks (``EXIT_LAYOUTS``), counted in forward order, dropped from the end:
+
+=============================  ===========================================  ================
+class                          exitable blocks (depth)                      t of a call
+=============================  ===========================================  ================
+``DiTTransformer2DModel``      ``transformer_blocks`` (``num_layers``)      ``timestep / 1000``
+``PixArtTransformer2DModel``   ``transformer_blocks`` (``num_layers``)      ``timestep / 1000``
+``SD3Transformer2DModel``      ``transformer_blocks`` (``num_layers``)      ``timestep / 1000``
+``FluxTransformer2DModel``     ``transformer_blocks`` then                  ``timestep``
+                               ``single_transformer_blocks``
+                               (``num_layers + num_single_layers``)
+=============================  ===========================================  ================
+
+A schedule's ``depth`` must equal that count (FLUX.1: 19 + 38 = 57; a count of 25 runs the 19
+double-stream blocks and the first 6 single-stream ones). The embeddings and the output layers
+always run; the output layer reads the last block run.
+
+Timesteps. DiT and PixArt are DDPM models called with integer timesteps ``i`` in ``[0, 1000)``:
+``t = i / 1000``, the convention of :meth:`ExitSchedule.blocks_at_index`. SD3's pipeline passes the
+flow-matching scheduler's ``timesteps``, ``sigma * 1000`` in ``[0, 1000]``, so ``t = sigma``.
+FLUX's pipeline passes ``timestep / 1000``, the sigma itself in ``[0, 1]`` (the transformer
+multiplies by 1000 inside), so again ``t = sigma``. Either way ``t = 1`` is pure noise and ``t = 0``
+data, as in the schedules. ``timestep_scale`` overrides the divisor for other conventions.
+
+**The testbed in diffusers form.** :func:`dit_to_diffusers` converts an ase-search (or official)
+DiT into a ``DiTTransformer2DModel`` and :func:`export_dit` writes it with a matching
+``DDIMScheduler`` config. One thing the diffusers class cannot express: its timestep embedding
+divides the frequency exponent by ``half - 1`` (``downscale_freq_shift=1``) where official DiT
+divides by ``half``. :func:`load_transformer` restores the official frequencies (the folder's
+``ase_search.json`` says so); a plain ``DiTTransformer2DModel.from_pretrained`` loads the same
+weights with diffusers' frequencies, which changes the outputs slightly (see
+reports/diffusers.md).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from torch import nn
+
+from ase_search.schedule import ExitSchedule
+
+__all__ = [
+    "EXIT_LAYOUTS",
+    "ExitCall",
+    "ExitLayout",
+    "ExitScheduleState",
+    "MARKER",
+    "apply_exit_schedule",
+    "dit_to_diffusers",
+    "exit_blocks",
+    "exit_schedule_state",
+    "export_dit",
+    "load_scheduler",
+    "load_transformer",
+    "match_official_dit",
+    "remove_exit_schedule",
+    "sample_diffusers",
+]
+
+HOOK_NAME = "ase_exit_schedule"
+MARKER = "ase_search.json"  # written by export_dit next to config.json
+POS_EMBED = "ase_search_pos_embed.safetensors"  # the source's position table (not in the weights)
+
+
+@dataclass(frozen=True)
+class ExitLayout:
+    """Where a diffusers transformer's exitable blocks are and how its timesteps read.
+
+    Attributes:
+        stacks: attribute names of the block ``ModuleList`` s, in forward order.
+        joint: whether the blocks take and return ``(encoder_hidden_states, hidden_states)``
+            (MM-DiT: SD3, FLUX) rather than ``hidden_states`` alone.
+        timestep_scale: ``t = timestep / timestep_scale`` maps a call's timestep to ``[0, 1]``.
+    """
+
+    stacks: tuple[str, ...]
+    joint: bool
+    timestep_scale: float
+
+    def __post_init__(self) -> None:
+        if not self.stacks:
+            raise ValueError("stacks must name at least one block list")
+        if not self.timestep_scale > 0:
+            raise ValueError(f"timestep_scale must be positive, got {self.timestep_scale}")
+
+
+EXIT_LAYOUTS: dict[str, ExitLayout] = {
+    "DiTTransformer2DModel": ExitLayout(("transformer_blocks",), joint=False, timestep_scale=1000.0),
+    "PixArtTransformer2DModel": ExitLayout(("transformer_blocks",), joint=False, timestep_scale=1000.0),
+    "SD3Transformer2DModel": ExitLayout(("transformer_blocks",), joint=True, timestep_scale=1000.0),
+    "FluxTransformer2DModel": ExitLayout(("transformer_blocks", "single_transformer_blocks"),
+                                         joint=True, timestep_scale=1.0),
+}
+
+
+def _layout(transformer: nn.Module) -> ExitLayout:
+    name = type(transformer).__name__
+    if name not in EXIT_LAYOUTS:
+        raise ValueError(f"exit schedules support {', '.join(EXIT_LAYOUTS)}; got {name}")
+    return EXIT_LAYOUTS[name]
+
+
+def exit_blocks(transformer: nn.Module) -> list[nn.Module]:
+    """The exitable blocks of a supported diffusers transformer, in forward order."""
+    layout = _layout(transformer)
+    return [block for stack in layout.stacks for block in getattr(transformer, stack)]
+
+
+@dataclass(frozen=True)
+class ExitCall:
+    """One transformer call under an exit schedule.
+
+    Attributes:
+        t: the call's time in ``[0, 1]``.
+        blocks: the schedule's count at ``t``.
+        evaluated: the exitable blocks that really ran.
+    """
+
+    t: float
+    blocks: int
+    evaluated: int
+
+
+@dataclass
+class ExitScheduleState:
+    """What :func:`apply_exit_schedule` returns: the schedule in force and its block counter.
+
+    Attributes:
+        schedule: the schedule.
+        timestep_scale: the divisor mapping timesteps to ``t``.
+        block_evals: exitable-block evaluations since the last :meth:`reset` (one per block per
+            call, whatever the batch size).
+        calls: every transformer call since the last :meth:`reset`, in order.
+    """
+
+    schedule: ExitSchedule
+    timestep_scale: float
+    block_evals: int = 0
+    calls: list[ExitCall] = field(default_factory=list)
+    # The count of the call in progress; None outside a transformer call, where blocks run as is.
+    active: int | None = None
+
+    def reset(self) -> None:
+        """Zero the counter and forget the calls."""
+        self.block_evals = 0
+        self.calls.clear()
+
+
+class _TransformerHook(ModelHook):
+    """Reads a call's timestep and sets the block count the block hooks obey."""
+
+    def __init__(self, state: ExitScheduleState, timestep_index: int) -> None:
+        super().__init__()
+        self.state = state
+        self.timestep_index = timestep_index  # positional index of `timestep` in forward
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        timestep = kwargs.get("timestep")
+        if timestep is None and len(args) > self.timestep_index:
+            timestep = args[self.timestep_index]
+        t = _call_time(timestep, self.state.timestep_scale)
+        n = self.state.schedule.blocks_at(t)
+        before = self.state.block_evals
+        self.state.active = n
+        try:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            self.state.active = None
+        self.state.calls.append(ExitCall(t, n, self.state.block_evals - before))
+        return output
+
+
+class _BlockHook(ModelHook):
+    """Runs exitable block ``index`` when the call's count exceeds it, else passes its input on."""
+
+    def __init__(self, state: ExitScheduleState, index: int, joint: bool) -> None:
+        super().__init__()
+        self.state = state
+        self.index = index
+        self.joint = joint
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        n = self.state.active
+        if n is None or self.index < n:
+            if n is not None:
+                self.state.block_evals += 1
+            return self.fn_ref.original_forward(*args, **kwargs)
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        if not self.joint:
+            return hidden
+        # MM-DiT blocks return (encoder_hidden_states, hidden_states).
+        encoder = (kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs
+                   else args[1])
+        return encoder, hidden
+
+
+def _call_time(timestep: Any, scale: float) -> float:
+    """``t`` in ``[0, 1]`` of one call; every sample of the batch must share the timestep."""
+    if timestep is None:
+        raise ValueError("the exit-schedule hook needs the call's timestep; the transformer was "
+                         "called without one")
+    values = torch.as_tensor(timestep).detach().reshape(-1)
+    if values.numel() == 0:
+        raise ValueError("the exit-schedule hook got an empty timestep tensor")
+    lo, hi = float(values.min()), float(values.max())
+    if lo != hi:
+        # Per-sample block counts would need every block's inputs split by rows; diffusers
+        # pipelines (CFG included) pass one timestep per call.
+        raise ValueError(f"the exit-schedule hook needs one timestep per call, got values from {lo} "
+                         f"to {hi}; call the transformer once per timestep")
+    t = lo / scale
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"timestep {lo} / timestep_scale {scale:g} = {t:g} is outside [0, 1]; pass "
+                         f"the timestep_scale that maps this model's timesteps to [0, 1]")
+    return t
+
+
+def exit_schedule_state(transformer: nn.Module) -> ExitScheduleState | None:
+    """The state of the exit schedule applied to ``transformer``, or ``None``."""
+    registry = getattr(transformer, "_diffusers_hook", None)
+    hook = None if registry is None else registry.get_hook(HOOK_NAME)
+    return None if hook is None else hook.state
+
+
+def apply_exit_schedule(transformer: nn.Module, schedule: ExitSchedule, *,
+                        timestep_scale: float | None = None) -> ExitScheduleState:
+    """Run ``transformer`` under ``schedule``: at time ``t`` only the first ``blocks_at(t)`` blocks.
+
+    Args:
+        transformer: a ``DiTTransformer2DModel``, ``PixArtTransformer2DModel``,
+            ``SD3Transformer2DModel`` or ``FluxTransformer2DModel`` (see the module docstring for
+            which blocks are exitable and how timesteps map to ``t``).
+        schedule: a ``dit`` schedule whose ``depth`` is the model's exitable depth.
+        timestep_scale: ``t = timestep / timestep_scale``; ``None`` for the class's convention.
+
+    Returns:
+        The live state: ``state.block_evals`` counts block evaluations, ``state.calls`` lists the
+        calls.
+
+    Raises:
+        ValueError: an unsupported class, a schedule of another depth or architecture, or a model
+            that already has a schedule.
+    """
+    layout = _layout(transformer)
+    blocks = exit_blocks(transformer)
+    if not isinstance(schedule, ExitSchedule):
+        raise ValueError(f"schedule must be an ExitSchedule, got {type(schedule).__name__}")
+    if schedule.arch != "dit":
+        raise ValueError(f"diffusers transformers drop blocks from the end like DiT; the schedule "
+                         f"is for {schedule.arch} (its counts mean decoder blocks)")
+    if schedule.depth != len(blocks):
+        stacks = " + ".join(f"{len(getattr(transformer, s))} {s}" for s in layout.stacks)
+        raise ValueError(f"the schedule {schedule.name!r} was written for depth {schedule.depth} "
+                         f"but this {type(transformer).__name__} has {len(blocks)} exitable blocks "
+                         f"({stacks}); use a schedule of depth {len(blocks)}")
+    scale = layout.timestep_scale if timestep_scale is None else float(timestep_scale)
+    if not scale > 0:
+        raise ValueError(f"timestep_scale must be positive, got {timestep_scale}")
+    if exit_schedule_state(transformer) is not None:
+        raise ValueError("this transformer already has an exit schedule; call "
+                         "remove_exit_schedule(transformer) first")
+    params = list(inspect.signature(type(transformer).forward).parameters)
+    state = ExitScheduleState(schedule, scale)
+    for index, block in enumerate(blocks):
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(
+            _BlockHook(state, index, layout.joint), HOOK_NAME)
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    registry.register_hook(_TransformerHook(state, params.index("timestep") - 1), HOOK_NAME)
+    registry.invalidate_child_registries_cache()
+    return state
+
+
+def remove_exit_schedule(transformer: nn.Module) -> None:
+    """Remove the hooks :func:`apply_exit_schedule` attached (a no-op when there are none)."""
+    registry = getattr(transformer, "_diffusers_hook", None)
+    if registry is None:
+        return
+    registry.remove_hook(HOOK_NAME, recurse=True)
+    registry.invalidate_child_registries_cache()
+
+
+# ----------------------------------------------------------------------------- DiT conversion
+
+
+def match_official_dit(transformer: nn.Module, pos_embed: torch.Tensor | None = None) -> None:
+    """Give a ``DiTTransformer2DModel`` official DiT's fixed embeddings, in place.
+
+    Two tables are computed, not learned, and diffusers computes them differently: the timestep
+    frequencies (diffusers ``exp(-ln(10000) k / (half - 1))``, ``downscale_freq_shift=1``; official
+    DiT and ase-search ``exp(-ln(10000) k / half)``), and the 2D sin-cos positions (diffusers in
+    float32, official DiT in float64, up to 2e-4 apart). The learned weights fit the official ones.
+
+    Args:
+        transformer: the model to change.
+        pos_embed: the source checkpoint's ``(1, T, D)`` position table (a float16 file rounds
+            it); ``None`` computes official DiT's float64 table.
+    """
+    from ase_search.models.layers import get_2d_sincos_pos_embed
+
+    if type(transformer).__name__ != "DiTTransformer2DModel":
+        raise ValueError(f"match_official_dit takes a DiTTransformer2DModel, got "
+                         f"{type(transformer).__name__}")
+    for module in transformer.modules():
+        if type(module).__name__ == "CombinedTimestepLabelEmbeddings":
+            module.time_proj.downscale_freq_shift = 0
+    table = transformer.pos_embed.pos_embed  # (1, T, D) buffer
+    grid = transformer.config.sample_size // transformer.config.patch_size
+    if pos_embed is None:
+        pos_embed = get_2d_sincos_pos_embed(table.shape[-1], grid, device=table.device).unsqueeze(0)
+    if tuple(pos_embed.shape) != tuple(table.shape):
+        raise ValueError(f"pos_embed must have shape {tuple(table.shape)}, got {tuple(pos_embed.shape)}")
+    table.copy_(pos_embed)
+
+
+def dit_to_diffusers(model: nn.Module) -> nn.Module:
+    """An equivalent ``DiTTransformer2DModel`` of an ase-search (or official-layout) DiT.
+
+    Every block gets its own copy of the shared timestep and label embedders (diffusers recomputes
+    them per block); the fused ``qkv`` is split into ``to_q``, ``to_k``, ``to_v``. Call
+    :func:`match_official_dit` on the result (``load_transformer`` does) for outputs equal
+    to ``model``'s within float32 rounding.
+
+    Raises:
+        ValueError: ``model`` is not a DiT.
+    """
+    from diffusers import DiTTransformer2DModel
+
+    if getattr(model, "arch", None) != "dit":
+        raise ValueError(f"only DiT models convert to DiTTransformer2DModel, got "
+                         f"{getattr(model, 'arch', type(model).__name__)}")
+    cfg = model.config
+    if cfg["mlp_ratio"] != 4.0:
+        raise ValueError(f"DiTTransformer2DModel has a 4x MLP; this DiT's mlp_ratio is "
+                         f"{cfg['mlp_ratio']}")
+    if cfg["class_dropout_prob"] <= 0:
+        raise ValueError("DiTTransformer2DModel's label table has a null row; this DiT has none "
+                         "(class_dropout_prob == 0)")
+    hidden = cfg["hidden_size"]
+    target = DiTTransformer2DModel(
+        num_attention_heads=cfg["num_heads"],
+        attention_head_dim=hidden // cfg["num_heads"],
+        in_channels=cfg["in_channels"],
+        out_channels=model.out_channels,
+        num_layers=cfg["depth"],
+        sample_size=cfg["input_size"],
+        patch_size=cfg["patch_size"],
+        num_embeds_ada_norm=cfg["num_classes"],
+        norm_eps=1e-6,  # official DiT's LayerNorms
+    )
+    src = {k: v.detach().float() for k, v in model.state_dict().items()}
+    out: dict[str, torch.Tensor] = {
+        "pos_embed.proj.weight": src["x_embedder.proj.weight"],
+        "pos_embed.proj.bias": src["x_embedder.proj.bias"],
+        "proj_out_1.weight": src["final_layer.adaLN_modulation.1.weight"],
+        "proj_out_1.bias": src["final_layer.adaLN_modulation.1.bias"],
+        "proj_out_2.weight": src["final_layer.linear.weight"],
+        "proj_out_2.bias": src["final_layer.linear.bias"],
+    }
+    for i in range(cfg["depth"]):
+        b, p = f"blocks.{i}.", f"transformer_blocks.{i}."
+        emb = p + "norm1.emb."
+        out[emb + "timestep_embedder.linear_1.weight"] = src["t_embedder.mlp.0.weight"]
+        out[emb + "timestep_embedder.linear_1.bias"] = src["t_embedder.mlp.0.bias"]
+        out[emb + "timestep_embedder.linear_2.weight"] = src["t_embedder.mlp.2.weight"]
+        out[emb + "timestep_embedder.linear_2.bias"] = src["t_embedder.mlp.2.bias"]
+        out[emb + "class_embedder.embedding_table.weight"] = src["y_embedder.embedding_table.weight"]
+        out[p + "norm1.linear.weight"] = src[b + "adaLN_modulation.1.weight"]
+        out[p + "norm1.linear.bias"] = src[b + "adaLN_modulation.1.bias"]
+        # qkv rows are laid out (3, heads, head_dim): q, k, v are its three thirds.
+        for name, w in zip(("to_q", "to_k", "to_v"), src[b + "attn.qkv.weight"].chunk(3, dim=0)):
+            out[p + f"attn1.{name}.weight"] = w
+        for name, w in zip(("to_q", "to_k", "to_v"), src[b + "attn.qkv.bias"].chunk(3, dim=0)):
+            out[p + f"attn1.{name}.bias"] = w
+        out[p + "attn1.to_out.0.weight"] = src[b + "attn.proj.weight"]
+        out[p + "attn1.to_out.0.bias"] = src[b + "attn.proj.bias"]
+        out[p + "ff.net.0.proj.weight"] = src[b + "mlp.fc1.weight"]
+        out[p + "ff.net.0.proj.bias"] = src[b + "mlp.fc1.bias"]
+        out[p + "ff.net.2.weight"] = src[b + "mlp.fc2.weight"]
+        out[p + "ff.net.2.bias"] = src[b + "mlp.fc2.bias"]
+    # Strict: a key either side left unmapped is a conversion bug, not something to skip.
+    target.load_state_dict({k: v.clone() for k, v in out.items()}, strict=True)
+    return target.eval()
+
+
+def dit_scheduler_config(model: nn.Module) -> dict[str, Any]:
+    """A ``DDIMScheduler`` config matching :class:`ase_search.diffusion.GaussianDiffusion` (T=1000).
+
+    Linear betas from 1e-4 to 0.02, epsilon prediction, ``leading`` spacing (ase-search's DDIM
+    default) and the last step to ``alpha = 1``; pixel-space models clip the predicted ``x_0`` to
+    ``[-1, 1]`` as ase-search's sampler does, latent ones do not.
+    """
+    pixel = model.in_channels in (1, 3)
+    return dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                prediction_type="epsilon", clip_sample=pixel, clip_sample_range=1.0,
+                set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+
+
+def export_dit(model: nn.Module, out_dir: str | os.PathLike[str], *, source: str) -> Path:
+    """Write ``model`` as a diffusers ``DiTTransformer2DModel`` folder with its scheduler config.
+
+    ``out_dir`` gets ``config.json`` and ``diffusion_pytorch_model.safetensors`` (load with
+    ``DiTTransformer2DModel.from_pretrained(out_dir)``), ``scheduler_config.json`` (load with
+    ``DDIMScheduler.from_pretrained(out_dir)``), and :data:`MARKER` (provenance) and
+    :data:`POS_EMBED` (the position table), which :func:`load_transformer` reads. The folder appears whole or not at all.
+
+    Raises:
+        ValueError: ``model`` cannot be converted.
+        FileExistsError: ``out_dir`` exists and is not empty.
+    """
+    from diffusers import DDIMScheduler
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"-o {out} already exists and is not empty; give a new folder")
+    target = dit_to_diffusers(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        target.save_pretrained(tmp, safe_serialization=True)
+        DDIMScheduler(**dit_scheduler_config(model)).save_pretrained(tmp)
+        marker = {
+            "version": 1,
+            "arch": "dit",
+            "source": source,
+            "model_config": model.config,
+            # what a plain from_pretrained gets wrong (see match_official_dit)
+            "timestep_embedding": "official-dit",
+            "num_classes": model.num_labels,
+            "null_class": model.null_class,
+            "learn_sigma": model.learn_sigma,
+            "cfg_channels": model.cfg_channels,
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        # diffusers rebuilds pos_embed at load (a non-persistent buffer), so it travels aside.
+        save_file({"pos_embed": model.pos_embed.detach().float().cpu().contiguous()}, tmp / POS_EMBED)
+        for path in tmp.iterdir():
+            path.chmod(0o644)
+        tmp.chmod(0o755)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _transformer_dir(path: Path) -> Path:
+    if (path / "config.json").is_file():
+        return path
+    if (path / "transformer" / "config.json").is_file():
+        return path / "transformer"
+    raise FileNotFoundError(f"--diffusers {path} is neither a diffusers transformer folder "
+                            f"(config.json) nor a pipeline folder with transformer/config.json")
+
+
+def load_transformer(path: str | os.PathLike[str]) -> nn.Module:
+    """Load a local diffusers transformer folder, or a pipeline folder's ``transformer/``.
+
+    Nothing is downloaded. A folder written by :func:`export_dit` gets the official DiT timestep
+    frequencies back (:func:`match_official_dit`). The model is in eval mode, float32.
+
+    Raises:
+        FileNotFoundError: the folder holds no transformer.
+        ValueError: the transformer class has no exit layout.
+    """
+    import diffusers
+    from safetensors.torch import load_file
+
+    folder = _transformer_dir(Path(path).expanduser())
+    config = json.loads((folder / "config.json").read_text())
+    name = config.get("_class_name")
+    if name not in EXIT_LAYOUTS:
+        raise ValueError(f"{folder / 'config.json'} holds a {name}; exit schedules support "
+                         f"{', '.join(EXIT_LAYOUTS)}")
+    transformer = getattr(diffusers, name).from_pretrained(folder, local_files_only=True,
+                                                      low_cpu_mem_usage=False)
+    marker = folder / MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("timestep_embedding") == "official-dit":
+        table = folder / POS_EMBED
+        match_official_dit(transformer, load_file(table)["pos_embed"] if table.is_file() else None)
+    return transformer.float().eval()
+
+
+def load_scheduler(path: str | os.PathLike[str], name: str = "ddim") -> Any:
+    """The scheduler of a local folder (``scheduler_config.json`` or ``scheduler/``) as ``name``.
+
+    ``name`` is ``ddim`` (``DDIMScheduler``) or ``ddpm`` (``DDPMScheduler`` with learned-range
+    variances, DiT's sampler).
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    root = Path(path).expanduser()
+    for folder in (root, root / "scheduler", root.parent / "scheduler"):
+        if (folder / "scheduler_config.json").is_file():
+            break
+    else:
+        raise FileNotFoundError(f"--diffusers {root} has no scheduler_config.json (nor a "
+                                f"scheduler/ folder); export it with `ase-search export-diffusers`")
+    config = DDIMScheduler.load_config(folder)
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "ddpm":
+        return DDPMScheduler.from_config(config, variance_type="learned_range")
+    raise ValueError(f"the diffusers path samples with ddim or ddpm, got {name!r}")
+
+
+@dataclass(frozen=True)
+class DiffusersSamples:
+    """Samples of :func:`sample_diffusers`.
+
+    Attributes:
+        images: ``(n, C, H, W)`` float32 samples (in ``[-1, 1]`` for pixel models).
+        labels: ``(n,)`` class labels.
+        block_evals: exitable-block evaluations per sample (the whole trajectory).
+        model_calls: transformer calls per sample (a CFG pair is one call).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    block_evals: int
+    model_calls: int
+
+
+def sample_diffusers(
+    transformer: nn.Module,
+    scheduler: Any,
+    *,
+    n: int,
+    steps: int,
+    seed: int = 0,
+    cfg_scale: float = 1.0,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> DiffusersSamples:
+    """Class-conditional samples of a ``DiTTransformer2DModel`` through a diffusers scheduler loop.
+
+    The loop DiTPipeline runs, without its VAE (the testbed is pixel-space): one call per
+    timestep, the conditional and null-label halves in one batch when ``cfg_scale > 1``. An exit
+    schedule applied with :func:`apply_exit_schedule` is obeyed and counted. Labels and initial
+    noise are drawn as :func:`ase_search.samplers.sample` draws them (one CPU generator seeded
+    with ``seed``: all labels, then each sample's noise), so seeds are common random numbers.
+    """
+    if type(transformer).__name__ != "DiTTransformer2DModel":
+        raise ValueError(f"sample_diffusers samples DiTTransformer2DModel, got "
+                         f"{type(transformer).__name__}")
+    cfg = transformer.config
+    channels, size = cfg.in_channels, cfg.sample_size
+    num_classes = cfg.num_embeds_ada_norm
+    learned = scheduler.config.get("variance_type") in ("learned", "learned_range")
+    state = exit_schedule_state(transformer)
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (n,), generator=generator)
+    images, block_evals, calls = [], 0, 0
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            x = torch.stack([torch.randn((channels, size, size), generator=generator)
+                             for _ in range(start, stop)]).to(device)  # (B, C, H, W)
+            y = labels[start:stop].to(device)
+            if cfg_scale > 1.0:
+                y = torch.cat([y, torch.full_like(y, num_classes)])  # null label: last row
+            scheduler.set_timesteps(steps)
+            step_generator = torch.Generator(device).manual_seed(seed * 1_000_003 + start)
+            before = 0 if state is None else state.block_evals
+            for timestep in scheduler.timesteps:
+                model_in = torch.cat([x, x]) if cfg_scale > 1.0 else x
+                out = transformer(model_in, timestep=timestep.expand(len(model_in)).to(device),
+                                  class_labels=y, return_dict=False)[0]  # (B', C_out, H, W)
+                eps, rest = out[:, :channels], out[:, channels:]
+                if cfg_scale > 1.0:
+                    cond, uncond = eps.chunk(2)
+                    eps = uncond + cfg_scale * (cond - uncond)
+                    rest = rest.chunk(2)[0]
+                model_out = torch.cat([eps, rest], dim=1) if learned else eps
+                x = scheduler.step(model_out, timestep, x, generator=step_generator).prev_sample
+            calls = len(scheduler.timesteps)
+            if state is not None:
+                block_evals = state.block_evals - before  # per batch = per sample
+            else:
+                block_evals = calls * len(exit_blocks(transformer))
+            pixel = channels in (1, 3)
+            images.append((x.clamp(-1.0, 1.0) if pixel else x).float().cpu())
+    return DiffusersSamples(torch.cat(images), labels, block_evals, calls)
