@@ -156,6 +156,8 @@ def _dit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
     return {
         "embed": lambda: model.embed(x, t, y),
         "block": lambda: block(h, c),
+        # The shared final layer; an exit head (exit_heads=True) is a copy of it, so it costs
+        # the same and the cost model holds for models with exit heads too.
         "final": lambda: model.head(h, c),
     }
 
@@ -172,7 +174,7 @@ def _uvit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
         "mid_block": lambda: model.mid_block(h),
         "block": lambda: dec(h, h),
         "dropped": lambda: dec.fuse(h, h),
-        "final": lambda: model.head(h),
+        "final": lambda: model.head(h),  # an exit head is a copy of it: the same cost
     }
 
 

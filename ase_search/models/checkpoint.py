@@ -255,7 +255,15 @@ def _check_keys(path: Path, state: Mapping[str, Any], expected: Mapping[str, tor
         parts.append(_listing(unexpected, "unexpected key(s)"))
     if mismatched:
         parts.append(_listing(mismatched, "shape mismatch(es)"))
-    parts.append("check model_name / the model config, or convert the keys to the official layout")
+    if missing and not unexpected and all(k.startswith("exit_heads.") for k in missing):
+        parts.append("the model has exit heads but these weights do not: load them without "
+                     "exit_heads and add the heads with ase_search.models.add_exit_heads")
+    elif unexpected and not missing and all(k.startswith("exit_heads.") for k in unexpected):
+        parts.append("these weights have exit heads but the model does not: build it with "
+                     "exit_heads=True (an ase-search checkpoint's config records it)")
+    else:
+        parts.append("check model_name / the model config, or convert the keys to the official "
+                     "layout")
     raise CheckpointError("; ".join(parts))
 
 

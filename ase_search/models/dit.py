@@ -8,6 +8,11 @@ from the end. ``forward(x, t, y, n_blocks=k)`` runs ``blocks[:k]`` and then the 
 reads the output of block ``k`` directly. A per-sample ``n_blocks`` tensor runs block ``i`` only on
 the samples whose count exceeds ``i``, so a batch mixing timesteps costs only the blocks it uses
 and each sample's output and gradient equal those of running it alone.
+
+Exit heads (``exit_heads=True``, not in the paper): each exit depth ``k < depth`` gets its own final
+layer, ``exit_heads[str(k)]``, started as a copy of the shared ``final_layer`` (which stays the head
+of the full depth, so the official state-dict keys are unchanged); a sample that ran ``k`` blocks
+goes through head ``k``, so fine-tuning trains each head on the samples that exit there.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ase_search.models.layers import (
     Attention,
     Mlp,
     PatchEmbed,
+    apply_exit_heads,
     check_inputs,
     check_labels,
     check_model_size,
@@ -144,6 +150,8 @@ class DiT(nn.Module):
             through); ``None`` guides all ``in_channels``. The official DiT code guides 3 of its 4
             latent channels, so official checkpoints load with ``cfg_channels=3`` and sample as it
             does (see :func:`ase_search.models.layers.guided_eps`).
+        exit_heads: give every exit depth below ``depth`` its own final layer (see the module
+            docstring); each starts as a copy of the shared one.
     """
 
     arch = "dit"
@@ -162,6 +170,7 @@ class DiT(nn.Module):
         num_classes: int = 1000,
         learn_sigma: bool = True,
         cfg_channels: int | None = None,
+        exit_heads: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -190,12 +199,15 @@ class DiT(nn.Module):
                                          or not 1 <= cfg_channels <= in_channels):
             raise ValueError(f"cfg_channels must be None or an integer in [1, {in_channels}] (in_channels), "
                              f"got {cfg_channels!r}")
+        if not isinstance(exit_heads, bool):
+            raise ValueError(f"exit_heads must be true or false, got {exit_heads!r}")
         # Before any module exists: blocks (attention 4 h^2, MLP 2 r h^2, adaLN 6 h^2), embeddings
         # (patches, pos_embed, timestep MLP, label table) and the final layer.
         h, pixels = hidden_size, patch_size**2 * in_channels * (3 if learn_sigma else 2)
         tokens = (input_size // patch_size) ** 2
         check_model_size(depth, depth * (10 + 2 * mlp_ratio) * h * h + 3 * h * h
-                         + h * (pixels + tokens + 256 + num_classes + 1))
+                         + h * (pixels + tokens + 256 + num_classes + 1)
+                         + (depth - 1 if exit_heads else 0) * h * (2 * h + pixels))
         self.config: dict[str, Any] = dict(
             input_size=input_size,
             patch_size=patch_size,
@@ -212,6 +224,8 @@ class DiT(nn.Module):
             # Recorded only when set, so every other model's config (and the keys derived from it)
             # stays as it was.
             self.config["cfg_channels"] = cfg_channels
+        if exit_heads:
+            self.config["exit_heads"] = True  # likewise recorded only when set
         self.cfg_channels = cfg_channels
         self.learn_sigma = bool(learn_sigma)
         self.in_channels = in_channels
@@ -233,6 +247,9 @@ class DiT(nn.Module):
 
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio=mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.exit_heads = nn.ModuleDict(
+            {str(k): FinalLayer(hidden_size, patch_size, self.out_channels) for k in range(1, depth)}
+        ) if exit_heads else None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -267,6 +284,22 @@ class DiT(nn.Module):
         nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
         nn.init.constant_(self.final_layer.linear.weight, 0)
         nn.init.constant_(self.final_layer.linear.bias, 0)
+        self.init_exit_heads()
+
+    def init_exit_heads(self) -> None:
+        """Set every exit head to a copy of the shared final layer (nothing without exit heads).
+
+        The model then computes what it computes without heads, so heads can be switched on for
+        trained weights (:func:`ase_search.models.add_exit_heads`) and trained from there.
+        """
+        for head in (self.exit_heads or {}).values():
+            head.load_state_dict(self.final_layer.state_dict())
+
+    def exit_head(self, k: int) -> FinalLayer:
+        """The final layer after ``k`` blocks: head ``k`` with exit heads, else the shared one."""
+        if self.exit_heads is None or k == self.exit_depth:
+            return self.final_layer
+        return self.exit_heads[str(k)]
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, p * p * C_out) -> (N, C_out, H, W)."""
@@ -305,17 +338,23 @@ class DiT(nn.Module):
         """Patch tokens per side of the (square) token grid."""
         return self.x_embedder.grid_size
 
-    def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def head(self, h: torch.Tensor, c: torch.Tensor,
+             n_blocks: int | torch.Tensor | None = None) -> torch.Tensor:
         """The final layer on the output of the last block run, unpatchified.
 
         Args:
             h: (N, T, D) tokens.
             c: (N, D) conditioning from :meth:`embed`.
+            n_blocks: the blocks each sample ran, as in :meth:`forward`; with exit heads it picks
+                each sample's head (``None``: the full depth's, the shared final layer).
 
         Returns:
             (N, out_channels, H, W).
         """
-        h = self.final_layer(h, c)  # (N, T, patch_size ** 2 * out_channels)
+        if self.exit_heads is None:
+            h = self.final_layer(h, c)  # (N, T, patch_size ** 2 * out_channels)
+        else:
+            h = apply_exit_heads(lambda k, *a: self.exit_head(k)(*a), n_blocks, self.exit_depth, h, c)
         return self.unpatchify(h)  # (N, out_channels, H, W)
 
     def forward(
@@ -354,7 +393,7 @@ class DiT(nn.Module):
             else:
                 # Only the samples with n_blocks > i run block i; the others carry x through.
                 x = x.index_copy(0, rows, block(x[rows], c[rows]))  # (N, T, D)
-        return self.head(x, c)  # (N, out_channels, H, W)
+        return self.head(x, c, n_blocks)  # (N, out_channels, H, W)
 
     def forward_with_cfg(
         self,

@@ -10,6 +10,7 @@ patch embedding.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_PARAMETERS",
     "PatchEmbed",
+    "apply_exit_heads",
     "check_inputs",
     "check_model_size",
     "check_labels",
@@ -333,6 +335,39 @@ def resolve_n_blocks(
     if not 1 <= n_blocks <= exit_depth:
         raise ValueError(f"n_blocks must lie in [1, {exit_depth}] (exitable blocks of this model), got {n_blocks}")
     return ExitPlan(n_blocks, n_blocks)
+
+
+def apply_exit_heads(
+    head: Callable[..., torch.Tensor],
+    n_blocks: int | torch.Tensor | None,
+    exit_depth: int,
+    *inputs: torch.Tensor,
+) -> torch.Tensor:
+    """Each sample through the exit head of its own block count (models with exit heads).
+
+    Args:
+        head: ``head(k, *inputs)``, the output head after ``k`` exitable blocks on a batch.
+        n_blocks: the blocks each sample ran, as in a model's forward.
+        exit_depth: number of exitable blocks of the model.
+        *inputs: (N, ...) tensors that ``head`` reads, split by sample.
+
+    Returns:
+        (N, ...): row ``i`` is ``head(n_blocks[i], *inputs)[i]``; a batch with one count runs one
+        head on the whole batch, a mixed one runs each head on its samples only (so a head's
+        gradient comes only from the samples that exit there).
+    """
+    plan = resolve_n_blocks(n_blocks, inputs[0].shape[0], exit_depth, inputs[0].device)
+    if plan.per_sample is None:
+        return head(plan.total, *inputs)
+    out: torch.Tensor | None = None
+    for k in torch.unique(plan.per_sample).tolist():
+        rows = torch.nonzero(plan.per_sample == k).squeeze(1)  # (N_k,)
+        part = head(k, *(a[rows] for a in inputs))  # (N_k, ...)
+        if out is None:
+            out = part.new_zeros((inputs[0].shape[0], *part.shape[1:]))
+        out = out.index_copy(0, rows, part)  # differentiable in part
+    assert out is not None
+    return out
 
 
 #################################################################################

@@ -16,6 +16,12 @@ skips its norms, attention and MLP. Then come ``norm``, ``decoder_pred`` and the
 A per-sample ``n_blocks`` tensor runs a decoder block whole only on the samples whose count
 exceeds its index; the others get only its ``skip_linear``.
 
+Exit heads (``exit_heads=True``, not in the paper): the output head is ``norm``, ``decoder_pred``
+and ``final_layer``; each exit depth ``k < depth // 2`` gets its own copy of the three,
+``exit_heads[str(k)]`` (an :class:`OutputHead`), and the top-level ones stay the head of the full
+decoder (so the official state-dict keys are unchanged). A sample that ran ``k`` decoder blocks
+whole goes through head ``k``, so fine-tuning trains each head on the samples that exit there.
+
 Class labels: ``num_classes`` is the number of rows of ``label_emb`` as in the official code
 (``num_classes <= 0``: unconditional). With ``has_null_label`` (default) the last row is the
 classifier-free-guidance null label, as in the official latent ImageNet models (``num_classes=1001``,
@@ -38,6 +44,7 @@ from ase_search.models.layers import (
     Attention,
     Mlp,
     PatchEmbed,
+    apply_exit_heads,
     check_inputs,
     check_labels,
     check_model_size,
@@ -47,7 +54,7 @@ from ase_search.models.layers import (
     unpatchify,
 )
 
-__all__ = ["Block", "UViT", "UViT_models"]
+__all__ = ["Block", "OutputHead", "UViT", "UViT_models"]
 
 
 class Block(nn.Module):
@@ -102,6 +109,17 @@ class Block(nn.Module):
         return self.body(self.fuse(x, skip))
 
 
+class OutputHead(nn.Module):
+    """An exit head of U-ViT: its own ``norm``, ``decoder_pred`` and ``final_layer``, shaped as the
+    model's shared ones (whose values it starts from)."""
+
+    def __init__(self, embed_dim: int, patch_dim: int, in_chans: int, conv: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(embed_dim)
+        self.decoder_pred = nn.Linear(embed_dim, patch_dim)
+        self.final_layer = nn.Conv2d(in_chans, in_chans, 3, padding=1) if conv else nn.Identity()
+
+
 class UViT(nn.Module):
     """U-ViT noise-prediction network whose decoder blocks are exitable.
 
@@ -123,6 +141,8 @@ class UViT(nn.Module):
         skip: long skip connections (``skip_linear`` in decoder blocks).
         class_dropout_prob: probability of replacing a label by the null label in training mode.
         has_null_label: whether the last label row is the null label of classifier-free guidance.
+        exit_heads: give every exit depth below ``depth // 2`` its own output head (see the module
+            docstring); each starts as a copy of the shared one.
     """
 
     arch = "uvit"
@@ -147,6 +167,7 @@ class UViT(nn.Module):
         skip: bool = True,
         class_dropout_prob: float = 0.0,
         has_null_label: bool = True,
+        exit_heads: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -176,6 +197,8 @@ class UViT(nn.Module):
             )
         if not 0.0 <= class_dropout_prob <= 1.0:
             raise ValueError(f"class_dropout_prob must lie in [0, 1], got {class_dropout_prob}")
+        if not isinstance(exit_heads, bool):
+            raise ValueError(f"exit_heads must be true or false, got {exit_heads!r}")
         if class_dropout_prob > 0 and not (conditional and has_null_label):
             raise ValueError(
                 "class_dropout_prob > 0 needs a null label: use num_classes > 0 with has_null_label=True"
@@ -185,7 +208,8 @@ class UViT(nn.Module):
         e, tokens = embed_dim, (img_size // patch_size) ** 2
         check_model_size(depth, (depth + 1) * (4 + 2 * mlp_ratio) * e * e + depth * e * e
                          + 8 * e * e + e * (2 * patch_size**2 * in_chans + tokens + 2
-                                            + max(num_classes, 0)))
+                                            + max(num_classes, 0))
+                         + (depth // 2 - 1 if exit_heads else 0) * e * (patch_size**2 * in_chans + 2))
         self.config: dict[str, Any] = dict(
             img_size=img_size,
             patch_size=patch_size,
@@ -204,6 +228,10 @@ class UViT(nn.Module):
             class_dropout_prob=float(class_dropout_prob),
             has_null_label=bool(has_null_label),
         )
+        if exit_heads:
+            # Recorded only when set, so every other model's config (and the keys derived from it)
+            # stays as it was.
+            self.config["exit_heads"] = True
         self.embed_dim = embed_dim
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -244,9 +272,13 @@ class UViT(nn.Module):
         self.patch_dim = patch_size**2 * in_chans
         self.decoder_pred = nn.Linear(embed_dim, self.patch_dim)
         self.final_layer = nn.Conv2d(in_chans, in_chans, 3, padding=1) if conv else nn.Identity()
+        self.exit_heads = nn.ModuleDict(
+            {str(k): OutputHead(embed_dim, self.patch_dim, in_chans, conv) for k in range(1, depth // 2)}
+        ) if exit_heads else None
 
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(self._init_weights)
+        self.init_exit_heads()
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -257,6 +289,23 @@ class UViT(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
+
+    def init_exit_heads(self) -> None:
+        """Set every exit head to a copy of the shared head (nothing without exit heads).
+
+        The model then computes what it computes without heads, so heads can be switched on for
+        trained weights (:func:`ase_search.models.add_exit_heads`) and trained from there.
+        """
+        for head in (self.exit_heads or {}).values():
+            for name in ("norm", "decoder_pred", "final_layer"):
+                getattr(head, name).load_state_dict(getattr(self, name).state_dict())
+
+    def exit_head(self, k: int) -> nn.Module:
+        """What holds the ``norm``, ``decoder_pred`` and ``final_layer`` applied after ``k`` decoder
+        blocks: head ``k`` with exit heads, else (and at the full depth) the model's own."""
+        if self.exit_heads is None or k == self.exit_depth:
+            return self
+        return self.exit_heads[str(k)]
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay by the official training recipe."""
@@ -334,21 +383,30 @@ class UViT(nn.Module):
         """Patch tokens per side of the (square) token grid."""
         return self.patch_embed.grid_size
 
-    def head(self, x: torch.Tensor) -> torch.Tensor:
+    def head(self, x: torch.Tensor, n_blocks: int | torch.Tensor | None = None) -> torch.Tensor:
         """Norm, ``decoder_pred`` on the patch tokens, unpatchify and the final layer.
 
         Args:
             x: (N, extras + L, D) output of the last decoder block.
+            n_blocks: the decoder blocks each sample ran whole, as in :meth:`forward`; with exit
+                heads it picks each sample's head (``None``: the full depth's, the shared one).
 
         Returns:
             (N, C, H, W).
         """
-        x = self.norm(x)
-        x = self.decoder_pred(x)  # (N, extras + L, p * p * C)
+        if self.exit_heads is None:
+            return self._predict(self, x)
+        return apply_exit_heads(lambda k, x: self._predict(self.exit_head(k), x), n_blocks,
+                                self.exit_depth, x)
+
+    def _predict(self, parts: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`head` with the ``norm``, ``decoder_pred`` and ``final_layer`` of ``parts``."""
+        x = parts.norm(x)
+        x = parts.decoder_pred(x)  # (N, extras + L, p * p * C)
         assert x.size(1) == self.extras + self.patch_embed.num_patches
         x = x[:, self.extras :, :]  # (N, L, p * p * C)
         x = unpatchify(x, self.patch_size, self.in_chans)  # (N, C, H, W)
-        return self.final_layer(x)  # (N, C, H, W)
+        return parts.final_layer(x)  # (N, C, H, W)
 
     def forward(
         self,
@@ -389,7 +447,7 @@ class UViT(nn.Module):
                     rows = plan.rows(i)  # the samples that still run this block whole
                     x = x.index_copy(0, rows, blk.body(x[rows]))
 
-        return self.head(x)  # (N, C, H, W)
+        return self.head(x, n_blocks)  # (N, C, H, W)
 
     def forward_with_cfg(
         self,
