@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ase_search.cli.diffusers import DiffusersOpt
 from ase_search.cli._app import (
     DEFAULT_STEPS,
     ArchOpt,
@@ -50,9 +51,10 @@ def eval_cmd(
         "--seeds", help="Number of seeds (seed, seed+1, ...); FID is mean +- std over them.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="First seed (common random numbers).")] = 0,
     data: Annotated[str, typer.Option(
-        "--data", help="FID reference: mnist (digit-classifier FID) or a folder of images "
-                       "(Inception-v3 FID, needs --fid-weights); with --vae, images at the "
-                       "decoded resolution.")] = "mnist",
+        "--data", "--fid-data", help="FID reference: mnist (digit-classifier FID) or a folder of "
+                       "images (Inception-v3 FID, needs --fid-weights); with --vae, images at the "
+                       "decoded resolution; with --diffusers also self (the full model's own "
+                       "samples from the same seeds).")] = "mnist",
     vae: Annotated[Path | None, typer.Option(
         "--vae", help="Latent models (DiT-XL/2): local diffusers AutoencoderKL folder that "
                       "decodes the samples to images before FID.")] = None,
@@ -69,8 +71,21 @@ def eval_cmd(
     device: DeviceOpt = "auto",
     tome_ratio: TomeRatioOpt = 0.0,
     tome_schedule: TomeScheduleOpt = None,
+    diffusers: DiffusersOpt = None,
 ) -> None:
     """FID of an exit schedule over seeds, with its block, cost-model and FLOP accelerations."""
+    if diffusers is not None:
+        from ase_search.cli.diffusers import eval_diffusers_cmd, refuse_options
+
+        refuse_options({"--checkpoint": checkpoint is not None, "--vae": vae is not None,
+                        "--timestep-spacing": timestep_spacing is not None, "--kid": kid,
+                        "--tome-ratio": tome_ratio != 0, "--arch": arch != "dit"})
+        return eval_diffusers_cmd(diffusers, schedule=schedule, sampler=sampler, steps=steps,
+                                  n=n, seeds=seeds, seed=seed, data=data,
+                                  fid_weights=fid_weights, cfg_scale=cfg_scale, grid=grid,
+                                  json_out=json_out, batch_size=batch_size, device=device)
+    if data == "self":
+        raise ValueError("--fid-data self (the full model's own samples) needs --diffusers")
     import json
 
     from rich.table import Table

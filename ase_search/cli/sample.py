@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ase_search.cli.diffusers import DiffusersOpt
 from ase_search.cli._app import (
     DEFAULT_STEPS,
     ArchOpt,
@@ -49,8 +50,18 @@ def sample_cmd(
     device: DeviceOpt = "auto",
     tome_ratio: TomeRatioOpt = 0.0,
     tome_schedule: TomeScheduleOpt = None,
+    diffusers: DiffusersOpt = None,
 ) -> None:
     """Sample with an exit schedule and save the images as a PNG grid."""
+    if diffusers is not None:
+        from ase_search.cli.diffusers import refuse_options, sample_diffusers_cmd
+
+        refuse_options({"--checkpoint": checkpoint is not None,
+                        "--timestep-spacing": timestep_spacing is not None,
+                        "--tome-ratio": tome_ratio != 0, "--arch": arch != "dit"})
+        return sample_diffusers_cmd(diffusers, schedule=schedule, sampler=sampler, steps=steps,
+                                    n=n, out=out, cfg_scale=cfg_scale, seed=seed,
+                                    batch_size=batch_size, device=device)
     import time
 
     from ase_search.measure import check_finite_samples

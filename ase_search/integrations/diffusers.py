@@ -59,12 +59,16 @@ from torch import nn
 from ase_search.schedule import ExitSchedule
 
 __all__ = [
+    "DiffusersMeasurement",
+    "DiffusersSamples",
     "EXIT_LAYOUTS",
     "ExitCall",
     "ExitLayout",
     "ExitScheduleState",
     "MARKER",
+    "POS_EMBED",
     "apply_exit_schedule",
+    "dit_scheduler_config",
     "dit_to_diffusers",
     "exit_blocks",
     "exit_schedule_state",
@@ -72,6 +76,7 @@ __all__ = [
     "load_scheduler",
     "load_transformer",
     "match_official_dit",
+    "measure_diffusers",
     "remove_exit_schedule",
     "sample_diffusers",
 ]
@@ -602,3 +607,108 @@ def sample_diffusers(
             pixel = channels in (1, 3)
             images.append((x.clamp(-1.0, 1.0) if pixel else x).float().cpu())
     return DiffusersSamples(torch.cat(images), labels, block_evals, calls)
+
+
+@dataclass(frozen=True)
+class DiffusersMeasurement:
+    """What :func:`measure_diffusers` measured for one schedule, seed by seed.
+
+    Attributes:
+        schedule: the schedule (``None``: the full model).
+        reference: ``"self"`` (the full model's samples with the same seeds) or a FID data spec.
+        metrics: per seed, ``{"fid": ...}`` plus ``"paired_rmse"`` against ``"self"``: the
+            root-mean-square pixel difference (images in ``[0, 1]``) of each sample and the full
+            model's sample from the same noise and label, averaged over the samples.
+        block_evals: exitable-block evaluations per sample.
+        full_block_evals: the full model's (depth x model calls).
+        images: the first seed's samples (at most 64), for a grid.
+    """
+
+    schedule: ExitSchedule | None
+    reference: str
+    metrics: list[dict[str, float]]
+    block_evals: int
+    full_block_evals: int
+    images: torch.Tensor
+
+    @property
+    def block_acceleration(self) -> float:
+        """Share of block evaluations skipped."""
+        return 1.0 - self.block_evals / self.full_block_evals
+
+    def mean(self, key: str = "fid") -> float:
+        return sum(m[key] for m in self.metrics) / len(self.metrics)
+
+    def std(self, key: str = "fid") -> float | None:
+        if len(self.metrics) < 2:
+            return None
+        values = [m[key] for m in self.metrics]
+        mu = sum(values) / len(values)
+        return (sum((v - mu) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def measure_diffusers(
+    transformer: nn.Module,
+    scheduler: Any,
+    schedule: ExitSchedule | None,
+    *,
+    steps: int,
+    n: int,
+    seeds: list[int] | range = (0,),
+    reference: str = "self",
+    cfg_scale: float = 1.0,
+    fid_config: Any = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> DiffusersMeasurement:
+    """FID of ``schedule`` on a diffusers DiT, sampled through :func:`sample_diffusers`.
+
+    The schedule is applied for the measurement and removed afterwards. With
+    ``reference="self"`` the full model samples the same seeds too (hooks off) and serves as the
+    reference: FID against those samples and the paired per-image distance. Any other
+    ``reference`` is a FID data spec (``"mnist"`` or a folder of images).
+
+    Raises:
+        ValueError: bad arguments, or a schedule that does not fit the model.
+        FloatingPointError: the model produced NaN/inf samples.
+    """
+    from ase_search.measure import check_finite_samples, fid_images
+    from ase_search.metrics.fid import compute_fid
+
+    if n < 2:
+        raise ValueError(f"n must be >= 2 samples per seed for FID, got {n}")
+    if not list(seeds):
+        raise ValueError("seeds must hold at least one seed")
+    if exit_schedule_state(transformer) is not None:
+        raise ValueError("the transformer already has an exit schedule; remove it first, "
+                         "measure_diffusers applies the schedule it measures")
+    depth = len(exit_blocks(transformer))
+    metrics, first, block_evals, calls = [], None, 0, 0
+    for seed in seeds:
+        full = None
+        if reference == "self" or schedule is None:
+            full = sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
+                                    cfg_scale=cfg_scale, batch_size=batch_size, device=device)
+            check_finite_samples(full.images)
+        if schedule is None:
+            out = full
+        else:
+            apply_exit_schedule(transformer, schedule)
+            try:
+                out = sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
+                                       cfg_scale=cfg_scale, batch_size=batch_size, device=device)
+            finally:
+                remove_exit_schedule(transformer)
+            check_finite_samples(out.images)
+        images = fid_images(out.images, None)
+        if reference == "self":
+            ref = fid_images(full.images, None)
+            result = compute_fid(images, reference=ref, config=fid_config)
+            diff = (out.images - full.images) / 2.0  # images in [0, 1]
+            result["paired_rmse"] = float(diff.flatten(1).pow(2).mean(1).sqrt().mean())
+        else:
+            result = compute_fid(images, reference=reference, config=fid_config)
+        metrics.append(result)
+        first = out.images[:64] if first is None else first
+        block_evals, calls = out.block_evals, out.model_calls
+    return DiffusersMeasurement(schedule, reference, metrics, block_evals, depth * calls, first)

@@ -244,7 +244,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return fid_statistics_to_metric(stats1, stats2, verbose=False)[KEY_METRIC_FID]
 
 
-def compute_fid(images: torch.Tensor, *, reference: str, config: FIDConfig | None = None) -> dict[str, float]:
+def compute_fid(images: torch.Tensor, *, reference: str | torch.Tensor,
+                config: FIDConfig | None = None) -> dict[str, float]:
     """FID of generated images against a reference data set (plus KID, precision/recall on request).
 
     Reference features and statistics are cached under ``config.cache_dir`` per (data set key,
@@ -254,7 +255,9 @@ def compute_fid(images: torch.Tensor, *, reference: str, config: FIDConfig | Non
     Args:
         images: generated images, uint8 ``(N, C, H, W)`` with ``C`` 1 or 3 and ``H == W``; N >= 2.
         reference: data set spec (``"mnist"`` or a folder of images), built at ``H`` x ``H`` with
-            ``C`` channels. 1-channel images are repeated to RGB for Inception-v3 only.
+            ``C`` channels, or a second uint8 image tensor shaped like ``images`` (e.g. the full
+            model's samples; its features are not cached). 1-channel images are repeated to RGB
+            for Inception-v3 only.
         config: metric settings; ``None`` for ``FIDConfig()`` (FID-MNIST).
 
     Returns:
@@ -283,13 +286,20 @@ def compute_fid(images: torch.Tensor, *, reference: str, config: FIDConfig | Non
     register_mnist_extractor()
     rgb = config.extractor == "inception-v3-compat"
     layer = config.feature_layer or DEFAULT_FEATURE_LAYER[config.extractor]
-    reference_images = _ReferenceImages(reference, resolution=h, channels=c, rgb=rgb)
-    cache_name = f"{dataset_key(reference, h)}-c{c}-w{_file_hash(weights)}"
+    if isinstance(reference, torch.Tensor):
+        if reference.dtype != torch.uint8 or reference.shape[1:] != images.shape[1:]:
+            raise MetricsError(f"a reference tensor must be uint8 shaped like the images "
+                               f"(N, {c}, {h}, {w}), got {reference.dtype} {tuple(reference.shape)}")
+        reference_images: Dataset = _UInt8Images(reference.cpu(), rgb=rgb)
+        cache_name = None
+    else:
+        reference_images = _ReferenceImages(reference, resolution=h, channels=c, rgb=rgb)
+        cache_name = f"{dataset_key(reference, h)}-c{c}-w{_file_hash(weights)}"
     kwargs: dict[str, Any] = dict(
         input1=_UInt8Images(images.cpu(), rgb=rgb),
         input2=reference_images,
         input2_cache_name=cache_name,
-        cache=True,
+        cache=cache_name is not None,
         cache_root=str(Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()),
         feature_extractor=config.extractor,
         feature_extractor_weights_path=str(weights),

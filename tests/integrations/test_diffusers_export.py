@@ -1,0 +1,174 @@
+"""The DiT testbed in diffusers form: conversion, a scheduler loop with a schedule, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ase_search.integrations.diffusers import (
+    apply_exit_schedule,
+    export_dit,
+    load_scheduler,
+    load_transformer,
+    remove_exit_schedule,
+    sample_diffusers,
+)
+from ase_search.schedule import ExitSchedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ASE = str(Path(sys.executable).with_name("ase-search"))
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ASE_SEARCH_THREADS": "1",
+       "PATH": "/usr/bin:/bin"}
+
+
+def _random_dit():
+    from ase_search.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("DiT-test")
+    with torch.no_grad():  # adaLN-Zero starts every block as the identity: make them all count
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def _inputs(model, n=6):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, model.in_channels, model.input_size, model.input_size, generator=g)
+    t = torch.randint(0, 1000, (n,), generator=g)
+    y = torch.randint(0, model.num_labels + 1, (n,), generator=g)  # the null label included
+    return x, t, y
+
+
+def test_converted_testbed_equals_native(tmp_path):
+    from diffusers import DDIMScheduler, DiTTransformer2DModel
+
+    from ase_search.testbed import load_model
+
+    native = load_model("dit")
+    export_dit(native, tmp_path / "dit", source="testbed")
+    converted = load_transformer(tmp_path / "dit")
+    x, t, y = _inputs(native)
+    with torch.no_grad():
+        want = native(x, t, y)
+        got = converted(x, timestep=t, class_labels=y, return_dict=False)[0]
+        # A plain from_pretrained keeps diffusers' own timestep frequencies: visibly different.
+        plain = DiTTransformer2DModel.from_pretrained(tmp_path / "dit", low_cpu_mem_usage=False)
+        stock = plain.eval()(x, timestep=t, class_labels=y, return_dict=False)[0]
+    assert got.shape == want.shape == (6, 2, 28, 28)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert (stock - want).abs().max() > 1e-2
+    scheduler = DDIMScheduler.from_pretrained(tmp_path / "dit")
+    assert scheduler.config.num_train_timesteps == 1000
+    assert scheduler.config.beta_schedule == "linear"
+    assert (scheduler.config.beta_start, scheduler.config.beta_end) == (1e-4, 0.02)
+
+
+def test_scheduler_loop_with_a_schedule_matches_the_native_sampler(tmp_path):
+    """A diffusers DDIM loop (CFG batches) through the hooks == ase-search's own DDIM sampler."""
+    from ase_search.samplers import SamplerConfig, sample
+
+    model = _random_dit()
+    export_dit(model, tmp_path / "tiny", source="test")
+    transformer, scheduler = load_transformer(tmp_path / "tiny"), load_scheduler(tmp_path / "tiny")
+    schedule = ExitSchedule("dit", 4, (0.0, 0.5, 1.0), (4, 1), "half")
+    state = apply_exit_schedule(transformer, schedule)
+    try:
+        out = sample_diffusers(transformer, scheduler, n=5, steps=4, seed=7, cfg_scale=2.0,
+                               batch_size=3)
+    finally:
+        remove_exit_schedule(transformer)
+    # DDIM-4, leading spacing: timesteps 750, 500, 250, 0 -> t >= 0.5 runs 1 block, below 4;
+    # two batches (3 + 2 samples), each call one CFG batch.
+    assert [int(t) for t in scheduler.timesteps] == [750, 500, 250, 0]
+    assert [c.evaluated for c in state.calls] == [1, 1, 4, 4] * 2
+    assert out.block_evals == 10 and out.model_calls == 4
+    native = sample(model, sampler=SamplerConfig(name="ddim", steps=4, cfg_scale=2.0),
+                    schedule=schedule, n=5, seed=7, batch_size=3)
+    assert torch.equal(out.labels, native.labels)
+    assert native.block_evals == out.block_evals
+    torch.testing.assert_close(out.images, native.images, rtol=0, atol=1e-4)
+
+
+def test_export_refuses_a_non_dit(tmp_path):
+    from ase_search.models import create_model
+
+    with pytest.raises(ValueError, match="only DiT"):
+        export_dit(create_model("U-ViT-T"), tmp_path / "u", source="test")
+    assert not (tmp_path / "u").exists()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "dit-t"
+    run = subprocess.run([ASE, "export-diffusers", "--arch", "dit", "-o", str(out)],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json",
+            "ase_search.json"} <= {p.name for p in out.iterdir()}
+    return out
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([ASE, *args], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def _one_error_line(run: subprocess.CompletedProcess) -> str:
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, run.stderr
+    return lines[0]
+
+
+def test_export_into_a_used_folder_is_refused(exported):
+    before = sorted(p.name for p in exported.iterdir())
+    line = _one_error_line(_cli("export-diffusers", "-o", str(exported)))
+    assert "not empty" in line
+    assert sorted(p.name for p in exported.iterdir()) == before
+
+
+def test_depth_mismatch_is_one_line(exported, tmp_path):
+    schedule = tmp_path / "deep.json"
+    ExitSchedule("dit", 28, (0.0, 0.5, 1.0), (28, 14), "deep").to_json(schedule)
+    line = _one_error_line(_cli("sample", "--diffusers", str(exported), "--schedule",
+                                str(schedule), "--n", "2", "-o", str(tmp_path / "g.png")))
+    assert "28" in line and "12" in line
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_fid_data_self_needs_diffusers():
+    line = _one_error_line(_cli("eval", "--fid-data", "self", "--n", "8"))
+    assert "--diffusers" in line
+
+
+def test_eval_self_reference(exported, tmp_path):
+    """Full model against itself: FID 0 and no paired distance; D4 skips what it should."""
+    out = {}
+    for name in ("full", "D4"):
+        run = _cli("eval", "--diffusers", str(exported), "--schedule", name, "--fid-data", "self",
+                   "--n", "16", "--steps", "2", "--json", str(tmp_path / f"{name}.json"),
+                   "--grid", str(tmp_path / f"{name}.png"))
+        assert run.returncode == 0, run.stderr
+        out[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert out["full"]["metrics"][0]["paired_rmse"] == 0.0
+    assert out["full"]["metrics"][0]["fid"] == pytest.approx(0.0, abs=1e-3)
+    # DDIM-2, leading: timesteps 500 and 0. D4 at depth 12: [0.4, 0.6) runs 9 blocks, [0, 0.2) 12.
+    assert out["D4"]["block_evals"] == 9 + 12 and out["D4"]["full_block_evals"] == 24
+    assert out["D4"]["metrics"][0]["paired_rmse"] > 0.0
+
+
+def test_sample_with_diffusers(exported, tmp_path):
+    run = _cli("sample", "--diffusers", str(exported), "--schedule", "D4", "--n", "4",
+               "--steps", "2", "--cfg-scale", "1.5", "-o", str(tmp_path / "g.png"))
+    assert run.returncode == 0, run.stderr
+    assert "21/24 block evaluations" in run.stdout
+    assert (tmp_path / "g.png").is_file()
