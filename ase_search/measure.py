@@ -2,10 +2,11 @@
 
 Two things live here and nowhere else:
 
-* :func:`blocks_per_call`: how many exitable blocks the model runs at each of a sampler's calls.
-  A call at timestep ``s`` of a ``T``-step process is at time ``t = s / T`` and runs
-  ``schedule.blocks_at(t)`` blocks. Every block count, cost prediction and FLOP share is built
-  on it.
+* :func:`call_plan` and :func:`blocks_per_call`: how many exitable blocks the model runs at each
+  of a sampler's calls. A call at timestep ``s`` of a ``T``-step process is at time ``t = s / T``
+  and runs ``schedule.blocks_at(t)`` blocks, or all of them when it is a block-reuse refresh (see
+  :mod:`ase_search.schedule`). The sampler runs the plan; every block count, cost prediction and
+  FLOP share is built on it.
 * :func:`measure_schedule`: schedule -> samples (common random numbers) -> decoded images (latent
   models) -> FID -> predicted cost. :func:`ase_search.evaluate.evaluate`, every search trial and
   the benchmarks' cells call it.
@@ -32,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from ase_search.schedule import ExitSchedule, preset
 
@@ -49,10 +50,12 @@ __all__ = [
     "GRID_SAMPLES",
     "Calls",
     "Measurement",
+    "PlannedCall",
     "QUALITY_N",
     "SampleQuality",
     "block_acceleration",
     "blocks_per_call",
+    "call_plan",
     "call_timesteps",
     "check_fid_reference",
     "check_finite_samples",
@@ -87,11 +90,30 @@ def call_timesteps(sampler: Calls, num_timesteps: int = 1000) -> list[float]:
     return [float(s) for s in sampler]
 
 
-def blocks_per_call(schedule: ExitSchedule, sampler: Calls, num_timesteps: int = 1000) -> list[int]:
-    """Exitable blocks the model runs at each of a sampler's calls, in calling order.
+class PlannedCall(NamedTuple):
+    """One model call of a sampling run.
 
-    A call at timestep ``s`` runs ``schedule.blocks_at(s / T)`` blocks (the binning of the
-    official ASE code).
+    Attributes:
+        count: the block count of the call's interval.
+        reuse: whether the interval is a ``reuse`` one.
+        refresh: (``reuse`` only) the call runs all blocks and stores the residual of the blocks
+            past ``count``; the other calls of a ``reuse`` interval run ``count`` blocks and add
+            it, those of a ``skip`` interval run ``count`` blocks.
+    """
+
+    count: int
+    reuse: bool
+    refresh: bool
+
+
+def call_plan(schedule: ExitSchedule, sampler: Calls,
+              num_timesteps: int = 1000) -> list[PlannedCall]:
+    """What the model runs at each of a sampler's calls, in calling order.
+
+    A call at timestep ``s`` is in interval ``schedule.interval_of(s / T)`` (the binning of the
+    official ASE code) and runs its count. In a ``reuse`` interval, the consecutive calls in it are
+    numbered ``j = 0, 1, ...`` from the first one and call ``j`` refreshes when ``j % period == 0``,
+    so the first call after entering the interval (whose cache is empty) always refreshes.
 
     Args:
         schedule: the exit schedule.
@@ -104,7 +126,33 @@ def blocks_per_call(schedule: ExitSchedule, sampler: Calls, num_timesteps: int =
     """
     if not isinstance(schedule, ExitSchedule):
         raise ValueError(f"schedule must be an ExitSchedule, got {type(schedule).__name__}")
-    return [schedule.blocks_at(s / num_timesteps) for s in call_timesteps(sampler, num_timesteps)]
+    plan, previous, j = [], None, 0
+    for s in call_timesteps(sampler, num_timesteps):
+        k = schedule.interval_of(s / num_timesteps)
+        j = j + 1 if k == previous else 0
+        previous = k
+        reuse = schedule.modes[k] == "reuse"
+        plan.append(PlannedCall(schedule.blocks[k], reuse, reuse and j % schedule.periods[k] == 0))
+    return plan
+
+
+def blocks_per_call(schedule: ExitSchedule, sampler: Calls, num_timesteps: int = 1000) -> list[int]:
+    """Exitable blocks the model runs at each of a sampler's calls, in calling order.
+
+    A call runs its interval's count, ``schedule.blocks_at(s / T)`` at timestep ``s``, except a
+    block-reuse refresh, which runs all ``depth`` blocks (:func:`call_plan`).
+
+    Args:
+        schedule: the exit schedule.
+        sampler: a :class:`~ase_search.samplers.SamplerConfig`, or its calls' timesteps.
+        num_timesteps: ``T``, the training process's number of timesteps.
+
+    Raises:
+        ValueError: ``schedule`` is not an :class:`ExitSchedule`, or a timestep lies outside
+            ``[0, T]``.
+    """
+    return [schedule.depth if call.refresh else call.count
+            for call in call_plan(schedule, sampler, num_timesteps)]
 
 
 def block_acceleration(schedule: ExitSchedule, sampler: Calls, num_timesteps: int = 1000) -> float:

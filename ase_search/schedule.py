@@ -8,10 +8,39 @@ For DiT every block is exitable and blocks are dropped from the end; for U-ViT o
 Interval ``k`` is ``[boundaries[k], boundaries[k + 1])``; the last interval also contains
 ``t = 1``. A discrete timestep index ``i`` of a ``T``-step training process maps to ``t = i / T``,
 the binning used by the official ASE code.
+
+Block reuse (issue #16). Each interval also has a *mode* and a refresh *period* ``r >= 1``:
+
+* ``skip`` (the paper's, and every preset's): the blocks past the interval's count are not run and
+  add nothing.
+* ``reuse``: the blocks past the count are not run either, but add the residual they added at the
+  interval's last *refresh* call. The calls a sampling run makes in the interval are numbered from
+  the first one (a run of consecutive calls: leaving the interval and entering it again starts the
+  numbering again); call ``j`` is a refresh when ``j % r == 0``. A refresh runs every block, so its
+  output is the full model's, and stores the residual per sample (and per guidance branch, whose
+  doubled batch is one batch to the model). Entering an interval starts with an empty cache (a
+  residual past count ``k`` is only valid for count ``k``), so the first call of every reuse
+  interval is a refresh; ``r = 1`` is the full model.
+
+  The residual, per architecture (``ase_search/models``):
+
+  * DiT: the hidden state after all blocks minus the hidden state after block ``count``; a reuse
+    call runs the first ``count`` blocks and adds it.
+  * U-ViT: per decoder block past the count, what its attention and MLP added at the refresh
+    (``body(z) - z`` with ``z`` its ``skip_linear`` output). A reuse call runs the first ``count``
+    decoder blocks whole; each later one applies its ``skip_linear`` to the current state and the
+    current step's encoder skip, exactly as a dropped block does, and adds its stored residual.
+    Stored per block rather than as one end-to-end difference because the end-to-end one would need
+    the exit path's ``skip_linear`` layers run next to the full decoder at each refresh, so a refresh
+    would cost more than a full call; per block, a refresh costs exactly one full call.
+
+A refresh call counts as a full-depth call everywhere (block evaluations, the cost model), and the
+sampler follows the same plan: :func:`ase_search.measure.call_plan` is where calls become counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,6 +53,7 @@ from ase_search.files import atomic_write_text
 __all__ = [
     "ARCHS",
     "REFERENCE_DEPTH",
+    "MODES",
     "SCHEMA_VERSION",
     "ExitSchedule",
     "ScheduleError",
@@ -32,7 +62,10 @@ __all__ = [
     "scale_blocks",
 ]
 
-SCHEMA_VERSION = 1
+# Version 2 added the per-interval ``modes`` and ``periods``; version-1 files load as all ``skip``.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MODES = ("skip", "reuse")
 ARCHS = ("dit", "uvit")
 # Exitable depth the paper's presets were written for: DiT-XL/2 has 28 blocks, U-ViT-S/4 (CelebA 64)
 # has 6 decoder blocks.
@@ -77,6 +110,10 @@ class ExitSchedule:
         blocks: ``K`` block counts in ``[1, depth]``, one per interval.
         name: a label for tables and reports.
         metadata: free-form provenance (study, trial, metrics, ...), kept through JSON.
+        modes: per interval, ``"skip"`` or ``"reuse"`` (see the module docstring); empty means all
+            ``"skip"``.
+        periods: per interval, the refresh period ``r >= 1`` of a ``reuse`` interval (ignored by
+            ``skip`` intervals, where it must be 1); empty means all 1.
     """
 
     arch: str
@@ -85,6 +122,8 @@ class ExitSchedule:
     blocks: tuple[int, ...]
     name: str = "custom"
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    modes: tuple[str, ...] = field(default=(), kw_only=True)
+    periods: tuple[int, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
@@ -122,6 +161,33 @@ class ExitSchedule:
                     f"blocks[{k}] = {n} is outside [1, depth={self.depth}] for interval "
                     f"[{b[k]}, {b[k + 1]})"
                 )
+        self._check_reuse()
+
+    def _check_reuse(self) -> None:
+        """Fill the default modes and periods, then validate them (the message names the field)."""
+        K = len(self.blocks)
+        for key in ("modes", "periods"):
+            if isinstance(getattr(self, key), (str, bytes)):
+                raise ScheduleError(f"{key} must be a list with one entry per interval, got "
+                                    f"{getattr(self, key)!r}")
+        modes = tuple(self.modes) if self.modes else ("skip",) * K
+        periods = tuple(self.periods) if self.periods else (1,) * K
+        for key, values in (("modes", modes), ("periods", periods)):
+            if len(values) != K:
+                raise ScheduleError(
+                    f"{key} needs one entry per interval: {K} intervals but {len(values)} {key}")
+        for k, mode in enumerate(modes):
+            if mode not in MODES:
+                raise ScheduleError(f"modes[{k}] = {mode!r} is not a mode; use one of {list(MODES)}")
+        for k, r in enumerate(periods):
+            if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+                raise ScheduleError(f"periods[{k}] = {r!r} must be an integer >= 1 (the refresh "
+                                    f"period of a reuse interval)")
+            if modes[k] == "skip" and r != 1:
+                raise ScheduleError(f"periods[{k}] = {r} but interval {k} is a skip interval; a "
+                                    f"period > 1 needs modes[{k}] = 'reuse'")
+        object.__setattr__(self, "modes", modes)
+        object.__setattr__(self, "periods", periods)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -132,6 +198,11 @@ class ExitSchedule:
     def is_full(self) -> bool:
         """Whether every interval runs all ``depth`` blocks (no early exit anywhere)."""
         return all(k == self.depth for k in self.blocks)
+
+    @property
+    def reuses(self) -> bool:
+        """Whether some interval reuses residuals (else every call runs exactly its count)."""
+        return "reuse" in self.modes
 
     def interval_of(self, t: float) -> int:
         """Index of the interval holding ``t`` (``t = 1`` belongs to the last one)."""
@@ -171,23 +242,38 @@ class ExitSchedule:
             if self.name.endswith(DATA_EASY_SUFFIX)
             else self.name + DATA_EASY_SUFFIX
         )
-        return ExitSchedule(self.arch, self.depth, boundaries, tuple(reversed(self.blocks)), name)
+        return ExitSchedule(self.arch, self.depth, boundaries, tuple(reversed(self.blocks)), name,
+                            modes=tuple(reversed(self.modes)),
+                            periods=tuple(reversed(self.periods)))
 
     def merged(self) -> ExitSchedule:
-        """An equivalent schedule with adjacent equal-count intervals merged."""
-        bounds, counts = [self.boundaries[0]], []
-        for k, n in enumerate(self.blocks):
-            if counts and counts[-1] == n:
+        """An equivalent schedule with adjacent equal-count ``skip`` intervals merged.
+
+        ``reuse`` intervals are never merged: entering one restarts its refresh numbering, so two
+        adjacent ones do not run like one.
+        """
+        bounds, counts, modes, periods = [self.boundaries[0]], [], [], []
+        for k, (n, mode, r) in enumerate(zip(self.blocks, self.modes, self.periods)):
+            if counts and counts[-1] == n and mode == modes[-1] == "skip":
                 bounds[-1] = self.boundaries[k + 1]
             else:
                 counts.append(n)
+                modes.append(mode)
+                periods.append(r)
                 bounds.append(self.boundaries[k + 1])
         return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(counts), self.name,
-                            dict(self.metadata))
+                            dict(self.metadata), modes=tuple(modes), periods=tuple(periods))
 
     def with_metadata(self, **metadata: Any) -> ExitSchedule:
-        return ExitSchedule(self.arch, self.depth, self.boundaries, self.blocks, self.name,
-                            {**self.metadata, **metadata})
+        return dataclasses.replace(self, metadata={**self.metadata, **metadata})
+
+    def with_reuse(self, period: int, name: str | None = None) -> ExitSchedule:
+        """The same counts with every exiting interval (count < depth) in ``reuse`` mode at
+        refresh period ``period``; full-depth intervals stay ``skip`` (they skip nothing)."""
+        modes = tuple("reuse" if n < self.depth else "skip" for n in self.blocks)
+        periods = tuple(period if m == "reuse" else 1 for m in modes)
+        return dataclasses.replace(self, name=name or f"{self.name}-reuse{period}",
+                                   metadata=dict(self.metadata), modes=modes, periods=periods)
 
     # ---------------------------------------------------------------- JSON I/O
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +284,8 @@ class ExitSchedule:
             "depth": self.depth,
             "boundaries": list(self.boundaries),
             "blocks": list(self.blocks),
+            "modes": list(self.modes),
+            "periods": list(self.periods),
             "metadata": self.metadata,
         }
 
@@ -206,20 +294,23 @@ class ExitSchedule:
         if not isinstance(data, dict):
             raise ScheduleError(f"a schedule must be a JSON object, got {type(data).__name__}")
         version = data.get("version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
             raise ScheduleError(
                 f"version: unknown schedule version {version!r}; this ase-search reads "
-                f"version {SCHEMA_VERSION}"
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}"
             )
         missing = [k for k in ("arch", "depth", "boundaries", "blocks") if k not in data]
         if missing:
             raise ScheduleError(f"missing field(s): {', '.join(missing)}")
-        unknown = set(data) - {"version", "name", "arch", "depth", "boundaries", "blocks",
-                               "metadata"}
+        known = {"version", "name", "arch", "depth", "boundaries", "blocks", "metadata"}
+        if version >= 2:  # version 1 had no reuse: its intervals all skip
+            known |= {"modes", "periods"}
+        unknown = set(data) - known
         if unknown:
-            raise ScheduleError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        for key in ("boundaries", "blocks"):
-            if not isinstance(data[key], list):
+            raise ScheduleError(f"unknown field(s) for version {version}: "
+                                f"{', '.join(sorted(unknown))}")
+        for key in ("boundaries", "blocks", "modes", "periods"):
+            if key in data and not isinstance(data[key], list):
                 raise ScheduleError(f"{key} must be a list, got {type(data[key]).__name__}")
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                    for x in data["boundaries"]):
@@ -239,6 +330,8 @@ class ExitSchedule:
             blocks=tuple(data["blocks"]),
             name=name,
             metadata=metadata,
+            modes=tuple(data.get("modes", ())),
+            periods=tuple(data.get("periods", ())),
         )
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
@@ -276,8 +369,9 @@ class ExitSchedule:
     # -------------------------------------------------------------- displaying
     def describe(self) -> str:
         parts = [
-            f"[{lo:g},{hi:g}):{n}"
-            for lo, hi, n in zip(self.boundaries, self.boundaries[1:], self.blocks)
+            f"[{lo:g},{hi:g}):{n}" + (f" reuse/{r}" if mode == "reuse" else "")
+            for lo, hi, n, mode, r in zip(self.boundaries, self.boundaries[1:], self.blocks,
+                                          self.modes, self.periods)
         ]
         return " ".join(parts)
 

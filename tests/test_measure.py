@@ -11,6 +11,7 @@ import torch
 from ase_search.measure import (
     block_acceleration,
     blocks_per_call,
+    call_plan,
     fid_images,
     measure_sample_quality,
     measure_schedule,
@@ -65,6 +66,37 @@ def test_blocks_per_call_refuses_what_is_not_a_schedule_or_calls() -> None:
         blocks_per_call("D4", SamplerConfig("ddim", 10))
     with pytest.raises(ValueError, match="sampler must be a SamplerConfig or a list"):
         blocks_per_call(preset("D4", "dit"), "ddim")
+
+
+def test_call_plan_of_reuse_by_hand() -> None:
+    # D4 at depth 12 is 12, 10, 9, 7, 5 over the fifths of t; with_reuse(2) reuses every exiting
+    # interval. DDIM-10 calls at 900, 800, ..., 0: two calls per interval, the first a refresh.
+    r2 = preset("D4", "dit", 12).with_reuse(2)
+    plan = call_plan(r2, SamplerConfig("ddim", 10))
+    assert [c.count for c in plan] == [5, 5, 7, 7, 9, 9, 10, 10, 12, 12]
+    assert [c.reuse for c in plan] == [True] * 8 + [False] * 2
+    assert [c.refresh for c in plan] == [True, False] * 4 + [False, False]
+    # A refresh runs (and costs) every block.
+    assert blocks_per_call(r2, SamplerConfig("ddim", 10)) == [12, 5, 12, 7, 12, 9, 12, 10, 12, 12]
+    # r = 3 over four calls in one interval (DDIM-20: 950, 900, 850, 800): calls 0 and 3 refresh.
+    r3 = preset("D4", "dit", 12).with_reuse(3)
+    assert [c.refresh for c in call_plan(r3, [950, 900, 850, 800])] == [True, False, False, True]
+    # Leaving an interval and entering it again starts with an empty cache: a refresh.
+    assert [c.refresh for c in call_plan(r2, [900, 700, 900, 850])] == [True, True, True, False]
+    # Skip schedules never refresh: their counts are the plain lookups.
+    d4 = preset("D4", "dit", 12)
+    assert [c.refresh or c.reuse for c in call_plan(d4, SamplerConfig("ddim", 10))] == [False] * 10
+    assert blocks_per_call(d4, SamplerConfig("ddim", 10)) == [5, 5, 7, 7, 9, 9, 10, 10, 12, 12]
+
+
+def test_cost_model_counts_a_refresh_as_a_full_call() -> None:
+    r2 = preset("D4", "dit", DEPTH).with_reuse(2)  # DEPTH 4: 4, 3, 3, 2, 2
+    cost = CostModel(arch="dit", depth=DEPTH, fixed=3.0, block=2.0, dropped=0.5, batch_size=1,
+                     device="cpu", components={})
+    # DDIM-10 by hand: per fifth (noise first) a refresh (all 4 blocks: 3 + 4 * 2) then a reuse
+    # call at the count (3 + k * 2 + (4 - k) * 0.5), k = 2, 2, 3, 3; the last fifth is full twice.
+    hand = sum(11 + 3 + k * 2 + (4 - k) * 0.5 for k in (2, 2, 3, 3)) + 2 * 11
+    assert cost.latency(r2, SamplerConfig("ddim", 10)) == pytest.approx(hand)
 
 
 def test_sampling_runs_the_counted_blocks(dit) -> None:

@@ -207,3 +207,93 @@ def test_schedule_file_has_normal_permissions(tmp_path, umask) -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(ScheduleError, match="unknown preset 'D2'"):
         preset("D2", "dit")
+
+
+# ------------------------------------------------------------------ block reuse (issue #16)
+reuse_schedules = st.integers(1, 6).flatmap(
+    lambda k: st.tuples(
+        st.integers(1, 30),
+        st.lists(st.floats(0.001, 0.999), min_size=k - 1, max_size=k - 1, unique=True),
+        st.lists(st.integers(1, 1000), min_size=k, max_size=k),
+        st.lists(st.sampled_from(["skip", "reuse"]), min_size=k, max_size=k),
+        st.lists(st.integers(1, 9), min_size=k, max_size=k),
+    )
+)
+
+
+@given(reuse_schedules)
+@settings(max_examples=60, deadline=None)
+def test_reuse_json_round_trip(parts) -> None:
+    depth, inner, raw_blocks, modes, raw_periods = parts
+    periods = [r if m == "reuse" else 1 for m, r in zip(modes, raw_periods)]
+    s = ExitSchedule("dit", depth, (0.0, *sorted(inner), 1.0),
+                     tuple(1 + (b - 1) % depth for b in raw_blocks), "r",
+                     modes=tuple(modes), periods=tuple(periods))
+    data = json.loads(s.to_json())
+    assert data["version"] == 2 and data["modes"] == modes and data["periods"] == periods
+    back = ExitSchedule.from_json(s.to_json())
+    assert back == s and back.modes == tuple(modes) and back.periods == tuple(periods)
+
+
+def test_defaults_and_presets_skip_everywhere() -> None:
+    s = ExitSchedule("dit", 12, (0.0, 0.5, 1.0), (12, 6))
+    assert s.modes == ("skip", "skip") and s.periods == (1, 1) and not s.reuses
+    for arch in ("dit", "uvit"):
+        for name in preset_names(arch):
+            p = preset(name, arch)
+            assert set(p.modes) == {"skip"} and set(p.periods) == {1}, name
+
+
+def test_version_1_file_loads_as_all_skip(tmp_path) -> None:
+    # A version-1 file as ase-search wrote it before issue #16 (no modes, no periods).
+    v1 = {"version": 1, "name": "D4", "arch": "dit", "depth": 28,
+          "boundaries": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "blocks": [28, 24, 20, 16, 12],
+          "metadata": {"trial": 7}}
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(v1))
+    s = ExitSchedule.from_json(path)
+    assert s == preset("D4", "dit") and s.modes == ("skip",) * 5 and s.periods == (1,) * 5
+    # Version 1 knows no reuse: its fields are unknown there.
+    with pytest.raises(ScheduleError, match="unknown field.*modes"):
+        ExitSchedule.from_json(json.dumps({**v1, "modes": ["skip"] * 5}))
+
+
+def test_with_reuse_mirrored_and_merged_keep_modes() -> None:
+    d4 = preset("D4", "dit", 12)  # 12 10 9 7 5
+    r = d4.with_reuse(3)
+    assert r.modes == ("skip", "reuse", "reuse", "reuse", "reuse")
+    assert r.periods == (1, 3, 3, 3, 3) and r.blocks == d4.blocks and r.reuses
+    m = r.mirrored()
+    assert m.modes == tuple(reversed(r.modes)) and m.periods == tuple(reversed(r.periods))
+    assert m.mirrored() == r
+    # Adjacent equal-count skip intervals merge; reuse intervals never do (entering one restarts
+    # its refresh numbering).
+    two = ExitSchedule("dit", 12, (0.0, 0.25, 0.5, 0.75, 1.0), (6, 6, 6, 6),
+                       modes=("skip", "skip", "reuse", "reuse"), periods=(1, 1, 2, 2))
+    merged = two.merged()
+    assert merged.boundaries == (0.0, 0.5, 0.75, 1.0) and merged.blocks == (6, 6, 6)
+    assert merged.modes == ("skip", "reuse", "reuse") and merged.periods == (1, 2, 2)
+    assert "reuse/3" in r.describe() and "reuse" not in d4.describe()
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"modes": ["skip", "reuse", "reuse", "cache", "skip"]},
+         r"modes\[3\] = 'cache' is not a mode"),
+        ({"modes": ["skip", "reuse"]}, "modes needs one entry per interval"),
+        ({"modes": "reuse"}, "modes must be a list"),
+        ({"modes": [1, 2, 3, 4, 5]}, r"modes\[0\] = 1 is not a mode"),
+        ({"modes": ["reuse"] * 5, "periods": [1, 2, 0, 1, 1]},
+         r"periods\[2\] = 0 must be an integer >= 1"),
+        ({"modes": ["reuse"] * 5, "periods": [1, 2, 2.5, 1, 1]},
+         r"periods\[2\] = 2.5 must be an integer >= 1"),
+        ({"modes": ["reuse"] * 5, "periods": [1, True, 1, 1, 1]},
+         r"periods\[1\] = True must be an integer"),
+        ({"periods": [1, 1, 1, 1, 1, 1]}, "periods needs one entry per interval"),
+        ({"periods": [1, 2, 1, 1, 1]}, r"periods\[1\] = 2 but interval 1 is a skip interval"),
+    ],
+)
+def test_malformed_reuse_fields_are_rejected_with_the_field_named(patch, message) -> None:
+    with pytest.raises(ScheduleError, match=message):
+        ExitSchedule.from_json(json.dumps({**GOOD, **patch}))

@@ -9,6 +9,10 @@ reads the output of block ``k`` directly. A per-sample ``n_blocks`` tensor runs 
 the samples whose count exceeds ``i``, so a batch mixing timesteps costs only the blocks it uses
 and each sample's output and gradient equal those of running it alone.
 
+Block reuse (``reuse=``, a :class:`~ase_search.models.layers.BlockReuse` carried by the sampler): a
+refresh call runs every block and stores, per sample, the hidden state after all blocks minus the
+hidden state after block ``n_blocks``; any other call runs ``n_blocks`` blocks and adds it back.
+
 Exit heads (``exit_heads=True``, not in the paper): each exit depth ``k < depth`` gets its own final
 layer, ``exit_heads[str(k)]``, started as a copy of the shared ``final_layer`` (which stays the head
 of the full depth, so the official state-dict keys are unchanged); a sample that ran ``k`` blocks
@@ -26,6 +30,7 @@ import torch.nn as nn
 
 from ase_search.models.layers import (
     Attention,
+    BlockReuse,
     Mlp,
     PatchEmbed,
     apply_exit_heads,
@@ -363,6 +368,7 @@ class DiT(nn.Module):
         t: torch.Tensor,
         y: torch.Tensor | None = None,
         n_blocks: int | torch.Tensor | None = None,
+        reuse: BlockReuse | None = None,
     ) -> torch.Tensor:
         """Forward pass of DiT, exiting after ``n_blocks`` blocks.
 
@@ -372,6 +378,7 @@ class DiT(nn.Module):
             y: (N,) class labels; ``None`` means the null label (requires ``class_dropout_prob > 0``).
             n_blocks: ``None`` (all blocks), an int in ``[1, depth]``, or an (N,) integer tensor of
                 per-sample counts.
+            reuse: block reuse (see the module docstring); ``None`` adds nothing past the count.
 
         Returns:
             (N, C_out, H, W); ``C_out = 2 * C`` when ``learn_sigma``.
@@ -384,16 +391,27 @@ class DiT(nn.Module):
             y = torch.full((N,), self.null_class, dtype=torch.long, device=x.device)
         check_labels(y, N, self.y_embedder.embedding_table.num_embeddings)
         plan = resolve_n_blocks(n_blocks, N, self.exit_depth, x.device)
+        refresh = reuse is not None and reuse.refresh
+        run = plan if reuse is None else reuse.runs(plan, self.exit_depth)  # refresh: every block
 
         x, c = self.embed(x, t, y)  # (N, T, D), (N, D)
-        for i, block in enumerate(self.blocks[: plan.total]):
-            rows = plan.rows(i)
+        exited = x  # on a refresh: each sample's state after its own n_blocks blocks
+        for i, block in enumerate(self.blocks[: run.total]):
+            rows = run.rows(i)
             if rows is None:
                 x = block(x, c)  # (N, T, D)
             else:
                 # Only the samples with n_blocks > i run block i; the others carry x through.
                 x = x.index_copy(0, rows, block(x[rows], c[rows]))  # (N, T, D)
-        return self.head(x, c, n_blocks)  # (N, out_channels, H, W)
+            if refresh and plan.full <= i + 1 <= plan.total:
+                at = plan.counts(N, x.device) == i + 1  # (N,) samples whose count is i + 1
+                exited = torch.where(at[:, None, None], x, exited)  # (N, T, D)
+        if refresh:
+            reuse.store("past", plan, x - exited)  # (N, T, D)
+        elif reuse is not None:
+            x = x + reuse.residual("past", plan, N, x.device)  # (N, T, D)
+        # With reuse, x stands for the full depth's state: the full depth's head reads it.
+        return self.head(x, c, n_blocks if reuse is None else None)  # (N, out_channels, H, W)
 
     def forward_with_cfg(
         self,

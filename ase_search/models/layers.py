@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "Attention",
+    "BlockReuse",
     "ExitPlan",
     "Mlp",
     "MAX_DEPTH",
@@ -293,6 +294,12 @@ class ExitPlan:
             return None
         return torch.nonzero(self.per_sample > i).squeeze(1)  # (N_active,)
 
+    def counts(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """(N,) long block count of every sample."""
+        if self.per_sample is not None:
+            return self.per_sample
+        return torch.full((batch_size,), self.full, dtype=torch.long, device=device)
+
 
 def resolve_n_blocks(
     n_blocks: int | torch.Tensor | None, batch_size: int, exit_depth: int, device: torch.device
@@ -371,6 +378,60 @@ def apply_exit_heads(
 
 
 #################################################################################
+#                                  Block reuse                                  #
+#################################################################################
+
+
+class BlockReuse:
+    """The block-reuse cache of one sampling trajectory (``reuse`` intervals, issue #16).
+
+    The sampler makes a fresh one for each batch trajectory, so nothing carries over between runs,
+    seeds or batches, and sets :attr:`refresh` before every call from
+    :func:`ase_search.measure.call_plan`. A model's forward with ``reuse=`` this object runs every
+    block on a refresh call and stores, per sample (guidance's doubled batch is one batch here, so
+    per branch too), the residual of the blocks past the sample's count; on any other call it runs
+    the count and adds that residual. What the residual is belongs to each model (see
+    :mod:`ase_search.schedule`); DiT stores one, under ``"past"``, U-ViT one per decoder block.
+
+    Attributes:
+        refresh: whether the next call is a refresh.
+    """
+
+    def __init__(self) -> None:
+        self.refresh = True
+        self._counts: torch.Tensor | None = None  # (N,) the counts the residuals are valid for
+        self._residuals: dict[Any, torch.Tensor] = {}
+
+    def runs(self, plan: ExitPlan, exit_depth: int) -> ExitPlan:
+        """The blocks the model runs on this call: all of them on a refresh, else ``plan``'s."""
+        return ExitPlan(exit_depth, exit_depth) if self.refresh else plan
+
+    def store(self, key: Any, plan: ExitPlan, residual: torch.Tensor) -> None:
+        """Keep ``residual`` (N, ...) for the counts of ``plan``; a refresh calls it."""
+        counts = plan.counts(residual.shape[0], residual.device)
+        if self._counts is None or not torch.equal(self._counts, counts):
+            self._residuals = {}  # residuals past other counts are no longer valid
+        self._counts = counts
+        self._residuals[key] = residual
+
+    def residual(self, key: Any, plan: ExitPlan, batch_size: int,
+                 device: torch.device) -> torch.Tensor:
+        """The residual stored under ``key`` at the last refresh, checked against ``plan``.
+
+        Raises:
+            ValueError: no refresh stored it, or it was stored for other block counts.
+        """
+        counts = plan.counts(batch_size, device)
+        if key not in self._residuals:
+            raise ValueError("block reuse: a reuse call needs a refresh call first (set "
+                             "reuse.refresh = True) to store the residuals")
+        if self._counts is None or not torch.equal(self._counts, counts):
+            raise ValueError("block reuse: the residuals were stored for other block counts or "
+                             "another batch; refresh at these counts first")
+        return self._residuals[key]
+
+
+#################################################################################
 #                           Classifier-free guidance                            #
 #################################################################################
 
@@ -382,6 +443,7 @@ def guided_eps(
     y: torch.Tensor,
     cfg_scale: float,
     n_blocks: int | torch.Tensor | None = None,
+    reuse: BlockReuse | None = None,
 ) -> torch.Tensor:
     """Classifier-free guidance over one batched forward: the one implementation in ase-search.
 
@@ -401,6 +463,7 @@ def guided_eps(
         y: (2B,) labels, conditional half then null labels.
         cfg_scale: guidance scale ``s``; 1 gives the conditional eps.
         n_blocks: exitable blocks to run, as in the model's forward.
+        reuse: the block-reuse cache, as in the model's forward; it keeps both branches.
 
     Returns:
         (2B, C_out, H, W) model output with guided eps channels.
@@ -410,7 +473,9 @@ def guided_eps(
     if y is None or y.shape[0] % 2 != 0:
         got = "no labels" if y is None else y.shape[0]
         raise ValueError(f"classifier-free guidance needs an even batch (cond half, uncond half), got {got}")
-    model_out = model(x, t, y, n_blocks=n_blocks)  # (2B, C_out, H, W)
+    # reuse= only when reusing, so a model without block reuse still serves skip schedules.
+    extra = {} if reuse is None else {"reuse": reuse}
+    model_out = model(x, t, y, n_blocks=n_blocks, **extra)  # (2B, C_out, H, W)
     cfg_channels = getattr(model, "cfg_channels", None)  # optional in the model interface
     c = model.in_channels if cfg_channels is None else cfg_channels
     eps, rest = model_out[:, :c], model_out[:, c:]

@@ -16,6 +16,13 @@ skips its norms, attention and MLP. Then come ``norm``, ``decoder_pred`` and the
 A per-sample ``n_blocks`` tensor runs a decoder block whole only on the samples whose count
 exceeds its index; the others get only its ``skip_linear``.
 
+Block reuse (``reuse=``, a :class:`~ase_search.models.layers.BlockReuse` carried by the sampler): a
+refresh call runs every block and stores, for each decoder block past a sample's count, what its
+attention and MLP added there (``body(z) - z``, ``z`` its ``skip_linear`` output); any other call
+treats those blocks as dropped (``skip_linear`` on the current state and skip) and adds the stored
+residual. Per block rather than end to end, so a refresh costs exactly a full call (see
+:mod:`ase_search.schedule`).
+
 Exit heads (``exit_heads=True``, not in the paper): the output head is ``norm``, ``decoder_pred``
 and ``final_layer``; each exit depth ``k < depth // 2`` gets its own copy of the three,
 ``exit_heads[str(k)]`` (an :class:`OutputHead`), and the top-level ones stay the head of the full
@@ -42,6 +49,7 @@ import torch.utils.checkpoint
 
 from ase_search.models.layers import (
     Attention,
+    BlockReuse,
     Mlp,
     PatchEmbed,
     apply_exit_heads,
@@ -414,6 +422,7 @@ class UViT(nn.Module):
         t: torch.Tensor,
         y: torch.Tensor | None = None,
         n_blocks: int | torch.Tensor | None = None,
+        reuse: BlockReuse | None = None,
     ) -> torch.Tensor:
         """Forward pass of U-ViT, running the first ``n_blocks`` decoder blocks whole.
 
@@ -424,6 +433,7 @@ class UViT(nn.Module):
                 an unconditional one.
             n_blocks: ``None`` (all decoder blocks), an int in ``[1, depth // 2]``, or an (N,)
                 integer tensor of per-sample counts. Dropped decoder blocks apply only ``skip_linear``.
+            reuse: block reuse (see the module docstring); ``None`` adds nothing past the count.
 
         Returns:
             (N, C, H, W) noise prediction.
@@ -440,14 +450,23 @@ class UViT(nn.Module):
             skip = skips.pop()  # the output of the mirrored encoder block
             if i < plan.full:
                 x = blk(x, skip)  # (N, extras + L, D)
+            elif reuse is not None and reuse.refresh:
+                z = blk.fuse(x, skip)  # (N, extras + L, D)
+                x = blk.body(z)
+                reuse.store(i, plan, x - z)  # what the body adds, for the samples that drop it
             else:
                 # Dropped block (ASE): keep skip_linear so the encoder features still reach the head.
                 x = blk.fuse(x, skip)  # (N, extras + L, D)
+                if reuse is not None:
+                    dropped = plan.counts(N, x.device) <= i  # (N,)
+                    residual = reuse.residual(i, plan, N, x.device)
+                    x = torch.where(dropped[:, None, None], x + residual, x)
                 if i < plan.total:
                     rows = plan.rows(i)  # the samples that still run this block whole
                     x = x.index_copy(0, rows, blk.body(x[rows]))
 
-        return self.head(x, n_blocks)  # (N, C, H, W)
+        # With reuse, x stands for the full decoder's output: the full depth's head reads it.
+        return self.head(x, n_blocks if reuse is None else None)  # (N, C, H, W)
 
     def forward_with_cfg(
         self,

@@ -11,6 +11,12 @@ either); per-step noise (DDPM, DDIM with ``eta > 0``, Euler-Maruyama) comes from
 batch seeded from ``(seed, batch index)``, so it is independent of the schedule but does depend on
 ``batch_size``.
 
+Block reuse (``reuse`` intervals of the schedule, :mod:`ase_search.schedule`): each batch
+trajectory gets a fresh :class:`~ase_search.models.layers.BlockReuse` cache, so nothing carries
+over between runs, seeds or batches and, as every cached residual is per sample, the result does not
+depend on ``batch_size``; the calls follow :func:`ase_search.measure.call_plan`, the plan the block
+counts and the cost model are built on.
+
 Pixel-space models (1 or 3 channels) produce images in ``[-1, 1]``: DDPM and DDIM clip their
 predicted ``x_0`` and the result is clamped (ADM's ``clip_denoised=True``). Latent models (e.g.
 DiT-XL/2 on 4-channel SD-VAE latents) are never clipped, as in DiT's own sampler.
@@ -28,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from ase_search.diffusion import GaussianDiffusion
-from ase_search.measure import blocks_per_call
-from ase_search.models.layers import guided_eps
+from ase_search.measure import blocks_per_call, call_plan
+from ase_search.models.layers import BlockReuse, guided_eps
 from ase_search.samplers._base import Trajectory
 from ase_search.samplers._config import SamplerConfig
 from ase_search.samplers._registry import SAMPLERS
@@ -101,21 +107,26 @@ def _resolve_labels(
 
 def _guided_model(
     model: nn.Module, cfg_scale: float
-) -> Callable[[Tensor, Tensor, Tensor | None, int | None], Tensor]:
-    """``model`` as a function ``(x, t, y, n_blocks) -> output``, with classifier-free guidance.
+) -> Callable[[Tensor, Tensor, Tensor | None, int | None, BlockReuse | None], Tensor]:
+    """``model`` as a function ``(x, t, y, n_blocks, reuse) -> output``, with classifier-free
+    guidance.
 
     With guidance the conditional and null-label batches run as one doubled batch through
     :func:`~ase_search.models.layers.guided_eps`, and its conditional half is kept: the guided
-    eps, and the other channels (learned variance) of the conditional pass.
+    eps, and the other channels (learned variance) of the conditional pass. A reuse cache then
+    holds both branches.
     """
     if cfg_scale == 1.0:
-        return lambda x, t, y, k: model(x, t, y, n_blocks=k)
+        # reuse= only when reusing, so a model without block reuse still serves skip schedules.
+        return lambda x, t, y, k, reuse: model(x, t, y, n_blocks=k,
+                                               **({} if reuse is None else {"reuse": reuse}))
 
-    def guided(x: Tensor, t: Tensor, y: Tensor | None, k: int | None) -> Tensor:
+    def guided(x: Tensor, t: Tensor, y: Tensor | None, k: int | None,
+               reuse: BlockReuse | None) -> Tensor:
         assert y is not None  # checked in sample(): guidance needs a class-conditional model
         null = torch.full_like(y, model.null_class)
         out = guided_eps(model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]),
-                         cfg_scale, n_blocks=k)  # (2B, C_out, H, W)
+                         cfg_scale, n_blocks=k, reuse=reuse)  # (2B, C_out, H, W)
         return out[: x.shape[0]]  # (B, C_out, H, W)
 
     return guided
@@ -137,7 +148,9 @@ def sample(
     """Draw ``n`` samples from ``model`` with ``sampler``, running the blocks ``schedule`` asks for.
 
     At every model call at timestep ``s`` (see :meth:`SamplerConfig.model_times`) the model runs
-    ``schedule.blocks_at(s / T)`` exitable blocks (all of them when ``schedule`` is ``None``).
+    ``schedule.blocks_at(s / T)`` exitable blocks (all of them when ``schedule`` is ``None``), or,
+    in a ``reuse`` interval, follows :func:`ase_search.measure.call_plan` (a refresh runs all of
+    them and caches the residual of the rest; the other calls add it).
 
     Args:
         model: a network with the ase-search model interface, already on ``device``; it is run in
@@ -188,8 +201,12 @@ def sample(
     solver = SAMPLERS[sampler.name]
     times = sampler.model_times(T)
     clip = model.in_channels in PIXEL_CHANNELS  # images live in [-1, 1]; latents do not
-    n_blocks = [None] * len(times) if schedule is None else blocks_per_call(schedule, times, T)
-    block_evals = sum(model.exit_depth if k is None else k for k in n_blocks)
+    # One plan for what runs and for what is counted: a refresh counts as a full-depth call.
+    plan = [None] * len(times) if schedule is None else call_plan(schedule, times, T)
+    calls = [model.exit_depth] * len(times) if schedule is None else blocks_per_call(schedule,
+                                                                                     times, T)
+    block_evals = sum(calls)
+    reuses = schedule is not None and schedule.reuses
 
     generator = torch.Generator().manual_seed(seed)
     labels = _resolve_labels(model, labels, n, generator)
@@ -200,10 +217,15 @@ def sample(
 
     t_dtype = torch.long if solver.integer_times else torch.float32
 
-    def call(x: Tensor, i: int, *, y: Tensor | None) -> Tensor:
+    def call(x: Tensor, i: int, *, y: Tensor | None, reuse: BlockReuse | None) -> Tensor:
         """The model at the i-th model time, running the blocks the schedule gives there."""
         t = torch.full((x.shape[0],), times[i], dtype=t_dtype, device=device)  # (B,)
-        out = forward(x, t, y, n_blocks[i]).float()  # (B, C_out, H, W)
+        k = None if plan[i] is None else plan[i].count
+        if plan[i] is not None and plan[i].reuse:
+            reuse.refresh = plan[i].refresh
+        else:
+            reuse = None  # a skip interval's call: nothing added past the count
+        out = forward(x, t, y, k, reuse).float()  # (B, C_out, H, W)
         if out.shape != (x.shape[0], out_channels, *shape[1:]):
             raise ValueError(
                 f"model returned shape {tuple(out.shape)}, expected "
@@ -231,7 +253,9 @@ def sample(
                 run = Trajectory(config=sampler, diffusion=diffusion, times=times,
                                  learn_sigma=model.learn_sigma, clip_denoised=clip,
                                  generator=step_generator)
-                x = solver.run(partial(call, y=y), x, run)
+                # A fresh reuse cache per trajectory: nothing leaks across batches, seeds or runs.
+                reuse = BlockReuse() if reuses else None
+                x = solver.run(partial(call, y=y, reuse=reuse), x, run)
                 images.append((x.clamp(-1.0, 1.0) if clip else x).float().cpu())
     finally:
         model.train(was_training)

@@ -70,6 +70,26 @@ def test_schedule_json_nested_too_deeply(tmp_path: Path) -> None:
     assert f"{path} is not a valid schedule JSON: nested too deeply" in line
 
 
+@pytest.mark.parametrize(("patch", "named"), [
+    ({"modes": ["skip", "reuse", "cache", "reuse", "reuse"]}, "modes[2] = 'cache' is not a mode"),
+    ({"modes": ["skip"] + ["reuse"] * 4, "periods": [1, 2, 0, 2, 2]},
+     "periods[2] = 0 must be an integer >= 1"),
+])
+@pytest.mark.parametrize("command", ["show", "sample"])
+def test_schedule_file_with_a_bad_reuse_field(tmp_path: Path, patch: dict, named: str,
+                                              command: str) -> None:
+    from ase_search.schedule import preset
+
+    path = tmp_path / "reuse.json"
+    path.write_text(json.dumps({**preset("D4", "dit", 12).to_dict(), **patch}))
+    args = (("schedule", "show", path) if command == "show" else
+            ("sample", "--arch", "dit", "--schedule", path, "--n", "2", "--steps", "2",
+             "-o", tmp_path / "grid.png"))
+    line = error_line(ase(*args))
+    assert f"{path}: {named}" in line
+    assert not (tmp_path / "grid.png").exists()
+
+
 @pytest.mark.parametrize("value", ["0", "1.0e-320", ".nan", ".inf", "-0.5"])
 def test_space_edge_grid_out_of_range(tmp_path: Path, value: str) -> None:
     path = tmp_path / "space.yaml"
