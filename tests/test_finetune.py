@@ -597,3 +597,40 @@ def test_weights_record_is_relative_to_the_study_and_survives_a_move(tmp_path: P
     with pytest.raises(ValueError, match=r"are missing; rebuild them with `python -m "
                                          r"tools.reference_study --arch uvit --weights-only`"):
         finetune_module.resolve_weights(record, tmp_path / "clone", arch="uvit")
+
+
+################################################################################
+#                                  exit heads                                  #
+################################################################################
+
+
+@pytest.mark.parametrize("name", ["DiT-test", "U-ViT-test"])
+def test_finetune_trains_each_exit_head_only_on_the_samples_that_exit_there(
+        name: str, tmp_path: Path) -> None:
+    from ase_search.models import add_exit_heads, load_checkpoint
+
+    model = add_exit_heads(_tiny_model(name))
+    depth = model.exit_depth
+    # Samples exit after 2 blocks (t >= 0.5) or run every block: only head 2 and the shared head
+    # (the full depth's) see samples.
+    schedule = ExitSchedule(model.arch, depth, (0.0, 0.5, 1.0), (depth, 2))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    result = finetune(model, _tiny_dataset(), schedule, FinetuneConfig(steps=3, batch_size=8),
+                      out_dir=tmp_path, progress=False)
+    trained = result.model.state_dict()
+
+    def changed(prefix: str) -> bool:
+        keys = [k for k in start if k.startswith(prefix)]
+        assert keys, prefix
+        return any(not torch.equal(trained[k], start[k]) for k in keys)
+
+    assert changed("exit_heads.2.")
+    assert changed("final_layer." if model.arch == "dit" else "decoder_pred.")
+    for k in range(1, depth):
+        if k != 2:
+            assert not changed(f"exit_heads.{k}."), k
+    # The training state records the heads with the model and loads with them.
+    loaded, meta = load_checkpoint(tmp_path / "last.pt", ema=False)
+    assert meta["config"]["exit_heads"] is True
+    for key, value in trained.items():
+        assert torch.equal(loaded.state_dict()[key], value), key

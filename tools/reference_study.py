@@ -6,10 +6,12 @@ Runs ``ase-search run --arch ARCH --budget 40`` with defaults into the study (de
 searched front against the seeds (the paper's presets): hypervolume of the front vs of the seeds
 alone, and the best acceleration at an FID within 5% of the full model. The studies' one-shot
 weights are git-ignored; ``--weights-only`` fine-tunes them again from the settings the study
-stored. Run from the repository root:
+stored, and with ``--exit-heads`` makes the exit-heads variant of them (the same recipe on the
+starting model with exit heads, :func:`ase_search.models.add_exit_heads`; the study keeps its
+record of the weights it was measured with). Run from the repository root:
 
     python -m tools.reference_study --arch dit --budget 40
-    python -m tools.reference_study --arch dit --weights-only
+    python -m tools.reference_study --arch dit --weights-only [--exit-heads]
 """
 
 from __future__ import annotations
@@ -87,16 +89,21 @@ def summarise(storage: Path, wall: float | None, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rebuild_one_shot_weights(storage: Path) -> Path:
+def rebuild_one_shot_weights(storage: Path, *, exit_heads: bool = False) -> Path:
     """The study's one-shot weights, fine-tuned again with its stored settings (same seed).
 
     A study made before weights were recorded relative to it (an absolute path string) gets the
     new record; one whose recorded key differs from the rebuilt weights' is refused: its trials
     were measured on other weights (the starting checkpoint or the space changed since).
+
+    With ``exit_heads`` the starting model gets exit heads first; the weights are then
+    ``<study>-exit-heads-one-shot-<key12>.safetensors`` next to the study, which they were not
+    measured with, so its record stays as it is.
     """
     from dataclasses import fields
 
     from ase_search.finetune import one_shot_weights, weights_record
+    from ase_search.models import add_exit_heads
     from ase_search.search import SearchConfig, one_shot_config
     from ase_search.space import load_space
     from ase_search.testbed import TESTBEDS, load_model
@@ -116,8 +123,13 @@ def rebuild_one_shot_weights(storage: Path) -> Path:
     space = load_space(Path(config.space) if config.space else TESTBEDS[config.arch].space,
                        depth=model.exit_depth)
     folder = storage.resolve().parent
+    name = config.resolved_study_name
+    if exit_heads:
+        model, name = add_exit_heads(model), f"{name}-exit-heads"
     path = one_shot_weights(model, space, one_shot_config(config), data=config.data,
-                            out_dir=folder, name=config.resolved_study_name, progress=True)
+                            out_dir=folder, name=name, progress=True)
+    if exit_heads:
+        return path
     record, recorded = weights_record(path, folder), study.user_attrs.get("weights")
     if isinstance(recorded, dict) and recorded != record:
         raise StudyError(f"{storage} was measured with the weights {recorded}, but its settings "
@@ -137,6 +149,9 @@ def main() -> None:
     parser.add_argument("--weights-only", action="store_true",
                         help="Only rebuild the study's one-shot fine-tuned weights (git-ignored, "
                              "so absent on a fresh clone) from the settings stored in it.")
+    parser.add_argument("--exit-heads", action="store_true",
+                        help="With --weights-only: the same fine-tune on the starting model with "
+                             "exit heads (one output head per exit depth).")
     parser.add_argument("extra", nargs="*", help="More `ase-search run` options (after --).")
     args = parser.parse_args()
     storage = args.storage or ROOT / "studies" / "reference" / f"{args.arch}.db"
@@ -145,7 +160,7 @@ def main() -> None:
     command = " ".join(shlex.quote(c) for c in ["ase-search", *cmd[1:]])
     if args.weights_only:
         try:
-            print(rebuild_one_shot_weights(storage))
+            print(rebuild_one_shot_weights(storage, exit_heads=args.exit_heads))
         except StudyError as err:
             raise SystemExit(f"error: {err}") from None
         return

@@ -93,6 +93,10 @@ def finetune_cmd(
     distill: Annotated[bool, typer.Option(
         help="Regress onto the starting model's full-depth prediction instead of the noise "
              "(not the paper's recipe; on --resume pass the same --checkpoint).")] = False,
+    exit_heads: Annotated[bool, typer.Option(
+        help="Give the model one output head per exit depth, each a copy of its final layer, "
+             "and train head k on the samples that exit after k blocks (a checkpoint that has "
+             "them keeps them; on --resume pass it again).")] = False,
     seed: SeedOpt = 0,
     out: OutOpt = Path("runs/finetune"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present.")] = False,
@@ -102,6 +106,7 @@ def finetune_cmd(
     """Fine-tune for an exit schedule (Algorithm 1) or, with --space, one-shot for a whole space."""
 
     from ase_search.finetune import FinetuneConfig, finetune, finetune_one_shot
+    from ase_search.models import add_exit_heads
     from ase_search.schedule import resolve_schedule
     from ase_search.space import load_space
     from ase_search.testbed import load_model
@@ -111,7 +116,10 @@ def finetune_cmd(
     config = FinetuneConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
                             ema_decay=ema, gamma=gamma, cycles=cycles, seed=seed,
                             full_share=full_share, distill=distill)
-    model = load_model(arch, checkpoint).train()
+    model = load_model(arch, checkpoint)
+    if exit_heads and not model.config.get("exit_heads"):
+        model = add_exit_heads(model)
+    model = model.train()
     data = _dataset_for(model, dataset)
     common = dict(out_dir=out, resume=resume, device=pick_device(device))
     use_threads(threads or None)
