@@ -143,6 +143,29 @@ def test_a_head_gets_gradient_only_from_the_samples_that_exit_there(name: str) -
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_reused_blocks_are_read_by_the_full_depths_head(name: str) -> None:
+    """With block reuse the state past the count stands for the full depth's: the shared head
+    reads it, whatever the exit heads hold."""
+    from ase_search.models.layers import BlockReuse
+
+    plain = trained(name)
+    heads = add_exit_heads(plain)
+    perturb_heads(heads)
+    n = torch.tensor([1, 2, 1, 2, 1, 2])
+    caches = BlockReuse(), BlockReuse()
+    with torch.no_grad():
+        for call, refresh in enumerate([True, False, False]):
+            x, t, y = inputs(plain, seed=call)
+            outs = []
+            for model, cache in zip((plain, heads), caches):
+                cache.refresh = refresh
+                outs.append(model(x, t, y, n_blocks=n, reuse=cache))
+            assert torch.equal(*outs), call
+        # Without reuse the same counts go through the (perturbed) exit heads.
+        assert not torch.allclose(heads(x, t, y, n_blocks=n), plain(x, t, y, n_blocks=n))
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 @pytest.mark.parametrize("name", NAMES)
 def test_heads_are_saved_and_loaded_with_the_weights(tmp_path: Path, name: str, suffix: str) -> None:
