@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ase_search.evaluate import machine_info
 from ase_search.pareto import (
@@ -35,7 +36,7 @@ from ase_search.pareto import (
     seed_report,
 )
 from ase_search.report import default_reference_point, write_report
-from benchmarks._common import ROOT, write_text
+from benchmarks._common import ROOT, display_path, write_text
 
 
 def summarise(storage: Path, wall: float | None, command: str) -> str:
@@ -89,20 +90,19 @@ def summarise(storage: Path, wall: float | None, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rebuild_one_shot_weights(storage: Path, *, exit_heads: bool = False) -> Path:
-    """The study's one-shot weights, fine-tuned again with its stored settings (same seed).
+def one_shot_recipe(storage: Path, *, exit_heads: bool = False) -> dict[str, Any]:
+    """What made the study's one-shot weights: the keyword arguments of
+    :func:`ase_search.finetune.one_shot_weights` (``model``, ``space``, ``config``, ``data``,
+    ``out_dir``, ``name``), read from the settings the study stored.
 
-    A study made before weights were recorded relative to it (an absolute path string) gets the
-    new record; one whose recorded key differs from the rebuilt weights' is refused: its trials
-    were measured on other weights (the starting checkpoint or the space changed since).
+    With ``exit_heads`` the starting model gets exit heads (:func:`ase_search.models.
+    add_exit_heads`) and the name ``<study>-exit-heads``.
 
-    With ``exit_heads`` the starting model gets exit heads first; the weights are then
-    ``<study>-exit-heads-one-shot-<key12>.safetensors`` next to the study, which they were not
-    measured with, so its record stays as it is.
+    Raises:
+        StudyError: the study stores no settings or was searched without a one-shot fine-tune.
     """
     from dataclasses import fields
 
-    from ase_search.finetune import one_shot_weights, weights_record
     from ase_search.models import add_exit_heads
     from ase_search.search import SearchConfig, one_shot_config
     from ase_search.space import load_space
@@ -122,12 +122,50 @@ def rebuild_one_shot_weights(storage: Path, *, exit_heads: bool = False) -> Path
     model = load_model(config.arch, config.checkpoint)
     space = load_space(Path(config.space) if config.space else TESTBEDS[config.arch].space,
                        depth=model.exit_depth)
-    folder = storage.resolve().parent
     name = config.resolved_study_name
     if exit_heads:
         model, name = add_exit_heads(model), f"{name}-exit-heads"
-    path = one_shot_weights(model, space, one_shot_config(config), data=config.data,
-                            out_dir=folder, name=name, progress=True)
+    return {"model": model, "space": space, "config": one_shot_config(config),
+            "data": config.data, "out_dir": storage.resolve().parent, "name": name}
+
+
+def exit_heads_weights(storage: Path) -> Path:
+    """The exit-heads variant of the study's one-shot weights, made by
+    ``--weights-only --exit-heads``.
+
+    Raises:
+        ValueError: they are missing (the message says how to make them).
+    """
+    from ase_search.finetune import one_shot_key, one_shot_path
+
+    recipe = one_shot_recipe(storage, exit_heads=True)
+    key = one_shot_key(recipe["model"], recipe["space"], recipe["config"], recipe["data"])
+    path = one_shot_path(recipe["out_dir"], recipe["name"], key)
+    if not path.is_file():
+        arch = recipe["model"].arch
+        raise ValueError(f"the exit-heads weights {display_path(path)} are missing; make them "
+                         f"with `python -m tools.reference_study --arch {arch} --weights-only "
+                         f"--exit-heads` (8-20 minutes on one core)")
+    return path
+
+
+def rebuild_one_shot_weights(storage: Path, *, exit_heads: bool = False) -> Path:
+    """The study's one-shot weights, fine-tuned again with its stored settings (same seed).
+
+    A study made before weights were recorded relative to it (an absolute path string) gets the
+    new record; one whose recorded key differs from the rebuilt weights' is refused: its trials
+    were measured on other weights (the starting checkpoint or the space changed since).
+
+    With ``exit_heads`` the starting model gets exit heads first; the weights are then
+    ``<study>-exit-heads-one-shot-<key12>.safetensors`` next to the study, which they were not
+    measured with, so its record stays as it is.
+    """
+    from ase_search.finetune import one_shot_weights, weights_record
+
+    study = open_study(storage)
+    recipe = one_shot_recipe(storage, exit_heads=exit_heads)
+    path = one_shot_weights(**recipe, progress=True)
+    folder = recipe["out_dir"]
     if exit_heads:
         return path
     record, recorded = weights_record(path, folder), study.user_attrs.get("weights")
@@ -138,6 +176,8 @@ def rebuild_one_shot_weights(storage: Path, *, exit_heads: bool = False) -> Path
     if recorded != record:
         study.set_user_attr("weights", record)
     return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.reference_study",
                                      description=__doc__.splitlines()[0])
