@@ -359,6 +359,9 @@ def dit_to_diffusers(model: nn.Module) -> nn.Module:
     if cfg["class_dropout_prob"] <= 0:
         raise ValueError("DiTTransformer2DModel's label table has a null row; this DiT has none "
                          "(class_dropout_prob == 0)")
+    if cfg.get("exit_heads"):
+        raise ValueError("DiTTransformer2DModel has one output layer, but this DiT has exit heads "
+                         "(one per exit depth); export a DiT without them")
     hidden = cfg["hidden_size"]
     target = DiTTransformer2DModel(
         num_attention_heads=cfg["num_heads"],

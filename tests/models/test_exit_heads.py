@@ -248,3 +248,12 @@ def test_exit_heads_must_be_a_bool() -> None:
         create_model("DiT-test", exit_heads="yes")
     with pytest.raises(ValueError, match="exit_heads must be true or false"):
         create_model("U-ViT-test", exit_heads=1)
+
+
+def test_a_dit_with_heads_does_not_convert_to_diffusers() -> None:
+    """DiTTransformer2DModel has one output layer: converting would drop the heads silently."""
+    pytest.importorskip("diffusers")
+    from ase_search.integrations.diffusers import dit_to_diffusers
+
+    with pytest.raises(ValueError, match="exit heads"):
+        dit_to_diffusers(add_exit_heads(trained("DiT-test")))
