@@ -1,0 +1,470 @@
+"""Levers that make skipped blocks cheap in quality, against fewer steps (reports/levers.md).
+
+Issue #16's question on the DiT and U-ViT testbeds: an exit schedule only pays when a skipped
+block costs little quality. Each *lever* is one way to run the blocks a schedule skips:
+
+* ``skip``: the paper's; a skipped block adds nothing;
+* ``reuse<r>``: block reuse with refresh period ``r`` in every exiting interval (training-free:
+  see :mod:`ase_search.schedule`); a refresh call runs every block and is costed as a full call.
+
+Block reuse needs no training, so it is measured on the testbed's base weights (``ase_search.
+testbed``, no fine-tune) against the steps-only front on the same base weights, which is what a
+user would do instead. All configurations use DDIM and the same sample seeds (common random
+numbers, so every comparison is paired seed by seed):
+
+* steps-only: the full model at DDIM with ``--steps-only`` steps (4 ... 20);
+* levers: the paper's presets ``--presets`` with each of ``--levers`` at DDIM with
+  ``--exit-steps`` steps.
+
+FID-MNIST over ``--seeds`` seeds of ``--n`` samples (:func:`ase_search.measure.measure_schedule`).
+Latency is predicted by one cost model per architecture, profiled once (batch
+``--latency-batch``): the sum over the sampler's calls of the cost of a call at its block count
+(:func:`ase_search.measure.blocks_per_call`, a refresh counted at full depth), relative to the full
+model at DDIM-``--reference-steps``. The verdict (:mod:`ase_search.verdict`) per architecture: the
+headline speedup at matched FID within ``--window`` x the reference FID, each lever's best
+speedup, and how much of the FID an exit costs each lever gives back. Run from the repository
+root:
+
+    python -m benchmarks.levers --threads 1
+
+One cell of ``reports/levers.json`` per configuration (``dit/ddim-10/full``,
+``dit/ddim-14/D3/reuse2``) plus one cost model per architecture (``dit/cost-model``); a cell is
+measured again when the weights change. Another lever is one more ``--levers`` name and one
+more case in :func:`lever_schedule`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+import statistics
+import sys
+import time
+from dataclasses import field
+from typing import Any
+
+from benchmarks._common import check_testbeds, display_path, file_sha256, machine_text
+from benchmarks._runner import (
+    REPORTS,
+    Benchmark,
+    CellContext,
+    Report,
+    markdown_table,
+    option,
+    run,
+)
+
+SAMPLER = "ddim"
+COST = "cost-model"
+STEPS_VS_EXITS = REPORTS / "steps_vs_exits.json"  # the one-shot weights' figures (issue #15)
+LEVER = re.compile(r"skip|reuse([1-9][0-9]*)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Which configurations, measured how."""
+
+    archs: tuple[str, ...] = field(default=("dit", "uvit"), metadata=option(
+        "testbeds measured", identity=False))
+    steps_only: tuple[int, ...] = field(default=(4, 5, 6, 7, 8, 10, 14, 20), metadata=option(
+        "DDIM step counts of the full model", identity=False))
+    exit_steps: tuple[int, ...] = field(default=(7, 10, 14, 20), metadata=option(
+        "DDIM step counts of the presets with each lever", identity=False))
+    presets: tuple[str, ...] = field(default=("D1", "D3", "D4"), metadata=option(
+        "the paper's presets measured", identity=False))
+    levers: tuple[str, ...] = field(default=("skip", "reuse2", "reuse3"), metadata=option(
+        "how skipped blocks run: skip, or reuse<r> (block reuse, refresh period r)",
+        identity=False))
+    reference_steps: int = field(default=20, metadata=option(
+        "the reference configuration: the full model at DDIM with this many steps",
+        identity=False))
+    window: float = field(default=1.25, metadata=option(
+        "the headline counts points with FID <= window x the reference's", identity=False))
+    n: int = field(default=500, metadata=option("samples per seed"))
+    seeds: int = field(default=5, metadata=option("sample seeds 0..S-1 (common random numbers)"))
+    batch_size: int = field(default=250, metadata=option("sampling batch"))
+    latency_batch: int = field(default=256, metadata=option("batch the cost model is profiled at"))
+
+    def __post_init__(self) -> None:
+        check_testbeds(self.archs)
+        for name in ("steps_only", "exit_steps"):
+            values = getattr(self, name)
+            if not values or min(values) < 1 or len(set(values)) != len(values):
+                raise ValueError(f"--{name.replace('_', '-')} must be distinct step counts >= 1, "
+                                 f"got {list(values)}")
+        if self.reference_steps not in self.steps_only:
+            raise ValueError(f"--reference-steps {self.reference_steps} must be one of "
+                             f"--steps-only {list(self.steps_only)}")
+        from ase_search.schedule import preset_names
+
+        for arch in self.archs:
+            bad = [p for p in self.presets if p not in preset_names(arch) or p == "full"]
+            if bad:
+                raise ValueError(f"--presets {bad} are not {arch} presets; choose from "
+                                 f"{[p for p in preset_names(arch) if p != 'full']}")
+        bad = [lv for lv in self.levers if not LEVER.fullmatch(lv)]
+        if bad or len(set(self.levers)) != len(self.levers):
+            raise ValueError(f"--levers must be distinct names 'skip' or 'reuse<r>' (r >= 1), "
+                             f"got {list(self.levers)}")
+        if not self.window >= 1:
+            raise ValueError(f"--window must be >= 1, got {self.window}")
+        if self.n < 2 or self.seeds < 1 or self.batch_size < 1 or self.latency_batch < 1:
+            raise ValueError("--n must be >= 2; --seeds, --batch-size and --latency-batch >= 1")
+
+
+def keys(params: Params) -> list[str]:
+    out = []
+    for arch in params.archs:
+        out += [f"{arch}/{COST}", *(f"{arch}/ddim-{k}/full" for k in params.steps_only)]
+        out += [f"{arch}/ddim-{k}/{name}/{lever}" for name in params.presets
+                for lever in params.levers for k in params.exit_steps]
+    return out
+
+
+@functools.cache
+def weights_sha256(arch: str) -> str:
+    from ase_search.testbed import TESTBEDS
+
+    return file_sha256(TESTBEDS[arch].path)
+
+
+def weights_identity(params: Params, key: str) -> dict[str, Any]:
+    """A configuration's FIDs depend on the weights; the cost model does not."""
+    arch, _, rest = key.partition("/")
+    return {} if rest == COST else {"weights_sha256": weights_sha256(arch)}
+
+
+@functools.cache
+def load(arch: str) -> Any:
+    """The testbed's base weights, loaded once per run."""
+    from ase_search.testbed import load_model
+
+    return load_model(arch)
+
+
+def lever_schedule(name: str, lever: str, arch: str, depth: int) -> Any:
+    """Preset ``name`` run with ``lever``."""
+    from ase_search.schedule import preset
+
+    schedule = preset(name, arch, depth)
+    match = LEVER.fullmatch(lever)
+    assert match is not None  # checked in Params
+    return schedule if lever == "skip" else schedule.with_reuse(int(match.group(1)))
+
+
+def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """One cell: an architecture's cost model, or one configuration's FIDs over the seeds."""
+    from ase_search.evaluate import machine_info
+    from ase_search.measure import blocks_per_call, measure_schedule
+    from ase_search.metrics.latency import CostModel, profile_components
+    from ase_search.samplers import SamplerConfig
+    from ase_search.testbed import TESTBEDS
+
+    arch, _, rest = key.partition("/")
+    model = load(arch)
+    if rest == COST:
+        t0 = time.perf_counter()
+        cost = profile_components(model, batch_size=params.latency_batch)
+        return {"cost_model": cost.to_dict(), "seconds": time.perf_counter() - t0,
+                "command": ctx.command, "machine": machine_info()}
+    steps_text, _, config = rest.partition("/")
+    name, _, lever = config.partition("/")
+    steps = int(steps_text.removeprefix("ddim-"))
+    sampler = SamplerConfig(SAMPLER, steps)
+    schedule = None if name == "full" else lever_schedule(name, lever, arch, model.exit_depth)
+    cost = CostModel.from_dict(ctx.cells[f"{arch}/{COST}"]["cost_model"])
+    t0 = time.perf_counter()
+    m = measure_schedule(model, schedule, sampler=sampler, n=params.n,
+                         seeds=range(params.seeds), batch_size=params.batch_size,
+                         cost_model=cost, keep_images=0)
+    fids = [x["fid"] for x in m.metrics]
+    print(f"{key}: FID {statistics.fmean(fids):.2f} "
+          f"({' '.join(f'{f:.2f}' for f in fids)}), {time.perf_counter() - t0:.0f} s",
+          file=sys.stderr, flush=True)
+    return {"arch": arch, "name": name, "lever": lever or "full", "steps": steps,
+            "sampler": sampler.to_dict(), "schedule": m.schedule.to_dict(),
+            "blocks_per_call": blocks_per_call(m.schedule, sampler.model_times()),
+            "fids": fids, "seeds": list(m.seeds), "n": params.n,
+            "block_acceleration": m.block_acceleration, "seconds": m.seconds,
+            "weights": display_path(TESTBEDS[arch].path), "weights_sha256": weights_sha256(arch),
+            "command": ctx.command, "machine": machine_info()}
+
+
+# ###################################################################### the report
+def label(cell: dict[str, Any]) -> str:
+    if cell["name"] == "full":
+        return f"full, DDIM-{cell['steps']}"
+    return f"{cell['name']} {cell['lever']}, DDIM-{cell['steps']}"
+
+
+def points(cells: dict[str, dict[str, Any]], arch: str, params: Params) -> list[Any]:
+    """The architecture's configurations as PairedPoints, latency relative to the reference."""
+    from ase_search.metrics.latency import CostModel
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
+    from ase_search.verdict import PairedPoint
+
+    cost = CostModel.from_dict(cells[f"{arch}/{COST}"]["cost_model"])
+    ref = cost.latency(None, SamplerConfig(SAMPLER, params.reference_steps).model_times())
+    out = []
+    for key, c in cells.items():
+        if key.startswith(f"{arch}/") and not key.endswith(COST):
+            seconds = cost.latency(ExitSchedule.from_dict(c["schedule"]),
+                                   SamplerConfig.from_dict(c["sampler"]).model_times())
+            out.append(PairedPoint(label(c), tuple(c["fids"]), seconds / ref))
+    return out
+
+
+def fid_cell(p: Any) -> str:
+    sd = statistics.stdev(p.fids) if len(p.fids) > 1 else None
+    return f"{p.fid:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
+def one_shot_summary(window: float) -> str | None:
+    """The steps-only front and best exit on the DiT reference study's one-shot weights, from
+    reports/steps_vs_exits.json (issue #15), for comparison with the base weights here."""
+    if not STEPS_VS_EXITS.is_file():
+        return None
+    cells = json.loads(STEPS_VS_EXITS.read_text())["cells"]
+    fids = {k: statistics.fmean(c["fids"]) for k, c in cells.items() if "fids" in c}
+    ref = fids.get("ddim-20/full")
+    if ref is None:
+        return None
+    steps = ", ".join(f"DDIM-{k} {fids[f'ddim-{k}/full']:.2f}" for k in (5, 7, 10, 14, 20)
+                      if f"ddim-{k}/full" in fids)
+    exits = {k: v for k, v in fids.items() if not k.endswith("/full")}
+    best = min(exits, key=exits.get) if exits else None
+    return (f"On the one-shot fine-tuned DiT weights (`reports/steps_vs_exits.md`, same seeds and "
+            f"samples) the full model's FID-MNIST is {steps}; the best exit configuration there "
+            + (f"is {best} at {exits[best]:.2f} ({exits[best] / ref:.2f}x its reference)"
+               if best else "is not measured")
+            + f"; no exit there comes within {window:g}x the reference FID.")
+
+
+def figure(arch: str, pts: list[Any], steps: list[Any], joint: list[Any], ref_fid: float,
+           window: float) -> Any:
+    import plotly.graph_objects as go
+
+    def sd(p: Any) -> float:
+        return statistics.stdev(p.fids) if len(p.fids) > 1 else 0.0
+
+    groups: dict[str, list[Any]] = {"full (steps only)": steps}
+    for p in pts:
+        if not p.label.startswith("full,"):
+            groups.setdefault(p.label.split(",")[0], []).append(p)
+    fig = go.Figure()
+    for name, group in groups.items():
+        group = sorted(group, key=lambda p: p.latency)
+        fig.add_trace(go.Scatter(
+            x=[p.latency for p in group], y=[p.fid for p in group], mode="lines+markers",
+            name=name, error_y=dict(type="data", array=[sd(p) for p in group], visible=True),
+            text=[p.label for p in group],
+            hovertemplate="%{text}<br>latency %{x:.3f}<br>FID %{y:.2f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[p.latency for p in joint], y=[p.fid for p in joint],
+                             mode="lines", line=dict(shape="hv", dash="dot", color="black"),
+                             name="joint front"))
+    fig.add_hline(y=window * ref_fid, line_dash="dash", line_color="grey",
+                  annotation_text=f"{window:g} x reference FID (headline window)")
+    fig.update_layout(title=f"{arch}: FID-MNIST (log) against predicted latency, base weights",
+                      xaxis_title="predicted latency / full model at DDIM-20",
+                      yaxis_title="FID-MNIST (mean over seeds, ± sd)", yaxis_type="log",
+                      height=600)
+    return fig
+
+
+def arch_section(cells: dict[str, dict[str, Any]], arch: str, params: Params,
+                 figs: list[Any]) -> tuple[list[str], str | None]:
+    """The markdown of one architecture and its headline line (``None`` if not measurable)."""
+    import pandas as pd
+
+    from ase_search.verdict import SeedRatio, non_dominated, paired_headline, paired_speedup
+
+    title = {"dit": "DiT-T", "uvit": "U-ViT-T"}[arch]
+    lines = [f"## {title}", ""]
+    if f"{arch}/{COST}" not in cells:
+        return lines + ["Not measured yet.", ""], None
+    pts = points(cells, arch, params)
+    by_label = {p.label: p for p in pts}
+    ref_label = f"full, DDIM-{params.reference_steps}"
+    if ref_label not in by_label:
+        return lines + [f"The reference configuration ({ref_label}) is not measured yet.", ""], None
+    ref = by_label[ref_label]
+    configs = {label(c): c for k, c in cells.items()
+               if k.startswith(f"{arch}/") and not k.endswith(COST)}
+    steps = sorted((p for p in pts if p.label.startswith("full,")), key=lambda p: p.latency)
+    lever_pts = [p for p in pts if not p.label.startswith("full,")]
+    joint = non_dominated(pts)
+    steps_front, joint_labels = non_dominated(steps), {p.label for p in joint}
+    speedups = {p.label: paired_speedup(p, steps) for p in lever_pts}
+    limit = params.window * ref.fid
+
+    top = paired_headline(joint, steps, ref.fid, params.window)
+    if top is None:
+        head = (f"**headline** ({title}, base weights): no configuration within "
+                f"{params.window:g}x the reference FID ({limit:.2f}) has a steps-only match.")
+    else:
+        lever_on_top = not top.point.label.startswith("full,")
+        head = (f"**headline** ({title}, base weights): the largest speedup at matched FID within "
+                f"FID <= {params.window:g} x the reference ({ref_label}, FID {ref.fid:.2f}) is "
+                f"**{top.speedup:.2f}x**, by {top.point.label} (FID {fid_cell(top.point)}, "
+                f"latency {top.point.latency:.3f}) against {top.matched.label} (FID "
+                f"{fid_cell(top.matched)}, latency {top.matched.latency:.3f})"
+                + ("" if lever_on_top else
+                   ": a steps-only configuration, matched with itself; no lever beats fewer "
+                   "steps") + f" (target of issue #16: {params.window:g}x).")
+    lines += [head, ""]
+
+    # ---------------------------------------------------------------- each lever's best
+    rows = []
+    for lever in dict.fromkeys(configs[p.label]["lever"] for p in lever_pts):
+        mine = [p for p in lever_pts if configs[p.label]["lever"] == lever]
+        inside = [(p, speedups[p.label]) for p in mine
+                  if p.fid <= limit and speedups[p.label] is not None]
+        best_in = max(inside, key=lambda ps: (ps[1].speedup, -ps[0].fid), default=None)
+        matched = [(p, speedups[p.label]) for p in mine if speedups[p.label] is not None]
+        best_any = max(matched, key=lambda ps: (ps[1].speedup, -ps[0].fid), default=None)
+        closest = min(mine, key=lambda p: (p.fid, p.latency))
+        rows.append([
+            lever,
+            "–" if best_in is None else
+            f"{best_in[1].speedup:.2f}x: {best_in[0].label} (FID {best_in[0].fid:.2f})",
+            "–" if best_in is None else f"{params.window / best_in[1].speedup:.2f}x",
+            "–" if best_any is None else
+            f"{best_any[1].speedup:.2f}x: {best_any[0].label} (FID {best_any[0].fid:.2f})",
+            f"{closest.label}: {closest.fid:.2f} ({closest.fid / ref.fid:.2f}x), latency "
+            f"{closest.latency:.3f}",
+        ])
+    lines += [
+        "### Each lever's best", "",
+        f"**in the window**: the largest speedup at matched FID among the lever's configurations "
+        f"with FID <= {limit:.2f}; **gap left**: how far that is from the {params.window:g}x "
+        f"target; **anywhere**: the largest speedup at matched FID at any FID; **lowest FID**: "
+        f"the lever's best quality (x the reference).", "",
+        markdown_table(pd.DataFrame(rows, columns=[
+            "lever", "in the window", "gap left", "anywhere", "lowest FID"]),
+            align=["left", "left", "right", "left", "left"]), ""]
+
+    # ---------------------------------------------------------------- what reuse gives back
+    full_at = {c["steps"]: by_label[k] for k, c in configs.items() if c["name"] == "full"}
+    levers = list(dict.fromkeys(c["lever"] for c in configs.values() if c["name"] != "full"))
+    back_rows = []
+    for name in params.presets:
+        for k in params.exit_steps:
+            skip = by_label.get(f"{name} skip, DDIM-{k}")
+            if k not in full_at:
+                continue
+            row = [f"{name}, DDIM-{k}"]
+            for lever in levers:
+                p = by_label.get(f"{name} {lever}, DDIM-{k}")
+                if p is None:
+                    row.append("–")
+                    continue
+                ratio = SeedRatio.of(p.fids, full_at[k].fids)
+                text = f"{ratio.text()} @ {p.latency / full_at[k].latency:.2f}"
+                gap = None if skip is None else skip.fid - full_at[k].fid
+                if lever != "skip" and gap and gap > 0:
+                    text += f" ({(skip.fid - p.fid) / gap:.0%} back)"
+                row.append(text)
+            back_rows.append(row)
+    if back_rows:
+        lines += [
+            "### What each lever costs against the full model at the same steps", "",
+            "FID(lever) / FID(full) at the same DDIM steps, paired per seed (mean ± sd), @ its "
+            "latency over the full model's at those steps; (x% back): the share of skip's FID "
+            "excess over the full model that the lever removes.", "",
+            markdown_table(pd.DataFrame(back_rows, columns=[
+                "preset, steps", *levers]), align=["left", *("right" for _ in levers)]), ""]
+
+    # ---------------------------------------------------------------- every configuration
+    rows = []
+    for p in sorted(pts, key=lambda p: (p.latency, p.fid)):
+        s = speedups.get(p.label)
+        rows.append([
+            p.label, fid_cell(p), f"{p.latency:.3f}",
+            f"{configs[p.label]['block_acceleration']:.1%}",
+            "yes" if p.label in {q.label for q in steps_front} else "",
+            "yes" if p.label in joint_labels else "",
+            "" if p.label.startswith("full,") else (
+                "no match" if s is None else f"{s.speedup:.2f}x vs {s.matched.label}"),
+            "" if s is None else s.ratio.text(),
+        ])
+    lines += [
+        "### Every configuration", "",
+        "Sorted by latency. FID: mean ± sd over seeds; **block share skipped**: exitable-block "
+        "evaluations not run (a reuse refresh runs them all); **speedup at matched FID**: the "
+        "latency of the cheapest steps-only configuration whose mean FID is no worse, over the "
+        "point's; **FID / match**: per seed, paired.", "",
+        markdown_table(pd.DataFrame(rows, columns=[
+            "configuration", "FID-MNIST", "relative latency", "block share skipped",
+            "steps-only front", "joint front", "speedup at matched FID", "FID / match"]),
+            align=["left", "right", "right", "right", "center", "center", "left", "right"]), ""]
+    lines += ["Steps-only front: " + ", ".join(
+        f"{p.label} ({p.fid:.2f}, {p.latency:.2f})" for p in steps_front) + ".", "",
+        "Joint front: " + ", ".join(
+        f"{p.label} ({p.fid:.2f}, {p.latency:.2f})" for p in joint) + ".", ""]
+    figs.append(figure(arch, pts, steps, joint, ref.fid, params.window))
+    return lines, head
+
+
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    configs = [c for k, c in cells.items() if not k.endswith(COST)]
+    if not configs:
+        return Report("# Levers against fewer steps\n\nNo configuration measured yet.\n")
+    first = configs[0]
+    runs = list(dict.fromkeys(f"`{c['command']}`" for c in cells.values()))
+    dates = sorted(c["machine"]["date"] for c in cells.values())
+    minutes = sum(c["seconds"]["sampling"] + c["seconds"]["fid"] for c in configs) / 60
+    costs = {k.split("/")[0]: c["cost_model"] for k, c in cells.items() if k.endswith(COST)}
+    lines = [
+        "# Levers against fewer steps: skip and block reuse on the testbeds",
+        "",
+        f"Written by `benchmarks/levers.py` from `{json_name}` (issue #16).",
+        "",
+        f"- Command: {'; '.join(runs)}",
+        f"- Machine: {machine_text(first['machine'])}",
+        f"- Date: {dates[0]} to {dates[-1]}; {minutes:.1f} min of sampling and FID",
+        f"- Seeds: {', '.join(map(str, first['seeds']))} (common random numbers: the same labels "
+        f"and noise for every configuration), {first['n']} samples each; FID-MNIST",
+        "- Weights: the testbeds' base weights (no fine-tune; block reuse is training-free), "
+        + "; ".join(f"`{c['weights']}` (sha256 {c['weights_sha256'][:12]})"
+                    for c in {c["arch"]: c for c in configs}.values()),
+        "- Latency: one cost model per architecture, profiled once ("
+        + "; ".join(f"{a}: batch {c['batch_size']}, {c['device']}, "
+                    f"{c['conditions'].get('threads')} thread(s), a full call "
+                    f"{c['fixed'] + c['depth'] * c['block']:.3f} s" for a, c in costs.items())
+        + "): the sum over the sampler's calls of the cost at each call's block count, a reuse "
+        f"refresh at full depth; relative to the full model at DDIM-{params.reference_steps}",
+        "- Levers: `skip` (the paper's exits) and `reuse<r>` (block reuse with refresh period r "
+        "in every exiting interval of the preset; see `ase_search/schedule.py`)",
+        "",
+        "## Verdict",
+        "",
+    ]
+    sections, figs = [], []
+    for arch in params.archs:
+        section, head = arch_section(cells, arch, params, figs)
+        sections += section
+        if head is not None:
+            lines += [head, ""]
+    shot = one_shot_summary(params.window)
+    if shot:
+        lines += [shot, ""]
+    lines += sections
+    return Report("\n".join(lines), figures=figs,
+                  title="Levers against fewer steps on the testbeds",
+                  html_intro="".join(f"<p>{line.replace('**', '')}</p>" for line in lines
+                                     if line.startswith("**headline**")))
+
+
+BENCHMARK = Benchmark(name="levers", doc=__doc__, params=Params, keys=keys, cell=measure,
+                      report=report, cell_identity=weights_identity)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(BENCHMARK, argv)
+
+
+if __name__ == "__main__":
+    main()

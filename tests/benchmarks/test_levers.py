@@ -1,0 +1,57 @@
+"""benchmarks/levers: its cells, its levers and a tiny run through the real runner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.levers import Params, keys, lever_schedule
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_keys_name_arch_steps_preset_and_lever() -> None:
+    p = Params(archs=("dit",), steps_only=(5, 20), exit_steps=(10,), presets=("D1",),
+               levers=("skip", "reuse3"))
+    assert keys(p) == ["dit/cost-model", "dit/ddim-5/full", "dit/ddim-20/full",
+                       "dit/ddim-10/D1/skip", "dit/ddim-10/D1/reuse3"]
+
+
+def test_levers_are_the_preset_with_its_blocks_run_another_way() -> None:
+    skip = lever_schedule("D3", "skip", "dit", 12)
+    reuse = lever_schedule("D3", "reuse3", "dit", 12)
+    assert skip.modes == ("skip",) * 5 and skip.blocks == (12, 11, 9, 8, 7)
+    assert reuse.blocks == skip.blocks and reuse.boundaries == skip.boundaries
+    assert reuse.modes == ("skip",) + ("reuse",) * 4 and reuse.periods == (1, 3, 3, 3, 3)
+
+
+@pytest.mark.parametrize("bad", [{"levers": ("skip", "cache")}, {"levers": ("reuse0",)},
+                                 {"levers": ("skip", "skip")}, {"archs": ("unet",)},
+                                 {"presets": ("D2",)}, {"reference_steps": 9}])
+def test_bad_parameters_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        Params(**bad)
+
+
+def test_tiny_run_writes_the_headline(tmp_path: Path) -> None:
+    out = tmp_path / "levers.md"
+    args = [sys.executable, "-m", "benchmarks.levers", "--threads", "1", "--archs", "dit",
+            "--n", "8", "--seeds", "1", "--batch-size", "8", "--latency-batch", "4",
+            "--steps-only", "3", "--exit-steps", "3", "--reference-steps", "3",
+            "--presets", "D1", "--levers", "skip", "reuse2", "--out", str(out)]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                               "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "**headline** (DiT-T, base weights)" in text and "D1 reuse2, DDIM-3" in text
+    cells = json.loads(out.with_suffix(".json").read_text())["cells"]
+    # DDIM-3 calls at 666, 333, 0 fall in three intervals of D1: each reuse call is its
+    # interval's first, a refresh; so reuse2 is the full model there, bit for bit.
+    assert cells["dit/ddim-3/D1/reuse2"]["fids"] == cells["dit/ddim-3/full"]["fids"]
+    assert cells["dit/ddim-3/D1/reuse2"]["blocks_per_call"] == [12, 12, 12]
+    assert out.with_suffix(".html").is_file()
