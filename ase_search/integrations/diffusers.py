@@ -272,6 +272,10 @@ def apply_exit_schedule(transformer: nn.Module, schedule: ExitSchedule, *,
     if schedule.arch != "dit":
         raise ValueError(f"diffusers transformers drop blocks from the end like DiT; the schedule "
                          f"is for {schedule.arch} (its counts mean decoder blocks)")
+    if schedule.reuses:
+        # The hook only drops blocks; running a reuse schedule as skip would be silently wrong.
+        raise ValueError(f"the schedule {schedule.name!r} reuses blocks, which the diffusers "
+                         f"hooks do not support; use a skip schedule (modes all 'skip')")
     if schedule.depth != len(blocks):
         stacks = " + ".join(f"{len(getattr(transformer, s))} {s}" for s in layout.stacks)
         raise ValueError(f"the schedule {schedule.name!r} was written for depth {schedule.depth} "

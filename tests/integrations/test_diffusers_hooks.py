@@ -229,3 +229,11 @@ def test_cfg_batch_and_mixed_timesteps():
         assert state.active is None  # a failed call leaves no count behind
     finally:
         remove_exit_schedule(model)
+
+
+def test_a_reuse_schedule_is_refused_not_run_as_skip():
+    model, _, _ = _dit()
+    reuse = _schedule(4).with_reuse(2)
+    with pytest.raises(ValueError, match="reuses blocks, which the diffusers hooks do not support"):
+        apply_exit_schedule(model, reuse)
+    assert exit_schedule_state(model) is None
