@@ -253,12 +253,15 @@ def one_shot_key(model: nn.Module, space: ScheduleSpace, config: FinetuneConfig,
 
     It covers the starting weights' content (the state dict tensor by tensor, with the model's
     arch and config, so a ``.pt`` and a ``.safetensors`` copy agree), the space (its ``to_dict``
-    less the prose ``description``), every :class:`FinetuneConfig` field and the data: the spec
-    ``"mnist"``, a file's content, or a folder's file names and sizes (hashing every image of a
+    less the prose ``description`` and a joint space's ``sampling`` section), every
+    :class:`FinetuneConfig` field and the data: the spec ``"mnist"``, a file's content, or a folder's file names and sizes (hashing every image of a
     large folder would cost more than it protects). The device is not covered: the same recipe
     on a GPU is the same recipe.
     """
-    space_dict = {k: v for k, v in space.to_dict().items() if k != "description"}
+    # The weights are trained over t, not for a sampler: a joint space's sampling section (and
+    # the prose description) does not change them.
+    space_dict = {k: v for k, v in space.to_dict().items()
+                  if k not in ("description", "sampling")}
     recipe = {"version": _KEY_VERSION, "model": _model_sha256(model), "space": space_dict,
               "finetune": asdict(config), "data": _data_fingerprint(data)}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

@@ -14,6 +14,7 @@ result.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import numbers
@@ -40,7 +41,6 @@ __all__ = [
     "complete_trials",
     "distinct_schedules",
     "export_schedule",
-    "fixed_sampler_note",
     "front_table",
     "full_latency_of",
     "hypervolume",
@@ -56,8 +56,8 @@ __all__ = [
     "trial_schedule",
 ]
 
-FRONT_COLUMNS = ("trial", "schedule", "fid", "acceleration", "latency", "seed", "on_front",
-                 "dominated_by")
+FRONT_COLUMNS = ("trial", "sampler", "schedule", "fid", "acceleration", "latency", "seed",
+                 "on_front", "dominated_by")
 
 
 # ###################################################################### opening a study
@@ -195,17 +195,6 @@ def schedule_string(trial: FrozenTrial) -> str:
 
 
 # ###################################################################### Pareto front
-def fixed_sampler_note(study: optuna.Study) -> str:
-    """What the front leaves out: it compares exit schedules at the study's one sampler and step
-    count, never against the full model with fewer steps, which can be the better trade."""
-    config = study.user_attrs.get("config", {})
-    sampler = f"{config.get('sampler', '?')}-{config.get('steps', '?')}"
-    return (f"this front compares exit schedules at {sampler} only; the full model with fewer "
-            f"steps is not on it. Before choosing, check it at the same latency "
-            f"(`ase-search eval --schedule full --steps N`): on the DiT testbed fewer steps beat "
-            f"every exit schedule at matched FID (README, reports/steps_vs_exits.md)")
-
-
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
 
@@ -283,16 +272,20 @@ def front_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFra
         include_all: list every COMPLETE trial, not just the front and the seeds.
 
     Returns:
-        A DataFrame with columns :data:`FRONT_COLUMNS`: ``trial``, ``schedule`` (blocks per
-        interval), ``fid``, ``acceleration``, ``latency``, ``seed`` (preset name or ``""``),
+        A DataFrame with columns :data:`FRONT_COLUMNS`: ``trial``, ``sampler`` (``ddim-20``: the
+        trial's in a joint space, else the study's one), ``schedule`` (blocks per interval), ``fid``, ``acceleration``, ``latency``, ``seed`` (preset name or ``""``),
         ``on_front`` and ``dominated_by`` (comma-separated numbers of the front trials that
         dominate the row, ``""`` on the front).
     """
     import pandas as pd
 
+    from ase_search.samplers import SamplerConfig
+    from ase_search.search.trial import study_sampler
+
     front = pareto_front(study)
     on_front = {t.number for t in front}
     full = full_latency_of(study)
+    one_sampler = study_sampler(study.user_attrs.get("config") or {}).to_dict()
     rows = []
     for t in complete_trials(study):
         seed = _seed_name(t)
@@ -301,6 +294,8 @@ def front_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFra
         by = [f.number for f in front if _dominates(f.values, t.values)]
         rows.append({
             "trial": t.number,
+            "sampler": SamplerConfig.from_dict(t.user_attrs.get("sampler") or one_sampler
+                                               ).describe(),
             "schedule": schedule_string(t),
             "fid": float(t.values[0]),
             "acceleration": trial_acceleration(t, full),
@@ -418,8 +413,11 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         raise StudyError(f"trial {trial.number} is {trial.state.name}; export a COMPLETE trial")
     from ase_search.finetune import rebase_weights  # relative to the schedule file
 
+    from ase_search.search.trial import study_sampler
+
     schedule = trial_schedule(trial)
     attrs, config = trial.user_attrs, study.user_attrs.get("config") or {}
+    sampler = attrs.get("sampler") or study_sampler(config).to_dict()
     seed = _seed_name(trial)
     provenance: dict[str, Any] = {
         "source": "ase-search export",
@@ -435,8 +433,11 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         "acceleration": _nan_to_none(trial_acceleration(trial, full_latency_of(study))),
         "block_acceleration": attrs.get("block_acceleration"),
         "finetune_steps": attrs.get("finetune_steps"),
-        "sampler": config.get("sampler"),
-        "steps": config.get("steps"),
+        # the trial's own sampler (a joint space's), else the study's one
+        "sampler": sampler["name"],
+        "steps": sampler["steps"],
+        "timestep_spacing": sampler.get("timestep_spacing"),
+        "confirmed": _confirmation(study, sampler, attrs.get("schedule")),
         "finetune": config.get("finetune", config.get("finetune_mode")),
         "checkpoint": config.get("checkpoint"),
         "weights": rebase_weights(study.user_attrs.get("weights"), study_dir(study), path.parent),
@@ -445,10 +446,22 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         "study_ase_search_version": study.user_attrs.get("ase_search_version"),
     }
     name = seed or f"{study.study_name}-trial{trial.number}"
-    out = ExitSchedule(schedule.arch, schedule.depth, schedule.boundaries, schedule.blocks, name,
-                       {**schedule.metadata, **provenance})
+    out = dataclasses.replace(schedule, name=name, metadata={**schedule.metadata, **provenance})
     out.to_json(path)
     return out
+
+
+def _confirmation(study: optuna.Study, sampler: dict[str, Any],
+                  schedule: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration's FIDs over confirmation seeds (``ase-search confirm``), if measured."""
+    from ase_search.fronts import CONFIRM_PREFIX, config_key
+
+    record = study.user_attrs.get(CONFIRM_PREFIX + config_key(sampler, schedule))
+    if not isinstance(record, dict):
+        return None
+    fids = [float(f) for f in record.get("fids", [])]
+    return {"seeds": record.get("seeds"), "fids": fids,
+            "fid_mean": sum(fids) / len(fids) if fids else None}
 
 
 def _nan_to_none(x: float) -> float | None:

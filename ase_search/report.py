@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,9 +95,9 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
     """
     from optuna.trial import TrialState
 
+    from ase_search.fronts import fronts_table, study_verdict, verdict_lines
     from ase_search.pareto import (
         complete_trials,
-        fixed_sampler_note,
         front_table,
         pareto_front,
         seed_report,
@@ -122,8 +123,10 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         _summary_html(study, states, len(front), storage_location(study)),
-        f"<p><b>Note:</b> {html.escape(fixed_sampler_note(study))}.</p>",
     ]
+    verdict = study_verdict(study)
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_lines(verdict))
+    parts.append(f"<h2>Verdict: exits against fewer steps</h2><ul>{items}</ul>")
     if failed:
         reasons: dict[str, int] = {}
         for t in failed:
@@ -142,7 +145,8 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
                      f"seed schedules are on the front.</p><ul>{''.join(lines)}</ul>")
 
     figures = [
-        ("FID vs acceleration", _front_figure(study, trials, front)),
+        ("Three fronts: steps-only, exits at the reference sampler, joint",
+         _fronts_figure(verdict)),
         ("Hypervolume history", _hypervolume_figure(study, trials, ref)),
     ]
     heat = _schedule_heatmap(study, front)
@@ -154,7 +158,11 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
                           config={"displaylogo": False})
         parts.append(f"<h2>{html.escape(heading)}</h2>{div}")
 
-    parts.append("<h2>Pareto table</h2>")
+    parts.append("<h2>Every configuration</h2><p>Latency is predicted (the sum of the run's "
+                 "calls' costs); speedup is over the reference configuration; matched: the "
+                 "speedup over the cheapest steps-only configuration whose FID is no worse.</p>")
+    parts.append(_table_html(fronts_table(verdict)))
+    parts.append("<h2>Pareto table of the trials</h2>")
     if table.empty:
         parts.append("<p>No COMPLETE trial yet.</p>")
     else:
@@ -240,52 +248,58 @@ def _summary_html(study: optuna.Study, states: dict[str, int], n_front: int,
     return f"<dl class=\"summary\">{body}</dl>"
 
 
-def _hover(t: Any, acceleration: float, schedule: str) -> str:
-    seed = t.user_attrs.get("seed")
-    return (f"trial {t.number}" + (f" ({seed})" if seed else "")
-            + f"<br>FID {t.values[0]:.4g}<br>acceleration {acceleration:.2%}"
-            f"<br>latency {t.values[1]:.4g} s<br>blocks {schedule}")
-
-
-def _front_figure(study: optuna.Study, trials: list, front: list) -> go.Figure:
+def _fronts_figure(verdict: Any) -> go.Figure:
+    """FID (log axis) against speedup over the reference configuration: every configuration,
+    the three fronts as staircases, and buttons that zoom on the quality window or show all."""
     import plotly.graph_objects as go
 
-    from ase_search.pareto import full_latency_of, schedule_string, trial_acceleration
-
-    full = full_latency_of(study)
-    on_front = {t.number for t in front}
-    acc = {t.number: trial_acceleration(t, full) for t in trials}
+    f = verdict.fronts
+    unit = f.reference_latency
     fig = go.Figure()
-    rest = [t for t in trials if t.number not in on_front]
-    fig.add_trace(go.Scatter(
-        x=[acc[t.number] for t in rest], y=[t.values[0] for t in rest], mode="markers",
-        name="dominated", marker={"color": "#bbbbbb", "size": 7},
-        hovertext=[_hover(t, acc[t.number], schedule_string(t)) for t in rest], hoverinfo="text"))
-    # Sorted by acceleration the front's FID rises; "vh" draws the attainable staircase.
-    line = sorted(front, key=lambda t: (acc[t.number], t.values[0]))
-    fig.add_trace(go.Scatter(
-        x=[acc[t.number] for t in line], y=[t.values[0] for t in line], mode="lines+markers",
-        line_shape="vh", name="Pareto front", marker={"color": "#d62728", "size": 9},
-        line={"color": "#d62728"},
-        hovertext=[_hover(t, acc[t.number], schedule_string(t)) for t in line], hoverinfo="text"))
-    seeds = [t for t in trials if t.user_attrs.get("seed")]
-    if seeds:
-        fig.add_trace(go.Scatter(
-            x=[acc[t.number] for t in seeds], y=[t.values[0] for t in seeds],
-            mode="markers+text", name="paper presets (seeds)",
-            text=[str(t.user_attrs["seed"]) for t in seeds], textposition="top center",
-            marker={"symbol": "star", "size": 14, "color": "#1f77b4",
-                    "line": {"width": 1, "color": "#000"}},
-            hovertext=[_hover(t, acc[t.number], schedule_string(t)) for t in seeds],
-            hoverinfo="text"))
-    full_fid = study.user_attrs.get("full_fid")
-    if full_fid is not None and not any(t.user_attrs.get("seed") == "full" for t in seeds):
-        fig.add_trace(go.Scatter(x=[0.0], y=[full_fid], mode="markers+text", name="full model",
-                                 text=["full"], textposition="top center",
-                                 marker={"symbol": "diamond", "size": 12, "color": "#2ca02c"}))
-    fig.update_layout(xaxis_title="acceleration (1 - latency / full latency)",
-                      yaxis_title="FID (lower is better)", xaxis_tickformat=".0%",
-                      template="plotly_white", height=520)
+
+    def hover(p: Any) -> str:
+        sd = f" ± {statistics.stdev(p.fids):.2f} ({len(p.fids)} seeds)" if (
+            p.fids and len(p.fids) > 1) else ""
+        return (f"{html.escape(p.label)}<br>FID {p.fid:.3g}{sd}<br>speedup "
+                f"{unit / p.latency:.2f}x<br>{p.latency / f.batch_size * 1e3:.2f} ms/sample")
+
+    groups = (("steps-only (full model)", [p for p in f.points if p.kind == "steps-only"],
+               {"symbol": "circle", "size": 8, "color": "#2ca02c"}),
+              ("exit configurations", [p for p in f.points if p.kind == "exit"],
+               {"symbol": "x", "size": 7, "color": "#888888"}))
+    for name, pts, marker in groups:
+        fig.add_trace(go.Scatter(x=[unit / p.latency for p in pts], y=[p.fid for p in pts],
+                                 mode="markers", name=name, marker=marker,
+                                 hovertext=[hover(p) for p in pts], hoverinfo="text"))
+    for name, pts, color, dash in (("steps-only front", f.steps_only, "#2ca02c", "solid"),
+                                   ("exits-only front (reference sampler)",
+                                    f.exits_at_reference, "#1f77b4", "dot"),
+                                   ("joint front", f.joint, "#d62728", "dash")):
+        line = sorted(pts, key=lambda p: (-p.latency, p.fid))  # speedup rising, FID rising
+        fig.add_trace(go.Scatter(x=[unit / p.latency for p in line], y=[p.fid for p in line],
+                                 mode="lines+markers", line_shape="vh", name=name,
+                                 line={"color": color, "dash": dash}, marker={"color": color},
+                                 hovertext=[hover(p) for p in line], hoverinfo="text"))
+    fids = [p.fid for p in f.points if p.fid > 0]
+    buttons = []
+    if f.reference is not None and fids:
+        top = verdict.window * f.reference.fid
+        fig.add_hline(y=top, line={"color": "#999", "dash": "dot"},
+                      annotation_text=f"quality window: FID <= {verdict.window:g} x reference")
+        low = min(fids)
+        zoom = [math.log10(low * 0.9), math.log10(top * 1.6)]
+        whole = [math.log10(low * 0.9), math.log10(max(fids) * 1.1)]
+        buttons = [{"label": "quality window", "method": "relayout",
+                    "args": [{"yaxis.range": zoom}]},
+                   {"label": "full range", "method": "relayout",
+                    "args": [{"yaxis.range": whole}]}]
+        fig.update_yaxes(range=zoom)
+    fig.update_layout(
+        xaxis_title="speedup over the reference configuration (predicted latency)",
+        yaxis_title="FID (log axis, lower is better)", yaxis_type="log",
+        template="plotly_white", height=560,
+        updatemenus=[{"type": "buttons", "direction": "right", "x": 1.0, "y": 1.12,
+                      "xanchor": "right", "buttons": buttons}] if buttons else [])
     return fig
 
 
@@ -337,24 +351,33 @@ def _schedule_heatmap(study: optuna.Study, front: list, bin_width: float = 0.01
     return fig
 
 
+def _cell(value: Any, column: str) -> str:
+    """One table cell as text: percentages for accelerations, yes/no for flags, blank for
+    missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if column == "acceleration":
+            return f"{value:.2%}"
+        if column in ("speedup", "matched_speedup"):
+            return f"{value:.2f}x"
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _table_html(table: Any) -> str:
+    """A table as HTML; rows of seed presets and rows off the front get CSS classes."""
     head = "".join(f"<th class=\"{c}\">{html.escape(c.replace('_', ' '))}</th>"
                    for c in table.columns)
     body = []
-    for row in table.itertuples(index=False):
-        cells = {
-            "trial": str(row.trial),
-            "schedule": row.schedule,
-            "fid": f"{row.fid:.4g}",
-            "acceleration": "" if math.isnan(row.acceleration) else f"{row.acceleration:.2%}",
-            "latency": f"{row.latency:.4g}",
-            "seed": row.seed,
-            "on_front": "yes" if row.on_front else "no",
-            "dominated_by": row.dominated_by,
-        }
-        classes = " ".join(c for c, on in (("seed", bool(row.seed)),
-                                           ("dominated", not row.on_front)) if on)
-        tds = "".join(f"<td class=\"{c}\">{html.escape(cells[c])}</td>" for c in table.columns)
+    for row in table.to_dict("records"):
+        classes = " ".join(c for c, on in (("seed", bool(row.get("seed"))),
+                                           ("dominated", row.get("on_front") is False
+                                            or row.get("joint_front") is False)) if on)
+        tds = "".join(f"<td class=\"{c}\">{html.escape(_cell(row[c], c))}</td>"
+                      for c in table.columns)
         body.append(f"<tr class=\"{classes}\">{tds}</tr>")
     return f"<table class=\"pareto\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}" \
            "</tbody></table>"

@@ -15,6 +15,13 @@ reproducible):
 
 ``space.to_params(schedule)`` inverts the decoding for any schedule inside the space, so the
 paper's presets can be enqueued as seed trials.
+
+A joint space (a ``sampling:`` section, :class:`SamplingSpace`) searches the sampler and its step
+count with the schedule: ``sampler`` (categorical), ``steps`` (integer, log-uniform) and, when the
+section lists several, ``timestep_spacing`` (categorical). Without the section the study's one
+sampler and step count apply to every trial, as before. The section also fixes the study's
+steps-only baseline (the full model at each sampler and every ``steps_only`` step count) and the
+reference configuration speedups are measured against.
 """
 
 from __future__ import annotations
@@ -27,11 +34,15 @@ from typing import Any
 
 from ase_search.schedule import ARCHS, ExitSchedule, preset, preset_names
 
-__all__ = ["ScheduleSpace", "SpaceError", "load_space"]
+__all__ = ["SamplingSpace", "ScheduleSpace", "SpaceError", "load_space"]
 
 SPACE_VERSION = 1
 _KEYS = {"version", "arch", "depth", "intervals", "edges", "edge_grid", "blocks", "monotone",
-         "seeds", "description"}
+         "seeds", "description", "sampling"}
+_SAMPLING_KEYS = {"samplers", "steps", "timestep_spacing", "steps_only", "reference"}
+# The steps-only ladder when a space does not give one (clipped to its step range).
+STEPS_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
+SAMPLING_PARAMS = ("sampler", "steps", "timestep_spacing")  # Optuna names of a joint space
 # A T = 1000-step process has 1000 timesteps, so more intervals (or edge-grid cells) than that are
 # empty; the cap also keeps a typo like `intervals: 1000000000` from building huge tuples.
 MAX_INTERVALS = 1000
@@ -39,6 +50,178 @@ MAX_INTERVALS = 1000
 
 class SpaceError(ValueError):
     """A search-space file is malformed; the message names the field."""
+
+
+@dataclass(frozen=True)
+class SamplingSpace:
+    """The ``sampling:`` section of a joint space: which samplers and step counts to search.
+
+    Args:
+        samplers: sampler names (:data:`~ase_search.samplers.SAMPLER_NAMES`), searched as a
+            categorical parameter.
+        min_steps: fewest steps a trial may take.
+        max_steps: most steps a trial may take (searched log-uniformly in between).
+        timestep_spacings: the timestep spacings to search (``None``: each sampler's default);
+            a spacing applies to the samplers that offer it, the others take their default.
+        steps_only: the step counts of the steps-only baseline (the full model at each sampler).
+        reference: ``(sampler, steps)`` of the reference configuration (the full model), which
+            tables measure speedups against and the paper's presets are seeded at.
+    """
+
+    samplers: tuple[str, ...]
+    min_steps: int
+    max_steps: int
+    timestep_spacings: tuple[str | None, ...] = (None,)
+    steps_only: tuple[int, ...] = ()
+    reference: tuple[str, int] = ("ddim", 20)
+
+    def __post_init__(self) -> None:
+        from ase_search.samplers import SAMPLER_NAMES, TIMESTEP_SPACINGS
+
+        if not self.samplers:
+            raise SpaceError("sampling.samplers must list at least one sampler, e.g. [ddim]")
+        for name in self.samplers:
+            if name not in SAMPLER_NAMES:
+                raise SpaceError(f"sampling.samplers: unknown sampler {name!r}; choose from "
+                                 f"{list(SAMPLER_NAMES)}")
+        if len(set(self.samplers)) != len(self.samplers):
+            raise SpaceError(f"sampling.samplers lists a sampler twice: {list(self.samplers)}")
+        for key in ("min_steps", "max_steps"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpaceError(f"sampling.steps.{key[:3]} must be an integer >= 1, got "
+                                 f"{value!r}")
+        if self.min_steps > self.max_steps:
+            raise SpaceError(f"sampling.steps: min {self.min_steps} is above max "
+                             f"{self.max_steps}; swap them")
+        if not self.timestep_spacings:
+            raise SpaceError("sampling.timestep_spacing must not be an empty list")
+        for spacing in self.timestep_spacings:
+            if spacing is not None and spacing not in TIMESTEP_SPACINGS:
+                raise SpaceError(f"sampling.timestep_spacing: unknown spacing {spacing!r}; "
+                                 f"choose from {list(TIMESTEP_SPACINGS)}")
+        if not self.steps_only:
+            raise SpaceError("sampling.steps_only must list at least one step count")
+        for n in self.steps_only:
+            if isinstance(n, bool) or not isinstance(n, int) or not (
+                    self.min_steps <= n <= self.max_steps):
+                raise SpaceError(f"sampling.steps_only: {n!r} is not an integer in the step "
+                                 f"range [{self.min_steps}, {self.max_steps}]")
+        name, steps = self.reference
+        if name not in self.samplers:
+            raise SpaceError(f"sampling.reference.sampler {name!r} is not one of the space's "
+                             f"samplers {list(self.samplers)}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not (
+                self.min_steps <= steps <= self.max_steps):
+            raise SpaceError(f"sampling.reference.steps must be an integer in the step range "
+                             f"[{self.min_steps}, {self.max_steps}], got {steps!r}")
+        for sampler in self.samplers:  # every sampler must take the most steps asked of it
+            self.sampler_config(sampler, self.max_steps).model_times()
+
+    def sampler_config(self, name: str, steps: int, spacing: str | None = None) -> Any:
+        """The :class:`~ase_search.samplers.SamplerConfig` of one point of the space; ``spacing``
+        applies when the sampler offers it (else the sampler's default)."""
+        from ase_search.samplers import SAMPLERS, SamplerConfig
+
+        if spacing not in SAMPLERS[name].spacings:
+            spacing = None
+        try:
+            return SamplerConfig(name=name, steps=int(steps), timestep_spacing=spacing)
+        except ValueError as err:
+            raise SpaceError(f"sampling: {err}") from None
+
+    @property
+    def reference_config(self) -> Any:
+        """The reference configuration's sampler (at the first spacing)."""
+        return self.sampler_config(*self.reference, self.timestep_spacings[0])
+
+    def distributions(self) -> dict[str, Any]:
+        """Optuna distributions of ``sampler``, ``steps`` and (several spacings) the spacing."""
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        out: dict[str, Any] = {
+            "sampler": CategoricalDistribution(self.samplers),
+            "steps": IntDistribution(self.min_steps, self.max_steps, log=True),
+        }
+        if len(self.timestep_spacings) > 1:
+            out["timestep_spacing"] = CategoricalDistribution(self.timestep_spacings)
+        return out
+
+    def from_params(self, params: Mapping[str, Any]) -> Any:
+        """The sampler config that Optuna parameters ``sampler``/``steps``/... decode to."""
+        missing = [n for n in self.distributions() if n not in params]
+        if missing:
+            raise SpaceError(f"missing parameter(s) {missing}")
+        return self.sampler_config(params["sampler"], params["steps"],
+                                   params.get("timestep_spacing", self.timestep_spacings[0]))
+
+    def to_params(self, name: str, steps: int, spacing: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"sampler": name, "steps": int(steps)}
+        if len(self.timestep_spacings) > 1:
+            params["timestep_spacing"] = spacing if spacing in self.timestep_spacings else \
+                self.timestep_spacings[0]
+        return params
+
+    def steps_only_configs(self) -> list[Any]:
+        """The steps-only baseline's sampler configs: every sampler x spacing x ladder count."""
+        return [self.sampler_config(name, n, spacing)
+                for name in self.samplers for spacing in self.timestep_spacings
+                for n in self.steps_only]
+
+    def to_dict(self) -> dict[str, Any]:
+        spacings = list(self.timestep_spacings)
+        return {"samplers": list(self.samplers),
+                "steps": {"min": self.min_steps, "max": self.max_steps},
+                "timestep_spacing": spacings[0] if len(spacings) == 1 else spacings,
+                "steps_only": list(self.steps_only),
+                "reference": {"sampler": self.reference[0], "steps": self.reference[1]}}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SamplingSpace:
+        """Build from the parsed ``sampling:`` mapping (messages name the field)."""
+        if not isinstance(data, dict):
+            raise SpaceError("sampling must be a mapping with samplers and steps")
+        unknown = set(data) - _SAMPLING_KEYS
+        if unknown:
+            raise SpaceError(f"sampling: unknown field(s) {', '.join(sorted(unknown))}; "
+                             f"allowed: {', '.join(sorted(_SAMPLING_KEYS))}")
+        samplers = data.get("samplers")
+        if isinstance(samplers, str):
+            samplers = [samplers]
+        if not isinstance(samplers, list) or not all(isinstance(s, str) for s in samplers):
+            raise SpaceError("sampling.samplers must be a list of sampler names, e.g. "
+                             "[ddim, dpm-solver]")
+        steps = data.get("steps")
+        if isinstance(steps, int) and not isinstance(steps, bool):
+            steps = {"min": steps, "max": steps}
+        if not isinstance(steps, dict) or set(steps) - {"min", "max"} or len(steps) != 2:
+            raise SpaceError("sampling.steps must be a mapping {min: N, max: M} (or one number)")
+        lo, hi = steps["min"], steps["max"]
+        spacing = data.get("timestep_spacing")
+        spacings = tuple(spacing) if isinstance(spacing, list) else (spacing,)
+        if not all(s is None or isinstance(s, str) for s in spacings):
+            raise SpaceError("sampling.timestep_spacing must be leading, linspace or a list")
+        ladder = data.get("steps_only")
+        if ladder is None and all(isinstance(v, int) and not isinstance(v, bool)
+                                  for v in (lo, hi)):
+            ladder = [n for n in STEPS_LADDER if lo <= n <= hi] or [lo]
+        if not isinstance(ladder, list):
+            raise SpaceError("sampling.steps_only must be a list of step counts")
+        reference = data.get("reference", {})
+        if not isinstance(reference, dict) or set(reference) - {"sampler", "steps"}:
+            raise SpaceError("sampling.reference must be a mapping {sampler: NAME, steps: N}")
+        first = samplers[0] if samplers else "ddim"
+        ref_sampler = reference.get("sampler", "ddim" if "ddim" in samplers else first)
+        ref_steps = reference.get("steps", 20)
+        if ("steps" not in reference and isinstance(lo, int) and isinstance(hi, int)
+                and not isinstance(lo, bool) and not isinstance(hi, bool)):
+            ref_steps = min(max(20, lo), hi)
+        return cls(samplers=tuple(samplers), min_steps=lo, max_steps=hi,
+                   timestep_spacings=spacings, steps_only=tuple(sorted(set(ladder), key=int)
+                                                                if all(isinstance(n, int)
+                                                                       for n in ladder)
+                                                                else ladder),
+                   reference=(ref_sampler, ref_steps))
 
 
 @dataclass(frozen=True)
@@ -54,7 +237,9 @@ class ScheduleSpace:
         min_blocks: per-interval lower bounds (length ``K``).
         max_blocks: per-interval upper bounds (length ``K``).
         monotone: never more blocks at larger t.
-        seeds: preset names enqueued as the first trials of a study.
+        seeds: preset names enqueued as the first trials of a study (at the reference
+            configuration's sampler in a joint space).
+        sampling: the ``sampling:`` section of a joint space; ``None``: the study's one sampler.
     """
 
     arch: str
@@ -67,6 +252,7 @@ class ScheduleSpace:
     monotone: bool = True
     seeds: tuple[str, ...] = ()
     description: str = field(default="", compare=False)
+    sampling: SamplingSpace | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -141,13 +327,15 @@ class ScheduleSpace:
         return ranges
 
     def distributions(self) -> dict[str, Any]:
-        """Optuna distributions of the parameters (for ``study.ask(fixed_distributions)``)."""
+        """Optuna distributions of the parameters (for ``study.ask(fixed_distributions)``): the
+        schedule's integers, and a joint space's sampling parameters."""
         from optuna.distributions import IntDistribution
 
-        return {n: IntDistribution(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
+        out = {n: IntDistribution(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
+        return out | (self.sampling.distributions() if self.sampling is not None else {})
 
     def suggest(self, trial: Any) -> ExitSchedule:
-        """Define-by-run: draw every parameter from an Optuna trial and decode it."""
+        """Define-by-run: draw the schedule's parameters from an Optuna trial and decode them."""
         params = {n: trial.suggest_int(n, lo, hi) for n, (lo, hi) in self.param_ranges().items()}
         return self.from_params(params)
 
@@ -155,6 +343,19 @@ class ScheduleSpace:
         """A schedule with every parameter drawn uniformly."""
         params = {n: rng.randint(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
         return self.from_params(params)
+
+    def sampler_from_params(self, params: Mapping[str, Any], default: Any) -> Any:
+        """The :class:`~ase_search.samplers.SamplerConfig` of a trial: decoded from ``params`` in a
+        joint space, ``default`` (the study's one sampler) otherwise."""
+        return default if self.sampling is None else self.sampling.from_params(params)
+
+    def seed_params(self, schedule: ExitSchedule) -> dict[str, Any]:
+        """Parameters of a seed trial: ``schedule`` at the reference configuration's sampler."""
+        params: dict[str, Any] = self.to_params(schedule)
+        if self.sampling is not None:
+            ref = self.sampling.reference_config
+            params |= self.sampling.to_params(ref.name, ref.steps, ref.timestep_spacing)
+        return params
 
     # ------------------------------------------------------------ conversions
     def from_params(self, params: Mapping[str, int], name: str = "searched") -> ExitSchedule:
@@ -244,7 +445,7 @@ class ScheduleSpace:
             "monotone": self.monotone,
             "seeds": list(self.seeds),
             "description": self.description,
-        }
+        } | ({} if self.sampling is None else {"sampling": self.sampling.to_dict()})
 
     @classmethod
     def from_dict(cls, data: Any, *, depth: int | None = None) -> ScheduleSpace:
@@ -300,10 +501,12 @@ class ScheduleSpace:
         edge_grid = data.get("edge_grid", 0.05)
         if isinstance(edge_grid, bool) or not isinstance(edge_grid, (int, float)):
             raise SpaceError(f"edge_grid must be a number, got {edge_grid!r}")
+        sampling = data.get("sampling")
         return cls(arch=data["arch"], depth=depth, intervals=K, edges=edges,
                    edge_grid=float(edge_grid), min_blocks=bounds[0], max_blocks=bounds[1],
                    monotone=monotone, seeds=tuple(seeds),
-                   description=str(data.get("description", "")))
+                   description=str(data.get("description", "")),
+                   sampling=None if sampling is None else SamplingSpace.from_dict(sampling))
 
 
 def _check_intervals(value: Any) -> None:

@@ -66,6 +66,11 @@ def study(folder):
     _add(s, 4, 0.0, 0.0, fail=True)  # 4 failed
     _add(s, 5, 12.0, 0.5, grid="grids/gone.png")  # 5 front, grid file missing
     _add(s, 6, 13.0, 1.9)  # 6 dominated
+    # The steps-only baseline: the full model at DDIM-20 (the reference), -10 and -5.
+    for steps, fid, latency in ((20, 3.5, 2.0), (10, 5.0, 1.0), (5, 9.0, 0.5)):
+        s.set_user_attr(f"steps_only:ddim-{steps}/full", {
+            "fid": fid, "latency": latency, "sampler": {"name": "ddim", "steps": steps,
+                                                        "eta": 0.0, "cfg_scale": 1.0}})
     return s
 
 
@@ -82,8 +87,9 @@ def test_report_is_self_contained_and_complete(study, folder, tmp_path):
     assert set(rows) == {"0", "1", "2", "3", "5"}
     assert '<td class="dominated_by">2, 3</td>' in rows["1"] and ">D4<" in rows["1"]
     assert "dominated by trials 2, 3" in text
-    # Seeds are labelled in the scatter; heatmap rows are labelled by trial number.
-    assert '"text":["full","D4"]' in text.replace(" ", "")
+    # The verdict against the steps-only baseline; heatmap rows are labelled by trial number.
+    assert "Verdict: exits against fewer steps" in text
+    assert "headline (1 seed;" in text and "1.00x at matched FID" in text
     for label in ("#0 full (0%)", "#2 (40%)", "#3 (55%)", "#5 (75%)"):
         assert label in text
     # Grids: both existing PNGs embedded (absolute and study-relative), the missing one reported.
@@ -97,7 +103,8 @@ def test_report_is_self_contained_and_complete(study, folder, tmp_path):
 
 
 def test_report_figures_show_the_library_numbers(study, tmp_path):
-    from ase_search.report import _front_figure, _hypervolume_figure, _schedule_heatmap
+    from ase_search.fronts import study_verdict
+    from ase_search.report import _fronts_figure, _hypervolume_figure, _schedule_heatmap
 
     ref = default_reference_point(study)
     assert ref == pytest.approx((2 * 3.5, 2.0))  # twice the full model's FID, its latency
@@ -105,13 +112,27 @@ def test_report_figures_show_the_library_numbers(study, tmp_path):
     hv = _hypervolume_figure(study, trials, ref).data[0]
     assert list(hv.x) == [0, 1, 2, 3, 5, 6]
     assert list(hv.y) == hypervolume_history(study, ref)
-    # Front step line: accelerations 0, .4, .55, .75 with FIDs 3.5, 6, 8, 12.
-    scatter = {trace.name: trace for trace in _front_figure(study, trials, front).data}
-    line = scatter["Pareto front"]
-    assert list(line.x) == pytest.approx([0.0, 0.4, 0.55, 0.75])
-    assert list(line.y) == [3.5, 6.0, 8.0, 12.0] and line.line.shape == "vh"
-    assert list(scatter["paper presets (seeds)"].text) == ["full", "D4"]
-    assert sorted(scatter["dominated"].x) == pytest.approx([0.05, 0.25])
+    # Three fronts against speedup over DDIM-20 (latency 2.0), FID on a log axis. Steps-only:
+    # (3.5, 2.0), (5, 1.0), (9, 0.5). Exits at the reference sampler: trials 0, 2, 3. Joint:
+    # both DDIM-20 points (equal values), DDIM-10, trial 3 (8, 0.9) and DDIM-5.
+    figure = _fronts_figure(study_verdict(study))
+    scatter = {trace.name: trace for trace in figure.data}
+    steps = scatter["steps-only front"]
+    assert list(steps.x) == pytest.approx([1.0, 2.0, 4.0]) and list(steps.y) == [3.5, 5.0, 9.0]
+    exits = scatter["exits-only front (reference sampler)"]
+    # (trial 5 runs trial 0's schedule: one configuration is one point, the first measured)
+    assert sorted(exits.x) == pytest.approx([1.0, 1.0, 2 / 1.2, 2 / 0.9])
+    assert sorted(exits.y) == [3.5, 3.5, 6.0, 8.0]
+    joint = scatter["joint front"]
+    assert sorted(joint.x) == pytest.approx([1.0, 1.0, 2.0, 2 / 0.9, 4.0])
+    assert sorted(joint.y) == [3.5, 3.5, 5.0, 8.0, 9.0]
+    assert joint.line.shape == "vh" and figure.layout.yaxis.type == "log"
+    # The first view zooms on the quality window; a button shows the full range.
+    import math
+
+    assert figure.layout.yaxis.range[1] == pytest.approx(math.log10(1.25 * 3.5 * 1.6))
+    buttons = {b.label: b for b in figure.layout.updatemenus[0].buttons}
+    assert buttons["full range"].args[0]["yaxis.range"][1] == pytest.approx(math.log10(9 * 1.1))
     # Heatmap: one row per front trial by acceleration, value = blocks at each t bin's centre.
     heat = _schedule_heatmap(study, front).data[0]
     assert list(heat.y) == ["#0 full (0%)", "#2 (40%)", "#3 (55%)", "#5 (75%)"]

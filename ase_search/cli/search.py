@@ -69,8 +69,18 @@ def run_cmd(
         help="Local Inception weights for FID on real data.")] = None,
     kid: Annotated[bool, typer.Option(help="Also compute KID.")] = False,
     seed: SeedOpt = 0,
+    confirm: Annotated[int, typer.Option(
+        help="After the trials, re-measure the joint front and the steps-only configurations "
+             "next to it over this many seeds (as `ase-search confirm`); 0: do not.")] = 0,
 ) -> None:
-    """Search the Pareto front of exit schedules (FID vs latency), seeded with the paper's."""
+    """Search sampler, step count and exit schedule together (FID vs latency).
+
+    A joint space (a `sampling:` section, as the shipped spaces have) searches the sampler and
+    its step count with the schedule, and --sampler/--steps are not used; a space without one
+    searches schedules at --sampler/--steps. Every study also measures the full model at a
+    ladder of step counts (the steps-only baseline), once, so `pareto` can say whether exits
+    beat simply taking fewer steps.
+    """
     import optuna
 
     from ase_search.search import SearchConfig, SearchError, run_search
@@ -90,7 +100,7 @@ def run_cmd(
             max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
             ray_address=ray_address, fid_extractor=extractor, fid_weights=fid_weights, kid=kid,
             seed=seed, vae=None if vae is None else str(vae), fid_data=fid_data,
-            timestep_spacing=timestep_spacing,
+            timestep_spacing=timestep_spacing, confirm=confirm,
         )
         if config.vae is not None:
             from ase_search.vae import load_vae

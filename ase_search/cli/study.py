@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,9 +43,9 @@ def pareto_cmd(
 
     from rich.table import Table
 
+    from ase_search.fronts import fronts_table, study_verdict, verdict_lines
     from ase_search.pareto import (
         complete_trials,
-        fixed_sampler_note,
         front_table,
         open_study,
         seed_report,
@@ -67,7 +67,7 @@ def pareto_cmd(
     n_complete = len(complete_trials(opened))
     out = Table(title=f"{opened.study_name}: Pareto front of {n_complete} complete trials "
                       f"(FID and latency minimised)")
-    for name, justify in (("trial", "right"), ("blocks per interval", "left"),
+    for name, justify in (("trial", "right"), ("sampler", "left"), ("blocks per interval", "left"),
                           ("FID", "right"), ("acceleration", "right"), ("latency s", "right"),
                           ("seed", "left"), ("front", "center")):
         out.add_column(name, justify=justify)
@@ -75,17 +75,20 @@ def pareto_cmd(
         acc = "" if math.isnan(row.acceleration) else f"{row.acceleration:.2%}"
         seed = f"* {row.seed}" if row.seed else ""
         style = None if row.on_front else "dim"
-        out.add_row(str(row.trial), row.schedule, f"{row.fid:.4g}", acc, f"{row.latency:.4g}",
+        out.add_row(str(row.trial), row.sampler, row.schedule, f"{row.fid:.4g}", acc,
+                    f"{row.latency:.4g}",
                     seed, "yes" if row.on_front else "no", style=style)
     console.print(out)
-    console_err.print(f"[yellow]note:[/yellow] {fixed_sampler_note(opened)}", highlight=False,
-                      soft_wrap=True)
     for s in seed_report(opened):
         if s.on_front:
             console.print(f"seed {s.name} (trial {s.trial}) is on the front")
         else:
             by = ", ".join(str(n) for n in s.dominated_by)
             console.print(f"seed {s.name} (trial {s.trial}) is dominated by trial(s) {by}")
+    verdict = study_verdict(opened)
+    console.print(_fronts_rich(fronts_table(verdict)))
+    for line in verdict_lines(verdict):
+        console.print(f"[bold]verdict:[/bold] {line}", highlight=False, soft_wrap=True)
 
     if csv is not None:
         atomic_write(csv, lambda tmp: table.to_csv(tmp, index=False))
@@ -97,6 +100,53 @@ def pareto_cmd(
         console_err.print(f"writing report {path} ...")
         write_report(opened, path, grids=grids)
         console.print(f"report -> {path}")
+
+
+def _fronts_rich(table: Any) -> Any:
+    """The three fronts as a rich table (front members only: S steps-only, E exits at the
+    reference sampler, J joint)."""
+    import math
+
+    from rich.table import Table
+
+    out = Table(title="Three fronts (S: steps-only, E: exits at the reference sampler, J: joint); "
+                      "latency predicted")
+    for name in ("configuration", "FID", "ms/sample", "speedup", "fronts", "vs fewer steps"):
+        out.add_column(name, justify="left" if name in ("configuration", "fronts") else "right")
+    for row in table.itertuples(index=False):
+        marks = "".join(m for m, on in (("S", row.steps_only_front), ("E", row.exits_front),
+                                         ("J", row.joint_front)) if on)
+        if not marks:
+            continue
+        sd = "" if row.fid_sd is None or math.isnan(row.fid_sd) else f" ± {row.fid_sd:.2f}"
+        matched = ("" if row.kind != "exit" else "no steps-only match"
+                   if row.matched_speedup is None or math.isnan(row.matched_speedup)
+                   else f"{row.matched_speedup:.2f}x")
+        out.add_row(row.configuration, f"{row.fid:.3g}{sd}", f"{row.ms_per_sample:.2f}",
+                    f"{row.speedup:.2f}x", marks, matched)
+    return out
+
+
+@app.command("confirm")
+def confirm_cmd(
+    study: StudyArg,
+    seeds: Annotated[int, typer.Option(
+        help="Seeds to measure each configuration over (the study's seed and the next ones; "
+             "common random numbers).")] = 5,
+    study_name: StudyNameOpt = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="Configurations at once.")] = None,
+) -> None:
+    """Re-measure the joint front and the steps-only configurations next to it over several
+    seeds, so `pareto` and `export` judge them by paired comparisons with their spread."""
+    from ase_search.cli._app import use_threads
+    from ase_search.search import confirm_study
+
+    use_threads()
+    summary = confirm_study(study, study_name=study_name, seeds=seeds,
+                            max_concurrent=max_concurrent,
+                            log=lambda m: console_err.print(m, highlight=False))
+    console.print(f"confirmed {summary} configuration(s) over {seeds} seeds. "
+                  f"Next: ase-search pareto {study}")
 
 
 @app.command("export")

@@ -17,7 +17,9 @@ Modules:
     study: bookkeeping (identity, seeds, drivers and heartbeats, recovery, re-used results).
     trial: the measuring of one trial (:class:`TrialContext`, :func:`evaluate_schedule`).
     tune: the Ray Tune glue (trainable, searcher, resources).
-    run: :func:`run_search` and its progress bar.
+    points: configurations measured outside the Optuna loop (the steps-only baseline, the
+        confirmation seeds), as Ray tasks.
+    run: :func:`run_search` and its progress bar; :func:`confirm_study`.
 """
 
 from ase_search.search.config import (
@@ -27,7 +29,13 @@ from ase_search.search.config import (
     SearchError,
     one_shot_config,
 )
-from ase_search.search.run import SearchSummary, StudyProgress, check_weights_key, run_search
+from ase_search.search.run import (
+    SearchSummary,
+    StudyProgress,
+    check_weights_key,
+    confirm_study,
+    run_search,
+)
 from ase_search.search.storage import JOURNAL_SUFFIXES, StudyError, open_storage, resolve_storage
 from ase_search.search.study import (
     HEARTBEAT_EVERY,
@@ -60,6 +68,7 @@ __all__ = [
     "StudyProgress",
     "TrialContext",
     "check_weights_key",
+    "confirm_study",
     "driver_gone",
     "enqueue_seeds",
     "evaluate_schedule",

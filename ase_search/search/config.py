@@ -138,6 +138,9 @@ class SearchConfig:
             before FID (:mod:`ase_search.vae`); needed when the model's samples are latents.
         fid_data: FID reference (``mnist`` or a folder of images) when it differs from ``data``,
             e.g. images next to the latents file a latent model is fine-tuned on.
+        confirm: after the trials, re-measure the joint front and the steps-only configurations
+            next to it over this many seeds (``ase-search confirm``); 0: do not. Not part of the
+            study's identity.
     """
 
     arch: str = "dit"
@@ -170,6 +173,7 @@ class SearchConfig:
     vae: str | None = None
     fid_data: str | None = None
     timestep_spacing: str | None = None
+    confirm: int = 0
 
     def __post_init__(self) -> None:
         from ase_search.metrics.fid import FIDConfig
@@ -203,6 +207,10 @@ class SearchConfig:
                          f"must be one of {list(SAMPLER_ALGOS)}, got {self.sampler_algo!r}")
         if self.n_samples < 2:
             raise refuse("n_samples", f"must be >= 2 for FID, got {self.n_samples}")
+        if isinstance(self.confirm, bool) or not isinstance(self.confirm, int) or (
+                self.confirm < 0 or self.confirm == 1):
+            raise refuse("confirm", f"must be 0 (off) or a number of seeds >= 2, got "
+                         f"{self.confirm!r}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise refuse("max_concurrent", f"must be >= 1, got {self.max_concurrent}")
         if self.gpus_per_trial is not None and self.gpus_per_trial < 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ from ase_search.search.study import (
     recover_interrupted,
     remove_stale_tune_dirs,
 )
+from ase_search.search.points import confirm, confirm_jobs, measure_jobs, steps_only_jobs
 from ase_search.search.trial import TrialContext
 from ase_search.search.tune import fit_polling, init_ray, make_searcher, trainable, trial_resources
 
-__all__ = ["SearchSummary", "StudyProgress", "check_weights_key", "run_search"]
+__all__ = ["SearchSummary", "StudyProgress", "check_weights_key", "confirm_study", "run_search"]
 
 
 @dataclass
@@ -98,7 +99,9 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     storage = resolve_storage(storage_spec)
     storage_dir = (Path(storage_spec).expanduser().resolve().parent if "://" not in storage_spec
                    else Path("studies").resolve())
-    sampler = config.sampler_config
+    # The reference configuration: accelerations and speedups are measured against the full
+    # model there (a joint space's sampling.reference; else the study's one sampler).
+    reference = space.sampling.reference_config if space.sampling else config.sampler_config
 
     # The cost model is profiled once per study and stored, so resumed runs stay comparable.
     study = open_or_create_study(config, storage, extra_attrs={"space": space.to_dict()})
@@ -107,7 +110,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         device = "cuda" if torch.cuda.is_available() else "cpu"
         cost = profile_components(model, batch_size=config.latency_batch, device=device)
         study.set_user_attr("cost_model", cost.to_dict())
-        study.set_user_attr("full_latency", cost.latency(None, sampler.model_times()))
+        study.set_user_attr("full_latency", cost.latency(None, reference.model_times()))
         setup["profile"] = time.perf_counter() - t
     recovered = recover_interrupted(study)
     if recovered:
@@ -120,7 +123,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         return len(study.get_trials(deepcopy=False, states=(state,)))
 
     complete_before = count(TrialState.COMPLETE)
-    if complete_before >= config.budget:
+    if (complete_before >= config.budget and not steps_only_jobs(study)
+            and not (config.confirm and confirm_jobs(study, config.confirm))):
         log(f"study {config.resolved_study_name!r} already holds {complete_before} finished "
             f"trials (budget {config.budget}); raise --budget to search further")
         return SearchSummary(config.resolved_study_name, storage_spec, complete_before,
@@ -165,15 +169,29 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                            space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
                            grids_dir=str(storage_dir / f"{config.resolved_study_name}-grids"),
                            cpus=cpus, weights_bytes=Path(weights).read_bytes())
+        last_beat = time.monotonic()
+
+        def beat() -> None:
+            nonlocal last_beat
+            if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                driver.beat(study)
+                last_beat = time.monotonic()
+
+        # The steps-only baseline: the full model at every sampler and step count of the
+        # space's ladder, once per study (a resumed run measures only what is missing).
+        jobs = steps_only_jobs(study)
+        if jobs:
+            t = time.perf_counter()
+            log(f"steps-only baseline: measuring the full model at {len(jobs)} sampler "
+                f"configuration(s)")
+            measure_jobs(study, jobs, ctx, resources=resources, concurrent=concurrent,
+                         what="steps-only baseline", tick=beat, progress=progress, log=log)
+            setup["steps_only_baseline"] = time.perf_counter() - t
         with StudyProgress(study, config.budget, progress) as bar:
-            last_beat = time.monotonic()
 
             def tick() -> None:
-                nonlocal last_beat
                 bar.refresh()
-                if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
-                    driver.beat(study)
-                    last_beat = time.monotonic()
+                beat()
 
             stalled = rounds = 0
             while count(TrialState.COMPLETE) < config.budget and stalled < 2:
@@ -206,6 +224,11 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                     stalled = 0
                 elif count(TrialState.FAIL) > before[1] or not count(TrialState.RUNNING):
                     stalled += 1
+        if config.confirm and count(TrialState.COMPLETE) >= config.budget:
+            t = time.perf_counter()
+            confirm(study, config.confirm, ctx, resources=resources, concurrent=concurrent,
+                    tick=beat, progress=progress, log=log)
+            setup["confirm"] = time.perf_counter() - t
     finally:
         if started_ray:
             import ray
@@ -250,3 +273,55 @@ def check_weights_key(study: Any, key: str | None) -> None:
             f"{name(recorded)}, but these settings use weights with key {name(key)} (the "
             f"checkpoint, space or data changed under the same name); resume with what made "
             f"the study or pass another study_name", fields=("study_name",))
+
+
+def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = 5,
+                  max_concurrent: int | None = None, progress: bool = True,
+                  log: Callable[[str], None] = print) -> int:
+    """Re-measure ``study``'s joint front and the steps-only configurations next to it over
+    ``seeds`` seeds (:func:`~ase_search.search.points.confirm_jobs`), on the weights, data and
+    cost model the study recorded; returns how many configurations were measured.
+
+    Raises:
+        SearchError: ``seeds`` < 2, or the study has no trials or steps-only baseline yet.
+    """
+    from dataclasses import fields
+
+    from ase_search.finetune import resolve_weights
+    from ase_search.pareto import open_study, study_dir
+
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise SearchError(f"seeds must be an integer >= 2 (a spread needs two), got {seeds!r}",
+                          fields=("seeds",))
+    study = open_study(storage, study_name)
+    attrs = study.user_attrs
+    if "config" not in attrs or "cost_model" not in attrs:
+        raise SearchError(f"study {study.study_name!r} is not an ase-search study with measured "
+                          f"trials; run `ase-search run` first")
+    known = {f.name for f in fields(SearchConfig)}
+    config = SearchConfig(**{k: v for k, v in attrs["config"].items() if k in known})
+    if max_concurrent is not None:
+        config = replace(config, max_concurrent=max_concurrent)
+    if not confirm_jobs(study, seeds):
+        log(f"every configuration to confirm already holds {seeds} seeds")
+        return 0
+    folder = study_dir(study)
+    weights = resolve_weights(attrs.get("weights"), folder, arch=config.arch)
+    started_ray = init_ray(config)
+    try:
+        resources, concurrent, cpus = trial_resources(config)
+        grids = (folder or Path("studies").resolve()) / f"{study.study_name}-grids"
+        ctx = TrialContext(config=asdict(config), weights=str(weights), space=attrs["space"],
+                           cost_model=attrs["cost_model"], grids_dir=str(grids), cpus=cpus,
+                           weights_bytes=Path(weights).read_bytes())
+        measured, failures = confirm(study, seeds, ctx, resources=resources,
+                                     concurrent=concurrent, progress=progress, log=log)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    if failures:
+        raise SearchError(f"{len(failures)} configuration(s) failed: "
+                          + "; ".join(f"{k}: {v}" for k, v in failures.items())[:400])
+    return measured

@@ -43,10 +43,11 @@ __all__ = [
 
 METRICS = ("fid", "latency")  # the study's objectives, both minimised
 # Trial user attributes written from a worker's result (the contract of ase_search.pareto).
-TRIAL_ATTRS = ("schedule", "fid", "kid_mean", "kid_std", "latency", "acceleration",
-               "block_acceleration", "block_evals", "finetune_steps", "wall_time", "time_split",
-               "seed", "grid")
-NESTED_ATTRS = ("schedule", "time_split")  # dict-valued: they travel through Tune as JSON text
+TRIAL_ATTRS = ("schedule", "sampler", "fid", "kid_mean", "kid_std", "latency", "acceleration",
+               "exit_acceleration", "block_acceleration", "block_evals", "finetune_steps",
+               "wall_time", "time_split", "seed", "grid")
+# dict-valued: they travel through Tune as JSON text
+NESTED_ATTRS = ("schedule", "sampler", "time_split")
 
 
 def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dict[str, Any]):
@@ -204,7 +205,7 @@ def enqueue_seeds(study: Any, space: Any) -> list[str]:
     }
     added = []
     for name, schedule in zip(space.seeds, space.seed_schedules()):
-        params = space.to_params(schedule)
+        params = space.seed_params(schedule)  # at the reference sampler in a joint space
         key = tuple(sorted(params.items()))
         if key not in taken:
             study.enqueue_trial(params, user_attrs={"seed": name})
@@ -245,16 +246,21 @@ def tell_result(study: Any, trial: Any, values: list[float] | None, attrs: dict[
 
 
 def measured_twin(study: Any, space: Any, params: dict[str, Any]) -> Any:
-    """The first COMPLETE trial of ``study`` whose schedule equals what ``params`` decode to."""
+    """The first COMPLETE trial of ``study`` whose schedule and sampler equal what ``params``
+    decode to (a trial that records no sampler ran the study's one sampler)."""
     from optuna.trial import TrialState
 
     from ase_search.schedule import ExitSchedule
     from ase_search.space import schedules_equivalent
 
     schedule = space.from_params(params)
+    sampler = (None if space.sampling is None
+               else space.sampling.from_params(params).to_dict())
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         data = trial.user_attrs.get("schedule")
-        if data is not None and schedules_equivalent(ExitSchedule.from_dict(data), schedule):
+        if data is None or sampler is not None and trial.user_attrs.get("sampler") != sampler:
+            continue
+        if schedules_equivalent(ExitSchedule.from_dict(data), schedule):
             return trial
     return None
 

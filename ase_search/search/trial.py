@@ -1,6 +1,7 @@
-"""The measuring of one trial: :class:`TrialContext` (what a worker needs) and
+"""The measuring of one configuration: :class:`TrialContext` (what a worker needs) and
 :func:`evaluate_schedule` (fine-tune per trial, sample with common random numbers, FID,
-predicted latency)."""
+predicted latency). Search trials, the steps-only baseline and confirmation seeds all measure
+through it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrialContext", "evaluate_schedule"]
+__all__ = ["TrialContext", "evaluate_schedule", "reference_sampler", "study_sampler"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,49 @@ class TrialContext:
     weights_bytes: bytes | None = None  # the content of ``weights``; None: read the path
 
 
-def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -> dict[str, Any]:
+def study_sampler(config: dict[str, Any]) -> Any:
+    """The study's one sampler (``config`` is a :class:`SearchConfig` as a dict)."""
+    from ase_search.samplers import SamplerConfig
+
+    # .get: configs written before timestep spacings existed have no such key (and hand-made
+    # studies no config): SearchConfig's defaults.
+    return SamplerConfig(name=config.get("sampler", "ddim"), steps=config.get("steps", 20),
+                         timestep_spacing=config.get("timestep_spacing"))
+
+
+def reference_sampler(config: dict[str, Any], space: dict[str, Any] | None) -> Any:
+    """The sampler of the study's reference configuration (the full model there is what
+    accelerations and speedups are measured against): a joint space's ``sampling.reference``,
+    else the study's one sampler (also when no space is recorded)."""
+    from ase_search.space import ScheduleSpace
+
+    sampling = None if space is None else ScheduleSpace.from_dict(space).sampling
+    return study_sampler(config) if sampling is None else sampling.reference_config
+
+
+def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
+                      seeds: tuple[int, ...] | None = None,
+                      tag: str = "trial") -> dict[str, Any]:
     """Fine-tune (per-trial mode), sample with common random numbers, FID, predicted latency.
 
     A latent model's samples are decoded with ``config["vae"]`` before FID, which is measured
     against ``config["fid_data"]`` (default ``config["data"]``); fine-tuning reads ``data``.
+
+    Args:
+        schedule: the exit schedule.
+        ctx: the study's context.
+        sampler: the :class:`~ase_search.samplers.SamplerConfig` (a joint space's trial); default:
+            the study's one sampler.
+        seeds: sample seeds (common random numbers); default: the study's seed. With several,
+            ``fid`` is their mean and ``fids`` lists them.
+        tag: names the sample grid.
+
+    Returns:
+        The result: ``fid``, ``latency`` (the cost model's seconds for one batch of
+        ``latency_batch`` samples, the sum of its calls' costs), ``acceleration`` (``1 - latency /
+        latency`` of the full model at the reference configuration), ``exit_acceleration`` (the
+        same against the full model at this trial's sampler), the schedule and sampler as dicts,
+        and timings.
     """
     import torch
 
@@ -52,7 +91,6 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
     from ase_search.metrics.latency import CostModel
     from ase_search.models import load_checkpoint
     from ase_search.report import save_grid
-    from ase_search.samplers import SamplerConfig
     from ase_search.vae import load_vae
 
     cfg = ctx.config
@@ -79,23 +117,33 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, tag: str = "trial") -
         model, finetune_steps = result.ema, result.step
     split["finetune"] = time.perf_counter() - t0 - split["load"]
 
+    sampler = sampler if sampler is not None else study_sampler(cfg)
+    cost_model = CostModel.from_dict(ctx.cost_model)
+    reference_latency = cost_model.latency(None, reference_sampler(cfg, ctx.space))
+    seeds = seeds if seeds is not None else (cfg["seed"],)
     m = measure_schedule(
-        model, schedule, sampler=SamplerConfig(name=cfg["sampler"], steps=cfg["steps"],
-                                               timestep_spacing=cfg.get("timestep_spacing")),
-        n=cfg["n_samples"], seeds=(cfg["seed"],), reference=reference,
+        model, schedule, sampler=sampler,
+        n=cfg["n_samples"], seeds=seeds, reference=reference,
         fid_config=FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
                              kid=cfg["kid"]),
-        decoder=decoder, cost_model=CostModel.from_dict(ctx.cost_model),
+        decoder=decoder, cost_model=cost_model,
         batch_size=cfg["batch_size"], device=device, keep_images=cfg["grid"])
     split.update(m.seconds)  # sampling, decode (latent models), fid
     grid = None
     if cfg["grid"] > 0:
         grid = str(save_grid(m.images, Path(ctx.grids_dir) / f"{tag}.png"))
+    metrics = {key: m.mean(key) for key in m.metric_names}
+    if len(seeds) > 1:
+        metrics["fids"] = [row["fid"] for row in m.metrics]
     return {
         "schedule": schedule.to_dict(),
-        **m.metrics[0],
+        "sampler": sampler.to_dict(),
+        **metrics,
+        "seeds": list(seeds),
         "latency": m.latency,
-        "acceleration": m.predicted_acceleration,  # the key studies store the prediction under
+        # the key studies store the prediction under: against the reference configuration
+        "acceleration": 1.0 - m.latency / reference_latency,
+        "exit_acceleration": m.predicted_acceleration,
         "block_acceleration": m.block_acceleration,
         "block_evals": m.block_evals,
         "finetune_steps": finetune_steps,

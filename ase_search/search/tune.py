@@ -18,7 +18,7 @@ from typing import Any
 
 from ase_search.search.config import SAMPLER_ALGOS, SearchConfig, SearchError
 from ase_search.search.study import METRICS, NESTED_ATTRS, TRIAL_ATTRS, measured_twin, tell_result
-from ase_search.search.trial import TrialContext, evaluate_schedule
+from ase_search.search.trial import TrialContext, evaluate_schedule, study_sampler
 
 __all__ = ["MAX_REUSED_PER_SUGGESTION", "fit_polling", "init_ray", "make_searcher",
            "trainable", "trial_resources"]
@@ -37,13 +37,18 @@ def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
     try:
         space = ScheduleSpace.from_dict(ctx.space)
         schedule = space.from_params(params)
-        seed = next((name for name, s in zip(space.seeds, space.seed_schedules())
-                     if schedules_equivalent(s, schedule)), None)
-        schedule = replace(schedule, name=seed or schedule.name)
+        sampler = space.sampler_from_params(params, study_sampler(ctx.config))
+        preset_name = next((name for name, s in zip(space.seeds, space.seed_schedules())
+                            if schedules_equivalent(s, schedule)), None)
+        schedule = replace(schedule, name=preset_name or schedule.name)
+        # A seed trial is a preset at the reference configuration's sampler (a joint space's
+        # preset at another sampler is a searched point that happens to use a preset schedule).
+        reference = space.sampling.reference_config if space.sampling is not None else sampler
+        seed = preset_name if sampler == reference else None
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=ctx.cpus):  # oversubscribed BLAS threads spin for ages
-            result = evaluate_schedule(schedule, ctx,
+            result = evaluate_schedule(schedule, ctx, sampler=sampler,
                                        tag=f"trial-{tune.get_context().get_trial_id()}")
         result["seed"] = seed
     except Exception as err:  # reported as a FAILED trial with its reason; the study goes on

@@ -68,15 +68,18 @@ def test_pareto_prints_front_and_writes_report_and_csv(db, tmp_path, cli, monkey
     monkeypatch.chdir(tmp_path)
     code, out, err = cli(["pareto", str(db), "--csv", "front.csv"])
     assert code == 0
-    # The front is exits at one sampler: it says so, naming the study's sampler and steps.
-    assert "this front compares exit schedules at ddim-20 only" in " ".join(err.split())
+    # The verdict against fewer steps: this study measured no steps-only baseline, so it says
+    # what is missing.
+    assert "verdict: no verdict yet: the full model at the reference configuration (ddim-20)" \
+        in " ".join(out.split())
+    assert "Three fronts" in out
     assert "seed D4 (trial 1) is dominated by trial(s) 2" in out
     assert "seed full (trial 0) is on the front" in out
     assert "* D4" in out  # the seed is marked in the table
     # Default: beside the study, named from the file's stem; nothing in the working folder.
     report = db.parent / "dit-pareto.html"
     assert report.is_file() and "plotly.js v" in report.read_text()
-    assert "the full model with fewer steps is not on it" in report.read_text()
+    assert "Verdict: exits against fewer steps" in report.read_text()
     assert not (tmp_path / "reports").exists()
     table = pd.read_csv(tmp_path / "front.csv", keep_default_na=False)
     expected = front_table(open_study(db))

@@ -1,0 +1,401 @@
+"""The three fronts of a study and its verdict: do exits beat simply taking fewer steps?
+
+A study holds two kinds of measured configurations (sampler x step count x exit schedule):
+
+* its **trials** (the Optuna search; in a joint space each has its own sampler and step count);
+* its **steps-only baseline**: the full model at every sampler of the space and a ladder of step
+  counts, measured once per study apart from the trials (study user attribute
+  ``steps_only:<key>``, written by :func:`ase_search.search.points.measure_steps_only`).
+
+From them :func:`study_fronts` builds three Pareto fronts in (FID, latency): **steps-only**,
+**exits at the reference sampler** (the front a fixed-sampler search gives) and **joint** (every
+configuration). :func:`study_verdict` judges the joint front against the steps-only one with
+:mod:`ase_search.verdict`: the hypervolume of each, every joint point's speedup at matched FID, and
+the headline (the largest speedup within ``window`` x the reference configuration's FID). When
+``ase-search confirm`` has re-measured the configurations over several seeds (``confirm:<key>``),
+the verdict is made on those paired measurements and carries their spread.
+
+Latency is the cost model's prediction of a whole sampling run (the sum of its calls' costs);
+tables give it in seconds per sample and as speedup over the reference configuration (the full
+model at the reference sampler, default DDIM-20).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ase_search.verdict import (
+    Headline,
+    HypervolumeComparison,
+    PairedPoint,
+    PairedSpeedup,
+    Point,
+    compare_hypervolumes,
+    headline,
+    non_dominated,
+    paired_headline,
+    paired_speedup,
+    speedup_at_matched_fid,
+)
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+__all__ = [
+    "CONFIRM_PREFIX",
+    "STEPS_ONLY_PREFIX",
+    "WINDOW",
+    "Fronts",
+    "StudyPoint",
+    "StudyVerdict",
+    "config_key",
+    "fronts_table",
+    "study_fronts",
+    "study_points",
+    "study_verdict",
+    "verdict_lines",
+]
+
+STEPS_ONLY_PREFIX = "steps_only:"  # study user attribute of one steps-only baseline point
+CONFIRM_PREFIX = "confirm:"  # study user attribute of one configuration's confirmation seeds
+WINDOW = 1.25  # the headline counts points with FID <= WINDOW x the reference configuration's
+
+
+def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
+    """A configuration's key: ``"ddim-10/full"``, ``"dpm-solver-7 linspace/12|10|8|8|6"``
+    (merged intervals; ``@0.3,0.7`` names the inner edges when the intervals are unequal).
+
+    Args:
+        sampler: a :class:`~ase_search.samplers.SamplerConfig` as a dict.
+        schedule: an :class:`~ase_search.schedule.ExitSchedule` as a dict (``None``: the full
+            model).
+    """
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
+
+    name = SamplerConfig.from_dict(sampler).describe()
+    if schedule is None:
+        return f"{name}/full"
+    s = ExitSchedule.from_dict(schedule).merged()
+    if all(n == s.depth for n in s.blocks):
+        return f"{name}/full"
+    widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
+    uniform = max(widths) - min(widths) < 1e-9  # equal intervals: the counts say it all
+    edges = "" if uniform else "@" + ",".join(f"{b:g}" for b in s.boundaries[1:-1])
+    return f"{name}/{'|'.join(str(n) for n in s.blocks)}{edges}"
+
+
+@dataclass(frozen=True)
+class StudyPoint:
+    """One measured configuration of a study.
+
+    Attributes:
+        key: :func:`config_key` of its sampler and schedule.
+        kind: ``"steps-only"`` (the full model; a baseline point or a trial of the full model)
+            or ``"exit"`` (a trial with an exit schedule).
+        label: for tables: ``"ddim-10, full"``, ``"ddim-7, D1"``, ``"dpm-solver-7, trial 22"``.
+        sampler: the sampler as a dict.
+        fid: FID at the study's seed (or the mean over confirmation seeds, see ``fids``).
+        latency: the cost model's seconds for one batch of the profiled size.
+        trial: the trial number, ``None`` for a baseline point.
+        fids: FID per confirmation seed (``ase-search confirm``), ``None`` when not confirmed.
+        seeds: those seeds.
+    """
+
+    key: str
+    kind: str
+    label: str
+    sampler: dict[str, Any]
+    fid: float
+    latency: float
+    trial: int | None = None
+    fids: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+    def point(self, unit: float = 1.0) -> Point:
+        """As a :class:`~ase_search.verdict.Point`, latency divided by ``unit``."""
+        return Point(self.label, self.fid, self.latency / unit)
+
+    def paired(self, unit: float = 1.0) -> PairedPoint:
+        """As a :class:`~ase_search.verdict.PairedPoint` (confirmed points only)."""
+        if self.fids is None:
+            raise ValueError(f"{self.label} has no confirmation seeds")
+        return PairedPoint(self.label, self.fids, self.latency / unit)
+
+
+def _sampler_dict(trial: Any, study_config: dict[str, Any]) -> dict[str, Any]:
+    recorded = trial.user_attrs.get("sampler")
+    if isinstance(recorded, dict):
+        return recorded
+    from ase_search.search.trial import study_sampler
+
+    return study_sampler(study_config).to_dict()  # trials before joint spaces: the one sampler
+
+
+def study_points(study: optuna.Study) -> list[StudyPoint]:
+    """Every measured configuration of ``study``: its COMPLETE trials (told copies and repeated
+    configurations once) and its steps-only baseline, with confirmation seeds where recorded."""
+    from ase_search.pareto import complete_trials, schedule_string
+
+    attrs = study.user_attrs
+    config = attrs.get("config", {})
+    confirmed = {k[len(CONFIRM_PREFIX):]: v for k, v in attrs.items()
+                 if k.startswith(CONFIRM_PREFIX) and isinstance(v, dict)}
+    points: dict[str, StudyPoint] = {}
+
+    def add(key: str, kind: str, label: str, sampler: dict[str, Any], fid: float,
+            latency: float, trial: int | None) -> None:
+        if key in points or not (math.isfinite(fid) and math.isfinite(latency) and latency > 0):
+            return
+        c = confirmed.get(key)
+        fids = tuple(float(f) for f in c["fids"]) if c and c.get("fids") else None
+        points[key] = StudyPoint(key, kind, label, sampler,
+                                 float(sum(fids) / len(fids)) if fids else fid, latency, trial,
+                                 fids, tuple(c["seeds"]) if fids else None)
+
+    for name, value in sorted(attrs.items()):
+        if name.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
+            key = name[len(STEPS_ONLY_PREFIX):]
+            sampler = value["sampler"]
+            add(key, "steps-only", key.replace("/", ", "), sampler, float(value["fid"]),
+                float(value["latency"]), None)
+    for t in complete_trials(study):
+        if "duplicate_of" in t.user_attrs:
+            continue
+        sampler = _sampler_dict(t, config)
+        key = config_key(sampler, t.user_attrs.get("schedule"))
+        full = key.endswith("/full")
+        from ase_search.samplers import SamplerConfig
+
+        what = "full" if full else (t.user_attrs.get("seed") or f"trial {t.number}")
+        label = f"{SamplerConfig.from_dict(sampler).describe()}, {what}"
+        if not full and t.user_attrs.get("seed") is None:
+            label += f" ({schedule_string(t)})"
+        add(key, "steps-only" if full else "exit", label, sampler, float(t.values[0]),
+            float(t.values[1]), t.number)
+    return list(points.values())
+
+
+@dataclass(frozen=True)
+class Fronts:
+    """The three fronts of a study (each sorted by latency) and its reference configuration.
+
+    Attributes:
+        points: every measured configuration.
+        steps_only: the front of the full model's configurations.
+        exits_at_reference: the front of the configurations at the reference sampler and step
+            count (a fixed-sampler search's front).
+        joint: the front of every configuration.
+        reference: the full model at the reference configuration, ``None`` when not measured.
+        reference_sampler: the reference configuration's sampler as a dict.
+        reference_latency: the cost model's latency of the full model at the reference
+            configuration (the unit of relative latencies and speedups).
+        batch_size: the batch the cost model was profiled at (latency / batch_size is seconds
+            per sample).
+    """
+
+    points: list[StudyPoint]
+    steps_only: list[StudyPoint]
+    exits_at_reference: list[StudyPoint]
+    joint: list[StudyPoint]
+    reference: StudyPoint | None
+    reference_sampler: dict[str, Any]
+    reference_latency: float
+    batch_size: int
+
+
+def _front(points: Sequence[StudyPoint]) -> list[StudyPoint]:
+    by_key = {p.key: p for p in points}  # keys are unique; labels need not be
+    return [by_key[q.label] for q in non_dominated([Point(p.key, p.fid, p.latency)
+                                                    for p in points])]
+
+
+def study_fronts(study: optuna.Study) -> Fronts:
+    """The steps-only, exits-at-reference and joint fronts of ``study``."""
+    from ase_search.search.trial import reference_sampler
+
+    attrs = study.user_attrs
+    ref_sampler = reference_sampler(attrs.get("config", {}), attrs.get("space")).to_dict()
+    points = study_points(study)
+    steps_only = [p for p in points if p.kind == "steps-only"]
+    at_reference = [p for p in points if p.sampler == ref_sampler]
+    reference = next((p for p in steps_only if p.sampler == ref_sampler), None)
+    cost = attrs.get("cost_model", {})
+    unit = (reference.latency if reference is not None
+            else float(attrs.get("full_latency") or math.nan))
+    return Fronts(points, _front(steps_only), _front(at_reference), _front(points), reference,
+                  ref_sampler, unit, int(cost.get("batch_size", 1)))
+
+
+@dataclass(frozen=True)
+class StudyVerdict:
+    """Does the joint front beat fewer steps? (see :mod:`ase_search.verdict`)
+
+    Latencies are relative to the reference configuration. When every joint front point and the
+    steps-only points carry the same confirmation seeds, ``paired`` holds each joint point's
+    paired speedup and ``paired_headline`` is made on the seeds' mean FIDs; otherwise only the
+    study's one seed is judged.
+
+    Attributes:
+        fronts: the study's fronts.
+        window: the headline's quality window (a factor on the reference FID).
+        headline: the largest speedup at matched FID within the window, ``None`` when no point
+            qualifies (no reference FID, or nothing in the window).
+        paired_headline: the same on paired seeds, when confirmed.
+        speedups: each joint front point's speedup at matched FID (``None``: no steps-only point
+            is as good), by key.
+        paired: the paired speedups, by key, when confirmed.
+        hypervolume: the joint front's against the steps-only front's, up to (window x reference
+            FID, 1.0): inside the quality window and faster than the reference.
+    """
+
+    fronts: Fronts
+    window: float
+    headline: Headline | None
+    paired_headline: PairedSpeedup | None
+    speedups: dict[str, float | None]
+    paired: dict[str, PairedSpeedup | None] = field(default_factory=dict)
+    hypervolume: HypervolumeComparison | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        return bool(self.paired)
+
+
+def _confirmed_sets(fronts: Fronts) -> tuple[list[StudyPoint], list[StudyPoint]] | None:
+    """The joint front and the steps-only points to judge it against on confirmation seeds;
+    ``None`` unless every joint front point and a steps-only point share the same seeds."""
+    seeds = {p.seeds for p in fronts.joint}
+    if None in seeds or len(seeds) != 1:
+        return None
+    (common,) = seeds
+    baseline = [p for p in fronts.points if p.kind == "steps-only" and p.seeds == common]
+    return (fronts.joint, baseline) if baseline else None
+
+
+def study_verdict(study: optuna.Study, window: float = WINDOW) -> StudyVerdict:
+    """Judge ``study``'s joint front against its steps-only configurations."""
+    fronts = study_fronts(study)
+    unit = fronts.reference_latency
+    steps_only = [p.point(unit) for p in fronts.points if p.kind == "steps-only"]
+    speedups = {p.key: speedup_at_matched_fid(p.point(unit), steps_only) for p in fronts.joint}
+    ref = fronts.reference
+    top = hv = None
+    if ref is not None:
+        top = headline([p.point(unit) for p in fronts.joint], steps_only, ref.fid, window)
+        hv = compare_hypervolumes([p.point(unit) for p in fronts.joint],
+                                  [p.point(unit) for p in fronts.steps_only],
+                                  (window * ref.fid, 1.0))
+    paired: dict[str, PairedSpeedup | None] = {}
+    top_paired = None
+    sets = _confirmed_sets(fronts)
+    if sets is not None and ref is not None:
+        joint, baseline = sets
+        base = [q.paired(unit) for q in baseline]
+        paired = {p.key: paired_speedup(p.paired(unit), base) for p in joint}
+        if ref.fids:
+            top_paired = paired_headline([p.paired(unit) for p in joint], base, ref.fid, window)
+    return StudyVerdict(fronts, window, top, top_paired, speedups, paired, hv)
+
+
+def fronts_table(verdict: StudyVerdict) -> pd.DataFrame:
+    """Every configuration of the study with its fronts and speedup at matched FID, sorted by
+    latency.
+
+    Columns: ``configuration``, ``kind``, ``trial``, ``fid`` (mean over confirmation seeds when
+    confirmed), ``fid_sd``, ``ms_per_sample``, ``speedup`` (over the reference configuration),
+    ``steps_only_front``, ``exits_front`` (the front at the reference sampler), ``joint_front``,
+    ``matched_speedup`` (exit configurations: the speedup at matched FID; paired when confirmed).
+    """
+    import statistics
+
+    import pandas as pd
+
+    f = verdict.fronts
+    fronts = {name: {p.key for p in pts} for name, pts in
+              (("steps_only_front", f.steps_only), ("exits_front", f.exits_at_reference),
+               ("joint_front", f.joint))}
+    rows = []
+    for p in sorted(f.points, key=lambda p: (p.latency, p.fid, p.label)):
+        if p.kind != "exit":
+            matched = None
+        elif p.key in verdict.paired:  # confirmed: matched on the seeds' mean FIDs
+            paired = verdict.paired[p.key]
+            matched = None if paired is None else paired.speedup
+        else:
+            matched = _matched(verdict, p)
+        rows.append({
+            "configuration": p.label,
+            "kind": p.kind,
+            "trial": p.trial,
+            "fid": p.fid,
+            "fid_sd": statistics.stdev(p.fids) if p.fids and len(p.fids) > 1 else None,
+            "ms_per_sample": p.latency / f.batch_size * 1e3,
+            "speedup": f.reference_latency / p.latency,
+            **{name: p.key in keys for name, keys in fronts.items()},
+            "matched_speedup": matched,
+        })
+    return pd.DataFrame(rows, columns=["configuration", "kind", "trial", "fid", "fid_sd",
+                                       "ms_per_sample", "speedup", "steps_only_front",
+                                       "exits_front", "joint_front", "matched_speedup"])
+
+
+def _matched(verdict: StudyVerdict, p: StudyPoint) -> float | None:
+    unit = verdict.fronts.reference_latency
+    return speedup_at_matched_fid(p.point(unit), [q.point(unit) for q in verdict.fronts.points
+                                                  if q.kind == "steps-only"])
+
+
+def verdict_lines(verdict: StudyVerdict) -> list[str]:
+    """The verdict in words: the reference, the headline, the hypervolumes, what they mean."""
+    import statistics
+
+    from ase_search.samplers import SamplerConfig
+
+    f = verdict.fronts
+    ref = f.reference
+    ref_name = SamplerConfig.from_dict(f.reference_sampler).describe()
+    if ref is None:
+        return [f"no verdict yet: the full model at the reference configuration ({ref_name}) is "
+                f"not measured; run the search (its steps-only baseline measures it)"]
+    spread = (f" ± {statistics.stdev(ref.fids):.2f} over {len(ref.fids)} seeds"
+              if ref.fids and len(ref.fids) > 1 else "")
+    lines = [f"reference: full model, {ref_name}: FID {ref.fid:.2f}{spread}, "
+             f"{ref.latency / f.batch_size * 1e3:.2f} ms per sample (predicted)"]
+    top, paired = verdict.headline, verdict.paired_headline
+    window = f"within FID <= {verdict.window:g} x the reference ({verdict.window * ref.fid:.2f})"
+    if paired is not None:
+        lines.append(
+            f"headline ({len(paired.point.fids)} seeds, paired): {paired.speedup:.2f}x at matched "
+            f"FID {window}, by {paired.point.label} (FID {paired.point.fid:.2f}) against "
+            f"{paired.matched.label} (FID {paired.matched.fid:.2f}); FID ratio per seed "
+            f"{paired.ratio.text()}")
+    elif top is not None:
+        lines.append(
+            f"headline (1 seed; `ase-search confirm` re-measures over 5): {top.speedup:.2f}x at "
+            f"matched FID {window}, by {top.point.label} (FID {top.point.fid:.2f}) against "
+            f"{top.matched.label} (FID {top.matched.fid:.2f})")
+    else:
+        lines.append(f"headline: no configuration {window} has a steps-only match")
+    hv = verdict.hypervolume
+    if hv is not None:
+        lines.append(f"hypervolume up to (FID {hv.reference_point[0]:.2f}, the reference's "
+                     f"latency): joint front {hv.front:.3f}, steps-only front {hv.baseline:.3f} "
+                     f"(ratio {hv.ratio:.3f})")
+    best = paired.speedup if paired is not None else top.speedup if top is not None else None
+    exits = [p for p in f.joint if p.kind == "exit"]
+    if not exits:
+        lines.append("exits do not help on this model: every point of the joint front is the "
+                     "full model at some sampler and step count; take the fastest of those that "
+                     "meets your FID")
+    elif best is not None and best <= 1.0:
+        lines.append("exits do not help within the quality window: fewer steps are at least as "
+                     "fast at every quality there; exits are on the joint front only at worse "
+                     "FID")
+    elif best is not None:
+        lines.append(f"exits help: {best:.2f}x faster than fewer steps at matched FID")
+    return lines

@@ -1,0 +1,193 @@
+"""Configurations measured outside the Optuna loop: the steps-only baseline and confirmation seeds.
+
+Both run :func:`~ase_search.search.trial.evaluate_schedule` as Ray tasks on the study's cluster
+and store each result in the study as soon as it arrives (one study user attribute per
+configuration, :data:`~ase_search.fronts.STEPS_ONLY_PREFIX` / :data:`~ase_search.fronts.CONFIRM_PREFIX`
+plus its :func:`~ase_search.fronts.config_key`), so an interrupted run loses at most the
+configurations in flight and a resumed one measures only what is missing.
+
+* :func:`measure_steps_only`: the full model at every sampler of the space and every count of its
+  ``steps_only`` ladder (a fixed-sampler space: the study's sampler at the ladder counts up to its
+  step count), plus the reference configuration.
+* :func:`confirm_study`: the joint front and the steps-only configurations next to it, over
+  several seeds with common random numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
+from ase_search.search.trial import TrialContext, evaluate_schedule, reference_sampler, study_sampler
+
+__all__ = ["PointJob", "confirm", "confirm_jobs", "measure_jobs", "steps_only_jobs"]
+
+# A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
+FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
+
+
+@dataclass(frozen=True)
+class PointJob:
+    """One configuration to measure: its study attribute, schedule, sampler and seeds."""
+
+    attr: str
+    schedule: dict[str, Any]
+    sampler: dict[str, Any]
+    seeds: tuple[int, ...]
+
+
+def steps_only_samplers(config: dict[str, Any], space: dict[str, Any]) -> list[Any]:
+    """The sampler configs of a study's steps-only baseline (reference configuration first)."""
+    from ase_search.space import ScheduleSpace
+
+    sampling = ScheduleSpace.from_dict(space).sampling
+    reference = reference_sampler(config, space)
+    if sampling is not None:
+        configs = sampling.steps_only_configs()
+    else:
+        one = study_sampler(config)
+        configs = [type(one)(name=one.name, steps=n, timestep_spacing=one.timestep_spacing)
+                   for n in FIXED_LADDER if n < one.steps]
+    ordered = [reference] + [c for c in configs if c != reference]
+    return ordered
+
+
+def steps_only_jobs(study: Any) -> list[PointJob]:
+    """The steps-only baseline configurations ``study`` does not hold yet."""
+    from ase_search.schedule import preset
+
+    attrs = study.user_attrs
+    space = attrs["space"]
+    full = preset("full", space["arch"], space["depth"]).to_dict()
+    jobs = []
+    for sampler in steps_only_samplers(attrs["config"], space):
+        attr = STEPS_ONLY_PREFIX + config_key(sampler.to_dict(), None)
+        if attr not in attrs:
+            jobs.append(PointJob(attr, full, sampler.to_dict(), (attrs["config"]["seed"],)))
+    return jobs
+
+
+def confirm_jobs(study: Any, seeds: int) -> list[PointJob]:
+    """The configurations ``ase-search confirm`` re-measures over ``seeds`` seeds (the study's
+    seed and the next ones): every point of the joint front, and for each exit point on it the
+    steps-only configurations next to it (the cheapest as good, and the two whose latencies
+    bracket it); the reference configuration always. Configurations already confirmed with those
+    seeds are left out."""
+    from ase_search.fronts import StudyPoint, study_fronts
+
+    attrs = study.user_attrs
+    base_seed = int(attrs["config"]["seed"])
+    wanted = tuple(range(base_seed, base_seed + seeds))
+    fronts = study_fronts(study)
+    steps_only = sorted((p for p in fronts.points if p.kind == "steps-only"),
+                        key=lambda p: p.latency)
+    chosen: dict[str, StudyPoint] = {p.key: p for p in fronts.joint}
+    if fronts.reference is not None:
+        chosen[fronts.reference.key] = fronts.reference
+    for p in fronts.joint:
+        if p.kind != "exit":
+            continue
+        as_good = [q for q in steps_only if q.fid <= p.fid]
+        faster = [q for q in steps_only if q.latency <= p.latency]
+        slower = [q for q in steps_only if q.latency > p.latency]
+        for q in (as_good[:1] + faster[-1:] + slower[:1]):
+            chosen[q.key] = q
+    jobs = []
+    for key, p in chosen.items():
+        recorded = attrs.get(CONFIRM_PREFIX + key)
+        if isinstance(recorded, dict) and tuple(recorded.get("seeds", ())) == wanted:
+            continue
+        schedule = _schedule_of(study, p)
+        jobs.append(PointJob(CONFIRM_PREFIX + key, schedule, p.sampler, wanted))
+    return jobs
+
+
+def _schedule_of(study: Any, point: Any) -> dict[str, Any]:
+    from ase_search.schedule import preset
+
+    if point.trial is None:
+        space = study.user_attrs["space"]
+        return preset("full", space["arch"], space["depth"]).to_dict()
+    return study.trials[point.trial].user_attrs["schedule"]
+
+
+def _measure(job: PointJob, ctx: TrialContext) -> dict[str, Any]:
+    """Measure one job (runs in a Ray task)."""
+    from threadpoolctl import threadpool_limits
+
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
+
+    with threadpool_limits(limits=ctx.cpus):
+        result = evaluate_schedule(ExitSchedule.from_dict(job.schedule), ctx,
+                                   sampler=SamplerConfig.from_dict(job.sampler),
+                                   seeds=job.seeds, tag=job.attr.replace("/", "_"))
+    result.pop("grid", None)
+    result.pop("time_split", None)
+    if "fids" not in result:
+        result["fids"] = [result["fid"]]
+    return result
+
+
+def measure_jobs(study: Any, jobs: list[PointJob], ctx: TrialContext, *,
+                 resources: dict[str, float], concurrent: int, what: str,
+                 tick: Callable[[], None] = lambda: None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> dict[str, str]:
+    """Measure ``jobs`` as Ray tasks (at most ``concurrent`` at once), storing each result in
+    ``study`` under its attribute as it arrives. Returns the failures: attribute -> reason (a
+    failed configuration is not stored, so the next run measures it again)."""
+    import ray
+
+    from ase_search.progress import progress_bar
+
+    if not jobs:
+        return {}
+    task = ray.remote(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0),
+                      max_retries=0)(_measure)
+    ctx_ref = ray.put(ctx)
+    queue, running, failures = list(jobs), {}, {}
+    bar = progress_bar(enabled=progress)
+    with bar:
+        bar_task = bar.add_task(what, total=len(jobs))
+        while queue or running:
+            while queue and len(running) < concurrent:
+                job = queue.pop(0)
+                running[task.remote(job, ctx_ref)] = job
+            done, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
+            tick()
+            for ref in done:
+                job = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - one configuration fails, not the run
+                    cause = getattr(err, "cause", None) or err
+                    failures[job.attr] = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+                    log(f"{job.attr}: failed ({failures[job.attr]}); the next run measures it "
+                        f"again")
+                else:
+                    result["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+                    study.set_user_attr(job.attr, result)
+                bar.advance(bar_task)
+    return failures
+
+
+def confirm(study: Any, seeds: int, ctx: TrialContext, *, resources: dict[str, float],
+            concurrent: int, tick: Callable[[], None] = lambda: None, progress: bool = True,
+            log: Callable[[str], None] = print, rounds: int = 3) -> tuple[int, dict[str, str]]:
+    """Measure :func:`confirm_jobs` until none is left (at most ``rounds`` rounds): mean FIDs
+    over seeds can move points onto the joint front that the study's one seed left off, and
+    those need their seeds too. Returns the configurations measured and the failures."""
+    measured, failures = 0, {}
+    for _ in range(rounds):
+        jobs = [j for j in confirm_jobs(study, seeds) if j.attr not in failures]
+        if not jobs:
+            break
+        log(f"confirming {len(jobs)} configuration(s) over {seeds} seeds")
+        failures |= measure_jobs(study, jobs, ctx, resources=resources, concurrent=concurrent,
+                                 what=f"confirm ({seeds} seeds)", tick=tick, progress=progress,
+                                 log=log)
+        measured += len(jobs)
+    return measured, failures

@@ -1,0 +1,236 @@
+"""The joint search (#15): sampler x steps x schedule, the steps-only baseline, three fronts,
+confirmation seeds. Real Ray Tune, real Optuna storage, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, study_fronts, study_verdict
+from ase_search.search import SearchConfig, run_search
+from ase_search.space import ScheduleSpace, SpaceError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+ASE = str(Path(sys.executable).with_name("ase-search"))
+
+JOINT_SPACE = """version: 1
+arch: dit
+depth: 4
+intervals: 5
+edges: uniform
+blocks: {min: 1, max: null}
+monotone: true
+seeds: [full, D4]
+sampling:
+  samplers: [ddim, dpm-solver]
+  steps: {min: 2, max: 6}
+  steps_only: [2, 3]
+  reference: {sampler: ddim, steps: 4}
+"""
+
+BASE = {k: v for k, v in ScheduleSpace.from_dict(
+    {"version": 1, "arch": "dit", "depth": 4, "intervals": 5}).to_dict().items()}
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "XDG_CACHE_HOME": str(root / "cache"), "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def joint(tmp_path_factory, tiny_dit) -> Path:
+    return tiny_dit(tmp_path_factory.mktemp("joint"), JOINT_SPACE)
+
+
+def _config(root: Path, **kw) -> SearchConfig:
+    base = dict(arch="dit", budget=4, space=str(root / "space.yaml"),
+                checkpoint=str(root / "tiny.pt"), n_samples=16, batch_size=16,
+                finetune="none", sampler_algo="random", storage=str(root / "study.db"),
+                max_concurrent=1, latency_batch=8, grid=0)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+# ---------------------------------------------------------------------------- the space
+@pytest.mark.parametrize("sampling, message", [
+    ({"samplers": ["ddim", "heun"], "steps": {"min": 4, "max": 8}}, "unknown sampler 'heun'"),
+    ({"samplers": ["ddim"], "steps": {"min": 0, "max": 8}}, "steps.min must be an integer >= 1"),
+    ({"samplers": [], "steps": {"min": 4, "max": 8}}, "at least one sampler"),
+    ({"samplers": ["ddim"], "steps": {"min": 9, "max": 8}}, "min 9 is above max 8"),
+    ({"samplers": ["ddim"], "steps": {"min": 4, "max": 8}, "steps_only": [2]},
+     "steps_only: 2 is not an integer in the step range"),
+    ({"samplers": ["ddim"], "steps": {"min": 4, "max": 8}, "typo": 1}, "unknown field(s) typo"),
+    ({"samplers": ["ddim"], "steps": {"min": 4, "max": 8},
+      "reference": {"sampler": "ddpm", "steps": 5}}, "reference.sampler 'ddpm'"),
+])
+def test_a_malformed_sampling_section_is_refused_naming_the_field(sampling, message) -> None:
+    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ScheduleSpace.from_dict({**BASE, "sampling": sampling})
+
+
+@pytest.mark.parametrize("sampling, message", [
+    ("samplers: [ddim, heun]\n  steps: {min: 4, max: 8}", "unknown sampler 'heun'"),
+    ("samplers: [ddim]\n  steps: {min: 0, max: 8}", "steps.min must be an integer >= 1"),
+    ("samplers: []\n  steps: {min: 4, max: 8}", "at least one sampler"),
+    ("samplers: [ddim]\n  steps: {min: 9, max: 8}", "min 9 is above max 8"),
+])
+def test_the_cli_says_a_malformed_sampling_section_in_one_line(tmp_path, tiny_dit, sampling,
+                                                               message) -> None:
+    root = tiny_dit(tmp_path, JOINT_SPACE.split("sampling:")[0] + "sampling:\n  " + sampling)
+    result = subprocess.run(
+        [ASE, "run", "--arch", "dit", "--budget", "1", "--space", str(root / "space.yaml"),
+         "--checkpoint", str(root / "tiny.pt"), "--finetune", "none",
+         "--storage", str(tmp_path / "s.db")],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    # one error line (after the line saying how many torch threads the command uses)
+    lines = [line for line in result.stderr.strip().splitlines()
+             if line.strip() and not line.startswith("torch threads")]
+    assert len(lines) == 1 and message in lines[0] and "space.yaml" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_joint_parameters_decode_to_a_sampler_and_seeds_sit_at_the_reference() -> None:
+    space = ScheduleSpace.from_dict({**BASE, "seeds": ["full", "D1"], "sampling": {
+        "samplers": ["ddim", "dpm-solver"], "steps": {"min": 4, "max": 50}}})
+    dists = space.distributions()
+    assert dists["sampler"].choices == ("ddim", "dpm-solver")
+    assert (dists["steps"].low, dists["steps"].high, dists["steps"].log) == (4, 50, True)
+    # defaults: the ladder inside the range, the reference DDIM-20
+    assert space.sampling.steps_only == (4, 5, 6, 8, 10, 14, 20, 30, 50)
+    assert space.sampling.reference == ("ddim", 20)
+    params = space.seed_params(space.seed_schedules()[1])
+    assert (params["sampler"], params["steps"]) == ("ddim", 20)
+    got = space.sampler_from_params({**params, "sampler": "dpm-solver", "steps": 7}, None)
+    assert (got.name, got.steps) == ("dpm-solver", 7)
+    # a space without the section keeps the study's one sampler
+    assert ScheduleSpace.from_dict(BASE).sampler_from_params({}, "one") == "one"
+    assert ScheduleSpace.from_dict(space.to_dict()) == space  # round trip
+
+
+def test_the_one_shot_key_does_not_depend_on_the_sampling_section(tmp_path) -> None:
+    """The one-shot weights are trained over t, not for a sampler: a joint space and the same
+    space without sampling share them."""
+    from ase_search.finetune import FinetuneConfig, one_shot_key
+    from ase_search.models import create_model
+
+    model = create_model("DiT-test")
+    plain = ScheduleSpace.from_dict(BASE)
+    joint = ScheduleSpace.from_dict({**BASE, "sampling": {"samplers": ["ddim"],
+                                                          "steps": {"min": 4, "max": 8}}})
+    assert one_shot_key(model, plain, FinetuneConfig(), "mnist") == \
+        one_shot_key(model, joint, FinetuneConfig(), "mnist")
+
+
+# ---------------------------------------------------------------------------- a joint study
+def _hand_latency(cost: dict, schedule: dict, sampler: dict) -> float:
+    """The sum of per-call costs, with the calls' timesteps and block counts worked out here
+    from the samplers' definitions (not through blocks_per_call)."""
+    T, steps = 1000, sampler["steps"]
+    if sampler["name"] == "ddim" and sampler.get("timestep_spacing") in (None, "leading"):
+        times = (np.arange(steps) * (T // steps))[::-1]  # ADM's ddimN
+    else:  # dpm-solver's default: linspace(0, T - 1, steps) rounded
+        times = np.linspace(0, T - 1, steps).round()[::-1]
+    edges, blocks = schedule["boundaries"], schedule["blocks"]
+    total = 0.0
+    for s in times:
+        t = s / T
+        k = next(b for lo, hi, b in zip(edges, edges[1:], blocks) if lo <= t < hi or hi == 1.0)
+        total += cost["fixed"] + k * cost["block"] + (cost["depth"] - k) * cost["dropped"]
+    return total
+
+
+@pytest.mark.slow
+def test_a_joint_study_searches_samplers_measures_steps_only_once_and_judges(joint) -> None:
+    logs: list[str] = []
+    run_search(_config(joint), progress=False, log=logs.append)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{joint / 'study.db'}")
+    attrs = study.user_attrs
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 4
+    cost = attrs["cost_model"]
+
+    # Every trial's latency objective is the sum of its sampler's per-call costs.
+    for t in done:
+        sampler = t.user_attrs["sampler"]
+        assert sampler["name"] in ("ddim", "dpm-solver") and 2 <= sampler["steps"] <= 6
+        assert t.values[1] == pytest.approx(_hand_latency(cost, t.user_attrs["schedule"],
+                                                          sampler), rel=1e-9)
+    # Seeds ran at the reference configuration.
+    seeds = [t for t in done if t.user_attrs.get("seed")]
+    assert {(t.user_attrs["sampler"]["name"], t.user_attrs["sampler"]["steps"])
+            for t in seeds} == {("ddim", 4)}
+
+    # The steps-only baseline: both samplers x the ladder, plus the reference.
+    baseline = {k: v for k, v in attrs.items() if k.startswith(STEPS_ONLY_PREFIX)}
+    assert set(baseline) == {STEPS_ONLY_PREFIX + k for k in (
+        "ddim-4/full", "ddim-2/full", "ddim-3/full", "dpm-solver-2/full", "dpm-solver-3/full")}
+    for v in baseline.values():
+        assert v["latency"] == pytest.approx(_hand_latency(cost, v["schedule"], v["sampler"]))
+    assert any("steps-only baseline: measuring" in m for m in logs)
+
+    # A resume measures no baseline point again.
+    stamps = {k: v["measured"] for k, v in baseline.items()}
+    logs.clear()
+    run_search(_config(joint, budget=5), progress=False, log=logs.append)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{joint / 'study.db'}")
+    again = {k: v["measured"] for k, v in study.user_attrs.items()
+             if k.startswith(STEPS_ONLY_PREFIX)}
+    assert again == stamps
+    assert not any("steps-only baseline" in m for m in logs)
+
+    # Three fronts, brute force: a point is on a front iff no point of its set dominates it.
+    fronts = study_fronts(study)
+
+    def brute(points):
+        return {p.key for p in points if not any(
+            q.fid <= p.fid and q.latency <= p.latency and (q.fid < p.fid or q.latency < p.latency)
+            for q in points)}
+
+    steps_only = [p for p in fronts.points if p.kind == "steps-only"]
+    at_ref = [p for p in fronts.points if p.sampler == fronts.reference_sampler]
+    assert {p.key for p in fronts.steps_only} == brute(steps_only)
+    assert {p.key for p in fronts.exits_at_reference} == brute(at_ref)
+    assert {p.key for p in fronts.joint} == brute(fronts.points)
+    assert fronts.reference is not None and fronts.reference.key == "ddim-4/full"
+    verdict = study_verdict(study)
+    assert verdict.hypervolume is not None and verdict.hypervolume.ratio >= 1.0 - 1e-12
+
+
+@pytest.mark.slow
+def test_confirm_remeasures_over_seeds_and_pareto_judges_paired(joint, tmp_path) -> None:
+    """Runs after the joint study above (module-scoped folder): confirm over 2 seeds through the
+    CLI, then pareto's verdict is the paired one."""
+    db = joint / "study.db"
+    if not db.exists():
+        run_search(_config(joint), progress=False, log=lambda m: None)
+    result = subprocess.run([ASE, "confirm", str(db), "--seeds", "2"], env=_env(tmp_path),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{db}")
+    confirmed = {k: v for k, v in study.user_attrs.items() if k.startswith(CONFIRM_PREFIX)}
+    fronts = study_fronts(study)
+    assert {CONFIRM_PREFIX + p.key for p in fronts.joint} <= set(confirmed)
+    for v in confirmed.values():
+        assert v["seeds"] == [0, 1] and len(v["fids"]) == 2
+    # seed 0 of a confirmation is the study's own measurement (common random numbers)
+    ref = study.user_attrs[STEPS_ONLY_PREFIX + "ddim-4/full"]
+    assert confirmed[CONFIRM_PREFIX + "ddim-4/full"]["fids"][0] == pytest.approx(ref["fid"])
+    verdict = study_verdict(study)
+    assert verdict.confirmed
+    # a second confirm has nothing left to do
+    again = subprocess.run([ASE, "confirm", str(db), "--seeds", "2"], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already holds 2 seeds" in again.stderr
+    shown = subprocess.run([ASE, "pareto", str(db), "--no-report"], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "Three fronts" in shown.stdout and "verdict:" in shown.stdout
+    assert "2 seeds, paired" in shown.stdout or "no configuration" in shown.stdout
