@@ -234,3 +234,18 @@ def test_confirm_remeasures_over_seeds_and_pareto_judges_paired(joint, tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "Three fronts" in shown.stdout and "verdict:" in shown.stdout
     assert "2 seeds, paired" in shown.stdout or "no configuration" in shown.stdout
+
+
+def test_a_study_refuses_a_space_file_edited_under_the_same_name() -> None:
+    """A fixed-sampler study resumed with its space file turned joint would mix trials."""
+    from ase_search.search import SearchError
+    from ase_search.search.run import check_space
+
+    plain = ScheduleSpace.from_dict(BASE)
+    joint = ScheduleSpace.from_dict({**BASE, "sampling": {"samplers": ["ddim"],
+                                                          "steps": {"min": 4, "max": 8}}})
+    study = optuna.create_study(directions=["minimize", "minimize"], study_name="s")
+    study.set_user_attr("space", {**plain.to_dict(), "description": "old words"})
+    check_space(study, plain)  # the description may change
+    with pytest.raises(SearchError, match="searched in another space .its sampling differ"):
+        check_space(study, joint)

@@ -1,14 +1,14 @@
 """The reference studies (studies/reference/<arch>.db): made, summarised, their weights rebuilt.
 
-Runs ``ase-search run --arch ARCH --budget 40`` with defaults into the study (default
-``studies/reference/<arch>.db``), times it, and writes ``reports/search-<arch>.md`` (and its
-``.html``): the per-trial time split (fine-tune, sampling, FID, Ray and driver overhead), and the
-searched front against the seeds (the paper's presets): hypervolume of the front vs of the seeds
-alone, and the best acceleration at an FID within 5% of the full model. The studies' one-shot
-weights are git-ignored; ``--weights-only`` fine-tunes them again from the settings the study
-stored, and with ``--exit-heads`` makes the exit-heads variant of them (the same recipe on the
-starting model with exit heads, :func:`ase_search.models.add_exit_heads`; the study keeps its
-record of the weights it was measured with). Run from the repository root:
+Runs ``ase-search run --arch ARCH --budget 40`` with defaults (a joint search of sampler, step
+count and exit schedule, with its steps-only baseline) into the study (default
+``studies/reference/<arch>.db``), times it, confirms it over 5 seeds (``ase-search confirm``), and
+writes ``reports/search-<arch>.md`` (and its ``.html``): the three fronts, the verdict against
+fewer steps, and what the run cost. The studies' one-shot weights are git-ignored;
+``--weights-only`` fine-tunes them again from the settings the study stored, and with
+``--exit-heads`` makes the exit-heads variant of them (the same recipe on the starting model with
+exit heads, :func:`ase_search.models.add_exit_heads`; the study keeps its record of the weights it
+was measured with). Run from the repository root:
 
     python -m tools.reference_study --arch dit --budget 40
     python -m tools.reference_study --arch dit --weights-only [--exit-heads]
@@ -26,68 +26,92 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ase_search.evaluate import machine_info
-from ase_search.pareto import (
-    StudyError,
-    complete_trials,
-    hypervolume,
-    open_study,
-    pareto_front,
-    seed_report,
-)
-from ase_search.report import default_reference_point, write_report
+from ase_search.pareto import StudyError, complete_trials, open_study, seed_report
+from ase_search.report import write_report
 from benchmarks._common import ROOT, display_path, write_text
 
 
-def summarise(storage: Path, wall: float | None, command: str) -> str:
+def summarise(storage: Path, wall: float | None, command: str,
+              confirm: tuple[float, str] | None = None) -> str:
+    """``reports/search-<arch>.md``: the three fronts, the verdict, what the run cost.
+
+    Args:
+        storage: the study.
+        wall: the run's wall time in seconds (``None``: not run now).
+        command: the run's command line.
+        confirm: the confirmation's wall time and command, when it ran.
+    """
+    from ase_search.evaluate import machine_info
+    from ase_search.fronts import fronts_table, study_verdict, verdict_lines
+
+    from benchmarks._common import machine_text
+
     study = open_study(storage)
     trials = complete_trials(study)
-    front = pareto_front(study)
-    seeds = [t for t in trials if t.user_attrs.get("seed")]
-    ref = default_reference_point(study)
-    hv_front = hypervolume([t.values for t in front], ref)
-    hv_seeds = hypervolume([t.values for t in seeds], ref)
-    full = next((t for t in seeds if t.user_attrs.get("seed") == "full"), None)
-    lines = ["# Search benchmark", "",
-             f"Generated {dt.date.today().isoformat()} by `{command}` on "
-             f"{machine_info()['cpu']} ({machine_info()['logical_cores']} cores).", ""]
+    verdict = study_verdict(study)
+    arch = study.user_attrs.get("arch", "?")
+    last = study.user_attrs.get("last_run", {})
+    lines = [f"# Joint search on the {arch} testbed: sampler x steps x exit schedule", "",
+             "Written by `python -m tools.reference_study` (issue #15) from "
+             f"`{display_path(storage)}`; the interactive report is "
+             f"`reports/search-{arch}.html`.", "",
+             f"- Command: `{command}`" + (f", then `{confirm[1]}`" if confirm else ""),
+             f"- Machine: {machine_text(machine_info())}; load while it ran: "
+             f"{_load_text(study)}",
+             f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"]
     if wall is not None:
-        lines += [f"- wall time of the run: **{wall / 60:.1f} min** for {len(trials)} finished "
-                  f"trials (target: <= 20 min)"]
+        split = ", ".join(f"{k.replace('_', ' ')} {v / 60:.1f} min"
+                          for k, v in last.get("setup", {}).items() if v >= 1.0)
+        lines.append(f"- Wall time of the run: **{wall / 60:.1f} min** for {len(trials)} "
+                     f"finished trials, the steps-only baseline included (target: <= 20 min)"
+                     + (f"; of which {split}" if split else ""))
+    if confirm is not None:
+        lines.append(f"- Confirmation over 5 seeds: {confirm[0] / 60:.1f} min")
     splits = [t.user_attrs.get("time_split", {}) for t in trials]
     if splits:
         parts = {k: statistics.median(s.get(k, 0.0) for s in splits)
-                 for k in ("load", "finetune", "sampling", "fid")}
-        worker = statistics.median(t.user_attrs.get("worker_time", 0.0) for t in trials)
-        per_trial = statistics.median(
-            (t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-        lines += [f"- per trial (median): loading weights {parts['load']:.1f} s, fine-tune "
-                  f"{parts['finetune']:.1f} s, sampling "
-                  f"{parts['sampling']:.1f} s, FID {parts['fid']:.1f} s, worker total "
-                  f"{worker:.1f} s, start-to-finish {per_trial:.1f} s (the difference is Ray "
-                  f"scheduling and worker start-up)"]
-    lines += [f"- hypervolume (reference point FID {ref[0]:.2f}, latency {ref[1]:.3f} s): front "
-              f"**{hv_front:.4g}** vs seeds alone {hv_seeds:.4g} "
-              + (f"({hv_front / hv_seeds - 1:+.1%})" if hv_seeds else
-                 "(no seed lies inside the reference box)" if hv_front else
-                 "(no trial lies inside the reference box)")]
-    if full is not None:
-        limit = 1.05 * full.values[0]
-        ok = [t for t in trials if t.values[0] <= limit]
-        best = max(ok, key=lambda t: t.user_attrs.get("acceleration", 0.0))
-        best_seed = max((t for t in ok if t.user_attrs.get("seed")),
-                        key=lambda t: t.user_attrs.get("acceleration", 0.0))
-        lines += [f"- best acceleration at FID <= 1.05 x full ({limit:.2f}): **"
-                  f"{best.user_attrs['acceleration']:.1%}** (trial {best.number}, FID "
-                  f"{best.values[0]:.2f}); best seed there: {best_seed.user_attrs['seed']} "
-                  f"{best_seed.user_attrs['acceleration']:.1%}"]
-    lines += ["", "| seed | FID | acceleration | on front | dominated by |",
-              "| --- | ---: | ---: | :---: | --- |"]
-    for s in seed_report(study):
-        lines.append(f"| {s.name} | {s.fid:.2f} | {s.acceleration:.1%} | "
-                     f"{'yes' if s.on_front else 'no'} | "
-                     f"{', '.join(map(str, s.dominated_by)) or '—'} |")
+                 for k in ("load", "sampling", "fid")}
+        lines.append(f"- Per trial (median): loading {parts['load']:.1f} s, sampling "
+                     f"{parts['sampling']:.1f} s, FID {parts['fid']:.1f} s")
+    lines += ["", "## Verdict", ""] + [f"- {line}" for line in verdict_lines(verdict)]
+    table = fronts_table(verdict)
+    shown = table[table.steps_only_front | table.exits_front | table.joint_front]
+    rows = []
+    for r in shown.itertuples(index=False):
+        sd = "" if r.fid_sd is None or r.fid_sd != r.fid_sd else f" ± {r.fid_sd:.2f}"
+        marks = "".join(m for m, on in (("S", r.steps_only_front), ("E", r.exits_front),
+                                         ("J", r.joint_front)) if on)
+        matched = ("" if r.kind != "exit" else "no steps-only match"
+                   if r.matched_speedup is None or r.matched_speedup != r.matched_speedup
+                   else f"{r.matched_speedup:.2f}x")
+        rows.append(f"| {r.configuration} | {r.fid:.2f}{sd} | {r.ms_per_sample:.2f} | "
+                    f"{r.speedup:.2f}x | {marks} | {matched} |")
+    lines += ["", "## The three fronts", "",
+              "S: steps-only front (the full model at each sampler and step count), E: exits at "
+              "the reference sampler (what a fixed-sampler search finds), J: joint front. "
+              "Latency is predicted by the study's cost model (the sum of each call's cost); "
+              "speedup is over the reference configuration; the last column is the speedup at "
+              "matched FID over the cheapest steps-only configuration that is as good. FID is "
+              "the mean (± sd) over the confirmation seeds where confirmed.", "",
+              "| configuration | FID-MNIST | ms / sample | speedup | fronts | vs fewer steps |",
+              "| --- | ---: | ---: | ---: | :---: | ---: |", *rows]
+    seeds = seed_report(study)
+    if seeds:
+        lines += ["", "## The paper's presets at the reference configuration", "",
+                  "| preset | FID (1 seed) | acceleration | on the trials' front |",
+                  "| --- | ---: | ---: | :---: |"]
+        lines += [f"| {s.name} | {s.fid:.2f} | {s.acceleration:.1%} | "
+                  f"{'yes' if s.on_front else 'no'} |" for s in seeds]
+    lines += ["", "Why exits lose on this testbed, exit level by exit level and step count by "
+              "step count: `reports/steps_vs_exits.md`; the levers that make skipped blocks "
+              "cheaper (block reuse, exit heads): `reports/levers.md`, `reports/exit_heads.md`."]
     return "\n".join(lines) + "\n"
+
+
+def _load_text(study: Any) -> str:
+    conditions = study.user_attrs.get("cost_model", {}).get("conditions", {})
+    load = conditions.get("load_before")
+    return "unknown" if not load else f"1-min load average {load[0]:.2f} when profiled"
 
 
 def one_shot_recipe(storage: Path, *, exit_heads: bool = False) -> dict[str, Any]:
@@ -192,6 +216,8 @@ def main() -> None:
     parser.add_argument("--exit-heads", action="store_true",
                         help="With --weights-only: the same fine-tune on the starting model with "
                              "exit heads (one output head per exit depth).")
+    parser.add_argument("--confirm", type=int, default=5,
+                        help="Then `ase-search confirm --seeds N` (0: do not).")
     parser.add_argument("extra", nargs="*", help="More `ase-search run` options (after --).")
     args = parser.parse_args()
     storage = args.storage or ROOT / "studies" / "reference" / f"{args.arch}.db"
@@ -204,12 +230,18 @@ def main() -> None:
         except StudyError as err:
             raise SystemExit(f"error: {err}") from None
         return
-    wall = None
+    wall = confirm = None
     if not args.summarise_only:
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
         wall = time.perf_counter() - t0
-    text = summarise(storage, wall, command)
+        if args.confirm:
+            confirm_cmd = [cmd[0], "confirm", str(storage), "--seeds", str(args.confirm)]
+            t0 = time.perf_counter()
+            subprocess.run(confirm_cmd, check=True)
+            confirm = (time.perf_counter() - t0,
+                       " ".join(shlex.quote(c) for c in ["ase-search", *confirm_cmd[1:]]))
+    text = summarise(storage, wall, command, confirm)
     out = ROOT / "reports" / f"search-{args.arch}.md"
     write_text(out, text)
     write_report(open_study(storage), ROOT / "reports" / f"search-{args.arch}.html")

@@ -110,9 +110,12 @@ def run_cmd(
         summary = run_search(config, log=lambda m: console_err.print(m, highlight=False))
     except SearchError as err:
         raise err.renamed({field: _flag(field) for field in err.fields}) from None
+    split = ", ".join(f"{name.replace('_', ' ')} {seconds / 60:.1f}"
+                      for name, seconds in summary.setup_time.items() if seconds >= 1.0)
     console.print(
         f"study {summary.study_name!r} in {summary.storage}: {summary.complete} finished trials "
-        f"({summary.new_trials} new, {summary.failed} failed) in {summary.wall_time / 60:.1f} min. "
-        f"Next: ase-search pareto {summary.storage}"
+        f"({summary.new_trials} new, {summary.failed} failed) in {summary.wall_time / 60:.1f} min"
+        + (f" (of which, in min: {split})" if split else "")
+        + f". Next: ase-search pareto {summary.storage}"
     )
 

@@ -23,7 +23,8 @@ from ase_search.search.points import confirm, confirm_jobs, measure_jobs, steps_
 from ase_search.search.trial import TrialContext
 from ase_search.search.tune import fit_polling, init_ray, make_searcher, trainable, trial_resources
 
-__all__ = ["SearchSummary", "StudyProgress", "check_weights_key", "confirm_study", "run_search"]
+__all__ = ["SearchSummary", "StudyProgress", "check_space", "check_weights_key", "confirm_study",
+           "run_search"]
 
 
 @dataclass
@@ -105,6 +106,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
 
     # The cost model is profiled once per study and stored, so resumed runs stay comparable.
     study = open_or_create_study(config, storage, extra_attrs={"space": space.to_dict()})
+    check_space(study, space)
     if "cost_model" not in study.user_attrs:
         t = time.perf_counter()
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -242,9 +244,14 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
         raise SearchError(f"the search stopped at {complete}/{config.budget} finished trials: "
                           f"trials keep failing ({'; '.join(sorted(reasons))[:400]})")
-    return SearchSummary(config.resolved_study_name, storage_spec, complete,
-                         count(TrialState.FAIL), time.perf_counter() - started,
-                         complete - complete_before, setup)
+    summary = SearchSummary(config.resolved_study_name, storage_spec, complete,
+                            count(TrialState.FAIL), time.perf_counter() - started,
+                            complete - complete_before, setup)
+    # Where the run's time went, for reports (the last run's; a resume overwrites it).
+    study.set_user_attr("last_run", {"finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "wall_time": summary.wall_time, "setup": setup,
+                                     "new_trials": summary.new_trials})
+    return summary
 
 
 
@@ -325,3 +332,26 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = 5
         raise SearchError(f"{len(failures)} configuration(s) failed: "
                           + "; ".join(f"{k}: {v}" for k, v in failures.items())[:400])
     return measured
+
+
+def check_space(study: Any, space: Any) -> None:
+    """Refuse to go on with ``space`` when ``study`` was searched in another one.
+
+    The study's identity names the space file; this compares what it holds (a space file edited
+    under the same name, e.g. given a ``sampling:`` section, would mix incomparable trials). The
+    prose description is not compared.
+
+    Raises:
+        SearchError: the stored space differs.
+    """
+    stored = study.user_attrs.get("space")
+    if not isinstance(stored, dict):
+        return
+    now = space.to_dict()
+    differ = sorted(k for k in set(stored) | set(now)
+                    if k != "description" and stored.get(k) != now.get(k))
+    if differ:
+        raise SearchError(
+            f"study {study.study_name!r} was searched in another space (its {', '.join(differ)} "
+            f"differ from the space file's now); resume with the space it was made with or pass "
+            f"another study_name", fields=("study_name",))
