@@ -196,8 +196,10 @@ def schedule_weights(schedule: str, checkpoint: Path | None) -> Path | None:
 
 def warn_untuned_exits(schedule: ExitSchedule, arch: str, weights: Path | None) -> None:
     """Warn when an early-exit schedule runs on the shipped testbed model (``weights`` None),
-    which was never fine-tuned for exits: its samples are far worse than the full model's."""
-    if weights is not None or schedule.is_full:
+    which was never fine-tuned for exits: its samples are far worse than the full model's.
+    Intervals that reuse blocks need no fine-tune (block reuse is training-free)."""
+    if weights is not None or all(k == schedule.depth or mode == "reuse"
+                                  for k, mode in zip(schedule.blocks, schedule.modes)):
         return
     console_err.print(
         f"[yellow]warning:[/yellow] {schedule.name} exits early, but the shipped {arch} testbed "

@@ -230,11 +230,17 @@ def test_eval_missing_data_names_the_path(tmp_path: Path) -> None:
 # ------------------------------------------------------------- defaults and warnings
 @pytest.mark.parametrize(
     ("schedule", "checkpoint", "warned"),
-    [("D4", False, True), ("full", False, False), ("D4", True, False)],
+    [("D4", False, True), ("full", False, False), ("D4", True, False),
+     ("D4-reuse", False, False)],  # block reuse is training-free: nothing to fine-tune
 )
 def test_warning_for_exits_on_the_untuned_testbed(tmp_path: Path, schedule, checkpoint,
                                                   warned) -> None:
+    from ase_search.schedule import preset
+
     extra = ["--checkpoint", str(TESTBEDS["dit"].path)] if checkpoint else []
+    if schedule == "D4-reuse":
+        schedule = tmp_path / "reuse.json"
+        preset("D4", "dit", 12).with_reuse(2).to_json(schedule)
     out = ase("sample", "--schedule", schedule, *extra, "--n", "2", "--steps", "1",
               "-o", tmp_path / "g.png")
     assert out.returncode == 0, out.stderr
