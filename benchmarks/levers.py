@@ -29,8 +29,9 @@ root:
 
 One cell of ``reports/levers.json`` per configuration (``dit/ddim-10/full``,
 ``dit/ddim-14/D3/reuse2``) plus one cost model per architecture (``dit/cost-model``); a cell is
-measured again when the weights change. Another lever is one more ``--levers`` name and one
-more case in :func:`lever_schedule`.
+measured again when the weights change; a configuration whose calls all run what an earlier
+one's run is not measured twice. Another lever is one more ``--levers`` name and one more case
+in :func:`lever_schedule`.
 """
 
 from __future__ import annotations
@@ -115,12 +116,38 @@ class Params:
 
 
 def keys(params: Params) -> list[str]:
+    """The cells, less any configuration whose every call runs what an earlier one at the same
+    steps runs (e.g. ``reuse3`` with at most two calls per interval is ``reuse2``): its samples
+    would be the same bit for bit."""
+    from ase_search.samplers import SamplerConfig
+
     out = []
     for arch in params.archs:
+        depth = exit_depth(arch)
         out += [f"{arch}/{COST}", *(f"{arch}/ddim-{k}/full" for k in params.steps_only)]
-        out += [f"{arch}/ddim-{k}/{name}/{lever}" for name in params.presets
-                for lever in params.levers for k in params.exit_steps]
+        seen = {(k, ("full",) * k) for k in params.steps_only}
+        for name in params.presets:
+            for lever in params.levers:
+                for k in params.exit_steps:
+                    calls = plan_signature(lever_schedule(name, lever, arch, depth),
+                                           SamplerConfig(SAMPLER, k))
+                    if (k, calls) not in seen:
+                        seen.add((k, calls))
+                        out.append(f"{arch}/ddim-{k}/{name}/{lever}")
     return out
+
+
+def plan_signature(schedule: Any, sampler: Any) -> tuple[Any, ...]:
+    """What each call computes: ``"full"`` (a refresh, or every block) or (count, reuse?)."""
+    from ase_search.measure import call_plan
+
+    return tuple("full" if c.refresh or c.count == schedule.depth else (c.count, c.reuse)
+                 for c in call_plan(schedule, sampler))
+
+
+@functools.cache
+def exit_depth(arch: str) -> int:
+    return load(arch).exit_depth
 
 
 @functools.cache
@@ -373,7 +400,9 @@ def arch_section(cells: dict[str, dict[str, Any]], arch: str, params: Params,
             "### What each lever costs against the full model at the same steps", "",
             "FID(lever) / FID(full) at the same DDIM steps, paired per seed (mean ± sd), @ its "
             "latency over the full model's at those steps; (x% back): the share of skip's FID "
-            "excess over the full model that the lever removes.", "",
+            "excess over the full model that the lever removes; –: not measured, or the same "
+            "calls as a lever to its left (at most two calls per interval, reuse3 is reuse2).",
+            "",
             markdown_table(pd.DataFrame(back_rows, columns=[
                 "preset, steps", *levers]), align=["left", *("right" for _ in levers)]), ""]
 

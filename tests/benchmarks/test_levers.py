@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,6 +20,11 @@ def test_keys_name_arch_steps_preset_and_lever() -> None:
                levers=("skip", "reuse3"))
     assert keys(p) == ["dit/cost-model", "dit/ddim-5/full", "dit/ddim-20/full",
                        "dit/ddim-10/D1/skip", "dit/ddim-10/D1/reuse3"]
+    # DDIM-10 makes two calls per fifth of t: reuse3 runs what reuse2 runs (refresh, reuse), so
+    # it is not measured twice; at DDIM-20 (four calls) they differ.
+    p = dataclasses.replace(p, exit_steps=(10, 20), levers=("reuse2", "reuse3"))
+    assert keys(p)[3:] == ["dit/ddim-10/D1/reuse2", "dit/ddim-20/D1/reuse2",
+                           "dit/ddim-20/D1/reuse3"]
 
 
 def test_levers_are_the_preset_with_its_blocks_run_another_way() -> None:
