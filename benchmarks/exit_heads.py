@@ -152,6 +152,43 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                   html_intro=inner.html_intro)
 
 
+def summary(window: float, path: Path = REPORTS / "exit_heads.json",
+            baseline: Path = REPORTS / "steps_vs_exits.json") -> str | None:
+    """One paragraph on the exit-heads lever for reports/levers.md, from this benchmark's cache
+    and steps_vs_exits' (``None`` until both hold the reference and D1)."""
+    from ase_search.verdict import SeedRatio
+
+    if not (path.is_file() and baseline.is_file()):
+        return None
+    heads = json.loads(path.read_text())["cells"]
+    base = json.loads(baseline.read_text())["cells"]
+    ref = heads.get("ddim-20/full")
+    d1 = sorted((c["steps"], c, base[k]) for k, c in heads.items()
+                if k.endswith("/D1") and k in base and f"ddim-{c['steps']}/full" in heads)
+    if ref is None or not d1:
+        return None
+
+    def ratios(cells: dict[str, Any], which: int) -> str:
+        values = [SeedRatio.of(row[which]["fids"], cells[f"ddim-{row[0]}/full"]["fids"]).mean
+                  for row in d1]
+        return f"{min(values):.2f}-{max(values):.2f}"
+
+    ref_fid = statistics.fmean(ref["fids"])
+    exits = {steps_vs_exits.label(c): statistics.fmean(c["fids"]) for k, c in heads.items()
+             if "fids" in c and not k.endswith("/full")}
+    best = min(exits, key=exits.get)
+    inside = sorted(k for k, v in exits.items() if v <= window * ref_fid)
+    return (f"Exit heads (DiT-T, `reports/exit_heads.md`: the reference one-shot recipe with one "
+            f"final layer per exit depth, same seeds and samples): D1 at equal DDIM steps costs "
+            f"{ratios(heads, 1)}x the full model's FID on the same weights, against "
+            f"{ratios(base, 2)}x without heads; the best exit configuration is {best} at "
+            f"{exits[best]:.2f} ({exits[best] / ref_fid:.2f}x the reference, full DDIM-20 at "
+            f"{ref_fid:.2f}); "
+            + (f"within {window:g}x the reference FID: {', '.join(inside)} (speedups at matched "
+               f"FID in `reports/exit_heads.md`)." if inside else
+               f"none comes within {window:g}x the reference FID."))
+
+
 BENCHMARK = Benchmark(name="exit_heads", doc=__doc__, params=Params, keys=steps_vs_exits.keys,
                       cell=steps_vs_exits.measure, report=report,
                       cell_identity=steps_vs_exits.weights_identity)

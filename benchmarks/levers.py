@@ -56,6 +56,7 @@ from benchmarks._runner import (
     option,
     run,
 )
+from benchmarks.exit_heads import summary as exit_heads_summary
 
 SAMPLER = "ddim"
 COST = "cost-model"
@@ -480,6 +481,9 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     shot = one_shot_summary(params.window)
     if shot:
         lines += [shot, ""]
+    heads = exit_heads_summary(params.window)  # the exit-heads lever, benchmarks/exit_heads.py
+    if heads:
+        lines += [heads, ""]
     lines += sections
     return Report("\n".join(lines), figures=figs,
                   title="Levers against fewer steps on the testbeds",
