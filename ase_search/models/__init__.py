@@ -94,7 +94,7 @@ def add_exit_heads(model: nn.Module) -> nn.Module:
     reference = next(model.parameters())
     with torch.device("meta"):  # no memory and no random init: every weight is assigned below
         heads = type(model)(**{**model.config, "exit_heads": True})
-    state = model.state_dict()
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # shares no memory with it
     for name, value in heads.state_dict().items():
         if name.startswith("exit_heads."):
             state[name] = torch.empty_like(value, device=reference.device, dtype=reference.dtype)

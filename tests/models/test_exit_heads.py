@@ -95,7 +95,13 @@ def test_added_heads_compute_what_the_model_without_them_computes(name: str) -> 
                                    rtol=1e-12, atol=1e-12)
     for key, value in model.state_dict().items():  # the starting weights are carried over
         assert torch.equal(heads.state_dict()[key], value), key
-    assert not model.config.get("exit_heads")  # the source model is untouched
+    assert not model.config.get("exit_heads")  # the source model is untouched ...
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # ... and shares no weights with the copy, which may be trained
+        for p in heads.parameters():
+            p.add_(1.0)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
     with pytest.raises(ValueError, match="exit heads already"):
         add_exit_heads(heads)
 
