@@ -314,6 +314,7 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = 5
         return 0
     folder = study_dir(study)
     weights = resolve_weights(attrs.get("weights"), folder, arch=config.arch)
+    started = time.perf_counter()
     started_ray = init_ray(config)
     try:
         resources, concurrent, cpus = trial_resources(config)
@@ -328,6 +329,9 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = 5
             import ray
 
             ray.shutdown()
+    study.set_user_attr("last_confirm", {"finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                         "wall_time": time.perf_counter() - started,
+                                         "seeds": seeds, "measured": measured})
     if failures:
         raise SearchError(f"{len(failures)} configuration(s) failed: "
                           + "; ".join(f"{k}: {v}" for k, v in failures.items())[:400])
