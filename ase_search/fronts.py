@@ -67,7 +67,8 @@ WINDOW = 1.25  # the headline counts points with FID <= WINDOW x the reference c
 
 def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
     """A configuration's key: ``"ddim-10/full"``, ``"dpm-solver-7 linspace/12|10|8|8|6"``
-    (merged intervals; ``@0.3,0.7`` names the inner edges when the intervals are unequal).
+    (merged intervals; ``8r2``: 8 blocks reusing the rest's residual, refreshed every 2nd call;
+    ``@0.3,0.7`` names the inner edges when the intervals are unequal).
 
     Args:
         sampler: a :class:`~ase_search.samplers.SamplerConfig` as a dict.
@@ -86,7 +87,9 @@ def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
     widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
     uniform = max(widths) - min(widths) < 1e-9  # equal intervals: the counts say it all
     edges = "" if uniform else "@" + ",".join(f"{b:g}" for b in s.boundaries[1:-1])
-    return f"{name}/{'|'.join(str(n) for n in s.blocks)}{edges}"
+    counts = "|".join(f"{n}r{r}" if mode == "reuse" else str(n)
+                      for n, mode, r in zip(s.blocks, s.modes, s.periods))
+    return f"{name}/{counts}{edges}"
 
 
 @dataclass(frozen=True)

@@ -189,8 +189,9 @@ def schedule_string(trial: FrozenTrial) -> str:
     except StudyError:
         return "?"
     widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
-    if max(widths) - min(widths) < 1e-9:
-        return "|".join(str(n) for n in s.blocks)
+    if max(widths) - min(widths) < 1e-9:  # 8r2: 8 blocks, the rest's residual reused (period 2)
+        return "|".join(f"{n}r{r}" if mode == "reuse" else str(n)
+                        for n, mode, r in zip(s.blocks, s.modes, s.periods))
     return s.describe()
 
 
@@ -223,7 +224,7 @@ def distinct_schedules(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         except StudyError:  # no schedule recorded: the trial is its own point
             distinct.setdefault(t.number, t)
             continue
-        distinct.setdefault((s.arch, s.depth, s.boundaries, s.blocks), t)
+        distinct.setdefault((s.arch, s.depth, s.boundaries, s.blocks, s.modes, s.periods), t)
     return list(distinct.values())
 
 

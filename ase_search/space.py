@@ -16,6 +16,12 @@ reproducible):
 ``space.to_params(schedule)`` inverts the decoding for any schedule inside the space, so the
 paper's presets can be enqueued as seed trials.
 
+A ``levers:`` section (:class:`LeverSpace`) lets a space's schedules reuse blocks instead of
+skipping them (``modes: [skip, reuse]`` and a refresh-period range; Optuna parameters ``mode``
+and ``period``, or ``mode_k``/``period_k`` per interval) and asks for exit heads (a model option
+the one-shot fine-tune trains). A reuse-only space needs no fine-tune: run it with
+``--finetune none``.
+
 A joint space (a ``sampling:`` section, :class:`SamplingSpace`) searches the sampler and its step
 count with the schedule: ``sampler`` (categorical), ``steps`` (integer, log-uniform) and, when the
 section lists several, ``timestep_spacing`` (categorical). Without the section the study's one
@@ -32,13 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ase_search.schedule import ARCHS, ExitSchedule, preset, preset_names
+from ase_search.schedule import ARCHS, MODES, ExitSchedule, preset, preset_names
 
-__all__ = ["SamplingSpace", "ScheduleSpace", "SpaceError", "load_space"]
+__all__ = ["LeverSpace", "SamplingSpace", "ScheduleSpace", "SpaceError", "load_space"]
 
 SPACE_VERSION = 1
 _KEYS = {"version", "arch", "depth", "intervals", "edges", "edge_grid", "blocks", "monotone",
-         "seeds", "description", "sampling"}
+         "seeds", "description", "sampling", "levers"}
+_LEVER_KEYS = {"modes", "period", "per_interval", "exit_heads"}
 _SAMPLING_KEYS = {"samplers", "steps", "timestep_spacing", "steps_only", "reference"}
 # The steps-only ladder when a space does not give one (clipped to its step range).
 STEPS_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -50,6 +57,80 @@ MAX_INTERVALS = 1000
 
 class SpaceError(ValueError):
     """A search-space file is malformed; the message names the field."""
+
+
+@dataclass(frozen=True)
+class LeverSpace:
+    """The ``levers:`` section: how skipped blocks may be made cheaper in quality.
+
+    Args:
+        modes: the modes an exiting interval may take, ``skip`` (the paper's) and/or ``reuse``
+            (add the residual the skipped blocks added at the interval's last refresh call).
+        min_period: the smallest refresh period ``r`` of a reuse interval (>= 2: ``r = 1``
+            refreshes every call, i.e. runs the full model).
+        max_period: the largest.
+        per_interval: one ``mode_k``/``period_k`` per interval (fixed edges only); else one
+            ``mode``/``period`` for every exiting interval.
+        exit_heads: the model gets one output head per exit depth, trained by the one-shot
+            fine-tune.
+    """
+
+    modes: tuple[str, ...] = ("skip",)
+    min_period: int = 2
+    max_period: int = 2
+    per_interval: bool = False
+    exit_heads: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.modes or len(set(self.modes)) != len(self.modes):
+            raise SpaceError(f"levers.modes must list skip and/or reuse once each, got "
+                             f"{list(self.modes)}")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise SpaceError(f"levers.modes: unknown mode {mode!r}; choose from {list(MODES)}")
+        for key in ("min_period", "max_period"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise SpaceError(f"levers.period.{key[:3]} must be an integer >= 2 (period 1 "
+                                 f"refreshes every call: the full model), got {value!r}")
+        if self.min_period > self.max_period:
+            raise SpaceError(f"levers.period: min {self.min_period} is above max "
+                             f"{self.max_period}; swap them")
+        for key in ("per_interval", "exit_heads"):
+            if not isinstance(getattr(self, key), bool):
+                raise SpaceError(f"levers.{key} must be true or false")
+
+    @property
+    def reuses(self) -> bool:
+        return "reuse" in self.modes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"modes": list(self.modes),
+                "period": {"min": self.min_period, "max": self.max_period},
+                "per_interval": self.per_interval, "exit_heads": self.exit_heads}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LeverSpace:
+        if not isinstance(data, dict):
+            raise SpaceError("levers must be a mapping (modes, period, per_interval, exit_heads)")
+        unknown = set(data) - _LEVER_KEYS
+        if unknown:
+            raise SpaceError(f"levers: unknown field(s) {', '.join(sorted(unknown))}; allowed: "
+                             f"{', '.join(sorted(_LEVER_KEYS))}")
+        modes = data.get("modes", ["skip"])
+        if isinstance(modes, str):
+            modes = [modes]
+        if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+            raise SpaceError("levers.modes must be a list of modes, e.g. [skip, reuse]")
+        period = data.get("period", 2)
+        if isinstance(period, int) and not isinstance(period, bool):
+            period = {"min": period, "max": period}
+        if not isinstance(period, dict) or set(period) - {"min", "max"}:
+            raise SpaceError("levers.period must be a mapping {min: R, max: R} (or one number)")
+        lo = period.get("min", 2)
+        return cls(modes=tuple(modes), min_period=lo, max_period=period.get("max", lo),
+                   per_interval=data.get("per_interval", False),
+                   exit_heads=data.get("exit_heads", False))
 
 
 @dataclass(frozen=True)
@@ -240,6 +321,7 @@ class ScheduleSpace:
         seeds: preset names enqueued as the first trials of a study (at the reference
             configuration's sampler in a joint space).
         sampling: the ``sampling:`` section of a joint space; ``None``: the study's one sampler.
+        levers: the ``levers:`` section (block reuse, exit heads); ``None``: skip only.
     """
 
     arch: str
@@ -253,6 +335,7 @@ class ScheduleSpace:
     seeds: tuple[str, ...] = ()
     description: str = field(default="", compare=False)
     sampling: SamplingSpace | None = None
+    levers: LeverSpace | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -290,11 +373,15 @@ class ScheduleSpace:
         if self.edges is None and (len(set(self.min_blocks)) > 1 or len(set(self.max_blocks)) > 1):
             raise SpaceError("with searched edges the block range must be the same in every "
                              "interval (give blocks.min / blocks.max as single numbers)")
+        if self.levers is not None and self.levers.per_interval and self.edges is None:
+            raise SpaceError("levers.per_interval needs fixed edges (edges: uniform or a list); "
+                             "with searched edges use one mode and period for every interval")
         for name in self.seeds:
             if name not in preset_names(self.arch):
                 raise SpaceError(f"seeds: unknown preset {name!r}; choose from "
                                  f"{preset_names(self.arch)}")
-            seed = preset(name, self.arch, self.depth)
+        for seed in self.seed_schedules():
+            name = seed.name
             if not self.contains(seed):
                 raise SpaceError(f"seeds: preset {name} ({seed.describe()}) is outside the space; "
                                  f"widen the block ranges or edges, or drop it from seeds")
@@ -326,12 +413,30 @@ class ScheduleSpace:
                 ranges[f"blocks_{k}"] = (self.min_blocks[k], self.max_blocks[k])
         return ranges
 
+    def lever_choices(self) -> dict[str, tuple[Any, ...]]:
+        """The lever parameters and their values: ``mode``/``period`` (or ``mode_k``/``period_k``
+        per interval); a parameter with one possible value is left out."""
+        lv = self.levers
+        if lv is None or not lv.reuses:
+            return {}
+        suffixes = [f"_{k}" for k in range(self.intervals)] if lv.per_interval else [""]
+        out: dict[str, tuple[Any, ...]] = {}
+        for suffix in suffixes:
+            if len(lv.modes) > 1:
+                out["mode" + suffix] = lv.modes
+            if lv.max_period > lv.min_period:
+                out["period" + suffix] = tuple(range(lv.min_period, lv.max_period + 1))
+        return out
+
     def distributions(self) -> dict[str, Any]:
         """Optuna distributions of the parameters (for ``study.ask(fixed_distributions)``): the
-        schedule's integers, and a joint space's sampling parameters."""
-        from optuna.distributions import IntDistribution
+        schedule's integers, the levers' and a joint space's sampling parameters."""
+        from optuna.distributions import CategoricalDistribution, IntDistribution
 
         out = {n: IntDistribution(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
+        for name, values in self.lever_choices().items():
+            out[name] = (CategoricalDistribution(values) if name.startswith("mode")
+                         else IntDistribution(values[0], values[-1]))
         return out | (self.sampling.distributions() if self.sampling is not None else {})
 
     def suggest(self, trial: Any) -> ExitSchedule:
@@ -341,7 +446,9 @@ class ScheduleSpace:
 
     def sample(self, rng: random.Random) -> ExitSchedule:
         """A schedule with every parameter drawn uniformly."""
-        params = {n: rng.randint(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
+        params: dict[str, Any] = {n: rng.randint(lo, hi)
+                                  for n, (lo, hi) in self.param_ranges().items()}
+        params |= {n: rng.choice(values) for n, values in self.lever_choices().items()}
         return self.from_params(params)
 
     def sampler_from_params(self, params: Mapping[str, Any], default: Any) -> Any:
@@ -379,7 +486,27 @@ class ScheduleSpace:
         else:
             blocks = [min(max(int(params[f"blocks_{k}"]), self.min_blocks[k]), self.max_blocks[k])
                       for k in range(n)]
-        return ExitSchedule(self.arch, self.depth, edges, tuple(blocks), name).merged()
+        modes, periods = self._decode_levers(params, blocks)
+        return ExitSchedule(self.arch, self.depth, edges, tuple(blocks), name, modes=modes,
+                            periods=periods).merged()
+
+    def _decode_levers(self, params: Mapping[str, Any], blocks: list[int]
+                       ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Each interval's mode and period (a full-depth interval skips nothing: ``skip``)."""
+        lv = self.levers
+        if lv is None or not lv.reuses:
+            return ("skip",) * len(blocks), (1,) * len(blocks)
+        modes, periods = [], []
+        for k, n in enumerate(blocks):
+            suffix = f"_{k}" if lv.per_interval else ""
+            mode = params.get("mode" + suffix, lv.modes[0])
+            if n == self.depth or mode == "skip":
+                modes.append("skip")
+                periods.append(1)
+            else:
+                modes.append("reuse")
+                periods.append(int(params.get("period" + suffix, lv.min_period)))
+        return tuple(modes), tuple(periods)
 
     def to_params(self, schedule: ExitSchedule) -> dict[str, int]:
         """Parameters that decode to ``schedule`` (which must lie in the space)."""
@@ -396,6 +523,7 @@ class ScheduleSpace:
             params = {f"cut_{k}": c for k, c in enumerate(inner, start=1)}
             edges = (0.0, *[round(c * self.edge_grid, 10) for c in sorted(set(inner))], 1.0)
         counts = [schedule.blocks_at(lo) for lo in edges[:-1]]
+        params |= self._encode_levers(schedule, edges)
         if self.monotone:
             params["blocks_0"] = counts[0]
             for k in range(1, K):
@@ -405,9 +533,44 @@ class ScheduleSpace:
                 params[f"blocks_{k}"] = counts[k] if k < len(counts) else counts[-1]
         return params
 
+    def _encode_levers(self, schedule: ExitSchedule, edges: tuple[float, ...]) -> dict[str, Any]:
+        """The lever parameters that decode to ``schedule``'s modes and periods."""
+        choices = self.lever_choices()
+        if not choices:
+            return {}
+        lv = self.levers
+        assert lv is not None
+        exiting = [(schedule.modes[k], schedule.periods[k])
+                   for k, n in enumerate(schedule.blocks) if n < schedule.depth]
+        first = exiting[0] if exiting else (lv.modes[0], lv.min_period)
+        params: dict[str, Any] = {}
+        for k, lo in enumerate(edges[:-1] if lv.per_interval else edges[:1]):
+            suffix = f"_{k}" if lv.per_interval else ""
+            i = schedule.interval_of(lo)
+            mode, period = ((schedule.modes[i], schedule.periods[i]) if lv.per_interval
+                            and schedule.blocks[i] < schedule.depth else first)
+            period = period if mode == "reuse" else lv.min_period
+            if "mode" + suffix in choices:
+                params["mode" + suffix] = mode
+            if "period" + suffix in choices:
+                params["period" + suffix] = period
+        return params
+
+    def _levers_allow(self, schedule: ExitSchedule) -> bool:
+        lv = self.levers or LeverSpace()
+        exiting = [(schedule.modes[k], schedule.periods[k])
+                   for k, n in enumerate(schedule.blocks) if n < schedule.depth]
+        for mode, period in exiting:
+            if mode not in lv.modes or (mode == "reuse"
+                                        and not lv.min_period <= period <= lv.max_period):
+                return False
+        return lv.per_interval or len(set(exiting)) <= 1
+
     def contains(self, schedule: ExitSchedule) -> bool:
         """Whether ``schedule`` is expressible in this space."""
         if schedule.arch != self.arch or schedule.depth != self.depth:
+            return False
+        if not self._levers_allow(schedule):
             return False
         merged = schedule.merged()
         if self.edges is not None:
@@ -430,7 +593,12 @@ class ScheduleSpace:
         return not self.monotone or all(a >= b for a, b in zip(counts, counts[1:]))
 
     def seed_schedules(self) -> list[ExitSchedule]:
-        return [preset(name, self.arch, self.depth) for name in self.seeds]
+        """The seed presets; a space that does not allow ``skip`` seeds them reusing blocks at
+        its smallest refresh period."""
+        presets = [preset(name, self.arch, self.depth) for name in self.seeds]
+        if self.levers is not None and "skip" not in self.levers.modes:
+            return [p.with_reuse(self.levers.min_period, name=p.name) for p in presets]
+        return presets
 
     # -------------------------------------------------------------------- I/O
     def to_dict(self) -> dict[str, Any]:
@@ -445,7 +613,8 @@ class ScheduleSpace:
             "monotone": self.monotone,
             "seeds": list(self.seeds),
             "description": self.description,
-        } | ({} if self.sampling is None else {"sampling": self.sampling.to_dict()})
+        } | ({} if self.sampling is None else {"sampling": self.sampling.to_dict()}) \
+          | ({} if self.levers is None else {"levers": self.levers.to_dict()})
 
     @classmethod
     def from_dict(cls, data: Any, *, depth: int | None = None) -> ScheduleSpace:
@@ -501,12 +670,13 @@ class ScheduleSpace:
         edge_grid = data.get("edge_grid", 0.05)
         if isinstance(edge_grid, bool) or not isinstance(edge_grid, (int, float)):
             raise SpaceError(f"edge_grid must be a number, got {edge_grid!r}")
-        sampling = data.get("sampling")
+        sampling, levers = data.get("sampling"), data.get("levers")
         return cls(arch=data["arch"], depth=depth, intervals=K, edges=edges,
                    edge_grid=float(edge_grid), min_blocks=bounds[0], max_blocks=bounds[1],
                    monotone=monotone, seeds=tuple(seeds),
                    description=str(data.get("description", "")),
-                   sampling=None if sampling is None else SamplingSpace.from_dict(sampling))
+                   sampling=None if sampling is None else SamplingSpace.from_dict(sampling),
+                   levers=None if levers is None else LeverSpace.from_dict(levers))
 
 
 def _check_intervals(value: Any) -> None:
@@ -535,8 +705,9 @@ def load_space(path: str | Path, *, depth: int | None = None) -> ScheduleSpace:
 
 
 def schedules_equivalent(a: ExitSchedule, b: ExitSchedule) -> bool:
-    """Same arch, depth and block count at every t (interval splits do not matter)."""
+    """Same arch, depth, and block count, mode and refresh period at every t (splits of skip
+    intervals do not matter)."""
     ma, mb = a.merged(), b.merged()
-    return (ma.arch, ma.depth, ma.boundaries, ma.blocks) == (mb.arch, mb.depth, mb.boundaries,
-                                                             mb.blocks)
+    return ((ma.arch, ma.depth, ma.boundaries, ma.blocks, ma.modes, ma.periods)
+            == (mb.arch, mb.depth, mb.boundaries, mb.blocks, mb.modes, mb.periods))
 

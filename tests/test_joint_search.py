@@ -139,10 +139,16 @@ def _hand_latency(cost: dict, schedule: dict, sampler: dict) -> float:
     else:  # dpm-solver's default: linspace(0, T - 1, steps) rounded
         times = np.linspace(0, T - 1, steps).round()[::-1]
     edges, blocks = schedule["boundaries"], schedule["blocks"]
-    total = 0.0
+    modes = schedule.get("modes") or ["skip"] * len(blocks)
+    periods = schedule.get("periods") or [1] * len(blocks)
+    total, last, j = 0.0, None, 0
     for s in times:
         t = s / T
-        k = next(b for lo, hi, b in zip(edges, edges[1:], blocks) if lo <= t < hi or hi == 1.0)
+        i = next(i for i, (lo, hi) in enumerate(zip(edges, edges[1:])) if lo <= t < hi or hi == 1.0)
+        j = j + 1 if i == last else 0  # calls since entering the interval
+        last = i
+        # a reuse interval's every r-th call (its first included) runs every block
+        k = cost["depth"] if modes[i] == "reuse" and j % periods[i] == 0 else blocks[i]
         total += cost["fixed"] + k * cost["block"] + (cost["depth"] - k) * cost["dropped"]
     return total
 
@@ -249,3 +255,48 @@ def test_a_study_refuses_a_space_file_edited_under_the_same_name() -> None:
     check_space(study, plain)  # the description may change
     with pytest.raises(SearchError, match="searched in another space .its sampling differ"):
         check_space(study, joint)
+
+
+@pytest.mark.slow
+def test_a_training_free_reuse_study_runs_without_a_fine_tune(tmp_path, tiny_dit) -> None:
+    """A space whose levers allow block reuse, run with finetune none: trials reuse blocks at the
+    searched period, and their latency counts every refresh call at full depth."""
+    space = JOINT_SPACE.replace("seeds: [full, D4]\n", "seeds: [full, D4]\nlevers:\n"
+                                "  modes: [reuse]\n  period: {min: 2, max: 3}\n")
+    root = tiny_dit(tmp_path, space)
+    run_search(_config(root, budget=4, sampler_algo="random"), progress=False,
+               log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'study.db'}")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 4
+    cost = study.user_attrs["cost_model"]
+    reusing = 0
+    for t in done:
+        schedule = t.user_attrs["schedule"]
+        for n, mode, r in zip(schedule["blocks"], schedule["modes"], schedule["periods"]):
+            assert (mode, r) == ("skip", 1) if n == 4 else (mode == "reuse" and r in (2, 3))
+        reusing += "reuse" in schedule["modes"]
+        assert t.values[1] == pytest.approx(_hand_latency(cost, schedule,
+                                                          t.user_attrs["sampler"]), rel=1e-9)
+    assert reusing >= 1
+    d4 = next(t for t in done if t.user_attrs.get("seed") == "D4")
+    assert "reuse" in d4.user_attrs["schedule"]["modes"]
+
+
+@pytest.mark.slow
+def test_an_exit_heads_space_trains_heads_in_the_one_shot_fine_tune(tmp_path, tiny_dit) -> None:
+    from ase_search.models import load_checkpoint
+    from ase_search.search import SearchError
+
+    space = JOINT_SPACE.replace("seeds: [full, D4]\n", "seeds: [full, D4]\nlevers:\n"
+                                "  exit_heads: true\n")
+    root = tiny_dit(tmp_path, space)
+    with pytest.raises(SearchError, match="asks for exit heads, which the one-shot fine-tune"):
+        run_search(_config(root, budget=2), progress=False, log=lambda m: None)
+    run_search(_config(root, budget=3, finetune="one-shot", finetune_steps=4,
+                       storage=str(root / "heads.db")), progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'heads.db'}")
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+    weights = root / study.user_attrs["weights"]["path"]
+    model, _ = load_checkpoint(weights, ema=True)
+    assert model.config["exit_heads"]  # the trials ran the model with its trained heads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,60 @@ def test_searched_edges_decode_sorted_cuts() -> None:
                           min_blocks=(1,) * 3, max_blocks=(6,) * 3, monotone=True)
     s = space.from_params({"cut_1": 7, "cut_2": 3, "blocks_0": 6, "drop_1": 2, "drop_2": 1})
     assert s.boundaries == (0.0, 0.3, 0.7, 1.0) and s.blocks == (6, 4, 3)
+
+
+# ------------------------------------------------------------------------------ levers (#16)
+def _lever_space(levers: dict, **kw) -> ScheduleSpace:
+    data = {"version": 1, "arch": "dit", "depth": 12, "intervals": 5, "seeds": ["full", "D1"],
+            "levers": levers, **kw}
+    return ScheduleSpace.from_dict(data)
+
+
+def test_lever_parameters_round_trip_reuse_schedules() -> None:
+    import random
+
+    for per_interval in (False, True):
+        space = _lever_space({"modes": ["skip", "reuse"], "period": {"min": 2, "max": 4},
+                              "per_interval": per_interval})
+        rng = random.Random(0)
+        seen_reuse = False
+        for _ in range(200):
+            s = space.sample(rng)
+            assert space.contains(s)
+            assert schedules_equivalent(space.from_params(space.to_params(s)), s)
+            for n, mode, r in zip(s.blocks, s.modes, s.periods):
+                assert (mode, r) == ("skip", 1) or (n < 12 and mode == "reuse" and 2 <= r <= 4)
+            seen_reuse |= s.reuses
+            if not per_interval:  # one mode and period for every exiting interval
+                assert len({(m, r) for n, m, r in zip(s.blocks, s.modes, s.periods)
+                            if n < 12}) <= 1
+        assert seen_reuse
+
+
+def test_a_reuse_only_space_seeds_the_presets_reusing_blocks() -> None:
+    space = _lever_space({"modes": ["reuse"], "period": 3})
+    full, d1 = space.seed_schedules()
+    assert full.is_full and not full.reuses
+    assert d1.name == "D1" and set(d1.modes[1:]) == {"reuse"} and set(d1.periods[1:]) == {3}
+    assert not space.contains(preset("D1", "dit", 12))  # D1 skipping blocks is outside
+    assert space.lever_choices() == {}  # one mode, one period: nothing to search
+    params = space.to_params(d1)
+    assert schedules_equivalent(space.from_params(params), d1)
+
+
+@pytest.mark.parametrize("levers, message", [
+    ({"modes": ["skip", "cache"]}, "unknown mode 'cache'"),
+    ({"modes": []}, "levers.modes must list skip and/or reuse"),
+    ({"modes": ["reuse"], "period": 1}, "levers.period.min must be an integer >= 2"),
+    ({"modes": ["reuse"], "period": {"min": 4, "max": 2}}, "min 4 is above max 2"),
+    ({"modes": ["reuse"], "colour": 1}, "levers: unknown field(s) colour"),
+    ({"exit_heads": "yes"}, "levers.exit_heads must be true or false"),
+])
+def test_a_malformed_levers_section_names_the_field(levers, message) -> None:
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        _lever_space(levers)
+
+
+def test_per_interval_levers_need_fixed_edges() -> None:
+    with pytest.raises(SpaceError, match="levers.per_interval needs fixed edges"):
+        _lever_space({"modes": ["reuse"], "per_interval": True}, edges="search", seeds=[])

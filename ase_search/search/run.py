@@ -96,6 +96,15 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     if space.arch != config.arch:
         raise SearchError(f"{space_path} is a {space.arch} space but arch is {config.arch}",
                           fields=("arch",))
+    if space.levers is not None and space.levers.exit_heads:
+        # Exit heads are trained by the one-shot fine-tune (copies of the shared head until then).
+        if config.finetune != "one-shot" or config.finetune_steps == 0:
+            raise SearchError(f"{space_path} asks for exit heads, which the one-shot fine-tune "
+                              f"trains; use finetune one-shot with finetune_steps > 0, or set "
+                              f"levers.exit_heads: false", fields=("finetune",))
+        from ase_search.models import add_exit_heads
+
+        model = add_exit_heads(model)
     storage_spec = config.resolved_storage
     storage = resolve_storage(storage_spec)
     storage_dir = (Path(storage_spec).expanduser().resolve().parent if "://" not in storage_spec
