@@ -33,21 +33,25 @@ data, as in the schedules. ``timestep_scale`` overrides the divisor for other co
 
 **The testbed in diffusers form.** :func:`dit_to_diffusers` converts an ase-search (or official)
 DiT into a ``DiTTransformer2DModel`` and :func:`export_dit` writes it with a matching
-``DDIMScheduler`` config. One thing the diffusers class cannot express: its timestep embedding
-divides the frequency exponent by ``half - 1`` (``downscale_freq_shift=1``) where official DiT
-divides by ``half``. :func:`load_transformer` restores the official frequencies (the folder's
-``ase_search.json`` says so); a plain ``DiTTransformer2DModel.from_pretrained`` loads the same
-weights with diffusers' frequencies, which changes the outputs slightly (see
-reports/diffusers.md).
+``DDIMScheduler`` config (DiT-T: pixel-space 28x28, patch 7, 1 channel in, 2 out for the learned
+variance; all of it fits the class's config). What the class cannot express are its two fixed
+tables: its timestep embedding divides the frequency exponent by ``half - 1``
+(``downscale_freq_shift=1``) where official DiT divides by ``half``, and it builds the position
+table itself, in float32. :func:`load_transformer` restores both (the folder's ``ase_search.json``
+says so, and the source's table travels in ``ase_search_pos_embed.safetensors``), after which the
+outputs equal the native model's; a plain ``DiTTransformer2DModel.from_pretrained`` loads the same
+weights with diffusers' tables and its outputs differ visibly (reports/diffusers.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -564,6 +568,8 @@ def sample_diffusers(
     cfg_scale: float = 1.0,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    cache_context: bool = False,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> DiffusersSamples:
     """Class-conditional samples of a ``DiTTransformer2DModel`` through a diffusers scheduler loop.
 
@@ -572,10 +578,17 @@ def sample_diffusers(
     schedule applied with :func:`apply_exit_schedule` is obeyed and counted. Labels and initial
     noise are drawn as :func:`ase_search.samplers.sample` draws them (one CPU generator seeded
     with ``seed``: all labels, then each sample's noise), so seeds are common random numbers.
+
+    For diffusers' own cache hooks (stateful), ``cache_context=True`` wraps each call in the
+    ``cache_context("cond", ...)`` that ``CacheMixin`` pipelines set (``DiTTransformer2DModel``
+    is not a ``CacheMixin``, so DiTPipeline sets none), and their state is reset before each
+    batch; ``on_step(i, timestep)`` runs before each call (e.g. a ``current_timestep_callback``).
     """
     if type(transformer).__name__ != "DiTTransformer2DModel":
         raise ValueError(f"sample_diffusers samples DiTTransformer2DModel, got "
                          f"{type(transformer).__name__}")
+    from diffusers.models.cache_utils import CacheMixin
+
     cfg = transformer.config
     channels, size = cfg.in_channels, cfg.sample_size
     num_classes = cfg.num_embeds_ada_norm
@@ -595,10 +608,19 @@ def sample_diffusers(
             scheduler.set_timesteps(steps)
             step_generator = torch.Generator(device).manual_seed(seed * 1_000_003 + start)
             before = 0 if state is None else state.block_evals
-            for timestep in scheduler.timesteps:
+            registry = getattr(transformer, "_diffusers_hook", None)
+            if registry is not None:
+                registry.reset_stateful_hooks()
+            for i, timestep in enumerate(scheduler.timesteps):
+                if on_step is not None:
+                    on_step(i, timestep)
                 model_in = torch.cat([x, x]) if cfg_scale > 1.0 else x
-                out = transformer(model_in, timestep=timestep.expand(len(model_in)).to(device),
-                                  class_labels=y, return_dict=False)[0]  # (B', C_out, H, W)
+                context = (CacheMixin.cache_context(transformer, "cond", step_index=i,
+                                                    num_inference_steps=steps, timestep=timestep)
+                           if cache_context else contextlib.nullcontext())
+                with context:
+                    out = transformer(model_in, timestep=timestep.expand(len(model_in)).to(device),
+                                      class_labels=y, return_dict=False)[0]  # (B', C_out, H, W)
                 eps, rest = out[:, :channels], out[:, channels:]
                 if cfg_scale > 1.0:
                     cond, uncond = eps.chunk(2)
@@ -661,7 +683,7 @@ def measure_diffusers(
     *,
     steps: int,
     n: int,
-    seeds: list[int] | range = (0,),
+    seeds: Sequence[int] = (0,),
     reference: str = "self",
     cfg_scale: float = 1.0,
     fid_config: Any = None,

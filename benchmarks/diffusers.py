@@ -1,0 +1,532 @@
+"""ase-search's exit schedules against diffusers' own caches, on the DiT testbed in diffusers form.
+
+Issue #17's head-to-head (reports/diffusers.md). The DiT testbed is converted with
+:func:`ase_search.integrations.diffusers.export_dit` and everything samples through the diffusers
+path: ``DiTTransformer2DModel`` plus the exported ``DDIMScheduler`` in
+:func:`~ase_search.integrations.diffusers.sample_diffusers` (DiTPipeline's loop without its VAE;
+the testbed is pixel space). Configurations, all with the same seeds (common random numbers):
+
+* the full model at DDIM with ``--steps`` steps (the steps-only front);
+* ase-search's presets ``--presets`` at DDIM-``--steps-exits`` through the exit-schedule hooks, on
+  the shipped weights and on the reference study's one-shot weights (with that model's own full
+  DDIM point);
+* every diffusers cache hook that runs on ``DiTTransformer2DModel``, at two settings each
+  (``CACHES``); the ``applicability`` cell records what each hook says under DiTPipeline's
+  conditions (no cache context), verbatim;
+* the plain ``DiTTransformer2DModel.from_pretrained`` of the export (diffusers' own timestep
+  frequencies; ``stock``).
+
+FID-MNIST over ``--seeds`` seeds of ``--n`` samples; latency MEASURED: the fastest of
+``--rounds`` rounds of sampling ``--latency-n`` samples in the process's CPU time (one torch
+thread: the compute, not the waits for the other processes on shared cores; wall time is
+recorded too), with the 1-minute load average at the time. The ``overhead`` cell times the hook at full depth against no hook,
+rounds interleaved. The verdict (:mod:`ase_search.verdict`) matches each configuration against the
+steps-only front at matched FID. Run from the repository root:
+
+    python -m benchmarks.diffusers --threads 1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import io
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import display_path, file_sha256, machine_text, reference_one_shot_weights
+from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
+
+ARCH = "dit"
+
+# diffusers' cache hooks at two settings each: name -> (hook, setting, what the setting means).
+CACHES: dict[str, tuple[str, float, str]] = {
+    "fbc-0.05": ("FirstBlockCache", 0.05, "threshold 0.05"),
+    "fbc-0.2": ("FirstBlockCache", 0.2, "threshold 0.2"),
+    "pab-2": ("PyramidAttentionBroadcast", 2, "spatial attention reused for 2 steps, t in (100, 800)"),
+    "pab-4": ("PyramidAttentionBroadcast", 4, "spatial attention reused for 4 steps, t in (100, 800)"),
+    "fastercache-2": ("FasterCache", 2, "spatial attention skip range 2"),
+    "fastercache-4": ("FasterCache", 4, "spatial attention skip range 4"),
+    "taylorseer-2": ("TaylorSeer", 2, "cache interval 2, attn1 and ff of every block"),
+    "taylorseer-4": ("TaylorSeer", 4, "cache interval 4, attn1 and ff of every block"),
+    "magcache-0.06": ("MagCache", 0.06, "threshold 0.06 (default), calibrated ratios"),
+    "magcache-0.24": ("MagCache", 0.24, "threshold 0.24, calibrated ratios"),
+    "layerskip-2": ("LayerSkip", 2, "the last 2 blocks skipped at every step"),
+    "layerskip-4": ("LayerSkip", 4, "the last 4 blocks skipped at every step"),
+}
+# Hooks probed for applicability with their default (or required) settings.
+PROBES = ("FirstBlockCache", "PyramidAttentionBroadcast", "FasterCache", "TaylorSeer",
+          "MagCache", "SeaCache", "LayerSkip")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Which configurations, measured how."""
+
+    steps: tuple[int, ...] = field(default=(5, 7, 10, 14, 20), metadata=option(
+        "DDIM step counts of the full model", identity=False))
+    steps_exits: int = field(default=20, metadata=option(
+        "DDIM steps of the exit schedules and the caches"))
+    presets: tuple[str, ...] = field(default=("D1", "D3", "D4"), metadata=option(
+        "ase-search presets", identity=False))
+    caches: tuple[str, ...] = field(default=tuple(CACHES), metadata=option(
+        "diffusers cache settings measured", identity=False, choices=list(CACHES)))
+    n: int = field(default=500, metadata=option("samples per seed"))
+    seeds: int = field(default=5, metadata=option("sample seeds 0..S-1 (common random numbers)"))
+    batch_size: int = field(default=500, metadata=option("sampling batch"))
+    latency_n: int = field(default=100, metadata=option("samples per timed round"))
+    rounds: int = field(default=5, metadata=option("timed rounds (fastest kept)"))
+    clock: str = field(default="cpu", metadata=option(
+        "latency clock: the process's CPU time (wall time is recorded too)", choices=["cpu"]))
+    window: float = field(default=1.25, metadata=option(
+        "the headline counts points with FID <= window x the reference's", identity=False))
+
+    def __post_init__(self) -> None:
+        from ase_search.schedule import preset_names
+
+        if not self.steps or min(self.steps) < 1 or self.steps_exits not in self.steps:
+            raise ValueError(f"--steps must be step counts >= 1 holding --steps-exits "
+                             f"{self.steps_exits}, got {list(self.steps)}")
+        bad = [p for p in self.presets if p not in preset_names(ARCH) or p == "full"]
+        if bad:
+            raise ValueError(f"--presets {bad}: choose from {preset_names(ARCH)}")
+        if self.n < 2 or self.seeds < 1 or self.batch_size < 1 or self.latency_n < 1 \
+                or self.rounds < 1:
+            raise ValueError("--n must be >= 2; --seeds, --batch-size, --latency-n, --rounds >= 1")
+
+
+def keys(params: Params) -> list[str]:
+    return ["conversion", "applicability", "overhead",
+            *(f"full/ddim-{k}" for k in params.steps),
+            "stock/full",
+            *(f"ase/{p}" for p in params.presets),
+            *(f"one-shot/{p}" for p in ("full", *params.presets)),
+            *(f"cache/{c}" for c in params.caches)]
+
+
+@functools.cache
+def folder(kind: str) -> Path:
+    """The testbed (``base``) or the one-shot weights (``one-shot``) exported once per run."""
+    from ase_search.integrations.diffusers import export_dit
+    from ase_search.testbed import load_model
+
+    weights = None if kind == "base" else reference_one_shot_weights(ARCH)
+    out = Path(tempfile.mkdtemp(prefix=f"ase-diffusers-{kind}-")) / "dit"
+    export_dit(load_model(ARCH, weights), out,
+               source="the shipped dit testbed" if weights is None else display_path(weights))
+    return out
+
+
+def weights_identity(params: Params, key: str) -> dict[str, Any]:
+    from ase_search.testbed import TESTBEDS
+
+    ident = {"testbed_sha256": file_sha256(TESTBEDS[ARCH].path)}
+    if key.startswith("one-shot/"):
+        ident["one_shot_sha256"] = file_sha256(reference_one_shot_weights(ARCH))
+    return ident
+
+
+# ###################################################################### the caches
+def apply_cache(transformer: Any, hook: str, setting: float, steps: int, clock: dict[str, int],
+                scheduler: Any = None) -> None:
+    """Attach diffusers' ``hook`` at ``setting``; ``clock["t"]`` is the current timestep."""
+    import torch
+    from diffusers import hooks as H
+
+    def current() -> int:
+        return clock["t"]
+
+    if hook == "FirstBlockCache":
+        H.apply_first_block_cache(transformer, H.FirstBlockCacheConfig(threshold=setting))
+    elif hook == "PyramidAttentionBroadcast":
+        H.apply_pyramid_attention_broadcast(transformer, H.PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=int(setting), current_timestep_callback=current))
+    elif hook == "FasterCache":
+        # No CFG here (cfg_scale 1): the model is "guidance distilled" as far as the hook goes.
+        H.apply_faster_cache(transformer, H.FasterCacheConfig(
+            spatial_attention_block_skip_range=int(setting), current_timestep_callback=current,
+            is_guidance_distilled=True, tensor_format="BCHW",
+            attention_weight_callback=lambda _: 0.5))
+    elif hook == "TaylorSeer":
+        # The default patterns (r"^transformer_blocks.*attn", fullmatch) match no DiT module
+        # (its attention is attn1); see the applicability cell.
+        H.apply_taylorseer_cache(transformer, H.TaylorSeerCacheConfig(
+            cache_interval=int(setting), disable_cache_before_step=2,
+            taylor_factors_dtype=torch.float32,
+            cache_identifiers=[r"^transformer_blocks\.\d+\.(attn1|ff)$"]))
+    elif hook == "MagCache":
+        H.apply_mag_cache(transformer, H.MagCacheConfig(
+            threshold=setting, num_inference_steps=steps,
+            mag_ratios=calibrate_magcache(steps)))
+    elif hook == "LayerSkip":
+        depth = len(transformer.transformer_blocks)
+        H.apply_layer_skip(transformer, H.LayerSkipConfig(
+            indices=list(range(depth - int(setting), depth))))
+    elif hook == "SeaCache":
+        H.apply_sea_cache(transformer, H.SeaCacheConfig())
+    else:
+        raise ValueError(f"unknown cache hook {hook}")
+
+
+@functools.cache
+def calibrate_magcache(steps: int) -> tuple[float, ...]:
+    """MagCache's magnitude ratios for the base testbed at DDIM-``steps`` (its calibrate mode,
+    one batch of 64 samples of seed 1000, which no measured configuration uses)."""
+    import ast
+
+    from diffusers import hooks as H
+
+    from ase_search.integrations.diffusers import load_scheduler, load_transformer, sample_diffusers
+
+    transformer = load_transformer(folder("base"))
+    H.apply_mag_cache(transformer, H.MagCacheConfig(num_inference_steps=steps, calibrate=True))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        sample_diffusers(transformer, load_scheduler(folder("base")), n=64, steps=steps,
+                         seed=1000, cache_context=True)
+    line = next(x for x in printed.getvalue().splitlines() if x.startswith("[") and x[1:2].isdigit())
+    return tuple(ast.literal_eval(line))
+
+
+def probe(hook: str) -> str:
+    """What ``hook`` says under DiTPipeline's conditions (no cache context), verbatim."""
+    from ase_search.integrations.diffusers import load_scheduler, load_transformer, sample_diffusers
+
+    transformer = load_transformer(folder("base"))
+    clock = {"t": 999}
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    try:
+        setting = {"FirstBlockCache": 0.05, "PyramidAttentionBroadcast": 2, "FasterCache": 2,
+                   "TaylorSeer": 2, "MagCache": 0.06, "LayerSkip": 2}.get(hook, 0)
+        from diffusers import hooks as H
+
+        if hook == "TaylorSeer":  # the defaults, to show what they hook on DiT
+            H.apply_taylorseer_cache(transformer, H.TaylorSeerCacheConfig())
+        elif hook == "MagCache":  # the defaults: no ratios for this model
+            H.apply_mag_cache(transformer, H.MagCacheConfig())
+        else:
+            apply_cache(transformer, hook, setting, 4, clock)
+        hooked = sum(1 for m in transformer.modules() if hasattr(m, "_diffusers_hook"))
+        out = sample_diffusers(transformer, load_scheduler(folder("base")), n=2, steps=4, seed=0,
+                               on_step=lambda i, t: clock.update(t=int(t)))
+        result = f"runs; {hooked} modules hooked"
+        del out
+    except Exception as err:  # what a user would see, verbatim
+        result = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    finally:
+        logger.removeHandler(handler)
+    return result + "".join(f" | log: {' '.join(m.split())}" for m in dict.fromkeys(messages))
+
+
+# ###################################################################### the cells
+def timed(sample: Any, rounds: int) -> dict[str, Any]:
+    """The fastest of ``rounds`` calls of ``sample()`` (after one warm-up), with the load.
+
+    Both clocks: wall time, and this process's CPU time, which on one torch thread is the
+    compute itself and does not count the time other processes on the shared cores take.
+    """
+    sample()
+    wall, cpu, loads = [], [], []
+    for _ in range(rounds):
+        loads.append(os.getloadavg()[0])
+        w0, c0 = time.perf_counter(), time.process_time()
+        sample()
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return {"fastest_s": min(cpu), "fastest_wall_s": min(wall), "rounds_cpu_s": cpu,
+            "rounds_wall_s": wall, "load_1min": loads}
+
+
+def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    import torch
+
+    from ase_search.evaluate import machine_info
+    from ase_search.integrations.diffusers import (
+        apply_exit_schedule,
+        exit_blocks,
+        load_scheduler,
+        load_transformer,
+        sample_diffusers,
+    )
+    from ase_search.measure import fid_images
+    from ase_search.metrics.fid import compute_fid
+    from ase_search.schedule import preset
+
+    common = {"command": ctx.command, "machine": machine_info()}
+    if key == "conversion":
+        from diffusers import DiTTransformer2DModel
+
+        from ase_search.samplers import SamplerConfig, sample
+        from ase_search.testbed import load_model
+
+        native, converted = load_model(ARCH), load_transformer(folder("base"))
+        stock = DiTTransformer2DModel.from_pretrained(folder("base"), low_cpu_mem_usage=False)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 1, 28, 28, generator=g)
+        t = torch.randint(0, 1000, (64,), generator=g)
+        y = torch.randint(0, 11, (64,), generator=g)
+        with torch.no_grad():
+            want = native(x, t, y)
+            got = converted(x, timestep=t, class_labels=y, return_dict=False)[0]
+            plain = stock.eval()(x, timestep=t, class_labels=y, return_dict=False)[0]
+        a = sample(native, sampler=SamplerConfig("ddim", 20), n=64, seed=0).images
+        b = sample_diffusers(converted, load_scheduler(folder("base")), n=64, steps=20,
+                             seed=0).images
+        return {"forward_max_abs": float((got - want).abs().max()),
+                "stock_forward_max_abs": float((plain - want).abs().max()),
+                "output_max_abs": float(want.abs().max()),
+                "samples_max_abs": float((a - b).abs().max()), **common}
+    if key == "applicability":
+        return {"probes": {hook: probe(hook) for hook in PROBES}, **common}
+
+    kind = "one-shot" if key.startswith("one-shot/") else "base"
+    scheduler = load_scheduler(folder(kind))
+    if key == "stock/full":
+        from diffusers import DiTTransformer2DModel
+
+        transformer = DiTTransformer2DModel.from_pretrained(folder(kind),
+                                                            low_cpu_mem_usage=False).eval()
+    else:
+        transformer = load_transformer(folder(kind))
+    depth = len(exit_blocks(transformer))
+    if key == "overhead":
+        def plain() -> None:
+            sample_diffusers(transformer, scheduler, n=params.latency_n, steps=params.steps_exits,
+                             seed=0)
+
+        hooked_model = load_transformer(folder(kind))
+        apply_exit_schedule(hooked_model, preset("full", ARCH, depth))
+
+        def hooked() -> None:
+            sample_diffusers(hooked_model, scheduler, n=params.latency_n,
+                             steps=params.steps_exits, seed=0)
+
+        plain(), hooked()
+        pairs = []
+        for _ in range(2 * params.rounds):  # interleaved, so load changes hit both alike
+            c0 = time.process_time()
+            plain()
+            c1 = time.process_time()
+            hooked()
+            pairs.append((c1 - c0, time.process_time() - c1))
+        ratios = sorted(h / p for p, h in pairs)
+        return {"plain_cpu_s": [p for p, _ in pairs], "hooked_cpu_s": [h for _, h in pairs],
+                "overhead": statistics.median(ratios) - 1.0,
+                "overhead_fastest": min(h for _, h in pairs) / min(p for p, _ in pairs) - 1.0,
+                "load_1min": os.getloadavg()[0], "n": params.latency_n,
+                "steps": params.steps_exits, **common}
+
+    group, _, name = key.partition("/")
+    steps = int(name.removeprefix("ddim-")) if group == "full" else params.steps_exits
+    clock = {"t": 999}
+    cache_context = False
+    schedule = None
+    if group in ("ase", "one-shot") and name != "full":
+        schedule = preset(name, ARCH, depth)
+        apply_exit_schedule(transformer, schedule)
+    elif group == "cache":
+        hook, setting, _ = CACHES[name]
+        apply_cache(transformer, hook, setting, steps, clock)
+        cache_context = True
+
+    def draw(n: int, seed: int) -> Any:
+        return sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
+                                batch_size=params.batch_size, cache_context=cache_context,
+                                on_step=lambda i, t: clock.update(t=int(t)))
+
+    t0 = time.perf_counter()
+    fids, block_evals = [], None
+    for seed in range(params.seeds):
+        out = draw(params.n, seed)
+        fids.append(compute_fid(fid_images(out.images, None), reference="mnist")["fid"])
+        block_evals = out.block_evals
+    seconds = time.perf_counter() - t0
+    latency = timed(lambda: draw(params.latency_n, 0), params.rounds)
+    print(f"{key}: FID {statistics.fmean(fids):.2f} ({' '.join(f'{f:.2f}' for f in fids)}), "
+          f"{latency['fastest_s'] / params.latency_n * 1e3:.2f} ms/sample, {seconds:.0f} s",
+          file=sys.stderr, flush=True)
+    return {"group": group, "name": name, "steps": steps, "fids": fids,
+            "seeds": list(range(params.seeds)), "n": params.n,
+            "schedule": None if schedule is None else schedule.to_dict(),
+            "block_evals": block_evals, "full_block_evals": depth * steps,
+            "latency": latency, "latency_n": params.latency_n,
+            "setting": CACHES[name][2] if group == "cache" else None,
+            "seconds": seconds, **common}
+
+
+# ###################################################################### the report
+def label(c: dict[str, Any]) -> str:
+    if c["group"] == "full":
+        return f"full, DDIM-{c['steps']}"
+    if c["group"] == "stock":
+        return f"full (plain from_pretrained), DDIM-{c['steps']}"
+    if c["group"] == "ase":
+        return f"ase {c['name']}, DDIM-{c['steps']}"
+    if c["group"] == "one-shot":
+        return f"one-shot {c['name']}, DDIM-{c['steps']}"
+    return f"{c['name']}, DDIM-{c['steps']}"
+
+
+def fid_cell(p: Any) -> str:
+    sd = statistics.stdev(p.fids) if len(p.fids) > 1 else None
+    return f"{p.fid:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from ase_search.verdict import PairedPoint, non_dominated, paired_headline, paired_speedup
+
+    configs = {k: c for k, c in cells.items() if "fids" in c}
+    ref_key = f"full/ddim-{params.steps_exits}"
+    lines = ["# ase-search exit schedules against diffusers' caches (DiT testbed, diffusers path)",
+             "", f"Written by `benchmarks/diffusers.py` from `{json_name}` (issue #17).", ""]
+    if ref_key not in configs:
+        return Report("\n".join(lines + ["The reference configuration is not measured yet.", ""]))
+    ref_cell = configs[ref_key]
+    ref_s = ref_cell["latency"]["fastest_s"]
+    pts = {k: PairedPoint(label(c), tuple(c["fids"]), c["latency"]["fastest_s"] / ref_s)
+           for k, c in configs.items()}
+    steps = [pts[k] for k, c in configs.items() if c["group"] == "full"]
+    others = [pts[k] for k, c in configs.items() if c["group"] != "full"]
+    ref = pts[ref_key]
+    joint = non_dominated(list(pts.values()))
+    top = paired_headline(joint, steps, ref.fid, params.window)
+    runs = list(dict.fromkeys(f"`{c['command']}`" for c in cells.values()))
+    dates = sorted(c["machine"]["date"] for c in cells.values())
+    loads = [x for c in configs.values() for x in c["latency"]["load_1min"]]
+    lines += [
+        f"- Command: {'; '.join(runs)}",
+        f"- Machine: {machine_text(ref_cell['machine'])}",
+        f"- Date: {dates[0]} to {dates[-1]}",
+        f"- Seeds: {', '.join(map(str, ref_cell['seeds']))} (common random numbers: the same "
+        f"labels and noise for every configuration), {ref_cell['n']} samples each; FID-MNIST",
+        f"- Path: the DiT testbed exported with `ase-search export-diffusers`, loaded with "
+        f"`load_transformer`, sampled by `sample_diffusers` (DiTPipeline's loop without a VAE) "
+        f"with the exported `DDIMScheduler` (leading spacing); cfg scale 1",
+        f"- Latency: measured, the fastest of {params.rounds} rounds of {params.latency_n} "
+        f"samples in one batch after a warm-up, in CPU time of the one torch thread (wall time "
+        f"on these shared cores varied by up to half between rounds; the fastest wall time is "
+        f"in the JSON), relative to the full model at DDIM-{params.steps_exits} "
+        f"({ref_s / params.latency_n * 1e3:.2f} ms per sample); 1-minute load average during "
+        f"the rounds {min(loads):.2f} to {max(loads):.2f} on "
+        f"{ref_cell['machine']['logical_cores']} cores", ""]
+    lines += ["## Verdict", ""]
+    if top is None:
+        head = "**headline**: no configuration in the window has a steps-only match."
+    else:
+        steps_wins = top.point.label.startswith("full,")
+        head = (f"**headline**: the largest speedup at matched FID within FID <= "
+                f"{params.window:g} x the reference (full, DDIM-{params.steps_exits}, FID "
+                f"{ref.fid:.2f}) is **{top.speedup:.2f}x**, by {top.point.label} (FID "
+                f"{fid_cell(top.point)}, latency {top.point.latency:.3f})"
+                + (": a steps-only configuration; neither an exit schedule nor a diffusers cache "
+                   "beats fewer DDIM steps." if steps_wins else
+                   f" against {top.matched.label} (FID {fid_cell(top.matched)}, latency "
+                   f"{top.matched.latency:.3f})."))
+    lines += [head, ""]
+    speedups = {p.label: paired_speedup(p, steps) for p in others}
+    best = sorted(((p, s) for p in others for s in [speedups[p.label]] if s is not None),
+                  key=lambda ps: -ps[1].speedup)[:3]
+    if best:
+        lines += ["Best non-steps configurations by speedup at matched FID: " + "; ".join(
+            f"{p.label} {s.speedup:.2f}x (FID {fid_cell(p)}, latency {p.latency:.3f}, matched "
+            f"by {s.matched.label})" for p, s in best) + ".", ""]
+    if "overhead" in cells:
+        o = cells["overhead"]
+        lines += [f"Hook overhead at full depth (the exit-schedule hooks with the full schedule "
+                  f"against no hooks, DDIM-{o['steps']}, {o['n']} samples, "
+                  f"{len(o['plain_cpu_s'])} interleaved pairs of rounds, CPU time): median "
+                  f"ratio **{o['overhead']:+.2%}** of the model's time, fastest against fastest "
+                  f"{o['overhead_fastest']:+.2%} (limit 1%; 1-minute load {o['load_1min']:.2f}).",
+                  ""]
+
+    rows = []
+    for k, c in sorted(configs.items(), key=lambda kc: pts[kc[0]].latency):
+        p, s = pts[k], speedups.get(pts[k].label)
+        rows.append([
+            p.label, c.get("setting") or "", fid_cell(p), f"{p.latency:.3f}",
+            f"{c['latency']['fastest_s'] / c['latency_n'] * 1e3:.2f}",
+            "" if c["group"] in ("full", "stock", "cache") else
+            f"{1 - c['block_evals'] / c['full_block_evals']:.1%}",
+            "yes" if p in joint else "",
+            "" if c["group"] == "full" else (
+                "no match" if s is None else f"{s.speedup:.2f}x vs {s.matched.label}")])
+    lines += ["## Every configuration", "",
+              "Sorted by measured latency. FID: mean ± sd over seeds. **speedup at matched FID**: "
+              "the latency of the cheapest full-model DDIM configuration whose mean FID is no "
+              "worse, over the configuration's (`ase_search.verdict`; above 1 beats fewer "
+              "steps).", "",
+              markdown_table(pd.DataFrame(rows, columns=[
+                  "configuration", "setting", "FID-MNIST", "relative latency", "ms / sample",
+                  "block acceleration", "joint front", "speedup at matched FID"]),
+                  align=["left", "left", "right", "right", "right", "right", "center", "left"]),
+              ""]
+    if "applicability" in cells:
+        lines += ["## Which diffusers hooks apply to DiTTransformer2DModel", "",
+                  "Each hook attached with its defaults (TaylorSeer and MagCache: all defaults) and run "
+                  "for 4 DDIM steps as DiTPipeline calls the transformer, without a "
+                  "`cache_context` (DiTTransformer2DModel is not a `CacheMixin`, so DiTPipeline "
+                  "sets none). What it said, verbatim:", ""]
+        for hook, said in cells["applicability"]["probes"].items():
+            lines.append(f"- **{hook}**: `{said}`")
+        lines += ["", "The measured settings above run each hook inside `cache_context('cond', "
+                  "step_index=..., num_inference_steps=..., timestep=...)` (what CacheMixin "
+                  "pipelines set) and give PyramidAttentionBroadcast and FasterCache the current "
+                  "timestep through `current_timestep_callback`. SeaCache needs a flow-matching "
+                  "sigma in [0, 1] (x_t = (1 - sigma) x_0 + sigma noise), which a DDPM/DDIM model "
+                  "has not, so it is not measured.", ""]
+    if "conversion" in cells:
+        c = cells["conversion"]
+        lines += ["## The conversion", "",
+                  f"`load_transformer` of the export against the native DiT-T on 64 random "
+                  f"inputs: max |difference| {c['forward_max_abs']:.3g} (outputs up to "
+                  f"{c['output_max_abs']:.3g}); DDIM-20 samples of seed 0 through the diffusers "
+                  f"path against ase-search's own sampler: max |difference| "
+                  f"{c['samples_max_abs']:.3g}. A plain `DiTTransformer2DModel.from_pretrained` "
+                  f"of the same folder keeps diffusers' timestep frequencies "
+                  f"(`exp(-ln(10000) k / 127)` instead of official DiT's `/ 128`) and its float32 "
+                  f"position table: max |difference| {c['stock_forward_max_abs']:.3g}; its FID is "
+                  f"the `plain from_pretrained` row.", ""]
+    fig = go.Figure()
+    groups: dict[str, list[Any]] = {}
+    for k, c in configs.items():
+        g = c["group"] if c["group"] != "cache" else CACHES[c["name"]][0]
+        groups.setdefault(g, []).append(pts[k])
+    for g, ps in groups.items():
+        ps = sorted(ps, key=lambda p: p.latency)
+        fig.add_trace(go.Scatter(x=[p.latency for p in ps], y=[p.fid for p in ps],
+                                 mode="lines+markers" if g == "full" else "markers", name=g,
+                                 text=[p.label for p in ps],
+                                 hovertemplate="%{text}<br>latency %{x:.3f}<br>FID %{y:.2f}"
+                                               "<extra></extra>"))
+    fig.update_layout(title="FID-MNIST (log) against measured latency, diffusers path",
+                      xaxis_title=f"measured latency / full model at DDIM-{params.steps_exits}",
+                      yaxis_title="FID-MNIST (mean over seeds)", yaxis_type="log", height=600)
+    return Report("\n".join(lines), figures=[fig],
+                  title="ase-search against diffusers' caches", html_intro=f"<p>{head.replace('**', '')}</p>")
+
+
+BENCHMARK = Benchmark(name="diffusers", doc=__doc__, params=Params, keys=keys, cell=measure,
+                      report=report, cell_identity=weights_identity)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(BENCHMARK, argv)
+
+
+if __name__ == "__main__":
+    main()
