@@ -378,8 +378,10 @@ def arch_section(cells: dict[str, dict[str, Any]], arch: str, params: Params,
     full_at = {c["steps"]: by_label[k] for k, c in configs.items() if c["name"] == "full"}
     levers = list(dict.fromkeys(c["lever"] for c in configs.values() if c["name"] != "full"))
     back_rows = []
-    for name in params.presets:
-        for k in params.exit_steps:
+    # From the cells, not the parameters: a report covers every run that filled the cache.
+    exit_cells = [c for c in configs.values() if c["name"] != "full"]
+    for name in dict.fromkeys(c["name"] for c in exit_cells):
+        for k in sorted({c["steps"] for c in exit_cells if c["name"] == name}):
             skip = by_label.get(f"{name} skip, DDIM-{k}")
             if k not in full_at:
                 continue
@@ -473,7 +475,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         "",
     ]
     sections, figs = [], []
-    for arch in params.archs:
+    for arch in dict.fromkeys(k.split("/")[0] for k in cells):  # every arch in the cache
         section, head = arch_section(cells, arch, params, figs)
         sections += section
         if head is not None:
