@@ -20,6 +20,12 @@ class                          exitable blocks (depth)                      t of
                                (``num_layers + num_single_layers``)
 =============================  ===========================================  ================
 
+Block reuse (``ExitSchedule.modes``, issue #16) works as in ase-search's own models
+(:func:`ase_search.measure.call_plan` numbers the calls): a refresh call runs every block and keeps
+the image stream's residual past the count (after the last block minus after block ``count``); a
+reuse call runs ``count`` blocks and adds it. Each batch of :func:`sample_diffusers` starts a new
+trajectory (:meth:`ExitScheduleState.new_run`); call it yourself between images of your own loop.
+
 A schedule's ``depth`` must equal that count (FLUX.1: 19 + 38 = 57; a count of 25 runs the 19
 double-stream blocks and the first 6 single-stream ones). The embeddings and the output layers
 always run; the output layer reads the last block run.
@@ -140,13 +146,16 @@ class ExitCall:
 
     Attributes:
         t: the call's time in ``[0, 1]``.
-        blocks: the schedule's count at ``t``.
+        blocks: the blocks the call runs: the schedule's count at ``t``, or the full depth for a
+            block-reuse refresh.
         evaluated: the exitable blocks that really ran.
+        refresh: whether the call was a block-reuse refresh.
     """
 
     t: float
     blocks: int
     evaluated: int
+    refresh: bool = False
 
 
 @dataclass
@@ -167,11 +176,28 @@ class ExitScheduleState:
     calls: list[ExitCall] = field(default_factory=list)
     # The count of the call in progress; None outside a transformer call, where blocks run as is.
     active: int | None = None
+    # Block reuse (ExitSchedule.modes): the interval of the previous call and the call's number in
+    # its run of consecutive calls there; at a refresh, the count whose residual is captured and
+    # the hidden state after it; in a reuse call, the residual the first skipped block adds.
+    interval: int | None = None
+    run_index: int = 0
+    capture: int | None = None
+    captured: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
+    inject: bool = False
 
     def reset(self) -> None:
-        """Zero the counter and forget the calls."""
+        """Zero the counter, forget the calls and start a new sampling run."""
         self.block_evals = 0
         self.calls.clear()
+        self.new_run()
+
+    def new_run(self) -> None:
+        """Start a new sampling trajectory: block-reuse caches are emptied (the next call in a
+        reuse interval refreshes). :func:`sample_diffusers` calls it for every batch."""
+        self.interval, self.run_index = None, 0
+        self.capture = self.captured = self.residual = None
+        self.inject = False
 
 
 class _TransformerHook(ModelHook):
@@ -186,15 +212,27 @@ class _TransformerHook(ModelHook):
         timestep = kwargs.get("timestep")
         if timestep is None and len(args) > self.timestep_index:
             timestep = args[self.timestep_index]
-        t = _call_time(timestep, self.state.timestep_scale)
-        n = self.state.schedule.blocks_at(t)
-        before = self.state.block_evals
-        self.state.active = n
+        state, schedule = self.state, self.state.schedule
+        t = _call_time(timestep, state.timestep_scale)
+        # Interval and run numbering as ase_search.measure.call_plan has them.
+        k = schedule.interval_of(t)
+        state.run_index = state.run_index + 1 if k == state.interval else 0
+        if k != state.interval:
+            state.residual = None  # a residual past one count is not valid for another
+        state.interval = k
+        n, refresh = schedule.blocks[k], False
+        if schedule.modes[k] == "reuse":
+            refresh = state.run_index % schedule.periods[k] == 0 or state.residual is None
+            if refresh:
+                state.capture, n = n, schedule.depth
+            state.inject = not refresh
+        before = state.block_evals
+        state.active = n
         try:
             output = self.fn_ref.original_forward(*args, **kwargs)
         finally:
-            self.state.active = None
-        self.state.calls.append(ExitCall(t, n, self.state.block_evals - before))
+            state.active, state.capture, state.captured, state.inject = None, None, None, False
+        state.calls.append(ExitCall(t, n, state.block_evals - before, refresh))
         return output
 
 
@@ -208,18 +246,35 @@ class _BlockHook(ModelHook):
         self.joint = joint
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        n = self.state.active
+        state = self.state
+        n = state.active
         if n is None or self.index < n:
+            output = self.fn_ref.original_forward(*args, **kwargs)
             if n is not None:
-                self.state.block_evals += 1
-            return self.fn_ref.original_forward(*args, **kwargs)
+                state.block_evals += 1
+                if state.capture is not None:
+                    self._capture(output, n)
+            return output
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        if state.inject and self.index == n:
+            # Block reuse: the first skipped block adds what blocks n.. added at the refresh.
+            hidden = hidden + state.residual
         if not self.joint:
             return hidden
         # MM-DiT blocks return (encoder_hidden_states, hidden_states).
         encoder = (kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs
                    else args[1])
         return encoder, hidden
+
+    def _capture(self, output: Any, depth: int) -> None:
+        """At a refresh: the image stream after block ``capture`` and, at the last block, the
+        residual of the blocks past it (the output layer reads only the image stream)."""
+        state = self.state
+        hidden = output[1] if self.joint else output
+        if self.index == state.capture - 1:
+            state.captured = hidden
+        if self.index == depth - 1:
+            state.residual = hidden - state.captured
 
 
 def _call_time(timestep: Any, scale: float) -> float:
@@ -276,10 +331,6 @@ def apply_exit_schedule(transformer: nn.Module, schedule: ExitSchedule, *,
     if schedule.arch != "dit":
         raise ValueError(f"diffusers transformers drop blocks from the end like DiT; the schedule "
                          f"is for {schedule.arch} (its counts mean decoder blocks)")
-    if schedule.reuses:
-        # The hook only drops blocks; running a reuse schedule as skip would be silently wrong.
-        raise ValueError(f"the schedule {schedule.name!r} reuses blocks, which the diffusers "
-                         f"hooks do not support; use a skip schedule (modes all 'skip')")
     if schedule.depth != len(blocks):
         stacks = " + ".join(f"{len(getattr(transformer, s))} {s}" for s in layout.stacks)
         raise ValueError(f"the schedule {schedule.name!r} was written for depth {schedule.depth} "
@@ -611,6 +662,8 @@ def sample_diffusers(
             registry = getattr(transformer, "_diffusers_hook", None)
             if registry is not None:
                 registry.reset_stateful_hooks()
+            if state is not None:
+                state.new_run()
             for i, timestep in enumerate(scheduler.timesteps):
                 if on_step is not None:
                     on_step(i, timestep)

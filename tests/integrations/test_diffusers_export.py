@@ -172,3 +172,25 @@ def test_sample_with_diffusers(exported, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "21/24 block evaluations" in run.stdout
     assert (tmp_path / "g.png").is_file()
+
+
+def test_block_reuse_matches_the_native_sampler(tmp_path):
+    """Block reuse through the hooks == ase-search's own reuse, call by call and sample by sample."""
+    from ase_search.measure import blocks_per_call
+    from ase_search.samplers import SamplerConfig, sample
+
+    model = _random_dit()
+    export_dit(model, tmp_path / "tiny", source="test")
+    transformer, scheduler = load_transformer(tmp_path / "tiny"), load_scheduler(tmp_path / "tiny")
+    schedule = ExitSchedule("dit", 4, (0.0, 0.3, 1.0), (4, 1), "half").with_reuse(2)
+    state = apply_exit_schedule(transformer, schedule)
+    try:
+        out = sample_diffusers(transformer, scheduler, n=5, steps=6, seed=3, batch_size=3)
+    finally:
+        remove_exit_schedule(transformer)
+    config = SamplerConfig(name="ddim", steps=6)
+    expected = blocks_per_call(schedule, config)
+    assert [c.evaluated for c in state.calls] == expected * 2  # two batches, each a new run
+    native = sample(model, sampler=config, schedule=schedule, n=5, seed=3, batch_size=3)
+    assert native.block_evals == out.block_evals == sum(expected)
+    torch.testing.assert_close(out.images, native.images, rtol=0, atol=1e-4)

@@ -231,9 +231,23 @@ def test_cfg_batch_and_mixed_timesteps():
         remove_exit_schedule(model)
 
 
-def test_a_reuse_schedule_is_refused_not_run_as_skip():
-    model, _, _ = _dit()
-    reuse = _schedule(4).with_reuse(2)
-    with pytest.raises(ValueError, match="reuses blocks, which the diffusers hooks do not support"):
-        apply_exit_schedule(model, reuse)
-    assert exit_schedule_state(model) is None
+def test_block_reuse_refreshes_and_reuses(case):
+    """A reuse call on the refresh call's own inputs gives the full model's output back."""
+    name, model, inputs, scale, depth = case
+    schedule = _schedule(depth).with_reuse(2)  # 1 and 2 blocks reuse every other call
+    kwargs = inputs(0.9 * scale)
+    full = _run(model, kwargs)
+    state = apply_exit_schedule(model, schedule)
+    try:
+        outs = [_run(model, kwargs) for _ in range(3)]
+        near_data = _run(model, inputs(0.1 * scale))
+    finally:
+        remove_exit_schedule(model)
+    # Independent reference: refresh at run indices 0 and 2 (period 2) at full depth, reuse at 1.
+    assert [(c.evaluated, c.refresh) for c in state.calls] == [
+        (depth, True), (2, False), (depth, True), (depth, True)]
+    assert torch.equal(outs[0], full) and torch.equal(outs[2], full)
+    # 2 blocks + (after all - after 2) on the same inputs: the full output up to rounding.
+    torch.testing.assert_close(outs[1], full, rtol=1e-5, atol=1e-5)
+    # Entering another interval refreshes: the full model's output.
+    assert torch.equal(near_data, _run(model, inputs(0.1 * scale)))
