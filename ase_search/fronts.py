@@ -52,6 +52,7 @@ __all__ = [
     "Fronts",
     "StudyPoint",
     "StudyVerdict",
+    "config_identity",
     "config_key",
     "fronts_table",
     "study_fronts",
@@ -90,6 +91,24 @@ def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
     counts = "|".join(f"{n}r{r}" if mode == "reuse" else str(n)
                       for n, mode, r in zip(s.blocks, s.modes, s.periods))
     return f"{name}/{counts}{edges}"
+
+
+def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> tuple:
+    """What decides a configuration's samples: the sampler and what the model runs at each of
+    its calls (:func:`~ase_search.measure.call_plan`). Two schedules that differ only where the
+    sampler never calls the model (DPM-Solver-4's calls never reach t < 0.25) are one
+    configuration: with common random numbers they give the same samples and cost."""
+    from ase_search.measure import call_plan
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule, preset
+
+    config = SamplerConfig.from_dict(sampler)
+    if schedule is None:
+        return (config.describe(), None)
+    s = ExitSchedule.from_dict(schedule)
+    if s.is_full:
+        s = preset("full", s.arch, s.depth)
+    return (config.describe(), s.arch, s.depth, tuple(call_plan(s, config)))
 
 
 @dataclass(frozen=True)
@@ -140,8 +159,10 @@ def _sampler_dict(trial: Any, study_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def study_points(study: optuna.Study) -> list[StudyPoint]:
-    """Every measured configuration of ``study``: its COMPLETE trials (told copies and repeated
-    configurations once) and its steps-only baseline, with confirmation seeds where recorded."""
+    """Every measured configuration of ``study``: its steps-only baseline and its COMPLETE
+    trials (told copies left out, and a configuration measured twice, or under two schedules
+    that run the same blocks at every call (:func:`config_identity`), once), with confirmation
+    seeds where recorded."""
     from ase_search.pareto import complete_trials, schedule_string
 
     attrs = study.user_attrs
@@ -149,11 +170,16 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
     confirmed = {k[len(CONFIRM_PREFIX):]: v for k, v in attrs.items()
                  if k.startswith(CONFIRM_PREFIX) and isinstance(v, dict)}
     points: dict[str, StudyPoint] = {}
+    identities: set[tuple] = set()
 
     def add(key: str, kind: str, label: str, sampler: dict[str, Any], fid: float,
-            latency: float, trial: int | None) -> None:
+            latency: float, trial: int | None, schedule: dict[str, Any] | None) -> None:
         if key in points or not (math.isfinite(fid) and math.isfinite(latency) and latency > 0):
             return
+        identity = config_identity(sampler, schedule)
+        if identity in identities:  # the same configuration under another schedule: one point
+            return
+        identities.add(identity)
         c = confirmed.get(key)
         fids = tuple(float(f) for f in c["fids"]) if c and c.get("fids") else None
         points[key] = StudyPoint(key, kind, label, sampler,
@@ -165,7 +191,7 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
             key = name[len(STEPS_ONLY_PREFIX):]
             sampler = value["sampler"]
             add(key, "steps-only", key.replace("/", ", "), sampler, float(value["fid"]),
-                float(value["latency"]), None)
+                float(value["latency"]), None, value.get("schedule"))
     for t in complete_trials(study):
         if "duplicate_of" in t.user_attrs:
             continue
@@ -179,7 +205,7 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
         if not full and t.user_attrs.get("seed") is None:
             label += f" ({schedule_string(t)})"
         add(key, "steps-only" if full else "exit", label, sampler, float(t.values[0]),
-            float(t.values[1]), t.number)
+            float(t.values[1]), t.number, t.user_attrs.get("schedule"))
     return list(points.values())
 
 

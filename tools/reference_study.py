@@ -229,7 +229,8 @@ def main() -> None:
     storage = args.storage or ROOT / "studies" / "reference" / f"{args.arch}.db"
     cmd = [str(Path(sys.executable).with_name("ase-search")), "run", "--arch", args.arch,
            "--budget", str(args.budget), "--storage", str(storage), *args.extra]
-    command = " ".join(shlex.quote(c) for c in ["ase-search", *cmd[1:]])
+    shown = [display_path(storage) if c == str(storage) else c for c in cmd[1:]]
+    command = " ".join(shlex.quote(c) for c in ["ase-search", *shown])
     if args.weights_only:
         try:
             print(rebuild_one_shot_weights(storage, exit_heads=args.exit_heads))
@@ -245,8 +246,8 @@ def main() -> None:
             confirm_cmd = [cmd[0], "confirm", str(storage), "--seeds", str(args.confirm)]
             t0 = time.perf_counter()
             subprocess.run(confirm_cmd, check=True)
-            confirm = (time.perf_counter() - t0,
-                       " ".join(shlex.quote(c) for c in ["ase-search", *confirm_cmd[1:]]))
+            confirm = (time.perf_counter() - t0, f"ase-search confirm {display_path(storage)} "
+                                                 f"--seeds {args.confirm}")
     text = summarise(storage, wall, command, confirm)
     out = ROOT / "reports" / f"search-{args.arch}.md"
     write_text(out, text)

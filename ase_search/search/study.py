@@ -246,21 +246,22 @@ def tell_result(study: Any, trial: Any, values: list[float] | None, attrs: dict[
 
 
 def measured_twin(study: Any, space: Any, params: dict[str, Any]) -> Any:
-    """The first COMPLETE trial of ``study`` whose schedule and sampler equal what ``params``
-    decode to (a trial that records no sampler ran the study's one sampler)."""
+    """The first COMPLETE trial of ``study`` that measured the configuration ``params`` decode
+    to: the same sampler and the same blocks at every call (:func:`~ase_search.fronts.
+    config_identity`; schedules that differ only where the sampler never calls the model are one
+    configuration). A trial that records no sampler ran the study's one sampler."""
     from optuna.trial import TrialState
 
-    from ase_search.schedule import ExitSchedule
-    from ase_search.space import schedules_equivalent
+    from ase_search.fronts import config_identity
+    from ase_search.search.trial import study_sampler
 
-    schedule = space.from_params(params)
-    sampler = (None if space.sampling is None
-               else space.sampling.from_params(params).to_dict())
+    one = study_sampler(study.user_attrs.get("config") or {})
+    sampler = space.sampler_from_params(params, one).to_dict()
+    wanted = config_identity(sampler, space.from_params(params).to_dict())
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         data = trial.user_attrs.get("schedule")
-        if data is None or sampler is not None and trial.user_attrs.get("sampler") != sampler:
-            continue
-        if schedules_equivalent(ExitSchedule.from_dict(data), schedule):
+        if data is not None and config_identity(trial.user_attrs.get("sampler")
+                                                or one.to_dict(), data) == wanted:
             return trial
     return None
 

@@ -1,0 +1,53 @@
+"""ase_search.fronts: configuration keys and identities, fronts of a hand-made study."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from ase_search.fronts import config_identity, config_key, study_fronts, study_verdict
+from ase_search.schedule import ExitSchedule, preset
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+DDIM4 = {"name": "ddim", "steps": 4, "eta": 0.0, "cfg_scale": 1.0}
+DPM4 = {"name": "dpm-solver", "steps": 4, "eta": 0.0, "cfg_scale": 1.0}
+
+
+def _two(edge: float) -> dict:
+    return ExitSchedule("dit", 12, (0.0, edge, 1.0), (12, 1)).to_dict()
+
+
+def test_schedules_that_differ_only_where_the_sampler_never_calls_are_one_configuration():
+    # DPM-Solver-4 calls the model at timesteps 999, 749, 500, 250 (none at t < 0.25); DDIM-4
+    # (leading) at 750, 500, 250, 0.
+    one_block = ExitSchedule("dit", 12, (0.0, 1.0), (1,)).to_dict()
+    assert config_identity(DPM4, _two(0.1)) == config_identity(DPM4, _two(0.2)) \
+        == config_identity(DPM4, one_block)
+    assert config_identity(DDIM4, _two(0.1)) != config_identity(DDIM4, one_block)
+    assert config_identity(DPM4, _two(0.3)) != config_identity(DPM4, _two(0.2))
+    # the full model however its schedule is written; keys name the configuration
+    assert config_identity(DPM4, preset("full", "dit", 12).to_dict()) == \
+        config_identity(DPM4, ExitSchedule("dit", 12, (0.0, 0.5, 1.0), (12, 12)).to_dict())
+    assert config_key(DPM4, _two(0.2)) == "dpm-solver-4/12|1@0.2"
+    reuse = preset("D1", "dit", 12).with_reuse(2).to_dict()
+    assert config_key(DDIM4, reuse) == "ddim-4/12|11r2|10r2|9r2|9r2"  # D1 at 12 blocks
+
+
+def test_a_study_counts_one_configuration_once():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    study.set_user_attr("config", {"sampler": "dpm-solver", "steps": 4})
+    study.set_user_attr("steps_only:dpm-solver-4/full", {
+        "fid": 9.0, "latency": 1.0, "sampler": DPM4,
+        "schedule": preset("full", "dit", 12).to_dict()})
+    for edge, fid in ((0.1, 50.0), (0.2, 50.0), (0.3, 40.0)):
+        study.add_trial(create_trial(
+            values=[fid, 0.3 + edge], params={"b": 1}, distributions={"b": IntDistribution(1, 2)},
+            user_attrs={"schedule": _two(edge), "sampler": DPM4}, state=TrialState.COMPLETE))
+    fronts = study_fronts(study)
+    keys = sorted(p.key for p in fronts.points)
+    assert keys == ["dpm-solver-4/12|1@0.1", "dpm-solver-4/12|1@0.3", "dpm-solver-4/full"]
+    verdict = study_verdict(study)
+    assert verdict.headline is not None and verdict.headline.speedup == pytest.approx(1.0)
