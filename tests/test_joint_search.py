@@ -264,11 +264,11 @@ def test_a_training_free_reuse_study_runs_without_a_fine_tune(tmp_path, tiny_dit
     space = JOINT_SPACE.replace("seeds: [full, D4]\n", "seeds: [full, D4]\nlevers:\n"
                                 "  modes: [reuse]\n  period: {min: 2, max: 3}\n")
     root = tiny_dit(tmp_path, space)
-    run_search(_config(root, budget=4, sampler_algo="random"), progress=False,
+    run_search(_config(root, budget=3, sampler_algo="random"), progress=False,
                log=lambda m: None)
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'study.db'}")
     done = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(done) == 4
+    assert len(done) == 3
     cost = study.user_attrs["cost_model"]
     reusing = 0
     for t in done:
@@ -293,10 +293,10 @@ def test_an_exit_heads_space_trains_heads_in_the_one_shot_fine_tune(tmp_path, ti
     root = tiny_dit(tmp_path, space)
     with pytest.raises(SearchError, match="asks for exit heads, which the one-shot fine-tune"):
         run_search(_config(root, budget=2), progress=False, log=lambda m: None)
-    run_search(_config(root, budget=3, finetune="one-shot", finetune_steps=4,
+    run_search(_config(root, budget=2, finetune="one-shot", finetune_steps=4,
                        storage=str(root / "heads.db")), progress=False, log=lambda m: None)
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'heads.db'}")
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
     weights = root / study.user_attrs["weights"]["path"]
     model, _ = load_checkpoint(weights, ema=True)
     assert model.config["exit_heads"]  # the trials ran the model with its trained heads
