@@ -9,11 +9,12 @@ on DiT-T with exit heads, ``studies/reference/dit-exit-heads-one-shot-<key12>.sa
 made by ``python -m tools.reference_study --arch dit --weights-only --exit-heads``.
 
 On those weights this measures the configurations of :mod:`benchmarks.steps_vs_exits` (its
-parameters, cells, verdict and tables: the full model at fewer DDIM steps, the paper's presets and
-a searched trial at ``--exit-steps`` steps; same seeds, samples and cost model), then compares
-them with the same configurations without exit heads (``--baseline``, that benchmark's cache on
-the reference one-shot weights): each exit's FID over the full model's at the same steps, with
-and without heads, and how much of the gap the heads close. Run from the repository root:
+parameters, cells, verdict and tables: the full model at fewer DDIM steps and the paper's presets
+at ``--exit-steps`` steps, no searched trial by default; same seeds, samples and cost model),
+then compares them with the same configurations without exit heads (``--baseline``, that
+benchmark's cache on the reference one-shot weights): each exit's FID over the full model's at
+the same steps, with and without heads, and how much of the gap the heads close. Run from the
+repository root:
 
     python -m benchmarks.exit_heads --threads 1
 
@@ -48,6 +49,10 @@ def exit_heads_weights() -> Path:
 class Params(steps_vs_exits.Params):
     """steps_vs_exits' configurations, on the exit-heads weights, against its cache."""
 
+    # The presets only: a trial number names another schedule once the reference study is rerun
+    # (it was, as a joint study, after reports/steps_vs_exits.json measured its trial 22).
+    trials: tuple[int, ...] = field(default=(), metadata=option(
+        "searched trials of studies/reference/dit.db measured", identity=False))
     weights: str = field(default=EXIT_HEADS, metadata=option(
         f"'{EXIT_HEADS}' (the reference study's one-shot recipe on DiT-T with exit heads) or a "
         "weights file", identity=False))
@@ -119,6 +124,19 @@ def comparison(cells: dict[str, dict[str, Any]], params: Params) -> list[str]:
             + (f"D1 {statistics.fmean(d1):.0%}, " if d1 else "")
             + f"all {statistics.fmean(closed.values()):.0%} (0%: heads as good as none; 100%: "
             "the exit's FID equals the full model's at the same steps).", ""]
+        change = {lab: SeedRatio.of(heads_by[lab].fids, base_by[lab].fids).mean - 1
+                  for lab in heads_by if lab in base_by}
+        exits = [v for lab, v in change.items() if not lab.startswith("full,")]
+        full = [v for lab, v in change.items() if lab.startswith("full,")]
+        if exits and full:
+            lines += [
+                f"With heads the exits' FID changes by {min(exits):+.0%} to {max(exits):+.0%} and "
+                f"the full model's by {min(full):+.0%} to {max(full):+.0%} (paired means): "
+                + ("the heads close part of the gap to the full model at equal steps."
+                   if statistics.fmean(closed.values()) > 0 else
+                   "the heads weights help the full model (whose final layer now trains on "
+                   "full-depth samples only) more than the exits, so the gap to the steps-only "
+                   "front does not close."), ""]
     heads_only = [dataclasses.replace(p, label=f"{p.label} (heads weights)") for p in heads_pts]
     both = non_dominated([*base_steps, *heads_only])
     lines += [
