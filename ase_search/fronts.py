@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ase_search.verdict import (
@@ -53,6 +54,8 @@ __all__ = [
     "StudyPoint",
     "StudyVerdict",
     "config_identity",
+    "export_point",
+    "select_point",
     "config_key",
     "fronts_table",
     "study_fronts",
@@ -428,3 +431,80 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
     elif best is not None:
         lines.append(f"exits help: {best:.2f}x faster than fewer steps at matched FID")
     return lines
+
+
+def select_point(study: optuna.Study, *, max_fid: float | None = None,
+                 min_acceleration: float | None = None) -> StudyPoint:
+    """The joint front's configuration for a quality or speed target (FIDs are the confirmation
+    seeds' means where confirmed): the fastest with FID <= ``max_fid``, or the lowest-FID one at
+    least ``min_acceleration`` faster than the reference configuration (``0.3``: 30% less
+    latency). It may be the full model at fewer steps: that is the answer when it is best.
+
+    Raises:
+        ValueError: not exactly one target, or no configuration meets it (the message gives the
+            best available).
+    """
+    if (max_fid is None) == (min_acceleration is None):
+        raise ValueError("choose by exactly one of max_fid / min_acceleration")
+    fronts = study_fronts(study)
+    if not fronts.joint:
+        raise ValueError(f"study {study.study_name!r} has no measured configuration yet")
+    unit = fronts.reference_latency
+    if max_fid is not None:
+        if not math.isfinite(max_fid):
+            raise ValueError(f"max_fid must be a finite number, got {max_fid}")
+        ok = [p for p in fronts.joint if p.fid <= max_fid]
+        if not ok:
+            best = min(fronts.joint, key=lambda p: p.fid)
+            raise ValueError(f"no configuration reaches FID <= {max_fid:g}; the lowest FID is "
+                             f"{best.fid:.4g} ({best.label}); raise max_fid")
+        return min(ok, key=lambda p: (p.latency, p.fid, p.label))
+    assert min_acceleration is not None
+    if not math.isfinite(min_acceleration) or min_acceleration > 1:
+        raise ValueError(f"min_acceleration must be a fraction <= 1 (0.3 = 30% faster), got "
+                         f"{min_acceleration}")
+    ok = [p for p in fronts.joint if 1.0 - p.latency / unit >= min_acceleration]
+    if not ok:
+        best = min(fronts.joint, key=lambda p: p.latency)
+        raise ValueError(f"no configuration reaches acceleration >= {min_acceleration:.2%}; the "
+                         f"highest is {1 - best.latency / unit:.2%} ({best.label}); lower "
+                         f"min_acceleration")
+    return min(ok, key=lambda p: (p.fid, p.latency, p.label))
+
+
+def export_point(study: optuna.Study, point: StudyPoint, path: str | Path) -> Any:
+    """Write ``point``'s schedule as JSON with its provenance, sampler and confirmation: a
+    trial's through :func:`ase_search.pareto.export_schedule`, a steps-only configuration as the
+    full schedule."""
+    import datetime as dt
+
+    from ase_search import __version__
+    from ase_search.pareto import StudyError, export_schedule, storage_location
+    from ase_search.schedule import preset
+
+    if point.trial is not None:
+        return export_schedule(study, point.trial, path)
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise StudyError(f"schedules are exported as JSON; got {path.name!r}, use a .json path")
+    space = study.user_attrs.get("space") or {}
+    full = preset("full", space.get("arch", study.user_attrs.get("arch", "dit")),
+                  space.get("depth", 12))
+    fronts = study_fronts(study)
+    metadata = {
+        "source": "ase-search export", "kind": "steps-only",
+        "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "study": study.study_name, "storage": storage_location(study),
+        "sampler": point.sampler["name"], "steps": point.sampler["steps"],
+        "timestep_spacing": point.sampler.get("timestep_spacing"),
+        "fid": point.fid, "latency": point.latency,
+        "acceleration": 1.0 - point.latency / fronts.reference_latency,
+        "confirmed": None if point.fids is None else {"seeds": list(point.seeds or ()),
+                                                      "fids": list(point.fids),
+                                                      "fid_mean": point.fid},
+        "ase_search_version": __version__,
+    }
+    out = replace(full, name=f"{study.study_name}-{point.key.replace('/', '-')}",
+                  metadata=metadata)
+    out.to_json(path)
+    return out

@@ -300,3 +300,34 @@ def test_an_exit_heads_space_trains_heads_in_the_one_shot_fine_tune(tmp_path, ti
     weights = root / study.user_attrs["weights"]["path"]
     model, _ = load_checkpoint(weights, ema=True)
     assert model.config["exit_heads"]  # the trials ran the model with its trained heads
+
+
+@pytest.mark.slow
+def test_export_picks_from_the_joint_front_fewer_steps_included(joint, tmp_path) -> None:
+    """--max-fid takes the fastest configuration of the joint front, which may be the full model
+    at fewer steps (a steps-only point, not a trial): it is exported as the full schedule with
+    its sampler and steps."""
+    import json
+
+    from ase_search.fronts import study_fronts
+
+    db = joint / "study.db"
+    if not db.exists():
+        run_search(_config(joint), progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{db}")
+    fronts = study_fronts(study)
+    bound = max(p.fid for p in fronts.joint)
+    expected = min((p for p in fronts.joint if p.fid <= bound), key=lambda p: p.latency)
+    out = tmp_path / "pick.json"
+    result = subprocess.run([ASE, "export", str(db), "--max-fid", str(bound), "-o", str(out)],
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    meta = data["metadata"]
+    assert (meta["sampler"], meta["steps"]) == (expected.sampler["name"],
+                                                expected.sampler["steps"])
+    assert meta["fid"] == pytest.approx(expected.fid) or \
+        meta["confirmed"]["fid_mean"] == pytest.approx(expected.fid)
+    if expected.trial is None:
+        assert meta["kind"] == "steps-only" and set(data["blocks"]) == {4}
+    assert f"--sampler {meta['sampler']} --steps {meta['steps']}" in result.stdout

@@ -156,29 +156,40 @@ def export_cmd(
     trial: Annotated[int | None, typer.Option("--trial", help="Export this trial number.")
                      ] = None,
     max_fid: Annotated[float | None, typer.Option(
-        "--max-fid", help="The fastest front trial with FID <= this.")] = None,
+        "--max-fid", help="The fastest configuration of the joint front (an exit schedule, or "
+        "the full model at fewer steps) with FID <= this.")] = None,
     min_acceleration: Annotated[float | None, typer.Option(
-        "--min-acceleration", help="The best-FID front trial with acceleration >= this "
-        "(a fraction: 0.3 = 30% faster).")] = None,
+        "--min-acceleration", help="The best-FID configuration of the joint front at least "
+        "this much faster than the reference configuration (a fraction: 0.3 = 30% faster).")
+    ] = None,
     study_name: StudyNameOpt = None,
 ) -> None:
-    """Export one trial's exit schedule (with its provenance) as a schedule JSON file."""
+    """Export a configuration's exit schedule (with its sampler, steps and provenance) as a
+    schedule JSON file. FIDs are the confirmation seeds' means where `confirm` measured them."""
     from ase_search.files import check_writable
-    from ase_search.pareto import export_schedule, open_study, schedule_string, select_trial
+    from ase_search.fronts import export_point, select_point
+    from ase_search.pareto import export_schedule, open_study, select_trial
 
     given = [flag for flag, v in (("--trial", trial), ("--max-fid", max_fid),
                                   ("--min-acceleration", min_acceleration)) if v is not None]
     if len(given) != 1:
-        raise ValueError("choose the trial with exactly one of --trial, --max-fid, "
+        raise ValueError("choose the configuration with exactly one of --trial, --max-fid, "
                          f"--min-acceleration (got {', '.join(given) or 'none'})")
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out must be a .json file, got {out}")
     check_writable(out)
     opened = open_study(study, study_name)
-    chosen = select_trial(opened, trial=trial, max_fid=max_fid, min_acceleration=min_acceleration)
-    schedule = export_schedule(opened, chosen, out)
+    if trial is not None:
+        schedule = export_schedule(opened, select_trial(opened, trial=trial), out)
+        what = f"trial {trial} ({schedule.name})"
+    else:
+        point = select_point(opened, max_fid=max_fid, min_acceleration=min_acceleration)
+        schedule = export_point(opened, point, out)
+        what = point.label
     meta = schedule.metadata
-    acc = meta.get("acceleration")
-    console.print(f"trial {chosen.number} ({schedule.name}): FID {meta['fid']:.4g}, "
+    acc, confirmed = meta.get("acceleration"), meta.get("confirmed")
+    fid = (f"FID {confirmed['fid_mean']:.4g} over {len(confirmed['fids'])} seeds" if confirmed
+           else f"FID {meta['fid']:.4g}")
+    console.print(f"{what}: {fid}, "
                   + (f"acceleration {acc:.2%}, " if acc is not None else "")
-                  + f"blocks {schedule_string(chosen)} -> {out}")
+                  + f"sample with --sampler {meta['sampler']} --steps {meta['steps']} -> {out}")
