@@ -47,17 +47,17 @@ def test_tiny_run_writes_the_headline(tmp_path: Path) -> None:
     out = tmp_path / "levers.md"
     args = [sys.executable, "-m", "benchmarks.levers", "--threads", "1", "--archs", "dit",
             "--n", "8", "--seeds", "1", "--batch-size", "8", "--latency-batch", "4",
-            "--steps-only", "3", "--exit-steps", "3", "--reference-steps", "3",
+            "--steps-only", "3", "--exit-steps", "10", "--reference-steps", "3",
             "--presets", "D1", "--levers", "skip", "reuse2", "--out", str(out)]
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                                "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    assert "**headline** (DiT-T, base weights)" in text and "D1 reuse2, DDIM-3" in text
+    assert "**headline** (DiT-T, base weights)" in text and "D1 reuse2, DDIM-10" in text
     cells = json.loads(out.with_suffix(".json").read_text())["cells"]
-    # DDIM-3 calls at 666, 333, 0 fall in three intervals of D1: each reuse call is its
-    # interval's first, a refresh; so reuse2 is the full model there, bit for bit.
-    assert cells["dit/ddim-3/D1/reuse2"]["fids"] == cells["dit/ddim-3/full"]["fids"]
-    assert cells["dit/ddim-3/D1/reuse2"]["blocks_per_call"] == [12, 12, 12]
+    # D1 on 12 blocks is 12, 11, 10, 9, 9 over the fifths of t; DDIM-10 calls twice in each,
+    # noise first: a refresh (all 12 blocks), then a reuse call at the count.
+    assert cells["dit/ddim-10/D1/reuse2"]["blocks_per_call"] == [12, 9, 12, 9, 12, 10, 12, 11,
+                                                                  12, 12]
     assert out.with_suffix(".html").is_file()
