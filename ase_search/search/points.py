@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
@@ -121,11 +121,12 @@ def _measure(job: PointJob, ctx: TrialContext) -> dict[str, Any]:
     from ase_search.samplers import SamplerConfig
     from ase_search.schedule import ExitSchedule
 
+    ctx = replace(ctx, config={**ctx.config, "grid": 0})  # a table's points, not pictures
     with threadpool_limits(limits=ctx.cpus):
         result = evaluate_schedule(ExitSchedule.from_dict(job.schedule), ctx,
                                    sampler=SamplerConfig.from_dict(job.sampler),
                                    seeds=job.seeds, tag=job.attr.replace("/", "_"))
-    result.pop("grid", None)
+    result.pop("grid", None)  # None: no grid was saved
     result.pop("time_split", None)
     if "fids" not in result:
         result["fids"] = [result["fid"]]
