@@ -51,10 +51,10 @@ def study_sampler(config: dict[str, Any]) -> Any:
 def reference_sampler(config: dict[str, Any], space: dict[str, Any] | None) -> Any:
     """The sampler of the study's reference configuration (the full model there is what
     accelerations and speedups are measured against): a joint space's ``sampling.reference``,
-    else the study's one sampler (also when no space is recorded)."""
+    else the study's one sampler (also when no space is recorded, or an empty one)."""
     from ase_search.space import ScheduleSpace
 
-    sampling = None if space is None else ScheduleSpace.from_dict(space).sampling
+    sampling = ScheduleSpace.from_dict(space).sampling if space else None
     return study_sampler(config) if sampling is None else sampling.reference_config
 
 
