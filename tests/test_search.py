@@ -261,7 +261,7 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
     # the killed driver's Tune folder (beside the study) went with the re-run, which removed
     # its own when it ended
-    assert not list((tmp_path / "dit-tune").iterdir())
+    assert not list((tmp_path / "killed-dit-tune").iterdir())  # <storage stem>-<study>
     for t in interrupted:
         after = study.trials[t.number]
         assert after.state == TrialState.FAIL

@@ -205,8 +205,9 @@ def _two_drivers(tiny: Path, tmp_path: Path, storage: str) -> None:
 @pytest.mark.slow
 def test_two_drivers_on_one_journal_lose_nothing(tiny, tmp_path) -> None:
     _two_drivers(tiny, tmp_path, str(tmp_path / "study.journal"))
-    # Tune's folders went with their drivers
-    assert not list((tmp_path / "dit-tune").glob("*"))
+    # Tune's folders (named by the storage file and the study) went with their drivers
+    root = tmp_path / "study-dit-tune"
+    assert root.is_dir() and not list(root.glob("*"))
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -167,7 +168,12 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     driver.beat(study)  # before it asks a trial, so others see the trial's driver alive
     # Tune's own files (results, searcher snapshots) sit beside the study, one folder per
     # driver; the folders of drivers that are gone (killed: no cleanup) are removed here.
-    tune_root = storage_dir / f"{config.resolved_study_name}-tune"
+    # Named by the storage file (and the study, when it is not the file's default one), so two
+    # studies in one folder never share their grids or Tune's files.
+    prefix = config.resolved_study_name if "://" in storage_spec else (
+        Path(storage_spec).stem + ("" if config.resolved_study_name == Path(storage_spec).stem
+                                   else f"-{config.resolved_study_name}"))
+    tune_root = storage_dir / f"{prefix}-tune"
     remove_stale_tune_dirs(tune_root, study)
     tune_dir = tune_root / driver.id
     started_ray = init_ray(config)
@@ -178,7 +184,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         resources, concurrent, cpus = trial_resources(config)
         ctx = TrialContext(config=asdict(config), weights=str(Path(weights).resolve()),
                            space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
-                           grids_dir=str(storage_dir / f"{config.resolved_study_name}-grids"),
+                           grids_dir=str(storage_dir / f"{prefix}-grids"),
                            cpus=cpus, weights_bytes=Path(weights).read_bytes())
         last_beat = time.monotonic()
 
@@ -327,7 +333,7 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = 5
     started_ray = init_ray(config)
     try:
         resources, concurrent, cpus = trial_resources(config)
-        grids = (folder or Path("studies").resolve()) / f"{study.study_name}-grids"
+        grids = Path(tempfile.gettempdir())  # confirmation points save no grids
         ctx = TrialContext(config=asdict(config), weights=str(weights), space=attrs["space"],
                            cost_model=attrs["cost_model"], grids_dir=str(grids), cpus=cpus,
                            weights_bytes=Path(weights).read_bytes())
