@@ -97,21 +97,24 @@ def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
 
 
 def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> tuple:
-    """What decides a configuration's samples: the sampler and what the model runs at each of
-    its calls (:func:`~ase_search.measure.call_plan`). Two schedules that differ only where the
-    sampler never calls the model (DPM-Solver-4's calls never reach t < 0.25) are one
-    configuration: with common random numbers they give the same samples and cost."""
+    """What decides a configuration's samples: the sampler and what the model computes at each
+    of its calls (:func:`~ase_search.measure.call_plan`): the full network (every block run, a
+    reuse refresh included), ``k`` blocks, or ``k`` blocks plus the residual the last refresh
+    kept. Two schedules that differ only where the sampler never calls the model
+    (DPM-Solver-4's calls never reach t < 0.25), or a reuse schedule whose every call refreshes
+    (one call per interval) and the full model, are one configuration: with common random
+    numbers they give the same samples and cost."""
     from ase_search.measure import call_plan
     from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import ExitSchedule, preset
+    from ase_search.schedule import ExitSchedule
 
     config = SamplerConfig.from_dict(sampler)
     if schedule is None:
         return (config.describe(), None)
     s = ExitSchedule.from_dict(schedule)
-    if s.is_full:
-        s = preset("full", s.arch, s.depth)
-    return (config.describe(), s.arch, s.depth, tuple(call_plan(s, config)))
+    calls = tuple("full" if c.refresh or c.count == s.depth else (c.count, c.reuse)
+                  for c in call_plan(s, config))
+    return (config.describe(), s.arch, s.depth, calls)
 
 
 @dataclass(frozen=True)

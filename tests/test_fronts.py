@@ -51,3 +51,15 @@ def test_a_study_counts_one_configuration_once():
     assert keys == ["dpm-solver-4/12|1@0.1", "dpm-solver-4/12|1@0.3", "dpm-solver-4/full"]
     verdict = study_verdict(study)
     assert verdict.headline is not None and verdict.headline.speedup == pytest.approx(1.0)
+
+
+def test_a_reuse_schedule_whose_every_call_refreshes_is_the_full_model():
+    """DDIM-4 calls each 0.1-wide interval at most once, so every reuse call is its interval's
+    first, a refresh that runs every block: the full model. At DDIM-20 (two calls per 0.1
+    interval) reuse calls happen and the configuration is its own."""
+    ten = ExitSchedule("dit", 12, tuple(round(0.1 * k, 10) for k in range(11)),
+                       (12, 10, 8, 6, 4, 2, 1, 1, 1, 1)).with_reuse(2).to_dict()
+    full = preset("full", "dit", 12).to_dict()
+    assert config_identity(DDIM4, ten) == config_identity(DDIM4, full)
+    ddim20 = {**DDIM4, "steps": 20}
+    assert config_identity(ddim20, ten) != config_identity(ddim20, full)
