@@ -4,8 +4,10 @@ A study holds two kinds of measured configurations (sampler x step count x exit 
 
 * its **trials** (the Optuna search; in a joint space each has its own sampler and step count);
 * its **steps-only baseline**: the full model at every sampler of the space and a ladder of step
-  counts, measured once per study apart from the trials (study user attribute
-  ``steps_only:<key>``, written by :func:`ase_search.search.points.measure_steps_only`).
+  counts, measured once per study apart from the trials, on the starting checkpoint (never
+  fine-tuned: what a user who does not exit samples with; study user attribute
+  ``steps_only:<key>``, see :mod:`ase_search.search.points`). It stands for the full model in
+  the fronts, in place of full-schedule trials, which ran the study's fine-tuned weights.
 
 From them :func:`study_fronts` builds three Pareto fronts in (FID, latency): **steps-only**,
 **exits at the reference sampler** (the front a fixed-sampler search gives) and **joint** (every
@@ -399,7 +401,7 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
                 f"not measured; run the search (its steps-only baseline measures it)"]
     spread = (f" ± {statistics.stdev(ref.fids):.2f} over {len(ref.fids)} seeds"
               if ref.fids and len(ref.fids) > 1 else "")
-    lines = [f"reference: full model, {ref_name}: FID {ref.fid:.2f}{spread}, "
+    lines = [f"reference: full model (starting weights), {ref_name}: FID {ref.fid:.2f}{spread}, "
              f"{ref.latency / f.batch_size * 1e3:.2f} ms per sample (predicted)"]
     top, paired = verdict.headline, verdict.paired_headline
     window = f"within FID <= {verdict.window:g} x the reference ({verdict.window * ref.fid:.2f})"

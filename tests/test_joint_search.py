@@ -180,6 +180,7 @@ def test_a_joint_study_searches_samplers_measures_steps_only_once_and_judges(joi
         "ddim-4/full", "ddim-2/full", "ddim-3/full", "dpm-solver-2/full", "dpm-solver-3/full")}
     for v in baseline.values():
         assert v["latency"] == pytest.approx(_hand_latency(cost, v["schedule"], v["sampler"]))
+        assert v["weights"] == "start"  # the starting checkpoint (here also the trials')
     assert any("steps-only baseline: measuring" in m for m in logs)
 
     # A resume measures no baseline point again.
@@ -300,6 +301,17 @@ def test_an_exit_heads_space_trains_heads_in_the_one_shot_fine_tune(tmp_path, ti
     weights = root / study.user_attrs["weights"]["path"]
     model, _ = load_checkpoint(weights, ema=True)
     assert model.config["exit_heads"]  # the trials ran the model with its trained heads
+    # The steps-only baseline runs the starting checkpoint, never fine-tuned: what a user who
+    # does not exit samples with. Its FID is the starting model's, measured here directly.
+    from ase_search.measure import measure_schedule
+    from ase_search.samplers import SamplerConfig
+
+    start, _ = load_checkpoint(root / "tiny.pt")
+    record = study.user_attrs["steps_only:ddim-4/full"]
+    assert record["weights"] == "start"
+    direct = measure_schedule(start, None, sampler=SamplerConfig(name="ddim", steps=4), n=16,
+                              seeds=(0,), batch_size=16)
+    assert record["fid"] == pytest.approx(direct.mean("fid"), rel=1e-6)
 
 
 @pytest.mark.slow

@@ -59,8 +59,8 @@ def summarise(storage: Path, wall: float | None, command: str,
                                           f"{recorded['seeds']}")
     lines = [f"# Joint search on the {arch} testbed: sampler x steps x exit schedule", "",
              "Written by `python -m tools.reference_study` (issue #15) from "
-             f"`{display_path(storage)}`; the interactive report is "
-             f"`reports/search-{arch}.html`.", "",
+             f"`{display_path(storage)}`; the interactive report is the `.html` of the same "
+             "name.", "",
              f"- Command: `{command}`" + (f", then `{confirm[1]}`" if confirm else ""),
              f"- Machine: {machine_text(machine_info())}; load while it ran: "
              f"{_load_text(study)}",
@@ -93,8 +93,10 @@ def summarise(storage: Path, wall: float | None, command: str,
         rows.append(f"| {r.configuration} | {r.fid:.2f}{sd} | {r.ms_per_sample:.2f} | "
                     f"{r.speedup:.2f}x | {marks} | {matched} |")
     lines += ["", "## The three fronts", "",
-              "S: steps-only front (the full model at each sampler and step count), E: exits at "
-              "the reference sampler (what a fixed-sampler search finds), J: joint front. "
+              "S: steps-only front (the full model, i.e. the starting checkpoint without any "
+              "fine-tune, at each sampler and step count), E: exits at the reference sampler "
+              "(what a fixed-sampler search finds), J: joint front. Exit configurations run the "
+              "study's one-shot weights. "
               "Latency is predicted by the study's cost model (the sum of each call's cost); "
               "speedup is over the reference configuration; the last column is the speedup at "
               "matched FID over the cheapest steps-only configuration that is as good. FID is "
@@ -222,6 +224,8 @@ def main() -> None:
     parser.add_argument("--exit-heads", action="store_true",
                         help="With --weights-only: the same fine-tune on the starting model with "
                              "exit heads (one output head per exit depth).")
+    parser.add_argument("--report-name", default=None,
+                        help="Report file stem under reports/ (default search-<arch>).")
     parser.add_argument("--confirm", type=int, default=5,
                         help="Then `ase-search confirm --seeds N` (0: do not).")
     parser.add_argument("extra", nargs="*", help="More `ase-search run` options (after --).")
@@ -249,9 +253,9 @@ def main() -> None:
             confirm = (time.perf_counter() - t0, f"ase-search confirm {display_path(storage)} "
                                                  f"--seeds {args.confirm}")
     text = summarise(storage, wall, command, confirm)
-    out = ROOT / "reports" / f"search-{args.arch}.md"
-    write_text(out, text)
-    write_report(open_study(storage), ROOT / "reports" / f"search-{args.arch}.html")
+    name = args.report_name or f"search-{args.arch}"
+    write_text(ROOT / "reports" / f"{name}.md", text)
+    write_report(open_study(storage), ROOT / "reports" / f"{name}.html")
     print(text)
 
 

@@ -6,9 +6,11 @@ configuration, :data:`~ase_search.fronts.STEPS_ONLY_PREFIX` / :data:`~ase_search
 plus its :func:`~ase_search.fronts.config_key`), so an interrupted run loses at most the
 configurations in flight and a resumed one measures only what is missing.
 
-* :func:`measure_steps_only`: the full model at every sampler of the space and every count of its
+* :func:`steps_only_jobs`: the full model at every sampler of the space and every count of its
   ``steps_only`` ladder (a fixed-sampler space: the study's sampler at the ladder counts up to its
-  step count), plus the reference configuration.
+  step count), plus the reference configuration. They run the **starting weights** (the
+  checkpoint the search began from, never fine-tuned): what a user who does not exit would
+  sample with. The trials run the study's (one-shot fine-tuned) weights.
 * :func:`confirm_study`: the joint front and the steps-only configurations next to it, over
   several seeds with common random numbers.
 """
@@ -18,12 +20,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
 from ase_search.search.trial import TrialContext, evaluate_schedule, reference_sampler, study_sampler
 
-__all__ = ["PointJob", "confirm", "confirm_jobs", "measure_jobs", "steps_only_jobs"]
+__all__ = ["PointJob", "confirm", "confirm_jobs", "measure_jobs", "starting_context",
+           "steps_only_jobs"]
 
 # A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
 FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -31,12 +35,19 @@ FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
 
 @dataclass(frozen=True)
 class PointJob:
-    """One configuration to measure: its study attribute, schedule, sampler and seeds."""
+    """One configuration to measure: its study attribute, schedule, sampler and seeds, and
+    whether it runs the starting weights (the full model as the user has it) or the study's."""
 
     attr: str
     schedule: dict[str, Any]
     sampler: dict[str, Any]
     seeds: tuple[int, ...]
+    start: bool = False
+
+    @property
+    def weights(self) -> str:
+        """What the record says it ran: ``"start"`` or ``"study"``."""
+        return "start" if self.start else "study"
 
 
 def steps_only_samplers(config: dict[str, Any], space: dict[str, Any]) -> list[Any]:
@@ -56,7 +67,8 @@ def steps_only_samplers(config: dict[str, Any], space: dict[str, Any]) -> list[A
 
 
 def steps_only_jobs(study: Any) -> list[PointJob]:
-    """The steps-only baseline configurations ``study`` does not hold yet."""
+    """The steps-only baseline configurations ``study`` does not hold yet (or holds measured on
+    other weights than the starting ones, as studies made before this rule did)."""
     from ase_search.schedule import preset
 
     attrs = study.user_attrs
@@ -65,8 +77,10 @@ def steps_only_jobs(study: Any) -> list[PointJob]:
     jobs = []
     for sampler in steps_only_samplers(attrs["config"], space):
         attr = STEPS_ONLY_PREFIX + config_key(sampler.to_dict(), None)
-        if attr not in attrs:
-            jobs.append(PointJob(attr, full, sampler.to_dict(), (attrs["config"]["seed"],)))
+        recorded = attrs.get(attr)
+        if not isinstance(recorded, dict) or recorded.get("weights") != "start":
+            jobs.append(PointJob(attr, full, sampler.to_dict(), (attrs["config"]["seed"],),
+                                 start=True))
     return jobs
 
 
@@ -97,11 +111,13 @@ def confirm_jobs(study: Any, seeds: int) -> list[PointJob]:
             chosen[q.key] = q
     jobs = []
     for key, p in chosen.items():
+        start = p.kind == "steps-only"  # the full model runs the starting weights
         recorded = attrs.get(CONFIRM_PREFIX + key)
-        if isinstance(recorded, dict) and tuple(recorded.get("seeds", ())) == wanted:
+        if (isinstance(recorded, dict) and tuple(recorded.get("seeds", ())) == wanted
+                and recorded.get("weights", "study") == ("start" if start else "study")):
             continue
         schedule = _schedule_of(study, p)
-        jobs.append(PointJob(CONFIRM_PREFIX + key, schedule, p.sampler, wanted))
+        jobs.append(PointJob(CONFIRM_PREFIX + key, schedule, p.sampler, wanted, start=start))
     return jobs
 
 
@@ -133,13 +149,14 @@ def _measure(job: PointJob, ctx: TrialContext) -> dict[str, Any]:
     return result
 
 
-def measure_jobs(study: Any, jobs: list[PointJob], ctx: TrialContext, *,
+def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialContext], *,
                  resources: dict[str, float], concurrent: int, what: str,
                  tick: Callable[[], None] = lambda: None, progress: bool = True,
                  log: Callable[[str], None] = print) -> dict[str, str]:
-    """Measure ``jobs`` as Ray tasks (at most ``concurrent`` at once), storing each result in
-    ``study`` under its attribute as it arrives. Returns the failures: attribute -> reason (a
-    failed configuration is not stored, so the next run measures it again)."""
+    """Measure ``jobs`` as Ray tasks (at most ``concurrent`` at once), each on the context of its
+    weights (``contexts["start"]``, ``contexts["study"]``), storing each result in ``study``
+    under its attribute as it arrives. Returns the failures: attribute -> reason (a failed
+    configuration is not stored, so the next run measures it again)."""
     import ray
 
     from ase_search.progress import progress_bar
@@ -148,7 +165,7 @@ def measure_jobs(study: Any, jobs: list[PointJob], ctx: TrialContext, *,
         return {}
     task = ray.remote(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0),
                       max_retries=0)(_measure)
-    ctx_ref = ray.put(ctx)
+    refs = {name: ray.put(ctx) for name, ctx in contexts.items()}
     queue, running, failures = list(jobs), {}, {}
     bar = progress_bar(enabled=progress)
     with bar:
@@ -156,7 +173,7 @@ def measure_jobs(study: Any, jobs: list[PointJob], ctx: TrialContext, *,
         while queue or running:
             while queue and len(running) < concurrent:
                 job = queue.pop(0)
-                running[task.remote(job, ctx_ref)] = job
+                running[task.remote(job, refs[job.weights])] = job
             done, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
             tick()
             for ref in done:
@@ -170,12 +187,14 @@ def measure_jobs(study: Any, jobs: list[PointJob], ctx: TrialContext, *,
                         f"again")
                 else:
                     result["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+                    result["weights"] = job.weights
                     study.set_user_attr(job.attr, result)
                 bar.advance(bar_task)
     return failures
 
 
-def confirm(study: Any, seeds: int, ctx: TrialContext, *, resources: dict[str, float],
+def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
+            resources: dict[str, float],
             concurrent: int, tick: Callable[[], None] = lambda: None, progress: bool = True,
             log: Callable[[str], None] = print, rounds: int = 3) -> tuple[int, dict[str, str]]:
     """Measure :func:`confirm_jobs` until none is left (at most ``rounds`` rounds): mean FIDs
@@ -187,8 +206,17 @@ def confirm(study: Any, seeds: int, ctx: TrialContext, *, resources: dict[str, f
         if not jobs:
             break
         log(f"confirming {len(jobs)} configuration(s) over {seeds} seeds")
-        failures |= measure_jobs(study, jobs, ctx, resources=resources, concurrent=concurrent,
+        failures |= measure_jobs(study, jobs, contexts, resources=resources,
+                                 concurrent=concurrent,
                                  what=f"confirm ({seeds} seeds)", tick=tick, progress=progress,
                                  log=log)
         measured += len(jobs)
     return measured, failures
+
+
+def starting_context(ctx: TrialContext, weights: str | Path) -> TrialContext:
+    """``ctx`` on the starting weights ``weights``, without any fine-tune: the full model as the
+    user has it, which the steps-only baseline runs."""
+    path = Path(weights).resolve()
+    return replace(ctx, config={**ctx.config, "finetune": "none"}, weights=str(path),
+                   weights_bytes=path.read_bytes())

@@ -20,7 +20,13 @@ from ase_search.search.study import (
     recover_interrupted,
     remove_stale_tune_dirs,
 )
-from ase_search.search.points import confirm, confirm_jobs, measure_jobs, steps_only_jobs
+from ase_search.search.points import (
+    confirm,
+    confirm_jobs,
+    measure_jobs,
+    starting_context,
+    steps_only_jobs,
+)
 from ase_search.search.trial import TrialContext
 from ase_search.search.tune import fit_polling, init_ray, make_searcher, trainable, trial_resources
 
@@ -146,9 +152,9 @@ def run_search(config: SearchConfig, *, progress: bool = True,
 
     one_shot = config.finetune == "one-shot" and config.finetune_steps > 0
     folder = None if "://" in storage_spec else storage_dir  # records are relative to it
+    start = starting_weights(config)  # the steps-only baseline runs them, never fine-tuned
     if not one_shot:
-        weights = Path(config.checkpoint).resolve() if config.checkpoint else \
-            TESTBEDS[config.arch].path
+        weights = start
     # The study's trials were measured on the weights it records; a resume must use the same
     # ones (checked before the fine-tune that would make others). None: not one-shot weights.
     key = (one_shot_key(model, space, one_shot_config(config), config.data) if one_shot
@@ -186,6 +192,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                            space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
                            grids_dir=str(storage_dir / f"{prefix}-grids"),
                            cpus=cpus, weights_bytes=Path(weights).read_bytes())
+        contexts = {"study": ctx, "start": starting_context(ctx, start)}
         last_beat = time.monotonic()
 
         def beat() -> None:
@@ -201,7 +208,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
             t = time.perf_counter()
             log(f"steps-only baseline: measuring the full model at {len(jobs)} sampler "
                 f"configuration(s)")
-            measure_jobs(study, jobs, ctx, resources=resources, concurrent=concurrent,
+            measure_jobs(study, jobs, contexts, resources=resources, concurrent=concurrent,
                          what="steps-only baseline", tick=beat, progress=progress, log=log)
             setup["steps_only_baseline"] = time.perf_counter() - t
         with StudyProgress(study, config.budget, progress) as bar:
@@ -243,7 +250,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                     stalled += 1
         if config.confirm and count(TrialState.COMPLETE) >= config.budget:
             t = time.perf_counter()
-            confirm(study, config.confirm, ctx, resources=resources, concurrent=concurrent,
+            confirm(study, config.confirm, contexts, resources=resources, concurrent=concurrent,
                     tick=beat, progress=progress, log=log)
             setup["confirm"] = time.perf_counter() - t
     finally:
@@ -337,7 +344,8 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = 5
         ctx = TrialContext(config=asdict(config), weights=str(weights), space=attrs["space"],
                            cost_model=attrs["cost_model"], grids_dir=str(grids), cpus=cpus,
                            weights_bytes=Path(weights).read_bytes())
-        measured, failures = confirm(study, seeds, ctx, resources=resources,
+        contexts = {"study": ctx, "start": starting_context(ctx, starting_weights(config))}
+        measured, failures = confirm(study, seeds, contexts, resources=resources,
                                      concurrent=concurrent, progress=progress, log=log)
     finally:
         if started_ray:
@@ -374,3 +382,10 @@ def check_space(study: Any, space: Any) -> None:
             f"study {study.study_name!r} was searched in another space (its {', '.join(differ)} "
             f"differ from the space file's now); resume with the space it was made with or pass "
             f"another study_name", fields=("study_name",))
+
+
+def starting_weights(config: SearchConfig) -> Path:
+    """The checkpoint the search starts from (``checkpoint``, else the shipped testbed)."""
+    from ase_search.testbed import TESTBEDS
+
+    return Path(config.checkpoint).resolve() if config.checkpoint else TESTBEDS[config.arch].path
