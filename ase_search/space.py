@@ -392,11 +392,15 @@ class ScheduleSpace:
         return round(1 / self.edge_grid)
 
     def param_names(self) -> list[str]:
+        """The schedule's Optuna parameters (with the levers'; a joint space's sampling
+        parameters are :class:`SamplingSpace`'s)."""
         K = self.intervals
         cuts = [] if self.edges is not None else [f"cut_{k}" for k in range(1, K)]
         if self.monotone:
-            return cuts + ["blocks_0"] + [f"drop_{k}" for k in range(1, K)]
-        return cuts + [f"blocks_{k}" for k in range(K)]
+            names = cuts + ["blocks_0"] + [f"drop_{k}" for k in range(1, K)]
+        else:
+            names = cuts + [f"blocks_{k}" for k in range(K)]
+        return names + list(self.lever_choices())
 
     def param_ranges(self) -> dict[str, tuple[int, int]]:
         """Inclusive integer range of every Optuna parameter."""
@@ -487,8 +491,20 @@ class ScheduleSpace:
             blocks = [min(max(int(params[f"blocks_{k}"]), self.min_blocks[k]), self.max_blocks[k])
                       for k in range(n)]
         modes, periods = self._decode_levers(params, blocks)
-        return ExitSchedule(self.arch, self.depth, edges, tuple(blocks), name, modes=modes,
-                            periods=periods).merged()
+        # Adjacent intervals that decode alike are one interval, reuse ones too: the space
+        # cannot say "restart the refresh numbering here" (that needs different counts or
+        # periods), so D1 reusing blocks on 0.2-wide intervals decodes to itself from 0.1-wide
+        # parameters.
+        bounds, runs = [edges[0]], []
+        for k, run in enumerate(zip(blocks, modes, periods)):
+            if runs and runs[-1] == run:
+                bounds[-1] = edges[k + 1]
+            else:
+                runs.append(run)
+                bounds.append(edges[k + 1])
+        return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(r[0] for r in runs),
+                            name, modes=tuple(r[1] for r in runs),
+                            periods=tuple(r[2] for r in runs)).merged()
 
     def _decode_levers(self, params: Mapping[str, Any], blocks: list[int]
                        ) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -597,7 +613,9 @@ class ScheduleSpace:
         its smallest refresh period."""
         presets = [preset(name, self.arch, self.depth) for name in self.seeds]
         if self.levers is not None and "skip" not in self.levers.modes:
-            return [p.with_reuse(self.levers.min_period, name=p.name) for p in presets]
+            # merged first: a preset's equal neighbours (D1 scaled to 12 blocks ends 9, 9) are
+            # one reuse interval, as the space decodes them
+            return [p.merged().with_reuse(self.levers.min_period, name=p.name) for p in presets]
         return presets
 
     # -------------------------------------------------------------------- I/O

@@ -269,10 +269,10 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     summary = SearchSummary(config.resolved_study_name, storage_spec, complete,
                             count(TrialState.FAIL), time.perf_counter() - started,
                             complete - complete_before, setup)
-    # Where the run's time went, for reports (the last run's; a resume overwrites it).
-    study.set_user_attr("last_run", {"finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                     "wall_time": summary.wall_time, "setup": setup,
-                                     "new_trials": summary.new_trials})
+    if summary.new_trials:  # where the last run that searched spent its time, for reports
+        study.set_user_attr("last_run", {"finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                         "wall_time": summary.wall_time, "setup": setup,
+                                         "new_trials": summary.new_trials})
     return summary
 
 

@@ -89,6 +89,10 @@ def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str
                 for key, value in twin.user_attrs.items():
                     if key not in ("wall_time", "time_split", "worker_time", "seed"):
                         ot_trial.set_user_attr(key, value)
+                # The twin ran the same configuration, perhaps written as another schedule
+                # (one that differs only where the sampler never calls the model): the trial
+                # keeps its own.
+                ot_trial.set_user_attr("schedule", space.from_params(ot_trial.params).to_dict())
                 ot_trial.set_user_attr("duplicate_of", twin.number)
                 self._ot_study.tell(ot_trial, list(twin.values))
                 del self._ot_trials[trial_id]
