@@ -36,6 +36,7 @@ from ase_search.verdict import (
     PairedPoint,
     PairedSpeedup,
     Point,
+    SeedRatio,
     compare_hypervolumes,
     headline,
     non_dominated,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIRM_PREFIX",
+    "Beyond",
     "STEPS_ONLY_PREFIX",
     "WINDOW",
     "Fronts",
@@ -269,6 +271,25 @@ def study_fronts(study: optuna.Study) -> Fronts:
 
 
 @dataclass(frozen=True)
+class Beyond:
+    """A joint front point in the quality window whose FID no steps-only configuration reaches:
+    its speedup at matched FID is at least ``lower_bound``, the latency of the steps-only
+    configuration of lowest FID (``best``) over its own.
+
+    Attributes:
+        point: the configuration.
+        best: the steps-only configuration of lowest FID.
+        lower_bound: ``best.latency / point.latency``.
+        ratio: per seed, ``FID_point / FID_best`` (confirmed points only, else ``None``).
+    """
+
+    point: StudyPoint
+    best: StudyPoint
+    lower_bound: float
+    ratio: SeedRatio | None = None
+
+
+@dataclass(frozen=True)
 class StudyVerdict:
     """Does the joint front beat fewer steps? (see :mod:`ase_search.verdict`)
 
@@ -288,6 +309,8 @@ class StudyVerdict:
         paired: the paired speedups, by key, when confirmed.
         hypervolume: the joint front's against the steps-only front's, up to (window x reference
             FID, 1.0): inside the quality window and faster than the reference.
+        beyond: joint points in the window better in FID than every steps-only configuration
+            (the headline cannot match them; their speedup has a lower bound).
     """
 
     fronts: Fronts
@@ -297,6 +320,7 @@ class StudyVerdict:
     speedups: dict[str, float | None]
     paired: dict[str, PairedSpeedup | None] = field(default_factory=dict)
     hypervolume: HypervolumeComparison | None = None
+    beyond: tuple[Beyond, ...] = ()
 
     @property
     def confirmed(self) -> bool:
@@ -336,7 +360,17 @@ def study_verdict(study: optuna.Study, window: float = WINDOW) -> StudyVerdict:
         paired = {p.key: paired_speedup(p.paired(unit), base) for p in joint}
         if ref.fids:
             top_paired = paired_headline([p.paired(unit) for p in joint], base, ref.fid, window)
-    return StudyVerdict(fronts, window, top, top_paired, speedups, paired, hv)
+    beyond: list[Beyond] = []
+    steps_pts = [q for q in fronts.points if q.kind == "steps-only"]
+    if ref is not None and steps_pts:
+        best = min(steps_pts, key=lambda q: (q.fid, q.latency))
+        for p in fronts.joint:
+            if p.kind == "exit" and p.fid < best.fid and p.fid <= window * ref.fid:
+                ratio = (SeedRatio.of(p.fids, best.fids) if p.fids and best.fids
+                         and len(p.fids) == len(best.fids) else None)
+                beyond.append(Beyond(p, best, best.latency / p.latency, ratio))
+    return StudyVerdict(fronts, window, top, top_paired, speedups, paired, hv,
+                        tuple(sorted(beyond, key=lambda b: -b.lower_bound)))
 
 
 def fronts_table(verdict: StudyVerdict) -> pd.DataFrame:
@@ -418,12 +452,21 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
             f"{top.matched.label} (FID {top.matched.fid:.2f})")
     else:
         lines.append(f"headline: no configuration {window} has a steps-only match")
+    for b in verdict.beyond:
+        ratio = "" if b.ratio is None else f"; FID ratio per seed {b.ratio.text()}"
+        lines.append(
+            f"beyond fewer steps: {b.point.label} reaches FID {b.point.fid:.2f}, below every "
+            f"steps-only configuration's (the best: {b.best.label}, {b.best.fid:.2f}), at "
+            f"{b.best.latency / b.point.latency:.2f}x its speed: a speedup at matched FID of at "
+            f"least {b.lower_bound:.2f}x{ratio}")
     hv = verdict.hypervolume
     if hv is not None:
         lines.append(f"hypervolume up to (FID {hv.reference_point[0]:.2f}, the reference's "
                      f"latency): joint front {hv.front:.3f}, steps-only front {hv.baseline:.3f} "
                      f"(ratio {hv.ratio:.3f})")
     best = paired.speedup if paired is not None else top.speedup if top is not None else None
+    if verdict.beyond:
+        best = max(best or 0.0, verdict.beyond[0].lower_bound)
     exits = [p for p in f.joint if p.kind == "exit"]
     if not exits:
         lines.append("exits do not help on this model: every point of the joint front is the "
@@ -434,7 +477,8 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
                      "fast at every quality there; exits are on the joint front only at worse "
                      "FID")
     elif best is not None:
-        lines.append(f"exits help: {best:.2f}x faster than fewer steps at matched FID")
+        bound = "at least " if verdict.beyond and best == verdict.beyond[0].lower_bound else ""
+        lines.append(f"exits help: {bound}{best:.2f}x faster than fewer steps at matched FID")
     return lines
 
 

@@ -63,3 +63,26 @@ def test_a_reuse_schedule_whose_every_call_refreshes_is_the_full_model():
     assert config_identity(DDIM4, ten) == config_identity(DDIM4, full)
     ddim20 = {**DDIM4, "steps": 20}
     assert config_identity(ddim20, ten) != config_identity(ddim20, full)
+
+
+def test_a_point_better_than_every_steps_only_one_gets_a_lower_bound_and_exits_help():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    study.set_user_attr("config", {"sampler": "ddim", "steps": 4})
+    full = preset("full", "dit", 12).to_dict()
+    for steps, fid, latency in ((4, 3.0, 1.0), (2, 5.0, 0.5)):
+        study.set_user_attr(f"steps_only:ddim-{steps}/full", {
+            "fid": fid, "latency": latency, "schedule": full,
+            "sampler": {**DDIM4, "steps": steps}})
+    study.add_trial(create_trial(
+        values=[2.5, 0.4], params={"b": 1}, distributions={"b": IntDistribution(1, 2)},
+        user_attrs={"schedule": _two(0.3), "sampler": DDIM4}, state=TrialState.COMPLETE))
+    verdict = study_verdict(study)
+    (beyond,) = verdict.beyond
+    assert beyond.point.trial == 0 and beyond.best.key == "ddim-4/full"
+    assert beyond.lower_bound == pytest.approx(1.0 / 0.4)
+    from ase_search.fronts import verdict_lines
+
+    lines = verdict_lines(verdict)
+    assert any(line.startswith("beyond fewer steps:") and "at least 2.50x" in line
+               for line in lines)
+    assert lines[-1] == "exits help: at least 2.50x faster than fewer steps at matched FID"

@@ -87,7 +87,7 @@ def summarise(storage: Path, wall: float | None, command: str,
         sd = "" if r.fid_sd is None or r.fid_sd != r.fid_sd else f" ± {r.fid_sd:.2f}"
         marks = "".join(m for m, on in (("S", r.steps_only_front), ("E", r.exits_front),
                                          ("J", r.joint_front)) if on)
-        matched = ("" if r.kind != "exit" else "no steps-only match"
+        matched = ("" if r.kind != "exit" else "FID below every steps-only"
                    if r.matched_speedup is None or r.matched_speedup != r.matched_speedup
                    else f"{r.matched_speedup:.2f}x")
         rows.append(f"| {r.configuration} | {r.fid:.2f}{sd} | {r.ms_per_sample:.2f} | "
@@ -95,8 +95,10 @@ def summarise(storage: Path, wall: float | None, command: str,
     lines += ["", "## The three fronts", "",
               "S: steps-only front (the full model, i.e. the starting checkpoint without any "
               "fine-tune, at each sampler and step count), E: exits at the reference sampler "
-              "(what a fixed-sampler search finds), J: joint front. Exit configurations run the "
-              "study's one-shot weights. "
+              "(what a fixed-sampler search finds), J: joint front. "
+              + ("Exit configurations run the same starting weights (no fine-tune). "
+                 if study.user_attrs.get("config", {}).get("finetune") == "none" else
+                 "Exit configurations run the study's one-shot weights. ") +
               "Latency is predicted by the study's cost model (the sum of each call's cost); "
               "speedup is over the reference configuration; the last column is the speedup at "
               "matched FID over the cheapest steps-only configuration that is as good. FID is "

@@ -119,7 +119,7 @@ def _fronts_rich(table: Any) -> Any:
         if not marks:
             continue
         sd = "" if row.fid_sd is None or math.isnan(row.fid_sd) else f" ± {row.fid_sd:.2f}"
-        matched = ("" if row.kind != "exit" else "no steps-only match"
+        matched = ("" if row.kind != "exit" else "FID below every steps-only"
                    if row.matched_speedup is None or math.isnan(row.matched_speedup)
                    else f"{row.matched_speedup:.2f}x")
         out.add_row(row.configuration, f"{row.fid:.3g}{sd}", f"{row.ms_per_sample:.2f}",
