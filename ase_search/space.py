@@ -88,14 +88,8 @@ class LeverSpace:
         for mode in self.modes:
             if mode not in MODES:
                 raise SpaceError(f"levers.modes: unknown mode {mode!r}; choose from {list(MODES)}")
-        for key in ("min_period", "max_period"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise SpaceError(f"levers.period.{key[:3]} must be an integer >= 2 (period 1 "
-                                 f"refreshes every call: the full model), got {value!r}")
-        if self.min_period > self.max_period:
-            raise SpaceError(f"levers.period: min {self.min_period} is above max "
-                             f"{self.max_period}; swap them")
+        _check_range("levers.period", self.min_period, self.max_period, 2,
+                     " (period 1 refreshes every call: the full model)")
         for key in ("per_interval", "exit_heads"):
             if not isinstance(getattr(self, key), bool):
                 raise SpaceError(f"levers.{key} must be true or false")
@@ -167,14 +161,7 @@ class SamplingSpace:
                                  f"{list(SAMPLER_NAMES)}")
         if len(set(self.samplers)) != len(self.samplers):
             raise SpaceError(f"sampling.samplers lists a sampler twice: {list(self.samplers)}")
-        for key in ("min_steps", "max_steps"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpaceError(f"sampling.steps.{key[:3]} must be an integer >= 1, got "
-                                 f"{value!r}")
-        if self.min_steps > self.max_steps:
-            raise SpaceError(f"sampling.steps: min {self.min_steps} is above max "
-                             f"{self.max_steps}; swap them")
+        _check_range("sampling.steps", self.min_steps, self.max_steps, 1)
         if not self.timestep_spacings:
             raise SpaceError("sampling.timestep_spacing must not be an empty list")
         for spacing in self.timestep_spacings:
@@ -695,6 +682,15 @@ class ScheduleSpace:
                    description=str(data.get("description", "")),
                    sampling=None if sampling is None else SamplingSpace.from_dict(sampling),
                    levers=None if levers is None else LeverSpace.from_dict(levers))
+
+
+def _check_range(field: str, lo: Any, hi: Any, minimum: int, why: str = "") -> None:
+    """``{min: lo, max: hi}`` of ``field`` holds integers >= ``minimum`` with ``lo <= hi``."""
+    for key, value in (("min", lo), ("max", hi)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise SpaceError(f"{field}.{key} must be an integer >= {minimum}{why}, got {value!r}")
+    if lo > hi:
+        raise SpaceError(f"{field}: min {lo} is above max {hi}; swap them")
 
 
 def _check_intervals(value: Any) -> None:
