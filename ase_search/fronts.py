@@ -174,6 +174,7 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
     that run the same blocks at every call (:func:`config_identity`), once), with confirmation
     seeds where recorded."""
     from ase_search.pareto import complete_trials, schedule_string
+    from ase_search.samplers import SamplerConfig
 
     attrs = study.user_attrs
     config = attrs.get("config", {})
@@ -208,8 +209,6 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
         sampler = _sampler_dict(t, config)
         key = config_key(sampler, t.user_attrs.get("schedule"))
         full = key.endswith("/full")
-        from ase_search.samplers import SamplerConfig
-
         what = "full" if full else (t.user_attrs.get("seed") or f"trial {t.number}")
         label = f"{SamplerConfig.from_dict(sampler).describe()}, {what}"
         if not full and t.user_attrs.get("seed") is None:
