@@ -20,6 +20,9 @@ from ase_search.files import atomic_write_text as write_text  # atomic, 0644 und
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_STUDIES = ROOT / "studies" / "reference"
 
+# The testbeds' names in reports, by architecture (ase_search.testbed.TESTBEDS' keys).
+TESTBED_TITLES: dict[str, str] = {"dit": "DiT-T", "uvit": "U-ViT-T"}
+
 # Short sampler names the scripts accept besides ase_search.samplers.SAMPLER_NAMES.
 SAMPLER_ALIASES: dict[str, str] = {"dpm": "dpm-solver", "em": "euler-maruyama"}
 
@@ -61,6 +64,13 @@ def check_testbeds(archs: tuple[str, ...]) -> None:
     unknown = [a for a in archs if a not in TESTBEDS]
     if unknown:
         raise ValueError(f"--arch {unknown[0]!r} is not a testbed; choose from {list(TESTBEDS)}")
+
+
+def testbed_report(name: str, arch: str) -> Path:
+    """Benchmark ``name``'s report on the ``arch`` testbed: ``reports/<name>.md`` for DiT (the
+    first testbed measured, whose reports keep their names), ``reports/<name>-<arch>.md`` else;
+    its ``.json`` twin is the cache."""
+    return ROOT / "reports" / (f"{name}.md" if arch == "dit" else f"{name}-{arch}.md")
 
 
 def reference_one_shot_weights(arch: str, studies_dir: Path = REFERENCE_STUDIES) -> Path:

@@ -1,24 +1,28 @@
 """Do exit heads close the gap between exits and fewer steps? (reports/exit_heads.md)
 
-Issue #16's exit-heads lever on the DiT testbed. The paper's DiT reads every exit through the one
-shared final layer; with exit heads (``exit_heads=True``, :func:`ase_search.models.add_exit_heads`)
-each exit depth gets its own final layer, started as a copy of the shared one and trained by the
-one-shot fine-tune on the samples that exit there. The weights are the reference study's one-shot
-recipe (same settings, seed and data as ``studies/reference/dit-one-shot-<key12>.safetensors``)
-on DiT-T with exit heads, ``studies/reference/dit-exit-heads-one-shot-<key12>.safetensors``,
-made by ``python -m tools.reference_study --arch dit --weights-only --exit-heads``.
+Issue #16's exit-heads lever on a testbed (``--arch``: DiT-T, the default, or U-ViT-T). The
+paper's models read every exit through the one shared output head; with exit heads
+(``exit_heads=True``, :func:`ase_search.models.add_exit_heads`) each exit depth gets its own head
+(DiT: its final layer; U-ViT: its norm, ``decoder_pred`` and final conv), started as a copy of the
+shared one and trained by the one-shot fine-tune on the samples that exit there. The weights are
+the reference study's one-shot recipe (same settings, seed and data as
+``studies/reference/<arch>-one-shot-<key12>.safetensors``) on the testbed with exit heads,
+``studies/reference/<arch>-exit-heads-one-shot-<key12>.safetensors``, made by ``python -m
+tools.reference_study --arch <arch> --weights-only --exit-heads``.
 
 On those weights this measures the configurations of :mod:`benchmarks.steps_vs_exits` (its
 parameters, cells, verdict and tables: the full model at fewer DDIM steps and the paper's presets
 at ``--exit-steps`` steps, no searched trial by default; same seeds, samples and cost model),
 then compares them with the same configurations without exit heads (``--baseline``, that
-benchmark's cache on the reference one-shot weights): each exit's FID over the full model's at
-the same steps, with and without heads, and how much of the gap the heads close. Run from the
-repository root:
+benchmark's cache for ``--arch`` on the reference one-shot weights): each exit's FID over the full
+model's at the same steps, with and without heads, and how much of the gap the heads close. Run
+from the repository root:
 
     python -m benchmarks.exit_heads --threads 1
+    python -m benchmarks.exit_heads --threads 1 --arch uvit --presets D1 D3 D4
 
-One cell of ``reports/exit_heads.json`` per configuration, as in ``reports/steps_vs_exits.json``.
+One cell of ``reports/exit_heads.json`` (DiT; ``reports/exit_heads-<arch>.json`` for another
+testbed) per configuration, as in ``reports/steps_vs_exits.json``.
 """
 
 from __future__ import annotations
@@ -31,18 +35,31 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import steps_vs_exits
-from benchmarks._common import REFERENCE_STUDIES, display_path
-from benchmarks._runner import REPORTS, Benchmark, Report, markdown_table, option, run
+from benchmarks._common import (
+    REFERENCE_STUDIES,
+    TESTBED_TITLES,
+    check_testbeds,
+    display_path,
+    testbed_report,
+)
+from benchmarks._runner import Benchmark, Report, markdown_table, option, run
 
 EXIT_HEADS = "exit-heads"
+# What an exit head is on each testbed, for the report (see the models' ``exit_heads``).
+HEADS_TEXT = {
+    "dit": "DiT-T with one final layer per exit depth 1..11 (each adaLN + linear, the cost of "
+           "the shared final layer",
+    "uvit": "U-ViT-T with one output head per decoder exit depth 1..5 (each norm, decoder_pred "
+            "and final conv, the cost of the shared head",
+}
 
 
-def exit_heads_weights() -> Path:
-    """The reference study's one-shot recipe on DiT-T with exit heads (a ValueError that says
-    how to make them when they are missing)."""
+def exit_heads_weights(arch: str) -> Path:
+    """The reference study's one-shot recipe on the ``arch`` testbed with exit heads (a
+    ValueError that says how to make them when they are missing)."""
     from tools.reference_study import exit_heads_weights as find
 
-    return find(REFERENCE_STUDIES / f"{steps_vs_exits.ARCH}.db")
+    return find(REFERENCE_STUDIES / f"{arch}.db")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,17 +69,23 @@ class Params(steps_vs_exits.Params):
     # The presets only: a trial number names another schedule once the reference study is rerun
     # (it was, as a joint study, after reports/steps_vs_exits.json measured its trial 22).
     trials: tuple[int, ...] = field(default=(), metadata=option(
-        "searched trials of studies/reference/dit.db measured", identity=False))
+        "searched schedules measured (steps_vs_exits.SEARCHED's numbers for --arch)",
+        identity=False, parse=int))
     weights: str = field(default=EXIT_HEADS, metadata=option(
-        f"'{EXIT_HEADS}' (the reference study's one-shot recipe on DiT-T with exit heads) or a "
-        "weights file", identity=False))
-    baseline: str = field(default=str(REPORTS / "steps_vs_exits.json"), metadata=option(
-        "the same configurations without exit heads (a steps_vs_exits cache)", identity=False))
+        f"'{EXIT_HEADS}' (the reference study's one-shot recipe on the testbed with exit heads) "
+        "or a weights file", identity=False))
+    baseline: str = field(default="", metadata=option(
+        "the same configurations without exit heads (a steps_vs_exits cache; default: "
+        "steps_vs_exits' cache for --arch)", identity=False))
 
     def __post_init__(self) -> None:
+        check_testbeds((self.arch,))
         if self.weights == EXIT_HEADS:
             # Resolved here, once, so that steps_vs_exits' cells measure the file.
-            object.__setattr__(self, "weights", str(exit_heads_weights()))
+            object.__setattr__(self, "weights", str(exit_heads_weights(self.arch)))
+        if not self.baseline:
+            object.__setattr__(self, "baseline", str(
+                testbed_report("steps_vs_exits", self.arch).with_suffix(".json")))
         super().__post_init__()
         if not Path(self.baseline).is_file():
             raise ValueError(f"--baseline {self.baseline} is not a file; run `python -m "
@@ -153,29 +176,31 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         return Report("# Exit heads against fewer steps\n\nNo configuration measured yet.\n")
     verdict = body.index("## Verdict") if "## Verdict" in body else len(body)
     head = [
-        "# Exit heads against fewer steps on the DiT testbed", "",
+        f"# Exit heads against fewer steps on the {params.title} testbed", "",
         f"Written by `benchmarks/exit_heads.py` from `{json_name}` (issue #16, exit heads): the "
         "configurations, verdict and tables of `benchmarks/steps_vs_exits.py` on the exit-heads "
         "weights, then a comparison with the same configurations without heads.", "",
-        "- Exit heads: DiT-T with one final layer per exit depth 1..11 (each adaLN + linear, "
-        "the cost of the shared final layer, so the cost model is unchanged), started as copies "
-        "of the shared one, then the reference study's one-shot fine-tune (its settings, seed and "
-        "data); made by `python -m tools.reference_study --arch dit --weights-only "
-        "--exit-heads`",
+        f"- Exit heads: {HEADS_TEXT[params.arch]}, so the cost model is unchanged), started as "
+        "copies of the shared one, then the reference study's one-shot fine-tune (its settings, "
+        "seed and data); made by `python -m tools.reference_study --arch "
+        f"{params.arch} --weights-only --exit-heads`",
         *body[4:verdict]]
     rest = body[verdict:]
     lines = head + comparison(cells, params) + rest
     return Report("\n".join(lines) + "\n", figures=inner.figures,
-                  title="Exit heads against fewer steps on the DiT testbed",
+                  title=f"Exit heads against fewer steps on the {params.title} testbed",
                   html_intro=inner.html_intro)
 
 
-def summary(window: float, path: Path = REPORTS / "exit_heads.json",
-            baseline: Path = REPORTS / "steps_vs_exits.json") -> str | None:
-    """One paragraph on the exit-heads lever for reports/levers.md, from this benchmark's cache
-    and steps_vs_exits' (``None`` until both hold the reference and D1)."""
+def summary(window: float, path: Path | None = None, baseline: Path | None = None, *,
+            arch: str = "dit") -> str | None:
+    """One paragraph on the exit-heads lever on ``arch`` for reports/levers.md, from this
+    benchmark's cache and steps_vs_exits' (by default the testbed's ``reports/exit_heads*.json``
+    and ``reports/steps_vs_exits*.json``; ``None`` until both hold the reference and D1)."""
     from ase_search.verdict import SeedRatio
 
+    path = path or testbed_report("exit_heads", arch).with_suffix(".json")
+    baseline = baseline or testbed_report("steps_vs_exits", arch).with_suffix(".json")
     if not (path.is_file() and baseline.is_file()):
         return None
     heads = json.loads(path.read_text())["cells"]
@@ -196,20 +221,22 @@ def summary(window: float, path: Path = REPORTS / "exit_heads.json",
              if "fids" in c and not k.endswith("/full")}
     best = min(exits, key=exits.get)
     inside = sorted(k for k, v in exits.items() if v <= window * ref_fid)
-    return (f"Exit heads (DiT-T, `reports/exit_heads.md`: the reference one-shot recipe with one "
-            f"final layer per exit depth, same seeds and samples): D1 at equal DDIM steps costs "
+    return (f"Exit heads ({TESTBED_TITLES[arch]}, `{display_path(path.with_suffix('.md'))}`: the "
+            f"reference one-shot recipe with one output head per exit depth, same seeds and "
+            f"samples): D1 at equal DDIM steps costs "
             f"{ratios(heads, 1)}x the full model's FID on the same weights, against "
             f"{ratios(base, 2)}x without heads; the best exit configuration is {best} at "
             f"{exits[best]:.2f} ({exits[best] / ref_fid:.2f}x the reference, full DDIM-20 at "
             f"{ref_fid:.2f}); "
             + (f"within {window:g}x the reference FID: {', '.join(inside)} (speedups at matched "
-               f"FID in `reports/exit_heads.md`)." if inside else
+               f"FID in `{display_path(path.with_suffix('.md'))}`)." if inside else
                f"none comes within {window:g}x the reference FID."))
 
 
 BENCHMARK = Benchmark(name="exit_heads", doc=__doc__, params=Params, keys=steps_vs_exits.keys,
                       cell=steps_vs_exits.measure, report=report,
-                      cell_identity=steps_vs_exits.weights_identity)
+                      cell_identity=steps_vs_exits.weights_identity,
+                      out=lambda params: testbed_report("exit_heads", params.arch))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,10 +9,12 @@ block costs little quality. Each *lever* is one way to run the blocks a schedule
 
 Block reuse needs no training, so it is measured on the testbed's base weights (``ase_search.
 testbed``, no fine-tune) against the steps-only front on the same base weights, which is what a
-user would do instead. All configurations use DDIM and the same sample seeds (common random
-numbers, so every comparison is paired seed by seed):
+user would do instead. All configurations use the same sample seeds (common random numbers, so
+every comparison is paired seed by seed):
 
-* steps-only: the full model at DDIM with ``--steps-only`` steps (4 ... 20);
+* steps-only: the full model with each of ``--steps-only-solvers`` (DDIM and DPM-Solver++ 2M, the
+  samplers of issue #15's search spaces, ``search_spaces/<arch>.yaml``) at ``--steps-only`` steps
+  (4 ... 20); their joint front is the steps-only front every lever is matched against;
 * levers: the paper's presets ``--presets`` with each of ``--levers`` at DDIM with
   ``--exit-steps`` steps.
 
@@ -28,10 +30,10 @@ root:
     python -m benchmarks.levers --threads 1
 
 One cell of ``reports/levers.json`` per configuration (``dit/ddim-10/full``,
-``dit/ddim-14/D3/reuse2``) plus one cost model per architecture (``dit/cost-model``); a cell is
-measured again when the weights change; a configuration whose calls all run what an earlier
-one's run is not measured twice. Another lever is one more ``--levers`` name and one more case
-in :func:`lever_schedule`.
+``dit/dpm-solver-10/full``, ``dit/ddim-14/D3/reuse2``) plus one cost model per architecture
+(``dit/cost-model``); a cell is measured again when the weights change; a configuration whose
+calls all run what an earlier one's run is not measured twice. Another lever is one more
+``--levers`` name and one more case in :func:`lever_schedule`.
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ from benchmarks._runner import (
 )
 from benchmarks.exit_heads import summary as exit_heads_summary
 
-SAMPLER = "ddim"
+SAMPLER = "ddim"  # the levers' sampler, and the reference's
+# The steps-only solvers' names in labels (``full, DPM-Solver++-10``); the keys of
+# ase_search.samplers.SAMPLERS otherwise.
+SOLVER_TITLES = {"ddim": "DDIM", "dpm-solver": "DPM-Solver++"}
 COST = "cost-model"
 STEPS_VS_EXITS = REPORTS / "steps_vs_exits.json"  # the one-shot weights' figures (issue #15)
 LEVER = re.compile(r"skip|reuse([1-9][0-9]*)")
@@ -71,7 +76,10 @@ class Params:
     archs: tuple[str, ...] = field(default=("dit", "uvit"), metadata=option(
         "testbeds measured", identity=False))
     steps_only: tuple[int, ...] = field(default=(4, 5, 6, 7, 8, 10, 14, 20), metadata=option(
-        "DDIM step counts of the full model", identity=False))
+        "step counts of the full model, with each of --steps-only-solvers", identity=False))
+    steps_only_solvers: tuple[str, ...] = field(default=("ddim", "dpm-solver"), metadata=option(
+        "samplers of the steps-only front (ase_search.samplers names; ddim, the reference's, "
+        "among them)", identity=False))
     exit_steps: tuple[int, ...] = field(default=(7, 10, 14, 20), metadata=option(
         "DDIM step counts of the presets with each lever", identity=False))
     presets: tuple[str, ...] = field(default=("D1", "D3", "D4"), metadata=option(
@@ -99,7 +107,15 @@ class Params:
         if self.reference_steps not in self.steps_only:
             raise ValueError(f"--reference-steps {self.reference_steps} must be one of "
                              f"--steps-only {list(self.steps_only)}")
+        from ase_search.samplers import SAMPLER_NAMES
         from ase_search.schedule import preset_names
+
+        solvers = self.steps_only_solvers
+        if (any(s not in SAMPLER_NAMES for s in solvers) or len(set(solvers)) != len(solvers)
+                or SAMPLER not in solvers):
+            raise ValueError(f"--steps-only-solvers must be distinct names of "
+                             f"{list(SAMPLER_NAMES)} including {SAMPLER} (the reference's), got "
+                             f"{list(solvers)}")
 
         for arch in self.archs:
             bad = [p for p in self.presets if p not in preset_names(arch) or p == "full"]
@@ -125,7 +141,9 @@ def keys(params: Params) -> list[str]:
     out = []
     for arch in params.archs:
         depth = exit_depth(arch)
-        out += [f"{arch}/{COST}", *(f"{arch}/ddim-{k}/full" for k in params.steps_only)]
+        out += [f"{arch}/{COST}", *(f"{arch}/{solver}-{k}/full"
+                                    for solver in params.steps_only_solvers
+                                    for k in params.steps_only)]
         seen = {(k, ("full",) * k) for k in params.steps_only}
         for name in params.presets:
             for lever in params.levers:
@@ -197,10 +215,11 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
         cost = profile_components(model, batch_size=params.latency_batch)
         return {"cost_model": cost.to_dict(), "seconds": time.perf_counter() - t0,
                 "command": ctx.command, "machine": machine_info()}
-    steps_text, _, config = rest.partition("/")
+    sampler_text, _, config = rest.partition("/")
     name, _, lever = config.partition("/")
-    steps = int(steps_text.removeprefix("ddim-"))
-    sampler = SamplerConfig(SAMPLER, steps)
+    solver, _, steps_text = sampler_text.rpartition("-")  # "dpm-solver-10"
+    steps = int(steps_text)
+    sampler = SamplerConfig(solver, steps)
     schedule = None if name == "full" else lever_schedule(name, lever, arch, model.exit_depth)
     cost = CostModel.from_dict(ctx.cells[f"{arch}/{COST}"]["cost_model"])
     t0 = time.perf_counter()
@@ -222,9 +241,17 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
 # ###################################################################### the report
 def label(cell: dict[str, Any]) -> str:
+    """``full, DDIM-10``, ``full, DPM-Solver++-10``, ``D1 reuse2, DDIM-10``."""
+    solver = cell["sampler"]["name"]
+    run = f"{SOLVER_TITLES.get(solver, solver)}-{cell['steps']}"
     if cell["name"] == "full":
-        return f"full, DDIM-{cell['steps']}"
-    return f"{cell['name']} {cell['lever']}, DDIM-{cell['steps']}"
+        return f"full, {run}"
+    return f"{cell['name']} {cell['lever']}, {run}"
+
+
+def solver_of(p: Any) -> str:
+    """The sampler part of a point's label: ``full, DPM-Solver++-10`` -> ``DPM-Solver++``."""
+    return p.label.split(", ", 1)[1].rsplit("-", 1)[0]
 
 
 def points(cells: dict[str, dict[str, Any]], arch: str, params: Params) -> list[Any]:
@@ -278,7 +305,9 @@ def figure(arch: str, pts: list[Any], steps: list[Any], joint: list[Any], ref_fi
     def sd(p: Any) -> float:
         return statistics.stdev(p.fids) if len(p.fids) > 1 else 0.0
 
-    groups: dict[str, list[Any]] = {"full (steps only)": steps}
+    groups: dict[str, list[Any]] = {}
+    for p in steps:  # one line per solver
+        groups.setdefault(f"full, {solver_of(p)} (steps only)", []).append(p)
     for p in pts:
         if not p.label.startswith("full,"):
             groups.setdefault(p.label.split(",")[0], []).append(p)
@@ -404,7 +433,8 @@ def arch_section(cells: dict[str, dict[str, Any]], arch: str, params: Params,
             for lever, b in best_of.items()) + "."
 
     # ---------------------------------------------------------------- what reuse gives back
-    full_at = {c["steps"]: by_label[k] for k, c in configs.items() if c["name"] == "full"}
+    full_at = {c["steps"]: by_label[k] for k, c in configs.items()
+               if c["name"] == "full" and c["sampler"]["name"] == SAMPLER}
     levers = list(dict.fromkeys(c["lever"] for c in configs.values() if c["name"] != "full"))
     back_rows = []
     # From the cells, not the parameters: a report covers every run that filled the cache.
@@ -478,6 +508,8 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     dates = sorted(c["machine"]["date"] for c in cells.values())
     minutes = sum(c["seconds"]["sampling"] + c["seconds"]["fid"] for c in configs) / 60
     costs = {k.split("/")[0]: c["cost_model"] for k, c in cells.items() if k.endswith(COST)}
+    solvers = list(dict.fromkeys(SOLVER_TITLES.get(c["sampler"]["name"], c["sampler"]["name"])
+                                 for c in configs if c["name"] == "full"))
     lines = [
         "# Levers against fewer steps: skip and block reuse on the testbeds",
         "",
@@ -497,14 +529,19 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                     f"{c['fixed'] + c['depth'] * c['block']:.3f} s" for a, c in costs.items())
         + "): the sum over the sampler's calls of the cost at each call's block count, a reuse "
         f"refresh at full depth; relative to the full model at DDIM-{params.reference_steps}",
+        f"- Steps-only front: the full model with {' and '.join(solvers)} at each measured step "
+        + ("count, one front over them" if len(solvers) > 1 else "count")
+        + " (what issue #15's search spaces offer instead of exits: `search_spaces/<arch>.yaml`,"
+        " `sampling:`)",
         "- Levers: `skip` (the paper's exits) and `reuse<r>` (block reuse with refresh period r "
-        "in every exiting interval of the preset; see `ase_search/schedule.py`)",
+        "in every exiting interval of the preset; see `ase_search/schedule.py`), at DDIM",
         "",
         "## Verdict",
         "",
     ]
     sections, figs, verdicts = [], [], []
-    for arch in dict.fromkeys(k.split("/")[0] for k in cells):  # every arch in the cache
+    archs = list(dict.fromkeys(k.split("/")[0] for k in cells))  # every arch in the cache
+    for arch in archs:
         section, head = arch_section(cells, arch, params, figs)
         sections += section
         if head is not None:
@@ -513,9 +550,10 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     shot = one_shot_summary(params.window)
     if shot:
         lines += [shot, ""]
-    heads = exit_heads_summary(params.window)  # the exit-heads lever, benchmarks/exit_heads.py
-    if heads:
-        lines += [heads, ""]
+    for arch in archs:  # the exit-heads lever, benchmarks/exit_heads.py
+        heads = exit_heads_summary(params.window, arch=arch)
+        if heads:
+            lines += [heads, ""]
     lines += sections
     return Report("\n".join(lines), figures=figs,
                   title="Levers against fewer steps on the testbeds",

@@ -1,14 +1,15 @@
 """Do exit schedules beat simply taking fewer sampling steps? (reports/steps_vs_exits.md)
 
-Issue #15's question on the DiT testbed, measured on the one-shot weights of the reference study
-(``studies/reference/dit-one-shot-<key12>.safetensors``; ``python -m tools.reference_study --arch
-dit --weights-only`` rebuilds them). Two families of configurations, all with DDIM and the same
-sample seeds (common random numbers, so every comparison is paired seed by seed):
+Issue #15's question on a testbed (``--arch``: DiT-T, the default, or U-ViT-T), measured on the
+one-shot weights of its reference study (``studies/reference/<arch>-one-shot-<key12>
+.safetensors``; ``python -m tools.reference_study --arch <arch> --weights-only`` rebuilds them).
+Two families of configurations, all with DDIM and the same sample seeds (common random numbers, so
+every comparison is paired seed by seed):
 
 * steps-only: the full model at DDIM with ``--steps-only`` steps (4 ... 20);
-* exits: the paper's presets ``--presets`` and searched schedules ``--trials`` (trials of the
-  2026-11-26 fixed-sampler reference study, kept in :data:`SEARCHED`) at DDIM with
-  ``--exit-steps`` steps.
+* exits: the paper's presets ``--presets`` and searched schedules ``--trials`` (schedules of
+  earlier reference studies, kept by value in :data:`SEARCHED`; DiT's trial 22 of the 2026-11-26
+  fixed-sampler study, ``--trials 22``) at DDIM with ``--exit-steps`` steps.
 
 FID-MNIST over ``--seeds`` seeds of ``--n`` samples (:func:`ase_search.measure.measure_schedule`).
 Latency is predicted by one cost model profiled once per run (batch ``--latency-batch``): the sum
@@ -19,11 +20,12 @@ the headline within ``--window`` x the reference FID, the hypervolume of the joi
 the steps-only one, and the FID cost of each exit level at each step count. Run from the
 repository root:
 
-    python -m benchmarks.steps_vs_exits --threads 1
+    python -m benchmarks.steps_vs_exits --threads 1 --trials 22
+    python -m benchmarks.steps_vs_exits --threads 1 --arch uvit
 
-One cell of ``reports/steps_vs_exits.json`` per configuration (``ddim-10/full``,
-``ddim-14/D3``, ``ddim-7/trial22``) plus one for the cost model (``cost-model``); a cell is
-measured again when the weights change.
+One cell of ``reports/steps_vs_exits.json`` (DiT; ``reports/steps_vs_exits-<arch>.json`` for
+another testbed) per configuration (``ddim-10/full``, ``ddim-14/D3``, ``ddim-7/trial22``) plus one
+for the cost model (``cost-model``); a cell is measured again when the weights change.
 """
 
 from __future__ import annotations
@@ -38,14 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
+    TESTBED_TITLES,
+    check_testbeds,
     display_path,
     file_sha256,
     machine_text,
     reference_one_shot_weights,
+    testbed_report,
 )
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
-ARCH = "dit"
 SAMPLER = "ddim"
 COST_KEY = "cost-model"
 
@@ -54,15 +58,19 @@ COST_KEY = "cost-model"
 class Params:
     """Which configurations, measured how."""
 
+    # Not part of a cell's identity: each testbed has its own cache file (testbed_report), and
+    # its cells already depend on its weights' digest.
+    arch: str = field(default="dit", metadata=option(
+        "the testbed: dit (DiT-T) or uvit (U-ViT-T)", identity=False))
     steps_only: tuple[int, ...] = field(default=(4, 5, 6, 7, 8, 10, 14, 20), metadata=option(
         "DDIM step counts of the full model", identity=False))
     exit_steps: tuple[int, ...] = field(default=(7, 10, 14, 20), metadata=option(
         "DDIM step counts of the exit schedules", identity=False))
     presets: tuple[str, ...] = field(default=("D1", "D3", "D4", "D6"), metadata=option(
         "the paper's presets measured", identity=False))
-    trials: tuple[int, ...] = field(default=(22,), metadata=option(
-        "searched schedules measured (keys of SEARCHED: trials of the 2026-11-26 reference "
-        "study)", identity=False))
+    trials: tuple[int, ...] = field(default=(), metadata=option(
+        "searched schedules measured (SEARCHED's numbers for --arch: dit 22, trial 22 of the "
+        "2026-11-26 reference study)", identity=False, parse=int))
     reference_steps: int = field(default=20, metadata=option(
         "the reference configuration: the full model at DDIM with this many steps",
         identity=False))
@@ -77,6 +85,7 @@ class Params:
         identity=False))
 
     def __post_init__(self) -> None:
+        check_testbeds((self.arch,))
         for name in ("steps_only", "exit_steps"):
             values = getattr(self, name)
             if not values or min(values) < 1 or len(set(values)) != len(values):
@@ -87,18 +96,21 @@ class Params:
                              f"--steps-only {list(self.steps_only)}")
         from ase_search.schedule import preset_names
 
-        bad = [p for p in self.presets if p not in preset_names(ARCH) or p == "full"]
+        bad = [p for p in self.presets if p not in preset_names(self.arch) or p == "full"]
         if bad:
             raise ValueError(f"--presets {bad}: choose from "
-                             f"{[p for p in preset_names(ARCH) if p != 'full']}")
-        if any(t < 0 for t in self.trials):
-            raise ValueError(f"--trials must be trial numbers >= 0, got {list(self.trials)}")
+                             f"{[p for p in preset_names(self.arch) if p != 'full']}")
+        known = sorted(SEARCHED.get(self.arch, {}))
+        bad_trials = [t for t in self.trials if t not in known]
+        if bad_trials:
+            raise ValueError(f"--trials {bad_trials}: no searched {self.arch} schedule has that "
+                             f"number; known: {known}")
         if not self.window >= 1:
             raise ValueError(f"--window must be >= 1, got {self.window}")
         if self.n < 2 or self.seeds < 1 or self.batch_size < 1 or self.latency_batch < 1:
             raise ValueError("--n must be >= 2; --seeds, --batch-size and --latency-batch >= 1")
         if self.weights == "one-shot":
-            reference_one_shot_weights(ARCH)  # a ValueError that says how to rebuild them
+            reference_one_shot_weights(self.arch)  # a ValueError that says how to rebuild them
         elif not Path(self.weights).is_file():
             raise ValueError(f"--weights {self.weights} is not a file; pass 'one-shot' or a "
                              f"weights file")
@@ -107,11 +119,16 @@ class Params:
     def exit_names(self) -> list[str]:
         return [*self.presets, *(f"trial{t}" for t in self.trials)]
 
+    @property
+    def title(self) -> str:
+        """The testbed's name in reports: ``DiT-T``, ``U-ViT-T``."""
+        return TESTBED_TITLES[self.arch]
+
 
 def weights_path(params: Params) -> Path:
     """The weights every configuration is measured on."""
     if params.weights == "one-shot":
-        return reference_one_shot_weights(ARCH)
+        return reference_one_shot_weights(params.arch)
     return Path(params.weights)
 
 
@@ -134,37 +151,42 @@ def weights_identity(params: Params, key: str) -> dict[str, Any]:
 
 
 @functools.cache
-def load(path: Path) -> Any:
-    """The model on ``path``, loaded once per run."""
+def load(arch: str, path: Path) -> Any:
+    """The ``arch`` model on ``path``, loaded once per run."""
     from ase_search.testbed import load_model
 
-    return load_model(ARCH, path)
+    return load_model(arch, path)
 
 
-# Searched schedules of earlier reference studies, by the name their cells carry: the study was
-# re-run (issue #15's joint search), so its trial numbers now name other schedules.
-SEARCHED = {
-    # trial 22 of the 2026-11-26 fixed-sampler DiT reference study (the best at 30%+ acceleration)
-    22: ((0.0, 0.4, 0.5, 0.6, 0.9, 1.0), (12, 10, 8, 3, 1)),
+# Searched schedules of earlier reference studies, per testbed, by the number their cells carry
+# (``trial22``): the studies were re-run (issue #15's joint search), so their trial numbers now
+# name other schedules. Each is (boundaries, blocks) on the testbed's exitable depth.
+SEARCHED: dict[str, dict[int, tuple[tuple[float, ...], tuple[int, ...]]]] = {
+    "dit": {
+        # trial 22 of the 2026-11-26 fixed-sampler DiT reference study (the best at 30%+
+        # acceleration), on DiT-T's 12 blocks
+        22: ((0.0, 0.4, 0.5, 0.6, 0.9, 1.0), (12, 10, 8, 3, 1)),
+    },
 }
 
 
-def trial_schedule(number: int) -> Any:
-    """Searched schedule ``number`` (a key of :data:`SEARCHED`)."""
+def trial_schedule(arch: str, number: int, depth: int) -> Any:
+    """Searched schedule ``number`` of ``arch`` (a key of :data:`SEARCHED`)."""
     from ase_search.schedule import ExitSchedule
 
-    if number not in SEARCHED:
-        raise ValueError(f"no searched schedule {number}; known: {sorted(SEARCHED)}")
-    boundaries, blocks = SEARCHED[number]
-    return ExitSchedule(ARCH, 12, boundaries, blocks, f"trial{number}")
+    known = SEARCHED.get(arch, {})
+    if number not in known:
+        raise ValueError(f"no searched {arch} schedule {number}; known: {sorted(known)}")
+    boundaries, blocks = known[number]
+    return ExitSchedule(arch, depth, boundaries, blocks, f"trial{number}")
 
 
-def schedule_for(name: str, depth: int) -> Any:
+def schedule_for(name: str, arch: str, depth: int) -> Any:
     from ase_search.schedule import preset
 
     if name.startswith("trial"):
-        return trial_schedule(int(name.removeprefix("trial")))
-    return preset(name, ARCH, depth)
+        return trial_schedule(arch, int(name.removeprefix("trial")), depth)
+    return preset(name, arch, depth)
 
 
 def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
@@ -175,7 +197,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.samplers import SamplerConfig
 
     path = weights_path(params)
-    model = load(path)
+    model = load(params.arch, path)
     if key == COST_KEY:
         t0 = time.perf_counter()
         cost = profile_components(model, batch_size=params.latency_batch)
@@ -184,7 +206,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     steps_text, _, name = key.partition("/")
     steps = int(steps_text.removeprefix("ddim-"))
     sampler = SamplerConfig(SAMPLER, steps)
-    schedule = None if name == "full" else schedule_for(name, model.exit_depth)
+    schedule = None if name == "full" else schedule_for(name, params.arch, model.exit_depth)
     from ase_search.metrics.latency import CostModel
 
     cost = CostModel.from_dict(ctx.cells[COST_KEY]["cost_model"])
@@ -303,7 +325,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     dates = sorted(c["machine"]["date"] for c in cells.values())
     sampling = sum(c["seconds"]["sampling"] + c["seconds"]["fid"] for c in configs.values())
     lines = [
-        "# Exits against fewer steps on the DiT testbed",
+        f"# Exits against fewer steps on the {params.title} testbed",
         "",
         f"Written by `benchmarks/steps_vs_exits.py` from `{json_name}` (issue #15).",
         "",
@@ -455,12 +477,13 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
             f"{1 - cheap.latency:.0%} less latency.", ""]
     figs = figures(steps, exits, joint_front, ref.fid, params.window)
     return Report("\n".join(lines), figures=figs,
-                  title="Exits against fewer steps on the DiT testbed",
+                  title=f"Exits against fewer steps on the {params.title} testbed",
                   html_intro=f"<p>{head.replace('**', '')}</p>")
 
 
 BENCHMARK = Benchmark(name="steps_vs_exits", doc=__doc__, params=Params, keys=keys, cell=measure,
-                      report=report, cell_identity=weights_identity)
+                      report=report, cell_identity=weights_identity,
+                      out=lambda params: testbed_report("steps_vs_exits", params.arch))
 
 
 def main(argv: list[str] | None = None) -> None:

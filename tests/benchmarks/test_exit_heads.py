@@ -35,6 +35,8 @@ def test_summary_gives_d1s_cost_with_and_without_heads(tmp_path: Path) -> None:
     assert "the best exit configuration is D1, DDIM-20 at 5.70 (1.14x the reference" in text
     assert "within 1.25x the reference FID: D1, DDIM-20, D1, DDIM-7 (" in text
     assert "none comes within" in summary(1.1, heads, base)
+    assert text.startswith("Exit heads (DiT-T, ")
+    assert summary(1.25, heads, base, arch="uvit").startswith("Exit heads (U-ViT-T, ")
 
 
 def test_summary_waits_for_both_caches(tmp_path: Path) -> None:
@@ -43,3 +45,18 @@ def test_summary_waits_for_both_caches(tmp_path: Path) -> None:
     assert summary(1.25, tmp_path / "missing.json", base) is None
     no_d1 = _cache(tmp_path / "heads.json", {"ddim-20/full": [4.0]})
     assert summary(1.25, no_d1, base) is None
+
+
+def test_each_testbed_has_its_own_caches(tmp_path: Path, monkeypatch) -> None:
+    # Without paths the summary reads the testbed's caches, reports/exit_heads-uvit.json and
+    # reports/steps_vs_exits-uvit.json for U-ViT-T: here under a stand-in repository root.
+    import benchmarks._common as common
+
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    (tmp_path / "reports").mkdir()
+    fids = {"ddim-20/full": [4.0, 6.0], "ddim-7/full": [5.0, 5.0], "ddim-7/D1": [5.5, 6.0]}
+    assert summary(1.25, arch="uvit") is None
+    _cache(tmp_path / "reports" / "exit_heads-uvit.json", fids)
+    _cache(tmp_path / "reports" / "steps_vs_exits-uvit.json", fids)
+    assert summary(1.25, arch="dit") is None
+    assert "(U-ViT-T, `reports/exit_heads-uvit.md`" in summary(1.25, arch="uvit")
