@@ -10,6 +10,7 @@ import typer
 from ase_search.cli._app import (
     ArchOpt, SamplerOpt, SeedOpt, StepsOpt, TimestepSpacingOpt, app, console, console_err,
     use_threads)
+from ase_search.cli.diffusers import DiffusersOpt
 
 # SearchConfig fields whose flag is not the field's name with dashes (see _flag).
 _FLAGS = {"finetune_full_share": "--full-share", "finetune_distill": "--distill"}
@@ -34,7 +35,8 @@ def run_cmd(
              "folder or a latents file.")] = "mnist",
     fid_data: Annotated[str | None, typer.Option(
         help="FID reference when it is not --data: mnist or a folder of images (for a latent "
-             "model: images at the decoded resolution).")] = None,
+             "model: images at the decoded resolution); with --diffusers also self (the full "
+             "model's own samples at the reference configuration, same seeds).")] = None,
     vae: Annotated[Path | None, typer.Option(
         help="Latent models (DiT-XL/2): local diffusers AutoencoderKL folder that decodes each "
              "trial's samples before FID.")] = None,
@@ -42,8 +44,9 @@ def run_cmd(
     steps: StepsOpt = 20,
     timestep_spacing: TimestepSpacingOpt = None,
     n_samples: Annotated[int, typer.Option(help="Samples per trial for FID.")] = 500,
-    finetune: Annotated[str, typer.Option(
-        help="one-shot (once for the space), per-trial (Algorithm 1 each) or none.")] = "one-shot",
+    finetune: Annotated[str | None, typer.Option(
+        help="one-shot (once for the space), per-trial (Algorithm 1 each) or none (default: "
+             "one-shot; none with --diffusers).")] = None,
     finetune_steps: Annotated[int, typer.Option(
         help="Steps of that fine-tune (per-trial: each trial's; lower it there).")] = 2400,
     finetune_lr: Annotated[float, typer.Option(
@@ -72,6 +75,7 @@ def run_cmd(
     confirm: Annotated[int, typer.Option(
         help="After the trials, re-measure the joint front and the steps-only configurations "
              "next to it over this many seeds (as `ase-search confirm`); 0: do not.")] = 0,
+    diffusers: DiffusersOpt = None,
 ) -> None:
     """Search sampler, step count and exit schedule together (FID vs latency).
 
@@ -79,7 +83,8 @@ def run_cmd(
     its step count with the schedule, and --sampler/--steps are not used; a space without one
     searches schedules at --sampler/--steps. Every study also measures the full model at a
     ladder of step counts (the steps-only baseline), once, so `pareto` can say whether exits
-    beat simply taking fewer steps.
+    beat simply taking fewer steps. With --diffusers a local DiTTransformer2DModel folder is
+    searched training-free through the exit-schedule hooks and diffusers schedulers.
     """
     import optuna
 
@@ -88,7 +93,10 @@ def run_cmd(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar says what matters
 
     reference = fid_data if fid_data is not None else data
-    extractor = "mnist-classifier" if reference == "mnist" else "inception-v3-compat"
+    extractor = ("mnist-classifier" if reference in ("mnist", "self")
+                 else "inception-v3-compat")
+    if finetune is None:  # a diffusers model has no fine-tune yet: searched training-free
+        finetune = "none" if diffusers is not None else "one-shot"
     try:  # SearchError names SearchConfig fields: say them the way the user typed them
         config = SearchConfig(
             arch=arch, budget=budget, space=str(space) if space else None,
@@ -101,6 +109,7 @@ def run_cmd(
             ray_address=ray_address, fid_extractor=extractor, fid_weights=fid_weights, kid=kid,
             seed=seed, vae=None if vae is None else str(vae), fid_data=fid_data,
             timestep_spacing=timestep_spacing, confirm=confirm,
+            diffusers=None if diffusers is None else str(diffusers),
         )
         if config.vae is not None:
             from ase_search.vae import load_vae

@@ -77,7 +77,9 @@ __all__ = [
     "ExitScheduleState",
     "MARKER",
     "POS_EMBED",
+    "SCHEDULER_NAMES",
     "apply_exit_schedule",
+    "call_timesteps",
     "dit_scheduler_config",
     "dit_to_diffusers",
     "exit_blocks",
@@ -87,8 +89,10 @@ __all__ = [
     "load_transformer",
     "match_official_dit",
     "measure_diffusers",
+    "profile_diffusers",
     "remove_exit_schedule",
     "sample_diffusers",
+    "transformer_fingerprint",
 ]
 
 HOOK_NAME = "ase_exit_schedule"
@@ -541,6 +545,31 @@ def _transformer_dir(path: Path) -> Path:
                             f"(config.json) nor a pipeline folder with transformer/config.json")
 
 
+def transformer_fingerprint(path: str | os.PathLike[str], *, chunks: int = 16,
+                            chunk_bytes: int = 1 << 16) -> str:
+    """A hex SHA-256 of what a transformer folder holds: its ``config.json`` and, for each weights
+    file, its name, size and ``chunks`` evenly spaced ``chunk_bytes`` slices (first and last
+    included). New weights of the same shape change every slice, so they are caught; a
+    many-gigabyte folder is read in milliseconds instead of minutes.
+
+    Raises:
+        FileNotFoundError: the folder holds no transformer.
+    """
+    import hashlib
+
+    folder = _transformer_dir(Path(path).expanduser())
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for file in sorted(p for p in folder.iterdir()
+                       if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth")):
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        with file.open("rb") as f:
+            for i in range(chunks):
+                f.seek(max(0, size - chunk_bytes) * i // max(1, chunks - 1))
+                digest.update(f.read(chunk_bytes))
+    return digest.hexdigest()
+
+
 def load_transformer(path: str | os.PathLike[str]) -> nn.Module:
     """Load a local diffusers transformer folder, or a pipeline folder's ``transformer/``.
 
@@ -569,13 +598,27 @@ def load_transformer(path: str | os.PathLike[str]) -> nn.Module:
     return transformer.float().eval()
 
 
-def load_scheduler(path: str | os.PathLike[str], name: str = "ddim") -> Any:
+# ase-search sampler names the diffusers path runs, each as a diffusers scheduler built from the
+# folder's own scheduler config (its betas): DDIM, DDPM (learned-range variances, DiT's sampler)
+# and DPM-Solver++ 2M with ase-search's settings.
+SCHEDULER_NAMES = ("ddim", "ddpm", "dpm-solver")
+
+
+def load_scheduler(path: str | os.PathLike[str], name: str = "ddim", *,
+                   timestep_spacing: str | None = None) -> Any:
     """The scheduler of a local folder (``scheduler_config.json`` or ``scheduler/``) as ``name``.
 
-    ``name`` is ``ddim`` (``DDIMScheduler``) or ``ddpm`` (``DDPMScheduler`` with learned-range
-    variances, DiT's sampler).
+    Args:
+        path: a transformer, pipeline or exported folder.
+        name: ``ddim`` (``DDIMScheduler``), ``ddpm`` (``DDPMScheduler`` with learned-range
+            variances) or ``dpm-solver`` (``DPMSolverMultistepScheduler`` as ase-search's own
+            DPM-Solver++ 2M, :data:`~ase_search.samplers.dpm_solver.DPM_SOLVER_SETTINGS`).
+        timestep_spacing: ``leading``/``linspace``/``trailing`` for DDIM and DDPM; ``None``
+            keeps the folder's. DPM-Solver++ always spaces ``linspace``, as ase-search's does.
     """
-    from diffusers import DDIMScheduler, DDPMScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    from ase_search.samplers.dpm_solver import DPM_SOLVER_SETTINGS
 
     root = Path(path).expanduser()
     for folder in (root, root / "scheduler", root.parent / "scheduler"):
@@ -585,11 +628,78 @@ def load_scheduler(path: str | os.PathLike[str], name: str = "ddim") -> Any:
         raise FileNotFoundError(f"--diffusers {root} has no scheduler_config.json (nor a "
                                 f"scheduler/ folder); export it with `ase-search export-diffusers`")
     config = DDIMScheduler.load_config(folder)
+    spacing = {} if timestep_spacing is None else {"timestep_spacing": timestep_spacing}
     if name == "ddim":
-        return DDIMScheduler.from_config(config)
+        return DDIMScheduler.from_config(config, **spacing)
     if name == "ddpm":
-        return DDPMScheduler.from_config(config, variance_type="learned_range")
-    raise ValueError(f"the diffusers path samples with ddim or ddpm, got {name!r}")
+        return DDPMScheduler.from_config(config, variance_type="learned_range", **spacing)
+    if name == "dpm-solver":
+        return DPMSolverMultistepScheduler.from_config(config, **DPM_SOLVER_SETTINGS)
+    raise ValueError(f"the diffusers path samples with {', '.join(SCHEDULER_NAMES)}, got {name!r}")
+
+
+def call_timesteps(scheduler: Any, steps: int) -> list[int]:
+    """The timesteps at which ``scheduler`` calls the model in a ``steps``-step run, in order
+    (one call per timestep, as :func:`sample_diffusers` runs it)."""
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def profile_diffusers(transformer: nn.Module, *, batch_size: int = 256,
+                      device: str | torch.device = "cpu", warmup: int = 2, repeats: int = 3,
+                      rounds: int = 3) -> Any:
+    """Time a ``DiTTransformer2DModel`` through the hooks and return its
+    :class:`~ase_search.metrics.latency.CostModel`.
+
+    Whole calls are timed at two constant schedules, all ``depth`` blocks and one block, in
+    interleaved rounds (each keeps its fastest, :func:`~ase_search.metrics.latency.
+    fastest_round`); their difference over ``depth - 1`` is a block's cost and the rest of the
+    one-block call the fixed part (embeddings, output layer, the hooks themselves). So the cost
+    model is what this transformer costs as run, hooks included, with no knowledge of its
+    internals.
+
+    Raises:
+        ValueError: not a ``DiTTransformer2DModel``, fewer than two exitable blocks, or rounds < 1.
+    """
+    from ase_search.metrics.latency import CostModel, fastest_round, load_average, measure
+    from ase_search.runtime import available_cpus
+
+    if type(transformer).__name__ != "DiTTransformer2DModel":
+        raise ValueError(f"profile_diffusers times DiTTransformer2DModel, got "
+                         f"{type(transformer).__name__}")
+    depth = len(exit_blocks(transformer))
+    if depth < 2 or rounds < 1:
+        raise ValueError(f"profile_diffusers needs >= 2 exitable blocks and rounds >= 1, got "
+                         f"{depth} and {rounds}")
+    device = torch.device(device)
+    transformer = transformer.to(device).eval()
+    cfg = transformer.config
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, cfg.in_channels, cfg.sample_size, cfg.sample_size,
+                    generator=g).to(device)  # (B, C, H, W)
+    y = torch.randint(0, cfg.num_embeds_ada_norm, (batch_size,), generator=g).to(device)  # (B,)
+    t = torch.full((batch_size,), 500, device=device)  # (B,)
+    counts = {"call_full": depth, "call_1": 1}
+    times: dict[str, list[float]] = {name: [] for name in counts}
+    load_before = load_average()
+    for r in range(rounds):
+        for name, count in counts.items():
+            apply_exit_schedule(transformer, ExitSchedule("dit", depth, (0.0, 1.0), (count,),
+                                                          f"constant-{count}"))
+            try:
+                times[name].append(measure(
+                    lambda: transformer(x, timestep=t, class_labels=y, return_dict=False),
+                    warmup=warmup if r == 0 else 0, repeats=repeats, device=device))
+            finally:
+                remove_exit_schedule(transformer)
+    seconds = {name: fastest_round(v) for name, v in times.items()}
+    block = max(0.0, (seconds["call_full"] - seconds["call_1"]) / (depth - 1))
+    conditions = {"load_before": load_before, "load_after": load_average(),
+                  "cpus": available_cpus(), "threads": torch.get_num_threads(),
+                  "rounds": rounds, "repeats": repeats, "profiled": "whole diffusers calls"}
+    return CostModel(arch="dit", depth=depth, fixed=seconds["call_1"] - block, block=block,
+                     dropped=0.0, batch_size=batch_size, device=str(device), components=seconds,
+                     conditions=conditions)
 
 
 @dataclass(frozen=True)
@@ -737,7 +847,7 @@ def measure_diffusers(
     steps: int,
     n: int,
     seeds: Sequence[int] = (0,),
-    reference: str = "self",
+    reference: str | Callable[[int], torch.Tensor] = "self",
     cfg_scale: float = 1.0,
     fid_config: Any = None,
     batch_size: int = 256,
@@ -745,10 +855,14 @@ def measure_diffusers(
 ) -> DiffusersMeasurement:
     """FID of ``schedule`` on a diffusers DiT, sampled through :func:`sample_diffusers`.
 
-    The schedule is applied for the measurement and removed afterwards. With
-    ``reference="self"`` the full model samples the same seeds too (hooks off) and serves as the
-    reference: FID against those samples and the paired per-image distance. Any other
-    ``reference`` is a FID data spec (``"mnist"`` or a folder of images).
+    The schedule is applied for the measurement and removed afterwards.
+
+    Args:
+        reference: ``"self"``: the full model samples the same seeds with the same scheduler and
+            steps (hooks off) and serves as the reference, for FID and the paired per-image
+            distance. A function ``seed -> (n, C, H, W) samples``: those samples serve so (e.g.
+            the full model at a search's reference configuration, from the same noise and
+            labels). Any other string is a FID data spec (``"mnist"`` or a folder of images).
 
     Raises:
         ValueError: bad arguments, or a schedule that does not fit the model.
@@ -765,10 +879,11 @@ def measure_diffusers(
         raise ValueError("the transformer already has an exit schedule; remove it first, "
                          "measure_diffusers applies the schedule it measures")
     depth = len(exit_blocks(transformer))
+    same = reference == "self"
     metrics, first, block_evals, calls = [], None, 0, 0
     for seed in seeds:
         full = None
-        if reference == "self" or schedule is None:
+        if same or schedule is None:
             full = sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
                                     cfg_scale=cfg_scale, batch_size=batch_size, device=device)
             check_finite_samples(full.images)
@@ -783,14 +898,18 @@ def measure_diffusers(
                 remove_exit_schedule(transformer)
             check_finite_samples(out.images)
         images = fid_images(out.images, None)
-        if reference == "self":
-            ref = fid_images(full.images, None)
-            result = compute_fid(images, reference=ref, config=fid_config)
-            diff = (out.images - full.images) / 2.0  # images in [0, 1]
+        if same or callable(reference):
+            ref = full.images if same else reference(seed)  # (n, C, H, W)
+            if ref.shape != out.images.shape:
+                raise ValueError(f"the reference samples of seed {seed} have shape "
+                                 f"{tuple(ref.shape)}, the measured ones {tuple(out.images.shape)}")
+            result = compute_fid(images, reference=fid_images(ref, None), config=fid_config)
+            diff = (out.images - ref) / 2.0  # images in [0, 1]
             result["paired_rmse"] = float(diff.flatten(1).pow(2).mean(1).sqrt().mean())
         else:
             result = compute_fid(images, reference=reference, config=fid_config)
         metrics.append(result)
         first = out.images[:64] if first is None else first
         block_evals, calls = out.block_evals, out.model_calls
-    return DiffusersMeasurement(schedule, reference, metrics, block_evals, depth * calls, first)
+    return DiffusersMeasurement(schedule, "self" if callable(reference) else reference, metrics,
+                                block_evals, depth * calls, first)

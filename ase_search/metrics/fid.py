@@ -324,4 +324,8 @@ def compute_fid(images: torch.Tensor, *, reference: str | torch.Tensor,
         if rgb and "state_dict" in str(e):  # strict load of a same-shaped but different network
             raise MetricsError(_missing_inception_message(f"{weights} does not match the network: {e}")) from e
         raise
-    return {ours: float(metrics[theirs]) for theirs, ours in _RESULT_KEYS.items() if theirs in metrics}
+    out = {ours: float(metrics[theirs]) for theirs, ours in _RESULT_KEYS.items() if theirs in metrics}
+    # A squared distance: the matrix square root's rounding can leave one of two identical
+    # feature sets at -1e-5 instead of 0.
+    out["fid"] = max(0.0, out["fid"])
+    return out

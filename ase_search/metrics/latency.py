@@ -36,6 +36,7 @@ __all__ = [
     "CostModel",
     "example_inputs",
     "fastest_round",
+    "load_average",
     "flop_acceleration",
     "measure",
     "model_flops",
@@ -189,7 +190,8 @@ def fastest_round(round_seconds: Sequence[float]) -> float:
     return min(round_seconds)
 
 
-def _load_average() -> list[float] | None:
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (``None`` where the platform has none)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:  # a platform without a load average
@@ -216,7 +218,7 @@ def profile_components(model: nn.Module, *, batch_size: int = 256, device: str =
     device_t = torch.device(device)
     model = model.to(device_t).eval()
     x, t, y = example_inputs(model, batch_size, device_t)
-    load_before = _load_average()
+    load_before = load_average()
     with torch.inference_mode():
         parts = (_dit_components if model.arch == "dit" else _uvit_components)(model, x, t, y)
         times: dict[str, list[float]] = {name: [] for name in parts}
@@ -226,7 +228,7 @@ def profile_components(model: nn.Module, *, batch_size: int = 256, device: str =
                 times[name].append(measure(fn, warmup=warmup if r == 0 else 0, repeats=repeats,
                                            device=device_t))
         seconds = {name: fastest_round(v) for name, v in times.items()}
-    conditions = {"load_before": load_before, "load_after": _load_average(),
+    conditions = {"load_before": load_before, "load_after": load_average(),
                   "cpus": available_cpus(), "threads": torch.get_num_threads(),
                   "rounds": rounds, "repeats": repeats}
     fixed = seconds["embed"] + seconds["final"]

@@ -19,7 +19,20 @@ if TYPE_CHECKING:
     from ase_search.diffusion import GaussianDiffusion
     from ase_search.samplers._config import SamplerConfig
 
-__all__ = ["DPMSolver"]
+__all__ = ["DPM_SOLVER_SETTINGS", "DPMSolver"]
+
+# diffusers ``DPMSolverMultistepScheduler`` settings of ase-search's DPM-Solver++ 2M, shared with
+# the diffusers-model path (:func:`ase_search.integrations.diffusers.load_scheduler`), which keeps
+# the folder's own betas.
+DPM_SOLVER_SETTINGS: dict[str, Any] = dict(
+    algorithm_type="dpmsolver++",
+    solver_order=2,
+    solver_type="midpoint",
+    thresholding=False,
+    lower_order_final=True,
+    final_sigmas_type="zero",
+    timestep_spacing="linspace",
+)
 
 
 class DPMSolver(DiffusersSampler):
@@ -41,16 +54,7 @@ class DPMSolver(DiffusersSampler):
         # Imported here: diffusers takes seconds to import and most callers never sample.
         from diffusers import DPMSolverMultistepScheduler
 
-        return DPMSolverMultistepScheduler(
-            **scheduler_kwargs(diffusion),
-            algorithm_type="dpmsolver++",
-            solver_order=2,
-            solver_type="midpoint",
-            thresholding=False,
-            lower_order_final=True,
-            final_sigmas_type="zero",
-            timestep_spacing="linspace",
-        )
+        return DPMSolverMultistepScheduler(**scheduler_kwargs(diffusion), **DPM_SOLVER_SETTINGS)
 
     def step(
         self, scheduler: Any, out: Tensor, s: int, s_next: int | None, x: Tensor, *,

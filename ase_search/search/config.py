@@ -141,6 +141,12 @@ class SearchConfig:
         confirm: after the trials, re-measure the joint front and the steps-only configurations
             next to it over this many seeds (``ase-search confirm``); 0: do not. Not part of the
             study's identity.
+        diffusers: a local diffusers ``DiTTransformer2DModel`` folder (or a pipeline folder with
+            ``transformer/``) to search instead of ``checkpoint``: trials run it through the
+            exit-schedule hooks and diffusers schedulers built from its scheduler config
+            (:mod:`ase_search.integrations.diffusers`), training-free (``finetune`` none).
+            ``fid_data`` may then be ``self``: FID against the full model's own samples at the
+            reference configuration, from the same noise and labels.
     """
 
     arch: str = "dit"
@@ -174,6 +180,7 @@ class SearchConfig:
     fid_data: str | None = None
     timestep_spacing: str | None = None
     confirm: int = 0
+    diffusers: str | None = None
 
     def __post_init__(self) -> None:
         from ase_search.metrics.fid import FIDConfig
@@ -221,11 +228,16 @@ class SearchConfig:
             if str(err).startswith("timestep_spacing"):
                 raise SearchError(str(err), fields=("timestep_spacing",)) from None
             raise
+        if self.diffusers is not None:
+            self._check_diffusers()
+        elif self.fid_data == "self":
+            raise refuse("fid_data", "self (the full model's own samples) needs diffusers; pass "
+                         "mnist or a folder of images")
         # Trials run in Ray's per-trial folders, where a relative path means something else.
         for name in ("data", "fid_data", "fid_weights"):
             value = getattr(self, name)
             is_data = name != "fid_weights"
-            if value is None or (is_data and value.lower() == "mnist"):
+            if value is None or (is_data and value.lower() in ("mnist", "self")):
                 continue
             path = Path(value).expanduser()
             if not path.exists():
@@ -244,6 +256,35 @@ class SearchConfig:
                    ", and vae PATH to decode a latent model's samples"),
                 fields=("data", "fid_data", "vae"))
         FIDConfig(extractor=self.fid_extractor, fid_weights=self.fid_weights, kid=self.kid)
+
+    def _check_diffusers(self) -> None:
+        """A diffusers search: a local folder, training-free, DiT-like, a diffusers scheduler."""
+        from ase_search.integrations.diffusers import SCHEDULER_NAMES
+
+        folder = Path(self.diffusers).expanduser()
+        if not folder.is_dir():
+            raise SearchError(f"diffusers {self.diffusers} is not a folder; pass a local diffusers "
+                              f"transformer folder (or a pipeline folder with transformer/)",
+                              fields=("diffusers",))
+        object.__setattr__(self, "diffusers", str(folder.resolve()))
+        refusals = {
+            "checkpoint": (self.checkpoint is not None,
+                           "and diffusers both name the model; pass one of them"),
+            "arch": (self.arch != "dit",
+                     f"{self.arch}: a diffusers transformer drops blocks from the end like DiT; "
+                     f"use arch dit"),
+            "finetune": (self.finetune != "none" and self.finetune_steps > 0,
+                         f"{self.finetune}: a diffusers model is searched training-free; pass "
+                         f"finetune none"),
+            "vae": (self.vae is not None, "does not apply with diffusers (pixel-space "
+                                          "DiTTransformer2DModel folders); drop it"),
+            "sampler": (self.sampler not in SCHEDULER_NAMES,
+                        f"{self.sampler}: with diffusers the folder's scheduler runs as one of "
+                        f"{', '.join(SCHEDULER_NAMES)}"),
+        }
+        for name, (bad, problem) in refusals.items():
+            if bad:
+                raise SearchError(f"{name} {problem}", fields=(name,))
 
     @property
     def sampler_config(self) -> SamplerConfig:
@@ -277,8 +318,13 @@ class SearchConfig:
         # FIDs.
         # Recorded only when set, so studies made before these settings existed still resume.
         identity.update({k: getattr(self, k)
-                         for k in ("vae", "fid_data", "finetune_distill", "timestep_spacing")
+                         for k in ("vae", "fid_data", "finetune_distill", "timestep_spacing",
+                                   "diffusers")
                          if getattr(self, k) not in (None, False)})
+        if self.diffusers is not None:  # what the folder holds, not only its name
+            from ase_search.integrations.diffusers import transformer_fingerprint
+
+            identity["diffusers_fingerprint"] = transformer_fingerprint(self.diffusers)
         return identity
 
 

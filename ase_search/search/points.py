@@ -219,4 +219,4 @@ def starting_context(ctx: TrialContext, weights: str | Path) -> TrialContext:
     user has it, which the steps-only baseline runs."""
     path = Path(weights).resolve()
     return replace(ctx, config={**ctx.config, "finetune": "none"}, weights=str(path),
-                   weights_bytes=path.read_bytes())
+                   weights_bytes=path.read_bytes() if path.is_file() else None)

@@ -31,7 +31,7 @@ from ase_search.search.trial import TrialContext
 from ase_search.search.tune import fit_polling, init_ray, make_searcher, trainable, trial_resources
 
 __all__ = ["SearchSummary", "StudyProgress", "check_space", "check_weights_key", "confirm_study",
-           "run_search"]
+           "run_search", "starting_weights", "study_prefix"]
 
 
 @dataclass
@@ -97,12 +97,27 @@ def run_search(config: SearchConfig, *, progress: bool = True,
 
     started = time.perf_counter()
     setup: dict[str, float] = {}
-    model = load_model(config.arch, config.checkpoint)
+    if config.diffusers:
+        from ase_search.integrations.diffusers import exit_blocks, load_transformer
+
+        model = load_transformer(config.diffusers)
+        depth = len(exit_blocks(model))
+    else:
+        model = load_model(config.arch, config.checkpoint)
+        depth = model.exit_depth
     space_path = Path(config.space) if config.space else TESTBEDS[config.arch].space
-    space = load_space(space_path, depth=model.exit_depth)
+    space = load_space(space_path, depth=depth)
     if space.arch != config.arch:
         raise SearchError(f"{space_path} is a {space.arch} space but arch is {config.arch}",
                           fields=("arch",))
+    if config.diffusers and space.sampling is not None:
+        from ase_search.integrations.diffusers import SCHEDULER_NAMES
+
+        others = sorted(set(space.sampling.samplers) - set(SCHEDULER_NAMES))
+        if others:
+            raise SearchError(f"{space_path} searches {', '.join(others)}, which the diffusers "
+                              f"path does not run (it runs {', '.join(SCHEDULER_NAMES)}); give a "
+                              f"space without them", fields=("space",))
     if space.levers is not None and space.levers.exit_heads:
         # Exit heads are trained by the one-shot fine-tune (copies of the shared head until then).
         if config.finetune != "one-shot" or config.finetune_steps == 0:
@@ -126,7 +141,12 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     if "cost_model" not in study.user_attrs:
         t = time.perf_counter()
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        cost = profile_components(model, batch_size=config.latency_batch, device=device)
+        if config.diffusers:  # whole calls through the hooks: the transformer as it runs
+            from ase_search.integrations.diffusers import profile_diffusers
+
+            cost = profile_diffusers(model, batch_size=config.latency_batch, device=device)
+        else:
+            cost = profile_components(model, batch_size=config.latency_batch, device=device)
         study.set_user_attr("cost_model", cost.to_dict())
         study.set_user_attr("full_latency", cost.latency(None, reference.model_times()))
         setup["profile"] = time.perf_counter() - t
@@ -176,9 +196,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     # driver; the folders of drivers that are gone (killed: no cleanup) are removed here.
     # Named by the storage file (and the study, when it is not the file's default one), so two
     # studies in one folder never share their grids or Tune's files.
-    prefix = config.resolved_study_name if "://" in storage_spec else (
-        Path(storage_spec).stem + ("" if config.resolved_study_name == Path(storage_spec).stem
-                                   else f"-{config.resolved_study_name}"))
+    prefix = study_prefix(storage_spec, config.resolved_study_name)
     tune_root = storage_dir / f"{prefix}-tune"
     remove_stale_tune_dirs(tune_root, study)
     tune_dir = tune_root / driver.id
@@ -190,8 +208,11 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         resources, concurrent, cpus = trial_resources(config)
         ctx = TrialContext(config=asdict(config), weights=str(Path(weights).resolve()),
                            space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
-                           grids_dir=str(storage_dir / f"{prefix}-grids"),
-                           cpus=cpus, weights_bytes=Path(weights).read_bytes())
+                           grids_dir=str(storage_dir / f"{prefix}-grids"), cpus=cpus,
+                           # a diffusers study's weights are its folder, read where trials run
+                           weights_bytes=(Path(weights).read_bytes() if Path(weights).is_file()
+                                          else None),
+                           cache_dir=str(storage_dir / f"{prefix}-self"))
         contexts = {"study": ctx, "start": starting_context(ctx, start)}
         last_beat = time.monotonic()
 
@@ -335,15 +356,19 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = 5
         log(f"every configuration to confirm already holds {seeds} seeds")
         return 0
     folder = study_dir(study)
-    weights = resolve_weights(attrs.get("weights"), folder, arch=config.arch)
+    weights = (Path(config.diffusers) if config.diffusers else
+               resolve_weights(attrs.get("weights"), folder, arch=config.arch))
     started = time.perf_counter()
     started_ray = init_ray(config)
     try:
         resources, concurrent, cpus = trial_resources(config)
         grids = Path(tempfile.gettempdir())  # confirmation points save no grids
+        cache = ((folder or Path("studies").resolve())
+                 / f"{study_prefix(storage, study.study_name)}-self")
         ctx = TrialContext(config=asdict(config), weights=str(weights), space=attrs["space"],
                            cost_model=attrs["cost_model"], grids_dir=str(grids), cpus=cpus,
-                           weights_bytes=Path(weights).read_bytes())
+                           weights_bytes=(Path(weights).read_bytes() if Path(weights).is_file()
+                                          else None), cache_dir=str(cache))
         contexts = {"study": ctx, "start": starting_context(ctx, starting_weights(config))}
         measured, failures = confirm(study, seeds, contexts, resources=resources,
                                      concurrent=concurrent, progress=progress, log=log)
@@ -385,7 +410,20 @@ def check_space(study: Any, space: Any) -> None:
 
 
 def starting_weights(config: SearchConfig) -> Path:
-    """The checkpoint the search starts from (``checkpoint``, else the shipped testbed)."""
+    """The checkpoint the search starts from (``checkpoint``, a diffusers folder, else the shipped
+    testbed)."""
     from ase_search.testbed import TESTBEDS
 
+    if config.diffusers:
+        return Path(config.diffusers)
     return Path(config.checkpoint).resolve() if config.checkpoint else TESTBEDS[config.arch].path
+
+
+def study_prefix(storage: str, study_name: str) -> str:
+    """What names a study's folders beside its storage (``<prefix>-grids``, ``-tune``, ``-self``):
+    the storage file's stem, plus the study's name when it is not the file's default one (so two
+    studies in one file never share them); the study's name for a database URL."""
+    if "://" in storage:
+        return study_name
+    stem = Path(storage).stem
+    return stem if study_name == stem else f"{stem}-{study_name}"

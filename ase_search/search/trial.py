@@ -36,6 +36,9 @@ class TrialContext:
     grids_dir: str
     cpus: int
     weights_bytes: bytes | None = None  # the content of ``weights``; None: read the path
+    # A diffusers study's full-model samples at the reference configuration (its ``fid_data
+    # self`` reference), cached here across trials; None: not cached.
+    cache_dir: str | None = None
 
 
 def study_sampler(config: dict[str, Any]) -> Any:
@@ -99,6 +102,11 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     split: dict[str, float] = {}
     t0 = time.perf_counter()
     _check_inputs_here(ctx)
+    sampler = sampler if sampler is not None else study_sampler(cfg)
+    seeds = seeds if seeds is not None else (cfg["seed"],)
+    if cfg.get("diffusers"):
+        return _evaluate_diffusers(schedule, ctx, sampler=sampler, seeds=seeds, tag=tag,
+                                   device=device)
     with _weights_file(ctx) as weights:
         model, _ = load_checkpoint(weights, ema=True)
     # .get: contexts written before these settings existed have no such keys.
@@ -117,10 +125,8 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
         model, finetune_steps = result.ema, result.step
     split["finetune"] = time.perf_counter() - t0 - split["load"]
 
-    sampler = sampler if sampler is not None else study_sampler(cfg)
     cost_model = CostModel.from_dict(ctx.cost_model)
     reference_latency = cost_model.latency(None, reference_sampler(cfg, ctx.space))
-    seeds = seeds if seeds is not None else (cfg["seed"],)
     m = measure_schedule(
         model, schedule, sampler=sampler,
         n=cfg["n_samples"], seeds=seeds, reference=reference,
@@ -153,6 +159,114 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     }
 
 
+def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
+                        seeds: tuple[int, ...], tag: str, device: str) -> dict[str, Any]:
+    """:func:`evaluate_schedule` on a diffusers study's transformer (``config["diffusers"]``):
+    the exit-schedule hooks and a diffusers scheduler built from the folder's config
+    (:func:`~ase_search.integrations.diffusers.load_scheduler`), training-free.
+
+    Latency is the cost model's sum over the scheduler's own call timesteps, the same calls the
+    hooks count; the two are checked against each other. With ``fid_data`` ``self`` the reference
+    is the full model's samples at the study's reference configuration from the same seeds
+    (cached under ``ctx.cache_dir``), so fewer steps and exits are both measured against it.
+    """
+    from ase_search.integrations.diffusers import (
+        call_timesteps,
+        load_scheduler,
+        load_transformer,
+        measure_diffusers,
+    )
+    from ase_search.measure import blocks_per_call
+    from ase_search.metrics.fid import FIDConfig
+    from ase_search.metrics.latency import CostModel
+    from ase_search.report import save_grid
+
+    cfg, t0 = ctx.config, time.perf_counter()
+    folder = cfg["diffusers"]
+    transformer = load_transformer(folder).to(device)
+    scheduler = load_scheduler(folder, sampler.name, timestep_spacing=sampler.timestep_spacing)
+    split = {"load": time.perf_counter() - t0, "finetune": 0.0}
+    reference: Any = cfg.get("fid_data") or cfg["data"]
+    if reference == "self":
+        reference = _self_reference(ctx, transformer, device)
+    plan = None if schedule.is_full else schedule
+    m = measure_diffusers(
+        transformer, scheduler, plan, steps=sampler.steps, n=cfg["n_samples"], seeds=seeds,
+        reference=reference, cfg_scale=sampler.cfg_scale,
+        fid_config=FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
+                             kid=cfg["kid"]),
+        batch_size=cfg["batch_size"], device=device)
+    split["measure"] = time.perf_counter() - t0 - split["load"]
+    cost_model = CostModel.from_dict(ctx.cost_model)
+    timesteps = call_timesteps(scheduler, sampler.steps)
+    counted = sum(blocks_per_call(schedule, timesteps))
+    if counted != m.block_evals:  # the cost model's calls are not the ones that ran
+        raise RuntimeError(f"the hooks ran {m.block_evals} block evaluations per sample but the "
+                           f"schedule's plan over the scheduler's timesteps counts {counted}")
+    latency = cost_model.latency(schedule, timesteps)
+    ref = reference_sampler(cfg, ctx.space)
+    ref_timesteps = call_timesteps(load_scheduler(folder, ref.name,
+                                                  timestep_spacing=ref.timestep_spacing),
+                                   ref.steps)
+    grid = None
+    if cfg["grid"] > 0:
+        grid = str(save_grid(m.images[:cfg["grid"]], Path(ctx.grids_dir) / f"{tag}.png"))
+    metrics = {key: m.mean(key) for key in m.metrics[0]}
+    if len(seeds) > 1:
+        metrics["fids"] = [row["fid"] for row in m.metrics]
+    return {
+        "schedule": schedule.to_dict(),
+        "sampler": sampler.to_dict(),
+        **metrics,
+        "seeds": list(seeds),
+        "latency": latency,
+        "acceleration": 1.0 - latency / cost_model.latency(None, ref_timesteps),
+        "exit_acceleration": 1.0 - latency / cost_model.latency(None, timesteps),
+        "block_acceleration": m.block_acceleration,
+        "block_evals": m.block_evals,
+        "finetune_steps": 0,
+        "time_split": split,
+        "wall_time": time.perf_counter() - t0,
+        "grid": grid,
+    }
+
+
+def _self_reference(ctx: TrialContext, transformer: Any, device: str) -> Any:
+    """``seed -> samples`` of the full model at the study's reference configuration (the
+    ``fid_data self`` reference of a diffusers study), each seed sampled once and cached as a
+    tensor file under ``ctx.cache_dir`` (named by the transformer's fingerprint, the sampler
+    and the sampling settings, so a changed folder never reads stale samples)."""
+    import torch
+
+    from ase_search.files import atomic_write
+    from ase_search.integrations.diffusers import (
+        load_scheduler,
+        sample_diffusers,
+        transformer_fingerprint,
+    )
+    from ase_search.measure import check_finite_samples
+
+    cfg = ctx.config
+    ref = reference_sampler(cfg, ctx.space)
+    scheduler = load_scheduler(cfg["diffusers"], ref.name, timestep_spacing=ref.timestep_spacing)
+    key = (f"{transformer_fingerprint(cfg['diffusers'])[:12]}-{ref.describe().replace(' ', '-')}"
+           f"-cfg{ref.cfg_scale:g}-n{cfg['n_samples']}-b{cfg['batch_size']}")
+
+    def images(seed: int) -> Any:
+        path = None if ctx.cache_dir is None else Path(ctx.cache_dir) / f"{key}-seed{seed}.pt"
+        if path is not None and path.is_file():
+            return torch.load(path, weights_only=True)
+        out = sample_diffusers(transformer, scheduler, n=cfg["n_samples"], steps=ref.steps,
+                               seed=seed, cfg_scale=ref.cfg_scale, batch_size=cfg["batch_size"],
+                               device=device)
+        check_finite_samples(out.images)
+        if path is not None:  # atomic: trials running at once may write the same seed
+            atomic_write(path, lambda tmp: torch.save(out.images, tmp))
+        return out.images
+
+    return images
+
+
 def _check_inputs_here(ctx: TrialContext) -> None:
     """Refuse, naming the path and the node, an input that does not exist where the trial runs
     (a path on the driver's disk only, when the trial runs on another node)."""
@@ -160,11 +274,12 @@ def _check_inputs_here(ctx: TrialContext) -> None:
 
     cfg = ctx.config
     inputs = {"--data": cfg.get("data"), "--fid-data": cfg.get("fid_data"),
-              "--fid-weights": cfg.get("fid_weights"), "--vae": cfg.get("vae")}
+              "--fid-weights": cfg.get("fid_weights"), "--vae": cfg.get("vae"),
+              "--diffusers": cfg.get("diffusers")}
     if ctx.weights_bytes is None:
         inputs["weights"] = ctx.weights
     for flag, value in inputs.items():
-        if value and value.lower() != "mnist" and not Path(value).exists():
+        if value and value.lower() not in ("mnist", "self") and not Path(value).exists():
             raise FileNotFoundError(
                 f"{flag} {value} does not exist on node {socket.gethostname()}, where this trial "
                 f"runs; put it at that path on every node (a shared file system)")

@@ -1,0 +1,215 @@
+"""``ase-search run --diffusers``: a training-free joint search of a diffusers DiT through the
+exit-schedule hooks, with the real engine (Ray Tune workers, an Optuna sqlite study, the CLI)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ase_search.integrations.diffusers import (
+    export_dit,
+    load_scheduler,
+    load_transformer,
+    sample_diffusers,
+    transformer_fingerprint,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ASE = str(Path(sys.executable).with_name("ase-search"))
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ASE_SEARCH_THREADS": "1",
+       "PATH": "/usr/bin:/bin"}
+REFERENCE = ("ddim", 4)
+
+SPACE = """\
+version: 1
+description: two intervals, joint over DDIM and DPM-Solver++ at 2-4 steps
+arch: dit
+depth: 4
+intervals: 2
+edges: uniform
+blocks: {min: 1, max: null}
+monotone: true
+seeds: [full]
+sampling:
+  samplers: [ddim, dpm-solver]
+  steps: {min: 2, max: 4}
+  steps_only: [2, 4]
+  reference: {sampler: %s, steps: %d}
+""" % REFERENCE
+
+
+def _tiny_dit():
+    """A random 4-block DiT on 28x28 grey images (what the FID classifier reads)."""
+    from ase_search.models.dit import DiT
+
+    torch.manual_seed(0)
+    model = DiT(input_size=28, patch_size=7, in_channels=1, hidden_size=32, depth=4, num_heads=2,
+                num_classes=10, class_dropout_prob=0.1, learn_sigma=True)
+    with torch.no_grad():  # adaLN-Zero starts every block as the identity: make them all count
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("diffusers") / "tiny"
+    export_dit(_tiny_dit(), out, source="test")
+    return out
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([ASE, *args], capture_output=True, text=True, env=ENV, cwd=cwd,
+                          timeout=600)
+
+
+def _one_error_line(run: subprocess.CompletedProcess) -> str:
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, run.stderr
+    return lines[0]
+
+
+def _calls(name: str, steps: int) -> list[int]:
+    """The model-call timesteps, by the formulas (T = 1000): DDIM leading ``i * (T // k)``,
+    DPM-Solver++ ``round(linspace(0, T - 1, k + 1))`` descending without its 0."""
+    if name == "ddim":
+        return [i * (1000 // steps) for i in reversed(range(steps))]
+    return [round(999 * i / steps) for i in range(steps, 0, -1)]
+
+
+def _count(schedule: dict, timestep: int) -> int:
+    t, edges = timestep / 1000, schedule["boundaries"]
+    for i, blocks in enumerate(schedule["blocks"]):
+        if edges[i] <= t < edges[i + 1] or (i == len(schedule["blocks"]) - 1 and t <= 1):
+            return blocks
+    raise AssertionError(t)
+
+
+@pytest.fixture(scope="module")
+def study(folder, tmp_path_factory):
+    import optuna
+
+    work = tmp_path_factory.mktemp("study")
+    (work / "space.yaml").write_text(SPACE)
+    run = _cli("run", "--diffusers", str(folder), "--space", "space.yaml", "--budget", "2",
+               "--n-samples", "16", "--fid-data", "self",
+               "--storage", "d.db", "--study-name", "d", cwd=work)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return work, optuna.load_study(study_name="d", storage=f"sqlite:///{work / 'd.db'}")
+
+
+def test_search_runs_training_free_through_the_hooks(study):
+    work, s = study
+    from optuna.trial import TrialState
+
+    complete = s.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 2
+    assert s.user_attrs["config"]["finetune"] == "none"  # --diffusers: no fine-tune by default
+    assert s.user_attrs["identity"]["diffusers_fingerprint"]
+    assert (work / "d-grids").is_dir() and (work / "d-self").is_dir()
+
+
+def test_latency_and_block_counts_follow_the_scheduler_calls(study):
+    """Every measured point's latency is the cost model's sum over the diffusers scheduler's
+    calls at each call's block count, counted here from the formulas, not the library."""
+    _, s = study
+    cost = s.user_attrs["cost_model"]
+    points = [t.user_attrs for t in s.trials if "latency" in t.user_attrs]
+    points += [v for k, v in s.user_attrs.items() if k.startswith("steps_only:")]
+    assert len(points) == 2 + 4
+    for p in points:
+        calls = _calls(p["sampler"]["name"], p["sampler"]["steps"])
+        counts = [_count(p["schedule"], s_) for s_ in calls]
+        assert p["block_evals"] == sum(counts)
+        expected = sum(cost["fixed"] + c * cost["block"] for c in counts)
+        assert p["latency"] == pytest.approx(expected, rel=1e-9)
+        assert p["fid"] >= 0 and p["paired_rmse"] >= 0
+
+
+def test_self_reference_is_the_full_model_at_the_reference_configuration(study, folder):
+    """The full model at the reference configuration scores FID 0 and paired distance 0 against
+    the self reference; fewer steps do not; the cached reference samples are that model's."""
+    _, s = study
+    attrs = s.user_attrs
+    ref = attrs[f"steps_only:{REFERENCE[0]}-{REFERENCE[1]}/full"]
+    assert ref["paired_rmse"] == 0.0 and ref["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert ref["acceleration"] == pytest.approx(0.0)
+    fewer = attrs["steps_only:ddim-2/full"]
+    assert fewer["paired_rmse"] > 0 and fewer["fid"] > 0
+    assert fewer["acceleration"] == pytest.approx(1 - fewer["latency"] / ref["latency"])
+    work, _ = study
+    cached = sorted((work / "d-self").glob("*.pt"))
+    assert len(cached) == 1
+    images = torch.load(cached[0], weights_only=True)
+    direct = sample_diffusers(load_transformer(folder), load_scheduler(folder, "ddim"), n=16,
+                              steps=REFERENCE[1], seed=0, batch_size=16)
+    torch.testing.assert_close(images, direct.images, rtol=0, atol=0)
+
+
+def test_resume_with_other_weights_in_the_folder_is_refused(study, folder, tmp_path):
+    """The study records what the folder holds: new weights under the same path are caught."""
+    import shutil
+
+    import optuna
+    from safetensors.torch import load_file, save_file
+
+    work, s = study
+    before = len(s.trials)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    assert transformer_fingerprint(copy) == transformer_fingerprint(folder)  # a copy is a copy
+    moved = tmp_path / "study"  # the study as it is, so the test's own stays untouched
+    shutil.copytree(work, moved)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    original = weights.read_bytes()
+    try:
+        state = load_file(weights)
+        name = next(iter(state))
+        state[name] = state[name] + 1.0
+        save_file(state, weights)
+        assert transformer_fingerprint(folder) != transformer_fingerprint(copy)
+        run = _cli("run", "--diffusers", str(folder), "--space", "space.yaml", "--budget", "4",
+                   "--n-samples", "16", "--fid-data", "self",
+                   "--storage", "d.db", "--study-name", "d", cwd=moved)
+    finally:
+        weights.write_bytes(original)
+    line = _one_error_line(run)
+    assert "other settings" in line and "diffusers_fingerprint" in line
+    assert "'diffusers':" not in line  # the path is the same; only what it holds changed
+    stored = optuna.load_study(study_name="d", storage=f"sqlite:///{moved / 'd.db'}")
+    assert len(stored.trials) == before
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--diffusers", "no-such-folder"], ["--diffusers", "not a folder"]),
+    (["--fid-data", "self"], ["--fid-data", "needs diffusers"]),
+])
+def test_bad_diffusers_runs_are_one_line(tmp_path, args, words):
+    line = _one_error_line(_cli("run", *args, "--storage", "x.db", cwd=tmp_path))
+    for word in words:
+        assert word in line, line
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("settings, field, words", [
+    ({"finetune": "one-shot"}, "finetune", ["training-free"]),
+    ({"arch": "uvit"}, "arch", ["use arch dit"]),
+    ({"sampler": "euler-maruyama"}, "sampler", ["ddim, ddpm, dpm-solver"]),
+    ({"checkpoint": "x.pt"}, "checkpoint", ["one of them"]),
+])
+def test_settings_a_diffusers_search_cannot_take(folder, settings, field, words):
+    """Each refusal names its field (the CLI says it as the flag, as for every SearchError)."""
+    from ase_search.search import SearchConfig, SearchError
+
+    with pytest.raises(SearchError) as err:
+        SearchConfig(diffusers=str(folder), **{"finetune": "none", **settings})
+    assert err.value.fields == (field,)
+    assert str(err.value).startswith(field)
+    for word in words:
+        assert word in str(err.value)
