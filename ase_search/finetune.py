@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -207,6 +208,13 @@ def finetune(
     _check_model(model, target.arch, target.depth)
     T = (diffusion or GaussianDiffusion()).num_timesteps
     one_shot = isinstance(target, ScheduleSpace)
+    reuses = ("reuse" in target.levers.modes if one_shot and target.levers is not None
+              else not one_shot and "reuse" in target.modes)
+    if reuses:
+        warnings.warn("the target's block-reuse intervals are fine-tuned as skip: each sample "
+                      "trains its first blocks with no cached residual, which is not how reuse "
+                      "samples; block reuse is training-free, so sample it without a fine-tune "
+                      "(or fine-tune the skip schedule)", UserWarning, stacklevel=2)
     if one_shot:
         exits: ScheduleExits | SpaceExits = SpaceExits(target, T, full_share=config.full_share)
         extra = {"space": target.to_dict(), "finetune": "one-shot"}

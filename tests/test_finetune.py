@@ -408,6 +408,20 @@ def test_finetune_rejects_mismatched_model() -> None:
                  progress=False)
 
 
+def test_finetune_of_a_reuse_schedule_says_it_trains_skip() -> None:
+    """Block reuse samples with a cached residual that training never sees: say so."""
+    schedule = preset("D3", "dit", 4)
+    with pytest.warns(UserWarning, match="fine-tuned as skip"):
+        finetune(_tiny_model("DiT-test"), _tiny_dataset(), schedule.with_reuse(2),
+                 FinetuneConfig(steps=1, batch_size=4), progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the paper's skip schedule: no warning
+        finetune(_tiny_model("DiT-test"), _tiny_dataset(), schedule,
+                 FinetuneConfig(steps=1, batch_size=4), progress=False)
+
+
 def test_finetune_divergence_raises() -> None:
     model = _tiny_model("DiT-test")
     model.register_forward_hook(lambda module, args, out: out * float("nan"))
