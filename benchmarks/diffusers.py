@@ -6,7 +6,12 @@ path: ``DiTTransformer2DModel`` plus the exported ``DDIMScheduler`` in
 :func:`~ase_search.integrations.diffusers.sample_diffusers` (DiTPipeline's loop without its VAE;
 the testbed is pixel space). Configurations, all with the same seeds (common random numbers):
 
-* the full model at DDIM with ``--steps`` steps (the steps-only front);
+* the full model at DDIM with ``--steps`` steps and at DPM-Solver++ with ``--dpm-steps`` steps
+  (the steps-only front, both solvers a user would try);
+* the searched front: the exit configurations on the joint front of ``--study``, the
+  training-free diffusers study made by ``ase-search run --diffusers`` on the exported testbed
+  (``python -m tools.reference_study --arch dit --diffusers`` re-makes it), each at its own
+  sampler and step count, at most ``--searched`` of them (the lowest FID first);
 * ase-search's presets ``--presets`` at DDIM-``--steps-exits`` through the exit-schedule hooks, on
   the shipped weights and on the reference study's one-shot weights (with that model's own full
   DDIM point);
@@ -42,7 +47,13 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import display_path, file_sha256, machine_text, reference_one_shot_weights
+from benchmarks._common import (
+    REFERENCE_STUDIES,
+    display_path,
+    file_sha256,
+    machine_text,
+    reference_one_shot_weights,
+)
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
 ARCH = "dit"
@@ -73,6 +84,13 @@ class Params:
 
     steps: tuple[int, ...] = field(default=(5, 7, 10, 14, 20), metadata=option(
         "DDIM step counts of the full model", identity=False))
+    dpm_steps: tuple[int, ...] = field(default=(5, 7, 10, 14, 20), metadata=option(
+        "DPM-Solver++ step counts of the full model", identity=False))
+    study: str = field(default=str(REFERENCE_STUDIES / "dit-diffusers.db"), metadata=option(
+        "the diffusers study whose joint front's exit configurations are measured",
+        identity=False))
+    searched: int = field(default=4, metadata=option(
+        "at most this many searched configurations (lowest FID first)", identity=False))
     steps_exits: int = field(default=20, metadata=option(
         "DDIM steps of the exit schedules and the caches"))
     presets: tuple[str, ...] = field(default=("D1", "D3", "D4"), metadata=option(
@@ -106,6 +124,8 @@ class Params:
 def keys(params: Params) -> list[str]:
     return ["conversion", "applicability", "overhead",
             *(f"full/ddim-{k}" for k in params.steps),
+            *(f"full/dpm-solver-{k}" for k in params.dpm_steps),
+            *(f"searched/{k}" for k in searched(params.study, params.searched)),
             "stock/full",
             *(f"ase/{p}" for p in params.presets),
             *(f"one-shot/{p}" for p in ("full", *params.presets)),
@@ -125,12 +145,37 @@ def folder(kind: str) -> Path:
     return out
 
 
+@functools.cache
+def searched(study: str, most: int) -> dict[str, dict[str, Any]]:
+    """The exit configurations on the joint front of the diffusers study ``study`` (none when
+    it does not exist), the ``most`` of lowest FID: ``config_key -> {"sampler", "schedule",
+    "trial", "fid"}`` (the study's sampler and schedule dicts, its FID at its one seed)."""
+    from ase_search.fronts import study_fronts
+    from ase_search.pareto import open_study
+
+    if not Path(study).is_file():
+        return {}
+    s = open_study(study)
+    if not s.user_attrs.get("config", {}).get("diffusers"):
+        raise ValueError(f"--study {study} is not a diffusers study (`ase-search run "
+                         f"--diffusers`)")
+    front = [p for p in study_fronts(s).joint if p.kind == "exit"]
+    trials = {t.number: t for t in s.trials}
+    return {p.key: {"sampler": p.sampler, "schedule": trials[p.trial].user_attrs["schedule"],
+                    "trial": p.trial, "fid": p.fid}
+            for p in sorted(front, key=lambda p: p.fid)[:most]}
+
+
 def weights_identity(params: Params, key: str) -> dict[str, Any]:
     from ase_search.testbed import TESTBEDS
 
     ident = {"testbed_sha256": file_sha256(TESTBEDS[ARCH].path)}
     if key.startswith("one-shot/"):
         ident["one_shot_sha256"] = file_sha256(reference_one_shot_weights(ARCH))
+    if key.startswith("searched/"):
+        found = searched(params.study, params.searched)[key.partition("/")[2]]
+        ident["schedule"] = found["schedule"]
+        ident["sampler"] = found["sampler"]
     return ident
 
 
@@ -349,10 +394,22 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
                 "steps": params.steps_exits, **common}
 
     group, _, name = key.partition("/")
-    steps = int(name.removeprefix("ddim-")) if group == "full" else params.steps_exits
+    sampler, steps = "ddim", params.steps_exits
+    schedule = None
+    if group == "full":
+        sampler, _, count = name.rpartition("-")
+        steps = int(count)
+    elif group == "searched":
+        from ase_search.schedule import ExitSchedule
+
+        found = searched(params.study, params.searched)[name]
+        sampler, steps = found["sampler"]["name"], found["sampler"]["steps"]
+        schedule = ExitSchedule.from_dict(found["schedule"])
+        apply_exit_schedule(transformer, schedule)
+    if sampler != "ddim":
+        scheduler = load_scheduler(folder(kind), sampler)
     clock = {"t": 999}
     cache_context = False
-    schedule = None
     if group in ("ase", "one-shot") and name != "full":
         schedule = preset(name, ARCH, depth)
         apply_exit_schedule(transformer, schedule)
@@ -377,7 +434,8 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     print(f"{key}: FID {statistics.fmean(fids):.2f} ({' '.join(f'{f:.2f}' for f in fids)}), "
           f"{latency['fastest_s'] / params.latency_n * 1e3:.2f} ms/sample, {seconds:.0f} s",
           file=sys.stderr, flush=True)
-    return {"group": group, "name": name, "steps": steps, "fids": fids,
+    return {"group": group, "name": name, "sampler": sampler, "steps": steps, "fids": fids,
+            "trial": found["trial"] if group == "searched" else None,
             "seeds": list(range(params.seeds)), "n": params.n,
             "schedule": None if schedule is None else schedule.to_dict(),
             "block_evals": block_evals, "full_block_evals": depth * steps,
@@ -387,9 +445,33 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
 
 # ###################################################################### the report
+def searched_lines(configs: dict[str, dict[str, Any]], params: Params) -> list[str]:
+    """The report's bullet on the searched configurations: which study, made how."""
+    from ase_search.pareto import open_study
+
+    if not any(c["group"] == "searched" for c in configs.values()):
+        return [f"- Searched: none measured (`{display_path(Path(params.study))}` does not exist; "
+                f"`python -m tools.reference_study --arch dit --diffusers` makes it)"]
+    attrs = open_study(params.study).user_attrs
+    run = attrs.get("last_run", {})
+    return [f"- Searched: the exit configurations on the joint front of "
+            f"`{display_path(Path(params.study))}`, a training-free `ase-search run --diffusers` "
+            f"study of the exported testbed in `{attrs.get('space', {}).get('description', '?')}`"
+            + (f" ({run.get('new_trials')} trials, {run['wall_time'] / 60:.1f} min, finished "
+               f"{run.get('finished')})" if run.get("wall_time") else "")
+            + f"; the {params.searched} of lowest FID at the study's one seed, re-measured here "
+            f"over the seeds above"]
+
+
+SOLVERS = {"ddim": "DDIM", "dpm-solver": "DPM-Solver++", "ddpm": "DDPM"}
+
+
 def label(c: dict[str, Any]) -> str:
+    solver = SOLVERS[c.get("sampler", "ddim")]  # cells before DPM-Solver were all DDIM
     if c["group"] == "full":
-        return f"full, DDIM-{c['steps']}"
+        return f"full, {solver}-{c['steps']}"
+    if c["group"] == "searched":
+        return f"searched trial {c['trial']}, {solver}-{c['steps']} ({c['name'].partition('/')[2]})"
     if c["group"] == "stock":
         return f"full (plain from_pretrained), DDIM-{c['steps']}"
     if c["group"] == "ase":
@@ -440,9 +522,12 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         f"- Date: {dates[0]} to {dates[-1]}",
         f"- Seeds: {', '.join(map(str, ref_cell['seeds']))} (common random numbers: the same "
         f"labels and noise for every configuration), {ref_cell['n']} samples each; FID-MNIST",
-        f"- Path: the DiT testbed exported with `ase-search export-diffusers`, loaded with "
-        f"`load_transformer`, sampled by `sample_diffusers` (DiTPipeline's loop without a VAE) "
-        f"with the exported `DDIMScheduler` (leading spacing); cfg scale 1",
+        "- Path: the DiT testbed exported with `ase-search export-diffusers`, loaded with "
+        "`load_transformer`, sampled by `sample_diffusers` (DiTPipeline's loop without a VAE) "
+        "with the exported `DDIMScheduler` (leading spacing) or, for DPM-Solver++, "
+        "`load_scheduler(..., 'dpm-solver')` (a `DPMSolverMultistepScheduler` from the same "
+        "config with ase-search's DPM-Solver++ 2M settings); cfg scale 1",
+        *searched_lines(configs, params),
         f"- Latency: measured, the fastest of {params.rounds} rounds of {params.latency_n} "
         f"samples in one batch after a warm-up, in CPU time of the one torch thread (wall time "
         f"on these shared cores varied by up to half between rounds; the fastest wall time is "
@@ -486,6 +571,22 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                   f"is at FID {fid_cell(best_ase)} ({best_ase.fid / ref.fid:.2f}x the reference) "
                   f"for latency {best_ase.latency:.3f}; on the shipped weights (never fine-tuned "
                   f"for exits) the presets are unusable (FID above 200).", ""]
+    found = [pts[k] for k, c in configs.items() if c["group"] == "searched"]
+    if found:
+        inside = [p for p in found if p.fid <= params.window * ref.fid]
+        best_found = min(found, key=lambda p: (p.fid, p.latency))
+        lines += ["**The searched front** (training-free, through the hooks): "
+                  + "; ".join(
+                      f"{p.label} FID {fid_cell(p)} at latency {p.latency:.3f}, "
+                      + ("better than every steps-only configuration" if speedups[p.label] is None
+                         else f"{speedups[p.label].speedup:.2f}x vs "
+                              f"{speedups[p.label].matched.label}")
+                      for p in sorted(found, key=lambda p: p.latency))
+                  + f". The best is {best_found.label} at {best_found.fid / ref.fid:.2f}x the "
+                  f"reference FID; {len(inside)} of {len(found)} lie within {params.window:g}x it"
+                  + (" and none is faster than fewer steps at matched FID."
+                     if not any(speedups[p.label] is None or speedups[p.label].speedup > 1
+                                for p in found) else "."), ""]
     best = sorted(((p, s) for p in others for s in [speedups[p.label]] if s is not None),
                   key=lambda ps: -ps[1].speedup)[:3]
     if best:
@@ -520,8 +621,8 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                 "no match" if s is None else f"{s.speedup:.2f}x vs {s.matched.label}")])
     lines += ["## Every configuration", "",
               "Sorted by measured latency. FID: mean ± sd over seeds. **speedup at matched FID**: "
-              "the latency of the cheapest full-model DDIM configuration whose mean FID is no "
-              "worse, over the configuration's (`ase_search.verdict`; above 1 beats fewer "
+              "the latency of the cheapest full-model configuration (DDIM or DPM-Solver++) whose "
+              "mean FID is no worse, over the configuration's (`ase_search.verdict`; above 1 beats fewer "
               "steps).", "",
               markdown_table(pd.DataFrame(rows, columns=[
                   "configuration", "setting", "FID-MNIST", "relative latency", "CPU ms / sample",
@@ -557,12 +658,14 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     fig = go.Figure()
     groups: dict[str, list[Any]] = {}
     for k, c in configs.items():
-        g = c["group"] if c["group"] != "cache" else CACHES[c["name"]][0]
+        g = (CACHES[c["name"]][0] if c["group"] == "cache" else
+             f"full, {SOLVERS[c.get('sampler', 'ddim')]}" if c["group"] == "full" else c["group"])
         groups.setdefault(g, []).append(pts[k])
     for g, ps in groups.items():
         ps = sorted(ps, key=lambda p: p.latency)
         fig.add_trace(go.Scatter(x=[p.latency for p in ps], y=[p.fid for p in ps],
-                                 mode="lines+markers" if g == "full" else "markers", name=g,
+                                 mode="lines+markers" if g.startswith("full") else "markers",
+                                 name=g,
                                  text=[p.label for p in ps],
                                  hovertemplate="%{text}<br>latency %{x:.3f}<br>FID %{y:.2f}"
                                                "<extra></extra>"))

@@ -12,6 +12,12 @@ was measured with). Run from the repository root:
 
     python -m tools.reference_study --arch dit --budget 40
     python -m tools.reference_study --arch dit --weights-only [--exit-heads]
+
+``--diffusers`` makes the training-free diffusers study instead (issue #17): the testbed exported
+with ``ase-search export-diffusers`` to ``studies/reference/dit-diffusers/`` (git-ignored; the
+export is byte for byte the same each time) and searched through the exit-schedule hooks in
+``search_spaces/dit-reuse.yaml`` into ``studies/reference/dit-diffusers.db``
+(``reports/search-dit-diffusers.md``).
 """
 
 from __future__ import annotations
@@ -230,12 +236,26 @@ def main() -> None:
                         help="Report file stem under reports/ (default search-<arch>).")
     parser.add_argument("--confirm", type=int, default=5,
                         help="Then `ase-search confirm --seeds N` (0: do not).")
+    parser.add_argument("--diffusers", action="store_true",
+                        help="The training-free study of the testbed in diffusers form "
+                             "(studies/reference/<arch>-diffusers.db), through the hooks.")
     parser.add_argument("extra", nargs="*", help="More `ase-search run` options (after --).")
     args = parser.parse_args()
-    storage = args.storage or ROOT / "studies" / "reference" / f"{args.arch}.db"
-    cmd = [str(Path(sys.executable).with_name("ase-search")), "run", "--arch", args.arch,
-           "--budget", str(args.budget), "--storage", str(storage), *args.extra]
-    shown = [display_path(storage) if c == str(storage) else c for c in cmd[1:]]
+    stem = f"{args.arch}-diffusers" if args.diffusers else args.arch
+    storage = args.storage or ROOT / "studies" / "reference" / f"{stem}.db"
+    ase = str(Path(sys.executable).with_name("ase-search"))
+    cmd = [ase, "run", "--arch", args.arch, "--budget", str(args.budget), "--storage",
+           str(storage)]
+    if args.diffusers:
+        folder = ROOT / "studies" / "reference" / stem
+        if not folder.exists():
+            subprocess.run([ase, "export-diffusers", "--arch", args.arch, "-o", str(folder)],
+                           check=True)
+        # The space as a path from the repository root, as the study's identity records it.
+        cmd += ["--diffusers", display_path(folder),
+                "--space", f"search_spaces/{args.arch}-reuse.yaml"]
+    cmd += args.extra
+    shown = [display_path(Path(c)) if c.startswith(str(ROOT)) else c for c in cmd[1:]]
     command = " ".join(shlex.quote(c) for c in ["ase-search", *shown])
     if args.weights_only:
         try:
@@ -255,7 +275,7 @@ def main() -> None:
             confirm = (time.perf_counter() - t0, f"ase-search confirm {display_path(storage)} "
                                                  f"--seeds {args.confirm}")
     text = summarise(storage, wall, command, confirm)
-    name = args.report_name or f"search-{args.arch}"
+    name = args.report_name or f"search-{stem}"
     write_text(ROOT / "reports" / f"{name}.md", text)
     write_report(open_study(storage), ROOT / "reports" / f"{name}.html")
     print(text)
