@@ -7,11 +7,13 @@ the functions that need them), so a benchmark's ``--help`` stays instant.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import statistics
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,51 @@ def fid_text(cell: Mapping[str, Any] | None) -> str:
     std = cell["fid_std"]
     return f"{cell['fid_mean']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
+
+def fid_cell(p: Any) -> str:
+    """A :class:`~ase_search.verdict.PairedPoint`'s FID as ``mean ± sd`` over its seeds."""
+    sd = statistics.stdev(p.fids) if len(p.fids) > 1 else None
+    return f"{p.fid:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
+# ###################################################################### beyond fewer steps
+@dataclasses.dataclass(frozen=True)
+class Beyond:
+    """A configuration with a lower mean FID than every steps-only one, and faster than the best
+    of them (``best``). Fewer steps never reach its FID, so the matched-FID headline
+    (:func:`ase_search.verdict.paired_headline`) cannot count it; its speedup at matched FID is
+    at least ``best.latency / point.latency``. (:class:`ase_search.fronts.Beyond` is the same
+    judgement on a study's points.)
+
+    Attributes:
+        point: the configuration, a :class:`~ase_search.verdict.PairedPoint`.
+        best: the steps-only configuration of lowest mean FID (then lowest latency).
+    """
+
+    point: Any
+    best: Any
+
+    @property
+    def lower_bound(self) -> float:
+        return self.best.latency / self.point.latency
+
+    def text(self) -> str:
+        """The finding in a report's words, with the per-seed FID ratio to ``best``."""
+        from ase_search.verdict import SeedRatio
+
+        p, best = self.point, self.best
+        return (f"{p.label} reaches FID {fid_cell(p)}, below every steps-only configuration's "
+                f"(the best, {best.label}, has {fid_cell(best)}; per seed "
+                f"{SeedRatio.of(p.fids, best.fids).text()}x it), at latency {p.latency:.3f}: a "
+                f"speedup at matched FID of **at least {self.lower_bound:.2f}x** (a lower bound: "
+                "fewer steps never reach its FID)")
+
+
+def beyond_steps(points: Sequence[Any], steps_only: Sequence[Any]) -> list[Beyond]:
+    """The ``points`` (PairedPoints) better in mean FID than every one of ``steps_only`` and
+    faster than the best of them, fastest first (the largest lower bound first)."""
+    if not steps_only:
+        return []
+    best = min(steps_only, key=lambda q: (q.fid, q.latency))
+    return [Beyond(p, best) for p in sorted(points, key=lambda p: (p.latency, p.fid))
+            if p.fid < best.fid and p.latency < best.latency]

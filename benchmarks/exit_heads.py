@@ -40,6 +40,7 @@ from benchmarks._common import (
     TESTBED_TITLES,
     check_testbeds,
     display_path,
+    fid_cell,
     testbed_report,
 )
 from benchmarks._runner import Benchmark, Report, markdown_table, option, run
@@ -125,15 +126,15 @@ def comparison(cells: dict[str, dict[str, Any]], params: Params) -> list[str]:
             rb = SeedRatio.of(b.fids, base_by[full].fids)
             closed = (rb.mean - rh.mean) / (rb.mean - 1) if rb.mean > 1 else None
             s = paired_speedup(PairedPoint(h.label, h.fids, h.latency), base_steps)
-            rows.append([lab, steps_vs_exits.fid_cell(b), steps_vs_exits.fid_cell(h),
+            rows.append([lab, fid_cell(b), fid_cell(h),
                          rb.text(), rh.text(), "–" if closed is None else f"{closed:.0%}",
                          SeedRatio.of(h.fids, b.fids).text(),
                          "no match" if s is None else f"{s.speedup:.2f}x vs {s.matched.label}"])
     for k in params.steps_only:
         full = f"full, DDIM-{k}"
         if full in heads_by and full in base_by:
-            rows.append([full, steps_vs_exits.fid_cell(base_by[full]),
-                         steps_vs_exits.fid_cell(heads_by[full]), "", "", "",
+            rows.append([full, fid_cell(base_by[full]),
+                         fid_cell(heads_by[full]), "", "", "",
                          SeedRatio.of(heads_by[full].fids, base_by[full].fids).text(), ""])
     lines += [markdown_table(pd.DataFrame(rows, columns=[
         "configuration", "FID, no heads", "FID, heads", "FID / full, no heads",

@@ -48,7 +48,14 @@ import time
 from dataclasses import field
 from typing import Any
 
-from benchmarks._common import check_testbeds, display_path, file_sha256, machine_text
+from benchmarks._common import (
+    beyond_steps,
+    check_testbeds,
+    display_path,
+    fid_cell,
+    file_sha256,
+    machine_text,
+)
 from benchmarks._runner import (
     REPORTS,
     Benchmark,
@@ -272,11 +279,6 @@ def points(cells: dict[str, dict[str, Any]], arch: str, params: Params) -> list[
     return out
 
 
-def fid_cell(p: Any) -> str:
-    sd = statistics.stdev(p.fids) if len(p.fids) > 1 else None
-    return f"{p.fid:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
-
-
 def one_shot_summary(window: float) -> str | None:
     """The steps-only front and best exit on the DiT reference study's one-shot weights, from
     reports/steps_vs_exits.json (issue #15), for comparison with the base weights here."""
@@ -375,16 +377,10 @@ def arch_section(cells: dict[str, dict[str, Any]], arch: str, params: Params,
     # matched headline cannot count it; against the best steps-only one its speedup is a lower
     # bound (fewer steps never reach its FID at any latency).
     best_steps = min(steps, key=lambda q: (q.fid, q.latency))
-    beyond = sorted((p for p in lever_pts if speedups[p.label] is None
-                     and p.latency < best_steps.latency), key=lambda p: (p.latency, p.fid))
+    beyond = beyond_steps(lever_pts, steps)
     if beyond:
-        p = beyond[0]
-        head = (f"**headline** ({title}, base weights): {p.label} reaches FID {fid_cell(p)}, "
-                f"below every steps-only configuration's (the best, {best_steps.label}, has "
-                f"{fid_cell(best_steps)}; per seed {SeedRatio.of(p.fids, best_steps.fids).text()}"
-                f"x it), at latency {p.latency:.3f}: a speedup at matched FID of **at least "
-                f"{best_steps.latency / p.latency:.2f}x** (a lower bound: fewer steps never reach "
-                f"its FID) (target of issue #16: {params.window:g}x)."
+        head = (f"**headline** ({title}, base weights): {beyond[0].text()} (target of issue "
+                f"#16: {params.window:g}x)."
                 + ("" if top is None or top.point.label.startswith("full,") else
                    f" Among the configurations fewer steps can match, the largest speedup is "
                    f"{top.speedup:.2f}x ({top.point.label} against {top.matched.label})."))

@@ -52,3 +52,25 @@ def test_tiny_uvit_run(tmp_path: Path) -> None:
     assert cells["ddim-2/D4"]["schedule"]["arch"] == "uvit"
     assert cells["ddim-2/D4"]["blocks_per_call"] == [2, 5]
     assert cells["cost-model"]["cost_model"]["arch"] == "uvit"
+
+
+def test_a_point_better_than_every_step_count_gets_a_lower_bound() -> None:
+    from ase_search.verdict import PairedPoint
+
+    from benchmarks._common import beyond_steps
+
+    steps = [PairedPoint("full, DDIM-20", (4.0, 6.0), 1.0),
+             PairedPoint("full, DDIM-10", (5.0, 7.0), 0.5)]
+    exits = [PairedPoint("D1, DDIM-7", (3.0, 5.4), 0.25),  # mean 4.2 < 5.0: beyond, 1 / 0.25
+             PairedPoint("D1, DDIM-20", (3.0, 5.0), 1.2),  # better, but slower than DDIM-20
+             PairedPoint("D4, DDIM-7", (5.0, 6.0), 0.2),  # 5.5: DDIM-10 matches it
+             PairedPoint("D1, DDIM-10", (3.6, 5.0), 0.4)]  # 4.3: beyond, 1 / 0.4
+    found = beyond_steps(exits, steps)
+    assert [(b.point.label, b.best.label, b.lower_bound) for b in found] == [
+        ("D1, DDIM-7", "full, DDIM-20", 4.0), ("D1, DDIM-10", "full, DDIM-20", 2.5)]
+    # Per seed 3.0 / 4.0 and 5.4 / 6.0: 0.75 and 0.90.
+    assert found[0].text().startswith("D1, DDIM-7 reaches FID 4.20 ± 1.70, below every "
+                                      "steps-only configuration's (the best, full, DDIM-20, "
+                                      "has 5.00 ± 1.41; per seed 0.82 ± 0.11x it)")
+    assert "**at least 4.00x**" in found[0].text()
+    assert beyond_steps(exits, []) == []
