@@ -49,22 +49,16 @@ from dataclasses import field
 from typing import Any
 
 from benchmarks._common import (
+    TESTBED_TITLES,
     beyond_steps,
     check_testbeds,
     display_path,
     fid_cell,
     file_sha256,
     machine_text,
+    testbed_report,
 )
-from benchmarks._runner import (
-    REPORTS,
-    Benchmark,
-    CellContext,
-    Report,
-    markdown_table,
-    option,
-    run,
-)
+from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 from benchmarks.exit_heads import summary as exit_heads_summary
 
 SAMPLER = "ddim"  # the levers' sampler, and the reference's
@@ -72,7 +66,6 @@ SAMPLER = "ddim"  # the levers' sampler, and the reference's
 # ase_search.samplers.SAMPLERS otherwise.
 SOLVER_TITLES = {"ddim": "DDIM", "dpm-solver": "DPM-Solver++"}
 COST = "cost-model"
-STEPS_VS_EXITS = REPORTS / "steps_vs_exits.json"  # the one-shot weights' figures (issue #15)
 LEVER = re.compile(r"skip|reuse([1-9][0-9]*)")
 
 
@@ -279,25 +272,58 @@ def points(cells: dict[str, dict[str, Any]], arch: str, params: Params) -> list[
     return out
 
 
-def one_shot_summary(window: float) -> str | None:
-    """The steps-only front and best exit on the DiT reference study's one-shot weights, from
-    reports/steps_vs_exits.json (issue #15), for comparison with the base weights here."""
-    if not STEPS_VS_EXITS.is_file():
+def one_shot_summary(cells: dict[str, dict[str, Any]], arch: str,
+                     params: Params) -> str | None:
+    """The exits on the ``arch`` reference study's one-shot weights (``benchmarks.
+    steps_vs_exits``' cache, issue #15, the same seeds and samples) against the steps-only front
+    of the base weights here: what fine-tuning for exits buys against simply taking fewer steps.
+    ``None`` until both hold their reference configuration."""
+    from ase_search.metrics.latency import CostModel
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
+    from ase_search.verdict import PairedPoint, paired_speedup
+
+    path = testbed_report("steps_vs_exits", arch).with_suffix(".json")
+    if not path.is_file() or f"{arch}/{COST}" not in cells:
         return None
-    cells = json.loads(STEPS_VS_EXITS.read_text())["cells"]
-    fids = {k: statistics.fmean(c["fids"]) for k, c in cells.items() if "fids" in c}
-    ref = fids.get("ddim-20/full")
-    if ref is None:
+    shot = json.loads(path.read_text())["cells"]
+    ref_key = f"{SAMPLER}-{params.reference_steps}/full"
+    steps = [p for p in points(cells, arch, params) if p.label.startswith("full,")]
+    base_ref = next((p for p in steps if p.label == f"full, DDIM-{params.reference_steps}"),
+                    None)
+    if "cost-model" not in shot or ref_key not in shot or base_ref is None:
         return None
-    steps = ", ".join(f"DDIM-{k} {fids[f'ddim-{k}/full']:.2f}" for k in (5, 7, 10, 14, 20)
-                      if f"ddim-{k}/full" in fids)
-    exits = {k: v for k, v in fids.items() if not k.endswith("/full")}
-    best = min(exits, key=exits.get) if exits else None
-    return (f"On the one-shot fine-tuned DiT weights (`reports/steps_vs_exits.md`, same seeds and "
-            f"samples) the full model's FID-MNIST is {steps}; the best exit configuration there "
-            + (f"is {best} at {exits[best]:.2f} ({exits[best] / ref:.2f}x its reference)"
-               if best else "is not measured")
-            + f"; no exit there comes within {window:g}x the reference FID.")
+    cost = CostModel.from_dict(shot["cost-model"]["cost_model"])
+    unit = cost.latency(None, SamplerConfig(SAMPLER, params.reference_steps).model_times())
+    exits = [PairedPoint(f"{c['name']}, DDIM-{c['steps']}", tuple(c["fids"]),
+                         cost.latency(ExitSchedule.from_dict(c["schedule"]),
+                                      SamplerConfig.from_dict(c["sampler"]).model_times()) / unit)
+             for c in shot.values() if "fids" in c and c["name"] != "full"
+             and len(c["fids"]) == len(base_ref.fids)]
+    full = ", ".join(f"DDIM-{k} {statistics.fmean(shot[f'ddim-{k}/full']['fids']):.2f}"
+                     for k in (5, 7, 10, 14, 20) if f"ddim-{k}/full" in shot)
+    text = (f"On the one-shot fine-tuned {TESTBED_TITLES[arch]} weights "
+            f"(`{display_path(path.with_suffix('.md'))}`, same seeds and samples) the full "
+            f"model's FID-MNIST is {full}")
+    if not exits:
+        return text + "; no exit configuration is measured there yet."
+    best = min(exits, key=lambda p: (p.fid, p.latency))
+    limit = params.window * base_ref.fid
+    text += (f"; its best exit configuration is {best.label} at {fid_cell(best)}, latency "
+             f"{best.latency:.3f} ({best.fid / base_ref.fid:.2f}x the base weights' reference). "
+             "Against the base weights' steps-only front above (what a user who does not exit "
+             "samples with): ")
+    beyond = beyond_steps(exits, steps)
+    if beyond:
+        return text + beyond[0].text() + "."
+    matched = [(p, s) for p in exits if p.fid <= limit
+               for s in [paired_speedup(p, steps)] if s is not None]
+    if not matched:
+        return text + f"no one-shot exit configuration comes within {params.window:g}x its FID."
+    p, s = max(matched, key=lambda ps: (ps[1].speedup, -ps[0].fid))
+    return text + (f"the largest speedup at matched FID of a one-shot exit configuration within "
+                   f"{params.window:g}x its FID is {s.speedup:.2f}x, by {p.label} (FID "
+                   f"{fid_cell(p)}) against {s.matched.label} (FID {fid_cell(s.matched)}).")
 
 
 def figure(arch: str, pts: list[Any], steps: list[Any], joint: list[Any], ref_fid: float,
@@ -340,7 +366,7 @@ def arch_section(cells: dict[str, dict[str, Any]], arch: str, params: Params,
 
     from ase_search.verdict import SeedRatio, non_dominated, paired_headline, paired_speedup
 
-    title = {"dit": "DiT-T", "uvit": "U-ViT-T"}[arch]
+    title = TESTBED_TITLES[arch]
     lines = [f"## {title}", ""]
     if f"{arch}/{COST}" not in cells:
         return lines + ["Not measured yet.", ""], None
@@ -543,9 +569,10 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         if head is not None:
             lines += [head, ""]
             verdicts.append(head)
-    shot = one_shot_summary(params.window)
-    if shot:
-        lines += [shot, ""]
+    for arch in archs:
+        shot = one_shot_summary(cells, arch, params)
+        if shot:
+            lines += [shot, ""]
     for arch in archs:  # the exit-heads lever, benchmarks/exit_heads.py
         heads = exit_heads_summary(params.window, arch=arch)
         if heads:

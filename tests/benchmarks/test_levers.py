@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.levers import Params, arch_section, keys, lever_schedule
+from benchmarks.levers import Params, arch_section, keys, lever_schedule, one_shot_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +86,28 @@ def test_dpm_solver_points_join_the_steps_only_front() -> None:
     assert "against full, DPM-Solver++-10 (FID 4.30" in head
     assert ("Steps-only front: full, DPM-Solver++-10 (4.30, 0.50), full, DDIM-20 (4.10, 1.00)."
             in lines)
+
+
+def test_one_shot_exits_are_judged_against_the_base_weights_front(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    import benchmarks._common as common
+
+    base = _cells({"dit/ddim-20/full": [4.0, 4.2], "dit/ddim-10/full": [5.0, 5.2],
+                   "dit/dpm-solver-10/full": [4.2, 4.4]})
+    p = Params(archs=("dit",), steps_only=(10, 20), exit_steps=(7,), presets=("D1",),
+               levers=("skip",))
+    monkeypatch.setattr(common, "ROOT", tmp_path)  # reports/steps_vs_exits.json under tmp_path
+    assert one_shot_summary(base, "dit", p) is None
+    shot = {k.removeprefix("dit/"): c for k, c in _cells({
+        "dit/ddim-20/full": [6.0, 6.0], "dit/ddim-7/D1/skip": [4.6, 4.8]}).items()}
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "steps_vs_exits.json").write_text(json.dumps({"cells": shot}))
+    text = one_shot_summary(base, "dit", p)
+    # DDIM-7 calls at t = 0, 0.142, ..., 0.852: D1 runs 12, 12, 11, 10, 10, 9, 9 blocks, 73 of
+    # DDIM-20's 240. Its FID 4.7 is matched by DPM-Solver++-10 (4.3 at 0.5): 0.5 / (73 / 240).
+    assert "D1, DDIM-7 at 4.70 ± 0.14, latency 0.304" in text
+    assert ("is 1.64x, by D1, DDIM-7 (FID 4.70 ± 0.14) against full, DPM-Solver++-10 (FID "
+            "4.30 ± 0.14)") in text
 
 
 def test_tiny_run_writes_the_headline(tmp_path: Path) -> None:
