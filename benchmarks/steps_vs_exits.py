@@ -380,7 +380,9 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     if best_exit is not None:
         p, s = best_exit
         lines += [
-            f"The best exit configuration in that window is {p.label}: FID {fid_cell(p)} at "
+            ("Of the exit configurations fewer steps can match, the best in that window is "
+             if beyond else "The best exit configuration in that window is ")
+            + f"{p.label}: FID {fid_cell(p)} at "
             f"latency {p.latency:.3f}, **{s.speedup:.2f}x** against {s.matched.label} (FID "
             f"{fid_cell(s.matched)}, latency {s.matched.latency:.3f}); per seed its FID is "
             f"{s.ratio.text()} x the match's "
