@@ -5,6 +5,7 @@ through it."""
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -138,23 +139,36 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     grid = None
     if cfg["grid"] > 0:
         grid = str(save_grid(m.images, Path(ctx.grids_dir) / f"{tag}.png"))
-    metrics = {key: m.mean(key) for key in m.metric_names}
+    return _result(schedule, sampler, m.metrics, seeds, latency=m.latency,
+                   reference_latency=reference_latency,
+                   exit_acceleration=m.predicted_acceleration,
+                   block_acceleration=m.block_acceleration, block_evals=m.block_evals,
+                   finetune_steps=finetune_steps, split=split, started=t0, grid=grid)
+
+
+def _result(schedule: Any, sampler: Any, rows: list[dict[str, float]], seeds: tuple[int, ...],
+            *, latency: float, reference_latency: float, exit_acceleration: float,
+            block_acceleration: float, block_evals: int, finetune_steps: int,
+            split: dict[str, float], started: float, grid: str | None) -> dict[str, Any]:
+    """A measured configuration as trials, baseline points and confirmations store it: the
+    metrics averaged over the seeds' ``rows`` (and each seed's FID when there are several)."""
+    metrics = {key: statistics.fmean(row[key] for row in rows) for key in rows[0]}
     if len(seeds) > 1:
-        metrics["fids"] = [row["fid"] for row in m.metrics]
+        metrics["fids"] = [row["fid"] for row in rows]
     return {
         "schedule": schedule.to_dict(),
         "sampler": sampler.to_dict(),
         **metrics,
         "seeds": list(seeds),
-        "latency": m.latency,
+        "latency": latency,
         # the key studies store the prediction under: against the reference configuration
-        "acceleration": 1.0 - m.latency / reference_latency,
-        "exit_acceleration": m.predicted_acceleration,
-        "block_acceleration": m.block_acceleration,
-        "block_evals": m.block_evals,
+        "acceleration": 1.0 - latency / reference_latency,
+        "exit_acceleration": exit_acceleration,  # against the full model at this sampler
+        "block_acceleration": block_acceleration,
+        "block_evals": block_evals,
         "finetune_steps": finetune_steps,
         "time_split": split,
-        "wall_time": time.perf_counter() - t0,
+        "wall_time": time.perf_counter() - started,
         "grid": grid,
     }
 
@@ -211,24 +225,11 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
     grid = None
     if cfg["grid"] > 0:
         grid = str(save_grid(m.images[:cfg["grid"]], Path(ctx.grids_dir) / f"{tag}.png"))
-    metrics = {key: m.mean(key) for key in m.metrics[0]}
-    if len(seeds) > 1:
-        metrics["fids"] = [row["fid"] for row in m.metrics]
-    return {
-        "schedule": schedule.to_dict(),
-        "sampler": sampler.to_dict(),
-        **metrics,
-        "seeds": list(seeds),
-        "latency": latency,
-        "acceleration": 1.0 - latency / cost_model.latency(None, ref_timesteps),
-        "exit_acceleration": 1.0 - latency / cost_model.latency(None, timesteps),
-        "block_acceleration": m.block_acceleration,
-        "block_evals": m.block_evals,
-        "finetune_steps": 0,
-        "time_split": split,
-        "wall_time": time.perf_counter() - t0,
-        "grid": grid,
-    }
+    return _result(schedule, sampler, m.metrics, seeds, latency=latency,
+                   reference_latency=cost_model.latency(None, ref_timesteps),
+                   exit_acceleration=1.0 - latency / cost_model.latency(None, timesteps),
+                   block_acceleration=m.block_acceleration, block_evals=m.block_evals,
+                   finetune_steps=0, split=split, started=t0, grid=grid)
 
 
 def _self_reference(ctx: TrialContext, transformer: Any, device: str) -> Any:
