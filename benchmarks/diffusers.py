@@ -8,10 +8,11 @@ the testbed is pixel space). Configurations, all with the same seeds (common ran
 
 * the full model at DDIM with ``--steps`` steps and at DPM-Solver++ with ``--dpm-steps`` steps
   (the steps-only front, both solvers a user would try);
-* the searched front: the exit configurations on the joint front of ``--study``, the
-  training-free diffusers study made by ``ase-search run --diffusers`` on the exported testbed
-  (``python -m tools.reference_study --arch dit --diffusers`` re-makes it), each at its own
-  sampler and step count, at most ``--searched`` of them (the lowest FID first);
+* searched configurations: the exit configurations on the joint front and on the
+  exits-at-the-reference-sampler front of ``--study``, the training-free diffusers study made by
+  ``ase-search run --diffusers`` on the exported testbed (``python -m tools.reference_study
+  --arch dit --diffusers`` re-makes it), each at its own sampler and step count: those with a
+  FID at most ``--searched-fid`` x the study's reference, the ``--searched`` fastest;
 * ase-search's presets ``--presets`` at DDIM-``--steps-exits`` through the exit-schedule hooks, on
   the shipped weights and on the reference study's one-shot weights (with that model's own full
   DDIM point);
@@ -90,7 +91,10 @@ class Params:
         "the diffusers study whose joint front's exit configurations are measured",
         identity=False))
     searched: int = field(default=4, metadata=option(
-        "at most this many searched configurations (lowest FID first)", identity=False))
+        "at most this many searched configurations (the fastest first)", identity=False))
+    searched_fid: float = field(default=3.0, metadata=option(
+        "searched configurations with a FID above this x the study's reference are left out",
+        identity=False))
     steps_exits: int = field(default=20, metadata=option(
         "DDIM steps of the exit schedules and the caches"))
     presets: tuple[str, ...] = field(default=("D1", "D3", "D4"), metadata=option(
@@ -125,7 +129,7 @@ def keys(params: Params) -> list[str]:
     return ["conversion", "applicability", "overhead",
             *(f"full/ddim-{k}" for k in params.steps),
             *(f"full/dpm-solver-{k}" for k in params.dpm_steps),
-            *(f"searched/{k}" for k in searched(params.study, params.searched)),
+            *(f"searched/{k}" for k in searched(params.study, params.searched, params.searched_fid)),
             "stock/full",
             *(f"ase/{p}" for p in params.presets),
             *(f"one-shot/{p}" for p in ("full", *params.presets)),
@@ -146,10 +150,11 @@ def folder(kind: str) -> Path:
 
 
 @functools.cache
-def searched(study: str, most: int) -> dict[str, dict[str, Any]]:
-    """The exit configurations on the joint front of the diffusers study ``study`` (none when
-    it does not exist), the ``most`` of lowest FID: ``config_key -> {"sampler", "schedule",
-    "trial", "fid"}`` (the study's sampler and schedule dicts, its FID at its one seed)."""
+def searched(study: str, most: int, fid_ratio: float) -> dict[str, dict[str, Any]]:
+    """The exit configurations on the joint and exits-at-reference fronts of the diffusers study
+    ``study`` (none when it does not exist) with a FID at most ``fid_ratio`` x its reference's,
+    the ``most`` fastest: ``config_key -> {"sampler", "schedule", "trial", "fid"}`` (the study's
+    sampler and schedule dicts, its FID at its one seed)."""
     from ase_search.fronts import study_fronts
     from ase_search.pareto import open_study
 
@@ -159,11 +164,17 @@ def searched(study: str, most: int) -> dict[str, dict[str, Any]]:
     if not s.user_attrs.get("config", {}).get("diffusers"):
         raise ValueError(f"--study {study} is not a diffusers study (`ase-search run "
                          f"--diffusers`)")
-    front = [p for p in study_fronts(s).joint if p.kind == "exit"]
+    fronts = study_fronts(s)
+    if fronts.reference is None:
+        return {}
+    limit = fid_ratio * fronts.reference.fid
+    found = {p.key: p for p in (*fronts.joint, *fronts.exits_at_reference)
+             if p.kind == "exit" and p.fid <= limit}
     trials = {t.number: t for t in s.trials}
     return {p.key: {"sampler": p.sampler, "schedule": trials[p.trial].user_attrs["schedule"],
-                    "trial": p.trial, "fid": p.fid}
-            for p in sorted(front, key=lambda p: p.fid)[:most]}
+                    "trial": p.trial, "fid": p.fid,
+                    "what": trials[p.trial].user_attrs.get("seed") or f"trial {p.trial}"}
+            for p in sorted(found.values(), key=lambda p: p.latency)[:most]}
 
 
 def weights_identity(params: Params, key: str) -> dict[str, Any]:
@@ -173,7 +184,7 @@ def weights_identity(params: Params, key: str) -> dict[str, Any]:
     if key.startswith("one-shot/"):
         ident["one_shot_sha256"] = file_sha256(reference_one_shot_weights(ARCH))
     if key.startswith("searched/"):
-        found = searched(params.study, params.searched)[key.partition("/")[2]]
+        found = searched(params.study, params.searched, params.searched_fid)[key.partition("/")[2]]
         ident["schedule"] = found["schedule"]
         ident["sampler"] = found["sampler"]
     return ident
@@ -402,7 +413,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     elif group == "searched":
         from ase_search.schedule import ExitSchedule
 
-        found = searched(params.study, params.searched)[name]
+        found = searched(params.study, params.searched, params.searched_fid)[name]
         sampler, steps = found["sampler"]["name"], found["sampler"]["steps"]
         schedule = ExitSchedule.from_dict(found["schedule"])
         apply_exit_schedule(transformer, schedule)
@@ -436,6 +447,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
           file=sys.stderr, flush=True)
     return {"group": group, "name": name, "sampler": sampler, "steps": steps, "fids": fids,
             "trial": found["trial"] if group == "searched" else None,
+            "what": found["what"] if group == "searched" else None,
             "seeds": list(range(params.seeds)), "n": params.n,
             "schedule": None if schedule is None else schedule.to_dict(),
             "block_evals": block_evals, "full_block_evals": depth * steps,
@@ -471,7 +483,7 @@ def label(c: dict[str, Any]) -> str:
     if c["group"] == "full":
         return f"full, {solver}-{c['steps']}"
     if c["group"] == "searched":
-        return f"searched trial {c['trial']}, {solver}-{c['steps']} ({c['name'].partition('/')[2]})"
+        return f"searched {c['what']}, {solver}-{c['steps']} ({c['name'].partition('/')[2]})"
     if c["group"] == "stock":
         return f"full (plain from_pretrained), DDIM-{c['steps']}"
     if c["group"] == "ase":

@@ -63,7 +63,8 @@ def summarise(storage: Path, wall: float | None, command: str,
     if confirm is None and isinstance(recorded, dict):
         confirm = (recorded["wall_time"], f"ase-search confirm {display_path(storage)} --seeds "
                                           f"{recorded['seeds']}")
-    lines = [f"# Joint search on the {arch} testbed: sampler x steps x exit schedule", "",
+    path = " (diffusers path)" if study.user_attrs.get("config", {}).get("diffusers") else ""
+    lines = [f"# Joint search on the {arch} testbed{path}: sampler x steps x exit schedule", "",
              "Written by `python -m tools.reference_study` (issue #15) from "
              f"`{display_path(storage)}`; the interactive report is the `.html` of the same "
              "name.", "",
@@ -80,11 +81,10 @@ def summarise(storage: Path, wall: float | None, command: str,
     if confirm is not None:
         lines.append(f"- Wall time of the confirmation: {confirm[0] / 60:.1f} min")
     splits = [t.user_attrs.get("time_split", {}) for t in trials]
-    if splits:
-        parts = {k: statistics.median(s.get(k, 0.0) for s in splits)
-                 for k in ("load", "sampling", "fid")}
-        lines.append(f"- Per trial (median): loading {parts['load']:.1f} s, sampling "
-                     f"{parts['sampling']:.1f} s, FID {parts['fid']:.1f} s")
+    if splits:  # whatever the trials timed: load, finetune, sampling, fid; measure (diffusers)
+        names = dict.fromkeys(k for s in splits for k in s)
+        lines.append("- Per trial (median): " + ", ".join(
+            f"{k} {statistics.median(s.get(k, 0.0) for s in splits):.1f} s" for k in names))
     lines += ["", "## Verdict", ""] + [f"- {line}" for line in verdict_lines(verdict)]
     table = fronts_table(verdict)
     shown = table[table.steps_only_front | table.exits_front | table.joint_front]
