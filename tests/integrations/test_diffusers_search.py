@@ -67,11 +67,11 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def _one_error_line(run: subprocess.CompletedProcess) -> str:
-    assert run.returncode == 2, run.stderr
-    assert "Traceback" not in run.stderr
-    lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, run.stderr
+def _one_error_line(code: int, err: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
     return lines[0]
 
 
@@ -152,7 +152,8 @@ def test_self_reference_is_the_full_model_at_the_reference_configuration(study, 
     torch.testing.assert_close(images, direct.images, rtol=0, atol=0)
 
 
-def test_resume_with_other_weights_in_the_folder_is_refused(study, folder, tmp_path):
+def test_resume_with_other_weights_in_the_folder_is_refused(study, folder, tmp_path, cli,
+                                                           monkeypatch):
     """The study records what the folder holds: new weights under the same path are caught."""
     import shutil
 
@@ -174,12 +175,13 @@ def test_resume_with_other_weights_in_the_folder_is_refused(study, folder, tmp_p
         state[name] = state[name] + 1.0
         save_file(state, weights)
         assert transformer_fingerprint(folder) != transformer_fingerprint(copy)
-        run = _cli("run", "--diffusers", str(folder), "--space", "space.yaml", "--budget", "4",
-                   "--n-samples", "16", "--fid-data", "self",
-                   "--storage", "d.db", "--study-name", "d", cwd=moved)
+        monkeypatch.chdir(moved)  # the CLI in-process: refused before Ray starts
+        code, _, err = cli(["run", "--diffusers", str(folder), "--space", "space.yaml",
+                            "--budget", "4", "--n-samples", "16", "--fid-data", "self",
+                            "--storage", "d.db", "--study-name", "d"])
     finally:
         weights.write_bytes(original)
-    line = _one_error_line(run)
+    line = _one_error_line(code, err)
     assert "other settings" in line and "diffusers_fingerprint" in line
     assert "'diffusers':" not in line  # the path is the same; only what it holds changed
     stored = optuna.load_study(study_name="d", storage=f"sqlite:///{moved / 'd.db'}")
@@ -190,8 +192,9 @@ def test_resume_with_other_weights_in_the_folder_is_refused(study, folder, tmp_p
     (["--diffusers", "no-such-folder"], ["--diffusers", "not a folder"]),
     (["--fid-data", "self"], ["--fid-data", "needs diffusers"]),
 ])
-def test_bad_diffusers_runs_are_one_line(tmp_path, args, words):
-    line = _one_error_line(_cli("run", *args, "--storage", "x.db", cwd=tmp_path))
+def test_bad_diffusers_runs_are_one_line(tmp_path, cli, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    line = _one_error_line(*cli(["run", *args, "--storage", "x.db"])[::2])
     for word in words:
         assert word in line, line
     assert not (tmp_path / "x.db").exists()
