@@ -78,6 +78,7 @@ __all__ = [
     "MARKER",
     "POS_EMBED",
     "SCHEDULER_NAMES",
+    "SelfReference",
     "apply_exit_schedule",
     "call_timesteps",
     "dit_scheduler_config",
@@ -839,6 +840,23 @@ class DiffusersMeasurement:
         return (sum((v - mu) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
+@dataclass(frozen=True)
+class SelfReference:
+    """The full model's own samples as a measurement's reference (no data set needed).
+
+    Attributes:
+        paired: ``seed -> (n, C, H, W)`` samples from the same noise and labels as the measured
+            ones, for the paired per-image distance.
+        distribution: an independent draw of the same model and configuration, the set FID is
+            measured against; the full model then scores the FID between two of its own draws
+            (the noise floor) rather than 0, so "within 1.25x the reference's FID" keeps a
+            meaning.
+    """
+
+    paired: Callable[[int], torch.Tensor]
+    distribution: torch.Tensor
+
+
 def measure_diffusers(
     transformer: nn.Module,
     scheduler: Any,
@@ -847,7 +865,7 @@ def measure_diffusers(
     steps: int,
     n: int,
     seeds: Sequence[int] = (0,),
-    reference: str | Callable[[int], torch.Tensor] = "self",
+    reference: str | SelfReference = "self",
     cfg_scale: float = 1.0,
     fid_config: Any = None,
     batch_size: int = 256,
@@ -860,9 +878,10 @@ def measure_diffusers(
     Args:
         reference: ``"self"``: the full model samples the same seeds with the same scheduler and
             steps (hooks off) and serves as the reference, for FID and the paired per-image
-            distance. A function ``seed -> (n, C, H, W) samples``: those samples serve so (e.g.
-            the full model at a search's reference configuration, from the same noise and
-            labels). Any other string is a FID data spec (``"mnist"`` or a folder of images).
+            distance. A :class:`SelfReference` (e.g. the full model at a search's reference
+            configuration): FID against its ``distribution``, the paired distance against its
+            ``paired`` samples. Any other string is a FID data spec (``"mnist"`` or a folder of
+            images).
 
     Raises:
         ValueError: bad arguments, or a schedule that does not fit the model.
@@ -898,12 +917,13 @@ def measure_diffusers(
                 remove_exit_schedule(transformer)
             check_finite_samples(out.images)
         images = fid_images(out.images, None)
-        if same or callable(reference):
-            ref = full.images if same else reference(seed)  # (n, C, H, W)
+        if same or isinstance(reference, SelfReference):
+            ref = full.images if same else reference.paired(seed)  # (n, C, H, W)
             if ref.shape != out.images.shape:
                 raise ValueError(f"the reference samples of seed {seed} have shape "
                                  f"{tuple(ref.shape)}, the measured ones {tuple(out.images.shape)}")
-            result = compute_fid(images, reference=fid_images(ref, None), config=fid_config)
+            against = ref if same else reference.distribution
+            result = compute_fid(images, reference=fid_images(against, None), config=fid_config)
             diff = (out.images - ref) / 2.0  # images in [0, 1]
             result["paired_rmse"] = float(diff.flatten(1).pow(2).mean(1).sqrt().mean())
         else:
@@ -911,5 +931,6 @@ def measure_diffusers(
         metrics.append(result)
         first = out.images[:64] if first is None else first
         block_evals, calls = out.block_evals, out.model_calls
-    return DiffusersMeasurement(schedule, "self" if callable(reference) else reference, metrics,
+    return DiffusersMeasurement(schedule, "self" if same or isinstance(reference, SelfReference)
+                                else reference, metrics,
                                 block_evals, depth * calls, first)

@@ -232,15 +232,23 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
                    finetune_steps=0, split=split, started=t0, grid=grid)
 
 
+# The seed of the independent draw a ``fid_data self`` study measures FID against (no trial,
+# baseline point or confirmation samples it: studies use seeds from 0 up).
+SELF_REFERENCE_SEED = 999_983
+
+
 def _self_reference(ctx: TrialContext, transformer: Any, device: str) -> Any:
-    """``seed -> samples`` of the full model at the study's reference configuration (the
-    ``fid_data self`` reference of a diffusers study), each seed sampled once and cached as a
-    tensor file under ``ctx.cache_dir`` (named by the transformer's fingerprint, the sampler
-    and the sampling settings, so a changed folder never reads stale samples)."""
+    """The ``fid_data self`` reference of a diffusers study
+    (:class:`~ase_search.integrations.diffusers.SelfReference`): the full model at the study's
+    reference configuration, from each measured seed (paired) and from
+    :data:`SELF_REFERENCE_SEED` (the FID set). Each seed is sampled once and cached as a tensor
+    file under ``ctx.cache_dir``, named by the transformer's fingerprint, the sampler and the
+    sampling settings, so a changed folder never reads stale samples."""
     import torch
 
     from ase_search.files import atomic_write
     from ase_search.integrations.diffusers import (
+        SelfReference,
         load_scheduler,
         sample_diffusers,
         transformer_fingerprint,
@@ -265,7 +273,7 @@ def _self_reference(ctx: TrialContext, transformer: Any, device: str) -> Any:
             atomic_write(path, lambda tmp: torch.save(out.images, tmp))
         return out.images
 
-    return images
+    return SelfReference(paired=images, distribution=images(SELF_REFERENCE_SEED))
 
 
 def _check_inputs_here(ctx: TrialContext) -> None:
