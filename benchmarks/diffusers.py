@@ -462,18 +462,19 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 def searched_lines(configs: dict[str, dict[str, Any]], params: Params) -> list[str]:
     """The report's bullet on the searched configurations: which study, made how."""
     from ase_search.pareto import open_study
+    from ase_search.search.trial import reference_sampler
 
     if not any(c["group"] == "searched" for c in configs.values()):
         return [f"- Searched: none measured (`{display_path(Path(params.study))}` does not exist; "
                 f"`python -m tools.reference_study --arch dit --diffusers` makes it)"]
     attrs = open_study(params.study).user_attrs
     run = attrs.get("last_run", {})
-    return [f"- Searched: the exit configurations on the joint front of "
-            f"`{display_path(Path(params.study))}`, a training-free `ase-search run --diffusers` "
+    return [f"- Searched: `{display_path(Path(params.study))}`, a training-free `ase-search run --diffusers` "
             f"study of the exported testbed in `{attrs.get('space', {}).get('description', '?')}`"
             + (f" ({run.get('new_trials')} trials, {run['wall_time'] / 60:.1f} min, finished "
                f"{run.get('finished')})" if run.get("wall_time") else "")
-            + f"; its exit configurations on the joint and exits-at-DDIM-20 fronts with a FID "
+            + f"; its exit configurations on the joint and exits-at-"
+            f"{reference_sampler(attrs['config'], attrs.get('space')).describe()} fronts with a FID "
             f"at most {params.searched_fid:g}x the study's reference (at its one seed), the "
             f"{params.searched} fastest, re-measured here over the seeds above"]
 
