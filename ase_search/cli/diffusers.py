@@ -50,6 +50,33 @@ def export_diffusers_cmd(
                   f"DiT's timestep and position tables", highlight=False, soft_wrap=True)
 
 
+def fid_extractor(reference: str, folder: Path | None) -> str:
+    """The FID extractor for ``reference``: the MNIST classifier for ``mnist``, and for ``self``
+    when the ``--diffusers`` model makes 1 x 28 x 28 images (the testbed); Inception-v3 (which
+    needs ``--fid-weights``) for image folders and other models' own samples."""
+    import json
+
+    if reference == "self" and folder is not None:
+        for config in (folder / "config.json", folder / "transformer" / "config.json"):
+            if config.is_file():
+                c = json.loads(config.read_text())
+                grey_28 = (c.get("in_channels"), c.get("sample_size")) == (1, 28)
+                return "mnist-classifier" if grey_28 else "inception-v3-compat"
+    return "mnist-classifier" if reference in ("mnist", "self") else "inception-v3-compat"
+
+
+def check_fid_weights(extractor: str, fid_weights: str | None) -> None:
+    """One line naming ``--fid-weights`` when the extractor's weights are missing or wrong,
+    before anything is loaded or sampled."""
+    from ase_search.metrics.fid import FIDConfig, MetricsError, resolve_weights
+
+    try:
+        resolve_weights(FIDConfig(extractor=extractor, fid_weights=fid_weights))
+    except MetricsError as err:
+        # The loader's own error can span lines (torch.load's); the first one says what is wrong.
+        raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
+
+
 def _load(folder: Path, schedule: str, sampler: str) -> tuple[Any, Any, Any]:
     """The transformer, scheduler and resolved schedule of a ``--diffusers`` run."""
     from ase_search.integrations.diffusers import exit_blocks, load_scheduler, load_transformer
@@ -128,7 +155,7 @@ def eval_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: int,
 
     from ase_search.files import atomic_write_text, check_writable
     from ase_search.integrations.diffusers import measure_diffusers
-    from ase_search.metrics.fid import FIDConfig, MetricsError, resolve_weights
+    from ase_search.metrics.fid import FIDConfig
     from ase_search.report import save_grid
 
     for name, path, suffix in (("--grid", grid, ".png"), ("--json", json_out, ".json")):
@@ -141,13 +168,10 @@ def eval_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: int,
     if data not in ("self", "mnist") and not Path(data).expanduser().exists():
         raise FileNotFoundError(f"--fid-data {data} does not exist; give self, mnist or a "
                                 f"folder of reference images")
-    extractor = "inception-v3-compat" if data not in ("self", "mnist") else "mnist-classifier"
+    extractor = fid_extractor(data, folder)
     fid_config = FIDConfig(extractor=extractor,
                            fid_weights=None if fid_weights is None else str(fid_weights))
-    try:
-        resolve_weights(fid_config)
-    except MetricsError as err:
-        raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
+    check_fid_weights(extractor, fid_config.fid_weights)
     transformer, scheduler, plan = _load(folder, schedule, sampler)
     device = pick_device(device)
     transformer.to(device)

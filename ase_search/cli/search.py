@@ -10,7 +10,7 @@ import typer
 from ase_search.cli._app import (
     ArchOpt, SamplerOpt, SeedOpt, StepsOpt, TimestepSpacingOpt, app, console, console_err,
     use_threads)
-from ase_search.cli.diffusers import DiffusersOpt
+from ase_search.cli.diffusers import DiffusersOpt, fid_extractor
 
 # SearchConfig fields whose flag is not the field's name with dashes (see _flag).
 _FLAGS = {"finetune_full_share": "--full-share", "finetune_distill": "--distill"}
@@ -93,8 +93,7 @@ def run_cmd(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar says what matters
 
     reference = fid_data if fid_data is not None else data
-    extractor = ("mnist-classifier" if reference in ("mnist", "self")
-                 else "inception-v3-compat")
+    extractor = fid_extractor(reference, diffusers)
     if finetune is None:  # a diffusers model has no fine-tune yet: searched training-free
         finetune = "none" if diffusers is not None else "one-shot"
     try:  # SearchError names SearchConfig fields: say them the way the user typed them

@@ -233,3 +233,19 @@ def test_pareto_judges_a_self_referenced_study(study, cli):
     code, out, err = cli(["pareto", str(work / "d.db"), "--no-report"])
     assert code == 0, err
     assert "headline" in out and "steps-only" in out
+
+
+def test_self_fid_reads_mnist_features_only_for_mnist_shaped_models(folder, tmp_path):
+    """The testbed's 1 x 28 x 28 samples go through the MNIST classifier; an RGB model's own
+    samples through Inception (which needs --fid-weights)."""
+    import json
+
+    from ase_search.cli.diffusers import fid_extractor
+
+    assert fid_extractor("self", folder) == "mnist-classifier"
+    rgb = tmp_path / "rgb" / "transformer"
+    rgb.mkdir(parents=True)
+    config = json.loads((folder / "config.json").read_text())
+    (rgb / "config.json").write_text(json.dumps({**config, "in_channels": 3}))
+    assert fid_extractor("self", rgb.parent) == "inception-v3-compat"
+    assert fid_extractor("mnist", rgb.parent) == "mnist-classifier"
