@@ -208,9 +208,7 @@ def finetune(
     _check_model(model, target.arch, target.depth)
     T = (diffusion or GaussianDiffusion()).num_timesteps
     one_shot = isinstance(target, ScheduleSpace)
-    reuses = ("reuse" in target.levers.modes if one_shot and target.levers is not None
-              else not one_shot and "reuse" in target.modes)
-    if reuses:
+    if (target.levers is not None and target.levers.reuses) if one_shot else target.reuses:
         warnings.warn("the target's block-reuse intervals are fine-tuned as skip: each sample "
                       "trains its first blocks with no cached residual, which is not how reuse "
                       "samples; block reuse is training-free, so sample it without a fine-tune "

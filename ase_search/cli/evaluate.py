@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ase_search.cli.diffusers import DiffusersOpt
+from ase_search.cli.diffusers import DiffusersOpt, check_fid_weights
 from ase_search.cli._app import (
     DEFAULT_STEPS,
     ArchOpt,
@@ -93,7 +93,7 @@ def eval_cmd(
     from ase_search.evaluate import evaluate
     from ase_search.files import atomic_write_text, check_writable
     from ase_search.measure import check_fid_reference
-    from ase_search.metrics.fid import FIDConfig, MetricsError, resolve_weights
+    from ase_search.metrics.fid import FIDConfig
     from ase_search.report import save_grid
     from ase_search.schedule import resolve_schedule
     from ase_search.testbed import load_model
@@ -121,11 +121,7 @@ def eval_cmd(
     extractor = "mnist-classifier" if data == "mnist" else "inception-v3-compat"
     fid_config = FIDConfig(extractor=extractor, kid=kid,
                            fid_weights=None if fid_weights is None else str(fid_weights))
-    try:
-        resolve_weights(fid_config)  # before loading and sampling anything
-    except MetricsError as err:
-        # The loader's own error can span lines (torch.load's); the first one says what is wrong.
-        raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
+    check_fid_weights(extractor, fid_config.fid_weights)  # before loading and sampling anything
     device = pick_device(device)
     decoder = None if vae is None else load_vae(vae, device=device)
     weights = schedule_weights(schedule, checkpoint)

@@ -36,7 +36,7 @@ def run_cmd(
     fid_data: Annotated[str | None, typer.Option(
         help="FID reference when it is not --data: mnist or a folder of images (for a latent "
              "model: images at the decoded resolution); with --diffusers also self (the full "
-             "model's own samples at the reference configuration, same seeds).")] = None,
+             "model's own samples at the reference configuration).")] = None,
     vae: Annotated[Path | None, typer.Option(
         help="Latent models (DiT-XL/2): local diffusers AutoencoderKL folder that decodes each "
              "trial's samples before FID.")] = None,

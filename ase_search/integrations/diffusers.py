@@ -931,6 +931,5 @@ def measure_diffusers(
         metrics.append(result)
         first = out.images[:64] if first is None else first
         block_evals, calls = out.block_evals, out.model_calls
-    return DiffusersMeasurement(schedule, "self" if same or isinstance(reference, SelfReference)
-                                else reference, metrics,
-                                block_evals, depth * calls, first)
+    return DiffusersMeasurement(schedule, "self" if isinstance(reference, SelfReference)
+                                else reference, metrics, block_evals, depth * calls, first)

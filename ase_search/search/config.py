@@ -145,8 +145,9 @@ class SearchConfig:
             ``transformer/``) to search instead of ``checkpoint``: trials run it through the
             exit-schedule hooks and diffusers schedulers built from its scheduler config
             (:mod:`ase_search.integrations.diffusers`), training-free (``finetune`` none).
-            ``fid_data`` may then be ``self``: FID against the full model's own samples at the
-            reference configuration, from the same noise and labels.
+            ``fid_data`` may then be ``self``: the full model at the reference configuration is
+            the reference (FID against an independent draw of it, a paired distance against its
+            samples from the same noise and labels).
     """
 
     arch: str = "dit"

@@ -181,8 +181,8 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
 
     Latency is the cost model's sum over the scheduler's own call timesteps, the same calls the
     hooks count; the two are checked against each other. With ``fid_data`` ``self`` the reference
-    is the full model's samples at the study's reference configuration from the same seeds
-    (cached under ``ctx.cache_dir``), so fewer steps and exits are both measured against it.
+    is the full model at the study's reference configuration (:func:`_self_reference`), so fewer
+    steps and exits are both measured against it.
     """
     from ase_search.integrations.diffusers import (
         call_timesteps,
