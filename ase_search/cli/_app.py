@@ -44,7 +44,7 @@ _thread_budget: ThreadBudget | None = None
 def _app_options(
     threads: Annotated[int | None, typer.Option(
         "--threads", help="Threads for torch and BLAS (default: $ASE_SEARCH_THREADS, else the "
-                          "CPUs this process may use that the load average shows idle).",
+                          "CPUs this process may use that other processes leave idle).",
         show_default=False)] = None,
 ) -> None:
     """Early-exit diffusion transformers (ASE) and automatic exit-schedule search."""
