@@ -11,38 +11,39 @@ A study holds two kinds of measured configurations (sampler x step count x exit 
 
 From them :func:`study_fronts` builds three Pareto fronts in (FID, latency): **steps-only**,
 **exits at the reference sampler** (the front a fixed-sampler search gives) and **joint** (every
-configuration). :func:`study_verdict` judges the joint front against the steps-only one with
-:mod:`ase_search.verdict`: the hypervolume of each, every joint point's speedup at matched FID, and
-the headline (the largest speedup within ``window`` x the reference configuration's FID). When
-``ase-search confirm`` has re-measured the configurations over several seeds (``confirm:<key>``),
-the verdict is made on those paired measurements and carries their spread.
+configuration). :func:`study_verdict` judges the levers' configurations against the steps-only
+ladder with the one rule of :mod:`ase_search.verdict`, on the fresh seeds ``ase-search confirm``
+measured (``confirm:<key>``: every steps-only configuration and the levers' front points, on the
+seeds after the study's own, which the search selected on). Before that there is no verdict, only
+the fronts.
 
-Latency is the cost model's prediction of a whole sampling run (the sum of its calls' costs);
-tables give it in seconds per sample and as speedup over the reference configuration (the full
-model at the reference sampler, default DDIM-20).
+Latency is the cost model's prediction of a whole sampling run (the sum of its calls' costs),
+with that model's validated error for the configuration's levers; tables give it in seconds per
+sample and as speedup over the reference configuration (the full model at the reference sampler,
+default DDIM-20).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ase_search.verdict import (
-    Headline,
+    WINDOW,
+    Configuration,
     HypervolumeComparison,
-    PairedPoint,
-    PairedSpeedup,
+    Judgement,
+    Latency,
     Point,
-    SeedRatio,
+    Verdict,
     compare_hypervolumes,
-    headline,
+    judge,
     non_dominated,
-    paired_headline,
-    paired_speedup,
-    speedup_at_matched_fid,
+    predicted_error,
 )
 
 if TYPE_CHECKING:
@@ -51,17 +52,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIRM_PREFIX",
-    "Beyond",
     "STEPS_ONLY_PREFIX",
     "WINDOW",
     "Fronts",
     "StudyPoint",
     "StudyVerdict",
     "config_identity",
-    "export_point",
-    "select_point",
     "config_key",
+    "confirmation_seeds",
+    "export_point",
     "fronts_table",
+    "select_point",
     "study_fronts",
     "study_points",
     "study_verdict",
@@ -70,7 +71,6 @@ __all__ = [
 
 STEPS_ONLY_PREFIX = "steps_only:"  # study user attribute of one steps-only baseline point
 CONFIRM_PREFIX = "confirm:"  # study user attribute of one configuration's confirmation seeds
-WINDOW = 1.25  # the headline counts points with FID <= WINDOW x the reference configuration's
 
 
 def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
@@ -121,6 +121,22 @@ def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) ->
     return (config.describe(), s.arch, s.depth, calls)
 
 
+def _levers(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> list[str]:
+    """The levers a configuration uses (keys of :data:`ase_search.verdict.LATENCY_ERROR`)."""
+    from ase_search.schedule import ExitSchedule
+
+    levers = ["full"]
+    if str(sampler.get("name", "")).startswith("dpm"):
+        levers.append("solver")
+    if schedule is not None:
+        s = ExitSchedule.from_dict(schedule)
+        if any(m == "reuse" for m in s.modes):
+            levers.append("reuse")
+        if any(n < s.depth and m != "reuse" for n, m in zip(s.blocks, s.modes)):
+            levers.append("skip")
+    return levers
+
+
 @dataclass(frozen=True)
 class StudyPoint:
     """One measured configuration of a study.
@@ -136,6 +152,8 @@ class StudyPoint:
         trial: the trial number, ``None`` for a baseline point.
         fids: FID per confirmation seed (``ase-search confirm``), ``None`` when not confirmed.
         seeds: those seeds.
+        latency_error: the cost model's relative error for its levers
+            (:func:`ase_search.verdict.predicted_error`).
     """
 
     key: str
@@ -147,16 +165,11 @@ class StudyPoint:
     trial: int | None = None
     fids: tuple[float, ...] | None = None
     seeds: tuple[int, ...] | None = None
+    latency_error: float = 0.0
 
     def point(self, unit: float = 1.0) -> Point:
         """As a :class:`~ase_search.verdict.Point`, latency divided by ``unit``."""
         return Point(self.label, self.fid, self.latency / unit)
-
-    def paired(self, unit: float = 1.0) -> PairedPoint:
-        """As a :class:`~ase_search.verdict.PairedPoint` (confirmed points only)."""
-        if self.fids is None:
-            raise ValueError(f"{self.label} has no confirmation seeds")
-        return PairedPoint(self.label, self.fids, self.latency / unit)
 
 
 def _sampler_dict(trial: Any, study_config: dict[str, Any]) -> dict[str, Any]:
@@ -166,6 +179,9 @@ def _sampler_dict(trial: Any, study_config: dict[str, Any]) -> dict[str, Any]:
     from ase_search.search.trial import study_sampler
 
     return study_sampler(study_config).to_dict()  # trials before joint spaces: the one sampler
+
+
+_WEIGHTS = {"steps-only": "start", "exit": "study"}  # what each kind of point runs
 
 
 def study_points(study: optuna.Study) -> list[StudyPoint]:
@@ -192,10 +208,16 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
             return
         identities.add(identity)
         c = confirmed.get(key)
-        fids = tuple(float(f) for f in c["fids"]) if c and c.get("fids") else None
+        # a record is attached only to the weights it ran: the starting ones for the full model,
+        # the study's for an exit (a record without a label predates labels, when confirmation
+        # ran the study's weights alone: never the full model's starting weights)
+        trusted = (isinstance(c, dict) and c.get("weights", "study") == _WEIGHTS[kind]
+                   and c.get("fids") and len(c["fids"]) == len(c.get("seeds", ())))
+        fids = tuple(float(f) for f in c["fids"]) if trusted else None
         points[key] = StudyPoint(key, kind, label, sampler,
                                  float(sum(fids) / len(fids)) if fids else fid, latency, trial,
-                                 fids, tuple(c["seeds"]) if fids else None)
+                                 fids, tuple(int(x) for x in c["seeds"]) if fids else None,
+                                 predicted_error(_levers(sampler, schedule)))
 
     for name, value in sorted(attrs.items()):
         if name.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
@@ -270,116 +292,110 @@ def study_fronts(study: optuna.Study) -> Fronts:
 
 
 @dataclass(frozen=True)
-class Beyond:
-    """A joint front point in the quality window whose FID no steps-only configuration reaches:
-    its speedup at matched FID is at least ``lower_bound``, the latency of the steps-only
-    configuration of lowest FID (``best``) over its own.
-
-    Attributes:
-        point: the configuration.
-        best: the steps-only configuration of lowest FID.
-        lower_bound: ``best.latency / point.latency``.
-        ratio: per seed, ``FID_point / FID_best`` (confirmed points only, else ``None``).
-    """
-
-    point: StudyPoint
-    best: StudyPoint
-    lower_bound: float
-    ratio: SeedRatio | None = None
-
-
-@dataclass(frozen=True)
 class StudyVerdict:
-    """Does the joint front beat fewer steps? (see :mod:`ase_search.verdict`)
+    """Do the study's levers beat fewer steps? (the one rule, :func:`ase_search.verdict.judge`)
 
-    Latencies are relative to the reference configuration. When every joint front point and the
-    steps-only points carry the same confirmation seeds, ``paired`` holds each joint point's
-    paired speedup and ``paired_headline`` is made on the seeds' mean FIDs; otherwise only the
-    study's one seed is judged.
+    The rule needs every compared configuration (the levers' points in the quality window, the
+    whole steps-only ladder and the reference) measured on the same fresh seeds, none of them a
+    seed the search selected on: ``ase-search confirm`` measures them. Until then ``verdict`` is
+    ``None`` and ``missing`` says what is left.
 
     Attributes:
         fronts: the study's fronts.
-        window: the headline's quality window (a factor on the reference FID).
-        headline: the largest speedup at matched FID within the window, ``None`` when no point
-            qualifies (no reference FID, or nothing in the window).
-        paired_headline: the same on paired seeds, when confirmed.
-        speedups: each joint front point's speedup at matched FID (``None``: no steps-only point
-            is as good), by key.
-        paired: the paired speedups, by key, when confirmed.
+        window: the quality window (a factor on the reference FID).
+        verdict: the rule's verdict on the confirmation seeds, ``None`` when not confirmed.
+        seeds: the confirmation seeds judged (``()`` when none).
+        missing: the configurations the verdict still needs on those seeds.
         hypervolume: the joint front's against the steps-only front's, up to (window x reference
-            FID, 1.0): inside the quality window and faster than the reference.
-        beyond: joint points in the window better in FID than every steps-only configuration
-            (the headline cannot match them; their speedup has a lower bound).
+            FID, 1.0): a picture of the fronts, never a claim.
     """
 
     fronts: Fronts
     window: float
-    headline: Headline | None
-    paired_headline: PairedSpeedup | None
-    speedups: dict[str, float | None]
-    paired: dict[str, PairedSpeedup | None] = field(default_factory=dict)
+    verdict: Verdict | None
+    seeds: tuple[int, ...] = ()
+    missing: tuple[StudyPoint, ...] = ()
     hypervolume: HypervolumeComparison | None = None
-    beyond: tuple[Beyond, ...] = ()
 
     @property
     def confirmed(self) -> bool:
-        return bool(self.paired)
+        return self.verdict is not None
+
+    def judgement(self, key: str) -> Judgement | None:
+        """The rule's judgement of the configuration ``key`` (candidates only)."""
+        if self.verdict is None:
+            return None
+        return next((j for j in self.verdict.judgements if j.point.label == key), None)
 
 
-def _confirmed_sets(fronts: Fronts) -> tuple[list[StudyPoint], list[StudyPoint]] | None:
-    """The joint front and the steps-only points to judge it against on confirmation seeds;
-    ``None`` unless every joint front point and a steps-only point share the same seeds."""
-    seeds = {p.seeds for p in fronts.joint}
-    if None in seeds or len(seeds) != 1:
+def confirmation_seeds(study_seed: int, n: int) -> tuple[int, ...]:
+    """The fresh seeds ``ase-search confirm`` measures: the ``n`` after the study's (the search
+    selected its points on the study's seed, so that one is never judged on)."""
+    return tuple(range(study_seed + 1, study_seed + 1 + n))
+
+
+def _judged_seeds(fronts: Fronts, selection: set[int]) -> tuple[int, ...]:
+    """The largest set of fresh seeds the reference holds (the verdict's seeds)."""
+    ref = fronts.reference
+    if ref is None or ref.seeds is None:
+        return ()
+    return tuple(s for s in ref.seeds if s not in selection)
+
+
+def _configuration(p: StudyPoint, seeds: tuple[int, ...], unit: float) -> Configuration | None:
+    """``p`` on ``seeds`` as the rule's :class:`Configuration` (labelled by its key), ``None``
+    when it lacks one of them."""
+    if p.seeds is None or p.fids is None or not set(seeds) <= set(p.seeds):
         return None
-    (common,) = seeds
-    baseline = [p for p in fronts.points if p.kind == "steps-only" and p.seeds == common]
-    return (fronts.joint, baseline) if baseline else None
+    fid = dict(zip(p.seeds, p.fids))
+    return Configuration(p.key, tuple(fid[s] for s in seeds), seeds,
+                         Latency(p.latency / unit, p.latency_error))
 
 
 def study_verdict(study: optuna.Study, window: float = WINDOW) -> StudyVerdict:
-    """Judge ``study``'s joint front against its steps-only configurations."""
+    """Judge ``study``'s levers against its steps-only ladder by the one rule, on the fresh seeds
+    its confirmation measured (see :class:`StudyVerdict`)."""
     fronts = study_fronts(study)
     unit = fronts.reference_latency
-    steps_only = [p.point(unit) for p in fronts.points if p.kind == "steps-only"]
-    speedups = {p.key: speedup_at_matched_fid(p.point(unit), steps_only) for p in fronts.joint}
     ref = fronts.reference
-    top = hv = None
+    hv = None
     if ref is not None:
-        top = headline([p.point(unit) for p in fronts.joint], steps_only, ref.fid, window)
         hv = compare_hypervolumes([p.point(unit) for p in fronts.joint],
                                   [p.point(unit) for p in fronts.steps_only],
                                   (window * ref.fid, 1.0))
-    paired: dict[str, PairedSpeedup | None] = {}
-    top_paired = None
-    sets = _confirmed_sets(fronts)
-    if sets is not None and ref is not None:
-        joint, baseline = sets
-        base = [q.paired(unit) for q in baseline]
-        paired = {p.key: paired_speedup(p.paired(unit), base) for p in joint}
-        if ref.fids:
-            top_paired = paired_headline([p.paired(unit) for p in joint], base, ref.fid, window)
-    beyond: list[Beyond] = []
-    steps_pts = [q for q in fronts.points if q.kind == "steps-only"]
-    if ref is not None and steps_pts:
-        best = min(steps_pts, key=lambda q: (q.fid, q.latency))
-        for p in fronts.joint:
-            if p.kind == "exit" and p.fid < best.fid and p.fid <= window * ref.fid:
-                ratio = (SeedRatio.of(p.fids, best.fids) if p.fids and best.fids
-                         and len(p.fids) == len(best.fids) else None)
-                beyond.append(Beyond(p, best, best.latency / p.latency, ratio))
-    return StudyVerdict(fronts, window, top, top_paired, speedups, paired, hv,
-                        tuple(sorted(beyond, key=lambda b: -b.lower_bound)))
+    selection = {int(study.user_attrs.get("config", {}).get("seed", 0))}
+    seeds = _judged_seeds(fronts, selection)
+    if ref is None or len(seeds) < 2:
+        return StudyVerdict(fronts, window, None, (), tuple(fronts.points), hv)
+    reference = _configuration(ref, seeds, unit)
+    ladder_points = [p for p in fronts.points if p.kind == "steps-only"]
+    edge = window * ref.fid
+    # the levers' candidates: every exit configuration confirmed on these seeds (the rule tests
+    # each at alpha / K), and the joint front's unconfirmed ones in the window, which it needs
+    exits = [p for p in fronts.points if p.kind == "exit"]
+    ladder = [_configuration(q, seeds, unit) for q in ladder_points]
+    points = [_configuration(p, seeds, unit) for p in exits]
+    joint = {p.key for p in fronts.joint}
+    missing = [q for q, c in zip(ladder_points, ladder) if c is None]
+    missing += [p for p, c in zip(exits, points) if c is None and p.key in joint
+                and p.fid <= edge]
+    if missing or reference is None:
+        return StudyVerdict(fronts, window, None, seeds, tuple(missing), hv)
+    verdict = judge([c for c in points if c is not None], ladder, reference, window=window,
+                    selection_seeds=selection)
+    return StudyVerdict(fronts, window, verdict, seeds, (), hv)
 
 
 def fronts_table(verdict: StudyVerdict) -> pd.DataFrame:
-    """Every configuration of the study with its fronts and speedup at matched FID, sorted by
+    """Every configuration of the study with its fronts and the rule's judgement, sorted by
     latency.
 
-    Columns: ``configuration``, ``kind``, ``trial``, ``fid`` (mean over confirmation seeds when
+    Columns: ``configuration``, ``kind``, ``trial``, ``fid`` (mean over the judged seeds when
     confirmed), ``fid_sd``, ``ms_per_sample``, ``speedup`` (over the reference configuration),
     ``steps_only_front``, ``exits_front`` (the front at the reference sampler), ``joint_front``,
-    ``matched_speedup`` (exit configurations: the speedup at matched FID; paired when confirmed).
+    ``vs_fewer_steps`` (the rule's word on a lever's point in the quality window: ``"1.32x"``
+    (discounted speedup at matched FID), ``"beyond the ladder"``, ``"below the ladder"``; empty
+    outside the window and before confirmation).
     """
     import statistics
 
@@ -391,13 +407,9 @@ def fronts_table(verdict: StudyVerdict) -> pd.DataFrame:
                ("joint_front", f.joint))}
     rows = []
     for p in sorted(f.points, key=lambda p: (p.latency, p.fid, p.label)):
-        if p.kind != "exit":
-            matched = None
-        elif p.key in verdict.paired:  # confirmed: matched on the seeds' mean FIDs
-            paired = verdict.paired[p.key]
-            matched = None if paired is None else paired.speedup
-        else:
-            matched = _matched(verdict, p)
+        j = verdict.judgement(p.key)
+        word = None if j is None else (f"{j.discounted:.2f}x" if j.discounted is not None
+                                       else f"{j.status} the ladder")
         rows.append({
             "configuration": p.label,
             "kind": p.kind,
@@ -407,23 +419,21 @@ def fronts_table(verdict: StudyVerdict) -> pd.DataFrame:
             "ms_per_sample": p.latency / f.batch_size * 1e3,
             "speedup": f.reference_latency / p.latency,
             **{name: p.key in keys for name, keys in fronts.items()},
-            "matched_speedup": matched,
+            "vs_fewer_steps": word,
         })
     return pd.DataFrame(rows, columns=["configuration", "kind", "trial", "fid", "fid_sd",
                                        "ms_per_sample", "speedup", "steps_only_front",
-                                       "exits_front", "joint_front", "matched_speedup"])
+                                       "exits_front", "joint_front", "vs_fewer_steps"])
 
 
-def _matched(verdict: StudyVerdict, p: StudyPoint) -> float | None:
-    unit = verdict.fronts.reference_latency
-    return speedup_at_matched_fid(p.point(unit), [q.point(unit) for q in verdict.fronts.points
-                                                  if q.kind == "steps-only"])
+def _lever_word(fronts: Fronts) -> str:
+    keys = [p.key for p in fronts.points if p.kind == "exit"]
+    reuse = [k for k in keys if "r" in k.split("/", 1)[1].split("@")[0]]
+    return "block reuse configurations" if keys and len(reuse) == len(keys) else "exits"
 
 
 def verdict_lines(verdict: StudyVerdict) -> list[str]:
-    """The verdict in words: the reference, the headline, the hypervolumes, what they mean."""
-    import statistics
-
+    """The verdict in words: the reference, then the rule's lines (or what it still needs)."""
     from ase_search.samplers import SamplerConfig
 
     f = verdict.fronts
@@ -436,48 +446,18 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
               if ref.fids and len(ref.fids) > 1 else "")
     lines = [f"reference: full model (starting weights), {ref_name}: FID {ref.fid:.2f}{spread}, "
              f"{ref.latency / f.batch_size * 1e3:.2f} ms per sample (predicted)"]
-    top, paired = verdict.headline, verdict.paired_headline
-    window = f"within FID <= {verdict.window:g} x the reference ({verdict.window * ref.fid:.2f})"
-    if paired is not None:
-        lines.append(
-            f"headline ({len(paired.point.fids)} seeds, paired): {paired.speedup:.2f}x at matched "
-            f"FID {window}, by {paired.point.label} (FID {paired.point.fid:.2f}) against "
-            f"{paired.matched.label} (FID {paired.matched.fid:.2f}); FID ratio per seed "
-            f"{paired.ratio.text()}")
-    elif top is not None:
-        lines.append(
-            f"headline (1 seed; `ase-search confirm` re-measures over 5): {top.speedup:.2f}x at "
-            f"matched FID {window}, by {top.point.label} (FID {top.point.fid:.2f}) against "
-            f"{top.matched.label} (FID {top.matched.fid:.2f})")
-    else:
-        lines.append(f"headline: no configuration {window} has a steps-only match")
-    for b in verdict.beyond:
-        ratio = "" if b.ratio is None else f"; FID ratio per seed {b.ratio.text()}"
-        lines.append(
-            f"beyond fewer steps: {b.point.label} reaches FID {b.point.fid:.2f}, below every "
-            f"steps-only configuration's (the best: {b.best.label}, {b.best.fid:.2f}), at "
-            f"{b.best.latency / b.point.latency:.2f}x its speed: a speedup at matched FID of at "
-            f"least {b.lower_bound:.2f}x{ratio}")
+    if verdict.verdict is None:
+        what = (f"{len(verdict.missing)} configuration(s) (the steps-only ladder and the levers' "
+                f"points in the quality window) lack FIDs on fresh seeds")
+        lines.append(f"no verdict yet: {what}; `ase-search confirm STUDY` measures them (one "
+                     f"seed, the one the search selected on, resolves nothing)")
+        return lines
+    lines += verdict.verdict.lines(_lever_word(f))
     hv = verdict.hypervolume
     if hv is not None:
         lines.append(f"hypervolume up to (FID {hv.reference_point[0]:.2f}, the reference's "
-                     f"latency): joint front {hv.front:.3f}, steps-only front {hv.baseline:.3f} "
-                     f"(ratio {hv.ratio:.3f})")
-    best = paired.speedup if paired is not None else top.speedup if top is not None else None
-    if verdict.beyond:
-        best = max(best or 0.0, verdict.beyond[0].lower_bound)
-    exits = [p for p in f.joint if p.kind == "exit"]
-    if not exits:
-        lines.append("exits do not help on this model: every point of the joint front is the "
-                     "full model at some sampler and step count; take the fastest of those that "
-                     "meets your FID")
-    elif best is not None and best <= 1.0:
-        lines.append("exits do not help within the quality window: fewer steps are at least as "
-                     "fast at every quality there; exits are on the joint front only at worse "
-                     "FID")
-    elif best is not None:
-        bound = "at least " if verdict.beyond and best == verdict.beyond[0].lower_bound else ""
-        lines.append(f"exits help: {bound}{best:.2f}x faster than fewer steps at matched FID")
+                     f"latency), a picture, not a claim: joint front {hv.front:.3f}, steps-only "
+                     f"front {hv.baseline:.3f}")
     return lines
 
 

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ase_search import __version__
 from ase_search.schedule import ExitSchedule, ScheduleError
 from ase_search.search.storage import StudyError, one_line, open_storage
+from ase_search.verdict import hypervolume
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -470,23 +471,6 @@ def _nan_to_none(x: float) -> float | None:
 
 
 # ###################################################################### hypervolume
-def hypervolume(points: Sequence[Sequence[float]], reference_point: Sequence[float]) -> float:
-    """Exact 2-D hypervolume (area dominated by ``points`` and bounded by ``reference_point``).
-
-    Points not strictly better than the reference in both objectives add nothing.
-    """
-    r0, r1 = _check_reference(reference_point)
-    inside = sorted((float(p[0]), float(p[1])) for p in points if p[0] < r0 and p[1] < r1)
-    area, low = 0.0, r1
-    # Sweep left to right: between consecutive x-coordinates the dominated height is r1 minus the
-    # lowest second value seen so far.
-    for k, (x, y) in enumerate(inside):
-        low = min(low, y)
-        x_next = inside[k + 1][0] if k + 1 < len(inside) else r0
-        area += (x_next - x) * (r1 - low)
-    return area
-
-
 def _check_reference(reference_point: Sequence[float]) -> tuple[float, float]:
     ref = [float(x) for x in reference_point]
     if len(ref) != 2 or not all(math.isfinite(x) for x in ref):

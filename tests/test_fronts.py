@@ -50,7 +50,7 @@ def test_a_study_counts_one_configuration_once():
     keys = sorted(p.key for p in fronts.points)
     assert keys == ["dpm-solver-4/12|1@0.1", "dpm-solver-4/12|1@0.3", "dpm-solver-4/full"]
     verdict = study_verdict(study)
-    assert verdict.headline is not None and verdict.headline.speedup == pytest.approx(1.0)
+    assert verdict.verdict is None  # one seed, the search's: nothing is judged on it
 
 
 def test_a_reuse_schedule_whose_every_call_refreshes_is_the_full_model():
@@ -65,24 +65,63 @@ def test_a_reuse_schedule_whose_every_call_refreshes_is_the_full_model():
     assert config_identity(ddim20, ten) != config_identity(ddim20, full)
 
 
-def test_a_point_better_than_every_steps_only_one_gets_a_lower_bound_and_exits_help():
+def _confirmed_study(exit_fids: list[float], *, seeds=(1, 2, 3, 4, 5), steps_weights="start"):
+    """A study with a DDIM ladder (4, 8, 20 steps at latencies 0.2, 0.4, 1.0) and one exit
+    trial at latency 0.3, every one confirmed on ``seeds``."""
     study = optuna.create_study(directions=["minimize", "minimize"])
-    study.set_user_attr("config", {"sampler": "ddim", "steps": 4})
+    study.set_user_attr("config", {"sampler": "ddim", "steps": 20, "seed": 0})
     full = preset("full", "dit", 12).to_dict()
-    for steps, fid, latency in ((4, 3.0, 1.0), (2, 5.0, 0.5)):
+    wiggle = [1.0, 1.02, 0.98, 1.01, 0.99][: len(seeds)]
+    for steps, fid, latency in ((4, 6.0, 0.2), (8, 4.4, 0.4), (20, 4.0, 1.0)):
+        sampler = {**DDIM4, "steps": steps}
         study.set_user_attr(f"steps_only:ddim-{steps}/full", {
-            "fid": fid, "latency": latency, "schedule": full,
-            "sampler": {**DDIM4, "steps": steps}})
+            "fid": fid, "latency": latency, "schedule": full, "sampler": sampler,
+            "weights": "start"})
+        study.set_user_attr(f"confirm:ddim-{steps}/full", {
+            "fids": [fid * w for w in wiggle], "seeds": list(seeds), "weights": steps_weights})
     study.add_trial(create_trial(
-        values=[2.5, 0.4], params={"b": 1}, distributions={"b": IntDistribution(1, 2)},
-        user_attrs={"schedule": _two(0.3), "sampler": DDIM4}, state=TrialState.COMPLETE))
-    verdict = study_verdict(study)
-    (beyond,) = verdict.beyond
-    assert beyond.point.trial == 0 and beyond.best.key == "ddim-4/full"
-    assert beyond.lower_bound == pytest.approx(1.0 / 0.4)
+        values=[exit_fids[0], 0.3], params={"b": 1}, distributions={"b": IntDistribution(1, 2)},
+        user_attrs={"schedule": _two(0.3), "sampler": {**DDIM4, "steps": 20}},
+        state=TrialState.COMPLETE))
+    study.set_user_attr("confirm:ddim-20/12|1@0.3", {
+        "fids": [f * w for f, w in zip(exit_fids, wiggle)], "seeds": list(seeds),
+        "weights": "study"})
+    return study
+
+
+def test_a_confirmed_point_is_judged_by_the_rule():
     from ase_search.fronts import verdict_lines
 
+    # the exit has DDIM-8's FID on every seed (beats DDIM-4, not DDIM-8) at latency 0.3
+    verdict = study_verdict(_confirmed_study([4.4] * 5))
+    assert verdict.seeds == (1, 2, 3, 4, 5)
+    (j,) = verdict.verdict.judgements
+    assert j.match.label == "ddim-8/full" and j.speedup == pytest.approx(0.4 / 0.3)
+    # predicted latencies: the full model and exits are both good to 5%
+    assert j.discounted == pytest.approx(0.4 / 0.3 * 0.95 / 1.05) and j.helps
     lines = verdict_lines(verdict)
-    assert any(line.startswith("beyond fewer steps:") and "at least 2.50x" in line
-               for line in lines)
-    assert lines[-1] == "exits help: at least 2.50x faster than fewer steps at matched FID"
+    assert any(line.startswith("headline: exits help, 1.21x") for line in lines)
+
+
+def test_a_point_better_than_the_whole_ladder_gets_no_number():
+    verdict = study_verdict(_confirmed_study([3.0] * 5))
+    (j,) = verdict.verdict.judgements
+    assert j.status == "beyond" and j.speedup is None and not verdict.verdict.helps
+    assert j.against.b == "ddim-8/full"  # the cheapest steps-only one at or above 0.3
+    assert any("beyond the measured ladder" in line for line in verdict_lines_of(verdict))
+
+
+def verdict_lines_of(verdict):
+    from ase_search.fronts import verdict_lines
+
+    return verdict_lines(verdict)
+
+
+def test_records_on_the_search_seed_or_other_weights_are_not_judged():
+    # seed 0 is the one the search selected on: the verdict judges seeds 1-4 only
+    verdict = study_verdict(_confirmed_study([4.4] * 5, seeds=(0, 1, 2, 3, 4)))
+    assert verdict.seeds == (1, 2, 3, 4)
+    # steps-only records made on the study's weights are not the full model as users have it
+    stale = study_verdict(_confirmed_study([4.4] * 5, steps_weights="study"))
+    assert stale.verdict is None and {p.key for p in stale.missing} >= {"ddim-8/full"}
+    assert "no verdict yet" in verdict_lines_of(stale)[-1]

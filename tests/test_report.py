@@ -88,8 +88,8 @@ def test_report_is_self_contained_and_complete(study, folder, tmp_path):
     assert '<td class="dominated_by">2, 3</td>' in rows["1"] and ">D4<" in rows["1"]
     assert "dominated by trials 2, 3" in text
     # The verdict against the steps-only baseline; heatmap rows are labelled by trial number.
-    assert "Verdict: exits against fewer steps" in text
-    assert "headline (1 seed;" in text and "1.00x at matched FID" in text
+    assert "Verdict: levers against fewer steps" in text
+    assert "no verdict yet" in text and "fresh seeds" in text  # one seed judges nothing
     for label in ("#0 full (0%)", "#2 (40%)", "#3 (55%)", "#5 (75%)"):
         assert label in text
     # Grids: both existing PNGs embedded (absolute and study-relative), the missing one reported.
@@ -133,6 +133,10 @@ def test_report_figures_show_the_library_numbers(study, tmp_path):
     assert figure.layout.yaxis.range[1] == pytest.approx(math.log10(1.25 * 3.5 * 1.6))
     buttons = {b.label: b for b in figure.layout.updatemenus[0].buttons}
     assert buttons["full range"].args[0]["yaxis.range"][1] == pytest.approx(math.log10(9 * 1.1))
+    # the speedup axis zooms too: to the fastest point below 1.6x the window's edge (DDIM-10, 2x
+    # at FID 5), not to DDIM-5's 4x at FID 9
+    assert figure.layout.xaxis.range[1] == pytest.approx(2.0 * 1.1)
+    assert buttons["full range"].args[0]["xaxis.range"][1] == pytest.approx(4.0 * 1.05)
     # Heatmap: one row per front trial by acceleration, value = blocks at each t bin's centre.
     heat = _schedule_heatmap(study, front).data[0]
     assert list(heat.y) == ["#0 full (0%)", "#2 (40%)", "#3 (55%)", "#5 (75%)"]

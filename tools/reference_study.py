@@ -93,9 +93,7 @@ def summarise(storage: Path, wall: float | None, command: str,
         sd = "" if r.fid_sd is None or r.fid_sd != r.fid_sd else f" ± {r.fid_sd:.2f}"
         marks = "".join(m for m, on in (("S", r.steps_only_front), ("E", r.exits_front),
                                          ("J", r.joint_front)) if on)
-        matched = ("" if r.kind != "exit" else "FID below every steps-only"
-                   if r.matched_speedup is None or r.matched_speedup != r.matched_speedup
-                   else f"{r.matched_speedup:.2f}x")
+        matched = r.vs_fewer_steps or ""
         rows.append(f"| {r.configuration} | {r.fid:.2f}{sd} | {r.ms_per_sample:.2f} | "
                     f"{r.speedup:.2f}x | {marks} | {matched} |")
     lines += ["", "## The three fronts", "",

@@ -73,8 +73,9 @@ def run_cmd(
     kid: Annotated[bool, typer.Option(help="Also compute KID.")] = False,
     seed: SeedOpt = 0,
     confirm: Annotated[int, typer.Option(
-        help="After the trials, re-measure the joint front and the steps-only configurations "
-             "next to it over this many seeds (as `ase-search confirm`); 0: do not.")] = 0,
+        help="After the trials, measure the steps-only ladder and the joint front's levers on "
+             "this many fresh seeds (as `ase-search confirm`), so `pareto` gives a verdict; "
+             "0: do not.")] = 0,
     diffusers: DiffusersOpt = None,
 ) -> None:
     """Search sampler, step count and exit schedule together (FID vs latency).

@@ -11,8 +11,8 @@ configurations in flight and a resumed one measures only what is missing.
   step count), plus the reference configuration. They run the **starting weights** (the
   checkpoint the search began from, never fine-tuned): what a user who does not exit would
   sample with. The trials run the study's (one-shot fine-tuned) weights.
-* :func:`confirm_study`: the joint front and the steps-only configurations next to it, over
-  several seeds with common random numbers.
+* :func:`confirm_study`: the whole steps-only ladder and the joint front's levers, on fresh seeds
+  (not the one the search selected on) with common random numbers, for the verdict's rule.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
 from ase_search.search.trial import TrialContext, evaluate_schedule, reference_sampler, study_sampler
 
-__all__ = ["PointJob", "confirm", "confirm_jobs", "measure_jobs", "starting_context",
-           "steps_only_jobs"]
+__all__ = ["PointJob", "confirm", "confirm_jobs", "measure_jobs", "merged_record",
+           "starting_context", "steps_only_jobs", "weights_digest"]
 
 # A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
 FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -84,41 +84,69 @@ def steps_only_jobs(study: Any) -> list[PointJob]:
     return jobs
 
 
-def confirm_jobs(study: Any, seeds: int) -> list[PointJob]:
-    """The configurations ``ase-search confirm`` re-measures over ``seeds`` seeds (the study's
-    seed and the next ones): every point of the joint front, and for each exit point on it the
-    steps-only configurations next to it (the cheapest as good, and the two whose latencies
-    bracket it); the reference configuration always. Configurations already confirmed with those
-    seeds are left out."""
-    from ase_search.fronts import StudyPoint, study_fronts
+def weights_digest(ctx: TrialContext) -> str | None:
+    """A short sha256 of the weights ``ctx`` runs (``None`` when they are not a file here, e.g.
+    a diffusers folder): stored with every confirmation record, so seeds measured on other
+    weights are never merged or judged with these."""
+    import hashlib
+
+    data = ctx.weights_bytes
+    if data is None and Path(ctx.weights).is_file():
+        data = Path(ctx.weights).read_bytes()
+    return None if data is None else hashlib.sha256(data).hexdigest()[:16]
+
+
+def confirm_jobs(study: Any, seeds: int,
+                 digests: dict[str, str | None] | None = None) -> list[PointJob]:
+    """The configurations ``ase-search confirm`` measures on ``seeds`` fresh seeds
+    (:func:`~ase_search.fronts.confirmation_seeds`: after the study's own, which the search
+    selected on), so that the verdict's rule can compare them all on the same seeds: the whole
+    steps-only ladder (the reference included), and every lever's configuration on the joint
+    front. Seeds a configuration already holds on the right weights are not measured again
+    (``digests``: :func:`weights_digest` of the ``"start"`` and ``"study"`` weights; a record
+    with another digest is measured again whole, one from before digests were recorded is taken
+    by its weights label)."""
+    from ase_search.fronts import StudyPoint, confirmation_seeds, study_fronts
 
     attrs = study.user_attrs
-    base_seed = int(attrs["config"]["seed"])
-    wanted = tuple(range(base_seed, base_seed + seeds))
+    wanted = confirmation_seeds(int(attrs["config"]["seed"]), seeds)
     fronts = study_fronts(study)
-    steps_only = sorted((p for p in fronts.points if p.kind == "steps-only"),
-                        key=lambda p: p.latency)
-    chosen: dict[str, StudyPoint] = {p.key: p for p in fronts.joint}
-    if fronts.reference is not None:
-        chosen[fronts.reference.key] = fronts.reference
-    for p in fronts.joint:
-        if p.kind != "exit":
-            continue
-        as_good = [q for q in steps_only if q.fid <= p.fid]
-        faster = [q for q in steps_only if q.latency <= p.latency]
-        slower = [q for q in steps_only if q.latency > p.latency]
-        for q in (as_good[:1] + faster[-1:] + slower[:1]):
-            chosen[q.key] = q
+    chosen: dict[str, StudyPoint] = {p.key: p for p in fronts.points if p.kind == "steps-only"}
+    chosen |= {p.key: p for p in fronts.joint}
     jobs = []
     for key, p in chosen.items():
         start = p.kind == "steps-only"  # the full model runs the starting weights
-        recorded = attrs.get(CONFIRM_PREFIX + key)
-        if (isinstance(recorded, dict) and tuple(recorded.get("seeds", ())) == wanted
-                and recorded.get("weights", "study") == ("start" if start else "study")):
-            continue
-        schedule = _schedule_of(study, p)
-        jobs.append(PointJob(CONFIRM_PREFIX + key, schedule, p.sampler, wanted, start=start))
+        weights = "start" if start else "study"
+        held = _held_seeds(attrs.get(CONFIRM_PREFIX + key), weights,
+                           (digests or {}).get(weights))
+        missing = tuple(s for s in wanted if s not in held)
+        if missing:
+            jobs.append(PointJob(CONFIRM_PREFIX + key, _schedule_of(study, p), p.sampler,
+                                 missing, start=start))
     return jobs
+
+
+def _held_seeds(record: Any, weights: str, digest: str | None = None) -> dict[int, float]:
+    """Seed -> FID of a confirmation record measured on ``weights`` (empty for none, or for a
+    record of other weights: another label, or another digest where both are known). A record
+    without a label is from before labels were written, when confirmation ran the study's
+    weights alone."""
+    if not isinstance(record, dict) or record.get("weights", "study") != weights:
+        return {}
+    if digest and record.get("weights_sha256") not in (None, digest):
+        return {}
+    seeds, fids = record.get("seeds") or [], record.get("fids") or []
+    return {int(s): float(f) for s, f in zip(seeds, fids)} if len(seeds) == len(fids) else {}
+
+
+def merged_record(old: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """``new``'s confirmation result with the seeds ``old`` already held on the same weights
+    (sorted by seed; ``fid`` the mean over them all)."""
+    held = _held_seeds(old, new["weights"], new.get("weights_sha256"))
+    held |= {int(s): float(f) for s, f in zip(new["seeds"], new["fids"])}
+    seeds = sorted(held)
+    fids = [held[s] for s in seeds]
+    return {**new, "seeds": seeds, "fids": fids, "fid": sum(fids) / len(fids)}
 
 
 def _schedule_of(study: Any, point: Any) -> dict[str, Any]:
@@ -166,6 +194,7 @@ def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialCont
     task = ray.remote(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0),
                       max_retries=0)(_measure)
     refs = {name: ray.put(ctx) for name, ctx in contexts.items()}
+    digests = {name: weights_digest(ctx) for name, ctx in contexts.items()}
     queue, running, failures = list(jobs), {}, {}
     bar = progress_bar(enabled=progress)
     with bar:
@@ -188,6 +217,9 @@ def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialCont
                 else:
                     result["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
                     result["weights"] = job.weights
+                    result["weights_sha256"] = digests[job.weights]
+                    if job.attr.startswith(CONFIRM_PREFIX):  # keep the seeds held before
+                        result = merged_record(study.user_attrs.get(job.attr), result)
                     study.set_user_attr(job.attr, result)
                 bar.advance(bar_task)
     return failures
@@ -199,10 +231,13 @@ def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
             log: Callable[[str], None] = print, rounds: int = 3) -> tuple[int, dict[str, str]]:
     """Measure :func:`confirm_jobs` until none is left (at most ``rounds`` rounds): mean FIDs
     over seeds can move points onto the joint front that the study's one seed left off, and
-    those need their seeds too. Returns the configurations measured and the failures."""
+    those need their seeds too (the rule counts every confirmed lever's point among its
+    candidates, so this adds no selection it does not correct for). Returns the configurations
+    measured and the failures."""
     measured, failures = 0, {}
     for _ in range(rounds):
-        jobs = [j for j in confirm_jobs(study, seeds) if j.attr not in failures]
+        digests = {name: weights_digest(ctx) for name, ctx in contexts.items()}
+        jobs = [j for j in confirm_jobs(study, seeds, digests) if j.attr not in failures]
         if not jobs:
             break
         log(f"confirming {len(jobs)} configuration(s) over {seeds} seeds")
