@@ -224,23 +224,27 @@ def test_confirm_remeasures_over_seeds_and_pareto_judges_paired(joint, tmp_path)
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{db}")
     confirmed = {k: v for k, v in study.user_attrs.items() if k.startswith(CONFIRM_PREFIX)}
     fronts = study_fronts(study)
+    # the whole ladder and the joint front, on fresh seeds (the search selected on seed 0)
     assert {CONFIRM_PREFIX + p.key for p in fronts.joint} <= set(confirmed)
+    assert {CONFIRM_PREFIX + p.key for p in fronts.points if p.kind == "steps-only"} \
+        <= set(confirmed)
     for v in confirmed.values():
-        assert v["seeds"] == [0, 1] and len(v["fids"]) == 2
-    # seed 0 of a confirmation is the study's own measurement (common random numbers)
-    ref = study.user_attrs[STEPS_ONLY_PREFIX + "ddim-4/full"]
-    assert confirmed[CONFIRM_PREFIX + "ddim-4/full"]["fids"][0] == pytest.approx(ref["fid"])
+        assert v["seeds"] == [1, 2] and len(v["fids"]) == 2 and v["weights_sha256"]
     verdict = study_verdict(study)
-    assert verdict.confirmed
-    # a second confirm has nothing left to do
-    again = subprocess.run([ASE, "confirm", str(db), "--seeds", "2"], env=_env(tmp_path),
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "already holds 2 seeds" in again.stderr
+    assert verdict.confirmed and verdict.seeds == (1, 2)
+    # a third seed is measured alone and merged: the first two are kept as they were
+    again = subprocess.run([ASE, "confirm", str(db), "--seeds", "3"], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{db}")
+    for key, v in confirmed.items():
+        now = study.user_attrs[key]
+        assert now["seeds"] == [1, 2, 3] and now["fids"][:2] == v["fids"]
     shown = subprocess.run([ASE, "pareto", str(db), "--no-report"], env=_env(tmp_path),
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr
     assert "Three fronts" in shown.stdout and "verdict:" in shown.stdout
-    assert "2 seeds, paired" in shown.stdout or "no configuration" in shown.stdout
+    assert "judged on 3 seeds (seeds 1-3)" in " ".join(shown.stdout.split())
 
 
 def test_a_study_refuses_a_space_file_edited_under_the_same_name() -> None:

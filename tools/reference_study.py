@@ -93,7 +93,7 @@ def summarise(storage: Path, wall: float | None, command: str,
         sd = "" if r.fid_sd is None or r.fid_sd != r.fid_sd else f" ± {r.fid_sd:.2f}"
         marks = "".join(m for m, on in (("S", r.steps_only_front), ("E", r.exits_front),
                                          ("J", r.joint_front)) if on)
-        matched = r.vs_fewer_steps or ""
+        matched = r.vs_fewer_steps if isinstance(r.vs_fewer_steps, str) else ""
         rows.append(f"| {r.configuration} | {r.fid:.2f}{sd} | {r.ms_per_sample:.2f} | "
                     f"{r.speedup:.2f}x | {marks} | {matched} |")
     lines += ["", "## The three fronts", "",

@@ -119,7 +119,8 @@ def _fronts_rich(table: Any) -> Any:
         if not marks:
             continue
         sd = "" if row.fid_sd is None or math.isnan(row.fid_sd) else f" ± {row.fid_sd:.2f}"
-        matched = row.vs_fewer_steps or ""  # the rule's word; none outside the window
+        # the rule's word; none outside the window (pandas may hold a missing one as NaN)
+        matched = row.vs_fewer_steps if isinstance(row.vs_fewer_steps, str) else ""
         out.add_row(row.configuration, f"{row.fid:.3g}{sd}", f"{row.ms_per_sample:.2f}",
                     f"{row.speedup:.2f}x", marks, matched)
     return out

@@ -79,7 +79,7 @@ def test_pareto_prints_front_and_writes_report_and_csv(db, tmp_path, cli, monkey
     # Default: beside the study, named from the file's stem; nothing in the working folder.
     report = db.parent / "dit-pareto.html"
     assert report.is_file() and "plotly.js v" in report.read_text()
-    assert "Verdict: exits against fewer steps" in report.read_text()
+    assert "Verdict: levers against fewer steps" in report.read_text()
     assert not (tmp_path / "reports").exists()
     table = pd.read_csv(tmp_path / "front.csv", keep_default_na=False)
     expected = front_table(open_study(db))
