@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIRM_PREFIX",
+    "MEASURED_LATENCY",
     "STEPS_ONLY_PREFIX",
     "WINDOW",
     "Fronts",
@@ -71,6 +72,7 @@ __all__ = [
 
 STEPS_ONLY_PREFIX = "steps_only:"  # study user attribute of one steps-only baseline point
 CONFIRM_PREFIX = "confirm:"  # study user attribute of one configuration's confirmation seeds
+MEASURED_LATENCY = "measured_latency"  # study user attribute: whole runs timed in one session
 
 
 def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
@@ -154,6 +156,7 @@ class StudyPoint:
         seeds: those seeds.
         latency_error: the cost model's relative error for its levers
             (:func:`ase_search.verdict.predicted_error`).
+        levers: the levers it uses (keys of :data:`ase_search.verdict.LATENCY_ERROR`).
     """
 
     key: str
@@ -166,6 +169,7 @@ class StudyPoint:
     fids: tuple[float, ...] | None = None
     seeds: tuple[int, ...] | None = None
     latency_error: float = 0.0
+    levers: tuple[str, ...] = ("full",)
 
     def point(self, unit: float = 1.0) -> Point:
         """As a :class:`~ase_search.verdict.Point`, latency divided by ``unit``."""
@@ -207,6 +211,7 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
         if identity in identities:  # the same configuration under another schedule: one point
             return
         identities.add(identity)
+        levers = _levers(sampler, schedule)
         c = confirmed.get(key)
         # a record is attached only to the weights it ran: the starting ones for the full model,
         # the study's for an exit (a record without a label predates labels, when confirmation
@@ -217,7 +222,7 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
         points[key] = StudyPoint(key, kind, label, sampler,
                                  float(sum(fids) / len(fids)) if fids else fid, latency, trial,
                                  fids, tuple(int(x) for x in c["seeds"]) if fids else None,
-                                 predicted_error(_levers(sampler, schedule)))
+                                 predicted_error(levers), tuple(levers))
 
     for name, value in sorted(attrs.items()):
         if name.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
@@ -308,6 +313,11 @@ class StudyVerdict:
         missing: the configurations the verdict still needs on those seeds.
         hypervolume: the joint front's against the steps-only front's, up to (window x reference
             FID, 1.0): a picture of the fronts, never a claim.
+        latency_source: ``"measured"`` when every judged configuration's whole run was timed in
+            one session (``confirm`` does it for native models), else ``"predicted"``.
+        cost_model_errors: per lever, the median relative error of the cost model's latency
+            (relative to the reference) against the measured one, and how many configurations
+            it rests on.
     """
 
     fronts: Fronts
@@ -316,6 +326,8 @@ class StudyVerdict:
     seeds: tuple[int, ...] = ()
     missing: tuple[StudyPoint, ...] = ()
     hypervolume: HypervolumeComparison | None = None
+    latency_source: str = "predicted"
+    cost_model_errors: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @property
     def confirmed(self) -> bool:
@@ -342,14 +354,43 @@ def _judged_seeds(fronts: Fronts, selection: set[int]) -> tuple[int, ...]:
     return tuple(s for s in ref.seeds if s not in selection)
 
 
-def _configuration(p: StudyPoint, seeds: tuple[int, ...], unit: float) -> Configuration | None:
+def _configuration(p: StudyPoint, seeds: tuple[int, ...], latency: Latency
+                   ) -> Configuration | None:
     """``p`` on ``seeds`` as the rule's :class:`Configuration` (labelled by its key), ``None``
     when it lacks one of them."""
     if p.seeds is None or p.fids is None or not set(seeds) <= set(p.seeds):
         return None
     fid = dict(zip(p.seeds, p.fids))
-    return Configuration(p.key, tuple(fid[s] for s in seeds), seeds,
-                         Latency(p.latency / unit, p.latency_error))
+    return Configuration(p.key, tuple(fid[s] for s in seeds), seeds, latency)
+
+
+def _latencies(points: Sequence[StudyPoint], reference: StudyPoint, unit: float,
+               measured: dict[str, Any]) -> tuple[dict[str, Latency], str]:
+    """Each point's latency relative to the reference: measured when every one of them (and the
+    reference) was timed in the study's one timing session, else the cost model's."""
+    timed = {p.key for p in points} | {reference.key}
+    if measured and timed <= set(measured):
+        ref = float(measured[reference.key]["seconds"])
+        return ({p.key: Latency(float(measured[p.key]["seconds"]) / ref,
+                                min(0.99, float(measured[p.key]["error"])), "measured")
+                 for p in points}, "measured")
+    return {p.key: Latency(p.latency / unit, p.latency_error) for p in points}, "predicted"
+
+
+def _cost_model_errors(points: Sequence[StudyPoint], reference: StudyPoint, unit: float,
+                       measured: dict[str, Any]) -> dict[str, tuple[float, int]]:
+    """Per lever, the median of ``predicted / measured - 1`` over the timed configurations'
+    latencies relative to the reference's (a configuration counts for each lever it uses)."""
+    if reference.key not in measured:
+        return {}
+    ref = float(measured[reference.key]["seconds"])
+    errors: dict[str, list[float]] = {}
+    for p in points:
+        if p.key in measured and p.key != reference.key:
+            error = (p.latency / unit) / (float(measured[p.key]["seconds"]) / ref) - 1.0
+            for lever in p.levers:
+                errors.setdefault(lever, []).append(error)
+    return {k: (statistics.median(v), len(v)) for k, v in sorted(errors.items())}
 
 
 def study_verdict(study: optuna.Study, window: float = WINDOW) -> StudyVerdict:
@@ -367,23 +408,31 @@ def study_verdict(study: optuna.Study, window: float = WINDOW) -> StudyVerdict:
     seeds = _judged_seeds(fronts, selection)
     if ref is None or len(seeds) < 2:
         return StudyVerdict(fronts, window, None, (), tuple(fronts.points), hv)
-    reference = _configuration(ref, seeds, unit)
     ladder_points = [p for p in fronts.points if p.kind == "steps-only"]
     edge = window * ref.fid
     # the levers' candidates: every exit configuration confirmed on these seeds (the rule tests
     # each at alpha / K), and the joint front's unconfirmed ones in the window, which it needs
     exits = [p for p in fronts.points if p.kind == "exit"]
-    ladder = [_configuration(q, seeds, unit) for q in ladder_points]
-    points = [_configuration(p, seeds, unit) for p in exits]
+    confirmed = [p for p in fronts.points if _configuration(p, seeds, Latency(1.0)) is not None]
+    measured = (study.user_attrs.get(MEASURED_LATENCY) or {}).get("configs", {})
+    latency, source = _latencies(confirmed + [ref], ref, unit, measured)
+    errors = _cost_model_errors(confirmed, ref, unit, measured)
+
+    def configuration(p: StudyPoint) -> Configuration | None:
+        return None if p.key not in latency else _configuration(p, seeds, latency[p.key])
+
+    reference = configuration(ref)
+    ladder = [configuration(q) for q in ladder_points]
+    points = [configuration(p) for p in exits]
     joint = {p.key for p in fronts.joint}
     missing = [q for q, c in zip(ladder_points, ladder) if c is None]
     missing += [p for p, c in zip(exits, points) if c is None and p.key in joint
                 and p.fid <= edge]
     if missing or reference is None:
-        return StudyVerdict(fronts, window, None, seeds, tuple(missing), hv)
+        return StudyVerdict(fronts, window, None, seeds, tuple(missing), hv, source, errors)
     verdict = judge([c for c in points if c is not None], ladder, reference, window=window,
                     selection_seeds=selection)
-    return StudyVerdict(fronts, window, verdict, seeds, (), hv)
+    return StudyVerdict(fronts, window, verdict, seeds, (), hv, source, errors)
 
 
 def fronts_table(verdict: StudyVerdict) -> pd.DataFrame:
@@ -453,6 +502,13 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
                      f"seed, the one the search selected on, resolves nothing)")
         return lines
     lines += verdict.verdict.lines(_lever_word(f))
+    lines.append("latency: " + ("whole sampling runs timed in one interleaved session"
+                                if verdict.latency_source == "measured" else
+                                "the cost model's prediction, discounted by its error per lever"))
+    if verdict.cost_model_errors:
+        lines.append("cost model against the timed runs (relative to the reference, median): "
+                     + ", ".join(f"{lever} {error:+.1%} ({n})" for lever, (error, n)
+                                 in verdict.cost_model_errors.items()))
     hv = verdict.hypervolume
     if hv is not None:
         lines.append(f"hypervolume up to (FID {hv.reference_point[0]:.2f}, the reference's "

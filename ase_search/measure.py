@@ -53,6 +53,7 @@ __all__ = [
     "PlannedCall",
     "QUALITY_N",
     "SampleQuality",
+    "TimedRun",
     "block_acceleration",
     "blocks_per_call",
     "call_plan",
@@ -64,6 +65,7 @@ __all__ = [
     "fid_images",
     "measure_sample_quality",
     "measure_schedule",
+    "time_sampling_runs",
 ]
 
 # Samples of the first seed a measurement keeps for a sample grid, by default.
@@ -548,3 +550,74 @@ def measure_sample_quality(
         images = m.images[:keep_images] if images is None else images
     return SampleQuality(sampler=sampler, n=n, seeds=seeds, threshold=threshold,
                          fids=tuple(fids), confidents=tuple(confidents), images=images)
+
+
+# ###################################################################### measured latency
+@dataclass(frozen=True)
+class TimedRun:
+    """Wall-clock seconds of one whole sampling run (every model call and the sampler's own
+    arithmetic: block-reuse caches, DPM-Solver++'s multistep update), over interleaved rounds.
+
+    Attributes:
+        seconds: the median over rounds.
+        error: half the rounds' interquartile range over the median: the relative spread of one
+            round, the uncertainty a verdict discounts a measured latency by.
+        rounds: each round's seconds.
+    """
+
+    seconds: float
+    error: float
+    rounds: tuple[float, ...]
+
+    @classmethod
+    def of(cls, rounds: Sequence[float]) -> TimedRun:
+        ordered = sorted(rounds)
+        median = statistics.median(ordered)
+        if len(ordered) >= 4:
+            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+        else:
+            q1, q3 = ordered[0], ordered[-1]
+        return cls(median, (q3 - q1) / 2 / median, tuple(rounds))
+
+
+def time_sampling_runs(model: nn.Module, configs: dict[str, tuple[ExitSchedule | None, Any]], *,
+                       batch_size: int, rounds: int = 5,
+                       device: str | torch.device = "cpu") -> dict[str, TimedRun]:
+    """Time each configuration's whole sampling run of ``batch_size`` samples, interleaved.
+
+    One warm-up round, then ``rounds`` rounds, each running every configuration once in an order
+    that rotates with the round, so that a burst of load on the machine hits them alike. Unlike
+    the cost model, which times the network's parts, this times everything the sampler runs, so
+    it checks the cost model where it was never validated (block reuse, DPM-Solver++).
+
+    Args:
+        model: the network (weights do not matter for time).
+        configs: name -> (schedule, :class:`~ase_search.samplers.SamplerConfig`).
+        batch_size: samples of one run.
+        rounds: timed rounds (>= 1).
+        device: where to run.
+    """
+    import torch
+
+    from ase_search.samplers import sample
+
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("rounds", rounds)
+    names = list(configs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    device = torch.device(device)
+    model = model.to(device)
+    for r in range(rounds + 1):  # round 0 warms up
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            schedule, sampler = configs[name]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            sample(model, sampler=sampler, schedule=schedule, n=batch_size,
+                   batch_size=batch_size, seed=0, device=device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if r > 0:
+                times[name].append(time.perf_counter() - start)
+    return {name: TimedRun.of(t) for name, t in times.items()}

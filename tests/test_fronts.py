@@ -125,3 +125,28 @@ def test_records_on_the_search_seed_or_other_weights_are_not_judged():
     stale = study_verdict(_confirmed_study([4.4] * 5, steps_weights="study"))
     assert stale.verdict is None and {p.key for p in stale.missing} >= {"ddim-8/full"}
     assert "no verdict yet" in verdict_lines_of(stale)[-1]
+
+
+def test_measured_latencies_replace_the_cost_model_when_every_judged_one_was_timed():
+    from ase_search.fronts import MEASURED_LATENCY
+
+    study = _confirmed_study([4.4] * 5)
+    seconds = {"ddim-4/full": 2.0, "ddim-8/full": 4.0, "ddim-20/full": 10.0,
+               "ddim-20/12|1@0.3": 2.5}
+    study.set_user_attr(MEASURED_LATENCY, {"configs": {
+        k: {"seconds": v, "error": 0.02} for k, v in seconds.items()}})
+    verdict = study_verdict(study)
+    assert verdict.latency_source == "measured"
+    (j,) = verdict.verdict.judgements
+    assert j.point.latency.source == "measured"
+    assert j.speedup == pytest.approx(4.0 / 2.5)
+    assert j.discounted == pytest.approx(4.0 / 2.5 * 0.98 / 1.02)
+    # predicted relative latencies 0.2 / 0.4 / 0.3 against measured 0.2 / 0.4 / 0.25: the full
+    # model's calls are predicted exactly, the exit's skipping 20% high
+    assert verdict.cost_model_errors["full"] == (pytest.approx(0.0), 3)
+    assert verdict.cost_model_errors["skip"] == (pytest.approx(0.2), 1)
+    # one judged configuration not timed: the whole verdict stays on the cost model
+    del seconds["ddim-4/full"]
+    study.set_user_attr(MEASURED_LATENCY, {"configs": {
+        k: {"seconds": v, "error": 0.02} for k, v in seconds.items()}})
+    assert study_verdict(study).latency_source == "predicted"

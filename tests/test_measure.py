@@ -209,3 +209,41 @@ def test_evaluate_and_a_search_trial_measure_alike(dit, tmp_path) -> None:
     assert trial["block_acceleration"] == result.block_acceleration
     assert trial["block_evals"] == result.block_evals
     assert Path(weights).is_file()
+
+
+# ###################################################################### measured latency
+def test_timed_run_spread_by_hand() -> None:
+    from ase_search.measure import TimedRun
+
+    run = TimedRun.of([1.0, 1.2, 0.9, 1.1, 1.0])
+    # sorted 0.9 1.0 1.0 1.1 1.2: median 1.0; inclusive quartiles 1.0 and 1.1
+    assert run.seconds == 1.0 and run.error == pytest.approx(0.05)
+    assert TimedRun.of([2.0, 4.0]).error == pytest.approx((4.0 - 2.0) / 2 / 3.0)
+
+
+def test_time_sampling_runs_times_every_configuration_whole(dit) -> None:
+    """Every configuration runs its whole sampler once per round plus a warm-up round: counted
+    model calls and blocks, not times (times belong in benchmarks)."""
+    from ase_search.measure import time_sampling_runs
+
+    calls: list[int | None] = []
+    original = dit.forward
+
+    def counting(*args, n_blocks=None, **kwargs):
+        calls.append(n_blocks)
+        return original(*args, n_blocks=n_blocks, **kwargs)
+
+    dit.forward = counting
+    try:
+        d4 = preset("D4", "dit", DEPTH)
+        configs = {"full-3": (None, SamplerConfig(name="ddim", steps=3)),
+                   "d4-5": (d4, SamplerConfig(name="ddim", steps=5))}
+        runs = time_sampling_runs(dit, configs, batch_size=2, rounds=2)
+    finally:
+        del dit.forward
+    assert set(runs) == {"full-3", "d4-5"}
+    assert all(len(r.rounds) == 2 and r.seconds > 0 for r in runs.values())
+    assert len(calls) == 3 * (3 + 5)  # (warm-up + 2 rounds) x (3 + 5 calls)
+    d4_blocks = blocks_per_call(d4, SamplerConfig(name="ddim", steps=5))
+    assert sum(1 for c in calls if c is not None and c < DEPTH) == 3 * sum(
+        1 for k in d4_blocks if k < DEPTH)

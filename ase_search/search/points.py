@@ -27,7 +27,7 @@ from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
 from ase_search.search.trial import TrialContext, evaluate_schedule, reference_sampler, study_sampler
 
 __all__ = ["PointJob", "confirm", "confirm_jobs", "measure_jobs", "merged_record",
-           "starting_context", "steps_only_jobs", "weights_digest"]
+           "starting_context", "steps_only_jobs", "time_confirmed", "weights_digest"]
 
 # A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
 FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -247,6 +247,45 @@ def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
                                  log=log)
         measured += len(jobs)
     return measured, failures
+
+
+def time_confirmed(study: Any, weights: str | Path, *, batch_size: int, rounds: int = 5,
+                   log: Callable[[str], None] = print) -> int:
+    """Time the whole sampling run of every confirmed configuration (the steps-only ladder and
+    the levers' points), interleaved in one session (:func:`~ase_search.measure
+    .time_sampling_runs`), and store it in the study (:data:`~ase_search.fronts.MEASURED_LATENCY`)
+    for the verdict, which then uses measured latencies instead of the cost model's. Done again
+    whole when a configuration is missing, so every time compared comes from one session.
+    Returns how many configurations were timed (0: all held)."""
+    import torch
+
+    from ase_search.fronts import MEASURED_LATENCY
+    from ase_search.measure import time_sampling_runs
+    from ase_search.models import load_checkpoint
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
+
+    attrs = study.user_attrs
+    configs = {k[len(CONFIRM_PREFIX):]: v for k, v in attrs.items()
+               if k.startswith(CONFIRM_PREFIX) and isinstance(v, dict) and "sampler" in v
+               and "schedule" in v}
+    held = (attrs.get(MEASURED_LATENCY) or {}).get("configs", {})
+    if not configs or set(configs) <= set(held):
+        return 0
+    log(f"timing {len(configs)} configuration(s): whole sampling runs of {batch_size} samples, "
+        f"{rounds} interleaved rounds")
+    model, _ = load_checkpoint(str(weights), ema=True)
+    runs = time_sampling_runs(
+        model, {k: (ExitSchedule.from_dict(v["schedule"]), SamplerConfig.from_dict(v["sampler"]))
+                for k, v in configs.items()},
+        batch_size=batch_size, rounds=rounds,
+        device="cuda" if torch.cuda.is_available() else "cpu")
+    study.set_user_attr(MEASURED_LATENCY, {
+        "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "batch_size": batch_size,
+        "rounds": rounds, "threads": torch.get_num_threads(),
+        "configs": {k: {"seconds": r.seconds, "error": r.error, "rounds": list(r.rounds)}
+                    for k, r in runs.items()}})
+    return len(runs)
 
 
 def starting_context(ctx: TrialContext, weights: str | Path) -> TrialContext:

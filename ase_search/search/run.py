@@ -26,6 +26,7 @@ from ase_search.search.points import (
     measure_jobs,
     starting_context,
     steps_only_jobs,
+    time_confirmed,
 )
 from ase_search.search.trial import TrialContext
 from ase_search.search.tune import fit_polling, init_ray, make_searcher, trainable, trial_resources
@@ -355,8 +356,17 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
     config = SearchConfig(**{k: v for k, v in attrs["config"].items() if k in known})
     if max_concurrent is not None:
         config = replace(config, max_concurrent=max_concurrent)
+    def timed() -> None:
+        if config.diffusers:
+            log("latency stays predicted for a diffusers study (the hooks' cost model); whole "
+                "runs are timed for native models")
+        else:
+            time_confirmed(study, starting_weights(config), batch_size=config.batch_size,
+                           log=log)
+
     if not confirm_jobs(study, seeds):
         log(f"every configuration to confirm already holds {seeds} seeds")
+        timed()
         return 0
     folder = study_dir(study)
     weights = (Path(config.diffusers) if config.diffusers else
@@ -386,6 +396,7 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
     if failures:
         raise SearchError(f"{len(failures)} configuration(s) failed: "
                           + "; ".join(f"{k}: {v}" for k, v in failures.items())[:400])
+    timed()
     return measured
 
 
