@@ -150,3 +150,15 @@ def test_measured_latencies_replace_the_cost_model_when_every_judged_one_was_tim
     study.set_user_attr(MEASURED_LATENCY, {"configs": {
         k: {"seconds": v, "error": 0.02} for k, v in seconds.items()}})
     assert study_verdict(study).latency_source == "predicted"
+
+
+def test_the_ladder_is_extended_where_the_verdict_has_no_number():
+    from ase_search.search.points import ladder_extension
+
+    # beyond the whole ladder: twice the most steps, on the study's seed and starting weights
+    (job,) = ladder_extension(_confirmed_study([3.0] * 5))
+    assert job.attr == "steps_only:ddim-40/full" and job.seeds == (0,) and job.start
+    # matched inside the ladder: nothing to add
+    assert ladder_extension(_confirmed_study([4.4] * 5)) == []
+    # not confirmed yet: no verdict, nothing to add
+    assert ladder_extension(_confirmed_study([4.4] * 5, steps_weights="study")) == []

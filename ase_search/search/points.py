@@ -26,7 +26,8 @@ from typing import Any
 from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
 from ase_search.search.trial import TrialContext, evaluate_schedule, reference_sampler, study_sampler
 
-__all__ = ["PointJob", "confirm", "confirm_jobs", "measure_jobs", "merged_record",
+__all__ = ["MAX_STEPS", "PointJob", "confirm", "confirm_jobs", "ladder_extension", "measure_jobs",
+           "merged_record",
            "starting_context", "steps_only_jobs", "time_confirmed", "weights_digest"]
 
 # A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
@@ -237,6 +238,13 @@ def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
     measured, failures = 0, {}
     for _ in range(rounds):
         digests = {name: weights_digest(ctx) for name, ctx in contexts.items()}
+        extend = [j for j in ladder_extension(study) if j.attr not in failures]
+        if extend:  # the new steps-only points on the study's seed, then on the fresh ones
+            log("the verdict puts a lever's point beyond or below the measured ladder: adding "
+                + ", ".join(j.attr[len(STEPS_ONLY_PREFIX):] for j in extend))
+            failures |= measure_jobs(study, extend, contexts, resources=resources,
+                                     concurrent=concurrent, what="ladder extension", tick=tick,
+                                     progress=progress, log=log)
         jobs = [j for j in confirm_jobs(study, seeds, digests) if j.attr not in failures]
         if not jobs:
             break
@@ -247,6 +255,47 @@ def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
                                  log=log)
         measured += len(jobs)
     return measured, failures
+
+
+MAX_STEPS = 1000  # a ladder is never extended past the diffusion's own length
+
+
+def ladder_extension(study: Any) -> list[PointJob]:
+    """Steps-only configurations to add when the verdict cannot put a number on a lever's point:
+    one beyond the whole ladder (better than every steps-only configuration) asks for each
+    solver at twice its most steps, one below it (cheaper than all and beating none) for each
+    solver at half its fewest. Measured like the baseline (the starting weights, the study's
+    seed); ``confirm`` then measures them on the fresh seeds too."""
+    from dataclasses import replace as _replace
+
+    from ase_search.fronts import study_verdict
+    from ase_search.samplers import SamplerConfig
+
+    verdict = study_verdict(study).verdict
+    if verdict is None:
+        return []
+    statuses = {j.status for j in verdict.judgements}
+    attrs = study.user_attrs
+    ladder: dict[str, list[SamplerConfig]] = {}
+    full: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if key.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
+            sampler = SamplerConfig.from_dict(value["sampler"])
+            ladder.setdefault(sampler.name, []).append(sampler)
+            full = value["schedule"]  # the full model, as the baseline ran it
+    wanted = []
+    for configs in ladder.values():
+        if "beyond" in statuses:
+            top = max(configs, key=lambda c: c.steps)
+            if top.steps < MAX_STEPS:
+                wanted.append(_replace(top, steps=min(MAX_STEPS, 2 * top.steps)))
+        if "below" in statuses:
+            low = min(configs, key=lambda c: c.steps)
+            if low.steps > 1:
+                wanted.append(_replace(low, steps=max(1, low.steps // 2)))
+    return [PointJob(STEPS_ONLY_PREFIX + config_key(c.to_dict(), None), full, c.to_dict(),
+                     (int(attrs["config"]["seed"]),), start=True)
+            for c in wanted if STEPS_ONLY_PREFIX + config_key(c.to_dict(), None) not in attrs]
 
 
 def time_confirmed(study: Any, weights: str | Path, *, batch_size: int, rounds: int = 5,
