@@ -26,8 +26,10 @@ FID-MNIST over ``--seeds`` seeds of ``--n`` samples; latency MEASURED: the faste
 ``--rounds`` rounds of sampling ``--latency-n`` samples in the process's CPU time (one torch
 thread: the compute, not the waits for the other processes on shared cores; wall time is
 recorded too), with the 1-minute load average at the time. The ``overhead`` cell times the hook at full depth against no hook,
-rounds interleaved. The verdict (:mod:`ase_search.verdict`) matches each configuration against the
-steps-only front at matched FID. Run from the repository root:
+rounds interleaved. The verdict is :func:`ase_search.verdict.judge`'s (through
+:func:`benchmarks._common.judge_cells`), against the steps-only ladder (DDIM and DPM-Solver++), for
+two families: diffusers' caches, and ase-search's exit schedules (the presets and the searched
+configurations, without the seed the study selected them on). Run from the repository root:
 
     python -m benchmarks.diffusers --threads 1
 """
@@ -50,10 +52,17 @@ from typing import Any
 
 from benchmarks._common import (
     REFERENCE_STUDIES,
+    SOLVER_TITLES,
+    Judged,
+    configuration,
     display_path,
-    file_sha256,
-    machine_text,
+    judge_cells,
+    ladder_label,
+    provenance,
     reference_one_shot_weights,
+    sampler_of,
+    verdict_note,
+    weights_sha256,
 )
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
@@ -182,9 +191,9 @@ def searched(study: str, most: int, fid_ratio: float) -> dict[str, dict[str, Any
 def weights_identity(params: Params, key: str) -> dict[str, Any]:
     from ase_search.testbed import TESTBEDS
 
-    ident = {"testbed_sha256": file_sha256(TESTBEDS[ARCH].path)}
+    ident = {"testbed_sha256": weights_sha256(TESTBEDS[ARCH].path)}
     if key.startswith("one-shot/"):
-        ident["one_shot_sha256"] = file_sha256(reference_one_shot_weights(ARCH))
+        ident["one_shot_sha256"] = weights_sha256(reference_one_shot_weights(ARCH))
     if key.startswith("searched/"):
         found = searched(params.study, params.searched, params.searched_fid)[key.partition("/")[2]]
         ident["schedule"] = found["schedule"]
@@ -479,13 +488,10 @@ def searched_lines(configs: dict[str, dict[str, Any]], params: Params) -> list[s
             f"{params.searched} fastest, re-measured here over the seeds above"]
 
 
-SOLVERS = {"ddim": "DDIM", "dpm-solver": "DPM-Solver++", "ddpm": "DDPM"}
-
-
 def label(c: dict[str, Any]) -> str:
-    solver = SOLVERS[c.get("sampler", "ddim")]  # cells before DPM-Solver were all DDIM
+    solver = SOLVER_TITLES[sampler_of(c)]  # cells before DPM-Solver were all DDIM
     if c["group"] == "full":
-        return f"full, {solver}-{c['steps']}"
+        return ladder_label(c)
     if c["group"] == "searched":
         return f"searched {c['what']}, {solver}-{c['steps']} ({c['name'].partition('/')[2]})"
     if c["group"] == "stock":
@@ -497,22 +503,47 @@ def label(c: dict[str, Any]) -> str:
     return f"{c['name']}, DDIM-{c['steps']}"
 
 
-def fid_cell(p: Any) -> str:
-    sd = statistics.stdev(p.fids) if len(p.fids) > 1 else None
-    return f"{p.fid:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+def selection_seeds(params: Params) -> tuple[int, ...]:
+    """The seed the diffusers study selected its configurations on (its config's ``seed``)."""
+    if not Path(params.study).is_file():
+        return (0,)
+    from ase_search.pareto import open_study
+
+    return (int(open_study(params.study).user_attrs.get("config", {}).get("seed", 0)),)
+
+
+def verdicts(configs: dict[str, dict[str, Any]], params: Params) -> tuple[dict[str, Any],
+                                                                          list[Judged]]:
+    """Every configuration as the rule's Configuration (measured latency relative to the
+    reference's, its rounds' spread as the error), and two verdicts against the steps-only
+    ladder (DDIM and DPM-Solver++): diffusers' caches, and ase-search's exit schedules (presets
+    and searched configurations, without the seed the search selected on)."""
+    ref_s = configs[f"full/ddim-{params.steps_exits}"]["latency"]["fastest_s"]
+    pts = {k: configuration(label(c), c, c["latency"]["fastest_s"] / ref_s,
+                            c["latency"]["rounds_cpu_s"]) for k, c in configs.items()}
+    ladder = [pts[k] for k, c in configs.items() if c["group"] == "full"]
+    ref = pts[f"full/ddim-{params.steps_exits}"]
+
+    def group(*names: str) -> list[Any]:
+        return [pts[k] for k, c in configs.items()
+                if c["group"] in names and c["name"] != "full"]
+
+    out = [judge_cells(group("cache"), ladder, ref, lever="diffusers' caches",
+                       window=params.window)]
+    ours = group("ase", "one-shot", "searched")
+    if ours:
+        searched_ = group("searched")
+        out.append(judge_cells(ours, ladder, ref, lever="ase-search's exit schedules",
+                               window=params.window,
+                               selection_seeds=selection_seeds(params) if searched_ else ()))
+    return pts, out
 
 
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from ase_search.verdict import (
-        PairedPoint,
-        SeedRatio,
-        non_dominated,
-        paired_headline,
-        paired_speedup,
-    )
+    from ase_search.verdict import non_dominated
 
     configs = {k: c for k, c in cells.items() if "fids" in c}
     ref_key = f"full/ddim-{params.steps_exits}"
@@ -522,22 +553,11 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         return Report("\n".join(lines + ["The reference configuration is not measured yet.", ""]))
     ref_cell = configs[ref_key]
     ref_s = ref_cell["latency"]["fastest_s"]
-    pts = {k: PairedPoint(label(c), tuple(c["fids"]), c["latency"]["fastest_s"] / ref_s)
-           for k, c in configs.items()}
-    steps = [pts[k] for k, c in configs.items() if c["group"] == "full"]
-    others = [pts[k] for k, c in configs.items() if c["group"] != "full"]
-    ref = pts[ref_key]
+    pts, judged = verdicts(configs, params)
     joint = non_dominated(list(pts.values()))
-    top = paired_headline(joint, steps, ref.fid, params.window)
-    runs = list(dict.fromkeys(f"`{c['command']}`" for c in cells.values()))
-    dates = sorted(c["machine"]["date"] for c in cells.values())
     loads = [x for c in configs.values() for x in c["latency"]["load_1min"]]
     lines += [
-        f"- Command: {'; '.join(runs)}",
-        f"- Machine: {machine_text(ref_cell['machine'])}",
-        f"- Date: {dates[0]} to {dates[-1]}",
-        f"- Seeds: {', '.join(map(str, ref_cell['seeds']))} (common random numbers: the same "
-        f"labels and noise for every configuration), {ref_cell['n']} samples each; FID-MNIST",
+        *provenance(cells),
         "- Path: the DiT testbed exported with `ase-search export-diffusers`, loaded with "
         "`load_transformer`, sampled by `sample_diffusers` (DiTPipeline's loop without a VAE) "
         "with the exported `DDIMScheduler` (leading spacing) or, for DPM-Solver++, "
@@ -550,65 +570,17 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         f"in the JSON), relative to the full model at DDIM-{params.steps_exits} "
         f"({ref_s / params.latency_n * 1e3:.2f} ms per sample); 1-minute load average during "
         f"the rounds {min(loads):.2f} to {max(loads):.2f} on "
-        f"{ref_cell['machine']['logical_cores']} cores", ""]
-    lines += ["## Verdict", ""]
-    speedups = {p.label: paired_speedup(p, steps) for p in others}
-    # Faster than fewer steps at matched FID, or on the joint front with a FID no steps-only
-    # configuration reaches (which speedup at matched FID cannot score: it has no match).
-    beyond = [p for p in others if p in joint and speedups[p.label] is None]
-    faster = [p for p in others if speedups[p.label] is not None and speedups[p.label].speedup > 1]
-    if top is None:
-        head = "**headline**: no configuration in the window has a steps-only match."
-    else:
-        head = (f"**headline**: the largest speedup at matched FID on the joint front within "
-                f"FID <= {params.window:g} x the reference (full, DDIM-{params.steps_exits}, FID "
-                f"{ref.fid:.2f}) is **{top.speedup:.2f}x**, by {top.point.label} (FID "
-                f"{fid_cell(top.point)}, latency {top.point.latency:.3f})"
-                + (" against itself: a steps-only configuration." if top.point.label.startswith(
-                    "full,") else f" against {top.matched.label}."))
-    lines += [head, ""]
-    ase = [p for k, p in pts.items() if configs[k]["group"] in ("ase", "one-shot")
-           and configs[k]["name"] != "full"]
-    if beyond or faster:
-        lines += ["**Beyond fewer steps**: " + "; ".join(
-            [f"{p.label} reaches FID {fid_cell(p)}, better than every steps-only configuration, "
-             f"at latency {p.latency:.3f}: {1 / p.latency:.2f}x faster than {ref.label} with a "
-             f"per-seed FID ratio of {SeedRatio.of(p.fids, ref.fids).text()}" for p in beyond]
-            + [f"{p.label} is {speedups[p.label].speedup:.2f}x faster than "
-               f"{speedups[p.label].matched.label} at matched FID (FID {fid_cell(p)}, per-seed "
-               f"ratio to the match {speedups[p.label].ratio.text()})" for p in faster])
-            + ". On the steps-only side only fewer steps are faster than these, at a worse FID"
-            + (" (all of them are diffusers caches)." if all(
-                configs[k]["group"] == "cache" for k, p in pts.items() if p in beyond + faster)
-               else "."), ""]
-    if ase:
-        best_ase = min(ase, key=lambda p: p.fid)
-        lines += [f"**ase-search's presets** do not beat fewer steps: the best, {best_ase.label}, "
-                  f"is at FID {fid_cell(best_ase)} ({best_ase.fid / ref.fid:.2f}x the reference) "
-                  f"for latency {best_ase.latency:.3f}; on the shipped weights (never fine-tuned "
-                  f"for exits) the presets are unusable (FID above 200).", ""]
-    found = [pts[k] for k, c in configs.items() if c["group"] == "searched"]
-    if found:
-        inside = [p for p in found if p.fid <= params.window * ref.fid]
-        best_found = min(found, key=lambda p: (p.fid, p.latency))
-        lines += ["**The searched front** (training-free, through the hooks): "
-                  + "; ".join(
-                      f"{p.label} FID {fid_cell(p)} at latency {p.latency:.3f}, "
-                      + ("better than every steps-only configuration" if speedups[p.label] is None
-                         else f"{speedups[p.label].speedup:.2f}x vs "
-                              f"{speedups[p.label].matched.label}")
-                      for p in sorted(found, key=lambda p: p.latency))
-                  + f". The best is {best_found.label} at {best_found.fid / ref.fid:.2f}x the "
-                  f"reference FID; {len(inside)} of {len(found)} lie within {params.window:g}x it"
-                  + (" and none is faster than fewer steps at matched FID."
-                     if not any(speedups[p.label] is None or speedups[p.label].speedup > 1
-                                for p in found) else "."), ""]
-    best = sorted(((p, s) for p in others for s in [speedups[p.label]] if s is not None),
-                  key=lambda ps: -ps[1].speedup)[:3]
-    if best:
-        lines += ["Best non-steps configurations by speedup at matched FID: " + "; ".join(
-            f"{p.label} {s.speedup:.2f}x (FID {fid_cell(p)}, latency {p.latency:.3f}, matched "
-            f"by {s.matched.label})" for p, s in best) + ".", ""]
+        f"{ref_cell['machine']['logical_cores']} cores; the verdict takes each configuration's "
+        f"latency uncertainty as its rounds' range over the fastest",
+        "- Steps-only ladder: the full model (the shipped testbed) with DDIM and DPM-Solver++ at "
+        "every measured step count; diffusers' caches and ase-search's exit schedules are "
+        "judged against it, each family on its own",
+        verdict_note(), "", "## Verdict", ""]
+    titles = ["diffusers' caches, DDIM-20", "ase-search's presets and searched configurations"]
+    for title, j in zip(titles, judged):
+        lines += j.markdown(title)
+    word = {p: j for j in judged for p in (*(x.point.label for x in j.verdict.judgements),
+                                           *(x.label for x in j.verdict.outside))}
     if "overhead" in cells:
         o = cells["overhead"]
         se_us = o["hook_us_sd"] / len(o["single_call_plain_s"]) ** 0.5
@@ -625,26 +597,30 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                   f"samples ({o['model_call_s'] * 1e3:.0f} ms) at two standard errors.", ""]
 
     rows = []
-    for k, c in sorted(configs.items(), key=lambda kc: pts[kc[0]].latency):
-        p, s = pts[k], speedups.get(pts[k].label)
+    for k, c in sorted(configs.items(), key=lambda kc: pts[kc[0]].latency.value):
+        p = pts[k]
+        j = word.get(p.label)
         rows.append([
-            p.label, c.get("setting") or "", fid_cell(p), f"{p.latency:.3f}",
-            f"{c['latency']['fastest_s'] / c['latency_n'] * 1e3:.2f}",
+            p.label, c.get("setting") or "", p.fid_text(), f"{p.latency.value:.3f}",
+            f"{p.latency.error:.1%}", f"{c['latency']['fastest_s'] / c['latency_n'] * 1e3:.2f}",
             "" if c["group"] in ("full", "stock", "cache") else
             f"{1 - c['block_evals'] / c['full_block_evals']:.1%}",
-            "yes" if p in joint else "",
-            "" if c["group"] == "full" else (
-                "no match" if s is None else f"{s.speedup:.2f}x vs {s.matched.label}")])
+            "yes" if p in joint else "", "" if j is None else j.word(p.label),
+            "" if j is None else j.against(p.label)])
     lines += ["## Every configuration", "",
-              "Sorted by measured latency. FID: mean ± sd over seeds. **speedup at matched FID**: "
-              "the latency of the cheapest full-model configuration (DDIM or DPM-Solver++) whose "
-              "mean FID is no worse, over the configuration's (`ase_search.verdict`; above 1 beats fewer "
-              "steps).", "",
+              "Sorted by measured latency. FID: mean ± sd over all seeds; **spread**: the rounds' "
+              "range over the fastest (the verdict's latency uncertainty); **vs fewer steps**: the "
+              "rule's judgement of a cache's or an exit schedule's configuration in the quality "
+              "window (`ase_search.verdict`: the discounted speedup at matched FID and the "
+              "cheapest steps-only configuration it does not beat; beyond / below the ladder), on "
+              "its family's seeds; empty for the ladder and the full model's variants; **paired "
+              "FID ratio**: against that configuration.", "",
               markdown_table(pd.DataFrame(rows, columns=[
-                  "configuration", "setting", "FID-MNIST", "relative latency", "CPU ms / sample",
-                  "block acceleration", "joint front", "speedup at matched FID"]),
-                  align=["left", "left", "right", "right", "right", "right", "center", "left"]),
-              ""]
+                  "configuration", "setting", "FID-MNIST", "relative latency", "spread",
+                  "CPU ms / sample", "block acceleration", "joint front", "vs fewer steps",
+                  "paired FID ratio"]),
+                  align=["left", "left", "right", "right", "right", "right", "right", "center",
+                         "left", "left"]), ""]
     if "applicability" in cells:
         lines += ["## Which diffusers hooks apply to DiTTransformer2DModel", "",
                   "Each hook attached with its defaults (TaylorSeer and MagCache: all defaults) and run "
@@ -675,11 +651,11 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     groups: dict[str, list[Any]] = {}
     for k, c in configs.items():
         g = (CACHES[c["name"]][0] if c["group"] == "cache" else
-             f"full, {SOLVERS[c.get('sampler', 'ddim')]}" if c["group"] == "full" else c["group"])
+             f"full, {SOLVER_TITLES[sampler_of(c)]}" if c["group"] == "full" else c["group"])
         groups.setdefault(g, []).append(pts[k])
     for g, ps in groups.items():
-        ps = sorted(ps, key=lambda p: p.latency)
-        fig.add_trace(go.Scatter(x=[p.latency for p in ps], y=[p.fid for p in ps],
+        ps = sorted(ps, key=lambda p: p.latency.value)
+        fig.add_trace(go.Scatter(x=[p.latency.value for p in ps], y=[p.fid for p in ps],
                                  mode="lines+markers" if g.startswith("full") else "markers",
                                  name=g,
                                  text=[p.label for p in ps],
@@ -689,7 +665,9 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                       xaxis_title=f"measured latency / full model at DDIM-{params.steps_exits}",
                       yaxis_title="FID-MNIST (mean over seeds)", yaxis_type="log", height=600)
     return Report("\n".join(lines), figures=[fig],
-                  title="ase-search against diffusers' caches", html_intro=f"<p>{head.replace('**', '')}</p>")
+                  title="ase-search against diffusers' caches",
+                  html_intro="".join(f"<p>{j.markdown(t)[0].replace('**', '')}</p>"
+                                     for t, j in zip(titles, judged)))
 
 
 BENCHMARK = Benchmark(name="diffusers", doc=__doc__, params=Params, keys=keys, cell=measure,

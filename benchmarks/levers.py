@@ -22,10 +22,12 @@ FID-MNIST over ``--seeds`` seeds of ``--n`` samples (:func:`ase_search.measure.m
 Latency is predicted by one cost model per architecture, profiled once (batch
 ``--latency-batch``): the sum over the sampler's calls of the cost of a call at its block count
 (:func:`ase_search.measure.blocks_per_call`, a refresh counted at full depth), relative to the full
-model at DDIM-``--reference-steps``. The verdict (:mod:`ase_search.verdict`) per architecture: the
-headline speedup at matched FID within ``--window`` x the reference FID, each lever's best
-speedup, and how much of the FID an exit costs each lever gives back. Run from the repository
-root:
+model at DDIM-``--reference-steps``. The verdict per architecture is
+:func:`ase_search.verdict.judge`'s (through :func:`benchmarks._common.judge_cells`) on the
+levers' points within ``--window`` x the reference FID against that ladder, with the exits of
+``benchmarks.steps_vs_exits`` (one-shot weights) and ``benchmarks.exit_heads`` judged against the
+same ladder; the tables add how much of the FID an exit costs each lever gives back. Run from the
+repository root:
 
     python -m benchmarks.levers --threads 1
 
@@ -39,8 +41,6 @@ calls all run what an earlier one's run is not measured twice. Another lever is 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import re
 import statistics
 import sys
@@ -48,23 +48,31 @@ import time
 from dataclasses import field
 from typing import Any
 
+from benchmarks import steps_vs_exits
 from benchmarks._common import (
+    SOLVER_TITLES,
     TESTBED_TITLES,
-    beyond_steps,
+    Judged,
+    check_ladder_params,
     check_testbeds,
+    configuration,
     display_path,
-    fid_cell,
-    file_sha256,
-    machine_text,
+    front_figure,
+    front_text,
+    judge_cells,
+    ladder_from_cells,
+    ladder_label,
+    load_testbed,
+    provenance,
+    ratio_text,
+    relative_latency,
     testbed_report,
+    verdict_note,
+    weights_sha256,
 )
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
-from benchmarks.exit_heads import summary as exit_heads_summary
 
 SAMPLER = "ddim"  # the levers' sampler, and the reference's
-# The steps-only solvers' names in labels (``full, DPM-Solver++-10``); the keys of
-# ase_search.samplers.SAMPLERS otherwise.
-SOLVER_TITLES = {"ddim": "DDIM", "dpm-solver": "DPM-Solver++"}
 COST = "cost-model"
 LEVER = re.compile(r"skip|reuse([1-9][0-9]*)")
 
@@ -99,14 +107,7 @@ class Params:
 
     def __post_init__(self) -> None:
         check_testbeds(self.archs)
-        for name in ("steps_only", "exit_steps"):
-            values = getattr(self, name)
-            if not values or min(values) < 1 or len(set(values)) != len(values):
-                raise ValueError(f"--{name.replace('_', '-')} must be distinct step counts >= 1, "
-                                 f"got {list(values)}")
-        if self.reference_steps not in self.steps_only:
-            raise ValueError(f"--reference-steps {self.reference_steps} must be one of "
-                             f"--steps-only {list(self.steps_only)}")
+        check_ladder_params(self)
         from ase_search.samplers import SAMPLER_NAMES
         from ase_search.schedule import preset_names
 
@@ -126,10 +127,6 @@ class Params:
         if bad or len(set(self.levers)) != len(self.levers):
             raise ValueError(f"--levers must be distinct names 'skip' or 'reuse<r>' (r >= 1), "
                              f"got {list(self.levers)}")
-        if not self.window >= 1:
-            raise ValueError(f"--window must be >= 1, got {self.window}")
-        if self.n < 2 or self.seeds < 1 or self.batch_size < 1 or self.latency_batch < 1:
-            raise ValueError("--n must be >= 2; --seeds, --batch-size and --latency-batch >= 1")
 
 
 def keys(params: Params) -> list[str]:
@@ -158,36 +155,29 @@ def keys(params: Params) -> list[str]:
 
 def plan_signature(schedule: Any, sampler: Any) -> tuple[Any, ...]:
     """What each call computes: ``"full"`` (a refresh, or every block) or (count, reuse?)."""
-    from ase_search.measure import call_plan
+    try:
+        from ase_search.callplan import call_plan
+    except ImportError:  # before call_plan moved out of ase_search.measure
+        from ase_search.measure import call_plan
 
     return tuple("full" if c.refresh or c.count == schedule.depth else (c.count, c.reuse)
                  for c in call_plan(schedule, sampler))
 
 
-@functools.cache
 def exit_depth(arch: str) -> int:
-    return load(arch).exit_depth
+    return load_testbed(arch).exit_depth
 
 
-@functools.cache
-def weights_sha256(arch: str) -> str:
+def base_sha256(arch: str) -> str:
     from ase_search.testbed import TESTBEDS
 
-    return file_sha256(TESTBEDS[arch].path)
+    return weights_sha256(TESTBEDS[arch].path)
 
 
 def weights_identity(params: Params, key: str) -> dict[str, Any]:
     """A configuration's FIDs depend on the weights; the cost model does not."""
     arch, _, rest = key.partition("/")
-    return {} if rest == COST else {"weights_sha256": weights_sha256(arch)}
-
-
-@functools.cache
-def load(arch: str) -> Any:
-    """The testbed's base weights, loaded once per run."""
-    from ase_search.testbed import load_model
-
-    return load_model(arch)
+    return {} if rest == COST else {"weights_sha256": base_sha256(arch)}
 
 
 def lever_schedule(name: str, lever: str, arch: str, depth: int) -> Any:
@@ -209,7 +199,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.testbed import TESTBEDS
 
     arch, _, rest = key.partition("/")
-    model = load(arch)
+    model = load_testbed(arch)
     if rest == COST:
         t0 = time.perf_counter()
         cost = profile_components(model, batch_size=params.latency_batch)
@@ -235,246 +225,100 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
             "blocks_per_call": blocks_per_call(m.schedule, sampler.model_times()),
             "fids": fids, "seeds": list(m.seeds), "n": params.n,
             "block_acceleration": m.block_acceleration, "seconds": m.seconds,
-            "weights": display_path(TESTBEDS[arch].path), "weights_sha256": weights_sha256(arch),
+            "weights": display_path(TESTBEDS[arch].path), "weights_sha256": base_sha256(arch),
             "command": ctx.command, "machine": machine_info()}
 
 
 # ###################################################################### the report
+LEVERS = "skip and block reuse"  # the candidates' name in the verdict's words
+
+
 def label(cell: dict[str, Any]) -> str:
     """``full, DDIM-10``, ``full, DPM-Solver++-10``, ``D1 reuse2, DDIM-10``."""
-    solver = cell["sampler"]["name"]
-    run = f"{SOLVER_TITLES.get(solver, solver)}-{cell['steps']}"
     if cell["name"] == "full":
-        return f"full, {run}"
-    return f"{cell['name']} {cell['lever']}, {run}"
+        return ladder_label(cell)
+    return f"{cell['name']} {cell['lever']}, {SOLVER_TITLES[SAMPLER]}-{cell['steps']}"
 
 
-def solver_of(p: Any) -> str:
-    """The sampler part of a point's label: ``full, DPM-Solver++-10`` -> ``DPM-Solver++``."""
-    return p.label.split(", ", 1)[1].rsplit("-", 1)[0]
-
-
-def points(cells: dict[str, dict[str, Any]], arch: str, params: Params) -> list[Any]:
-    """The architecture's configurations as PairedPoints, latency relative to the reference."""
-    from ase_search.metrics.latency import CostModel
-    from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import ExitSchedule
-    from ase_search.verdict import PairedPoint
-
-    cost = CostModel.from_dict(cells[f"{arch}/{COST}"]["cost_model"])
-    ref = cost.latency(None, SamplerConfig(SAMPLER, params.reference_steps).model_times())
-    out = []
-    for key, c in cells.items():
-        if key.startswith(f"{arch}/") and not key.endswith(COST):
-            seconds = cost.latency(ExitSchedule.from_dict(c["schedule"]),
-                                   SamplerConfig.from_dict(c["sampler"]).model_times())
-            out.append(PairedPoint(label(c), tuple(c["fids"]), seconds / ref))
-    return out
-
-
-def one_shot_summary(cells: dict[str, dict[str, Any]], arch: str,
-                     params: Params) -> str | None:
-    """The exits on the ``arch`` reference study's one-shot weights (``benchmarks.
-    steps_vs_exits``' cache, issue #15, the same seeds and samples) against the steps-only front
-    of the base weights here: what fine-tuning for exits buys against simply taking fewer steps.
-    ``None`` until both hold their reference configuration."""
-    from ase_search.metrics.latency import CostModel
-    from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import ExitSchedule
-    from ase_search.verdict import PairedPoint, paired_speedup
-
-    path = testbed_report("steps_vs_exits", arch).with_suffix(".json")
-    if not path.is_file() or f"{arch}/{COST}" not in cells:
+def arch_verdict(cells: dict[str, dict[str, Any]], arch: str,
+                 params: Params) -> tuple[Judged, list[Any], list[Any]] | None:
+    """The ``arch`` levers' points judged against its steps-only ladder, with the ladder and the
+    points; ``None`` until the cost model and the reference configuration are cached."""
+    found = ladder_from_cells(cells, arch, params.reference_steps)
+    if found is None:
         return None
-    shot = json.loads(path.read_text())["cells"]
-    ref_key = f"{SAMPLER}-{params.reference_steps}/full"
-    steps = [p for p in points(cells, arch, params) if p.label.startswith("full,")]
-    base_ref = next((p for p in steps if p.label == f"full, DDIM-{params.reference_steps}"),
-                    None)
-    if "cost-model" not in shot or ref_key not in shot or base_ref is None:
-        return None
-    cost = CostModel.from_dict(shot["cost-model"]["cost_model"])
-    unit = cost.latency(None, SamplerConfig(SAMPLER, params.reference_steps).model_times())
-    exits = [PairedPoint(f"{c['name']}, DDIM-{c['steps']}", tuple(c["fids"]),
-                         cost.latency(ExitSchedule.from_dict(c["schedule"]),
-                                      SamplerConfig.from_dict(c["sampler"]).model_times()) / unit)
-             for c in shot.values() if "fids" in c and c["name"] != "full"
-             and len(c["fids"]) == len(base_ref.fids)]
-    full = ", ".join(f"DDIM-{k} {statistics.fmean(shot[f'ddim-{k}/full']['fids']):.2f}"
-                     for k in (5, 7, 10, 14, 20) if f"ddim-{k}/full" in shot)
-    text = (f"On the one-shot fine-tuned {TESTBED_TITLES[arch]} weights "
-            f"(`{display_path(path.with_suffix('.md'))}`, same seeds and samples) the full "
-            f"model's FID-MNIST is {full}")
-    if not exits:
-        return text + "; no exit configuration is measured there yet."
-    best = min(exits, key=lambda p: (p.fid, p.latency))
-    limit = params.window * base_ref.fid
-    text += (f"; its best exit configuration is {best.label} at {fid_cell(best)}, latency "
-             f"{best.latency:.3f} ({best.fid / base_ref.fid:.2f}x the base weights' reference). "
-             "Against the base weights' steps-only front above (what a user who does not exit "
-             "samples with): ")
-    beyond = beyond_steps(exits, steps)
-    if beyond:
-        return text + beyond[0].text() + "."
-    matched = [(p, s) for p in exits if p.fid <= limit
-               for s in [paired_speedup(p, steps)] if s is not None]
-    if not matched:
-        return text + f"no one-shot exit configuration comes within {params.window:g}x its FID."
-    p, s = max(matched, key=lambda ps: (ps[1].speedup, -ps[0].fid))
-    return text + (f"the largest speedup at matched FID of a one-shot exit configuration within "
-                   f"{params.window:g}x its FID is {s.speedup:.2f}x, by {p.label} (FID "
-                   f"{fid_cell(p)}) against {s.matched.label} (FID {fid_cell(s.matched)}).")
-
-
-def figure(arch: str, pts: list[Any], steps: list[Any], joint: list[Any], ref_fid: float,
-           window: float) -> Any:
-    import plotly.graph_objects as go
-
-    def sd(p: Any) -> float:
-        return statistics.stdev(p.fids) if len(p.fids) > 1 else 0.0
-
-    groups: dict[str, list[Any]] = {}
-    for p in steps:  # one line per solver
-        groups.setdefault(f"full, {solver_of(p)} (steps only)", []).append(p)
-    for p in pts:
-        if not p.label.startswith("full,"):
-            groups.setdefault(p.label.split(",")[0], []).append(p)
-    fig = go.Figure()
-    for name, group in groups.items():
-        group = sorted(group, key=lambda p: p.latency)
-        fig.add_trace(go.Scatter(
-            x=[p.latency for p in group], y=[p.fid for p in group], mode="lines+markers",
-            name=name, error_y=dict(type="data", array=[sd(p) for p in group], visible=True),
-            text=[p.label for p in group],
-            hovertemplate="%{text}<br>latency %{x:.3f}<br>FID %{y:.2f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[p.latency for p in joint], y=[p.fid for p in joint],
-                             mode="lines", line=dict(shape="hv", dash="dot", color="black"),
-                             name="joint front"))
-    fig.add_hline(y=window * ref_fid, line_dash="dash", line_color="grey",
-                  annotation_text=f"{window:g} x reference FID (headline window)")
-    fig.update_layout(title=f"{arch}: FID-MNIST (log) against predicted latency, base weights",
-                      xaxis_title="predicted latency / full model at DDIM-20",
-                      yaxis_title="FID-MNIST (mean over seeds, ± sd)", yaxis_type="log",
-                      height=600)
-    return fig
+    ladder, ref = found
+    cost = cells[f"{arch}/{COST}"]["cost_model"]
+    points = [configuration(label(c), c, relative_latency(cost, c, params.reference_steps))
+              for k, c in cells.items()
+              if k.startswith(f"{arch}/") and "fids" in c and c["name"] != "full"]
+    judged = judge_cells(points, ladder, ref, lever=LEVERS, window=params.window)
+    return judged, ladder, points
 
 
 def arch_section(cells: dict[str, dict[str, Any]], arch: str, params: Params,
-                 figs: list[Any]) -> tuple[list[str], str | None]:
-    """The markdown of one architecture and its headline line (``None`` if not measurable)."""
+                 figs: list[Any]) -> tuple[list[str], list[str] | None]:
+    """The markdown of one architecture and its verdict paragraph (``None`` if not judged)."""
     import pandas as pd
 
-    from ase_search.verdict import SeedRatio, non_dominated, paired_headline, paired_speedup
+    from ase_search.verdict import non_dominated
 
     title = TESTBED_TITLES[arch]
     lines = [f"## {title}", ""]
-    if f"{arch}/{COST}" not in cells:
-        return lines + ["Not measured yet.", ""], None
-    pts = points(cells, arch, params)
-    by_label = {p.label: p for p in pts}
-    ref_label = f"full, DDIM-{params.reference_steps}"
-    if ref_label not in by_label:
-        return lines + [f"The reference configuration ({ref_label}) is not measured yet.", ""], None
-    ref = by_label[ref_label]
-    configs = {label(c): c for k, c in cells.items()
-               if k.startswith(f"{arch}/") and not k.endswith(COST)}
-    steps = sorted((p for p in pts if p.label.startswith("full,")), key=lambda p: p.latency)
-    lever_pts = [p for p in pts if not p.label.startswith("full,")]
-    joint = non_dominated(pts)
-    steps_front, joint_labels = non_dominated(steps), {p.label for p in joint}
-    speedups = {p.label: paired_speedup(p, steps) for p in lever_pts}
-    limit = params.window * ref.fid
+    found = arch_verdict(cells, arch, params)
+    if found is None:
+        return lines + [f"The cost model or the reference configuration (full, DDIM-"
+                        f"{params.reference_steps}) is not measured yet.", ""], None
+    judged, ladder, points = found
+    verdict = judged.markdown(f"{title}, {LEVERS} on the base weights")
+    ref = judged.verdict.reference
+    configs = {label(c): c for k, c in cells.items() if k.startswith(f"{arch}/") and "fids" in c}
+    by_label = {p.label: p for p in [*ladder, *points]}
 
-    top = paired_headline(joint, steps, ref.fid, params.window)
-    if top is None:
-        head = (f"**headline** ({title}, base weights): no configuration within "
-                f"{params.window:g}x the reference FID ({limit:.2f}) has a steps-only match.")
-    else:
-        lever_on_top = not top.point.label.startswith("full,")
-        head = (f"**headline** ({title}, base weights): the largest speedup at matched FID within "
-                f"FID <= {params.window:g} x the reference ({ref_label}, FID {ref.fid:.2f}) is "
-                f"**{top.speedup:.2f}x**, by {top.point.label} (FID {fid_cell(top.point)}, "
-                f"latency {top.point.latency:.3f}) against {top.matched.label} (FID "
-                f"{fid_cell(top.matched)}, latency {top.matched.latency:.3f})"
-                + ("" if lever_on_top else
-                   ": a steps-only configuration, matched with itself; no lever beats fewer "
-                   "steps") + f" (target of issue #16: {params.window:g}x).")
-    # A lever point better in FID than every steps-only configuration has no match, so the
-    # matched headline cannot count it; against the best steps-only one its speedup is a lower
-    # bound (fewer steps never reach its FID at any latency).
-    best_steps = min(steps, key=lambda q: (q.fid, q.latency))
-    beyond = beyond_steps(lever_pts, steps)
-    if beyond:
-        head = (f"**headline** ({title}, base weights): {beyond[0].text()} (target of issue "
-                f"#16: {params.window:g}x)."
-                + ("" if top is None or top.point.label.startswith("full,") else
-                   f" Among the configurations fewer steps can match, the largest speedup is "
-                   f"{top.speedup:.2f}x ({top.point.label} against {top.matched.label})."))
-    lines += [head, ""]
-
-    # ---------------------------------------------------------------- each lever's best
-    rows, best_of = [], {}
-    for lever in dict.fromkeys(configs[p.label]["lever"] for p in lever_pts):
-        mine = [p for p in lever_pts if configs[p.label]["lever"] == lever]
-        # (point, speedup, exact?): an unmatched point's speedup is the lower bound above.
-        inside = [(p, speedups[p.label].speedup, True) for p in mine
-                  if p.fid <= limit and speedups[p.label] is not None]
-        inside += [(p, best_steps.latency / p.latency, False) for p in mine
-                   if speedups[p.label] is None and p.fid <= limit]
-        best_in = max(inside, key=lambda ps: (ps[1], -ps[0].fid), default=None)
-        matched = [(p, speedups[p.label]) for p in mine if speedups[p.label] is not None]
-        best_any = max(matched, key=lambda ps: (ps[1].speedup, -ps[0].fid), default=None)
-        closest = min(mine, key=lambda p: (p.fid, p.latency))
-        best_of[lever] = best_in
-        rows.append([
-            lever,
-            "–" if best_in is None else
-            f"{'' if best_in[2] else '>= '}{best_in[1]:.2f}x: {best_in[0].label} "
-            f"(FID {best_in[0].fid:.2f})",
-            "–" if best_in is None else (
-                "none" if best_in[1] >= params.window else f"{params.window / best_in[1]:.2f}x"),
-            "–" if best_any is None else
-            f"{best_any[1].speedup:.2f}x: {best_any[0].label} (FID {best_any[0].fid:.2f})",
-            f"{closest.label}: {closest.fid:.2f} ({closest.fid / ref.fid:.2f}x), latency "
-            f"{closest.latency:.3f}",
-        ])
+    # ---------------------------------------------------------------- each lever
+    rows = []
+    for lever in dict.fromkeys(configs[p.label]["lever"] for p in points):
+        mine = [p for p in points if configs[p.label]["lever"] == lever]
+        judged_mine = [j for j in judged.verdict.judgements if j.point in mine]
+        lowest = min(mine, key=lambda p: (p.fid, p.latency.value))
+        rows.append([lever, f"{len(judged_mine)} of {len(mine)}",
+                     "–" if not judged_mine else
+                     f"{judged_mine[0].point.label}: {judged.word(judged_mine[0].point.label)}",
+                     f"{lowest.label}: {lowest.fid:.2f} ({lowest.fid / ref.fid:.2f}x), latency "
+                     f"{lowest.latency.value:.3f}"])
     lines += [
-        "### Each lever's best", "",
-        f"**in the window**: the largest speedup at matched FID among the lever's configurations "
-        f"with FID <= {limit:.2f} (>=: a configuration better than every steps-only one, against "
-        f"the best of them); **gap left**: how far that is from the {params.window:g}x "
-        f"target; **anywhere**: the largest speedup at matched FID at any FID; **lowest FID**: "
-        f"the lever's best quality (x the reference).", "",
+        "### Each lever", "",
+        f"**in the window**: the lever's configurations with FID <= {params.window:g} x the "
+        f"reference's ({params.window * ref.fid:.2f}), the rule's candidates; **its best by the "
+        "rule**: the first of them in the verdict's order (largest discounted speedup at matched "
+        "FID; those beyond or below the ladder, which get no number, last); **lowest FID**: the "
+        "lever's best quality (x the reference).", "",
         markdown_table(pd.DataFrame(rows, columns=[
-            "lever", "in the window", "gap left", "anywhere", "lowest FID"]),
-            align=["left", "left", "right", "left", "left"]), ""]
-    if not beyond:  # the target missed: say how close each lever came
-        head += " Each lever's best speedup at matched FID in the window: " + "; ".join(
-            f"{lever} " + ("none in the window" if b is None else
-                           f"{b[1]:.2f}x ({b[0].label}), {params.window / b[1]:.2f}x short")
-            for lever, b in best_of.items()) + "."
+            "lever", "in the window", "its best by the rule", "lowest FID"]),
+            align=["left", "right", "left", "left"]), ""]
 
     # ---------------------------------------------------------------- what reuse gives back
-    full_at = {c["steps"]: by_label[k] for k, c in configs.items()
+    full_at = {c["steps"]: c for c in configs.values()
                if c["name"] == "full" and c["sampler"]["name"] == SAMPLER}
-    levers = list(dict.fromkeys(c["lever"] for c in configs.values() if c["name"] != "full"))
+    exit_cells = [c for c in configs.values() if c["name"] != "full"]
+    levers = list(dict.fromkeys(c["lever"] for c in exit_cells))
     back_rows = []
     # From the cells, not the parameters: a report covers every run that filled the cache.
-    exit_cells = [c for c in configs.values() if c["name"] != "full"]
     for name in dict.fromkeys(c["name"] for c in exit_cells):
         for k in sorted({c["steps"] for c in exit_cells if c["name"] == name}):
-            skip = by_label.get(f"{name} skip, DDIM-{k}")
             if k not in full_at:
                 continue
+            full = by_label[label(full_at[k])]
+            skip = by_label.get(f"{name} skip, DDIM-{k}")
             row = [f"{name}, DDIM-{k}"]
             for lever in levers:
                 p = by_label.get(f"{name} {lever}, DDIM-{k}")
                 if p is None:
                     row.append("–")
                     continue
-                ratio = SeedRatio.of(p.fids, full_at[k].fids)
-                text = f"{ratio.text()} @ {p.latency / full_at[k].latency:.2f}"
-                gap = None if skip is None else skip.fid - full_at[k].fid
+                text = (f"{ratio_text(p.fids, full.fids)} @ "
+                        f"{p.latency.value / full.latency.value:.2f}")
+                gap = None if skip is None else skip.fid - full.fid
                 if lever != "skip" and gap and gap > 0:
                     text += f" ({(skip.fid - p.fid) / gap:.0%} back)"
                 row.append(text)
@@ -482,52 +326,52 @@ def arch_section(cells: dict[str, dict[str, Any]], arch: str, params: Params,
     if back_rows:
         lines += [
             "### What each lever costs against the full model at the same steps", "",
-            "FID(lever) / FID(full) at the same DDIM steps, paired per seed (mean ± sd), @ its "
-            "latency over the full model's at those steps; (x% back): the share of skip's FID "
-            "excess over the full model that the lever removes; –: not measured, or the same "
-            "calls as a lever to its left (at most two calls per interval, reuse3 is reuse2).",
-            "",
-            markdown_table(pd.DataFrame(back_rows, columns=[
-                "preset, steps", *levers]), align=["left", *("right" for _ in levers)]), ""]
+            "FID(lever) / FID(full) at the same DDIM steps, paired per seed (geometric mean, 95% "
+            "interval), @ its latency over the full model's at those steps; (x% back): the share "
+            "of skip's FID excess over the full model that the lever removes; –: not measured, "
+            "or the same calls as a lever to its left (at most two calls per interval, reuse3 is "
+            "reuse2).", "",
+            markdown_table(pd.DataFrame(back_rows, columns=["preset, steps", *levers]),
+                           align=["left", *("right" for _ in levers)]), ""]
 
     # ---------------------------------------------------------------- every configuration
-    rows = []
-    for p in sorted(pts, key=lambda p: (p.latency, p.fid)):
-        s = speedups.get(p.label)
-        rows.append([
-            p.label, fid_cell(p), f"{p.latency:.3f}",
-            f"{configs[p.label]['block_acceleration']:.1%}",
-            "yes" if p.label in {q.label for q in steps_front} else "",
-            "yes" if p.label in joint_labels else "",
-            "" if p.label.startswith("full,") else (
-                "no match" if s is None else f"{s.speedup:.2f}x vs {s.matched.label}"),
-            "" if s is None else s.ratio.text(),
-        ])
+    steps_front = non_dominated(ladder)
+    joint = non_dominated([*ladder, *points])
+    on = {"steps": {p.label for p in steps_front}, "joint": {p.label for p in joint}}
+    rows = [[p.label, p.fid_text(), f"{p.latency.value:.3f}",
+             f"{configs[p.label]['block_acceleration']:.1%}",
+             "yes" if p.label in on["steps"] else "", "yes" if p.label in on["joint"] else "",
+             judged.word(p.label), judged.against(p.label)]
+            for p in sorted([*ladder, *points], key=lambda p: (p.latency.value, p.fid))]
     lines += [
         "### Every configuration", "",
         "Sorted by latency. FID: mean ± sd over seeds; **block share skipped**: exitable-block "
-        "evaluations not run (a reuse refresh runs them all); **speedup at matched FID**: the "
-        "latency of the cheapest steps-only configuration whose mean FID is no worse, over the "
-        "point's; **FID / match**: per seed, paired.", "",
+        "evaluations not run (a reuse refresh runs them all); **vs fewer steps**: the rule's "
+        "judgement of a lever's configuration in the quality window (`ase_search.verdict`: the "
+        "discounted speedup at matched FID and the cheapest steps-only configuration it does not "
+        "beat; beyond / below the ladder); **paired FID ratio**: against that configuration.", "",
         markdown_table(pd.DataFrame(rows, columns=[
             "configuration", "FID-MNIST", "relative latency", "block share skipped",
-            "steps-only front", "joint front", "speedup at matched FID", "FID / match"]),
-            align=["left", "right", "right", "right", "center", "center", "left", "right"]), ""]
-    lines += ["Steps-only front: " + ", ".join(
-        f"{p.label} ({p.fid:.2f}, {p.latency:.2f})" for p in steps_front) + ".", "",
-        "Joint front: " + ", ".join(
-        f"{p.label} ({p.fid:.2f}, {p.latency:.2f})" for p in joint) + ".", ""]
-    figs.append(figure(arch, pts, steps, joint, ref.fid, params.window))
-    return lines, head
+            "steps-only front", "joint front", "vs fewer steps", "paired FID ratio"]),
+            align=["left", "right", "right", "right", "center", "center", "left", "left"]), "",
+        front_text("Steps-only front", steps_front), "", front_text("Joint front", joint), ""]
+    groups: dict[str, list[Any]] = {}
+    for p in ladder:  # one line per solver
+        groups.setdefault(p.label.rsplit("-", 1)[0] + " (steps only)", []).append(p)
+    for p in points:
+        groups.setdefault(p.label.split(",")[0], []).append(p)
+    figs.append(front_figure(
+        groups, joint, ref.fid, params.window,
+        f"{arch}: FID-MNIST (log) against predicted latency, base weights",
+        f"predicted latency / full model at DDIM-{params.reference_steps}"))
+    return lines, verdict
 
 
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
-    configs = [c for k, c in cells.items() if not k.endswith(COST)]
+    configs = [c for k, c in cells.items() if "fids" in c]
     if not configs:
         return Report("# Levers against fewer steps\n\nNo configuration measured yet.\n")
     first = configs[0]
-    runs = list(dict.fromkeys(f"`{c['command']}`" for c in cells.values()))
-    dates = sorted(c["machine"]["date"] for c in cells.values())
     minutes = sum(c["seconds"]["sampling"] + c["seconds"]["fid"] for c in configs) / 60
     costs = {k.split("/")[0]: c["cost_model"] for k, c in cells.items() if k.endswith(COST)}
     solvers = list(dict.fromkeys(SOLVER_TITLES.get(c["sampler"]["name"], c["sampler"]["name"])
@@ -537,11 +381,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         "",
         f"Written by `benchmarks/levers.py` from `{json_name}` (issue #16).",
         "",
-        f"- Command: {'; '.join(runs)}",
-        f"- Machine: {machine_text(first['machine'])}",
-        f"- Date: {dates[0]} to {dates[-1]}; {minutes:.1f} min of sampling and FID",
-        f"- Seeds: {', '.join(map(str, first['seeds']))} (common random numbers: the same labels "
-        f"and noise for every configuration), {first['n']} samples each; FID-MNIST",
+        *provenance(cells, minutes),
         "- Weights: the testbeds' base weights (no fine-tune; block reuse is training-free), "
         + "; ".join(f"`{c['weights']}` (sha256 {c['weights_sha256'][:12]})"
                     for c in {c["arch"]: c for c in configs}.values()),
@@ -551,36 +391,36 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                     f"{c['fixed'] + c['depth'] * c['block']:.3f} s" for a, c in costs.items())
         + "): the sum over the sampler's calls of the cost at each call's block count, a reuse "
         f"refresh at full depth; relative to the full model at DDIM-{params.reference_steps}",
-        f"- Steps-only front: the full model with {' and '.join(solvers)} at each measured step "
-        + ("count, one front over them" if len(solvers) > 1 else "count")
-        + " (what issue #15's search spaces offer instead of exits: `search_spaces/<arch>.yaml`,"
-        " `sampling:`)",
+        f"- Steps-only ladder: the full model with {' and '.join(solvers)} at each measured step "
+        "count (what issue #15's search spaces offer instead of exits: `search_spaces/<arch>."
+        "yaml`, `sampling:`); every lever, and the exits of the fine-tuned weights below, is "
+        "judged against it",
         "- Levers: `skip` (the paper's exits) and `reuse<r>` (block reuse with refresh period r "
         "in every exiting interval of the preset; see `ase_search/schedule.py`), at DDIM",
+        verdict_note(),
         "",
         "## Verdict",
         "",
     ]
-    sections, figs, verdicts = [], [], []
+    sections, figs, heads = [], [], []
     archs = list(dict.fromkeys(k.split("/")[0] for k in cells))  # every arch in the cache
     for arch in archs:
-        section, head = arch_section(cells, arch, params, figs)
+        section, verdict = arch_section(cells, arch, params, figs)
         sections += section
-        if head is not None:
-            lines += [head, ""]
-            verdicts.append(head)
-    for arch in archs:
-        shot = one_shot_summary(cells, arch, params)
-        if shot:
-            lines += [shot, ""]
-    for arch in archs:  # the exit-heads lever, benchmarks/exit_heads.py
-        heads = exit_heads_summary(params.window, arch=arch)
-        if heads:
-            lines += [heads, ""]
+        if verdict is not None:
+            lines += verdict
+            heads.append(verdict[0])
+        title = TESTBED_TITLES[arch]
+        for bench, weights in (("steps_vs_exits", "one-shot"), ("exit_heads", "exit-heads")):
+            other = steps_vs_exits.cache_verdict(
+                testbed_report(bench, arch).with_suffix(".json"), arch, params.window,
+                f"{title}, exits on the {weights} weights")
+            if other:
+                lines += other
     lines += sections
     return Report("\n".join(lines), figures=figs,
                   title="Levers against fewer steps on the testbeds",
-                  html_intro="".join(f"<p>{line.replace('**', '')}</p>" for line in verdicts))
+                  html_intro="".join(f"<p>{line.replace('**', '')}</p>" for line in heads))
 
 
 BENCHMARK = Benchmark(name="levers", doc=__doc__, params=Params, keys=keys, cell=measure,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.levers import Params, arch_section, keys, lever_schedule, one_shot_summary
+from benchmarks.levers import Params, arch_section, arch_verdict, keys, lever_schedule
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,50 +64,68 @@ def _cells(fids: dict[str, list[float]]) -> dict[str, dict]:
         cells[key] = {"arch": "dit", "name": name, "lever": lever[0] if lever else "full",
                       "steps": int(steps), "sampler": {"name": solver, "steps": int(steps)},
                       "schedule": schedule.to_dict(), "fids": values,
-                      "block_acceleration": 0.0}
+                      "seeds": list(range(len(values))), "block_acceleration": 0.0}
     return cells
 
 
-def test_dpm_solver_points_join_the_steps_only_front() -> None:
-    fids = {"dit/ddim-20/full": [4.0, 4.2], "dit/ddim-10/full": [5.0, 5.2],
-            "dit/ddim-10/D1/skip": [4.6, 4.8]}
+F20 = [4.0, 4.2, 4.4, 4.6, 4.8]
+
+
+def times(factor: float) -> list[float]:
+    """``factor`` x the full model's DDIM-20 FIDs on every seed (a paired log ratio with no
+    spread: the rule's test is decided by its sign)."""
+    return [factor * f for f in F20]
+
+
+def test_levers_are_judged_against_ddim_and_dpm_solver() -> None:
+    p = Params(archs=("dit",), steps_only=(5, 10, 20), exit_steps=(10,), presets=("D1",),
+               levers=("skip", "reuse2"), window=1.5)  # FID <= 1.5 x 4.4 = 6.6 in the window
+    fids = {"dit/ddim-20/full": times(1.0), "dit/ddim-10/full": times(1.25),
+            "dit/ddim-5/full": times(2.0),
+            "dit/ddim-10/D1/skip": times(1.1), "dit/ddim-10/D1/reuse2": times(1.3)}
+    judged, ladder, points = arch_verdict(_cells(fids), "dit", p)
     # D1 on 12 blocks is 12, 11, 10, 9, 9 over the fifths of t, two DDIM-10 calls in each: 102
-    # blocks, latency 102 / 240 = 0.425. Against DDIM alone its match (FID 4.7) is DDIM-20:
-    # 1 / 0.425 = 2.35x.
-    p = Params(archs=("dit",), steps_only=(10, 20), exit_steps=(10,), presets=("D1",),
-               levers=("skip",))
-    _, head = arch_section(_cells(fids), "dit", p, [])
-    assert "is **2.35x**, by D1 skip, DDIM-10" in head and "against full, DDIM-20" in head
-    # DPM-Solver++ at 10 steps (FID 4.3, latency 0.5) beats DDIM-10 and becomes the match:
-    # 0.5 / 0.425 = 1.18x.
-    lines, head = arch_section(_cells({**fids, "dit/dpm-solver-10/full": [4.2, 4.4]}), "dit",
-                               p, [])
-    assert "is **1.18x**, by D1 skip, DDIM-10" in head
-    assert "against full, DPM-Solver++-10 (FID 4.30" in head
-    assert ("Steps-only front: full, DPM-Solver++-10 (4.30, 0.50), full, DDIM-20 (4.10, 1.00)."
-            in lines)
+    # blocks, latency 102 / 240 = 0.425. It beats DDIM-10 (1.1 < 1.25) and DDIM-5, not DDIM-20:
+    # 1 / 0.425 x 0.95 / 1.05 (5% error each, skip and the full model) = 2.13x.
+    assert judged.word("D1 skip, DDIM-10") == "2.13x vs full, DDIM-20, helps"
+    # reuse2 refreshes every other call (111 blocks, 0.4625, 15% error): 1.3 beats DDIM-5 only,
+    # so DDIM-10 (0.5) is its match: 0.5 / 0.4625 x 0.95 / 1.15 = 0.89x.
+    assert judged.word("D1 reuse2, DDIM-10") == "0.89x vs full, DDIM-10"
+    assert judged.verdict.headline.point.label == "D1 skip, DDIM-10"
+    # DPM-Solver++-10 (1.05, latency 0.5, 10% error) is not beaten by D1 skip and is cheaper
+    # than DDIM-20: 0.5 / 0.425 x 0.90 / 1.05 = 1.01x (tested at alpha 0.05 / 2, two candidates).
+    fids["dit/dpm-solver-10/full"] = times(1.05)
+    lines, verdict = arch_section(_cells(fids), "dit", p, [])
+    assert verdict[0].startswith("**headline** (DiT-T, skip and block reuse on the base weights): "
+                                 "skip and block reuse help, 1.01x faster than fewer steps")
+    assert "full, DPM-Solver++-10" in verdict[0]
+    assert ("Steps-only front: full, DDIM-5 (8.80, 0.25), full, DPM-Solver++-10 (4.62, 0.50), "
+            "full, DDIM-20 (4.40, 1.00).") in lines
 
 
-def test_one_shot_exits_are_judged_against_the_base_weights_front(tmp_path: Path,
-                                                                   monkeypatch) -> None:
+def test_exits_of_the_fine_tuned_weights_are_judged_against_the_base_weights_ladder(
+        tmp_path: Path, monkeypatch) -> None:
     import benchmarks._common as common
+    from benchmarks.steps_vs_exits import cache_verdict
 
-    base = _cells({"dit/ddim-20/full": [4.0, 4.2], "dit/ddim-10/full": [5.0, 5.2],
-                   "dit/dpm-solver-10/full": [4.2, 4.4]})
-    p = Params(archs=("dit",), steps_only=(10, 20), exit_steps=(7,), presets=("D1",),
-               levers=("skip",))
-    monkeypatch.setattr(common, "ROOT", tmp_path)  # reports/steps_vs_exits.json under tmp_path
-    assert one_shot_summary(base, "dit", p) is None
-    shot = {k.removeprefix("dit/"): c for k, c in _cells({
-        "dit/ddim-20/full": [6.0, 6.0], "dit/ddim-7/D1/skip": [4.6, 4.8]}).items()}
+    monkeypatch.setattr(common, "ROOT", tmp_path)
     (tmp_path / "reports").mkdir()
-    (tmp_path / "reports" / "steps_vs_exits.json").write_text(json.dumps({"cells": shot}))
-    text = one_shot_summary(base, "dit", p)
+    base = _cells({"dit/ddim-20/full": times(1.0), "dit/ddim-10/full": times(1.25)})
+    for c in base.values():  # the weights' file is not there: no digest to check
+        c.update(weights="none.safetensors", weights_sha256="0" * 64)
+    (tmp_path / "reports" / "levers.json").write_text(json.dumps({"cells": base}))
+    # The fine-tuned model's own full depth is far better (0.5): judged against it, nothing would
+    # beat anything; the rule judges against the starting weights' ladder instead.
+    shot = {k.removeprefix("dit/"): c for k, c in _cells({
+        "dit/ddim-20/full": times(0.5), "dit/ddim-7/D1/skip": times(1.1)}).items()}
+    path = tmp_path / "reports" / "steps_vs_exits.json"
+    path.write_text(json.dumps({"cells": shot}))
+    text = "\n".join(cache_verdict(path, "dit", 1.25, "DiT-T, one-shot"))
     # DDIM-7 calls at t = 0, 0.142, ..., 0.852: D1 runs 12, 12, 11, 10, 10, 9, 9 blocks, 73 of
-    # DDIM-20's 240. Its FID 4.7 is matched by DPM-Solver++-10 (4.3 at 0.5): 0.5 / (73 / 240).
-    assert "D1, DDIM-7 at 4.70 ± 0.14, latency 0.304" in text
-    assert ("is 1.64x, by D1, DDIM-7 (FID 4.70 ± 0.14) against full, DPM-Solver++-10 (FID "
-            "4.30 ± 0.14)") in text
+    # DDIM-20's 240. It beats DDIM-10 and not DDIM-20: 240 / 73 x 0.95 / 1.05 = 2.97x.
+    assert text.startswith("**headline** (DiT-T, one-shot, `reports/steps_vs_exits.md`): exits "
+                           "help, 2.97x faster than fewer steps at matched FID")
+    assert "the cheapest steps-only configuration it does not beat: full, DDIM-20" in text
 
 
 def test_tiny_run_writes_the_headline(tmp_path: Path) -> None:
@@ -122,7 +140,8 @@ def test_tiny_run_writes_the_headline(tmp_path: Path) -> None:
                                "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    assert "**headline** (DiT-T, base weights)" in text and "D1 reuse2, DDIM-10" in text
+    assert "**headline** (DiT-T, skip and block reuse on the base weights)" in text
+    assert "D1 reuse2, DDIM-10" in text
     assert "full, DPM-Solver++-3" in text
     cells = json.loads(out.with_suffix(".json").read_text())["cells"]
     assert cells["dit/dpm-solver-3/full"]["sampler"]["name"] == "dpm-solver"

@@ -54,23 +54,36 @@ def test_tiny_uvit_run(tmp_path: Path) -> None:
     assert cells["cost-model"]["cost_model"]["arch"] == "uvit"
 
 
-def test_a_point_better_than_every_step_count_gets_a_lower_bound() -> None:
-    from ase_search.verdict import PairedPoint
+def test_the_report_judges_exits_against_the_starting_weights_not_its_own(
+        tmp_path: Path, monkeypatch) -> None:
+    import benchmarks._common as common
+    from benchmarks.steps_vs_exits import report
 
-    from benchmarks._common import beyond_steps
+    from .test_levers import _cells, times
 
-    steps = [PairedPoint("full, DDIM-20", (4.0, 6.0), 1.0),
-             PairedPoint("full, DDIM-10", (5.0, 7.0), 0.5)]
-    exits = [PairedPoint("D1, DDIM-7", (3.0, 5.4), 0.25),  # mean 4.2 < 5.0: beyond, 1 / 0.25
-             PairedPoint("D1, DDIM-20", (3.0, 5.0), 1.2),  # better, but slower than DDIM-20
-             PairedPoint("D4, DDIM-7", (5.0, 6.0), 0.2),  # 5.5: DDIM-10 matches it
-             PairedPoint("D1, DDIM-10", (3.6, 5.0), 0.4)]  # 4.3: beyond, 1 / 0.4
-    found = beyond_steps(exits, steps)
-    assert [(b.point.label, b.best.label, b.lower_bound) for b in found] == [
-        ("D1, DDIM-7", "full, DDIM-20", 4.0), ("D1, DDIM-10", "full, DDIM-20", 2.5)]
-    # Per seed 3.0 / 4.0 and 5.4 / 6.0: 0.75 and 0.90.
-    assert found[0].text().startswith("D1, DDIM-7 reaches FID 4.20 ± 1.70, below every "
-                                      "steps-only configuration's (the best, full, DDIM-20, "
-                                      "has 5.00 ± 1.41; per seed 0.82 ± 0.11x it)")
-    assert "**at least 4.00x**" in found[0].text()
-    assert beyond_steps(exits, []) == []
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    (tmp_path / "reports").mkdir()
+    machine = {"machine": {"date": "2026-11-30 10:59 UTC", "cpu": "cpu", "logical_cores": 2,
+                           "cores_usable": 2, "gpu": None, "torch": "2", "torch_threads": 1,
+                           "python": "3.11"}, "command": "python -m benchmarks.steps_vs_exits"}
+    shot = {k.removeprefix("dit/"): {**c, **machine, "n": 500, "weights": "shot.safetensors",
+                                     "weights_sha256": "1" * 64, "weights_kind": "one-shot",
+                                     "seconds": {"sampling": 60.0, "fid": 0.0}}
+            for k, c in _cells({"dit/ddim-20/full": times(0.5),
+                                "dit/ddim-7/D1/skip": times(1.1)}).items()}
+    shot["cost-model"] = {**shot["cost-model"], **machine}
+    params = Params(weights=str(UVIT))
+    text = report(shot, params, "sve.json").markdown
+    assert "No verdict yet: the steps-only ladder of the starting weights is not in" in text
+    base = _cells({"dit/ddim-20/full": times(1.0), "dit/ddim-10/full": times(1.25)})
+    for c in base.values():
+        c.update(weights="none.safetensors", weights_sha256="0" * 64)
+    (tmp_path / "reports" / "levers.json").write_text(json.dumps({"cells": base}))
+    text = report(shot, params, "sve.json").markdown
+    # D1 at DDIM-7 (73 of 240 blocks) against the starting ladder: 240 / 73 x 0.95 / 1.05 = 2.97x;
+    # against the fine-tuned model's own full depth (0.5) it would beat nothing
+    assert ("**headline** (DiT-T, exits on the one-shot weights): exits help, 2.97x faster than "
+            "fewer steps") in text
+    assert "| D1, DDIM-7 " in text and "2.97x vs full, DDIM-20, helps" in text
+    assert "| full (fine-tuned), DDIM-20 | fine-tuned |" in text
+    assert "- Verdict: re-judged on 2026-12-07 with the paired rule of `ase_search/verdict.py`" in text
