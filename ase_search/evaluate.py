@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ase_search.callplan import block_acceleration
 from ase_search.measure import (
     GRID_SAMPLES,
     Measurement,
-    block_acceleration,
     check_positive_int,
     check_schedule,
 )

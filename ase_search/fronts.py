@@ -32,6 +32,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ase_search.record import (
+    CONFIRM_PREFIX,
+    MEASURED_LATENCY,
+    STEPS_ONLY_PREFIX,
+    config_identity,
+    config_key,
+    reference_sampler,
+    study_sampler,
+)
 from ase_search.verdict import (
     WINDOW,
     Configuration,
@@ -51,15 +60,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "CONFIRM_PREFIX",
-    "MEASURED_LATENCY",
-    "STEPS_ONLY_PREFIX",
     "WINDOW",
     "Fronts",
     "StudyPoint",
     "StudyVerdict",
-    "config_identity",
-    "config_key",
     "confirmation_seeds",
     "export_point",
     "fronts_table",
@@ -70,57 +74,6 @@ __all__ = [
     "verdict_lines",
 ]
 
-STEPS_ONLY_PREFIX = "steps_only:"  # study user attribute of one steps-only baseline point
-CONFIRM_PREFIX = "confirm:"  # study user attribute of one configuration's confirmation seeds
-MEASURED_LATENCY = "measured_latency"  # study user attribute: whole runs timed in one session
-
-
-def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
-    """A configuration's key: ``"ddim-10/full"``, ``"dpm-solver-7 linspace/12|10|8|8|6"``
-    (merged intervals; ``8r2``: 8 blocks reusing the rest's residual, refreshed every 2nd call;
-    ``@0.3,0.7`` names the inner edges when the intervals are unequal).
-
-    Args:
-        sampler: a :class:`~ase_search.samplers.SamplerConfig` as a dict.
-        schedule: an :class:`~ase_search.schedule.ExitSchedule` as a dict (``None``: the full
-            model).
-    """
-    from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import ExitSchedule
-
-    name = SamplerConfig.from_dict(sampler).describe()
-    if schedule is None:
-        return f"{name}/full"
-    s = ExitSchedule.from_dict(schedule).merged()
-    if all(n == s.depth for n in s.blocks):
-        return f"{name}/full"
-    widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
-    uniform = max(widths) - min(widths) < 1e-9  # equal intervals: the counts say it all
-    edges = "" if uniform else "@" + ",".join(f"{b:g}" for b in s.boundaries[1:-1])
-    counts = "|".join(f"{n}r{r}" if mode == "reuse" else str(n)
-                      for n, mode, r in zip(s.blocks, s.modes, s.periods))
-    return f"{name}/{counts}{edges}"
-
-
-def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> tuple:
-    """What decides a configuration's samples: the sampler and what the model computes at each
-    of its calls (:func:`~ase_search.measure.call_plan`): the full network (every block run, a
-    reuse refresh included), ``k`` blocks, or ``k`` blocks plus the residual the last refresh
-    kept. Two schedules that differ only where the sampler never calls the model
-    (DPM-Solver-4's calls never reach t < 0.25), or a reuse schedule whose every call refreshes
-    (one call per interval) and the full model, are one configuration: with common random
-    numbers they give the same samples and cost."""
-    from ase_search.measure import call_plan
-    from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import ExitSchedule
-
-    config = SamplerConfig.from_dict(sampler)
-    if schedule is None:
-        return (config.describe(), None)
-    s = ExitSchedule.from_dict(schedule)
-    calls = tuple("full" if c.refresh or c.count == s.depth else (c.count, c.reuse)
-                  for c in call_plan(s, config))
-    return (config.describe(), s.arch, s.depth, calls)
 
 
 def _levers(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> list[str]:
@@ -180,8 +133,6 @@ def _sampler_dict(trial: Any, study_config: dict[str, Any]) -> dict[str, Any]:
     recorded = trial.user_attrs.get("sampler")
     if isinstance(recorded, dict):
         return recorded
-    from ase_search.search.trial import study_sampler
-
     return study_sampler(study_config).to_dict()  # trials before joint spaces: the one sampler
 
 
@@ -281,8 +232,6 @@ def _front(points: Sequence[StudyPoint]) -> list[StudyPoint]:
 
 def study_fronts(study: optuna.Study) -> Fronts:
     """The steps-only, exits-at-reference and joint fronts of ``study``."""
-    from ase_search.search.trial import reference_sampler
-
     attrs = study.user_attrs
     ref_sampler = reference_sampler(attrs.get("config", {}), attrs.get("space")).to_dict()
     points = study_points(study)

@@ -1,19 +1,14 @@
 """Measure an exit schedule: the one path from a schedule to its figures.
 
-Two things live here and nowhere else:
-
-* :func:`call_plan` and :func:`blocks_per_call`: how many exitable blocks the model runs at each
-  of a sampler's calls. A call at timestep ``s`` of a ``T``-step process is at time ``t = s / T``
-  and runs ``schedule.blocks_at(t)`` blocks, or all of them when it is a block-reuse refresh (see
-  :mod:`ase_search.schedule`). The sampler runs the plan; every block count, cost prediction and
-  FLOP share is built on it.
 * :func:`measure_schedule`: schedule -> samples (common random numbers) -> decoded images (latent
   models) -> FID -> predicted cost. :func:`ase_search.evaluate.evaluate`, every search trial and
-  the benchmarks' cells call it.
+  the benchmarks' cells call it (what each call computes comes from :mod:`ase_search.callplan`).
+* :func:`time_sampling_runs`: whole sampling runs timed, interleaved, for measured latency.
 
 The accelerations a schedule is reported with, one name per meaning:
 
-* ``block_acceleration``: share of exitable-block evaluations skipped (:func:`block_acceleration`);
+* ``block_acceleration``: share of exitable-block evaluations skipped
+  (:func:`ase_search.callplan.block_acceleration`);
 * ``flop_acceleration``: share of the network's FLOPs skipped, every layer counted
   (:func:`ase_search.metrics.latency.flop_acceleration`);
 * ``predicted_acceleration``: the cost model's ``1 - latency / latency(full)``
@@ -21,8 +16,7 @@ The accelerations a schedule is reported with, one name per meaning:
 * ``measured_acceleration``: the same share of measured wall-clock time
   (:func:`ase_search.evaluate.benchmark_latency`).
 
-This module imports only the schedule at load time (the metrics and samplers import it), so the
-metrics, the samplers and torch are imported inside :func:`measure_schedule`.
+The metrics, the samplers and torch are imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -33,8 +27,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any
 
+from ase_search.callplan import Calls, block_acceleration, blocks_per_call
 from ase_search.schedule import ExitSchedule, preset
 
 if TYPE_CHECKING:
@@ -48,16 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRID_SAMPLES",
-    "Calls",
     "Measurement",
-    "PlannedCall",
     "QUALITY_N",
     "SampleQuality",
     "TimedRun",
-    "block_acceleration",
-    "blocks_per_call",
-    "call_plan",
-    "call_timesteps",
     "check_fid_reference",
     "check_finite_samples",
     "check_positive_int",
@@ -70,101 +59,6 @@ __all__ = [
 
 # Samples of the first seed a measurement keeps for a sample grid, by default.
 GRID_SAMPLES = 64
-
-# A sampler's model calls: the sampler itself (anything with ``model_times(T)``, i.e. a
-# SamplerConfig), or the timesteps of its calls listed directly.
-Calls = Union["SamplerConfig", Sequence[float]]
-
-
-# ###################################################################### block counts
-def call_timesteps(sampler: Calls, num_timesteps: int = 1000) -> list[float]:
-    """Timesteps in ``[0, T)`` of a sampler's model calls, in calling order.
-
-    Args:
-        sampler: a :class:`~ase_search.samplers.SamplerConfig`, or its calls' timesteps.
-        num_timesteps: ``T``, the training process's number of timesteps.
-    """
-    if hasattr(sampler, "model_times"):
-        return list(sampler.model_times(num_timesteps))
-    if isinstance(sampler, (str, bytes)) or not isinstance(sampler, Sequence):
-        raise ValueError(f"sampler must be a SamplerConfig or a list of timesteps, got "
-                         f"{type(sampler).__name__}")
-    return [float(s) for s in sampler]
-
-
-class PlannedCall(NamedTuple):
-    """One model call of a sampling run.
-
-    Attributes:
-        count: the block count of the call's interval.
-        reuse: whether the interval is a ``reuse`` one.
-        refresh: (``reuse`` only) the call runs all blocks and stores the residual of the blocks
-            past ``count``; the other calls of a ``reuse`` interval run ``count`` blocks and add
-            it, those of a ``skip`` interval run ``count`` blocks.
-    """
-
-    count: int
-    reuse: bool
-    refresh: bool
-
-
-def call_plan(schedule: ExitSchedule, sampler: Calls,
-              num_timesteps: int = 1000) -> list[PlannedCall]:
-    """What the model runs at each of a sampler's calls, in calling order.
-
-    A call at timestep ``s`` is in interval ``schedule.interval_of(s / T)`` (the binning of the
-    official ASE code) and runs its count. In a ``reuse`` interval, the consecutive calls in it are
-    numbered ``j = 0, 1, ...`` from the first one and call ``j`` refreshes when ``j % period == 0``,
-    so the first call after entering the interval (whose cache is empty) always refreshes.
-
-    Args:
-        schedule: the exit schedule.
-        sampler: a :class:`~ase_search.samplers.SamplerConfig`, or its calls' timesteps.
-        num_timesteps: ``T``, the training process's number of timesteps.
-
-    Raises:
-        ValueError: ``schedule`` is not an :class:`ExitSchedule`, or a timestep lies outside
-            ``[0, T]``.
-    """
-    if not isinstance(schedule, ExitSchedule):
-        raise ValueError(f"schedule must be an ExitSchedule, got {type(schedule).__name__}")
-    plan, previous, j = [], None, 0
-    for s in call_timesteps(sampler, num_timesteps):
-        k = schedule.interval_of(s / num_timesteps)
-        j = j + 1 if k == previous else 0
-        previous = k
-        reuse = schedule.modes[k] == "reuse"
-        plan.append(PlannedCall(schedule.blocks[k], reuse, reuse and j % schedule.periods[k] == 0))
-    return plan
-
-
-def blocks_per_call(schedule: ExitSchedule, sampler: Calls, num_timesteps: int = 1000) -> list[int]:
-    """Exitable blocks the model runs at each of a sampler's calls, in calling order.
-
-    A call runs its interval's count, ``schedule.blocks_at(s / T)`` at timestep ``s``, except a
-    block-reuse refresh, which runs all ``depth`` blocks (:func:`call_plan`).
-
-    Args:
-        schedule: the exit schedule.
-        sampler: a :class:`~ase_search.samplers.SamplerConfig`, or its calls' timesteps.
-        num_timesteps: ``T``, the training process's number of timesteps.
-
-    Raises:
-        ValueError: ``schedule`` is not an :class:`ExitSchedule`, or a timestep lies outside
-            ``[0, T]``.
-    """
-    return [schedule.depth if call.refresh else call.count
-            for call in call_plan(schedule, sampler, num_timesteps)]
-
-
-def block_acceleration(schedule: ExitSchedule, sampler: Calls, num_timesteps: int = 1000) -> float:
-    """Share of exitable-block evaluations the schedule skips over a sampler's calls:
-    ``1 - sum(blocks_per_call) / (depth * calls)``."""
-    calls = blocks_per_call(schedule, sampler, num_timesteps)
-    if not calls:
-        raise ValueError("the sampler makes no model calls")
-    return 1.0 - sum(calls) / (schedule.depth * len(calls))
-
 
 # ###################################################################### checks
 def check_schedule(model: nn.Module, schedule: ExitSchedule | None,
@@ -248,7 +142,7 @@ def check_fid_reference(model: nn.Module, reference: str, decoder: LatentDecoder
 
 def fid_images(samples: torch.Tensor, decoder: LatentDecoder | None) -> torch.Tensor:
     """uint8 images ``(N, C, H, W)`` for FID: the samples, or their decoding for latents."""
-    from ase_search.report import to_uint8
+    from ase_search.images import to_uint8
 
     return to_uint8(samples) if decoder is None else decoder.decode_uint8(samples)
 

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ase_search import __version__
 from ase_search.schedule import ExitSchedule, ScheduleError
-from ase_search.search.storage import StudyError, one_line, open_storage
+from ase_search.storage import StudyError, one_line, open_storage
 from ase_search.verdict import hypervolume
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ def front_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFra
     import pandas as pd
 
     from ase_search.samplers import SamplerConfig
-    from ase_search.search.trial import study_sampler
+    from ase_search.record import study_sampler
 
     front = pareto_front(study)
     on_front = {t.number for t in front}
@@ -415,7 +415,7 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         raise StudyError(f"trial {trial.number} is {trial.state.name}; export a COMPLETE trial")
     from ase_search.finetune import rebase_weights  # relative to the schedule file
 
-    from ase_search.search.trial import study_sampler
+    from ase_search.record import study_sampler
 
     schedule = trial_schedule(trial)
     attrs, config = trial.user_attrs, study.user_attrs.get("config") or {}
@@ -456,7 +456,7 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
 def _confirmation(study: optuna.Study, sampler: dict[str, Any],
                   schedule: dict[str, Any] | None) -> dict[str, Any] | None:
     """The configuration's FIDs over confirmation seeds (``ase-search confirm``), if measured."""
-    from ase_search.fronts import CONFIRM_PREFIX, config_key
+    from ase_search.record import CONFIRM_PREFIX, config_key
 
     record = study.user_attrs.get(CONFIRM_PREFIX + config_key(sampler, schedule))
     if not isinstance(record, dict):

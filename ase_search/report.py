@@ -1,4 +1,5 @@
-"""Pictures people look at: sample grids (PNG) and interactive reports (plotly HTML, offline)."""
+"""The study report people look at: an interactive, offline plotly HTML page (sample grids are
+:mod:`ase_search.images`)."""
 
 from __future__ import annotations
 
@@ -11,40 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # torch is imported where images are handled, so `pareto` starts fast
+if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
-    import torch
 
-__all__ = ["default_reference_point", "save_grid", "to_uint8", "write_report"]
+__all__ = ["default_reference_point", "write_report"]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) floats in [-1, 1] -> uint8 in [0, 255] (rounded, clamped)."""
-    import torch
-
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None,
-              scale: int = 2) -> Path:
-    """Save (N, C, H, W) images in [-1, 1] as one PNG grid (upscaled ``scale`` x, nearest)."""
-    import torch
-    from torchvision.utils import make_grid, save_image
-
-    from ase_search.files import atomic_write
-
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"sample grids are written as PNG; got {path.name!r}, use a .png path")
-    nrow = nrow or max(1, math.ceil(math.sqrt(images.shape[0])))
-    x = (images.clamp(-1, 1) + 1) / 2  # (N, C, H, W) in [0, 1]
-    if scale > 1:
-        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
-    grid = make_grid(x, nrow=nrow, padding=2, pad_value=1.0)
-    return atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
 
 
 # ###################################################################### study report (HTML)

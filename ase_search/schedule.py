@@ -35,7 +35,7 @@ Block reuse (issue #16). Each interval also has a *mode* and a refresh *period* 
     would cost more than a full call; per block, a refresh costs exactly one full call.
 
 A refresh call counts as a full-depth call everywhere (block evaluations, the cost model), and the
-sampler follows the same plan: :func:`ase_search.measure.call_plan` is where calls become counts.
+sampler follows the same plan: :func:`ase_search.callplan.call_plan` is where calls become counts.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ class LatentDecoder:
     def decode_uint8(self, latents: torch.Tensor) -> torch.Tensor:
         """:meth:`decode` to uint8 ``[0, 255]`` batch by batch, a quarter of the float memory
         (50,000 images of 256 x 256 are 9.8 GB as uint8, 39 GB as float32)."""
-        from ase_search.report import to_uint8
+        from ase_search.images import to_uint8
 
         self._check(latents)
         return torch.cat([to_uint8(self._decode_batch(z))  # (B, 3, 8h, 8w) uint8

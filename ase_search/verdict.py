@@ -462,12 +462,12 @@ class Verdict:
             lines.append(f"headline: no resolvable speedup: {lever} do not beat fewer steps "
                          f"within the quality window (best: {best.text()})")
         else:
-            lines.append(f"headline: no resolvable speedup: no {lever} configuration lies in "
-                         f"the quality window")
+            lines.append(f"headline: no resolvable speedup: none of the {lever} lies in the "
+                         f"quality window")
         for j in self.beyond:
             if top is None and j is self.beyond[0]:
                 continue
-            lines.append(f"beyond the measured ladder: {j.text()}")
+            lines.append(j.text())
         lines.append(f"smallest FID difference these seeds resolve: {self.resolvable:.1%} "
                      f"(pooled per-seed sd of the log FID ratios, {n} seeds)")
         return lines

@@ -471,7 +471,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 def searched_lines(configs: dict[str, dict[str, Any]], params: Params) -> list[str]:
     """The report's bullet on the searched configurations: which study, made how."""
     from ase_search.pareto import open_study
-    from ase_search.search.trial import reference_sampler
+    from ase_search.record import reference_sampler
 
     if not any(c["group"] == "searched" for c in configs.values()):
         return [f"- Searched: none measured (`{display_path(Path(params.study))}` does not exist; "

@@ -202,7 +202,7 @@ def per_step(model: torch.nn.Module, counts: list[int], *, batch: int, rounds: i
 
 def composed(schedule: ExitSchedule, step_s: dict[int, float], times: list[float]) -> float:
     """Seconds of a run's network calls as the sum of per-step medians."""
-    from ase_search.measure import blocks_per_call
+    from ase_search.callplan import blocks_per_call
 
     return sum(step_s[k] for k in blocks_per_call(schedule, times))
 
@@ -255,7 +255,7 @@ def run_facts(params: Params, ctx: CellContext, dev: torch.device) -> dict[str, 
 
 def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
     """Per-step timing and composed runs of one model (a cell)."""
-    from ase_search.measure import blocks_per_call
+    from ase_search.callplan import blocks_per_call
     from ase_search.metrics.latency import model_flops
     from ase_search.samplers import SamplerConfig
 

@@ -108,7 +108,7 @@ def call_time_fit(record: dict[str, Any]) -> tuple[float, float, float]:
     """
     import numpy as np
 
-    from ase_search.measure import blocks_per_call
+    from ase_search.callplan import blocks_per_call
     from ase_search.samplers import SamplerConfig
     from ase_search.schedule import preset
 

@@ -154,14 +154,11 @@ def keys(params: Params) -> list[str]:
 
 
 def plan_signature(schedule: Any, sampler: Any) -> tuple[Any, ...]:
-    """What each call computes: ``"full"`` (a refresh, or every block) or (count, reuse?)."""
-    try:
-        from ase_search.callplan import call_plan
-    except ImportError:  # before call_plan moved out of ase_search.measure
-        from ase_search.measure import call_plan
+    """What each call computes: ``"full"`` (a refresh, or every block) or (count, reuse?), as
+    :func:`ase_search.record.config_identity` has it."""
+    from ase_search.record import config_identity
 
-    return tuple("full" if c.refresh or c.count == schedule.depth else (c.count, c.reuse)
-                 for c in call_plan(schedule, sampler))
+    return config_identity(sampler.to_dict(), schedule.to_dict())[-1]
 
 
 def exit_depth(arch: str) -> int:
@@ -193,7 +190,8 @@ def lever_schedule(name: str, lever: str, arch: str, depth: int) -> Any:
 def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     """One cell: an architecture's cost model, or one configuration's FIDs over the seeds."""
     from ase_search.evaluate import machine_info
-    from ase_search.measure import blocks_per_call, measure_schedule
+    from ase_search.callplan import blocks_per_call
+    from ase_search.measure import measure_schedule
     from ase_search.metrics.latency import CostModel, profile_components
     from ase_search.samplers import SamplerConfig
     from ase_search.testbed import TESTBEDS

@@ -126,7 +126,7 @@ def trajectory(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.data import build_dataset
     from ase_search.evaluate import evaluate, machine_info
     from ase_search.finetune import FinetuneConfig, finetune
-    from ase_search.measure import block_acceleration
+    from ase_search.callplan import block_acceleration
     from ase_search.metrics.latency import CostModel, profile_components
     from ase_search.models import load_state_dict_file
     from ase_search.samplers import SamplerConfig

@@ -280,7 +280,7 @@ def per_call_accelerations(calls: dict[str, list[float]], rows: list[dict[str, A
     """Measured acceleration from per-call timings summed over the sampler's calls."""
     import numpy as np
 
-    from ase_search.measure import blocks_per_call
+    from ase_search.callplan import blocks_per_call
 
     times = sampler.model_times()
     repeats = len(next(iter(calls.values())))

@@ -97,7 +97,7 @@ def measure_arch(params: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.measure import measure_sample_quality
     from ase_search.metrics.latency import profile_components
     from ase_search.models import load_checkpoint
-    from ase_search.report import save_grid
+    from ase_search.images import save_grid
     from ase_search.samplers import SamplerConfig
     from ase_search.schedule import preset, preset_names
     from ase_search.space import load_space

@@ -221,7 +221,7 @@ def twin(model: torch.nn.Module) -> torch.nn.Module:
 def build_rows(arch: str, base: torch.nn.Module, args: Params,
                ase_on_other_weights: bool, notes: list[str]) -> list[dict[str, Any]]:
     """full, [full on the ASE weights], the D-n presets, then ToMe ratio x schedule."""
-    from ase_search.measure import blocks_per_call
+    from ase_search.callplan import blocks_per_call
     from ase_search.metrics.latency import flop_acceleration
     from ase_search.schedule import preset, preset_names
     from ase_search.tome import ToMeConfig, tome_blocks, tome_flop_acceleration

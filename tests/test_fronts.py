@@ -7,7 +7,8 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from ase_search.fronts import config_identity, config_key, study_fronts, study_verdict
+from ase_search.fronts import study_fronts, study_verdict
+from ase_search.record import config_identity, config_key
 from ase_search.schedule import ExitSchedule, preset
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -128,7 +129,7 @@ def test_records_on_the_search_seed_or_other_weights_are_not_judged():
 
 
 def test_measured_latencies_replace_the_cost_model_when_every_judged_one_was_timed():
-    from ase_search.fronts import MEASURED_LATENCY
+    from ase_search.record import MEASURED_LATENCY
 
     study = _confirmed_study([4.4] * 5)
     seconds = {"ddim-4/full": 2.0, "ddim-8/full": 4.0, "ddim-20/full": 10.0,

@@ -13,7 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, study_fronts, study_verdict
+from ase_search.fronts import study_fronts, study_verdict
+from ase_search.record import CONFIRM_PREFIX, STEPS_ONLY_PREFIX
 from ase_search.search import SearchConfig, run_search
 from ase_search.space import ScheduleSpace, SpaceError
 

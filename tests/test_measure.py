@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ase_search.callplan import block_acceleration, blocks_per_call, call_plan
 from ase_search.measure import (
-    block_acceleration,
-    blocks_per_call,
-    call_plan,
     fid_images,
     measure_sample_quality,
     measure_schedule,
@@ -163,7 +161,7 @@ def test_measurement_equals_sampling_and_fid_done_by_hand(dit) -> None:
 def test_sample_quality_equals_sampling_classifier_and_fid_done_by_hand(dit) -> None:
     from ase_search.metrics.extractor import classifier_confidence
     from ase_search.metrics.fid import compute_fid
-    from ase_search.report import to_uint8
+    from ase_search.images import to_uint8
 
     config = SamplerConfig("ddim", 2)
     q = measure_sample_quality(dit, sampler=config, seeds=(0, 2), n=12, batch_size=5,

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ase_search.measure import block_acceleration, blocks_per_call
+from ase_search.callplan import block_acceleration, blocks_per_call
 from ase_search.metrics.latency import CostModel
 from ase_search.schedule import (
     ExitSchedule,

@@ -26,7 +26,7 @@ from ase_search.measure import measure_sample_quality
 from ase_search.metrics.extractor import load_classifier
 from ase_search.models import load_checkpoint, load_state_dict_file
 from ase_search.models.checkpoint import export_weights
-from ase_search.report import save_grid
+from ase_search.images import save_grid
 from ase_search.samplers import SamplerConfig
 from ase_search.testbed import TESTBEDS
 

@@ -117,7 +117,7 @@ def sample_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: in
         sample_diffusers,
     )
     from ase_search.measure import check_finite_samples
-    from ase_search.report import save_grid
+    from ase_search.images import save_grid
 
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file, got {out}")
@@ -156,7 +156,7 @@ def eval_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: int,
     from ase_search.files import atomic_write_text, check_writable
     from ase_search.integrations.diffusers import measure_diffusers
     from ase_search.metrics.fid import FIDConfig
-    from ase_search.report import save_grid
+    from ase_search.images import save_grid
 
     for name, path, suffix in (("--grid", grid, ".png"), ("--json", json_out, ".json")):
         if path is not None and path.suffix.lower() != suffix:

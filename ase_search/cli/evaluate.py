@@ -94,7 +94,7 @@ def eval_cmd(
     from ase_search.files import atomic_write_text, check_writable
     from ase_search.measure import check_fid_reference
     from ase_search.metrics.fid import FIDConfig
-    from ase_search.report import save_grid
+    from ase_search.images import save_grid
     from ase_search.schedule import resolve_schedule
     from ase_search.testbed import load_model
     from ase_search.vae import check_vae_folder, load_vae

@@ -66,7 +66,7 @@ def sample_cmd(
 
     from ase_search.measure import check_finite_samples
     from ase_search.files import check_writable
-    from ase_search.report import save_grid
+    from ase_search.images import save_grid
     from ase_search.samplers import sample
     from ase_search.schedule import resolve_schedule
     from ase_search.testbed import load_model

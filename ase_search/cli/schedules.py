@@ -16,7 +16,7 @@ app.add_typer(schedule_app, name="schedule")
 def _schedule_table(schedules, sampler: str, steps: int, title: str):
     from rich.table import Table
 
-    from ase_search.measure import block_acceleration, blocks_per_call
+    from ase_search.callplan import block_acceleration, blocks_per_call
     from ase_search.samplers import SamplerConfig
 
     config = SamplerConfig(name=sampler, steps=steps)

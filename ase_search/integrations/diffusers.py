@@ -21,7 +21,7 @@ class                          exitable blocks (depth)                      t of
 =============================  ===========================================  ================
 
 Block reuse (``ExitSchedule.modes``, issue #16) works as in ase-search's own models
-(:func:`ase_search.measure.call_plan` numbers the calls): a refresh call runs every block and keeps
+(:func:`ase_search.callplan.call_plan` numbers the calls): a refresh call runs every block and keeps
 the image stream's residual past the count (after the last block minus after block ``count``); a
 reuse call runs ``count`` blocks and adds it. Each batch of :func:`sample_diffusers` starts a new
 trajectory (:meth:`ExitScheduleState.new_run`); call it yourself between images of your own loop.
@@ -219,7 +219,7 @@ class _TransformerHook(ModelHook):
             timestep = args[self.timestep_index]
         state, schedule = self.state, self.state.schedule
         t = _call_time(timestep, state.timestep_scale)
-        # Interval and run numbering as ase_search.measure.call_plan has them.
+        # Interval and run numbering as ase_search.callplan.call_plan has them.
         k = schedule.interval_of(t)
         state.run_index = state.run_index + 1 if k == state.interval else 0
         if k != state.interval:

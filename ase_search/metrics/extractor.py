@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from ase_search.metrics.fid import MetricsError
 
 __all__ = [
+    "MetricsError",
     "DEFAULT_WEIGHTS",
     "EXTRACTOR_NAME",
     "FEATURE_DIM",
@@ -48,6 +48,11 @@ __all__ = [
     "split_checksum",
     "train_extractor",
 ]
+
+
+class MetricsError(ValueError):
+    """A metric cannot be computed as configured (missing weights, wrong images, ...)."""
+
 
 EXTRACTOR_NAME = "mnist-classifier"
 FEATURE_DIM = 128

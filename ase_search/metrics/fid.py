@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ase_search.metrics.extractor import MetricsError
+
 __all__ = [
     "DEFAULT_FEATURE_LAYER",
     "EXTRACTORS",
@@ -60,10 +62,6 @@ _RESULT_KEYS = {
     "precision": "precision",
     "recall": "recall",
 }
-
-
-class MetricsError(ValueError):
-    """A metric cannot be computed as configured (missing weights, wrong images, ...)."""
 
 
 def default_cache_dir() -> Path:

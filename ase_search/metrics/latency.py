@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ase_search.measure import Calls, blocks_per_call, call_timesteps
+from ase_search.callplan import Calls, blocks_per_call, call_timesteps
 from ase_search.schedule import ExitSchedule, preset
 
 __all__ = [

@@ -27,6 +27,8 @@ import torch.nn as nn
 
 from ase_search.files import atomic_write
 
+from ase_search.models.registry import ARCHS, MODELS, create_model
+
 __all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "load_state_dict_file", "save_checkpoint"]
 
 FORMAT = "ase-search/1"
@@ -269,7 +271,6 @@ def _check_keys(path: Path, state: Mapping[str, Any], expected: Mapping[str, tor
 
 def _build(arch: str | None, config: Any, model_name: str | None, model_kwargs: Mapping[str, Any]) -> nn.Module:
     """Build the architecture on the meta device (no memory, no init); weights are assigned later."""
-    from ase_search.models import ARCHS, create_model  # the registry imports this module
 
 
     with torch.device("meta"):
@@ -332,7 +333,6 @@ def load_checkpoint(
             "expected a state dict or a dict with 'model'/'ema' state dicts"
         )
     if config is None:
-        from ase_search.models import MODELS  # the registry imports this module
 
         if model_name is None:
             raise CheckpointError(

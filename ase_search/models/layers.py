@@ -387,7 +387,7 @@ class BlockReuse:
 
     The sampler makes a fresh one for each batch trajectory, so nothing carries over between runs,
     seeds or batches, and sets :attr:`refresh` before every call from
-    :func:`ase_search.measure.call_plan`. A model's forward with ``reuse=`` this object runs every
+    :func:`ase_search.callplan.call_plan`. A model's forward with ``reuse=`` this object runs every
     block on a refresh call and stores, per sample (guidance's doubled batch is one batch here, so
     per branch too), the residual of the blocks past the sample's count; on any other call it runs
     the count and adds that residual. What the residual is belongs to each model (see

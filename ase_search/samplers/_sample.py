@@ -14,7 +14,7 @@ batch seeded from ``(seed, batch index)``, so it is independent of the schedule 
 Block reuse (``reuse`` intervals of the schedule, :mod:`ase_search.schedule`): each batch
 trajectory gets a fresh :class:`~ase_search.models.layers.BlockReuse` cache, so nothing carries
 over between runs, seeds or batches and, as every cached residual is per sample, the result does not
-depend on ``batch_size``; the calls follow :func:`ase_search.measure.call_plan`, the plan the block
+depend on ``batch_size``; the calls follow :func:`ase_search.callplan.call_plan`, the plan the block
 counts and the cost model are built on.
 
 Pixel-space models (1 or 3 channels) produce images in ``[-1, 1]``: DDPM and DDIM clip their
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ase_search.diffusion import GaussianDiffusion
-from ase_search.measure import blocks_per_call, call_plan
+from ase_search.callplan import blocks_per_call, call_plan
 from ase_search.models.layers import BlockReuse, guided_eps
 from ase_search.samplers._base import Trajectory
 from ase_search.samplers._config import SamplerConfig
@@ -149,7 +149,7 @@ def sample(
 
     At every model call at timestep ``s`` (see :meth:`SamplerConfig.model_times`) the model runs
     ``schedule.blocks_at(s / T)`` exitable blocks (all of them when ``schedule`` is ``None``), or,
-    in a ``reuse`` interval, follows :func:`ase_search.measure.call_plan` (a refresh runs all of
+    in a ``reuse`` interval, follows :func:`ase_search.callplan.call_plan` (a refresh runs all of
     them and caches the residual of the rest; the other calls add it).
 
     Args:

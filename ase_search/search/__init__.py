@@ -36,7 +36,7 @@ from ase_search.search.run import (
     confirm_study,
     run_search,
 )
-from ase_search.search.storage import JOURNAL_SUFFIXES, StudyError, open_storage, resolve_storage
+from ase_search.storage import JOURNAL_SUFFIXES, StudyError, open_storage, resolve_storage
 from ase_search.search.study import (
     HEARTBEAT_EVERY,
     HEARTBEAT_GRACE,

@@ -23,8 +23,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ase_search.fronts import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
-from ase_search.search.trial import TrialContext, evaluate_schedule, reference_sampler, study_sampler
+from ase_search.record import (
+    CONFIRM_PREFIX,
+    MEASURED_LATENCY,
+    STEPS_ONLY_PREFIX,
+    config_key,
+    reference_sampler,
+    study_sampler,
+)
+from ase_search.search.trial import TrialContext, evaluate_schedule
 
 __all__ = ["MAX_STEPS", "PointJob", "confirm", "confirm_jobs", "ladder_extension", "measure_jobs",
            "merged_record",
@@ -308,7 +315,6 @@ def time_confirmed(study: Any, weights: str | Path, *, batch_size: int, rounds: 
     Returns how many configurations were timed (0: all held)."""
     import torch
 
-    from ase_search.fronts import MEASURED_LATENCY
     from ase_search.measure import time_sampling_runs
     from ase_search.models import load_checkpoint
     from ase_search.samplers import SamplerConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ase_search.search.config import SearchConfig, SearchError, one_shot_config
-from ase_search.search.storage import resolve_storage
+from ase_search.storage import resolve_storage
 from ase_search.search.study import (
     HEARTBEAT_EVERY,
     Driver,

@@ -252,8 +252,7 @@ def measured_twin(study: Any, space: Any, params: dict[str, Any]) -> Any:
     configuration). A trial that records no sampler ran the study's one sampler."""
     from optuna.trial import TrialState
 
-    from ase_search.fronts import config_identity
-    from ase_search.search.trial import study_sampler
+    from ase_search.record import config_identity, study_sampler
 
     one = study_sampler(study.user_attrs.get("config") or {})
     sampler = space.sampler_from_params(params, one).to_dict()

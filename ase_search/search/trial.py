@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrialContext", "evaluate_schedule", "reference_sampler", "study_sampler"]
+from ase_search.record import reference_sampler, study_sampler
+
+__all__ = ["TrialContext", "evaluate_schedule"]
 
 
 @dataclass(frozen=True)
@@ -40,26 +42,6 @@ class TrialContext:
     # A diffusers study's full-model samples at the reference configuration (its ``fid_data
     # self`` reference), cached here across trials; None: not cached.
     cache_dir: str | None = None
-
-
-def study_sampler(config: dict[str, Any]) -> Any:
-    """The study's one sampler (``config`` is a :class:`SearchConfig` as a dict)."""
-    from ase_search.samplers import SamplerConfig
-
-    # .get: configs written before timestep spacings existed have no such key (and hand-made
-    # studies no config): SearchConfig's defaults.
-    return SamplerConfig(name=config.get("sampler", "ddim"), steps=config.get("steps", 20),
-                         timestep_spacing=config.get("timestep_spacing"))
-
-
-def reference_sampler(config: dict[str, Any], space: dict[str, Any] | None) -> Any:
-    """The sampler of the study's reference configuration (the full model there is what
-    accelerations and speedups are measured against): a joint space's ``sampling.reference``,
-    else the study's one sampler (also when no space is recorded, or an empty one)."""
-    from ase_search.space import ScheduleSpace
-
-    sampling = ScheduleSpace.from_dict(space).sampling if space else None
-    return study_sampler(config) if sampling is None else sampling.reference_config
 
 
 def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
@@ -94,7 +76,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     from ase_search.metrics.fid import FIDConfig
     from ase_search.metrics.latency import CostModel
     from ase_search.models import load_checkpoint
-    from ase_search.report import save_grid
+    from ase_search.images import save_grid
     from ase_search.vae import load_vae
 
     cfg = ctx.config
@@ -190,10 +172,10 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
         load_transformer,
         measure_diffusers,
     )
-    from ase_search.measure import blocks_per_call
+    from ase_search.callplan import blocks_per_call
     from ase_search.metrics.fid import FIDConfig
     from ase_search.metrics.latency import CostModel
-    from ase_search.report import save_grid
+    from ase_search.images import save_grid
 
     cfg, t0 = ctx.config, time.perf_counter()
     folder = cfg["diffusers"]

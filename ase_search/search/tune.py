@@ -18,7 +18,8 @@ from typing import Any
 
 from ase_search.search.config import SAMPLER_ALGOS, SearchConfig, SearchError
 from ase_search.search.study import METRICS, NESTED_ATTRS, TRIAL_ATTRS, measured_twin, tell_result
-from ase_search.search.trial import TrialContext, evaluate_schedule, study_sampler
+from ase_search.record import study_sampler
+from ase_search.search.trial import TrialContext, evaluate_schedule
 
 __all__ = ["MAX_REUSED_PER_SUGGESTION", "fit_polling", "init_ray", "make_searcher",
            "trainable", "trial_resources"]

@@ -176,7 +176,7 @@ def test_sample_with_diffusers(exported, tmp_path):
 
 def test_block_reuse_matches_the_native_sampler(tmp_path):
     """Block reuse through the hooks == ase-search's own reuse, call by call and sample by sample."""
-    from ase_search.measure import blocks_per_call
+    from ase_search.callplan import blocks_per_call
     from ase_search.samplers import SamplerConfig, sample
 
     model = _random_dit()

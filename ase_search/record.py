@@ -1,0 +1,101 @@
+"""What a study stores, and how it is read: one home for the study record.
+
+An ase-search study is an Optuna study whose user attributes record what the search ran:
+
+* ``config``: the :class:`~ase_search.search.SearchConfig` as a dict; ``space``: the schedule
+  space; ``weights``: the weights the trials ran (relative to the study's folder, with their
+  one-shot key); ``cost_model``: the profiled components.
+* :data:`STEPS_ONLY_PREFIX` + :func:`config_key`: one steps-only baseline point (the full model at
+  one sampler and step count, on the starting weights, at the study's seed).
+* :data:`CONFIRM_PREFIX` + :func:`config_key`: one configuration's FIDs on the confirmation
+  seeds, with the weights it ran (``"start"`` or ``"study"``) and their sha256.
+* :data:`MEASURED_LATENCY`: whole sampling runs timed in one interleaved session.
+
+A configuration is its sampler plus what the model computes at each call
+(:func:`config_identity`), named by :func:`config_key`; the study's own sampler and its reference
+configuration's come from :func:`study_sampler` and :func:`reference_sampler`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ase_search.callplan import call_plan
+from ase_search.samplers import SamplerConfig
+from ase_search.schedule import ExitSchedule
+from ase_search.space import ScheduleSpace
+
+__all__ = [
+    "CONFIRM_PREFIX",
+    "MEASURED_LATENCY",
+    "STEPS_ONLY_PREFIX",
+    "config_identity",
+    "config_key",
+    "reference_sampler",
+    "study_sampler",
+]
+
+STEPS_ONLY_PREFIX = "steps_only:"  # study user attribute of one steps-only baseline point
+CONFIRM_PREFIX = "confirm:"  # study user attribute of one configuration's confirmation seeds
+MEASURED_LATENCY = "measured_latency"  # study user attribute: whole runs timed in one session
+
+
+def study_sampler(config: dict[str, Any]) -> Any:
+    """The study's one sampler (``config`` is a :class:`SearchConfig` as a dict)."""
+    # .get: configs written before timestep spacings existed have no such key (and hand-made
+    # studies no config): SearchConfig's defaults.
+    return SamplerConfig(name=config.get("sampler", "ddim"), steps=config.get("steps", 20),
+                         timestep_spacing=config.get("timestep_spacing"))
+
+
+def reference_sampler(config: dict[str, Any], space: dict[str, Any] | None) -> Any:
+    """The sampler of the study's reference configuration (the full model there is what
+    accelerations and speedups are measured against): a joint space's ``sampling.reference``,
+    else the study's one sampler (also when no space is recorded, or an empty one)."""
+    sampling = ScheduleSpace.from_dict(space).sampling if space else None
+    return study_sampler(config) if sampling is None else sampling.reference_config
+
+
+def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
+    """A configuration's key: ``"ddim-10/full"``, ``"dpm-solver-7 linspace/12|10|8|8|6"``
+    (merged intervals; ``8r2``: 8 blocks reusing the rest's residual, refreshed every 2nd call;
+    ``@0.3,0.7`` names the inner edges when the intervals are unequal).
+
+    Args:
+        sampler: a :class:`~ase_search.samplers.SamplerConfig` as a dict.
+        schedule: an :class:`~ase_search.schedule.ExitSchedule` as a dict (``None``: the full
+            model).
+    """
+    name = SamplerConfig.from_dict(sampler).describe()
+    if schedule is None:
+        return f"{name}/full"
+    s = ExitSchedule.from_dict(schedule).merged()
+    if all(n == s.depth for n in s.blocks):
+        return f"{name}/full"
+    widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
+    uniform = max(widths) - min(widths) < 1e-9  # equal intervals: the counts say it all
+    edges = "" if uniform else "@" + ",".join(f"{b:g}" for b in s.boundaries[1:-1])
+    counts = "|".join(f"{n}r{r}" if mode == "reuse" else str(n)
+                      for n, mode, r in zip(s.blocks, s.modes, s.periods))
+    return f"{name}/{counts}{edges}"
+
+
+def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> tuple:
+    """What decides a configuration's samples: the sampler and what the model computes at each
+    of its calls (:func:`~ase_search.callplan.call_plan`): the full network (every block run, a
+    reuse refresh included), ``k`` blocks, or ``k`` blocks plus the residual the last refresh
+    kept. Two schedules that differ only where the sampler never calls the model
+    (DPM-Solver-4's calls never reach t < 0.25), or a reuse schedule whose every call refreshes
+    (one call per interval) and the full model, are one configuration: with common random
+    numbers they give the same samples and cost."""
+    from ase_search.callplan import call_plan
+    from ase_search.samplers import SamplerConfig
+    from ase_search.schedule import ExitSchedule
+
+    config = SamplerConfig.from_dict(sampler)
+    if schedule is None:
+        return (config.describe(), None)
+    s = ExitSchedule.from_dict(schedule)
+    calls = tuple("full" if c.refresh or c.count == s.depth else (c.count, c.reuse)
+                  for c in call_plan(s, config))
+    return (config.describe(), s.arch, s.depth, calls)
