@@ -23,8 +23,10 @@ class                          exitable blocks (depth)                      t of
 Block reuse (``ExitSchedule.modes``, issue #16) works as in ase-search's own models
 (:func:`ase_search.callplan.call_plan` numbers the calls): a refresh call runs every block and keeps
 the image stream's residual past the count (after the last block minus after block ``count``); a
-reuse call runs ``count`` blocks and adds it. Each batch of :func:`sample_diffusers` starts a new
-trajectory (:meth:`ExitScheduleState.new_run`); call it yourself between images of your own loop.
+reuse call runs ``count`` blocks and adds it. The cache belongs to one trajectory: pipelines reset
+the hooks after each call (diffusers' stateful-hook protocol), and a call whose time is later than
+the previous one's, or whose batch has another shape, starts a new trajectory by itself, so a
+user's own denoising loop needs no reset between images.
 
 A schedule's ``depth`` must equal that count (FLUX.1: 19 + 38 = 57; a count of 25 runs the 19
 double-stream blocks and the first 6 single-stream ones). The embeddings and the output layers
@@ -190,6 +192,10 @@ class ExitScheduleState:
     captured: torch.Tensor | None = None
     residual: torch.Tensor | None = None
     inject: bool = False
+    # The previous call's time and input shape: a call at a later time (t rises back towards
+    # noise) or on another batch starts a new trajectory (see _TransformerHook).
+    last_t: float | None = None
+    last_shape: tuple[int, ...] | None = None
 
     def reset(self) -> None:
         """Zero the counter, forget the calls and start a new sampling run."""
@@ -203,15 +209,30 @@ class ExitScheduleState:
         self.interval, self.run_index = None, 0
         self.capture = self.captured = self.residual = None
         self.inject = False
+        self.last_t = self.last_shape = None
 
 
 class _TransformerHook(ModelHook):
-    """Reads a call's timestep and sets the block count the block hooks obey."""
+    """Reads a call's timestep and sets the block count the block hooks obey.
+
+    Stateful in diffusers' sense (``_is_stateful``, :meth:`reset_state`): the block-reuse cache
+    belongs to one sampling trajectory, and pipelines reset stateful hooks after every call
+    (``maybe_free_model_hooks``). A user's own denoising loop resets nothing, so the hook also
+    starts a new trajectory by itself when a call's time is later than the previous call's (a
+    sampler only moves towards data, so a rise means a new image) or its input has another
+    shape (another batch): the second image of a loop never starts from the first's residual.
+    """
+
+    _is_stateful = True
 
     def __init__(self, state: ExitScheduleState, timestep_index: int) -> None:
         super().__init__()
         self.state = state
         self.timestep_index = timestep_index  # positional index of `timestep` in forward
+
+    def reset_state(self, module: nn.Module) -> nn.Module:
+        self.state.new_run()
+        return module
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         timestep = kwargs.get("timestep")
@@ -219,6 +240,12 @@ class _TransformerHook(ModelHook):
             timestep = args[self.timestep_index]
         state, schedule = self.state, self.state.schedule
         t = _call_time(timestep, state.timestep_scale)
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        shape = tuple(hidden.shape)
+        if (state.last_t is not None and t > state.last_t) or (
+                state.last_shape is not None and shape != state.last_shape):
+            state.new_run()
+        state.last_t, state.last_shape = t, shape
         # Interval and run numbering as ase_search.callplan.call_plan has them.
         k = schedule.interval_of(t)
         state.run_index = state.run_index + 1 if k == state.interval else 0

@@ -251,3 +251,61 @@ def test_block_reuse_refreshes_and_reuses(case):
     torch.testing.assert_close(outs[1], full, rtol=1e-5, atol=1e-5)
     # Entering another interval refreshes: the full model's output.
     assert torch.equal(near_data, _run(model, inputs(0.1 * scale)))
+
+
+def test_a_users_own_loop_gets_the_images_of_fresh_hooks():
+    """A user's own 9-step DDIM loop under a one-interval reuse schedule (half the blocks, period
+    2), image after image and then a batch of another size, gives what fresh hooks give on the
+    same noise: no image starts from the previous one's residual (issue #23's measurement)."""
+    from diffusers import DDIMScheduler
+
+    model, _, _ = _dit()
+    model.eval()  # no label dropout: the loop is deterministic
+    schedule = ExitSchedule("dit", 4, (0.0, 1.0), (2,)).with_reuse(2)
+    g = torch.Generator().manual_seed(1)
+    noises = [torch.randn(2, 2, 8, 8, generator=g), torch.randn(2, 2, 8, 8, generator=g),
+              torch.randn(3, 2, 8, 8, generator=g)]
+
+    def loop(x: torch.Tensor) -> torch.Tensor:
+        scheduler = DDIMScheduler(num_train_timesteps=1000)
+        scheduler.set_timesteps(9)
+        labels = torch.arange(x.shape[0]) % 5
+        for t in scheduler.timesteps:
+            with torch.no_grad():
+                out = model(hidden_states=x, timestep=t.expand(x.shape[0]),
+                            class_labels=labels).sample
+            x = scheduler.step(out[:, :2], t, x).prev_sample  # the first half: the noise
+        return x
+
+    state = apply_exit_schedule(model, schedule)
+    try:
+        in_one_go = [loop(z) for z in noises]
+    finally:
+        remove_exit_schedule(model)
+    fresh = []
+    for z in noises:
+        apply_exit_schedule(model, schedule)
+        try:
+            fresh.append(loop(z))
+        finally:
+            remove_exit_schedule(model)
+    for a, b in zip(in_one_go, fresh):
+        assert torch.equal(a, b)
+    # every image's first call refreshes (period 2: calls 0, 2, 4, 6, 8 of each image)
+    assert [c.refresh for c in state.calls] == [j % 2 == 0 for j in range(9)] * 3
+
+
+def test_pipelines_reset_the_hooks_through_diffusers_stateful_protocol():
+    from diffusers.hooks import HookRegistry
+
+    model, inputs, scale = _dit()
+    state = apply_exit_schedule(model, ExitSchedule("dit", 4, (0.0, 1.0), (2,)).with_reuse(2))
+    try:
+        _run(model, inputs(0.9 * scale))
+        assert state.residual is not None and state.interval == 0
+        HookRegistry.check_if_exists_or_initialize(model).reset_stateful_hooks()
+        assert state.residual is None and state.interval is None and state.last_t is None
+        _run(model, inputs(0.8 * scale))  # after a reset the next call refreshes
+        assert state.calls[-1].refresh
+    finally:
+        remove_exit_schedule(model)
