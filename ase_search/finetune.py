@@ -10,7 +10,7 @@ space allows at its t (the largest with probability ``full_share``, else uniform
 weights serves every schedule of the space and the search can skip per-trial fine-tuning.
 :func:`one_shot_weights` makes those weights as the search uses them: cached under a key of what
 made them (starting weights, space, settings, data), resumable after a kill, and recorded by a
-study relative to its folder (:func:`weights_record`, :func:`resolve_weights`).
+study relative to its folder (:func:`weights_record`, :func:`recorded_weights`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ __all__ = [
     "one_shot_path",
     "one_shot_weights",
     "rebase_weights",
-    "resolve_weights",
+    "recorded_weights",
     "weights_record",
 ]
 
@@ -372,7 +372,7 @@ def rebase_weights(record: Any, source: str | Path | None,
             "one_shot_key": key}
 
 
-def resolve_weights(record: Any, folder: str | Path | None, *, arch: str = "dit") -> Path:
+def recorded_weights(record: Any, folder: str | Path | None, *, arch: str = "dit") -> Path:
     """The weights file a study or schedule recorded, checked against its one-shot key.
 
     Args:

@@ -269,7 +269,7 @@ def measure_schedule(
     """
     import torch
 
-    from ase_search.metrics.fid import FIDConfig, compute_fid, resolve_weights
+    from ase_search.metrics.fid import FIDConfig, compute_fid, extractor_weights
     from ase_search.metrics.latency import profile_components
     from ase_search.samplers import SamplerConfig, sample
 
@@ -296,7 +296,7 @@ def measure_schedule(
         )
     # Fail fast: both raise naming the path before minutes of sampling.
     check_fid_reference(model, reference, decoder)
-    resolve_weights(fid_config)
+    extractor_weights(fid_config)
 
     device = torch.device(device)
     model = model.to(device).eval()

@@ -6,7 +6,7 @@ records its schedule (``ExitSchedule.to_dict()``) and metrics in its user attrib
 seeded from the paper's presets carry the preset name in ``user_attrs["seed"]``.
 
 Everything here reads a study and never writes to its storage: :func:`open_study` opens it with
-the search's own opener (:func:`ase_search.search.open_storage`) for reading, which refuses a
+the search's own opener (:func:`ase_search.storage.open_storage`) for reading, which refuses a
 missing file instead of letting SQLite create an empty database in its place. The front is
 Optuna's (:attr:`optuna.Study.best_trials`) less the trials that only copy a measured twin's
 result.
@@ -42,7 +42,7 @@ __all__ = [
     "complete_trials",
     "distinct_schedules",
     "export_schedule",
-    "front_table",
+    "pareto_table",
     "full_latency_of",
     "hypervolume",
     "hypervolume_history",
@@ -266,7 +266,7 @@ def seed_report(study: optuna.Study) -> list[SeedStatus]:
     return report
 
 
-def front_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFrame:
+def pareto_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFrame:
     """The Pareto front (plus every seed trial) as a table sorted by acceleration.
 
     Args:

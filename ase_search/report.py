@@ -72,7 +72,7 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
     from ase_search.fronts import fronts_table, study_verdict, verdict_lines
     from ase_search.pareto import (
         complete_trials,
-        front_table,
+        pareto_table,
         pareto_front,
         seed_report,
         storage_location,
@@ -86,7 +86,7 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
     trials = complete_trials(study)
     front = pareto_front(study)
     seeds = seed_report(study)
-    table = front_table(study)
+    table = pareto_table(study)
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1

@@ -234,8 +234,8 @@ def table_rows(arch: str, depth: int, args: Params, notes: list[str]
 def resolve_weights(arch: str, args: Params, study: dict[str, Any] | None,
                     notes: list[str]) -> tuple[Path, str]:
     """The weights every row is sampled from, and what they are: the study's recorded one-shot
-    weights (:func:`ase_search.finetune.resolve_weights`), else the shipped ones with a note."""
-    from ase_search.finetune import resolve_weights as study_weights
+    weights (:func:`ase_search.finetune.recorded_weights`), else the shipped ones with a note."""
+    from ase_search.finetune import recorded_weights as study_weights
     from ase_search.testbed import TESTBEDS
 
     shipped = TESTBEDS[arch].path

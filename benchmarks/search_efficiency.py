@@ -244,7 +244,7 @@ def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, 
     import optuna
     from optuna.trial import TrialState
 
-    from ase_search.search import enqueue_seeds
+    from ase_search.search.study import enqueue_seeds
     from ase_search.space import schedules_equivalent
 
     seeds = list(zip(space.seeds, space.seed_schedules()))

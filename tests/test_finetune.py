@@ -593,24 +593,24 @@ def test_weights_record_is_relative_to_the_study_and_survives_a_move(tmp_path: P
     key = load_state_dict_file(made)["one_shot_key"]
     assert record == {"path": made.name, "one_shot_key": key}
     shutil.move(tmp_path / "studies", tmp_path / "clone")  # a clone elsewhere
-    found = finetune_module.resolve_weights(record, tmp_path / "clone")
+    found = finetune_module.recorded_weights(record, tmp_path / "clone")
     assert found == tmp_path / "clone" / made.name
     # Exported next to the study's folder: the path is re-based on the schedule's folder.
     exported = finetune_module.rebase_weights(record, tmp_path / "clone", tmp_path / "out")
     assert exported == {"path": f"../clone/{made.name}", "one_shot_key": key}
-    assert finetune_module.resolve_weights(exported, tmp_path / "out").resolve() == found
+    assert finetune_module.recorded_weights(exported, tmp_path / "out").resolve() == found
     # A study made before relative records: an absolute path of another machine.
     legacy = f"/elsewhere/studies/{made.name}"
-    assert finetune_module.resolve_weights(legacy, tmp_path / "clone") == found
+    assert finetune_module.recorded_weights(legacy, tmp_path / "clone") == found
     # Weights made from other settings under the recorded name are refused.
     wrong = dict(record, one_shot_key="0" * 64)
     with pytest.raises(ValueError, match="made from other settings"):
-        finetune_module.resolve_weights(wrong, tmp_path / "clone")
+        finetune_module.recorded_weights(wrong, tmp_path / "clone")
     # Missing weights: the error says how to rebuild them.
     found.unlink()
     with pytest.raises(ValueError, match=r"are missing; rebuild them with `python -m "
                                          r"tools.reference_study --arch uvit --weights-only`"):
-        finetune_module.resolve_weights(record, tmp_path / "clone", arch="uvit")
+        finetune_module.recorded_weights(record, tmp_path / "clone", arch="uvit")
 
 
 ################################################################################

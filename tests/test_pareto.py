@@ -25,7 +25,7 @@ from ase_search.pareto import (
     StudyError,
     complete_trials,
     export_schedule,
-    front_table,
+    pareto_table,
     hypervolume,
     hypervolume_history,
     open_study,
@@ -143,7 +143,7 @@ def test_seed_report_names_the_dominating_front_trials():
 
 
 def test_front_table_lists_front_and_seeds_by_acceleration():
-    table = front_table(hand_made())
+    table = pareto_table(hand_made())
     assert tuple(table.columns) == FRONT_COLUMNS
     assert list(table.trial) == [0, 4, 1, 2, 5]  # acceleration 0, .2, .4, .5, .6
     assert list(table.acceleration) == pytest.approx([0.0, 0.2, 0.4, 0.5, 0.6])
@@ -151,7 +151,7 @@ def test_front_table_lists_front_and_seeds_by_acceleration():
     assert row.seed == "D4" and not row.on_front and row.dominated_by == "2, 5"
     assert table.set_index("trial").loc[2].schedule == "|".join(
         str(n) for n in _schedule(0.5).blocks)
-    assert 3 in set(front_table(hand_made(), include_all=True).trial)
+    assert 3 in set(pareto_table(hand_made(), include_all=True).trial)
 
 
 # ###################################################################### selecting trials

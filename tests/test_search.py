@@ -16,18 +16,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ase_search.search import (
-    SearchConfig,
-    SearchError,
-    TrialContext,
-    make_searcher,
-    trainable,
-    enqueue_seeds,
-    open_or_create_study,
-    recover_interrupted,
-    resolve_storage,
-    run_search,
-)
+from ase_search.search import SearchConfig, SearchError, TrialContext, run_search
+from ase_search.search.study import enqueue_seeds, open_or_create_study, recover_interrupted
+from ase_search.search.tune import make_searcher, trainable
+from ase_search.storage import resolve_storage
 from ase_search.space import load_space, schedules_equivalent
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -326,7 +318,7 @@ def test_a_corrupt_journal_is_refused_in_one_line_and_left_untouched(tiny, tmp_p
 
 
 def test_the_progress_front_counts_distinct_measured_schedules(tmp_path, tiny) -> None:
-    from ase_search.search import StudyProgress
+    from ase_search.search.run import StudyProgress
 
     config = _config(tiny, storage=str(tmp_path / "s.db"))
     space = load_space(tiny / "space.yaml")
@@ -351,7 +343,7 @@ def test_the_progress_front_counts_distinct_measured_schedules(tmp_path, tiny) -
 
 
 def test_tune_folders_of_gone_drivers_are_removed(tmp_path, tiny) -> None:
-    from ase_search.search import Driver, remove_stale_tune_dirs
+    from ase_search.search.study import Driver, remove_stale_tune_dirs
 
     config = _config(tiny, storage=str(tmp_path / "s.db"))
     study = open_or_create_study(config, resolve_storage(config.storage), extra_attrs={})
@@ -415,7 +407,7 @@ def test_a_resume_with_other_weights_is_refused_before_any_work(tmp_path, tiny,
     """The study records the one-shot key of the weights it was measured on; a resume whose
     weights have another key (here: none, the plain checkpoint) is refused in one line, and
     the record is left as it was."""
-    from ase_search.search import check_weights_key
+    from ase_search.search.run import check_weights_key
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tiny / "cache"))
     config = _config(tiny, storage=str(tmp_path / "s.db"))

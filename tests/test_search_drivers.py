@@ -16,16 +16,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ase_search.search import (
+from ase_search.search import SearchConfig
+from ase_search.search.study import (
     HEARTBEAT_GRACE,
     Driver,
-    SearchConfig,
-    make_searcher,
     driver_gone,
     open_or_create_study,
     recover_interrupted,
-    resolve_storage,
 )
+from ase_search.search.tune import make_searcher
+from ase_search.storage import resolve_storage
 from ase_search.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -181,14 +181,14 @@ def schedule_weights(schedule: str, checkpoint: Path | None) -> Path | None:
     """
     if checkpoint is not None or not schedule.lower().endswith(".json"):
         return checkpoint
-    from ase_search.finetune import resolve_weights
+    from ase_search.finetune import recorded_weights
     from ase_search.schedule import ExitSchedule
 
     loaded = ExitSchedule.from_json(schedule)
     record = loaded.metadata.get("weights")
     if not record:
         return None
-    weights = resolve_weights(record, Path(schedule).parent, arch=loaded.arch)
+    weights = recorded_weights(record, Path(schedule).parent, arch=loaded.arch)
     console_err.print(f"using {weights}: the weights the search measured this schedule with "
                       f"(--checkpoint overrides)", highlight=False, soft_wrap=True)
     return weights

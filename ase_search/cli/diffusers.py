@@ -68,10 +68,10 @@ def fid_extractor(reference: str, folder: Path | None) -> str:
 def check_fid_weights(extractor: str, fid_weights: str | None) -> None:
     """One line naming ``--fid-weights`` when the extractor's weights are missing or wrong,
     before anything is loaded or sampled."""
-    from ase_search.metrics.fid import FIDConfig, MetricsError, resolve_weights
+    from ase_search.metrics.fid import FIDConfig, MetricsError, extractor_weights
 
     try:
-        resolve_weights(FIDConfig(extractor=extractor, fid_weights=fid_weights))
+        extractor_weights(FIDConfig(extractor=extractor, fid_weights=fid_weights))
     except MetricsError as err:
         # The loader's own error can span lines (torch.load's); the first one says what is wrong.
         raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None

@@ -46,7 +46,7 @@ def pareto_cmd(
     from ase_search.fronts import fronts_table, study_verdict, verdict_lines
     from ase_search.pareto import (
         complete_trials,
-        front_table,
+        pareto_table,
         open_study,
         seed_report,
         study_dir,
@@ -62,7 +62,7 @@ def pareto_cmd(
         if path is not None:
             check_writable(path)
     opened = open_study(study, study_name)
-    table = front_table(opened)
+    table = pareto_table(opened)
 
     n_complete = len(complete_trials(opened))
     out = Table(title=f"{opened.study_name}: Pareto front of {n_complete} complete trials "

@@ -82,7 +82,7 @@ __all__ = [
     "SCHEDULER_NAMES",
     "SelfReference",
     "apply_exit_schedule",
-    "call_timesteps",
+    "scheduler_timesteps",
     "dit_scheduler_config",
     "dit_to_diffusers",
     "exit_blocks",
@@ -666,7 +666,7 @@ def load_scheduler(path: str | os.PathLike[str], name: str = "ddim", *,
     raise ValueError(f"the diffusers path samples with {', '.join(SCHEDULER_NAMES)}, got {name!r}")
 
 
-def call_timesteps(scheduler: Any, steps: int) -> list[int]:
+def scheduler_timesteps(scheduler: Any, steps: int) -> list[int]:
     """The timesteps at which ``scheduler`` calls the model in a ``steps``-step run, in order
     (one call per timestep, as :func:`sample_diffusers` runs it)."""
     scheduler.set_timesteps(steps)

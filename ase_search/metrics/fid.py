@@ -40,7 +40,7 @@ __all__ = [
     "compute_fid",
     "default_cache_dir",
     "frechet_distance",
-    "resolve_weights",
+    "extractor_weights",
 ]
 
 EXTRACTORS = ("mnist-classifier", "inception-v3-compat")
@@ -138,7 +138,7 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()[:10]
 
 
-def resolve_weights(config: FIDConfig) -> Path:
+def extractor_weights(config: FIDConfig) -> Path:
     """The weights file the extractor will load, checked to exist and to be the right kind."""
     if config.extractor == "mnist-classifier":
         from ase_search.metrics.extractor import DEFAULT_WEIGHTS, load_classifier
@@ -280,7 +280,7 @@ def compute_fid(images: torch.Tensor, *, reference: str | torch.Tensor,
     n, c, h, w = images.shape
     if c not in (1, 3) or h != w or n < 2:
         raise MetricsError(f"images must be (N >= 2, 1 or 3, H, H), got {tuple(images.shape)}")
-    weights = resolve_weights(config)
+    weights = extractor_weights(config)
     register_mnist_extractor()
     rgb = config.extractor == "inception-v3-compat"
     layer = config.feature_layer or DEFAULT_FEATURE_LAYER[config.extractor]

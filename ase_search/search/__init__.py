@@ -13,7 +13,7 @@ never told as a value. Several drivers may share a study (:mod:`~ase_search.sear
 
 Modules:
     config: :class:`SearchConfig`, the Optuna samplers by name, :class:`SearchError`.
-    storage: :func:`open_storage`, the one opener of a study's storage (search, pareto, export).
+    (The one opener of a study's storage, :func:`ase_search.storage.open_storage`, is a primitive.)
     study: bookkeeping (identity, seeds, drivers and heartbeats, recovery, re-used results).
     trial: the measuring of one trial (:class:`TrialContext`, :func:`evaluate_schedule`).
     tune: the Ray Tune glue (trainable, searcher, resources).
@@ -22,63 +22,20 @@ Modules:
     run: :func:`run_search` and its progress bar; :func:`confirm_study`.
 """
 
-from ase_search.search.config import (
-    FINETUNE_MODES,
-    SAMPLER_ALGOS,
-    SearchConfig,
-    SearchError,
-    one_shot_config,
-)
-from ase_search.search.run import (
-    SearchSummary,
-    StudyProgress,
-    check_weights_key,
-    confirm_study,
-    run_search,
-)
-from ase_search.storage import JOURNAL_SUFFIXES, StudyError, open_storage, resolve_storage
-from ase_search.search.study import (
-    HEARTBEAT_EVERY,
-    HEARTBEAT_GRACE,
-    METRICS,
-    TRIAL_ATTRS,
-    Driver,
-    driver_gone,
-    enqueue_seeds,
-    open_or_create_study,
-    recover_interrupted,
-    remove_stale_tune_dirs,
-)
+from ase_search.search.config import SearchConfig, SearchError, one_shot_config
+from ase_search.search.run import SearchSummary, confirm_study, run_search
 from ase_search.search.trial import TrialContext, evaluate_schedule
-from ase_search.search.tune import make_searcher, trainable
+from ase_search.storage import StudyError
 
+# What users call; everything else is imported from its submodule.
 __all__ = [
-    "FINETUNE_MODES",
-    "HEARTBEAT_EVERY",
-    "HEARTBEAT_GRACE",
-    "JOURNAL_SUFFIXES",
-    "METRICS",
-    "SAMPLER_ALGOS",
-    "TRIAL_ATTRS",
-    "Driver",
     "SearchConfig",
     "SearchError",
     "SearchSummary",
     "StudyError",
-    "StudyProgress",
     "TrialContext",
-    "check_weights_key",
     "confirm_study",
-    "driver_gone",
-    "enqueue_seeds",
     "evaluate_schedule",
-    "make_searcher",
     "one_shot_config",
-    "open_or_create_study",
-    "open_storage",
-    "recover_interrupted",
-    "remove_stale_tune_dirs",
-    "resolve_storage",
     "run_search",
-    "trainable",
 ]

@@ -341,7 +341,7 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
     """
     from dataclasses import fields
 
-    from ase_search.finetune import resolve_weights
+    from ase_search.finetune import recorded_weights
     from ase_search.pareto import open_study, study_dir
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
@@ -370,7 +370,7 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
         return 0
     folder = study_dir(study)
     weights = (Path(config.diffusers) if config.diffusers else
-               resolve_weights(attrs.get("weights"), folder, arch=config.arch))
+               recorded_weights(attrs.get("weights"), folder, arch=config.arch))
     started = time.perf_counter()
     started_ray = init_ray(config)
     try:

@@ -167,7 +167,7 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
     steps and exits are both measured against it.
     """
     from ase_search.integrations.diffusers import (
-        call_timesteps,
+        scheduler_timesteps,
         load_scheduler,
         load_transformer,
         measure_diffusers,
@@ -194,14 +194,14 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
         batch_size=cfg["batch_size"], device=device)
     split["measure"] = time.perf_counter() - t0 - split["load"]
     cost_model = CostModel.from_dict(ctx.cost_model)
-    timesteps = call_timesteps(scheduler, sampler.steps)
+    timesteps = scheduler_timesteps(scheduler, sampler.steps)
     counted = sum(blocks_per_call(schedule, timesteps))
     if counted != m.block_evals:  # the cost model's calls are not the ones that ran
         raise RuntimeError(f"the hooks ran {m.block_evals} block evaluations per sample but the "
                            f"schedule's plan over the scheduler's timesteps counts {counted}")
     latency = cost_model.latency(schedule, timesteps)
     ref = reference_sampler(cfg, ctx.space)
-    ref_timesteps = call_timesteps(load_scheduler(folder, ref.name,
+    ref_timesteps = scheduler_timesteps(load_scheduler(folder, ref.name,
                                                   timestep_spacing=ref.timestep_spacing),
                                    ref.steps)
     grid = None

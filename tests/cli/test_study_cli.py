@@ -11,7 +11,7 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from ase_search.pareto import front_table, open_study
+from ase_search.pareto import pareto_table, open_study
 from ase_search.schedule import ExitSchedule
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -82,7 +82,7 @@ def test_pareto_prints_front_and_writes_report_and_csv(db, tmp_path, cli, monkey
     assert "Verdict: levers against fewer steps" in report.read_text()
     assert not (tmp_path / "reports").exists()
     table = pd.read_csv(tmp_path / "front.csv", keep_default_na=False)
-    expected = front_table(open_study(db))
+    expected = pareto_table(open_study(db))
     assert list(table.trial) == list(expected.trial) == [0, 1, 2, 4]
     assert list(table.fid) == list(expected.fid)
 
