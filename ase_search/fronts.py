@@ -512,7 +512,7 @@ def export_point(study: optuna.Study, point: StudyPoint, path: str | Path) -> An
     import datetime as dt
 
     from ase_search import __version__
-    from ase_search.pareto import StudyError, export_schedule, storage_location
+    from ase_search.pareto import StudyError, export_schedule, portable_location
     from ase_search.schedule import preset
 
     if point.trial is not None:
@@ -527,7 +527,7 @@ def export_point(study: optuna.Study, point: StudyPoint, path: str | Path) -> An
     metadata = {
         "source": "ase-search export", "kind": "steps-only",
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "study": study.study_name, "storage": storage_location(study),
+        "study": study.study_name, "storage": portable_location(study, path.parent),
         "sampler": point.sampler["name"], "steps": point.sampler["steps"],
         "timestep_spacing": point.sampler.get("timestep_spacing"),
         "fid": point.fid, "latency": point.latency,

@@ -51,6 +51,7 @@ __all__ = [
     "seed_report",
     "schedule_string",
     "select_trial",
+    "portable_location",
     "storage_location",
     "study_dir",
     "trial_acceleration",
@@ -125,6 +126,24 @@ def storage_location(study: optuna.Study) -> str | None:
     # JournalStorage keeps its JournalFileBackend in `_backend`.
     file_path = getattr(backend, "_file_path", None)
     return str(file_path) if file_path is not None else None
+
+
+def portable_location(study: optuna.Study, folder: str | Path) -> str | None:
+    """Where the study is, as a file written in ``folder`` should record it: a study file's path
+    relative to ``folder`` (so a folder moved with its study still finds it), a server URL with
+    its password masked, ``None`` in memory."""
+    import os
+
+    location = storage_location(study)
+    if location is None:
+        return None
+    directory = study_dir(study)
+    if directory is not None:
+        name = Path(location.split("///", 1)[-1]).name if "://" in location else Path(location).name
+        return os.path.relpath(directory / name, Path(folder).resolve())
+    import sqlalchemy.engine
+
+    return sqlalchemy.engine.make_url(location).render_as_string(hide_password=True)
 
 
 def study_dir(study: optuna.Study) -> Path | None:
@@ -425,7 +444,7 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         "source": "ase-search export",
         "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "study": study.study_name,
-        "storage": storage_location(study),
+        "storage": portable_location(study, path.parent),
         "trial": trial.number,
         "seed": seed,
         "fid": float(trial.values[0]),

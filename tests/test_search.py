@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,21 @@ def test_ray_smoke_run_and_resume_enqueues_seeds_once(tiny, monkeypatch) -> None
     # A resume with other settings is refused rather than mixing incomparable trials.
     with pytest.raises(SearchError, match="other settings"):
         run_search(_config(tiny, budget=5, steps=3), progress=False, log=lambda m: None)
+    # The study records no absolute path of the machine it ran on: moved with its files to
+    # another folder, it opens, exports (the export names the study relative to itself) and
+    # resumes from the files' new paths.
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{tiny / 'study.db'}")
+    assert study.user_attrs["config"]["storage"] == "study.db"
+    moved = tiny.parent / "moved"
+    shutil.copytree(tiny, moved)
+    exported = subprocess.run([ASE, "export", str(moved / "study.db"), "--trial", "0", "-o",
+                               str(moved / "out" / "t0.json")], env=_env(moved),
+                              capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    meta = json.loads((moved / "out" / "t0.json").read_text())["metadata"]
+    assert meta["storage"] == os.path.join("..", "study.db")
+    summary = run_search(_config(moved, budget=5), progress=False, log=lambda m: None)
+    assert summary.new_trials == 1
 
 
 def test_distill_is_part_of_a_study_identity_only_when_set(tmp_path, tiny) -> None:

@@ -19,6 +19,7 @@ from ase_search.search.study import (
     open_or_create_study,
     recover_interrupted,
     remove_stale_tune_dirs,
+    resolve_recorded_path,
 )
 from ase_search.search.points import (
     confirm,
@@ -354,8 +355,13 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
                           f"trials; run `ase-search run` first")
     known = {f.name for f in fields(SearchConfig)}
     config = SearchConfig(**{k: v for k, v in attrs["config"].items() if k in known})
+    folder = study_dir(study)
+    # the study's own file, and a diffusers folder recorded relative to it (or moved with it)
+    config = replace(config, storage=storage, diffusers=None if not config.diffusers else
+                     str(resolve_recorded_path(config.diffusers, folder)))
     if max_concurrent is not None:
         config = replace(config, max_concurrent=max_concurrent)
+
     def timed() -> None:
         if config.diffusers:
             log("latency stays predicted for a diffusers study (the hooks' cost model); whole "
@@ -368,7 +374,6 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
         log(f"every configuration to confirm already holds {seeds} seeds")
         timed()
         return 0
-    folder = study_dir(study)
     weights = (Path(config.diffusers) if config.diffusers else
                recorded_weights(attrs.get("weights"), folder, arch=config.arch))
     started = time.perf_counter()

@@ -50,6 +50,51 @@ TRIAL_ATTRS = ("schedule", "sampler", "fid", "kid_mean", "kid_std", "latency", "
 NESTED_ATTRS = ("schedule", "sampler", "time_split")
 
 
+# Identity keys that name files: a study moved to another folder or machine is given other paths
+# to the same files, so what those hold is compared instead (the space's content by check_space,
+# a diffusers folder by its fingerprint, the checkpoint by its sha256 where both record one).
+_PATH_KEYS = ("space", "checkpoint", "diffusers")
+
+
+def _comparable(identity: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` without its file paths, and without content keys ``other`` lacks (studies
+    recorded before those keys existed resume as before)."""
+    content = ("checkpoint_sha256",)
+    return {k: v for k, v in identity.items()
+            if k not in _PATH_KEYS and (k not in content or k in other)}
+
+
+def storage_folder(config: Any) -> Path | None:
+    """The folder of a study file (``None`` for a server database)."""
+    storage = config.resolved_storage
+    if "://" in storage and not storage.startswith("sqlite:///"):
+        return None
+    return Path(storage.split("///", 1)[-1]).resolve().parent
+
+
+def portable_config(config: Any, folder: Path | None) -> dict[str, Any]:
+    """``config`` as the study records it: the storage as the study file's name and a diffusers
+    folder relative to the study's folder, so that the study moved elsewhere (another folder,
+    another machine) still resolves them (:func:`resolve_recorded_path`)."""
+    recorded = asdict(config)
+    if folder is not None:
+        recorded["storage"] = Path(config.resolved_storage.split("///", 1)[-1]).name
+        if config.diffusers:
+            recorded["diffusers"] = os.path.relpath(Path(config.diffusers).resolve(), folder)
+    return recorded
+
+
+def resolve_recorded_path(recorded: str, folder: Path | None) -> Path:
+    """A path a study recorded: relative ones against the study's folder; an absolute one that is
+    gone (the study moved) by its name beside the study, where that exists."""
+    path = Path(recorded)
+    if not path.is_absolute():
+        return (folder / path) if folder is not None else path
+    if not path.exists() and folder is not None and (folder / path.name).exists():
+        return folder / path.name
+    return path
+
+
 def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dict[str, Any]):
     """Load the study or create it; refuse to continue a study made with other settings."""
     import optuna
@@ -67,13 +112,15 @@ def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dic
             warnings.simplefilter("ignore")
             study.set_metric_names(list(METRICS))
         study.set_user_attr("identity", config.identity())
-        study.set_user_attr("config", asdict(config))
+        study.set_user_attr("config", portable_config(config, storage_folder(config)))
         study.set_user_attr("arch", config.arch)
         study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
         for key, value in extra_attrs.items():
             study.set_user_attr(key, value)
-    elif stored != config.identity():
-        diff = {k: (stored.get(k), v) for k, v in config.identity().items() if stored.get(k) != v}
+    elif _comparable(stored, config.identity()) != _comparable(config.identity(), stored):
+        now = config.identity()
+        diff = {k: (stored.get(k), v) for k, v in _comparable(now, stored).items()
+                if stored.get(k) != v}
         raise SearchError(
             f"study {name!r} in {config.resolved_storage} was run with other settings "
             f"(stored vs now: {diff}); resume with the same settings or pass another study_name",
