@@ -253,6 +253,10 @@ def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
                                      concurrent=concurrent, what="ladder extension", tick=tick,
                                      progress=progress, log=log)
         jobs = [j for j in confirm_jobs(study, seeds, digests) if j.attr not in failures]
+        for j in [j for j in jobs if j.weights not in contexts]:
+            failures[j.attr] = f"needs the {j.weights} weights, which this run did not load"
+            log(f"{j.attr}: not measured: it needs the {j.weights} weights")
+        jobs = [j for j in jobs if j.weights in contexts]
         if not jobs:
             break
         log(f"confirming {len(jobs)} configuration(s) over {seeds} seeds")

@@ -370,12 +370,18 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
             time_confirmed(study, starting_weights(config), batch_size=config.batch_size,
                            log=log)
 
-    if not confirm_jobs(study, seeds):
+    jobs = confirm_jobs(study, seeds)
+    if not jobs:
         log(f"every configuration to confirm already holds {seeds} seeds")
         timed()
         return 0
+    # The study's (fine-tuned) weights only where a lever's point still needs seeds: the
+    # steps-only ladder runs the starting weights, so a study whose one-shot weights are not on
+    # this machine can still have its ladder measured on the seeds its levers hold.
+    needs_study = any(not j.start for j in jobs)
     weights = (Path(config.diffusers) if config.diffusers else
-               recorded_weights(attrs.get("weights"), folder, arch=config.arch))
+               recorded_weights(attrs.get("weights"), folder, arch=config.arch) if needs_study
+               else starting_weights(config))
     started = time.perf_counter()
     started_ray = init_ray(config)
     try:
@@ -387,7 +393,9 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
                            cost_model=attrs["cost_model"], grids_dir=str(grids), cpus=cpus,
                            weights_bytes=(Path(weights).read_bytes() if Path(weights).is_file()
                                           else None), cache_dir=str(cache))
-        contexts = {"study": ctx, "start": starting_context(ctx, starting_weights(config))}
+        contexts = {"start": starting_context(ctx, starting_weights(config))}
+        if needs_study:
+            contexts["study"] = ctx
         measured, failures = confirm(study, seeds, contexts, resources=resources,
                                      concurrent=concurrent, progress=progress, log=log)
     finally:
