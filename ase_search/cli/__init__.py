@@ -48,12 +48,29 @@ def _interrupted() -> NoReturn:
     sys.exit(130)
 
 
+def _answer_interrupts() -> None:
+    """Take SIGINT (Ctrl-C, ``kill -INT``) even when it was inherited as ignored.
+
+    A non-interactive shell starts its background jobs (``cmd &``, a CI runner's, a test
+    harness's) with SIGINT ignored, and Python then leaves it ignored: such a run went on for
+    minutes after SIGINT, whatever the load, which looked like a slow machine. Every command here
+    saves its state as it goes, so an interrupt is always safe to answer.
+    """
+    import signal
+    import threading
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning user errors into one clear line.
 
     Exit codes: 0 success, 2 an error the user can fix (bad option, bad input file, unwritable
     output, diverged training), 130 interrupted (Ctrl-C).
     """
+    _answer_interrupts()
     try:
         # Without standalone mode typer returns the exit code instead of calling sys.exit; it
         # turns Ctrl-C inside a command into 130.

@@ -260,10 +260,18 @@ def test_sample_and_eval_default_to_the_search_sampler(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------------------- Ctrl-C
-def test_ctrl_c_exits_130_and_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_exits_130_and_says_so(tmp_path: Path, inherited: str) -> None:
+    """Also when SIGINT comes in ignored, as a non-interactive shell starts background jobs
+    (``cmd &``): Python keeps an inherited SIG_IGN, and such a run ignored the interrupt."""
     grid = tmp_path / "g.png"
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen([ASE, "sample", "--n", "2000", "--steps", "250", "-o", str(grid)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=ignore_sigint if inherited == "ignored" else None)
     # Interrupt once the model is loaded and sampling has begun: the thread report is the last
     # line before it (rich shows the progress bar only on a terminal).
     try:
@@ -274,7 +282,7 @@ def test_ctrl_c_exits_130_and_says_so(tmp_path: Path) -> None:
             seen += line
         time.sleep(2)  # well inside the minutes that 2000 samples x 250 steps take
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130, seen + err
