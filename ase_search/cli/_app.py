@@ -49,11 +49,16 @@ def _app_options(
 ) -> None:
     """Early-exit diffusion transformers (ASE) and automatic exit-schedule search."""
     global _thread_budget
-    from ase_search.runtime import thread_budget
+    import os
 
-    # Only the budget is settled here: importing torch would slow every `--help`. Commands put it
-    # in force with `use_threads()` once their inputs are checked.
-    _thread_budget = thread_budget(threads)
+    from ase_search.runtime import THREADS_ENV, thread_budget
+
+    # A budget given by --threads or $ASE_SEARCH_THREADS is settled (and checked) here; the
+    # automatic one samples the CPUs for a quarter second, so only commands that compute take
+    # it, in `use_threads()` (a `--help` or `pareto` stays instant). Importing torch would slow
+    # every `--help` too: commands put the budget in force once their inputs are checked.
+    _thread_budget = (thread_budget(threads)
+                      if threads is not None or os.environ.get(THREADS_ENV, "").strip() else None)
 
 
 def use_threads(threads: int | None = None) -> None:
