@@ -149,6 +149,7 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
 
     attrs = study.user_attrs
     config = attrs.get("config", {})
+    selection = int(config.get("seed", 0))
     confirmed = {k[len(CONFIRM_PREFIX):]: v for k, v in attrs.items()
                  if k.startswith(CONFIRM_PREFIX) and isinstance(v, dict)}
     points: dict[str, StudyPoint] = {}
@@ -169,11 +170,14 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
         # ran the study's weights alone: never the full model's starting weights)
         trusted = (isinstance(c, dict) and c.get("weights", "study") == _WEIGHTS[kind]
                    and c.get("fids") and len(c["fids"]) == len(c.get("seeds", ())))
-        fids = tuple(float(f) for f in c["fids"]) if trusted else None
+        # the seed the search selected on is never judged, nor averaged into a confirmed FID
+        held = [(int(s), float(f)) for s, f in zip(c["seeds"], c["fids"])
+                if int(s) != selection] if trusted else []
+        seeds = tuple(s for s, _ in held) or None
+        fids = tuple(f for _, f in held) or None
         points[key] = StudyPoint(key, kind, label, sampler,
                                  float(sum(fids) / len(fids)) if fids else fid, latency, trial,
-                                 fids, tuple(int(x) for x in c["seeds"]) if fids else None,
-                                 predicted_error(levers), tuple(levers))
+                                 fids, seeds, predicted_error(levers), tuple(levers))
 
     for name, value in sorted(attrs.items()):
         if name.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
@@ -440,8 +444,8 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
     if ref is None:
         return [f"no verdict yet: the full model at the reference configuration ({ref_name}) is "
                 f"not measured; run the search (its steps-only baseline measures it)"]
-    spread = (f" ± {statistics.stdev(ref.fids):.2f} over {len(ref.fids)} seeds"
-              if ref.fids and len(ref.fids) > 1 else "")
+    spread = (f" ± {statistics.stdev(ref.fids):.2f} over the {len(ref.fids)} fresh seeds"
+              if ref.fids and len(ref.fids) > 1 else " (the search's seed)")
     lines = [f"reference: full model (starting weights), {ref_name}: FID {ref.fid:.2f}{spread}, "
              f"{ref.latency / f.batch_size * 1e3:.2f} ms per sample (predicted)"]
     if verdict.verdict is None:
