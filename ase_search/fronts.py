@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ase_search.record import (
-    CONFIRM_PREFIX,
     MEASURED_LATENCY,
     STEPS_ONLY_PREFIX,
     config_identity,
     config_key,
+    confirmed_fids,
     reference_sampler,
     study_sampler,
 )
@@ -72,6 +72,7 @@ __all__ = [
     "study_points",
     "study_verdict",
     "verdict_lines",
+    "verdict_record",
 ]
 
 
@@ -136,9 +137,6 @@ def _sampler_dict(trial: Any, study_config: dict[str, Any]) -> dict[str, Any]:
     return study_sampler(study_config).to_dict()  # trials before joint spaces: the one sampler
 
 
-_WEIGHTS = {"steps-only": "start", "exit": "study"}  # what each kind of point runs
-
-
 def study_points(study: optuna.Study) -> list[StudyPoint]:
     """Every measured configuration of ``study``: its steps-only baseline and its COMPLETE
     trials (told copies left out, and a configuration measured twice, or under two schedules
@@ -149,9 +147,6 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
 
     attrs = study.user_attrs
     config = attrs.get("config", {})
-    selection = int(config.get("seed", 0))
-    confirmed = {k[len(CONFIRM_PREFIX):]: v for k, v in attrs.items()
-                 if k.startswith(CONFIRM_PREFIX) and isinstance(v, dict)}
     points: dict[str, StudyPoint] = {}
     identities: set[tuple] = set()
 
@@ -164,17 +159,8 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
             return
         identities.add(identity)
         levers = _levers(sampler, schedule)
-        c = confirmed.get(key)
-        # a record is attached only to the weights it ran: the starting ones for the full model,
-        # the study's for an exit (a record without a label predates labels, when confirmation
-        # ran the study's weights alone: never the full model's starting weights)
-        trusted = (isinstance(c, dict) and c.get("weights", "study") == _WEIGHTS[kind]
-                   and c.get("fids") and len(c["fids"]) == len(c.get("seeds", ())))
-        # the seed the search selected on is never judged, nor averaged into a confirmed FID
-        held = [(int(s), float(f)) for s, f in zip(c["seeds"], c["fids"])
-                if int(s) != selection] if trusted else []
-        seeds = tuple(s for s, _ in held) or None
-        fids = tuple(f for _, f in held) or None
+        held = confirmed_fids(attrs, key, kind)
+        seeds, fids = held if held is not None else (None, None)
         points[key] = StudyPoint(key, kind, label, sampler,
                                  float(sum(fids) / len(fids)) if fids else fid, latency, trial,
                                  fids, seeds, predicted_error(levers), tuple(levers))
@@ -509,6 +495,24 @@ def select_point(study: optuna.Study, *, max_fid: float | None = None,
     return min(ok, key=lambda p: (p.fid, p.latency, p.label))
 
 
+def verdict_record(verdict: StudyVerdict, point: StudyPoint) -> dict[str, Any]:
+    """What the rule says of ``point``, for an exported schedule's metadata: its judgement
+    (a lever's point in the quality window), or why there is none."""
+    if verdict.verdict is None:
+        return {"status": "not judged", "why": "the study is not confirmed on fresh seeds "
+                                                "(ase-search confirm)"}
+    base = {"seeds": list(verdict.seeds), "latency": verdict.latency_source}
+    if point.kind == "steps-only":
+        return {**base, "status": "steps-only", "why": "the full model at fewer steps: the "
+                                                       "baseline levers are judged against"}
+    j = verdict.judgement(point.key)
+    if j is None:
+        return {**base, "status": "not judged", "why": "outside the quality window"}
+    return {**base, "status": j.status, "helps": j.helps, "speedup": j.speedup,
+            "discounted_speedup": j.discounted, "match": None if j.match is None else
+            j.match.label, "text": j.text()}
+
+
 def export_point(study: optuna.Study, point: StudyPoint, path: str | Path) -> Any:
     """Write ``point``'s schedule as JSON with its provenance, sampler and confirmation: a
     trial's through :func:`ase_search.pareto.export_schedule`, a steps-only configuration as the
@@ -519,8 +523,9 @@ def export_point(study: optuna.Study, point: StudyPoint, path: str | Path) -> An
     from ase_search.pareto import StudyError, export_schedule, portable_location
     from ase_search.schedule import preset
 
+    verdict = {"verdict": verdict_record(study_verdict(study), point)}
     if point.trial is not None:
-        return export_schedule(study, point.trial, path)
+        return export_schedule(study, point.trial, path, extra=verdict)
     path = Path(path)
     if path.suffix.lower() != ".json":
         raise StudyError(f"schedules are exported as JSON; got {path.name!r}, use a .json path")
@@ -540,6 +545,7 @@ def export_point(study: optuna.Study, point: StudyPoint, path: str | Path) -> An
                                                       "fids": list(point.fids),
                                                       "fid_mean": point.fid},
         "ase_search_version": __version__,
+        **verdict,
     }
     out = replace(full, name=f"{study.study_name}-{point.key.replace('/', '-')}",
                   metadata=metadata)

@@ -413,8 +413,8 @@ def select_trial(
     return min(ok, key=lambda ta: (ta[0].values[0], -ta[1], ta[0].number))[0]
 
 
-def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | Path
-                    ) -> ExitSchedule:
+def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | Path, *,
+                    extra: dict[str, Any] | None = None) -> ExitSchedule:
     """Write a trial's schedule as JSON (atomically), with its provenance in ``metadata``.
 
     Args:
@@ -467,22 +467,24 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         "study_ase_search_version": study.user_attrs.get("ase_search_version"),
     }
     name = seed or f"{study.study_name}-trial{trial.number}"
-    out = dataclasses.replace(schedule, name=name, metadata={**schedule.metadata, **provenance})
+    out = dataclasses.replace(schedule, name=name,
+                              metadata={**schedule.metadata, **provenance, **(extra or {})})
     out.to_json(path)
     return out
 
 
 def _confirmation(study: optuna.Study, sampler: dict[str, Any],
                   schedule: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The configuration's FIDs over confirmation seeds (``ase-search confirm``), if measured."""
-    from ase_search.record import CONFIRM_PREFIX, config_key
+    """The configuration's FIDs on the fresh confirmation seeds (``ase-search confirm``), if
+    measured (:func:`ase_search.record.confirmed_fids`)."""
+    from ase_search.record import config_key, confirmed_fids
 
-    record = study.user_attrs.get(CONFIRM_PREFIX + config_key(sampler, schedule))
-    if not isinstance(record, dict):
+    key = config_key(sampler, schedule)
+    held = confirmed_fids(study.user_attrs, key, "steps-only" if key.endswith("/full") else "exit")
+    if held is None:
         return None
-    fids = [float(f) for f in record.get("fids", [])]
-    return {"seeds": record.get("seeds"), "fids": fids,
-            "fid_mean": sum(fids) / len(fids) if fids else None}
+    seeds, fids = held
+    return {"seeds": list(seeds), "fids": list(fids), "fid_mean": sum(fids) / len(fids)}
 
 
 def _nan_to_none(x: float) -> float | None:

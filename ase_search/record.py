@@ -31,6 +31,7 @@ __all__ = [
     "STEPS_ONLY_PREFIX",
     "config_identity",
     "config_key",
+    "confirmed_fids",
     "reference_sampler",
     "study_sampler",
 ]
@@ -99,3 +100,28 @@ def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) ->
     calls = tuple("full" if c.refresh or c.count == s.depth else (c.count, c.reuse)
                   for c in call_plan(s, config))
     return (config.describe(), s.arch, s.depth, calls)
+
+
+_WEIGHTS = {"steps-only": "start", "exit": "study"}  # what each kind of point runs
+
+
+def confirmed_fids(attrs: dict[str, Any], key: str, kind: str
+                   ) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+    """The fresh-seed FIDs a study holds for configuration ``key`` (a ``"steps-only"`` or an
+    ``"exit"`` one), as ``(seeds, fids)``; ``None`` when there are none.
+
+    A record counts only for the weights it ran: the starting ones for the full model, the
+    study's for an exit (a record without a label predates labels, when confirmation ran the
+    study's weights alone: never the full model's starting weights). The seed the search
+    selected on is dropped: it is never judged, nor averaged into a confirmed FID.
+    """
+    record = attrs.get(CONFIRM_PREFIX + key)
+    if not (isinstance(record, dict) and record.get("weights", "study") == _WEIGHTS[kind]
+            and record.get("fids") and len(record["fids"]) == len(record.get("seeds", ()))):
+        return None
+    selection = int((attrs.get("config") or {}).get("seed", 0))
+    held = [(int(s), float(f)) for s, f in zip(record["seeds"], record["fids"])
+            if int(s) != selection]
+    if not held:
+        return None
+    return tuple(s for s, _ in held), tuple(f for _, f in held)

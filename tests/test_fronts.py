@@ -163,3 +163,21 @@ def test_the_ladder_is_extended_where_the_verdict_has_no_number():
     assert ladder_extension(_confirmed_study([4.4] * 5)) == []
     # not confirmed yet: no verdict, nothing to add
     assert ladder_extension(_confirmed_study([4.4] * 5, steps_weights="study")) == []
+
+
+def test_an_export_carries_the_rules_word_on_its_point(tmp_path):
+    import json
+
+    from ase_search.fronts import export_point, study_points
+
+    study = _confirmed_study([4.4] * 5)
+    (exit_point,) = [p for p in study_points(study) if p.kind == "exit"]
+    export_point(study, exit_point, tmp_path / "e.json")
+    verdict = json.loads((tmp_path / "e.json").read_text())["metadata"]["verdict"]
+    assert verdict["status"] == "matched" and verdict["helps"] is True
+    assert verdict["match"] == "ddim-8/full" and verdict["seeds"] == [1, 2, 3, 4, 5]
+    assert verdict["discounted_speedup"] == pytest.approx(0.4 / 0.3 * 0.95 / 1.05)
+    steps = next(p for p in study_points(study) if p.key == "ddim-4/full")
+    export_point(study, steps, tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text())["metadata"]["verdict"]["status"] \
+        == "steps-only"

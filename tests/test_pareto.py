@@ -193,7 +193,9 @@ def test_export_round_trips_with_provenance(tmp_path):
     assert (loaded.arch, loaded.depth, loaded.boundaries, loaded.blocks) == (
         expected.arch, expected.depth, expected.boundaries, expected.blocks)
     meta = loaded.metadata
-    assert meta["study"] == "dit" and meta["trial"] == 2 and meta["storage"] == storage
+    # the study named relative to the exported file: the pair can move together
+    assert meta["study"] == "dit" and meta["trial"] == 2 and meta["storage"] == "../dit.journal"
+    assert (out.parent / meta["storage"]).resolve() == Path(storage).resolve()
     assert meta["fid"] == 11.0 and meta["latency"] == 0.5
     assert meta["acceleration"] == pytest.approx(0.5)
     assert meta["sampler"] == "ddim" and meta["steps"] == 20

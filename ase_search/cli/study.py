@@ -167,7 +167,7 @@ def export_cmd(
     """Export a configuration's exit schedule (with its sampler, steps and provenance) as a
     schedule JSON file. FIDs are the confirmation seeds' means where `confirm` measured them."""
     from ase_search.files import check_writable
-    from ase_search.fronts import export_point, select_point
+    from ase_search.fronts import export_point, select_point, study_points
     from ase_search.pareto import export_schedule, open_study, select_trial
 
     given = [flag for flag, v in (("--trial", trial), ("--max-fid", max_fid),
@@ -180,7 +180,12 @@ def export_cmd(
     check_writable(out)
     opened = open_study(study, study_name)
     if trial is not None:
-        schedule = export_schedule(opened, select_trial(opened, trial=trial), out)
+        chosen = select_trial(opened, trial=trial)
+        # the trial as a study point, so the export carries the verdict's word on it (a trial
+        # that repeats another's configuration is exported as it is)
+        point = next((p for p in study_points(opened) if p.trial == chosen.number), None)
+        schedule = (export_point(opened, point, out) if point is not None
+                    else export_schedule(opened, chosen, out))
         what = f"trial {trial} ({schedule.name})"
     else:
         point = select_point(opened, max_fid=max_fid, min_acceleration=min_acceleration)
@@ -193,3 +198,9 @@ def export_cmd(
     console.print(f"{what}: {fid}, "
                   + (f"acceleration {acc:.2%}, " if acc is not None else "")
                   + f"sample with --sampler {meta['sampler']} --steps {meta['steps']} -> {out}")
+    judged = meta.get("verdict") or {}
+    if judged.get("text"):
+        console.print(f"verdict: {judged['text']}", highlight=False, soft_wrap=True)
+    elif judged:
+        console.print(f"verdict: {judged['status']} ({judged['why']})", highlight=False,
+                      soft_wrap=True)
