@@ -145,8 +145,13 @@ def confirm_cmd(
     summary = confirm_study(study, study_name=study_name, seeds=seeds,
                             max_concurrent=max_concurrent,
                             log=lambda m: console_err.print(m, highlight=False))
-    console.print(f"confirmed {summary} configuration(s) over {seeds} seeds. "
-                  f"Next: ase-search pareto {study}")
+    console.print(f"confirmed {summary} configuration(s) on {seeds} fresh seeds")
+    from ase_search.fronts import study_verdict, verdict_lines
+    from ase_search.pareto import open_study
+
+    for line in verdict_lines(study_verdict(open_study(study, study_name))):
+        console.print(f"[bold]verdict:[/bold] {line}", highlight=False, soft_wrap=True)
+    console.print(f"Next: ase-search pareto {study} (fronts and the HTML report)")
 
 
 @app.command("export")
