@@ -11,6 +11,7 @@ A primitive: it imports only the schedule.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, Union
 
@@ -90,14 +91,22 @@ def call_plan(schedule: ExitSchedule, sampler: Calls,
     """
     if not isinstance(schedule, ExitSchedule):
         raise ValueError(f"schedule must be an ExitSchedule, got {type(schedule).__name__}")
+    return list(_plan(schedule, tuple(call_timesteps(sampler, num_timesteps)), num_timesteps))
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(schedule: ExitSchedule, timesteps: tuple[float, ...],
+          num_timesteps: int) -> tuple[PlannedCall, ...]:
+    """:func:`call_plan`'s work, once per schedule and calls: a trial asks for its plan from
+    the sampler, the block counter, the cost model and the accelerations alike."""
     plan, previous, j = [], None, 0
-    for s in call_timesteps(sampler, num_timesteps):
+    for s in timesteps:
         k = schedule.interval_of(s / num_timesteps)
         j = j + 1 if k == previous else 0
         previous = k
         reuse = schedule.modes[k] == "reuse"
         plan.append(PlannedCall(schedule.blocks[k], reuse, reuse and j % schedule.periods[k] == 0))
-    return plan
+    return tuple(plan)
 
 
 def blocks_per_call(schedule: ExitSchedule, sampler: Calls, num_timesteps: int = 1000) -> list[int]:

@@ -455,3 +455,45 @@ def test_config_errors_name_fields_and_the_cli_says_its_flags(tiny, tmp_path) ->
     said = " ".join(result.stderr.split())
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"error: --data {missing} does not exist; pass an existing path or mnist" in said
+
+
+def test_a_trial_validates_its_space_once_and_plans_its_calls_once(tiny, tmp_path, monkeypatch):
+    """The work a trial repeats: the space decoded and validated once (by the trainable), and
+    the call plan computed once, however many parts (sampler, block counter, cost model,
+    accelerations) read it."""
+    import ray.tune
+
+    from ase_search import callplan
+    from ase_search.metrics.latency import CostModel
+    from ase_search.search.tune import trainable
+    from ase_search.space import ScheduleSpace, load_space
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tiny / "cache"))
+    space = load_space(tiny / "space.yaml")
+    config = _config(tiny, storage=str(tmp_path / "s.db"), grid=0)
+    cost = CostModel(arch="dit", depth=space.depth, fixed=3.0, block=2.0, dropped=0.0,
+                     batch_size=8, device="cpu", components={})
+    ctx = TrialContext(config=dataclasses.asdict(config), weights=str(tiny / "tiny.pt"),
+                       space=space.to_dict(), cost_model=cost.to_dict(),
+                       grids_dir=str(tmp_path), cpus=1)
+    params = {name: dist.low for name, dist in space.distributions().items()}
+    validations, reports = [], []
+    original = ScheduleSpace.__post_init__
+
+    def counting(self):
+        validations.append(1)
+        original(self)
+
+    class Context:
+        def get_trial_id(self):
+            return "t0"
+
+    monkeypatch.setattr(ScheduleSpace, "__post_init__", counting)
+    monkeypatch.setattr(ray.tune, "report", reports.append)
+    monkeypatch.setattr(ray.tune, "get_context", lambda: Context())
+    callplan._plan.cache_clear()
+    trainable(params, ctx)
+    (result,) = reports
+    assert "fail_reason" not in result, result
+    assert len(validations) == 1
+    assert callplan._plan.cache_info().misses == 1

@@ -117,8 +117,9 @@ class CostModel:
             sampler: a :class:`~ase_search.samplers.SamplerConfig`, or its calls' timesteps.
             num_train_timesteps: ``T`` of the training process.
         """
-        if schedule is None:
-            schedule = preset("full", self.arch, self.depth)
+        if schedule is None:  # every call runs every block: no plan to read
+            return len(call_timesteps(sampler, num_train_timesteps)) * self.call_latency(
+                self.depth)
         return sum(self.call_latency(k)
                    for k in blocks_per_call(schedule, sampler, num_train_timesteps))
 

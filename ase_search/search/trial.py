@@ -45,6 +45,7 @@ class TrialContext:
 
 
 def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
+                      reference: Any = None,
                       seeds: tuple[int, ...] | None = None,
                       tag: str = "trial") -> dict[str, Any]:
     """Fine-tune (per-trial mode), sample with common random numbers, FID, predicted latency.
@@ -57,6 +58,8 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
         ctx: the study's context.
         sampler: the :class:`~ase_search.samplers.SamplerConfig` (a joint space's trial); default:
             the study's one sampler.
+        reference: the reference configuration's sampler, when the caller has decoded the space
+            already (a trial); default: read from the study's space.
         seeds: sample seeds (common random numbers); default: the study's seed. With several,
             ``fid`` is their mean and ``fids`` lists them.
         tag: names the sample grid.
@@ -86,10 +89,11 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     t0 = time.perf_counter()
     _check_inputs_here(ctx)
     sampler = sampler if sampler is not None else study_sampler(cfg)
+    ref_sampler = reference if reference is not None else reference_sampler(cfg, ctx.space)
     seeds = seeds if seeds is not None else (cfg["seed"],)
     if cfg.get("diffusers"):
-        return _evaluate_diffusers(schedule, ctx, sampler=sampler, seeds=seeds, tag=tag,
-                                   device=device)
+        return _evaluate_diffusers(schedule, ctx, sampler=sampler, reference_config=ref_sampler,
+                                   seeds=seeds, tag=tag, device=device)
     with _weights_file(ctx) as weights:
         model, _ = load_checkpoint(weights, ema=True)
     # .get: contexts written before these settings existed have no such keys.
@@ -109,7 +113,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     split["finetune"] = time.perf_counter() - t0 - split["load"]
 
     cost_model = CostModel.from_dict(ctx.cost_model)
-    reference_latency = cost_model.latency(None, reference_sampler(cfg, ctx.space))
+    reference_latency = cost_model.latency(None, ref_sampler)
     m = measure_schedule(
         model, schedule, sampler=sampler,
         n=cfg["n_samples"], seeds=seeds, reference=reference,
@@ -155,7 +159,7 @@ def _result(schedule: Any, sampler: Any, rows: list[dict[str, float]], seeds: tu
     }
 
 
-def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
+def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, reference_config: Any,
                         seeds: tuple[int, ...], tag: str, device: str) -> dict[str, Any]:
     """:func:`evaluate_schedule` on a diffusers study's transformer (``config["diffusers"]``):
     the exit-schedule hooks and a diffusers scheduler built from the folder's config
@@ -200,7 +204,7 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any,
         raise RuntimeError(f"the hooks ran {m.block_evals} block evaluations per sample but the "
                            f"schedule's plan over the scheduler's timesteps counts {counted}")
     latency = cost_model.latency(schedule, timesteps)
-    ref = reference_sampler(cfg, ctx.space)
+    ref = reference_config
     ref_timesteps = scheduler_timesteps(load_scheduler(folder, ref.name,
                                                   timestep_spacing=ref.timestep_spacing),
                                    ref.steps)

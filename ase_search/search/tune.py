@@ -50,6 +50,7 @@ def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
 
         with threadpool_limits(limits=ctx.cpus):  # oversubscribed BLAS threads spin for ages
             result = evaluate_schedule(schedule, ctx, sampler=sampler,
+                                       reference=reference,
                                        tag=f"trial-{tune.get_context().get_trial_id()}")
         result["seed"] = seed
     except Exception as err:  # reported as a FAILED trial with its reason; the study goes on
