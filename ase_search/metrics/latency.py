@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ase_search.callplan import Calls, blocks_per_call, call_timesteps
-from ase_search.schedule import ExitSchedule, preset
+from ase_search.schedule import ExitSchedule
 
 __all__ = [
     "CostModel",
