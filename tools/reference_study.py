@@ -244,6 +244,9 @@ def main() -> None:
     args = parser.parse_args()
     stem = f"{args.arch}-diffusers" if args.diffusers else args.arch
     storage = args.storage or ROOT / "studies" / "reference" / f"{stem}.db"
+    if args.summarise_only:  # the command as the study was run, not today's defaults
+        args.budget = int(open_study(storage).user_attrs.get("config", {}).get("budget",
+                                                                               args.budget))
     ase = str(Path(sys.executable).with_name("ase-search"))
     cmd = [ase, "run", "--arch", args.arch, "--budget", str(args.budget), "--storage",
            str(storage)]
