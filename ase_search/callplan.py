@@ -113,16 +113,8 @@ def blocks_per_call(schedule: ExitSchedule, sampler: Calls, num_timesteps: int =
     """Exitable blocks the model runs at each of a sampler's calls, in calling order.
 
     A call runs its interval's count, ``schedule.blocks_at(s / T)`` at timestep ``s``, except a
-    block-reuse refresh, which runs all ``depth`` blocks (:func:`call_plan`).
-
-    Args:
-        schedule: the exit schedule.
-        sampler: a :class:`~ase_search.samplers.SamplerConfig`, or its calls' timesteps.
-        num_timesteps: ``T``, the training process's number of timesteps.
-
-    Raises:
-        ValueError: ``schedule`` is not an :class:`ExitSchedule`, or a timestep lies outside
-            ``[0, T]``.
+    block-reuse refresh, which runs all ``depth`` blocks. Arguments and errors as
+    :func:`call_plan`'s.
     """
     return [schedule.depth if call.refresh else call.count
             for call in call_plan(schedule, sampler, num_timesteps)]
