@@ -45,7 +45,8 @@ from typing import Any
 
 from ase_search.pareto import hypervolume
 from ase_search.schedule import ExitSchedule
-from ase_search.search import SAMPLER_ALGOS, SearchConfig
+from ase_search.search import SearchConfig
+from ase_search.search.config import SAMPLER_ALGOS
 from ase_search.progress import progress_bar
 from benchmarks._common import (
     ROOT,
