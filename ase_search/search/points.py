@@ -109,11 +109,11 @@ def confirm_jobs(study: Any, seeds: int,
     """The configurations ``ase-search confirm`` measures on ``seeds`` fresh seeds
     (:func:`~ase_search.fronts.confirmation_seeds`: after the study's own, which the search
     selected on), so that the verdict's rule can compare them all on the same seeds: the whole
-    steps-only ladder (the reference included), and every lever's configuration on the joint
-    front. Seeds a configuration already holds on the right weights are not measured again
-    (``digests``: :func:`weights_digest` of the ``"start"`` and ``"study"`` weights; a record
-    with another digest is measured again whole, one from before digests were recorded is taken
-    by its weights label)."""
+    steps-only ladder (the reference included), every lever's configuration on the joint front,
+    and every configuration confirmed before. Seeds a configuration already holds on the right
+    weights are not measured again (``digests``: :func:`weights_digest` of the ``"start"`` and
+    ``"study"`` weights; a record with another digest is measured again whole, one from before
+    digests were recorded is taken by its weights label)."""
     from ase_search.fronts import StudyPoint, confirmation_seeds, study_fronts
 
     attrs = study.user_attrs
@@ -121,6 +121,9 @@ def confirm_jobs(study: Any, seeds: int,
     fronts = study_fronts(study)
     chosen: dict[str, StudyPoint] = {p.key: p for p in fronts.points if p.kind == "steps-only"}
     chosen |= {p.key: p for p in fronts.joint}
+    # a lever's point examined once stays a candidate: dropping the ones that looked bad on the
+    # first seeds would choose the candidates on the seeds that judge them
+    chosen |= {p.key: p for p in fronts.points if p.seeds is not None}
     jobs = []
     for key, p in chosen.items():
         start = p.kind == "steps-only"  # the full model runs the starting weights
