@@ -86,7 +86,9 @@ def pareto_cmd(
             by = ", ".join(str(n) for n in s.dominated_by)
             console.print(f"seed {s.name} (trial {s.trial}) is dominated by trial(s) {by}")
     verdict = study_verdict(opened)
-    console.print(_fronts_rich(fronts_table(verdict)))
+    ref = verdict.fronts.reference
+    edge = math.inf if ref is None else verdict.window * ref.fid
+    console.print(_fronts_rich(fronts_table(verdict), edge))
     for line in verdict_lines(verdict):
         console.print(f"[bold]verdict:[/bold] {line}", highlight=False, soft_wrap=True)
 
@@ -102,9 +104,10 @@ def pareto_cmd(
         console.print(f"report -> {path}")
 
 
-def _fronts_rich(table: Any) -> Any:
+def _fronts_rich(table: Any, edge: float) -> Any:
     """The three fronts as a rich table (front members only: S steps-only, E exits at the
-    reference sampler, J joint)."""
+    reference sampler, J joint); no speedup is printed for a point whose FID is past the quality
+    window's ``edge`` (a 50x at FID 480 is an artifact of the ladder's end, not a result)."""
     import math
 
     from rich.table import Table
@@ -122,7 +125,7 @@ def _fronts_rich(table: Any) -> Any:
         # the rule's word; none outside the window (pandas may hold a missing one as NaN)
         matched = row.vs_fewer_steps if isinstance(row.vs_fewer_steps, str) else ""
         out.add_row(row.configuration, f"{row.fid:.3g}{sd}", f"{row.ms_per_sample:.2f}",
-                    f"{row.speedup:.2f}x", marks, matched)
+                    f"{row.speedup:.2f}x" if row.fid <= edge else "", marks, matched)
     return out
 
 
