@@ -165,3 +165,22 @@ def test_exported_schedule_runs_with_the_weights_the_search_measured(db, tmp_pat
     save_checkpoint(tmp_path / "other.safetensors", model)
     assert cli(common + ["-c", str(tmp_path / "other.safetensors"), "-o",
                          str(tmp_path / "default.png")])[0] == 0
+
+def test_the_fronts_table_prints_no_speedup_past_the_quality_window():
+    """A 50x at FID 480 is an artifact of the ladder's end: past the window's edge the speedup
+    cell stays empty."""
+    import pandas as pd
+    from rich.console import Console
+
+    from ase_search.cli.study import _fronts_rich
+
+    rows = [{"configuration": "far", "kind": "exit", "trial": 1, "fid": 480.0, "fid_sd": None,
+             "ms_per_sample": 1.0, "speedup": 50.0, "steps_only_front": False,
+             "exits_front": False, "joint_front": True, "vs_fewer_steps": None},
+            {"configuration": "near", "kind": "steps-only", "trial": None, "fid": 4.0,
+             "fid_sd": None, "ms_per_sample": 2.0, "speedup": 25.0, "steps_only_front": True,
+             "exits_front": False, "joint_front": True, "vs_fewer_steps": None}]
+    console = Console(width=200, record=True)
+    console.print(_fronts_rich(pd.DataFrame(rows), edge=5.0))
+    text = console.export_text()
+    assert "25.00x" in text and "50.00x" not in text
