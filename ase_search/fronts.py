@@ -441,6 +441,13 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
                      f"seed, the one the search selected on, resolves nothing)")
         return lines
     lines += verdict.verdict.lines(_lever_word(f))
+    judged = {j.point.label for j in verdict.verdict.judgements}
+    dominated = [p for p in f.points if p.kind == "exit" and p.seeds is None
+                 and p.fid <= verdict.verdict.window * ref.fid and p.key not in judged]
+    if dominated:
+        lines.append(f"judged: the levers' points of the joint front; {len(dominated)} more in "
+                     f"the quality window were dominated by fewer steps on the search's seed and "
+                     f"not confirmed")
     lines.append("latency: " + ("whole sampling runs timed in one interleaved session"
                                 if verdict.latency_source == "measured" else
                                 "the cost model's prediction, discounted by its error per lever"))

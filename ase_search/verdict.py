@@ -462,8 +462,8 @@ class Verdict:
             lines.append(f"headline: no resolvable speedup: {lever} do not beat fewer steps "
                          f"within the quality window (best: {best.text()})")
         else:
-            lines.append(f"headline: no resolvable speedup: none of the {lever} lies in the "
-                         f"quality window")
+            lines.append(f"headline: no resolvable speedup: none of the judged {lever} lies in "
+                         f"the quality window")
         for j in self.beyond:
             if top is None and j is self.beyond[0]:
                 continue
