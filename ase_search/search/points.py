@@ -191,7 +191,8 @@ def _measure(job: PointJob, ctx: TrialContext) -> dict[str, Any]:
 def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialContext], *,
                  resources: dict[str, float], concurrent: int, what: str,
                  tick: Callable[[], None] = lambda: None, progress: bool = True,
-                 log: Callable[[str], None] = print) -> dict[str, str]:
+                 log: Callable[[str], None] = print,
+                 digests: dict[str, str | None] | None = None) -> dict[str, str]:
     """Measure ``jobs`` as Ray tasks (at most ``concurrent`` at once), each on the context of its
     weights (``contexts["start"]``, ``contexts["study"]``), storing each result in ``study``
     under its attribute as it arrives. Returns the failures: attribute -> reason (a failed
@@ -205,7 +206,8 @@ def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialCont
     task = ray.remote(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0),
                       max_retries=0)(_measure)
     refs = {name: ray.put(ctx) for name, ctx in contexts.items()}
-    digests = {name: weights_digest(ctx) for name, ctx in contexts.items()}
+    if digests is None:  # the caller's, when it has them: hashing weights reads every byte
+        digests = {name: weights_digest(ctx) for name, ctx in contexts.items()}
     queue, running, failures = list(jobs), {}, {}
     bar = progress_bar(enabled=progress)
     with bar:
@@ -246,15 +248,15 @@ def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
     candidates, so this adds no selection it does not correct for). Returns the configurations
     measured and the failures."""
     measured, failures = 0, {}
+    digests = {name: weights_digest(ctx) for name, ctx in contexts.items()}  # once per run
     for _ in range(rounds):
-        digests = {name: weights_digest(ctx) for name, ctx in contexts.items()}
         extend = [j for j in ladder_extension(study) if j.attr not in failures]
         if extend:  # the new steps-only points on the study's seed, then on the fresh ones
             log("the verdict puts a lever's point beyond or below the measured ladder: adding "
                 + ", ".join(j.attr[len(STEPS_ONLY_PREFIX):] for j in extend))
             failures |= measure_jobs(study, extend, contexts, resources=resources,
                                      concurrent=concurrent, what="ladder extension", tick=tick,
-                                     progress=progress, log=log)
+                                     progress=progress, log=log, digests=digests)
         jobs = [j for j in confirm_jobs(study, seeds, digests) if j.attr not in failures]
         for j in [j for j in jobs if j.weights not in contexts]:
             failures[j.attr] = f"needs the {j.weights} weights, which this run did not load"
@@ -266,7 +268,7 @@ def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
         failures |= measure_jobs(study, jobs, contexts, resources=resources,
                                  concurrent=concurrent,
                                  what=f"confirm ({seeds} seeds)", tick=tick, progress=progress,
-                                 log=log)
+                                 log=log, digests=digests)
         measured += len(jobs)
     return measured, failures
 
