@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,11 +137,12 @@ def _sampler_dict(trial: Any, study_config: dict[str, Any]) -> dict[str, Any]:
     return study_sampler(study_config).to_dict()  # trials before joint spaces: the one sampler
 
 
-def study_points(study: optuna.Study) -> list[StudyPoint]:
+def study_points(study: optuna.Study, seeds: Collection[int] | None = None
+                 ) -> list[StudyPoint]:
     """Every measured configuration of ``study``: its steps-only baseline and its COMPLETE
     trials (told copies left out, and a configuration measured twice, or under two schedules
     that run the same blocks at every call (:func:`config_identity`), once), with confirmation
-    seeds where recorded."""
+    seeds where recorded (only ``seeds`` among them when given)."""
     from ase_search.pareto import complete_trials, schedule_string
     from ase_search.samplers import SamplerConfig
 
@@ -159,11 +160,11 @@ def study_points(study: optuna.Study) -> list[StudyPoint]:
             return
         identities.add(identity)
         levers = _levers(sampler, schedule)
-        held = confirmed_fids(attrs, key, kind)
-        seeds, fids = held if held is not None else (None, None)
+        held = confirmed_fids(attrs, key, kind, seeds)
+        held_seeds, fids = held if held is not None else (None, None)
         points[key] = StudyPoint(key, kind, label, sampler,
                                  float(sum(fids) / len(fids)) if fids else fid, latency, trial,
-                                 fids, seeds, predicted_error(levers), tuple(levers))
+                                 fids, held_seeds, predicted_error(levers), tuple(levers))
 
     for name, value in sorted(attrs.items()):
         if name.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
@@ -220,11 +221,12 @@ def _front(points: Sequence[StudyPoint]) -> list[StudyPoint]:
                                                     for p in points])]
 
 
-def study_fronts(study: optuna.Study) -> Fronts:
-    """The steps-only, exits-at-reference and joint fronts of ``study``."""
+def study_fronts(study: optuna.Study, seeds: Collection[int] | None = None) -> Fronts:
+    """The steps-only, exits-at-reference and joint fronts of ``study`` (confirmed FIDs over
+    ``seeds`` only, when given)."""
     attrs = study.user_attrs
     ref_sampler = reference_sampler(attrs.get("config", {}), attrs.get("space")).to_dict()
-    points = study_points(study)
+    points = study_points(study, seeds)
     steps_only = [p for p in points if p.kind == "steps-only"]
     at_reference = [p for p in points if p.sampler == ref_sampler]
     reference = next((p for p in steps_only if p.sampler == ref_sampler), None)
@@ -332,10 +334,23 @@ def _cost_model_errors(points: Sequence[StudyPoint], reference: StudyPoint, unit
     return {k: (statistics.median(v), len(v)) for k, v in sorted(errors.items())}
 
 
-def study_verdict(study: optuna.Study, window: float = WINDOW) -> StudyVerdict:
+def study_verdict(study: optuna.Study, window: float = WINDOW,
+                  seeds: Collection[int] | None = None) -> StudyVerdict:
     """Judge ``study``'s levers against its steps-only ladder by the one rule, on the fresh seeds
-    its confirmation measured (see :class:`StudyVerdict`)."""
-    fronts = study_fronts(study)
+    its confirmation measured, or on ``seeds`` alone (an independent replication: ``confirm
+    --seeds 16`` then ``seeds=range(9, 17)``; see :class:`StudyVerdict`).
+
+    Raises:
+        ValueError: ``seeds`` names a seed the reference was not measured on, or the one the
+            search selected on.
+    """
+    selection = {int(study.user_attrs.get("config", {}).get("seed", 0))}
+    if seeds is not None:
+        seeds = {int(s) for s in seeds}
+        if seeds & selection:
+            raise ValueError(f"seed {min(seeds & selection)} is the one the search selected its "
+                             f"points on; judge fresh seeds only")
+    fronts = study_fronts(study, seeds)
     unit = fronts.reference_latency
     ref = fronts.reference
     hv = None
@@ -343,7 +358,11 @@ def study_verdict(study: optuna.Study, window: float = WINDOW) -> StudyVerdict:
         hv = compare_hypervolumes([p.point(unit) for p in fronts.joint],
                                   [p.point(unit) for p in fronts.steps_only],
                                   (window * ref.fid, 1.0))
-    selection = {int(study.user_attrs.get("config", {}).get("seed", 0))}
+    if seeds is not None and ref is not None and not seeds <= set(ref.seeds or ()):
+        lacking = sorted(seeds - set(ref.seeds or ()))
+        raise ValueError(f"the reference configuration holds no FID on seed(s) "
+                         f"{', '.join(map(str, lacking))}; `ase-search confirm STUDY --seeds N` "
+                         f"measures the N seeds after the study's")
     seeds = _judged_seeds(fronts, selection)
     if ref is None or len(seeds) < 2:
         return StudyVerdict(fronts, window, None, (), tuple(fronts.points), hv)

@@ -18,6 +18,7 @@ configuration's come from :func:`study_sampler` and :func:`reference_sampler`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from ase_search.callplan import call_plan
@@ -105,7 +106,8 @@ def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) ->
 _WEIGHTS = {"steps-only": "start", "exit": "study"}  # what each kind of point runs
 
 
-def confirmed_fids(attrs: dict[str, Any], key: str, kind: str
+def confirmed_fids(attrs: dict[str, Any], key: str, kind: str,
+                   seeds: Collection[int] | None = None
                    ) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
     """The fresh-seed FIDs a study holds for configuration ``key`` (a ``"steps-only"`` or an
     ``"exit"`` one), as ``(seeds, fids)``; ``None`` when there are none.
@@ -113,7 +115,8 @@ def confirmed_fids(attrs: dict[str, Any], key: str, kind: str
     A record counts only for the weights it ran: the starting ones for the full model, the
     study's for an exit (a record without a label predates labels, when confirmation ran the
     study's weights alone: never the full model's starting weights). The seed the search
-    selected on is dropped: it is never judged, nor averaged into a confirmed FID.
+    selected on is dropped: it is never judged, nor averaged into a confirmed FID. ``seeds``
+    keeps only those seeds (an independent replication judges a later set alone).
     """
     record = attrs.get(CONFIRM_PREFIX + key)
     if not (isinstance(record, dict) and record.get("weights", "study") == _WEIGHTS[kind]
@@ -121,7 +124,7 @@ def confirmed_fids(attrs: dict[str, Any], key: str, kind: str
         return None
     selection = int((attrs.get("config") or {}).get("seed", 0))
     held = [(int(s), float(f)) for s, f in zip(record["seeds"], record["fids"])
-            if int(s) != selection]
+            if int(s) != selection and (seeds is None or int(s) in seeds)]
     if not held:
         return None
     return tuple(s for s, _ in held), tuple(f for _, f in held)

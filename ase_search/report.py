@@ -8,7 +8,7 @@ import html
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,8 @@ def default_reference_point(study: optuna.Study) -> tuple[float, float]:
 
 
 def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
-                 reference_point: Sequence[float] | None = None) -> Path:
+                 reference_point: Sequence[float] | None = None,
+                 seeds: Collection[int] | None = None) -> Path:
     """Write one self-contained HTML report of a search study (works offline).
 
     Sections: FID vs acceleration of every trial with the Pareto front as a step line and the
@@ -63,6 +64,7 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
         grids: embed the front trials' sample grids (``user_attrs["grid"]``).
         reference_point: hypervolume reference (fid, latency); default
             :func:`default_reference_point`.
+        seeds: judge on these fresh seeds only (see :func:`~ase_search.fronts.study_verdict`).
 
     Returns:
         ``path``.
@@ -85,7 +87,7 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
     ref = tuple(reference_point) if reference_point is not None else default_reference_point(study)
     trials = complete_trials(study)
     front = pareto_front(study)
-    seeds = seed_report(study)
+    presets = seed_report(study)
     table = pareto_table(study)
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
@@ -98,7 +100,7 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
         f"<h1>{html.escape(title)}</h1>",
         _summary_html(study, states, len(front), storage_location(study)),
     ]
-    verdict = study_verdict(study)
+    verdict = study_verdict(study, seeds=seeds)
     items = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_lines(verdict))
     parts.append(f"<h2>Verdict: levers against fewer steps</h2><ul>{items}</ul>")
     if failed:
@@ -109,13 +111,13 @@ def write_report(study: optuna.Study, path: str | Path, *, grids: bool = True,
         items = "".join(f"<li>{html.escape(r)} &times; {n}</li>" for r, n in reasons.items())
         parts.append(f"<details><summary>{len(failed)} failed trial(s), by reason</summary>"
                      f"<ul>{items}</ul></details>")
-    dominated = [s for s in seeds if not s.on_front]
-    if seeds:
+    dominated = [s for s in presets if not s.on_front]
+    if presets:
         lines = [f"<li><b>{html.escape(s.name)}</b> (trial {s.trial}): "
                  + ("on the front" if s.on_front else
                     "dominated by trials " + ", ".join(str(n) for n in s.dominated_by))
-                 + "</li>" for s in seeds]
-        parts.append(f"<h2>Paper presets</h2><p>{len(seeds) - len(dominated)} of {len(seeds)} "
+                 + "</li>" for s in presets]
+        parts.append(f"<h2>Paper presets</h2><p>{len(presets) - len(dominated)} of {len(presets)} "
                      f"seed schedules are on the front.</p><ul>{''.join(lines)}</ul>")
 
     figures = [

@@ -181,3 +181,18 @@ def test_an_export_carries_the_rules_word_on_its_point(tmp_path):
     export_point(study, steps, tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text())["metadata"]["verdict"]["status"] \
         == "steps-only"
+
+
+def test_a_replication_judges_its_own_seeds_alone():
+    study = _confirmed_study([4.4] * 5)
+    replication = study_verdict(study, seeds=range(3, 6))
+    assert replication.seeds == (3, 4, 5)
+    ladder8 = next(p for p in replication.fronts.points if p.key == "ddim-8/full")
+    assert ladder8.fids == pytest.approx((4.4 * 0.98, 4.4 * 1.01, 4.4 * 0.99))
+    assert ladder8.fid == pytest.approx(4.4 * (0.98 + 1.01 + 0.99) / 3)
+    (j,) = replication.verdict.judgements
+    assert j.point.seeds == (3, 4, 5) and j.match.label == "ddim-8/full"
+    with pytest.raises(ValueError, match="selected its points on"):
+        study_verdict(study, seeds=(0, 1, 2))
+    with pytest.raises(ValueError, match=r"no FID on seed\(s\) 6, 7"):
+        study_verdict(study, seeds=range(4, 8))

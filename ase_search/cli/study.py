@@ -37,6 +37,10 @@ def pareto_cmd(
     csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table as CSV.")] = None,
     grids: Annotated[bool, typer.Option(help="Embed the front's sample grids in the report.")
                      ] = True,
+    seeds: Annotated[str | None, typer.Option(
+        "--seeds", help="Judge on these fresh seeds only, e.g. 9-16 (an independent "
+                        "replication of a verdict on 1-8: `confirm --seeds 16` measures them).")
+    ] = None,
 ) -> None:
     """Print the Pareto front (FID vs latency) of a search and write an offline HTML report."""
     import math
@@ -56,6 +60,7 @@ def pareto_cmd(
 
     if report is not None and no_report:
         raise ValueError("--report and --no-report contradict each other; drop one")
+    judged = None if seeds is None else parse_seeds(seeds)
     if csv is not None and csv.suffix.lower() != ".csv":
         raise ValueError(f"--csv must be a .csv file, got {csv}")
     for path in (report, csv):
@@ -85,7 +90,7 @@ def pareto_cmd(
         else:
             by = ", ".join(str(n) for n in s.dominated_by)
             console.print(f"seed {s.name} (trial {s.trial}) is dominated by trial(s) {by}")
-    verdict = study_verdict(opened)
+    verdict = study_verdict(opened, seeds=judged)
     ref = verdict.fronts.reference
     edge = math.inf if ref is None else verdict.window * ref.fid
     console.print(_fronts_rich(fronts_table(verdict), edge))
@@ -100,8 +105,31 @@ def pareto_cmd(
         path = report or ((study_dir(opened) or Path.cwd())
                           / f"{_stem(study, opened.study_name)}-pareto.html")
         console_err.print(f"writing report {path} ...")
-        write_report(opened, path, grids=grids)
+        write_report(opened, path, grids=grids, seeds=judged)
         console.print(f"report -> {path}")
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"9-16"``, ``"9,10,12"`` or a mix, as sorted distinct seeds.
+
+    Raises:
+        ValueError: anything else, or a range that runs backwards.
+    """
+    seeds: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            lo, hi = int(low), int(high) if dash else int(low)
+        except ValueError:
+            raise ValueError(f"--seeds takes seeds and ranges such as 9-16 or 9,10,12; got "
+                             f"{text!r}") from None
+        if lo < 0 or hi < lo:
+            raise ValueError(f"--seeds: {part.strip()!r} is not a range of seeds >= 0")
+        seeds.update(range(lo, hi + 1))
+    if len(seeds) < 2:
+        raise ValueError(f"--seeds needs at least two seeds (a paired spread needs two); got "
+                         f"{text!r}")
+    return tuple(sorted(seeds))
 
 
 def _fronts_rich(table: Any, edge: float) -> Any:

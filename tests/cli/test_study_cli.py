@@ -114,6 +114,9 @@ def test_export_writes_schedule_with_provenance(db, tmp_path, cli):
     (["export", "{db}", "--min-acceleration", "0.9", "-o", "x.json"], "the highest is 70.00%"),
     (["export", "{db}", "--trial", "3", "-o", "x.json"], "FAIL (worker lost)"),
     (["export", "{db}", "--trial", "2", "-o", "x.yaml"], "--out must be a .json"),
+    (["pareto", "{db}", "--seeds", "9-x"], "--seeds takes seeds and ranges"),
+    (["pareto", "{db}", "--seeds", "16-9"], "is not a range"),
+    (["pareto", "{db}", "--seeds", "9"], "at least two seeds"),
 ])
 def test_user_errors_are_one_red_line_and_exit_2(argv, message, db, tmp_path, cli,
                                                   monkeypatch):
@@ -184,3 +187,10 @@ def test_the_fronts_table_prints_no_speedup_past_the_quality_window():
     console.print(_fronts_rich(pd.DataFrame(rows), edge=5.0))
     text = console.export_text()
     assert "25.00x" in text and "50.00x" not in text
+
+
+def test_parse_seeds_reads_ranges_and_lists():
+    from ase_search.cli.study import parse_seeds
+
+    assert parse_seeds("9-16") == tuple(range(9, 17))
+    assert parse_seeds("3, 1,5-6,5") == (1, 3, 5, 6)
