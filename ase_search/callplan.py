@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol, Union
+from typing import NamedTuple, Protocol, TypeVar, Union
 
 from ase_search.schedule import ExitSchedule
 
 __all__ = [
+    "CallNumbering",
     "Calls",
     "PlannedCall",
     "Sampler",
@@ -25,6 +26,7 @@ __all__ = [
     "blocks_per_call",
     "call_plan",
     "call_timesteps",
+    "forecast",
 ]
 
 # A sampler's model calls: the sampler itself (anything with ``model_times(T)``, i.e. a
@@ -37,6 +39,7 @@ class Sampler(Protocol):
 
 
 Calls = Union[Sampler, Sequence[float]]
+_R = TypeVar("_R")
 
 
 # ###################################################################### block counts
@@ -60,15 +63,49 @@ class PlannedCall(NamedTuple):
 
     Attributes:
         count: the block count of the call's interval.
-        reuse: whether the interval is a ``reuse`` one.
-        refresh: (``reuse`` only) the call runs all blocks and stores the residual of the blocks
-            past ``count``; the other calls of a ``reuse`` interval run ``count`` blocks and add
-            it, those of a ``skip`` interval run ``count`` blocks.
+        reuse: whether the interval keeps the residual of the blocks past ``count`` (a
+            ``reuse`` or ``forecast`` one).
+        refresh: (``reuse`` only) the call runs all blocks and keeps the residual of the blocks
+            past ``count``; the other calls of such an interval run ``count`` blocks and add the
+            kept residual (:func:`forecast` of it), those of a ``skip`` interval run ``count``
+            blocks.
+        order: the forecast order of the added residual (0: the last refresh's as it is).
+        enters: the call is the first of a run in its interval: the kept residuals of earlier
+            runs are dropped (each run forecasts from its own refreshes).
     """
 
     count: int
     reuse: bool
     refresh: bool
+    order: int = 0
+    enters: bool = True
+
+
+class CallNumbering:
+    """Numbers a sampling run's calls as they come and says what each computes: the one
+    numbering of ``reuse``/``forecast`` intervals, used by :func:`call_plan` (which knows every
+    call in advance) and by the diffusers hooks (which see one call at a time).
+
+    Call ``j`` of a run of consecutive calls in one interval (``j = 0`` on entering it) is a
+    refresh when ``j < warmup`` or ``(j - warmup) % period == 0``.
+    """
+
+    def __init__(self, schedule: ExitSchedule, num_timesteps: int = 1000) -> None:
+        self.schedule = schedule
+        self.num_timesteps = num_timesteps
+        self._interval: int | None = None
+        self._j = 0
+
+    def next(self, timestep: float) -> PlannedCall:
+        """The call at ``timestep`` (in ``[0, T]``), after the calls numbered so far."""
+        s = self.schedule
+        k = s.interval_of(timestep / self.num_timesteps)
+        self._j = self._j + 1 if k == self._interval else 0
+        self._interval = k
+        cached = s.modes[k] != "skip"
+        j, w = self._j, s.warmup
+        return PlannedCall(s.blocks[k], cached,
+                           cached and (j < w or (j - w) % s.periods[k] == 0), s.orders[k], j == 0)
 
 
 def call_plan(schedule: ExitSchedule, sampler: Calls,
@@ -76,9 +113,10 @@ def call_plan(schedule: ExitSchedule, sampler: Calls,
     """What the model runs at each of a sampler's calls, in calling order.
 
     A call at timestep ``s`` is in interval ``schedule.interval_of(s / T)`` (the binning of the
-    official ASE code) and runs its count. In a ``reuse`` interval, the consecutive calls in it are
-    numbered ``j = 0, 1, ...`` from the first one and call ``j`` refreshes when ``j % period == 0``,
-    so the first call after entering the interval (whose cache is empty) always refreshes.
+    official ASE code) and runs its count. In a ``reuse`` or ``forecast`` interval, the
+    consecutive calls in it are numbered ``j = 0, 1, ...`` from the first one and call ``j``
+    refreshes when ``j < warmup`` or ``(j - warmup) % period == 0`` (:class:`CallNumbering`), so
+    the first call after entering the interval (whose cache is empty) always refreshes.
 
     Args:
         schedule: the exit schedule.
@@ -99,14 +137,8 @@ def _plan(schedule: ExitSchedule, timesteps: tuple[float, ...],
           num_timesteps: int) -> tuple[PlannedCall, ...]:
     """:func:`call_plan`'s work, once per schedule and calls: a trial asks for its plan from
     the sampler, the block counter, the cost model and the accelerations alike."""
-    plan, previous, j = [], None, 0
-    for s in timesteps:
-        k = schedule.interval_of(s / num_timesteps)
-        j = j + 1 if k == previous else 0
-        previous = k
-        reuse = schedule.modes[k] == "reuse"
-        plan.append(PlannedCall(schedule.blocks[k], reuse, reuse and j % schedule.periods[k] == 0))
-    return tuple(plan)
+    numbering = CallNumbering(schedule, num_timesteps)
+    return tuple(numbering.next(s) for s in timesteps)
 
 
 def blocks_per_call(schedule: ExitSchedule, sampler: Calls, num_timesteps: int = 1000) -> list[int]:
@@ -127,3 +159,42 @@ def block_acceleration(schedule: ExitSchedule, sampler: Calls, num_timesteps: in
     if not calls:
         raise ValueError("the sampler makes no model calls")
     return 1.0 - sum(calls) / (schedule.depth * len(calls))
+
+
+# ###################################################################### forecasting
+def forecast(history: Sequence[tuple[float, _R]], t: float, order: int) -> _R:
+    """The kept residual extrapolated to time ``t``: Newton's interpolating polynomial through
+    the last ``order + 1`` refreshes of ``history`` (as many as it holds), in divided
+    differences of the call times (uneven spacings work). Exact when the residual is a
+    polynomial of degree ``order`` in ``t``; order 0 is the last refresh's residual as it is.
+
+    The one forecast of ase-search: the native models' block-reuse cache and the diffusers hooks
+    both call it. Works on anything with ``+``, ``-`` and scalar ``*`` (tensors, floats).
+
+    Args:
+        history: ``(t_i, residual_i)`` of the refreshes, oldest first, distinct times.
+        t: the time to forecast at.
+        order: the polynomial degree (0, 1 or 2).
+
+    Raises:
+        ValueError: an empty history, or two refreshes at one time.
+    """
+    if not history:
+        raise ValueError("a forecast needs a refresh first (the run's first call in a reuse or "
+                         "forecast interval refreshes)")
+    # newest first: the newest refresh anchors the Newton form (order 1 is then exactly
+    # TaylorSeer's f + f' (t - t_n) with a backward difference for f')
+    points = list(reversed(history[-(order + 1):])) if order > 0 else [history[-1]]
+    times = [float(ti) for ti, _ in points]
+    if len(set(times)) != len(times):
+        raise ValueError(f"a forecast needs refreshes at distinct times, got {times}")
+    # Divided differences, in place: coef[i] = f[t_0, ..., t_i].
+    coef = [value for _, value in points]
+    for level in range(1, len(points)):
+        for i in range(len(points) - 1, level - 1, -1):
+            coef[i] = (coef[i] - coef[i - 1]) * (1.0 / (times[i] - times[i - level]))
+    # Horner on the Newton form.
+    out = coef[-1]
+    for i in range(len(points) - 2, -1, -1):
+        out = coef[i] + out * (t - times[i])
+    return out

@@ -86,9 +86,10 @@ def _levers(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> list[st
         levers.append("solver")
     if schedule is not None:
         s = ExitSchedule.from_dict(schedule)
-        if any(m == "reuse" for m in s.modes):
-            levers.append("reuse")
-        if any(n < s.depth and m != "reuse" for n, m in zip(s.blocks, s.modes)):
+        for mode in ("reuse", "forecast"):
+            if mode in s.modes:
+                levers.append(mode)
+        if any(n < s.depth and m == "skip" for n, m in zip(s.blocks, s.modes)):
             levers.append("skip")
     return levers
 
@@ -435,8 +436,12 @@ def fronts_table(verdict: StudyVerdict) -> pd.DataFrame:
 
 def _lever_word(fronts: Fronts) -> str:
     keys = [p.key for p in fronts.points if p.kind == "exit"]
-    reuse = [k for k in keys if "r" in k.split("/", 1)[1].split("@")[0]]
-    return "block reuse configurations" if keys and len(reuse) == len(keys) else "exits"
+    tails = [k.split("/", 1)[1].split("@")[0] for k in keys]
+    if keys and all("f" in t for t in tails):
+        return "forecast configurations"
+    if keys and all("r" in t for t in tails):
+        return "block reuse configurations"
+    return "exits"
 
 
 def verdict_lines(verdict: StudyVerdict) -> list[str]:

@@ -61,7 +61,8 @@ def reference_sampler(config: dict[str, Any], space: dict[str, Any] | None) -> A
 def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
     """A configuration's key: ``"ddim-10/full"``, ``"dpm-solver-7 linspace/12|10|8|8|6"``
     (merged intervals; ``8r2``: 8 blocks reusing the rest's residual, refreshed every 2nd call;
-    ``@0.3,0.7`` names the inner edges when the intervals are unequal).
+    ``8f1r4``: forecasting it at order 1, refreshed every 4th; ``@0.3,0.7`` names the inner edges
+    when the intervals are unequal; ``w2``: two warm-up refreshes).
 
     Args:
         sampler: a :class:`~ase_search.samplers.SamplerConfig` as a dict.
@@ -77,9 +78,10 @@ def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
     widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
     uniform = max(widths) - min(widths) < 1e-9  # equal intervals: the counts say it all
     edges = "" if uniform else "@" + ",".join(f"{b:g}" for b in s.boundaries[1:-1])
-    counts = "|".join(f"{n}r{r}" if mode == "reuse" else str(n)
-                      for n, mode, r in zip(s.blocks, s.modes, s.periods))
-    return f"{name}/{counts}{edges}"
+    counts = "|".join(f"{n}r{r}" if mode == "reuse" else f"{n}f{p}r{r}" if mode == "forecast"
+                      else str(n) for n, mode, r, p in zip(s.blocks, s.modes, s.periods, s.orders))
+    warmup = f"w{s.warmup}" if s.warmup and s.reuses else ""
+    return f"{name}/{counts}{edges}{warmup}"
 
 
 def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> tuple:
@@ -98,7 +100,8 @@ def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) ->
     if schedule is None:
         return (config.describe(), None)
     s = ExitSchedule.from_dict(schedule)
-    calls = tuple("full" if c.refresh or c.count == s.depth else (c.count, c.reuse)
+    calls = tuple("full" if c.refresh or c.count == s.depth else
+                  (c.count, True, c.order) if c.order else (c.count, c.reuse)
                   for c in call_plan(s, config))
     return (config.describe(), s.arch, s.depth, calls)
 

@@ -34,6 +34,18 @@ Block reuse (issue #16). Each interval also has a *mode* and a refresh *period* 
     the exit path's ``skip_linear`` layers run next to the full decoder at each refresh, so a refresh
     would cost more than a full call; per block, a refresh costs exactly one full call.
 
+* ``forecast`` (order ``p`` = 1 or 2, issue #24): as ``reuse``, but a call between refreshes adds
+  the residual *extrapolated* to its own time from the last ``p + 1`` refreshes of the interval's
+  run (Newton's divided differences in ``t``, so uneven timestep spacings work; exact when the
+  residual is a polynomial of degree ``p`` in ``t``). Before ``p + 1`` refreshes are held it uses
+  as many as there are, so order 0, and ``reuse``, add the last refresh's residual as it is.
+  TaylorSeer's forecast, with the same refresh pattern, is order 1 here.
+
+``warmup`` (``w >= 0``, one number for the schedule): the first ``w`` calls of each ``reuse`` or
+``forecast`` interval's run are refreshes too, and the calls after them are numbered from the
+warm-up's end (call ``j`` refreshes when ``j < w`` or ``(j - w) % r == 0``): a forecast then starts
+from several full calls, as TaylorSeer's does.
+
 A refresh call counts as a full-depth call everywhere (block evaluations, the cost model), and the
 sampler follows the same plan: :func:`ase_search.callplan.call_plan` is where calls become counts.
 """
@@ -56,6 +68,7 @@ __all__ = [
     "MODES",
     "SCHEMA_VERSION",
     "ExitSchedule",
+    "FORECAST_ORDERS",
     "ScheduleError",
     "preset",
     "preset_names",
@@ -63,9 +76,12 @@ __all__ = [
 ]
 
 # Version 2 added the per-interval ``modes`` and ``periods``; version-1 files load as all ``skip``.
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-MODES = ("skip", "reuse")
+# Version 3 added ``forecast`` intervals (``orders``) and ``warmup``; a schedule without them is
+# still written as version 2, so older readers keep reading it.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+MODES = ("skip", "reuse", "forecast")
+FORECAST_ORDERS = (1, 2)
 ARCHS = ("dit", "uvit")
 # Exitable depth the paper's presets were written for: DiT-XL/2 has 28 blocks, U-ViT-S/4 (CelebA 64)
 # has 6 decoder blocks.
@@ -112,8 +128,11 @@ class ExitSchedule:
         metadata: free-form provenance (study, trial, metrics, ...), kept through JSON.
         modes: per interval, ``"skip"`` or ``"reuse"`` (see the module docstring); empty means all
             ``"skip"``.
-        periods: per interval, the refresh period ``r >= 1`` of a ``reuse`` interval (ignored by
-            ``skip`` intervals, where it must be 1); empty means all 1.
+        periods: per interval, the refresh period ``r >= 1`` of a ``reuse`` or ``forecast``
+            interval (``skip`` intervals must have 1); empty means all 1.
+        orders: per interval, the forecast order (1 or 2) of a ``forecast`` interval, 0 for the
+            others; empty means 1 for ``forecast`` intervals and 0 elsewhere.
+        warmup: calls at the start of each ``reuse``/``forecast`` interval's run that refresh.
     """
 
     arch: str
@@ -124,6 +143,8 @@ class ExitSchedule:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     modes: tuple[str, ...] = field(default=(), kw_only=True)
     periods: tuple[int, ...] = field(default=(), kw_only=True)
+    orders: tuple[int, ...] = field(default=(), kw_only=True)
+    warmup: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
@@ -164,15 +185,18 @@ class ExitSchedule:
         self._check_reuse()
 
     def _check_reuse(self) -> None:
-        """Fill the default modes and periods, then validate them (the message names the field)."""
+        """Fill the default modes, periods and orders, then validate them (the message names the
+        field)."""
         K = len(self.blocks)
-        for key in ("modes", "periods"):
+        for key in ("modes", "periods", "orders"):
             if isinstance(getattr(self, key), (str, bytes)):
                 raise ScheduleError(f"{key} must be a list with one entry per interval, got "
                                     f"{getattr(self, key)!r}")
         modes = tuple(self.modes) if self.modes else ("skip",) * K
         periods = tuple(self.periods) if self.periods else (1,) * K
-        for key, values in (("modes", modes), ("periods", periods)):
+        orders = (tuple(self.orders) if self.orders else
+                  tuple(1 if m == "forecast" else 0 for m in modes))
+        for key, values in (("modes", modes), ("periods", periods), ("orders", orders)):
             if len(values) != K:
                 raise ScheduleError(
                     f"{key} needs one entry per interval: {K} intervals but {len(values)} {key}")
@@ -185,9 +209,20 @@ class ExitSchedule:
                                     f"period of a reuse interval)")
             if modes[k] == "skip" and r != 1:
                 raise ScheduleError(f"periods[{k}] = {r} but interval {k} is a skip interval; a "
-                                    f"period > 1 needs modes[{k}] = 'reuse'")
+                                    f"period > 1 needs modes[{k}] = 'reuse' or 'forecast'")
+        for k, p in enumerate(orders):
+            allowed = FORECAST_ORDERS if modes[k] == "forecast" else (0,)
+            if isinstance(p, bool) or p not in allowed:
+                raise ScheduleError(f"orders[{k}] = {p!r} but interval {k} is a {modes[k]} "
+                                    f"interval; its order must be "
+                                    f"{' or '.join(map(str, allowed))}")
+        w = self.warmup
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ScheduleError(f"warmup = {w!r} must be an integer >= 0 (refreshing calls at "
+                                f"the start of each reuse or forecast interval)")
         object.__setattr__(self, "modes", modes)
         object.__setattr__(self, "periods", periods)
+        object.__setattr__(self, "orders", tuple(int(p) for p in orders))
 
     # ------------------------------------------------------------------ queries
     @property
@@ -201,8 +236,9 @@ class ExitSchedule:
 
     @property
     def reuses(self) -> bool:
-        """Whether some interval reuses residuals (else every call runs exactly its count)."""
-        return "reuse" in self.modes
+        """Whether some interval adds a kept residual (``reuse`` or ``forecast``; else every call
+        runs exactly its count)."""
+        return any(m != "skip" for m in self.modes)
 
     def interval_of(self, t: float) -> int:
         """Index of the interval holding ``t`` (``t = 1`` belongs to the last one)."""
@@ -244,25 +280,29 @@ class ExitSchedule:
         )
         return ExitSchedule(self.arch, self.depth, boundaries, tuple(reversed(self.blocks)), name,
                             modes=tuple(reversed(self.modes)),
-                            periods=tuple(reversed(self.periods)))
+                            periods=tuple(reversed(self.periods)),
+                            orders=tuple(reversed(self.orders)), warmup=self.warmup)
 
     def merged(self) -> ExitSchedule:
         """An equivalent schedule with adjacent equal-count ``skip`` intervals merged.
 
-        ``reuse`` intervals are never merged: entering one restarts its refresh numbering, so two
-        adjacent ones do not run like one.
+        ``reuse`` and ``forecast`` intervals are never merged: entering one restarts its refresh
+        numbering, so two adjacent ones do not run like one.
         """
-        bounds, counts, modes, periods = [self.boundaries[0]], [], [], []
-        for k, (n, mode, r) in enumerate(zip(self.blocks, self.modes, self.periods)):
+        bounds, counts, modes, periods, orders = [self.boundaries[0]], [], [], [], []
+        for k, (n, mode, r, p) in enumerate(zip(self.blocks, self.modes, self.periods,
+                                                 self.orders)):
             if counts and counts[-1] == n and mode == modes[-1] == "skip":
                 bounds[-1] = self.boundaries[k + 1]
             else:
                 counts.append(n)
                 modes.append(mode)
                 periods.append(r)
+                orders.append(p)
                 bounds.append(self.boundaries[k + 1])
         return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(counts), self.name,
-                            dict(self.metadata), modes=tuple(modes), periods=tuple(periods))
+                            dict(self.metadata), modes=tuple(modes), periods=tuple(periods),
+                            orders=tuple(orders), warmup=self.warmup)
 
     def with_metadata(self, **metadata: Any) -> ExitSchedule:
         return dataclasses.replace(self, metadata={**self.metadata, **metadata})
@@ -273,12 +313,31 @@ class ExitSchedule:
         modes = tuple("reuse" if n < self.depth else "skip" for n in self.blocks)
         periods = tuple(period if m == "reuse" else 1 for m in modes)
         return dataclasses.replace(self, name=name or f"{self.name}-reuse{period}",
-                                   metadata=dict(self.metadata), modes=modes, periods=periods)
+                                   metadata=dict(self.metadata), modes=modes, periods=periods,
+                                   orders=(), warmup=0)
+
+    def with_forecast(self, period: int, order: int = 1, warmup: int = 0,
+                      name: str | None = None) -> ExitSchedule:
+        """The same counts with every exiting interval (count < depth) in ``forecast`` mode of
+        ``order`` at refresh period ``period``, with ``warmup`` refreshing calls first."""
+        modes = tuple("forecast" if n < self.depth else "skip" for n in self.blocks)
+        return dataclasses.replace(
+            self, name=name or f"{self.name}-forecast{order}p{period}",
+            metadata=dict(self.metadata), modes=modes,
+            periods=tuple(period if m == "forecast" else 1 for m in modes),
+            orders=tuple(order if m == "forecast" else 0 for m in modes), warmup=warmup)
+
+    @property
+    def forecasts(self) -> bool:
+        """Whether the schedule needs format version 3 (a ``forecast`` interval or a warm-up)."""
+        return "forecast" in self.modes or self.warmup > 0
 
     # ---------------------------------------------------------------- JSON I/O
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": SCHEMA_VERSION,
+        """The JSON object; version 2 (no ``orders``, ``warmup``) unless the schedule forecasts
+        or warms up, so files without forecasting stay readable by older versions."""
+        out = {
+            "version": SCHEMA_VERSION if self.forecasts else 2,
             "name": self.name,
             "arch": self.arch,
             "depth": self.depth,
@@ -286,8 +345,10 @@ class ExitSchedule:
             "blocks": list(self.blocks),
             "modes": list(self.modes),
             "periods": list(self.periods),
-            "metadata": self.metadata,
         }
+        if self.forecasts:
+            out |= {"orders": list(self.orders), "warmup": self.warmup}
+        return out | {"metadata": self.metadata}
 
     @classmethod
     def from_dict(cls, data: Any) -> ExitSchedule:
@@ -305,11 +366,13 @@ class ExitSchedule:
         known = {"version", "name", "arch", "depth", "boundaries", "blocks", "metadata"}
         if version >= 2:  # version 1 had no reuse: its intervals all skip
             known |= {"modes", "periods"}
+        if version >= 3:  # version 2 had no forecast
+            known |= {"orders", "warmup"}
         unknown = set(data) - known
         if unknown:
             raise ScheduleError(f"unknown field(s) for version {version}: "
                                 f"{', '.join(sorted(unknown))}")
-        for key in ("boundaries", "blocks", "modes", "periods"):
+        for key in ("boundaries", "blocks", "modes", "periods", "orders"):
             if key in data and not isinstance(data[key], list):
                 raise ScheduleError(f"{key} must be a list, got {type(data[key]).__name__}")
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -332,6 +395,8 @@ class ExitSchedule:
             metadata=metadata,
             modes=tuple(data.get("modes", ())),
             periods=tuple(data.get("periods", ())),
+            orders=tuple(data.get("orders", ())),
+            warmup=data.get("warmup", 0),
         )
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
@@ -368,12 +433,13 @@ class ExitSchedule:
 
     # -------------------------------------------------------------- displaying
     def describe(self) -> str:
+        words = {"skip": "", "reuse": " reuse/{r}", "forecast": " forecast{p}/{r}"}
         parts = [
-            f"[{lo:g},{hi:g}):{n}" + (f" reuse/{r}" if mode == "reuse" else "")
-            for lo, hi, n, mode, r in zip(self.boundaries, self.boundaries[1:], self.blocks,
-                                          self.modes, self.periods)
+            f"[{lo:g},{hi:g}):{n}" + words[mode].format(r=r, p=p)
+            for lo, hi, n, mode, r, p in zip(self.boundaries, self.boundaries[1:], self.blocks,
+                                             self.modes, self.periods, self.orders)
         ]
-        return " ".join(parts)
+        return " ".join(parts) + (f" warmup {self.warmup}" if self.warmup else "")
 
 
 def scale_blocks(n: int, depth: int, reference_depth: int) -> int:

@@ -297,3 +297,38 @@ def test_with_reuse_mirrored_and_merged_keep_modes() -> None:
 def test_malformed_reuse_fields_are_rejected_with_the_field_named(patch, message) -> None:
     with pytest.raises(ScheduleError, match=message):
         ExitSchedule.from_json(json.dumps({**GOOD, **patch}))
+
+
+def test_forecast_schedules_round_trip_and_old_files_stay_version_2():
+    d4 = preset("D4", "dit", 12)
+    f = d4.with_forecast(4, order=2, warmup=2)
+    assert f.modes == ("skip", "forecast", "forecast", "forecast", "forecast")
+    assert f.orders == (0, 2, 2, 2, 2) and f.periods == (1, 4, 4, 4, 4) and f.reuses
+    data = f.to_dict()
+    assert data["version"] == 3 and data["warmup"] == 2
+    assert ExitSchedule.from_dict(data) == f
+    assert ExitSchedule.from_json(f.to_json()) == f
+    # without forecast or warm-up: the version-2 object, unchanged
+    assert d4.with_reuse(2).to_dict()["version"] == 2 and "orders" not in d4.with_reuse(2).to_dict()
+    assert "forecast2/4" in f.describe() and f.describe().endswith("warmup 2")
+    # a forecast interval defaults to order 1
+    one = ExitSchedule("dit", 4, (0.0, 1.0), (2,), modes=("forecast",), periods=(2,))
+    assert one.orders == (1,)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"modes": ("forecast",), "periods": (2,), "orders": (3,)}, "order must be 1 or 2"),
+    ({"modes": ("reuse",), "periods": (2,), "orders": (1,)}, "reuse interval; its order must be 0"),
+    ({"modes": ("forecast",), "periods": (2,), "warmup": -1}, "warmup = -1"),
+    ({"modes": ("skip",), "periods": (2,)}, "'reuse' or 'forecast'"),
+])
+def test_bad_forecast_fields_are_refused_with_the_field_named(kwargs, message):
+    with pytest.raises(ScheduleError, match=message):
+        ExitSchedule("dit", 4, (0.0, 1.0), (2,), **kwargs)
+
+
+def test_a_version_2_file_with_forecast_fields_is_refused():
+    data = preset("D4", "dit", 12).with_forecast(2).to_dict()
+    data["version"] = 2
+    with pytest.raises(ScheduleError, match="unknown field"):
+        ExitSchedule.from_dict(data)

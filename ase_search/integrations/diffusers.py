@@ -68,6 +68,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
+from ase_search.callplan import CallNumbering, forecast
 from ase_search.schedule import ExitSchedule
 
 __all__ = [
@@ -183,13 +184,15 @@ class ExitScheduleState:
     calls: list[ExitCall] = field(default_factory=list)
     # The count of the call in progress; None outside a transformer call, where blocks run as is.
     active: int | None = None
-    # Block reuse (ExitSchedule.modes): the interval of the previous call and the call's number in
-    # its run of consecutive calls there; at a refresh, the count whose residual is captured and
-    # the hidden state after it; in a reuse call, the residual the first skipped block adds.
-    interval: int | None = None
-    run_index: int = 0
+    # Block reuse and forecast (ExitSchedule.modes): the run's call numbering (the one of
+    # ase_search.callplan); at a refresh, the count whose residual is captured and the hidden
+    # state after it; the refreshes' (t, residual) of the interval's run; in a reuse or forecast
+    # call, the residual the first skipped block adds.
+    numbering: CallNumbering | None = None
     capture: int | None = None
     captured: torch.Tensor | None = None
+    history: list[tuple[float, torch.Tensor]] = field(default_factory=list)
+    call_t: float = 0.0
     residual: torch.Tensor | None = None
     inject: bool = False
     # The previous call's time and input shape: a call at a later time (t rises back towards
@@ -206,7 +209,8 @@ class ExitScheduleState:
     def new_run(self) -> None:
         """Start a new sampling trajectory: block-reuse caches are emptied (the next call in a
         reuse interval refreshes). :func:`sample_diffusers` calls it for every batch."""
-        self.interval, self.run_index = None, 0
+        self.numbering = CallNumbering(self.schedule, 1)
+        self.history = []
         self.capture = self.captured = self.residual = None
         self.inject = False
         self.last_t = self.last_shape = None
@@ -246,17 +250,19 @@ class _TransformerHook(ModelHook):
                 state.last_shape is not None and shape != state.last_shape):
             state.new_run()
         state.last_t, state.last_shape = t, shape
-        # Interval and run numbering as ase_search.callplan.call_plan has them.
-        k = schedule.interval_of(t)
-        state.run_index = state.run_index + 1 if k == state.interval else 0
-        if k != state.interval:
-            state.residual = None  # a residual past one count is not valid for another
-        state.interval = k
-        n, refresh = schedule.blocks[k], False
-        if schedule.modes[k] == "reuse":
-            refresh = state.run_index % schedule.periods[k] == 0 or state.residual is None
+        # The one numbering (ase_search.callplan), one call at a time.
+        if state.numbering is None:
+            state.new_run()
+        call = state.numbering.next(t)
+        if call.enters:
+            state.history = []  # each interval's run forecasts from its own refreshes
+        n, refresh = call.count, call.refresh
+        state.call_t = t
+        if call.reuse:
             if refresh:
                 state.capture, n = n, schedule.depth
+            else:
+                state.residual = forecast(state.history, t, call.order)
             state.inject = not refresh
         before = state.block_evals
         state.active = n
@@ -264,6 +270,7 @@ class _TransformerHook(ModelHook):
             output = self.fn_ref.original_forward(*args, **kwargs)
         finally:
             state.active, state.capture, state.captured, state.inject = None, None, None, False
+            state.residual = None
         state.calls.append(ExitCall(t, n, state.block_evals - before, refresh))
         return output
 
@@ -306,7 +313,11 @@ class _BlockHook(ModelHook):
         if self.index == state.capture - 1:
             state.captured = hidden
         if self.index == depth - 1:
-            state.residual = hidden - state.captured
+            kept = state.history
+            if kept and kept[-1][0] == state.call_t:
+                kept.pop()  # a second refresh at one time replaces the first
+            kept.append((state.call_t, hidden - state.captured))
+            del kept[:-3]  # enough for order 2
 
 
 def _call_time(timestep: Any, scale: float) -> float:

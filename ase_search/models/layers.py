@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ase_search.callplan import forecast
 
 __all__ = [
     "Attention",
@@ -385,52 +386,73 @@ def apply_exit_heads(
 
 
 class BlockReuse:
-    """The block-reuse cache of one sampling trajectory (``reuse`` intervals, issue #16).
+    """The block-reuse and forecast cache of one sampling trajectory (``reuse`` and ``forecast``
+    intervals, issues #16 and #24).
 
     The sampler makes a fresh one for each batch trajectory, so nothing carries over between runs,
-    seeds or batches, and sets :attr:`refresh` before every call from
-    :func:`ase_search.callplan.call_plan`. A model's forward with ``reuse=`` this object runs every
-    block on a refresh call and stores, per sample (guidance's doubled batch is one batch here, so
-    per branch too), the residual of the blocks past the sample's count; on any other call it runs
-    the count and adds that residual. What the residual is belongs to each model (see
-    :mod:`ase_search.schedule`); DiT stores one, under ``"past"``, U-ViT one per decoder block.
+    seeds or batches, and calls :meth:`begin` before every call with the call's
+    :class:`~ase_search.callplan.PlannedCall` and time. A model's forward with ``reuse=`` this
+    object runs every block on a refresh call and keeps, per sample (guidance's doubled batch is
+    one batch here, so per branch too), the residual of the blocks past the sample's count with
+    the call's time; on any other call it runs the count and adds that residual, forecast to the
+    call's time (:func:`ase_search.callplan.forecast`; order 0 adds the last one as it is). What
+    the residual is belongs to each model (see :mod:`ase_search.schedule`); DiT keeps one, under
+    ``"past"``, U-ViT one per decoder block.
 
     Attributes:
-        refresh: whether the next call is a refresh.
+        refresh: whether the call in progress is a refresh.
+        t: the call's time in ``[0, 1]``.
+        order: the forecast order of the call in progress.
     """
+
+    KEEP = 3  # refreshes kept per residual: enough for order 2
 
     def __init__(self) -> None:
         self.refresh = True
+        self.t = 0.0
+        self.order = 0
         self._counts: torch.Tensor | None = None  # (N,) the counts the residuals are valid for
-        self._residuals: dict[Any, torch.Tensor] = {}
+        self._history: dict[Any, list[tuple[float, torch.Tensor]]] = {}
+
+    def begin(self, call: Any, t: float) -> None:
+        """Set up for the next call: its :class:`~ase_search.callplan.PlannedCall` and time."""
+        if call.enters:
+            self._history = {}  # each interval's run forecasts from its own refreshes
+        self.refresh, self.order, self.t = call.refresh, call.order, float(t)
 
     def runs(self, plan: ExitPlan, exit_depth: int) -> ExitPlan:
         """The blocks the model runs on this call: all of them on a refresh, else ``plan``'s."""
         return ExitPlan(exit_depth, exit_depth) if self.refresh else plan
 
     def store(self, key: Any, plan: ExitPlan, residual: torch.Tensor) -> None:
-        """Keep ``residual`` (N, ...) for the counts of ``plan``; a refresh calls it."""
+        """Keep ``residual`` (N, ...) for the counts of ``plan`` at this call's time; a refresh
+        calls it."""
         counts = plan.counts(residual.shape[0], residual.device)
         if self._counts is None or not torch.equal(self._counts, counts):
-            self._residuals = {}  # residuals past other counts are no longer valid
+            self._history = {}  # residuals past other counts are no longer valid
         self._counts = counts
-        self._residuals[key] = residual
+        kept = self._history.setdefault(key, [])
+        if kept and kept[-1][0] == self.t:
+            kept.pop()  # a second refresh at one time (a repeated timestep) replaces the first
+        kept.append((self.t, residual))
+        del kept[:-self.KEEP]
 
     def residual(self, key: Any, plan: ExitPlan, batch_size: int,
                  device: torch.device) -> torch.Tensor:
-        """The residual stored under ``key`` at the last refresh, checked against ``plan``.
+        """The residual kept under ``key``, forecast to this call's time at its order, checked
+        against ``plan``.
 
         Raises:
-            ValueError: no refresh stored it, or it was stored for other block counts.
+            ValueError: no refresh kept it, or it was kept for other block counts.
         """
         counts = plan.counts(batch_size, device)
-        if key not in self._residuals:
+        if key not in self._history:
             raise ValueError("block reuse: a reuse call needs a refresh call first (set "
                              "reuse.refresh = True) to store the residuals")
         if self._counts is None or not torch.equal(self._counts, counts):
             raise ValueError("block reuse: the residuals were stored for other block counts or "
                              "another batch; refresh at these counts first")
-        return self._residuals[key]
+        return forecast(self._history[key], self.t, self.order)
 
 
 #################################################################################

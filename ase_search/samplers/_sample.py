@@ -222,7 +222,7 @@ def sample(
         t = torch.full((x.shape[0],), times[i], dtype=t_dtype, device=device)  # (B,)
         k = None if plan[i] is None else plan[i].count
         if plan[i] is not None and plan[i].reuse:
-            reuse.refresh = plan[i].refresh
+            reuse.begin(plan[i], times[i] / T)
         else:
             reuse = None  # a skip interval's call: nothing added past the count
         out = forward(x, t, y, k, reuse).float()  # (B, C_out, H, W)

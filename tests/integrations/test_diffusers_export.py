@@ -174,15 +174,19 @@ def test_sample_with_diffusers(exported, tmp_path):
     assert (tmp_path / "g.png").is_file()
 
 
-def test_block_reuse_matches_the_native_sampler(tmp_path):
-    """Block reuse through the hooks == ase-search's own reuse, call by call and sample by sample."""
+@pytest.mark.parametrize("lever", ["reuse", "forecast1", "forecast2"])
+def test_block_reuse_matches_the_native_sampler(tmp_path, lever):
+    """Block reuse and forecast through the hooks == ase-search's own, call by call and sample
+    by sample (two implementations of one plan: the hooks see one call at a time)."""
     from ase_search.callplan import blocks_per_call
     from ase_search.samplers import SamplerConfig, sample
 
     model = _random_dit()
     export_dit(model, tmp_path / "tiny", source="test")
     transformer, scheduler = load_transformer(tmp_path / "tiny"), load_scheduler(tmp_path / "tiny")
-    schedule = ExitSchedule("dit", 4, (0.0, 0.3, 1.0), (4, 1), "half").with_reuse(2)
+    half = ExitSchedule("dit", 4, (0.0, 0.3, 1.0), (4, 1), "half")
+    schedule = (half.with_reuse(2) if lever == "reuse" else
+                half.with_forecast(3, order=int(lever[-1]), warmup=2))
     state = apply_exit_schedule(transformer, schedule)
     try:
         out = sample_diffusers(transformer, scheduler, n=5, steps=6, seed=3, batch_size=3)

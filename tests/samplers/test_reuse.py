@@ -158,3 +158,100 @@ def test_block_evals_equal_the_blocks_that_ran(name: str, cfg_scale: float) -> N
     depth = model.exit_depth
     counts = [1, 1, 1, 2, 2, 2, 2, 3, 3, 3]
     assert out.block_evals == sum(depth if i in (0, 2, 3, 6) else k for i, k in enumerate(counts))
+
+
+# Forecast (issue #24): one forecasting interval over [0.3, 1] (DDIM-10 calls 0-6 at t = 0.9 ...
+# 0.3) at 1 block, period 3 after two warm-up refreshes, then [0, 0.3) skipping down to 3 blocks.
+# Refreshes: calls 0 and 1 (warm-up), 2 (j - 2 = 0) and 5; calls 3, 4 and 6 forecast.
+FORECAST_REFRESH = {0: True, 1: True, 2: True, 3: False, 4: False, 5: True, 6: False}
+FORECAST_SKIP = ExitSchedule("dit", 4, (0.0, 0.3, 1.0), (3, 1))
+
+
+def lagrange(points: list[tuple[float, torch.Tensor]], t: float) -> torch.Tensor:
+    """The interpolating polynomial through ``points`` at ``t``, in Lagrange's form (an
+    independent second formula: ase-search uses Newton's)."""
+    out = torch.zeros_like(points[0][1])
+    for i, (ti, ri) in enumerate(points):
+        weight = 1.0
+        for j, (tj, _) in enumerate(points):
+            if j != i:
+                weight *= (t - tj) / (ti - tj)
+        out = out + weight * ri
+    return out
+
+
+class HandForecast(HandReuse):
+    """The model with the forecast written out by hand: residuals kept at the refreshes of
+    :data:`FORECAST_REFRESH` and extrapolated through the last ``order + 1`` of them."""
+
+    def __init__(self, model: nn.Module, order: int) -> None:
+        super().__init__(model)
+        self.order = order
+
+    def forward(self, x, t, y=None, n_blocks=None):
+        call = self.calls % DDIM.steps
+        self.calls += 1
+        if call == 0:
+            self.kept = {}
+        refresh = FORECAST_REFRESH.get(call)
+        now = (900 - 100 * call) / 1000
+
+        def added(key):
+            return lagrange(self.kept[key][-(self.order + 1):], now)
+
+        if self.model.arch == "dit":
+            h, c = self.model.embed(x, t, y)
+            for i, block in enumerate(self.model.blocks):
+                if i == n_blocks and refresh is not None:
+                    after_count = h
+                if i >= n_blocks and not refresh:
+                    break
+                h = block(h, c)
+            if refresh:
+                self.kept.setdefault("past", []).append((now, h - after_count))
+            elif refresh is False:
+                h = h + added("past")
+            return self.model.head(h, c)
+        h, skips = self.model.encode(self.model.embed(x, t, y))
+        for i, blk in enumerate(self.model.out_blocks):
+            z = blk.skip_linear(torch.cat([h, skips.pop()], dim=-1))
+            if i < n_blocks or refresh:
+                h = blk.body(z)
+                if refresh:
+                    self.kept.setdefault(i, []).append((now, h - z))
+            else:
+                h = z + added(i) if refresh is False else z
+        return self.model.head(h)
+
+
+@pytest.mark.parametrize("name", ["DiT-test", "U-ViT-test"])
+@pytest.mark.parametrize("order", [1, 2])
+def test_sampling_with_forecast_equals_the_hand_written_extrapolation(name: str,
+                                                                     order: int) -> None:
+    model = tiny(name)
+    config = SamplerConfig("ddim", DDIM.steps, cfg_scale=3.0)
+    skip = ExitSchedule(model.arch, model.exit_depth, FORECAST_SKIP.boundaries,
+                        FORECAST_SKIP.blocks)
+    schedule = ExitSchedule(model.arch, model.exit_depth, skip.boundaries, skip.blocks,
+                            modes=("skip", "forecast"), periods=(1, 3), orders=(0, order),
+                            warmup=2)
+    got = sample(model, sampler=config, schedule=schedule, n=5, batch_size=2, seed=3)
+    want = sample(HandForecast(model, order), sampler=config, schedule=skip, n=5, batch_size=2,
+                  seed=3)
+    torch.testing.assert_close(got.images, want.images, rtol=1e-4, atol=1e-4)
+    # forecasting changed the samples: reusing the last refresh as it is gives others
+    reused = ExitSchedule(model.arch, model.exit_depth, skip.boundaries, skip.blocks,
+                          modes=("skip", "reuse"), periods=(1, 3), warmup=2)
+    plain = sample(model, sampler=config, schedule=reused, n=5, batch_size=2, seed=3)
+    assert not torch.allclose(got.images, plain.images, atol=1e-3)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_forecast_at_full_depth_or_period_one_is_the_full_model_bit_for_bit(order: int) -> None:
+    model = tiny("DiT-test")
+    full = sample(model, sampler=DDIM, schedule=None, n=3, seed=0)
+    for blocks in ((4, 4), (1, 2)):  # full depth; and exits that every call refreshes
+        every = ExitSchedule("dit", 4, (0.0, 0.5, 1.0), blocks, modes=("forecast",) * 2,
+                             periods=(1, 1), orders=(order, order), warmup=1)
+        out = sample(model, sampler=DDIM, schedule=every, n=3, seed=0)
+        assert torch.equal(out.images, full.images) and out.block_evals == full.block_evals
