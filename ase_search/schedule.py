@@ -66,6 +66,7 @@ __all__ = [
     "ARCHS",
     "REFERENCE_DEPTH",
     "MODES",
+    "PEERS",
     "SCHEMA_VERSION",
     "ExitSchedule",
     "FORECAST_ORDERS",
@@ -109,6 +110,22 @@ _TABLE_2: dict[str, dict[str, tuple[tuple[float, ...], tuple[int, ...]]]] = {
     },
 }
 DATA_EASY_SUFFIX = "-data-easy"
+
+# The training-free caches the field ships, at their published settings, in this schedule format
+# (issue #24): (mode, refresh period, forecast order, warm-up). Every block but the first is
+# cached, as one residual past block 1: the block-tail granularity of this format, where
+# TaylorSeer forecasts each block's attention output and FORA reuses each block's attention and
+# MLP outputs (their per-module caches keep the adaLN gates of the current step; this one does
+# not). TaylorSeer: full computation every N calls after warm-up calls, order 1 or 2; FORA:
+# reuse, every N calls.
+PEERS: dict[str, tuple[str, int, int, int]] = {
+    "taylorseer-4": ("forecast", 4, 1, 2),
+    "taylorseer-2": ("forecast", 2, 1, 2),
+    "taylorseer-4-o2": ("forecast", 4, 2, 2),
+    "taylorseer-2-o2": ("forecast", 2, 2, 2),
+    "fora-2": ("reuse", 2, 0, 0),
+    "fora-3": ("reuse", 3, 0, 0),
+}
 
 
 class ScheduleError(ValueError):
@@ -325,7 +342,8 @@ class ExitSchedule:
             self, name=name or f"{self.name}-forecast{order}p{period}",
             metadata=dict(self.metadata), modes=modes,
             periods=tuple(period if m == "forecast" else 1 for m in modes),
-            orders=tuple(order if m == "forecast" else 0 for m in modes), warmup=warmup)
+            orders=tuple(order if m == "forecast" else 0 for m in modes),
+            warmup=warmup if "forecast" in modes else 0)
 
     @property
     def forecasts(self) -> bool:
@@ -451,14 +469,15 @@ def scale_blocks(n: int, depth: int, reference_depth: int) -> int:
     return max(1, min(depth, math.floor(n * depth / reference_depth + 0.5)))
 
 
-def preset_names(arch: str, *, data_easy: bool = True) -> list[str]:
-    """Names of the presets for ``arch``: ``full``, the paper's D-n and their Data-Easy mirrors."""
+def preset_names(arch: str, *, data_easy: bool = True, peers: bool = False) -> list[str]:
+    """Names of the presets for ``arch``: ``full``, the paper's D-n, their Data-Easy mirrors and
+    with ``peers``, the peers' caches at their settings (:data:`PEERS`)."""
     if arch not in ARCHS:
         raise ScheduleError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
     names = ["full", *_TABLE_2[arch]]
     if data_easy:
         names += [n + DATA_EASY_SUFFIX for n in _TABLE_2[arch]]
-    return names
+    return names + (list(PEERS) if peers else [])
 
 
 def preset(name: str, arch: str, depth: int | None = None) -> ExitSchedule:
@@ -476,10 +495,14 @@ def preset(name: str, arch: str, depth: int | None = None) -> ExitSchedule:
     depth = ref if depth is None else depth
     if name == "full":
         return ExitSchedule(arch, depth, (0.0, 1.0), (depth,), "full")
+    if name in PEERS and depth > 1:
+        mode, period, order, warmup = PEERS[name]
+        return ExitSchedule(arch, depth, (0.0, 1.0), (1,), name, modes=(mode,),
+                            periods=(period,), orders=(order,), warmup=warmup)
     base = name[: -len(DATA_EASY_SUFFIX)] if name.endswith(DATA_EASY_SUFFIX) else name
     if base not in _TABLE_2[arch]:
         raise ScheduleError(
-            f"unknown preset {name!r} for {arch}; choose from {preset_names(arch)}"
+            f"unknown preset {name!r} for {arch}; choose from {preset_names(arch, peers=True)}"
         )
     boundaries, counts = _TABLE_2[arch][base]
     blocks = tuple(scale_blocks(n, depth, ref) for n in counts)
@@ -489,7 +512,8 @@ def preset(name: str, arch: str, depth: int | None = None) -> ExitSchedule:
 
 def resolve_schedule(spec: str, arch: str, depth: int) -> ExitSchedule:
     """A preset name or a path to a schedule JSON, checked against the model it will drive."""
-    if spec in preset_names(arch) or not (spec.endswith(".json") or Path(spec).exists()):
+    if spec in preset_names(arch, peers=True) or not (spec.endswith(".json")
+                                                       or Path(spec).exists()):
         return preset(spec, arch, depth)
     schedule = ExitSchedule.from_json(Path(spec))
     if schedule.arch != arch:

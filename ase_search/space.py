@@ -34,18 +34,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ase_search.schedule import ARCHS, MODES, ExitSchedule, preset, preset_names
+from ase_search.schedule import ARCHS, FORECAST_ORDERS, MODES, ExitSchedule, preset, preset_names
 
 __all__ = ["LeverSpace", "SamplingSpace", "ScheduleSpace", "SpaceError", "load_space"]
 
 SPACE_VERSION = 1
 _KEYS = {"version", "arch", "depth", "intervals", "edges", "edge_grid", "blocks", "monotone",
          "seeds", "description", "sampling", "levers"}
-_LEVER_KEYS = {"modes", "period", "per_interval", "exit_heads"}
+_LEVER_KEYS = {"modes", "period", "order", "warmup", "per_interval", "exit_heads"}
 _SAMPLING_KEYS = {"samplers", "steps", "timestep_spacing", "steps_only", "reference"}
 # The steps-only ladder when a space does not give one (clipped to its step range).
 STEPS_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -64,11 +64,14 @@ class LeverSpace:
     """The ``levers:`` section: how skipped blocks may be made cheaper in quality.
 
     Args:
-        modes: the modes an exiting interval may take, ``skip`` (the paper's) and/or ``reuse``
-            (add the residual the skipped blocks added at the interval's last refresh call).
-        min_period: the smallest refresh period ``r`` of a reuse interval (>= 2: ``r = 1``
-            refreshes every call, i.e. runs the full model).
+        modes: the modes an exiting interval may take, ``skip`` (the paper's), ``reuse`` (add
+            the residual the skipped blocks added at the interval's last refresh call) and/or
+            ``forecast`` (add it extrapolated to the call's time).
+        min_period: the smallest refresh period ``r`` of a reuse or forecast interval (>= 2:
+            ``r = 1`` refreshes every call, i.e. runs the full model).
         max_period: the largest.
+        min_order, max_order: the forecast orders searched (1 and/or 2).
+        min_warmup, max_warmup: the warm-up refreshes searched (the schedule's ``warmup``).
         per_interval: one ``mode_k``/``period_k`` per interval (fixed edges only); else one
             ``mode``/``period`` for every exiting interval.
         exit_heads: the model gets one output head per exit depth, trained by the one-shot
@@ -78,30 +81,47 @@ class LeverSpace:
     modes: tuple[str, ...] = ("skip",)
     min_period: int = 2
     max_period: int = 2
+    min_order: int = 1
+    max_order: int = 1
+    min_warmup: int = 0
+    max_warmup: int = 0
     per_interval: bool = False
     exit_heads: bool = False
 
     def __post_init__(self) -> None:
         if not self.modes or len(set(self.modes)) != len(self.modes):
-            raise SpaceError(f"levers.modes must list skip and/or reuse once each, got "
-                             f"{list(self.modes)}")
+            raise SpaceError(f"levers.modes must list skip, reuse and/or forecast once each, "
+                             f"got {list(self.modes)}")
         for mode in self.modes:
             if mode not in MODES:
                 raise SpaceError(f"levers.modes: unknown mode {mode!r}; choose from {list(MODES)}")
         _check_range("levers.period", self.min_period, self.max_period, 2,
                      " (period 1 refreshes every call: the full model)")
+        _check_range("levers.order", self.min_order, self.max_order, 1, "")
+        if self.max_order > max(FORECAST_ORDERS):
+            raise SpaceError(f"levers.order: at most {max(FORECAST_ORDERS)}, got "
+                             f"{self.max_order}")
+        _check_range("levers.warmup", self.min_warmup, self.max_warmup, 0, "")
         for key in ("per_interval", "exit_heads"):
             if not isinstance(getattr(self, key), bool):
                 raise SpaceError(f"levers.{key} must be true or false")
 
     @property
     def reuses(self) -> bool:
-        return "reuse" in self.modes
+        """Whether exiting intervals may keep the skipped blocks' residual (reuse or forecast)."""
+        return "reuse" in self.modes or "forecast" in self.modes
+
+    @property
+    def forecasts(self) -> bool:
+        return "forecast" in self.modes
 
     def to_dict(self) -> dict[str, Any]:
-        return {"modes": list(self.modes),
-                "period": {"min": self.min_period, "max": self.max_period},
-                "per_interval": self.per_interval, "exit_heads": self.exit_heads}
+        out = {"modes": list(self.modes),
+               "period": {"min": self.min_period, "max": self.max_period}}
+        if self.forecasts or self.max_warmup:  # older studies' spaces stay as they were stored
+            out |= {"order": {"min": self.min_order, "max": self.max_order},
+                    "warmup": {"min": self.min_warmup, "max": self.max_warmup}}
+        return out | {"per_interval": self.per_interval, "exit_heads": self.exit_heads}
 
     @classmethod
     def from_dict(cls, data: Any) -> LeverSpace:
@@ -116,13 +136,17 @@ class LeverSpace:
             modes = [modes]
         if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
             raise SpaceError("levers.modes must be a list of modes, e.g. [skip, reuse]")
-        period = data.get("period", 2)
-        if isinstance(period, int) and not isinstance(period, bool):
-            period = {"min": period, "max": period}
-        if not isinstance(period, dict) or set(period) - {"min", "max"}:
-            raise SpaceError("levers.period must be a mapping {min: R, max: R} (or one number)")
-        lo = period.get("min", 2)
-        return cls(modes=tuple(modes), min_period=lo, max_period=period.get("max", lo),
+        ranges = {}
+        for key, default in (("period", 2), ("order", 1), ("warmup", 0)):
+            value = data.get(key, default)
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = {"min": value, "max": value}
+            if not isinstance(value, dict) or set(value) - {"min", "max"}:
+                raise SpaceError(f"levers.{key} must be a mapping {{min: N, max: N}} (or one "
+                                 f"number)")
+            lo = value.get("min", default)
+            ranges |= {f"min_{key}": lo, f"max_{key}": value.get("max", lo)}
+        return cls(modes=tuple(modes), **ranges,
                    per_interval=data.get("per_interval", False),
                    exit_heads=data.get("exit_heads", False))
 
@@ -364,9 +388,9 @@ class ScheduleSpace:
             raise SpaceError("levers.per_interval needs fixed edges (edges: uniform or a list); "
                              "with searched edges use one mode and period for every interval")
         for name in self.seeds:
-            if name not in preset_names(self.arch):
+            if name not in preset_names(self.arch, peers=True):
                 raise SpaceError(f"seeds: unknown preset {name!r}; choose from "
-                                 f"{preset_names(self.arch)}")
+                                 f"{preset_names(self.arch, peers=True)}")
         for seed in self.seed_schedules():
             name = seed.name
             if not self.contains(seed):
@@ -417,6 +441,10 @@ class ScheduleSpace:
                 out["mode" + suffix] = lv.modes
             if lv.max_period > lv.min_period:
                 out["period" + suffix] = tuple(range(lv.min_period, lv.max_period + 1))
+            if lv.forecasts and lv.max_order > lv.min_order:
+                out["order" + suffix] = tuple(range(lv.min_order, lv.max_order + 1))
+        if lv.max_warmup > lv.min_warmup:
+            out["warmup"] = tuple(range(lv.min_warmup, lv.max_warmup + 1))
         return out
 
     def distributions(self) -> dict[str, Any]:
@@ -477,39 +505,46 @@ class ScheduleSpace:
         else:
             blocks = [min(max(int(params[f"blocks_{k}"]), self.min_blocks[k]), self.max_blocks[k])
                       for k in range(n)]
-        modes, periods = self._decode_levers(params, blocks)
+        modes, periods, orders = self._decode_levers(params, blocks)
         # Adjacent intervals that decode alike are one interval, reuse ones too: the space
         # cannot say "restart the refresh numbering here" (that needs different counts or
         # periods), so D1 reusing blocks on 0.2-wide intervals decodes to itself from 0.1-wide
         # parameters.
         bounds, runs = [edges[0]], []
-        for k, run in enumerate(zip(blocks, modes, periods)):
+        for k, run in enumerate(zip(blocks, modes, periods, orders)):
             if runs and runs[-1] == run:
                 bounds[-1] = edges[k + 1]
             else:
                 runs.append(run)
                 bounds.append(edges[k + 1])
+        lv = self.levers
+        warmup = (int(params.get("warmup", lv.min_warmup))
+                  if lv is not None and any(m != "skip" for m in modes) else 0)
         return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(r[0] for r in runs),
                             name, modes=tuple(r[1] for r in runs),
-                            periods=tuple(r[2] for r in runs)).merged()
+                            periods=tuple(r[2] for r in runs), orders=tuple(r[3] for r in runs),
+                            warmup=warmup).merged()
 
     def _decode_levers(self, params: Mapping[str, Any], blocks: list[int]
-                       ) -> tuple[tuple[str, ...], tuple[int, ...]]:
-        """Each interval's mode and period (a full-depth interval skips nothing: ``skip``)."""
+                       ) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+        """Each interval's mode, period and order (a full-depth interval skips nothing)."""
         lv = self.levers
         if lv is None or not lv.reuses:
-            return ("skip",) * len(blocks), (1,) * len(blocks)
-        modes, periods = [], []
+            return ("skip",) * len(blocks), (1,) * len(blocks), (0,) * len(blocks)
+        modes, periods, orders = [], [], []
         for k, n in enumerate(blocks):
             suffix = f"_{k}" if lv.per_interval else ""
             mode = params.get("mode" + suffix, lv.modes[0])
             if n == self.depth or mode == "skip":
                 modes.append("skip")
                 periods.append(1)
+                orders.append(0)
             else:
-                modes.append("reuse")
+                modes.append(mode)
                 periods.append(int(params.get("period" + suffix, lv.min_period)))
-        return tuple(modes), tuple(periods)
+                orders.append(int(params.get("order" + suffix, lv.min_order))
+                              if mode == "forecast" else 0)
+        return tuple(modes), tuple(periods), tuple(orders)
 
     def to_params(self, schedule: ExitSchedule) -> dict[str, int]:
         """Parameters that decode to ``schedule`` (which must lie in the space)."""
@@ -543,30 +578,40 @@ class ScheduleSpace:
             return {}
         lv = self.levers
         assert lv is not None
-        exiting = [(schedule.modes[k], schedule.periods[k])
+        exiting = [(schedule.modes[k], schedule.periods[k], schedule.orders[k])
                    for k, n in enumerate(schedule.blocks) if n < schedule.depth]
-        first = exiting[0] if exiting else (lv.modes[0], lv.min_period)
+        first = exiting[0] if exiting else (lv.modes[0], lv.min_period, lv.min_order)
         params: dict[str, Any] = {}
         for k, lo in enumerate(edges[:-1] if lv.per_interval else edges[:1]):
             suffix = f"_{k}" if lv.per_interval else ""
             i = schedule.interval_of(lo)
-            mode, period = ((schedule.modes[i], schedule.periods[i]) if lv.per_interval
-                            and schedule.blocks[i] < schedule.depth else first)
-            period = period if mode == "reuse" else lv.min_period
-            if "mode" + suffix in choices:
-                params["mode" + suffix] = mode
-            if "period" + suffix in choices:
-                params["period" + suffix] = period
+            mode, period, order = ((schedule.modes[i], schedule.periods[i], schedule.orders[i])
+                                   if lv.per_interval and schedule.blocks[i] < schedule.depth
+                                   else first)
+            period = period if mode != "skip" else lv.min_period
+            order = order if mode == "forecast" else lv.min_order
+            for key, value in (("mode", mode), ("period", period), ("order", order)):
+                if key + suffix in choices:
+                    params[key + suffix] = value
+        if "warmup" in choices:
+            params["warmup"] = schedule.warmup if schedule.reuses else lv.min_warmup
         return params
 
     def _levers_allow(self, schedule: ExitSchedule) -> bool:
         lv = self.levers or LeverSpace()
-        exiting = [(schedule.modes[k], schedule.periods[k])
+        exiting = [(schedule.modes[k], schedule.periods[k], schedule.orders[k])
                    for k, n in enumerate(schedule.blocks) if n < schedule.depth]
-        for mode, period in exiting:
-            if mode not in lv.modes or (mode == "reuse"
+        for mode, period, order in exiting:
+            if mode not in lv.modes or (mode != "skip"
                                         and not lv.min_period <= period <= lv.max_period):
                 return False
+            if mode == "forecast" and not lv.min_order <= order <= lv.max_order:
+                return False
+        cached = any(mode != "skip" for mode, _, _ in exiting)
+        if cached and not lv.min_warmup <= schedule.warmup <= lv.max_warmup:
+            return False
+        if not cached and schedule.warmup:
+            return False
         return lv.per_interval or len(set(exiting)) <= 1
 
     def contains(self, schedule: ExitSchedule) -> bool:
@@ -599,10 +644,18 @@ class ScheduleSpace:
         """The seed presets; a space that does not allow ``skip`` seeds them reusing blocks at
         its smallest refresh period."""
         presets = [preset(name, self.arch, self.depth) for name in self.seeds]
-        if self.levers is not None and "skip" not in self.levers.modes:
+        lv = self.levers
+        if lv is not None and "skip" not in lv.modes:
             # merged first: a preset's equal neighbours (D1 scaled to 12 blocks ends 9, 9) are
             # one reuse interval, as the space decodes them
-            return [p.merged().with_reuse(self.levers.min_period, name=p.name) for p in presets]
+            # (the peers' presets already cache: they stay as they are)
+            if lv.modes[0] == "forecast":
+                return [p if p.reuses else
+                        p.merged().with_forecast(lv.min_period, lv.min_order, lv.min_warmup,
+                                                 name=p.name) for p in presets]
+            return [p if p.reuses else
+                    replace(p.merged().with_reuse(lv.min_period, name=p.name),
+                            warmup=lv.min_warmup if not p.is_full else 0) for p in presets]
         return presets
 
     # -------------------------------------------------------------------- I/O
@@ -719,9 +772,11 @@ def load_space(path: str | Path, *, depth: int | None = None) -> ScheduleSpace:
 
 
 def schedules_equivalent(a: ExitSchedule, b: ExitSchedule) -> bool:
-    """Same arch, depth, and block count, mode and refresh period at every t (splits of skip
-    intervals do not matter)."""
+    """Same arch, depth, warm-up, and block count, mode, refresh period and forecast order at
+    every t (splits of skip intervals do not matter)."""
     ma, mb = a.merged(), b.merged()
-    return ((ma.arch, ma.depth, ma.boundaries, ma.blocks, ma.modes, ma.periods)
-            == (mb.arch, mb.depth, mb.boundaries, mb.blocks, mb.modes, mb.periods))
+    return ((ma.arch, ma.depth, ma.boundaries, ma.blocks, ma.modes, ma.periods, ma.orders,
+             ma.warmup)
+            == (mb.arch, mb.depth, mb.boundaries, mb.blocks, mb.modes, mb.periods, mb.orders,
+                mb.warmup))
 

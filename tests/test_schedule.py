@@ -46,8 +46,10 @@ def test_presets_equal_table_2(arch: str, name: str) -> None:
 
 
 def test_preset_names_cover_the_paper() -> None:
-    assert [n for n in preset_names("dit", data_easy=False)] == ["full", "D1", "D3", "D4", "D6"]
-    assert preset_names("uvit", data_easy=False) == ["full"] + [f"D{i}" for i in range(1, 7)]
+    assert preset_names("dit", data_easy=False, peers=False) == ["full", "D1", "D3", "D4", "D6"]
+    assert set(preset_names("dit", peers=True)) - set(preset_names("dit")) == {
+        "taylorseer-4", "taylorseer-2", "taylorseer-4-o2", "taylorseer-2-o2", "fora-2", "fora-3"}
+    assert preset_names("uvit", data_easy=False, peers=False) == ["full"] + [f"D{i}" for i in range(1, 7)]
 
 
 def test_block_acceleration_matches_paper_ddim() -> None:

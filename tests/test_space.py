@@ -165,6 +165,36 @@ def test_lever_parameters_round_trip_reuse_schedules() -> None:
         assert seen_reuse
 
 
+def test_forecast_parameters_round_trip_and_bound_the_schedules() -> None:
+    space = _lever_space({"modes": ["forecast", "reuse"], "period": {"min": 2, "max": 4},
+                          "order": {"min": 1, "max": 2}, "warmup": {"min": 0, "max": 2}})
+    assert space.lever_choices() == {"mode": ("forecast", "reuse"), "period": (2, 3, 4),
+                                     "order": (1, 2), "warmup": (0, 1, 2)}
+    rng = random.Random(1)
+    seen = set()
+    for _ in range(200):
+        s = space.sample(rng)
+        assert space.contains(s)
+        assert schedules_equivalent(space.from_params(space.to_params(s)), s)
+        for n, mode, p in zip(s.blocks, s.modes, s.orders):
+            assert (mode, p) in {("skip", 0), ("reuse", 0), ("forecast", 1), ("forecast", 2)}
+            seen.add((mode, p))
+        assert 0 <= s.warmup <= 2 and (s.warmup == 0 or s.reuses)
+    assert {("forecast", 1), ("forecast", 2), ("reuse", 0)} <= seen
+    d4 = preset("D4", "dit", 12)
+    assert space.contains(d4.with_forecast(3, order=2, warmup=1))
+    assert not space.contains(d4.with_forecast(3, order=2, warmup=3))  # warm-up out of range
+    assert not space.contains(d4.with_forecast(5, order=1))  # period out of range
+    # the peers' presets seed as they are, at their own settings
+    peers = _lever_space({"modes": ["forecast", "reuse"], "period": {"min": 2, "max": 4},
+                          "order": {"min": 1, "max": 2}, "warmup": {"min": 0, "max": 2}},
+                         seeds=["full", "taylorseer-4", "fora-3"])
+    _, taylorseer, fora = peers.seed_schedules()
+    assert (taylorseer.modes, taylorseer.periods, taylorseer.orders, taylorseer.warmup) == (
+        ("forecast",), (4,), (1,), 2)
+    assert (fora.modes, fora.periods, fora.warmup) == (("reuse",), (3,), 0)
+
+
 def test_a_reuse_only_space_seeds_the_presets_reusing_blocks() -> None:
     space = _lever_space({"modes": ["reuse"], "period": 3})
     full, d1 = space.seed_schedules()
@@ -178,7 +208,10 @@ def test_a_reuse_only_space_seeds_the_presets_reusing_blocks() -> None:
 
 @pytest.mark.parametrize("levers, message", [
     ({"modes": ["skip", "cache"]}, "unknown mode 'cache'"),
-    ({"modes": []}, "levers.modes must list skip and/or reuse"),
+    ({"modes": []}, "levers.modes must list skip, reuse and/or forecast"),
+    ({"modes": ["forecast"], "order": 3}, "levers.order: at most 2"),
+    ({"modes": ["forecast"], "order": 0}, "levers.order.min must be an integer >= 1"),
+    ({"modes": ["forecast"], "warmup": -1}, "levers.warmup.min must be an integer >= 0"),
     ({"modes": ["reuse"], "period": 1}, "levers.period.min must be an integer >= 2"),
     ({"modes": ["reuse"], "period": {"min": 4, "max": 2}}, "min 4 is above max 2"),
     ({"modes": ["reuse"], "colour": 1}, "levers: unknown field(s) colour"),

@@ -42,10 +42,11 @@ def schedules_cmd(
     steps: StepsOpt = 50,
     data_easy: Annotated[bool, typer.Option(help="Also list the Data-Easy mirrors.")] = False,
 ) -> None:
-    """The preset schedules as in the paper's Table 2, with their block acceleration."""
+    """The preset schedules (the paper's Table 2, and the peers' caches at their settings), with
+    their block acceleration."""
     from ase_search.schedule import preset, preset_names
 
-    names = preset_names(arch, data_easy=data_easy)
+    names = preset_names(arch, data_easy=data_easy, peers=True)
     schedules = [preset(n, arch, depth) for n in names]
     title = f"{arch} presets (exitable depth {schedules[0].depth})"
     console.print(_schedule_table(schedules, sampler, steps, title))
