@@ -38,6 +38,7 @@ from ase_search.record import (
     config_identity,
     config_key,
     confirmed_fids,
+    looks_at,
     reference_sampler,
     study_sampler,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "confirmation_seeds",
     "export_point",
     "fronts_table",
+    "lever_word",
     "select_point",
     "study_fronts",
     "study_points",
@@ -336,10 +338,15 @@ def _cost_model_errors(points: Sequence[StudyPoint], reference: StudyPoint, unit
 
 
 def study_verdict(study: optuna.Study, window: float = WINDOW,
-                  seeds: Collection[int] | None = None) -> StudyVerdict:
+                  seeds: Collection[int] | None = None, looks: int | None = None
+                  ) -> StudyVerdict:
     """Judge ``study``'s levers against its steps-only ladder by the one rule, on the fresh seeds
     its confirmation measured, or on ``seeds`` alone (an independent replication: ``confirm
     --seeds 16`` then ``seeds=range(9, 17)``; see :class:`StudyVerdict`).
+
+    ``looks`` (default: counted from the study's record, :func:`~ase_search.record.looks_at`)
+    is how many verdicts on these seeds' sets the rule pays for; a history of the study's looks
+    passes each one's number as it was then.
 
     Raises:
         ValueError: ``seeds`` names a seed the reference was not measured on, or the one the
@@ -390,7 +397,8 @@ def study_verdict(study: optuna.Study, window: float = WINDOW,
     if missing or reference is None:
         return StudyVerdict(fronts, window, None, seeds, tuple(missing), hv, source, errors)
     verdict = judge([c for c in points if c is not None], ladder, reference, window=window,
-                    selection_seeds=selection)
+                    selection_seeds=selection,
+                    looks=looks if looks is not None else looks_at(study.user_attrs, seeds))
     return StudyVerdict(fronts, window, verdict, seeds, (), hv, source, errors)
 
 
@@ -434,7 +442,9 @@ def fronts_table(verdict: StudyVerdict) -> pd.DataFrame:
                                        "exits_front", "joint_front", "vs_fewer_steps"])
 
 
-def _lever_word(fronts: Fronts) -> str:
+def lever_word(fronts: Fronts) -> str:
+    """What the study's levers are called in its verdict: exits, block reuse or forecast
+    configurations."""
     keys = [p.key for p in fronts.points if p.kind == "exit"]
     tails = [k.split("/", 1)[1].split("@")[0] for k in keys]
     if keys and all("f" in t for t in tails):
@@ -464,7 +474,7 @@ def verdict_lines(verdict: StudyVerdict) -> list[str]:
         lines.append(f"no verdict yet: {what}; `ase-search confirm STUDY` measures them (one "
                      f"seed, the one the search selected on, resolves nothing)")
         return lines
-    lines += verdict.verdict.lines(_lever_word(f))
+    lines += verdict.verdict.lines(lever_word(f))
     judged = {j.point.label for j in verdict.verdict.judgements}
     dominated = [p for p in f.points if p.kind == "exit" and p.seeds is None
                  and p.fid <= verdict.verdict.window * ref.fid and p.key not in judged]

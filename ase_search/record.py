@@ -30,9 +30,11 @@ __all__ = [
     "CONFIRM_PREFIX",
     "MEASURED_LATENCY",
     "STEPS_ONLY_PREFIX",
+    "VERDICT_LOOKS",
     "config_identity",
     "config_key",
     "confirmed_fids",
+    "looks_at",
     "reference_sampler",
     "study_sampler",
 ]
@@ -40,6 +42,17 @@ __all__ = [
 STEPS_ONLY_PREFIX = "steps_only:"  # study user attribute of one steps-only baseline point
 CONFIRM_PREFIX = "confirm:"  # study user attribute of one configuration's confirmation seeds
 MEASURED_LATENCY = "measured_latency"  # study user attribute: whole runs timed in one session
+# study user attribute: the seed sets ``confirm`` gave a verdict on, in order (each is a look)
+VERDICT_LOOKS = "verdict_looks"
+
+
+def looks_at(attrs: dict[str, Any], seeds: Collection[int]) -> int:
+    """How many verdicts a judgement on ``seeds`` makes in all: the recorded looks at seed sets
+    that share a seed with it (another set than ``seeds``), plus this one."""
+    judged = {int(s) for s in seeds}
+    earlier = {tuple(sorted(int(s) for s in look)) for look in attrs.get(VERDICT_LOOKS) or ()
+               if isinstance(look, list)}
+    return 1 + sum(1 for look in earlier if set(look) & judged and set(look) != judged)
 
 
 def study_sampler(config: dict[str, Any]) -> Any:

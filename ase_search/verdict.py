@@ -24,6 +24,12 @@ benchmark report) comes from :func:`judge`, on FIDs measured per seed with commo
    discounted speedup among the levers' points in the quality window (FID <= ``window`` x the
    reference's); picked among K candidates on the same seeds, each candidate is tested at
    ``alpha / K`` (Bonferroni), so the headline's false-claim rate stays at most ``alpha``.
+   Seeds added after an earlier verdict on some of them make another *look* at the same data
+   (judging 1-8, then 1-16 because 1-8 said no, is two tries at one claim). The L-th look spends
+   half of what the one before it did: each candidate is tested at ``alpha / (K 2^(L-1))``, so
+   however often a study's seeds are extended, all its looks together claim falsely at most
+   ``2 alpha`` (``alpha`` for the first look, as without extensions), and a null point cannot be
+   confirmed by measuring seeds until one look happens to pass.
 
 Every compared configuration must hold FIDs for the same seeds, and none of them may be a seed
 the search selected on (``selection_seeds``): a verdict never mixes seed counts, and never judges
@@ -394,7 +400,8 @@ class Verdict:
     Attributes:
         reference: the reference configuration (the full model at the reference sampler).
         window: the quality window, a factor on the reference's mean FID.
-        alpha: the family level; each of the K candidates is tested at ``alpha / K``.
+        alpha: the family level; each of the K candidates is tested at ``alpha / (K 2^(L-1))``
+            at the L-th look.
         target: the speedup the headline is held against (e.g. 1.25).
         judgements: every judged point (the candidates: levers' points in the window), by
             discounted speedup, best first (points without a number last).
@@ -402,6 +409,7 @@ class Verdict:
         resolvable: the smallest relative FID improvement the candidates' tests could resolve
             at the seed noise seen (the pooled sd of their log ratios against their matches).
         seeds: the seeds every configuration was measured on.
+        looks: L, the verdicts made so far on growing sets of these seeds (this one included).
     """
 
     reference: Configuration
@@ -413,6 +421,7 @@ class Verdict:
     resolvable: float
     seeds: tuple[int, ...]
     ladder: tuple[Configuration, ...] = field(default=())
+    looks: int = 1
 
     @property
     def candidates(self) -> int:
@@ -420,7 +429,7 @@ class Verdict:
 
     @property
     def alpha_each(self) -> float:
-        return self.alpha / max(1, self.candidates)
+        return self.alpha / (max(1, self.candidates) * 2 ** (self.looks - 1))
 
     @property
     def headline(self) -> Judgement | None:
@@ -449,7 +458,9 @@ class Verdict:
                  f"of them a seed the search selected on; {self.candidates} candidate"
                  f"{'s' if self.candidates != 1 else ''} in the quality window (FID <= "
                  f"{self.window:g} x the reference's {ref.fid:.2f}), each tested at one-sided "
-                 f"alpha {self.alpha_each:.3g} ({self.alpha:g} / {max(1, self.candidates)})"]
+                 f"alpha {self.alpha_each:.3g} ({self.alpha:g} / {max(1, self.candidates)}"
+                 + (f" / 2^{self.looks - 1}, look {self.looks} at these seeds"
+                    if self.looks > 1 else "") + ")"]
         top = self.headline
         if top is not None:
             target = ("meets" if self.meets_target else "misses") + f" the {self.target:g}x target"
@@ -482,7 +493,7 @@ def _seed_text(seeds: Sequence[int]) -> str:
 
 def judge(points: Sequence[Configuration], ladder: Sequence[Configuration],
           reference: Configuration, *, window: float = WINDOW, alpha: float = ALPHA,
-          target: float = 1.25, selection_seeds: Iterable[int] = ()) -> Verdict:
+          target: float = 1.25, selection_seeds: Iterable[int] = (), looks: int = 1) -> Verdict:
     """Judge the levers' ``points`` against the steps-only ``ladder``.
 
     Args:
@@ -493,11 +504,16 @@ def judge(points: Sequence[Configuration], ladder: Sequence[Configuration],
         alpha: the one-sided level of the whole verdict.
         target: the speedup the headline is held against.
         selection_seeds: the seeds the search selected on; none may be among the judged ones.
+        looks: the verdicts made on sets of these seeds so far, this one included (earlier
+            verdicts on fewer of them count: each look is another try at the claim, tested at
+            half the level of the one before).
 
     Raises:
         ValueError: configurations on different seeds, a judged seed the search selected on, an
-            empty ladder, a window below 1.
+            empty ladder, a window below 1, fewer than one look.
     """
+    if isinstance(looks, bool) or not isinstance(looks, int) or looks < 1:
+        raise ValueError(f"looks must be an integer >= 1, got {looks!r}")
     window = _check_number("window", window, positive=True)
     if window < 1:
         raise ValueError(f"window must be >= 1 (a share of FID above the reference's allowed), "
@@ -516,7 +532,7 @@ def judge(points: Sequence[Configuration], ladder: Sequence[Configuration],
     edge = window * reference.fid
     inside = [p for p in points if p.fid <= edge]
     outside = tuple(p for p in points if p.fid > edge)
-    each = alpha / max(1, len(inside))
+    each = alpha / (max(1, len(inside)) * 2 ** (looks - 1))
     judgements = [judge_point(p, ladder, each) for p in inside]
     judgements.sort(key=lambda j: (j.discounted is None, -(j.discounted or 0.0), j.point.fid,
                                    j.point.label))
@@ -530,7 +546,8 @@ def judge(points: Sequence[Configuration], ladder: Sequence[Configuration],
         pooled = (math.sqrt(statistics.fmean(statistics.variance(d) for d in pairs))
                   if pairs and len(seeds) > 1 else 0.0)
     return Verdict(reference, window, alpha, target, tuple(judgements), outside,
-                   resolvable_difference(pooled, len(seeds), each), tuple(seeds), tuple(ladder))
+                   resolvable_difference(pooled, len(seeds), each), tuple(seeds), tuple(ladder),
+                   looks)
 
 
 # ###################################################################### fronts

@@ -86,6 +86,7 @@ def summarise(storage: Path, wall: float | None, command: str,
         lines.append("- Per trial (median): " + ", ".join(
             f"{k} {statistics.median(s.get(k, 0.0) for s in splits):.1f} s" for k in names))
     lines += ["", "## Verdict", ""] + [f"- {line}" for line in verdict_lines(verdict)]
+    lines += _looks(study)
     table = fronts_table(verdict)
     shown = table[table.steps_only_front | table.exits_front | table.joint_front]
     rows = []
@@ -123,6 +124,47 @@ def summarise(storage: Path, wall: float | None, command: str,
               "step count: `reports/steps_vs_exits.md`; the levers that make skipped blocks "
               "cheaper (block reuse, exit heads): `reports/levers.md`, `reports/exit_heads.md`."]
     return "\n".join(lines) + "\n"
+
+
+def _looks(study: Any) -> list[str]:
+    """Each verdict ``confirm`` gave as the seeds grew (at the level the rule gave it then), and
+    the seeds the last look added, judged alone: an independent replication."""
+    from ase_search.fronts import study_verdict
+    from ase_search.record import VERDICT_LOOKS
+
+    looks = [list(look) for look in study.user_attrs.get(VERDICT_LOOKS) or []]
+    if len(looks) < 2:
+        return []
+    lines = ["", "## Every look at the seeds, and the replication", "",
+             "Each time `confirm` measured more fresh seeds, the verdict was a new look at the "
+             "same claim; the rule tests the L-th look at alpha / 2^(L-1) (`ase_search/verdict.py`"
+             "). The last look's new seeds, judged alone, are an independent replication.", ""]
+
+    def headline(seeds: list[int], looks_then: int) -> str:
+        verdict = study_verdict(study, seeds=seeds, looks=looks_then).verdict
+        return next(line for line in verdict.lines(_lever(study)) if line.startswith("headline"))
+
+    for i, look in enumerate(looks, start=1):
+        lines.append(f"- look {i}, {_seeds(look)}: {headline(look, i)}")
+    fresh = sorted(set(looks[-1]) - {s for look in looks[:-1] for s in look})
+    if len(fresh) >= 2:
+        verdict = study_verdict(study, seeds=fresh)
+        lines.append(f"- replication, {_seeds(fresh)} alone (look {verdict.verdict.looks}: they "
+                     f"are in look {len(looks)}): "
+                     + next(line for line in verdict.verdict.lines(_lever(study))
+                            if line.startswith("headline")))
+    return lines
+
+
+def _seeds(seeds: list[int]) -> str:
+    return (f"seeds {seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
+            else "seeds " + ", ".join(map(str, seeds)))
+
+
+def _lever(study: Any) -> str:
+    from ase_search.fronts import lever_word, study_fronts
+
+    return lever_word(study_fronts(study))
 
 
 def _load_text(study: Any) -> str:

@@ -369,6 +369,7 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
         else:
             time_confirmed(study, starting_weights(config), batch_size=config.batch_size,
                            log=log)
+        record_look(study)
 
     jobs = confirm_jobs(study, seeds)
     if not jobs:
@@ -411,6 +412,19 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
                           + "; ".join(f"{k}: {v}" for k, v in failures.items())[:400])
     timed()
     return measured
+
+
+def record_look(study: Any) -> None:
+    """Record the seed set the study's verdict now rests on as a look (:data:`~ase_search.record
+    .VERDICT_LOOKS`): a later verdict on more of these seeds is another try at the same claim,
+    and the rule pays for each (:func:`ase_search.verdict.judge`'s ``looks``)."""
+    from ase_search.fronts import study_verdict
+    from ase_search.record import VERDICT_LOOKS
+
+    seeds = list(study_verdict(study).seeds)
+    looks = list(study.user_attrs.get(VERDICT_LOOKS) or [])
+    if seeds and seeds not in looks:
+        study.set_user_attr(VERDICT_LOOKS, looks + [seeds])
 
 
 def check_space(study: Any, space: Any) -> None:
