@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +46,6 @@ __all__ = [
     "Measurement",
     "QUALITY_N",
     "SampleQuality",
-    "TimedRun",
     "check_fid_reference",
     "check_finite_samples",
     "check_positive_int",
@@ -447,42 +446,15 @@ def measure_sample_quality(
 
 
 # ###################################################################### measured latency
-@dataclass(frozen=True)
-class TimedRun:
-    """Wall-clock seconds of one whole sampling run (every model call and the sampler's own
-    arithmetic: block-reuse caches, DPM-Solver++'s multistep update), over interleaved rounds.
-
-    Attributes:
-        seconds: the median over rounds.
-        error: half the rounds' interquartile range over the median: the relative spread of one
-            round, the uncertainty a verdict discounts a measured latency by.
-        rounds: each round's seconds.
-    """
-
-    seconds: float
-    error: float
-    rounds: tuple[float, ...]
-
-    @classmethod
-    def of(cls, rounds: Sequence[float]) -> TimedRun:
-        ordered = sorted(rounds)
-        median = statistics.median(ordered)
-        if len(ordered) >= 4:
-            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
-        else:
-            q1, q3 = ordered[0], ordered[-1]
-        return cls(median, (q3 - q1) / 2 / median, tuple(rounds))
-
-
 def time_sampling_runs(model: nn.Module, configs: dict[str, tuple[ExitSchedule | None, Any]], *,
                        batch_size: int, rounds: int = 5,
                        device: str | torch.device = "cpu") -> dict[str, TimedRun]:
-    """Time each configuration's whole sampling run of ``batch_size`` samples, interleaved.
+    """Time each configuration's whole sampling run of ``batch_size`` samples, interleaved
+    (:func:`~ase_search.metrics.latency.time_interleaved`).
 
-    One warm-up round, then ``rounds`` rounds, each running every configuration once in an order
-    that rotates with the round, so that a burst of load on the machine hits them alike. Unlike
-    the cost model, which times the network's parts, this times everything the sampler runs, so
-    it checks the cost model where it was never validated (block reuse, DPM-Solver++).
+    Unlike the cost model, which times the network's parts, this times everything the sampler
+    runs, so it checks the cost model where it was never validated (block reuse, forecast,
+    DPM-Solver++).
 
     Args:
         model: the network (weights do not matter for time).
@@ -493,25 +465,16 @@ def time_sampling_runs(model: nn.Module, configs: dict[str, tuple[ExitSchedule |
     """
     import torch
 
+    from ase_search.metrics.latency import time_interleaved
     from ase_search.samplers import sample
 
     check_positive_int("batch_size", batch_size)
-    check_positive_int("rounds", rounds)
-    names = list(configs)
-    times: dict[str, list[float]] = {name: [] for name in names}
     device = torch.device(device)
     model = model.to(device)
-    for r in range(rounds + 1):  # round 0 warms up
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            schedule, sampler = configs[name]
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            sample(model, sampler=sampler, schedule=schedule, n=batch_size,
-                   batch_size=batch_size, seed=0, device=device)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if r > 0:
-                times[name].append(time.perf_counter() - start)
-    return {name: TimedRun.of(t) for name, t in times.items()}
+
+    def run(schedule: ExitSchedule | None, sampler: Any) -> Callable[[], Any]:
+        return lambda: sample(model, sampler=sampler, schedule=schedule, n=batch_size,
+                              batch_size=batch_size, seed=0, device=device)
+
+    return time_interleaved({name: run(*config) for name, config in configs.items()},
+                            rounds=rounds, device=device)

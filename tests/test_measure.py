@@ -211,7 +211,7 @@ def test_evaluate_and_a_search_trial_measure_alike(dit, tmp_path) -> None:
 
 # ###################################################################### measured latency
 def test_timed_run_spread_by_hand() -> None:
-    from ase_search.measure import TimedRun
+    from ase_search.metrics.latency import TimedRun
 
     run = TimedRun.of([1.0, 1.2, 0.9, 1.1, 1.0])
     # sorted 0.9 1.0 1.0 1.1 1.2: median 1.0; inclusive quartiles 1.0 and 1.1

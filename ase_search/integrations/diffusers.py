@@ -72,6 +72,7 @@ from ase_search.callplan import CallNumbering, forecast
 from ase_search.schedule import ExitSchedule
 
 __all__ = [
+    "time_diffusers_runs",
     "DiffusersMeasurement",
     "DiffusersSamples",
     "EXIT_LAYOUTS",
@@ -838,6 +839,49 @@ def sample_diffusers(
             pixel = channels in (1, 3)
             images.append((x.clamp(-1.0, 1.0) if pixel else x).float().cpu())
     return DiffusersSamples(torch.cat(images), labels, block_evals, calls)
+
+
+def time_diffusers_runs(path: str | os.PathLike[str],
+                        configs: dict[str, tuple[ExitSchedule | None, Any]], *, batch_size: int,
+                        rounds: int = 5, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Time each configuration's whole :func:`sample_diffusers` run of ``batch_size`` samples
+    through the hooks and the folder's diffusers schedulers, interleaved
+    (:func:`~ase_search.metrics.latency.time_interleaved`): the measured latency of a diffusers
+    study's points, every lever's work (the hooks, the cache, the scheduler) included.
+
+    Args:
+        path: the transformer's folder (or a pipeline folder with ``transformer/``).
+        configs: name -> (schedule or ``None`` for the full model,
+            :class:`~ase_search.samplers.SamplerConfig`).
+        batch_size: samples of one run.
+        rounds: timed rounds (>= 1).
+        device: where to run.
+
+    Returns:
+        name -> :class:`~ase_search.metrics.latency.TimedRun`.
+    """
+    from ase_search.metrics.latency import time_interleaved
+
+    transformer = load_transformer(path).to(device)
+
+    def run(schedule: ExitSchedule | None, sampler: Any) -> Callable[[], None]:
+        scheduler = load_scheduler(path, sampler.name, timestep_spacing=sampler.timestep_spacing)
+        hooked = schedule is not None and not schedule.is_full
+
+        def go() -> None:
+            if hooked:
+                apply_exit_schedule(transformer, schedule)
+            try:
+                sample_diffusers(transformer, scheduler, n=batch_size, steps=sampler.steps,
+                                 cfg_scale=sampler.cfg_scale, batch_size=batch_size,
+                                 device=device)
+            finally:
+                if hooked:
+                    remove_exit_schedule(transformer)
+        return go
+
+    return time_interleaved({name: run(*config) for name, config in configs.items()},
+                            rounds=rounds, device=device)
 
 
 @dataclass(frozen=True)

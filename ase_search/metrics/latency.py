@@ -33,6 +33,8 @@ from ase_search.callplan import Calls, blocks_per_call, call_timesteps
 from ase_search.schedule import ExitSchedule
 
 __all__ = [
+    "TimedRun",
+    "time_interleaved",
     "CostModel",
     "example_inputs",
     "fastest_round",
@@ -326,3 +328,64 @@ def sampling_latencies(samples: Mapping[str, Sequence[Sequence[float]]]) -> dict
     :func:`sampling_latency_samples`: the sum over its calls of the median over the rounds."""
     return {name: sum(statistics.median(v) for v in per_call)
             for name, per_call in samples.items()}
+
+
+# ###################################################################### whole runs, timed
+@dataclass(frozen=True)
+class TimedRun:
+    """Wall-clock seconds of one whole sampling run (every model call and the sampler's own
+    arithmetic: block-reuse caches, DPM-Solver++'s multistep update), over interleaved rounds.
+
+    Attributes:
+        seconds: the median over rounds.
+        error: half the rounds' interquartile range over the median: the relative spread of one
+            round, the uncertainty a verdict discounts a measured latency by.
+        rounds: each round's seconds.
+    """
+
+    seconds: float
+    error: float
+    rounds: tuple[float, ...]
+
+    @classmethod
+    def of(cls, rounds: Sequence[float]) -> TimedRun:
+        ordered = sorted(rounds)
+        median = statistics.median(ordered)
+        if len(ordered) >= 4:
+            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+        else:
+            q1, q3 = ordered[0], ordered[-1]
+        return cls(median, (q3 - q1) / 2 / median, tuple(rounds))
+
+
+def time_interleaved(runs: Mapping[str, Callable[[], Any]], *, rounds: int = 5,
+                     device: str | torch.device = "cpu") -> dict[str, TimedRun]:
+    """Time each of ``runs`` (a whole sampling run each), interleaved.
+
+    One warm-up round, then ``rounds`` rounds, each calling every run once in an order that
+    rotates with the round, so that a burst of load on the machine hits them alike. Native
+    sampling (:func:`ase_search.measure.time_sampling_runs`) and the diffusers hooks
+    (:func:`ase_search.integrations.diffusers.time_diffusers_runs`) both time through it.
+
+    Args:
+        runs: name -> a call that runs one whole sampling run.
+        rounds: timed rounds (>= 1).
+        device: where the runs compute (a CUDA device is synchronised around each run).
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    device = torch.device(device)
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds + 1):  # round 0 warms up
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            runs[name]()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if r > 0:
+                times[name].append(time.perf_counter() - start)
+    return {name: TimedRun.of(t) for name, t in times.items()}

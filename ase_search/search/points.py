@@ -315,12 +315,14 @@ def ladder_extension(study: Any) -> list[PointJob]:
 
 
 def time_confirmed(study: Any, weights: str | Path, *, batch_size: int, rounds: int = 5,
-                   log: Callable[[str], None] = print) -> int:
+                   diffusers: bool = False, log: Callable[[str], None] = print) -> int:
     """Time the whole sampling run of every confirmed configuration (the steps-only ladder and
     the levers' points), interleaved in one session (:func:`~ase_search.measure
     .time_sampling_runs`), and store it in the study (:data:`~ase_search.fronts.MEASURED_LATENCY`)
     for the verdict, which then uses measured latencies instead of the cost model's. Done again
-    whole when a configuration is missing, so every time compared comes from one session.
+    whole when a configuration is missing, so every time compared comes from one session. With
+    ``diffusers``, ``weights`` is the study's diffusers folder and the runs go through the hooks
+    and its schedulers (:func:`~ase_search.integrations.diffusers.time_diffusers_runs`).
     Returns how many configurations were timed (0: all held)."""
     import torch
 
@@ -338,12 +340,18 @@ def time_confirmed(study: Any, weights: str | Path, *, batch_size: int, rounds: 
         return 0
     log(f"timing {len(configs)} configuration(s): whole sampling runs of {batch_size} samples, "
         f"{rounds} interleaved rounds")
-    model, _ = load_checkpoint(str(weights), ema=True)
-    runs = time_sampling_runs(
-        model, {k: (ExitSchedule.from_dict(v["schedule"]), SamplerConfig.from_dict(v["sampler"]))
-                for k, v in configs.items()},
-        batch_size=batch_size, rounds=rounds,
-        device="cuda" if torch.cuda.is_available() else "cpu")
+    plans = {k: (ExitSchedule.from_dict(v["schedule"]), SamplerConfig.from_dict(v["sampler"]))
+             for k, v in configs.items()}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if diffusers:
+        from ase_search.integrations.diffusers import time_diffusers_runs
+
+        runs = time_diffusers_runs(weights, plans, batch_size=batch_size, rounds=rounds,
+                                   device=device)
+    else:
+        model, _ = load_checkpoint(str(weights), ema=True)
+        runs = time_sampling_runs(model, plans, batch_size=batch_size, rounds=rounds,
+                                  device=device)
     study.set_user_attr(MEASURED_LATENCY, {
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "batch_size": batch_size,
         "rounds": rounds, "threads": torch.get_num_threads(),

@@ -363,12 +363,8 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
         config = replace(config, max_concurrent=max_concurrent)
 
     def timed() -> None:
-        if config.diffusers:
-            log("latency stays predicted for a diffusers study (the hooks' cost model); whole "
-                "runs are timed for native models")
-        else:
-            time_confirmed(study, starting_weights(config), batch_size=config.batch_size,
-                           log=log)
+        time_confirmed(study, starting_weights(config), batch_size=config.batch_size,
+                       diffusers=bool(config.diffusers), log=log)
         record_look(study)
 
     jobs = confirm_jobs(study, seeds)

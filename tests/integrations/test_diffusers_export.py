@@ -198,3 +198,28 @@ def test_block_reuse_matches_the_native_sampler(tmp_path, lever):
     native = sample(model, sampler=config, schedule=schedule, n=5, seed=3, batch_size=3)
     assert native.block_evals == out.block_evals == sum(expected)
     torch.testing.assert_close(out.images, native.images, rtol=0, atol=1e-4)
+
+
+def test_timed_diffusers_runs_run_every_configuration_whole_through_the_hooks(tmp_path,
+                                                                            monkeypatch):
+    """Each configuration runs its whole scheduler loop once per round plus a warm-up round,
+    with its schedule's hooks on and then off again: counted blocks, not times."""
+    import ase_search.integrations.diffusers as hooks
+    from ase_search.callplan import blocks_per_call
+    from ase_search.samplers import SamplerConfig
+
+    export_dit(_random_dit(), tmp_path / "tiny", source="test")
+    transformer = load_transformer(tmp_path / "tiny")
+    monkeypatch.setattr(hooks, "load_transformer", lambda path: transformer)
+    evaluated = []
+    for block in transformer.transformer_blocks:  # its attention runs only when the block does
+        block.attn1.register_forward_hook(lambda *a: evaluated.append(1))
+    reuse = ExitSchedule("dit", 4, (0.0, 0.3, 1.0), (4, 1)).with_forecast(2, warmup=1)
+    configs = {"full-3": (None, SamplerConfig(name="ddim", steps=3)),
+               "forecast-5": (reuse, SamplerConfig(name="dpm-solver", steps=5))}
+    runs = hooks.time_diffusers_runs(tmp_path / "tiny", configs, batch_size=2, rounds=2)
+    assert set(runs) == set(configs) and all(len(r.rounds) == 2 for r in runs.values())
+    timesteps = hooks.scheduler_timesteps(load_scheduler(tmp_path / "tiny", "dpm-solver"), 5)
+    per_run = 4 * 3 + sum(blocks_per_call(reuse, timesteps))
+    assert len(evaluated) == 3 * per_run  # warm-up + 2 rounds
+    assert hooks.exit_schedule_state(transformer) is None  # the hooks are gone again
