@@ -94,7 +94,8 @@ def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
     counts = "|".join(f"{n}r{r}" if mode == "reuse" else f"{n}f{p}r{r}" if mode == "forecast"
                       else str(n) for n, mode, r, p in zip(s.blocks, s.modes, s.periods, s.orders))
     warmup = f"w{s.warmup}" if s.warmup and s.reuses else ""
-    return f"{name}/{counts}{edges}{warmup}"
+    modules = "-modules" if s.granularity == "modules" and s.reuses else ""
+    return f"{name}/{counts}{edges}{warmup}{modules}"
 
 
 def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> tuple:
@@ -116,7 +117,8 @@ def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) ->
     calls = tuple("full" if c.refresh or c.count == s.depth else
                   (c.count, True, c.order) if c.order else (c.count, c.reuse)
                   for c in call_plan(s, config))
-    return (config.describe(), s.arch, s.depth, calls)
+    kept = s.granularity if any(c != "full" and c[1] for c in calls) else "blocks"
+    return (config.describe(), s.arch, s.depth, calls) + ((kept,) if kept != "blocks" else ())
 
 
 _WEIGHTS = {"steps-only": "start", "exit": "study"}  # what each kind of point runs

@@ -41,6 +41,13 @@ Block reuse (issue #16). Each interval also has a *mode* and a refresh *period* 
   as many as there are, so order 0, and ``reuse``, add the last refresh's residual as it is.
   TaylorSeer's forecast, with the same refresh pattern, is order 1 here.
 
+``granularity`` (one for the schedule): what a ``reuse`` or ``forecast`` interval keeps.
+``blocks`` (the default) keeps the residual of the blocks past the count, as above. ``modules``
+(DiT only) keeps, for every block past the count, its attention output and its MLP output
+*before* the adaLN gates, as TaylorSeer and FORA do: a cached call runs those blocks' modulation
+from the current step's conditioning and adds the gated forecasts, so the gates follow the
+current timestep (U-ViT blocks have no gates, so ``blocks`` is already per block there).
+
 ``warmup`` (``w >= 0``, one number for the schedule): the first ``w`` calls of each ``reuse`` or
 ``forecast`` interval's run are refreshes too, and the calls after them are numbered from the
 warm-up's end (call ``j`` refreshes when ``j < w`` or ``(j - w) % r == 0``): a forecast then starts
@@ -70,6 +77,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ExitSchedule",
     "FORECAST_ORDERS",
+    "GRANULARITIES",
     "ScheduleError",
     "preset",
     "preset_names",
@@ -83,6 +91,7 @@ SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 MODES = ("skip", "reuse", "forecast")
 FORECAST_ORDERS = (1, 2)
+GRANULARITIES = ("blocks", "modules")
 ARCHS = ("dit", "uvit")
 # Exitable depth the paper's presets were written for: DiT-XL/2 has 28 blocks, U-ViT-S/4 (CelebA 64)
 # has 6 decoder blocks.
@@ -113,11 +122,11 @@ DATA_EASY_SUFFIX = "-data-easy"
 
 # The training-free caches the field ships, at their published settings, in this schedule format
 # (issue #24): (mode, refresh period, forecast order, warm-up). Every block but the first is
-# cached, as one residual past block 1: the block-tail granularity of this format, where
-# TaylorSeer forecasts each block's attention output and FORA reuses each block's attention and
-# MLP outputs (their per-module caches keep the adaLN gates of the current step; this one does
-# not). TaylorSeer: full computation every N calls after warm-up calls, order 1 or 2; FORA:
-# reuse, every N calls.
+# cached per module on DiT (granularity "modules": each block's attention and MLP outputs before
+# the adaLN gates, as TaylorSeer and FORA keep them; U-ViT: per block). TaylorSeer: full
+# computation every N calls after warm-up calls, order 1 or 2 (diffusers' TaylorSeer hook is
+# checked against this format in tests/integrations); FORA: reuse, every N calls. The first block
+# always runs: this format's counts start at 1.
 PEERS: dict[str, tuple[str, int, int, int]] = {
     "taylorseer-4": ("forecast", 4, 1, 2),
     "taylorseer-2": ("forecast", 2, 1, 2),
@@ -150,6 +159,9 @@ class ExitSchedule:
         orders: per interval, the forecast order (1 or 2) of a ``forecast`` interval, 0 for the
             others; empty means 1 for ``forecast`` intervals and 0 elsewhere.
         warmup: calls at the start of each ``reuse``/``forecast`` interval's run that refresh.
+        granularity: what a ``reuse``/``forecast`` interval keeps: ``"blocks"`` (the residual
+            past the count) or ``"modules"`` (DiT: each later block's attention and MLP outputs
+            before the adaLN gates).
     """
 
     arch: str
@@ -162,6 +174,7 @@ class ExitSchedule:
     periods: tuple[int, ...] = field(default=(), kw_only=True)
     orders: tuple[int, ...] = field(default=(), kw_only=True)
     warmup: int = field(default=0, kw_only=True)
+    granularity: str = field(default="blocks", kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
@@ -237,6 +250,13 @@ class ExitSchedule:
         if isinstance(w, bool) or not isinstance(w, int) or w < 0:
             raise ScheduleError(f"warmup = {w!r} must be an integer >= 0 (refreshing calls at "
                                 f"the start of each reuse or forecast interval)")
+        if self.granularity not in GRANULARITIES:
+            raise ScheduleError(f"granularity = {self.granularity!r}; use one of "
+                                f"{list(GRANULARITIES)}")
+        if self.granularity == "modules" and self.arch != "dit":
+            raise ScheduleError("granularity 'modules' is for DiT (its blocks gate attention and "
+                                "MLP by the timestep); U-ViT's 'blocks' already keeps each block's "
+                                "own residual")
         object.__setattr__(self, "modes", modes)
         object.__setattr__(self, "periods", periods)
         object.__setattr__(self, "orders", tuple(int(p) for p in orders))
@@ -298,7 +318,8 @@ class ExitSchedule:
         return ExitSchedule(self.arch, self.depth, boundaries, tuple(reversed(self.blocks)), name,
                             modes=tuple(reversed(self.modes)),
                             periods=tuple(reversed(self.periods)),
-                            orders=tuple(reversed(self.orders)), warmup=self.warmup)
+                            orders=tuple(reversed(self.orders)), warmup=self.warmup,
+                            granularity=self.granularity)
 
     def merged(self) -> ExitSchedule:
         """An equivalent schedule with adjacent equal-count ``skip`` intervals merged.
@@ -319,7 +340,8 @@ class ExitSchedule:
                 bounds.append(self.boundaries[k + 1])
         return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(counts), self.name,
                             dict(self.metadata), modes=tuple(modes), periods=tuple(periods),
-                            orders=tuple(orders), warmup=self.warmup)
+                            orders=tuple(orders), warmup=self.warmup,
+                            granularity=self.granularity)
 
     def with_metadata(self, **metadata: Any) -> ExitSchedule:
         return dataclasses.replace(self, metadata={**self.metadata, **metadata})
@@ -331,24 +353,27 @@ class ExitSchedule:
         periods = tuple(period if m == "reuse" else 1 for m in modes)
         return dataclasses.replace(self, name=name or f"{self.name}-reuse{period}",
                                    metadata=dict(self.metadata), modes=modes, periods=periods,
-                                   orders=(), warmup=0)
+                                   orders=(), warmup=0, granularity="blocks")
 
     def with_forecast(self, period: int, order: int = 1, warmup: int = 0,
-                      name: str | None = None) -> ExitSchedule:
+                      name: str | None = None, granularity: str = "blocks") -> ExitSchedule:
         """The same counts with every exiting interval (count < depth) in ``forecast`` mode of
-        ``order`` at refresh period ``period``, with ``warmup`` refreshing calls first."""
+        ``order`` at refresh period ``period``, with ``warmup`` refreshing calls first, keeping
+        ``granularity``."""
         modes = tuple("forecast" if n < self.depth else "skip" for n in self.blocks)
         return dataclasses.replace(
             self, name=name or f"{self.name}-forecast{order}p{period}",
             metadata=dict(self.metadata), modes=modes,
             periods=tuple(period if m == "forecast" else 1 for m in modes),
             orders=tuple(order if m == "forecast" else 0 for m in modes),
-            warmup=warmup if "forecast" in modes else 0)
+            warmup=warmup if "forecast" in modes else 0,
+            granularity=granularity if "forecast" in modes else "blocks")
 
     @property
     def forecasts(self) -> bool:
-        """Whether the schedule needs format version 3 (a ``forecast`` interval or a warm-up)."""
-        return "forecast" in self.modes or self.warmup > 0
+        """Whether the schedule needs format version 3 (a ``forecast`` interval, a warm-up or
+        per-module caching)."""
+        return "forecast" in self.modes or self.warmup > 0 or self.granularity != "blocks"
 
     # ---------------------------------------------------------------- JSON I/O
     def to_dict(self) -> dict[str, Any]:
@@ -365,7 +390,8 @@ class ExitSchedule:
             "periods": list(self.periods),
         }
         if self.forecasts:
-            out |= {"orders": list(self.orders), "warmup": self.warmup}
+            out |= {"orders": list(self.orders), "warmup": self.warmup,
+                    "granularity": self.granularity}
         return out | {"metadata": self.metadata}
 
     @classmethod
@@ -385,7 +411,7 @@ class ExitSchedule:
         if version >= 2:  # version 1 had no reuse: its intervals all skip
             known |= {"modes", "periods"}
         if version >= 3:  # version 2 had no forecast
-            known |= {"orders", "warmup"}
+            known |= {"orders", "warmup", "granularity"}
         unknown = set(data) - known
         if unknown:
             raise ScheduleError(f"unknown field(s) for version {version}: "
@@ -415,6 +441,7 @@ class ExitSchedule:
             periods=tuple(data.get("periods", ())),
             orders=tuple(data.get("orders", ())),
             warmup=data.get("warmup", 0),
+            granularity=data.get("granularity", "blocks"),
         )
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
@@ -457,7 +484,8 @@ class ExitSchedule:
             for lo, hi, n, mode, r, p in zip(self.boundaries, self.boundaries[1:], self.blocks,
                                              self.modes, self.periods, self.orders)
         ]
-        return " ".join(parts) + (f" warmup {self.warmup}" if self.warmup else "")
+        return (" ".join(parts) + (f" warmup {self.warmup}" if self.warmup else "")
+                + (f" per {self.granularity}" if self.granularity != "blocks" else ""))
 
 
 def scale_blocks(n: int, depth: int, reference_depth: int) -> int:
@@ -498,7 +526,8 @@ def preset(name: str, arch: str, depth: int | None = None) -> ExitSchedule:
     if name in PEERS and depth > 1:
         mode, period, order, warmup = PEERS[name]
         return ExitSchedule(arch, depth, (0.0, 1.0), (1,), name, modes=(mode,),
-                            periods=(period,), orders=(order,), warmup=warmup)
+                            periods=(period,), orders=(order,), warmup=warmup,
+                            granularity="modules" if arch == "dit" else "blocks")
     base = name[: -len(DATA_EASY_SUFFIX)] if name.endswith(DATA_EASY_SUFFIX) else name
     if base not in _TABLE_2[arch]:
         raise ScheduleError(

@@ -38,14 +38,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ase_search.schedule import ARCHS, FORECAST_ORDERS, MODES, ExitSchedule, preset, preset_names
+from ase_search.schedule import (
+    ARCHS,
+    FORECAST_ORDERS,
+    GRANULARITIES,
+    MODES,
+    ExitSchedule,
+    preset,
+    preset_names,
+)
 
 __all__ = ["LeverSpace", "SamplingSpace", "ScheduleSpace", "SpaceError", "load_space"]
 
 SPACE_VERSION = 1
 _KEYS = {"version", "arch", "depth", "intervals", "edges", "edge_grid", "blocks", "monotone",
          "seeds", "description", "sampling", "levers"}
-_LEVER_KEYS = {"modes", "period", "order", "warmup", "per_interval", "exit_heads"}
+_LEVER_KEYS = {"modes", "period", "order", "warmup", "granularity", "per_interval",
+               "exit_heads"}
 _SAMPLING_KEYS = {"samplers", "steps", "timestep_spacing", "steps_only", "reference"}
 # The steps-only ladder when a space does not give one (clipped to its step range).
 STEPS_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -72,6 +81,8 @@ class LeverSpace:
         max_period: the largest.
         min_order, max_order: the forecast orders searched (1 and/or 2).
         min_warmup, max_warmup: the warm-up refreshes searched (the schedule's ``warmup``).
+        granularity: what a reuse/forecast interval keeps, searched among these (``blocks``,
+            ``modules``; see :mod:`ase_search.schedule`).
         per_interval: one ``mode_k``/``period_k`` per interval (fixed edges only); else one
             ``mode``/``period`` for every exiting interval.
         exit_heads: the model gets one output head per exit depth, trained by the one-shot
@@ -85,6 +96,7 @@ class LeverSpace:
     max_order: int = 1
     min_warmup: int = 0
     max_warmup: int = 0
+    granularity: tuple[str, ...] = ("blocks",)
     per_interval: bool = False
     exit_heads: bool = False
 
@@ -102,6 +114,10 @@ class LeverSpace:
             raise SpaceError(f"levers.order: at most {max(FORECAST_ORDERS)}, got "
                              f"{self.max_order}")
         _check_range("levers.warmup", self.min_warmup, self.max_warmup, 0, "")
+        if (not self.granularity or len(set(self.granularity)) != len(self.granularity)
+                or not set(self.granularity) <= set(GRANULARITIES)):
+            raise SpaceError(f"levers.granularity must list {' and/or '.join(GRANULARITIES)} "
+                             f"once each, got {list(self.granularity)}")
         for key in ("per_interval", "exit_heads"):
             if not isinstance(getattr(self, key), bool):
                 raise SpaceError(f"levers.{key} must be true or false")
@@ -121,6 +137,8 @@ class LeverSpace:
         if self.forecasts or self.max_warmup:  # older studies' spaces stay as they were stored
             out |= {"order": {"min": self.min_order, "max": self.max_order},
                     "warmup": {"min": self.min_warmup, "max": self.max_warmup}}
+        if self.granularity != ("blocks",):
+            out["granularity"] = list(self.granularity)
         return out | {"per_interval": self.per_interval, "exit_heads": self.exit_heads}
 
     @classmethod
@@ -146,7 +164,12 @@ class LeverSpace:
                                  f"number)")
             lo = value.get("min", default)
             ranges |= {f"min_{key}": lo, f"max_{key}": value.get("max", lo)}
-        return cls(modes=tuple(modes), **ranges,
+        granularity = data.get("granularity", ["blocks"])
+        if isinstance(granularity, str):
+            granularity = [granularity]
+        if not isinstance(granularity, list):
+            raise SpaceError("levers.granularity must be a list, e.g. [blocks, modules]")
+        return cls(modes=tuple(modes), **ranges, granularity=tuple(granularity),
                    per_interval=data.get("per_interval", False),
                    exit_heads=data.get("exit_heads", False))
 
@@ -445,6 +468,8 @@ class ScheduleSpace:
                 out["order" + suffix] = tuple(range(lv.min_order, lv.max_order + 1))
         if lv.max_warmup > lv.min_warmup:
             out["warmup"] = tuple(range(lv.min_warmup, lv.max_warmup + 1))
+        if len(lv.granularity) > 1:
+            out["granularity"] = lv.granularity
         return out
 
     def distributions(self) -> dict[str, Any]:
@@ -454,7 +479,8 @@ class ScheduleSpace:
 
         out = {n: IntDistribution(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
         for name, values in self.lever_choices().items():
-            out[name] = (CategoricalDistribution(values) if name.startswith("mode")
+            out[name] = (CategoricalDistribution(values)
+                         if name.startswith("mode") or name == "granularity"
                          else IntDistribution(values[0], values[-1]))
         return out | (self.sampling.distributions() if self.sampling is not None else {})
 
@@ -518,12 +544,13 @@ class ScheduleSpace:
                 runs.append(run)
                 bounds.append(edges[k + 1])
         lv = self.levers
-        warmup = (int(params.get("warmup", lv.min_warmup))
-                  if lv is not None and any(m != "skip" for m in modes) else 0)
+        cached = lv is not None and any(m != "skip" for m in modes)
+        warmup = int(params.get("warmup", lv.min_warmup)) if cached else 0
+        granularity = str(params.get("granularity", lv.granularity[0])) if cached else "blocks"
         return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(r[0] for r in runs),
                             name, modes=tuple(r[1] for r in runs),
                             periods=tuple(r[2] for r in runs), orders=tuple(r[3] for r in runs),
-                            warmup=warmup).merged()
+                            warmup=warmup, granularity=granularity).merged()
 
     def _decode_levers(self, params: Mapping[str, Any], blocks: list[int]
                        ) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
@@ -595,6 +622,9 @@ class ScheduleSpace:
                     params[key + suffix] = value
         if "warmup" in choices:
             params["warmup"] = schedule.warmup if schedule.reuses else lv.min_warmup
+        if "granularity" in choices:
+            params["granularity"] = (schedule.granularity if schedule.reuses
+                                     else lv.granularity[0])
         return params
 
     def _levers_allow(self, schedule: ExitSchedule) -> bool:
@@ -610,7 +640,9 @@ class ScheduleSpace:
         cached = any(mode != "skip" for mode, _, _ in exiting)
         if cached and not lv.min_warmup <= schedule.warmup <= lv.max_warmup:
             return False
-        if not cached and schedule.warmup:
+        if not cached and (schedule.warmup or schedule.granularity != "blocks"):
+            return False
+        if cached and schedule.granularity not in lv.granularity:
             return False
         return lv.per_interval or len(set(exiting)) <= 1
 
@@ -652,10 +684,12 @@ class ScheduleSpace:
             if lv.modes[0] == "forecast":
                 return [p if p.reuses else
                         p.merged().with_forecast(lv.min_period, lv.min_order, lv.min_warmup,
-                                                 name=p.name) for p in presets]
-            return [p if p.reuses else
+                                                 name=p.name, granularity=lv.granularity[0])
+                        for p in presets]
+            return [p if p.reuses or p.is_full else
                     replace(p.merged().with_reuse(lv.min_period, name=p.name),
-                            warmup=lv.min_warmup if not p.is_full else 0) for p in presets]
+                            warmup=lv.min_warmup, granularity=lv.granularity[0])
+                    for p in presets]
         return presets
 
     # -------------------------------------------------------------------- I/O
@@ -776,7 +810,7 @@ def schedules_equivalent(a: ExitSchedule, b: ExitSchedule) -> bool:
     every t (splits of skip intervals do not matter)."""
     ma, mb = a.merged(), b.merged()
     return ((ma.arch, ma.depth, ma.boundaries, ma.blocks, ma.modes, ma.periods, ma.orders,
-             ma.warmup)
+             ma.warmup, ma.granularity)
             == (mb.arch, mb.depth, mb.boundaries, mb.blocks, mb.modes, mb.periods, mb.orders,
-                mb.warmup))
+                mb.warmup, mb.granularity))
 

@@ -329,6 +329,19 @@ def test_bad_forecast_fields_are_refused_with_the_field_named(kwargs, message):
         ExitSchedule("dit", 4, (0.0, 1.0), (2,), **kwargs)
 
 
+def test_per_module_caching_is_for_dit_and_round_trips():
+    ts = preset("taylorseer-4", "dit", 12)
+    assert (ts.blocks, ts.modes, ts.periods, ts.orders, ts.warmup, ts.granularity) == (
+        (1,), ("forecast",), (4,), (1,), 2, "modules")
+    assert ExitSchedule.from_json(ts.to_json()) == ts and ts.to_dict()["version"] == 3
+    assert preset("fora-2", "uvit", 6).granularity == "blocks"  # U-ViT blocks have no gates
+    with pytest.raises(ScheduleError, match="granularity 'modules' is for DiT"):
+        ExitSchedule("uvit", 6, (0.0, 1.0), (2,), modes=("reuse",), periods=(2,),
+                     granularity="modules")
+    with pytest.raises(ScheduleError, match="granularity = 'heads'"):
+        ExitSchedule("dit", 6, (0.0, 1.0), (2,), granularity="heads")
+
+
 def test_a_version_2_file_with_forecast_fields_is_refused():
     data = preset("D4", "dit", 12).with_forecast(2).to_dict()
     data["version"] = 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -185,9 +186,16 @@ def test_forecast_parameters_round_trip_and_bound_the_schedules() -> None:
     assert space.contains(d4.with_forecast(3, order=2, warmup=1))
     assert not space.contains(d4.with_forecast(3, order=2, warmup=3))  # warm-up out of range
     assert not space.contains(d4.with_forecast(5, order=1))  # period out of range
+    # per module or per block tail, searched
+    both = _lever_space({"modes": ["forecast"], "period": 2, "granularity": ["modules", "blocks"]})
+    assert both.lever_choices() == {"granularity": ("modules", "blocks")}
+    kept = {both.sample(random.Random(i)).granularity for i in range(60)}
+    assert kept == {"modules", "blocks"}
+    assert not space.contains(replace(d4.with_forecast(3), granularity="modules"))
     # the peers' presets seed as they are, at their own settings
     peers = _lever_space({"modes": ["forecast", "reuse"], "period": {"min": 2, "max": 4},
-                          "order": {"min": 1, "max": 2}, "warmup": {"min": 0, "max": 2}},
+                          "order": {"min": 1, "max": 2}, "warmup": {"min": 0, "max": 2},
+                          "granularity": ["modules"]},
                          seeds=["full", "taylorseer-4", "fora-3"])
     _, taylorseer, fora = peers.seed_schedules()
     assert (taylorseer.modes, taylorseer.periods, taylorseer.orders, taylorseer.warmup) == (
@@ -212,6 +220,7 @@ def test_a_reuse_only_space_seeds_the_presets_reusing_blocks() -> None:
     ({"modes": ["forecast"], "order": 3}, "levers.order: at most 2"),
     ({"modes": ["forecast"], "order": 0}, "levers.order.min must be an integer >= 1"),
     ({"modes": ["forecast"], "warmup": -1}, "levers.warmup.min must be an integer >= 0"),
+    ({"modes": ["forecast"], "granularity": ["heads"]}, "levers.granularity must list"),
     ({"modes": ["reuse"], "period": 1}, "levers.period.min must be an integer >= 2"),
     ({"modes": ["reuse"], "period": {"min": 4, "max": 2}}, "min 4 is above max 2"),
     ({"modes": ["reuse"], "colour": 1}, "levers: unknown field(s) colour"),

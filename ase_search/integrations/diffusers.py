@@ -196,6 +196,14 @@ class ExitScheduleState:
     call_t: float = 0.0
     residual: torch.Tensor | None = None
     inject: bool = False
+    # Per-module caching (granularity "modules"): in a reuse/forecast call, "keep" (a refresh)
+    # or "forecast"; the blocks from `module_from` on keep or forecast their attention and MLP
+    # outputs (before the gates), at the call's forecast order.
+    module_mode: str | None = None
+    module_from: int = 0
+    order: int = 0
+    module_kept: dict[tuple[str, int], list[tuple[float, torch.Tensor]]] = field(
+        default_factory=dict)
     # The previous call's time and input shape: a call at a later time (t rises back towards
     # noise) or on another batch starts a new trajectory (see _TransformerHook).
     last_t: float | None = None
@@ -212,6 +220,8 @@ class ExitScheduleState:
         reuse interval refreshes). :func:`sample_diffusers` calls it for every batch."""
         self.numbering = CallNumbering(self.schedule, 1)
         self.history = []
+        self.module_kept = {}
+        self.module_mode = None
         self.capture = self.captured = self.residual = None
         self.inject = False
         self.last_t = self.last_shape = None
@@ -257,22 +267,29 @@ class _TransformerHook(ModelHook):
         call = state.numbering.next(t)
         if call.enters:
             state.history = []  # each interval's run forecasts from its own refreshes
+            state.module_kept = {}
         n, refresh = call.count, call.refresh
         state.call_t = t
-        if call.reuse:
+        if call.reuse and schedule.granularity == "modules":
+            # every block runs; those from the count on keep (refresh) or forecast their modules
+            state.module_mode = "keep" if refresh else "forecast"
+            state.module_from, state.order = call.count, call.order
+            n = schedule.depth
+        elif call.reuse:
             if refresh:
                 state.capture, n = n, schedule.depth
             else:
                 state.residual = forecast(state.history, t, call.order)
             state.inject = not refresh
-        before = state.block_evals
+        before, mode = state.block_evals, state.module_mode
         state.active = n
         try:
             output = self.fn_ref.original_forward(*args, **kwargs)
         finally:
             state.active, state.capture, state.captured, state.inject = None, None, None, False
-            state.residual = None
-        state.calls.append(ExitCall(t, n, state.block_evals - before, refresh))
+            state.residual, state.module_mode = None, None
+        blocks = call.count if mode == "forecast" else n  # forecast blocks run only their gates
+        state.calls.append(ExitCall(t, blocks, state.block_evals - before, refresh))
         return output
 
 
@@ -290,7 +307,8 @@ class _BlockHook(ModelHook):
         n = state.active
         if n is None or self.index < n:
             output = self.fn_ref.original_forward(*args, **kwargs)
-            if n is not None:
+            forecast_only = state.module_mode == "forecast" and self.index >= state.module_from
+            if n is not None and not forecast_only:
                 state.block_evals += 1
                 if state.capture is not None:
                     self._capture(output, n)
@@ -319,6 +337,31 @@ class _BlockHook(ModelHook):
                 kept.pop()  # a second refresh at one time replaces the first
             kept.append((state.call_t, hidden - state.captured))
             del kept[:-3]  # enough for order 2
+
+
+class _ModuleHook(ModelHook):
+    """Per-module caching (schedule granularity ``modules``) on a block's attention (``attn1``)
+    or MLP (``ff``): in a reuse/forecast call, blocks from the count on keep the module's output
+    (before the block's gate) on a refresh and return its forecast otherwise."""
+
+    def __init__(self, state: ExitScheduleState, index: int, kind: str) -> None:
+        super().__init__()
+        self.state = state
+        self.key = (kind, index)
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        state = self.state
+        if state.module_mode is None or self.key[1] < state.module_from:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        if state.module_mode == "forecast":
+            return forecast(state.module_kept[self.key], state.call_t, state.order)
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        kept = state.module_kept.setdefault(self.key, [])
+        if kept and kept[-1][0] == state.call_t:
+            kept.pop()  # a second refresh at one time replaces the first
+        kept.append((state.call_t, output))
+        del kept[:-3]  # enough for order 2
+        return output
 
 
 def _call_time(timestep: Any, scale: float) -> float:
@@ -388,9 +431,19 @@ def apply_exit_schedule(transformer: nn.Module, schedule: ExitSchedule, *,
                          "remove_exit_schedule(transformer) first")
     params = list(inspect.signature(type(transformer).forward).parameters)
     state = ExitScheduleState(schedule, scale)
+    if schedule.granularity == "modules" and not all(
+            isinstance(getattr(b, "attn1", None), nn.Module)
+            and isinstance(getattr(b, "ff", None), nn.Module) for b in blocks):
+        raise ValueError(f"granularity 'modules' keeps each block's attention (attn1) and MLP "
+                         f"(ff) outputs; {type(transformer).__name__}'s blocks do not have both: "
+                         f"use granularity 'blocks'")
     for index, block in enumerate(blocks):
         HookRegistry.check_if_exists_or_initialize(block).register_hook(
             _BlockHook(state, index, layout.joint), HOOK_NAME)
+        if schedule.granularity == "modules":
+            for kind in ("attn1", "ff"):
+                HookRegistry.check_if_exists_or_initialize(getattr(block, kind)).register_hook(
+                    _ModuleHook(state, index, kind), HOOK_NAME)
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     registry.register_hook(_TransformerHook(state, params.index("timestep") - 1), HOOK_NAME)
     registry.invalidate_child_registries_cache()

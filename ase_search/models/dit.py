@@ -115,10 +115,26 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.parts(x, c)[0]
+
+    def parts(self, x: torch.Tensor, c: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The block's output and its attention and MLP outputs before the adaLN gates (what a
+        per-module cache keeps, schedule granularity ``modules``): (N, T, D) each."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
-        return x
+        attn = self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_msa.unsqueeze(1) * attn
+        mlp = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = x + gate_mlp.unsqueeze(1) * mlp
+        return x, attn, mlp
+
+    def gated(self, x: torch.Tensor, c: torch.Tensor, attn: torch.Tensor,
+              mlp: torch.Tensor) -> torch.Tensor:
+        """The block with kept (forecast) attention and MLP outputs: only the adaLN modulation
+        runs, so the gates follow this call's conditioning."""
+        _, _, gate_msa, _, _, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * attn
+        return x + gate_mlp.unsqueeze(1) * mlp
 
 
 class FinalLayer(nn.Module):
@@ -395,6 +411,8 @@ class DiT(nn.Module):
         run = plan if reuse is None else reuse.runs(plan, self.exit_depth)  # refresh: every block
 
         x, c = self.embed(x, t, y)  # (N, T, D), (N, D)
+        if reuse is not None and reuse.modules:
+            return self.head(self._per_module(x, c, plan, reuse), c, None)
         exited = x  # on a refresh: each sample's state after its own n_blocks blocks
         for i, block in enumerate(self.blocks[: run.total]):
             rows = run.rows(i)
@@ -412,6 +430,28 @@ class DiT(nn.Module):
             x = x + reuse.residual("past", plan, N, x.device)  # (N, T, D)
         # With reuse, x stands for the full depth's state: the full depth's head reads it.
         return self.head(x, c, n_blocks if reuse is None else None)  # (N, out_channels, H, W)
+
+    def _per_module(self, x: torch.Tensor, c: torch.Tensor, plan: Any,
+                    reuse: BlockReuse) -> torch.Tensor:
+        """The blocks under a per-module cache (schedule granularity ``modules``): the first
+        ``count`` run; each later one runs whole on a refresh, keeping its attention and MLP
+        outputs before the gates, and otherwise adds the kept ones (forecast to this call's
+        time) through this call's gates."""
+        if plan.per_sample is not None:
+            raise ValueError("a per-module cache needs one block count per call (sampling), not "
+                             "per-sample counts")
+        N = x.shape[0]
+        for i, block in enumerate(self.blocks):
+            if i < plan.total:
+                x = block(x, c)  # (N, T, D)
+            elif reuse.refresh:
+                x, attn, mlp = block.parts(x, c)
+                reuse.store(("attn", i), plan, attn)
+                reuse.store(("mlp", i), plan, mlp)
+            else:
+                x = block.gated(x, c, reuse.residual(("attn", i), plan, N, x.device),
+                                reuse.residual(("mlp", i), plan, N, x.device))
+        return x
 
     def forward_with_cfg(
         self,

@@ -400,6 +400,8 @@ class BlockReuse:
     ``"past"``, U-ViT one per decoder block.
 
     Attributes:
+        modules: keep each block's attention and MLP outputs before the gates (schedule
+            granularity ``modules``; DiT) instead of one residual.
         refresh: whether the call in progress is a refresh.
         t: the call's time in ``[0, 1]``.
         order: the forecast order of the call in progress.
@@ -407,7 +409,8 @@ class BlockReuse:
 
     KEEP = 3  # refreshes kept per residual: enough for order 2
 
-    def __init__(self) -> None:
+    def __init__(self, modules: bool = False) -> None:
+        self.modules = modules  # per-module caching (schedule granularity "modules", DiT)
         self.refresh = True
         self.t = 0.0
         self.order = 0

@@ -254,7 +254,8 @@ def sample(
                                  learn_sigma=model.learn_sigma, clip_denoised=clip,
                                  generator=step_generator)
                 # A fresh reuse cache per trajectory: nothing leaks across batches, seeds or runs.
-                reuse = BlockReuse() if reuses else None
+                reuse = (BlockReuse(modules=schedule.granularity == "modules") if reuses
+                         else None)
                 x = solver.run(partial(call, y=y, reuse=reuse), x, run)
                 images.append((x.clamp(-1.0, 1.0) if clip else x).float().cpu())
     finally:

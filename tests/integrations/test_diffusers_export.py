@@ -174,7 +174,8 @@ def test_sample_with_diffusers(exported, tmp_path):
     assert (tmp_path / "g.png").is_file()
 
 
-@pytest.mark.parametrize("lever", ["reuse", "forecast1", "forecast2"])
+@pytest.mark.parametrize("lever", ["reuse", "forecast1", "forecast2", "reuse-modules",
+                                   "forecast2-modules"])
 def test_block_reuse_matches_the_native_sampler(tmp_path, lever):
     """Block reuse and forecast through the hooks == ase-search's own, call by call and sample
     by sample (two implementations of one plan: the hooks see one call at a time)."""
@@ -185,8 +186,12 @@ def test_block_reuse_matches_the_native_sampler(tmp_path, lever):
     export_dit(model, tmp_path / "tiny", source="test")
     transformer, scheduler = load_transformer(tmp_path / "tiny"), load_scheduler(tmp_path / "tiny")
     half = ExitSchedule("dit", 4, (0.0, 0.3, 1.0), (4, 1), "half")
-    schedule = (half.with_reuse(2) if lever == "reuse" else
-                half.with_forecast(3, order=int(lever[-1]), warmup=2))
+    schedule = (half.with_reuse(2) if lever.startswith("reuse") else
+                half.with_forecast(3, order=int(lever[8]), warmup=2))
+    if lever.endswith("-modules"):
+        from dataclasses import replace
+
+        schedule = replace(schedule, granularity="modules")
     state = apply_exit_schedule(transformer, schedule)
     try:
         out = sample_diffusers(transformer, scheduler, n=5, steps=6, seed=3, batch_size=3)
@@ -223,3 +228,32 @@ def test_timed_diffusers_runs_run_every_configuration_whole_through_the_hooks(tm
     per_run = 4 * 3 + sum(blocks_per_call(reuse, timesteps))
     assert len(evaluated) == 3 * per_run  # warm-up + 2 rounds
     assert hooks.exit_schedule_state(transformer) is None  # the hooks are gone again
+
+
+@pytest.mark.parametrize("steps", [6, 9])
+def test_per_module_forecast_is_diffusers_taylorseer_at_its_settings(tmp_path, steps):
+    """The peer's own implementation as the reference: diffusers' TaylorSeer hook (order 1,
+    float32 factors) on the attention and MLP of blocks 1-3 equals a one-interval schedule that
+    forecasts the modules of the blocks past the first at order 1. Its refresh pattern with two
+    warm-up steps and interval 2 (steps 0, 1, 3, 5, ...) is this format's warm-up 1, period 2;
+    DDIM's uniform steps make its step-index differences this format's differences in t."""
+    from diffusers import hooks as H
+
+    export_dit(_random_dit(), tmp_path / "tiny", source="test")
+    scheduler = load_scheduler(tmp_path / "tiny")
+    ours = load_transformer(tmp_path / "tiny")
+    schedule = ExitSchedule("dit", 4, (0.0, 1.0), (1,), modes=("forecast",), periods=(2,),
+                            orders=(1,), warmup=1, granularity="modules")
+    apply_exit_schedule(ours, schedule)
+    got = sample_diffusers(ours, scheduler, n=3, steps=steps, seed=5, cfg_scale=2.0)
+    theirs = load_transformer(tmp_path / "tiny")
+    H.apply_taylorseer_cache(theirs, H.TaylorSeerCacheConfig(
+        cache_interval=2, disable_cache_before_step=2, max_order=1,
+        taylor_factors_dtype=torch.float32,
+        cache_identifiers=[r"^transformer_blocks\.[1-3]\.(attn1|ff)$"]))
+    want = sample_diffusers(theirs, scheduler, n=3, steps=steps, seed=5, cfg_scale=2.0,
+                            cache_context=True)
+    torch.testing.assert_close(got.images, want.images, rtol=1e-4, atol=1e-4)
+    plain = sample_diffusers(load_transformer(tmp_path / "tiny"), scheduler, n=3, steps=steps,
+                             seed=5, cfg_scale=2.0)
+    assert not torch.allclose(got.images, plain.images, atol=1e-3)  # the cache did something
