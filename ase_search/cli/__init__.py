@@ -25,6 +25,7 @@ from ase_search.cli import train as _train  # noqa: E402,F401
 from ase_search.cli import evaluate as _evaluate  # noqa: E402,F401
 from ase_search.cli import snr as _snr  # noqa: E402,F401
 from ase_search.cli import diffusers as _diffusers  # noqa: E402,F401
+from ase_search.cli import timesteps as _timesteps  # noqa: E402,F401
 
 __all__ = ["app", "main"]
 

@@ -100,6 +100,10 @@ TimestepSpacingOpt = Annotated[str | None, typer.Option(
          "respacing create_diffusion(str(N)), what the paper used; leading = ADM's ddimN, this "
          "project's default for DDIM. Default: the sampler's own (ddim leading, ddpm and "
          "dpm-solver linspace; euler-maruyama has continuous times and takes none).")]
+TimestepsOpt = Annotated[Path | None, typer.Option(
+    "--timesteps", show_default=False,
+    help="A timesteps JSON from `ase-search timesteps` (searched timesteps): its sampler, step "
+         "count and timesteps replace --sampler, --steps and --timestep-spacing.")]
 # DDIM-20, the search's sampler: sample and eval default to what the search measured.
 DEFAULT_STEPS = 20
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (common random numbers).")]
@@ -125,11 +129,24 @@ _SAMPLER_FLAGS = {"name": "--sampler", "steps": "--steps", "cfg_scale": "--cfg-s
 
 
 def sampler_config(sampler: str, steps: int, *, cfg_scale: float = 1.0,
-                   timestep_spacing: str | None = None) -> SamplerConfig:
+                   timestep_spacing: str | None = None,
+                   timesteps: Path | None = None) -> SamplerConfig:
     """The :class:`~ase_search.samplers.SamplerConfig` of the sampling options; its errors name
-    the options the user typed (``--timestep-spacing``, not ``timestep_spacing``)."""
+    the options the user typed (``--timestep-spacing``, not ``timestep_spacing``). A
+    ``--timesteps`` file gives the sampler, its step count and its timesteps."""
     from ase_search.samplers import SamplerConfig
 
+    if timesteps is not None:
+        from ase_search.timesteps import load_timesteps
+
+        if timestep_spacing is not None:
+            raise ValueError("--timesteps and --timestep-spacing contradict each other; drop one")
+        name, explicit = load_timesteps(timesteps)
+        try:
+            return SamplerConfig(name=name, steps=len(explicit), cfg_scale=cfg_scale,
+                                 timesteps=explicit)
+        except ValueError as err:
+            raise ValueError(f"{timesteps}: {err}") from None
     try:
         return SamplerConfig(name=sampler, steps=steps, cfg_scale=cfg_scale,
                              timestep_spacing=timestep_spacing)

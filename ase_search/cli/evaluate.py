@@ -19,6 +19,7 @@ from ase_search.cli._app import (
     ScheduleOpt,
     StepsOpt,
     TimestepSpacingOpt,
+    TimestepsOpt,
     TomeRatioOpt,
     TomeScheduleOpt,
     app,
@@ -46,6 +47,7 @@ def eval_cmd(
     sampler: SamplerOpt = "ddim",
     steps: StepsOpt = DEFAULT_STEPS,
     timestep_spacing: TimestepSpacingOpt = None,
+    timesteps: TimestepsOpt = None,
     n: Annotated[int, typer.Option("--n", help="Samples per seed.")] = 2000,
     seeds: Annotated[int, typer.Option(
         "--seeds", help="Number of seeds (seed, seed+1, ...); FID is mean +- std over them.")] = 1,
@@ -79,6 +81,7 @@ def eval_cmd(
 
         refuse_options({"--checkpoint": checkpoint is not None, "--vae": vae is not None,
                         "--timestep-spacing": timestep_spacing is not None, "--kid": kid,
+                        "--timesteps": timesteps is not None,
                         "--tome-ratio": tome_ratio != 0, "--arch": arch != "dit"})
         return eval_diffusers_cmd(diffusers, schedule=schedule, sampler=sampler, steps=steps,
                                   n=n, seeds=seeds, seed=seed, data=data,
@@ -117,7 +120,7 @@ def eval_cmd(
     if fid_weights is not None and not fid_weights.is_file():
         raise FileNotFoundError(f"--fid-weights {fid_weights} does not exist")
     config = sampler_config(sampler, steps, cfg_scale=cfg_scale,
-                            timestep_spacing=timestep_spacing)
+                            timestep_spacing=timestep_spacing, timesteps=timesteps)
     extractor = "mnist-classifier" if data == "mnist" else "inception-v3-compat"
     fid_config = FIDConfig(extractor=extractor, kid=kid,
                            fid_weights=None if fid_weights is None else str(fid_weights))

@@ -20,6 +20,7 @@ from ase_search.cli._app import (
     SeedOpt,
     StepsOpt,
     TimestepSpacingOpt,
+    TimestepsOpt,
     TomeRatioOpt,
     TomeScheduleOpt,
     app,
@@ -40,6 +41,7 @@ def sample_cmd(
     sampler: SamplerOpt = "ddim",
     steps: StepsOpt = DEFAULT_STEPS,
     timestep_spacing: TimestepSpacingOpt = None,
+    timesteps: TimestepsOpt = None,
     n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 16,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write.")] = Path(
         "samples.png"),
@@ -58,6 +60,7 @@ def sample_cmd(
 
         refuse_options({"--checkpoint": checkpoint is not None,
                         "--timestep-spacing": timestep_spacing is not None,
+                        "--timesteps": timesteps is not None,
                         "--tome-ratio": tome_ratio != 0, "--arch": arch != "dit"})
         return sample_diffusers_cmd(diffusers, schedule=schedule, sampler=sampler, steps=steps,
                                     n=n, out=out, cfg_scale=cfg_scale, seed=seed,
@@ -76,7 +79,7 @@ def sample_cmd(
     check_writable(out)  # before loading and sampling
     tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
     config = sampler_config(sampler, steps, cfg_scale=cfg_scale,
-                            timestep_spacing=timestep_spacing)
+                            timestep_spacing=timestep_spacing, timesteps=timesteps)
     device = pick_device(device)
     weights = schedule_weights(schedule, checkpoint)
     model = load_model(arch, weights).to(device)

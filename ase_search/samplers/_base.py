@@ -162,11 +162,20 @@ class DiffusersSampler(Sampler):
         (diffusers' DDIM takes ``s - T // steps``) must not.
         """
 
+    def set_timesteps(self, scheduler: Any, timesteps: list[int]) -> None:
+        """Give ``scheduler`` explicit model timesteps (``SamplerConfig.timesteps``); a sampler
+        that takes them overrides this."""
+        raise ValueError(f"{self.name} does not take explicit timesteps")
+
     def run(self, call: ModelCall, x: Tensor, run: Trajectory) -> Tensor:
         scheduler = self.build_scheduler(run.diffusion, learn_sigma=run.learn_sigma,
                                          clip_denoised=run.clip_denoised,
                                          spacing=run.config.spacing)
-        scheduler.set_timesteps(run.config.steps)
+        explicit = run.config.timesteps
+        if explicit is None:
+            scheduler.set_timesteps(run.config.steps)
+        else:
+            self.set_timesteps(scheduler, list(explicit))
         if [float(s) for s in scheduler.timesteps.tolist()] != run.times:
             # model_times() and the scheduler must agree, or block counts and costs would be wrong.
             raise RuntimeError(

@@ -33,6 +33,9 @@ class SamplerConfig:
             ``create_diffusion(str(steps))``); ``None`` takes the sampler's default (the first of
             its ``spacings``: leading for ddim, linspace for ddpm and dpm-solver). Euler-Maruyama
             has continuous times and takes none.
+        timesteps: explicit model timesteps (integers in ``[0, T)``, strictly descending, one per
+            step), e.g. searched ones (:mod:`ase_search.timesteps`); they replace the spacing.
+            DDIM and DPM-Solver++ take them.
     """
 
     name: str
@@ -40,6 +43,7 @@ class SamplerConfig:
     eta: float = 0.0
     cfg_scale: float = 1.0
     timestep_spacing: str | None = None
+    timesteps: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
@@ -78,6 +82,28 @@ class SamplerConfig:
                 f"{list(supported)} or leave it unset"
             )
 
+        if self.timesteps is not None:
+            self._check_timesteps()
+
+    def _check_timesteps(self) -> None:
+        ts = self.timesteps
+        if isinstance(ts, (str, bytes)) or not hasattr(ts, "__len__"):
+            raise ValueError(f"timesteps must be a list of integers, got {ts!r}")
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in ts):
+            raise ValueError(f"timesteps must be integers, got {list(ts)}")
+        ts = tuple(int(v) for v in ts)
+        if self.name not in ("ddim", "dpm-solver"):
+            raise ValueError(f"explicit timesteps apply to ddim and dpm-solver, not {self.name}")
+        if self.timestep_spacing is not None:
+            raise ValueError("give timesteps or timestep_spacing, not both")
+        if len(ts) != self.steps:
+            raise ValueError(f"timesteps needs one timestep per step: steps={self.steps} but "
+                             f"{len(ts)} timesteps")
+        if any(a <= b for a, b in zip(ts, ts[1:])) or (ts and ts[-1] < 0):
+            raise ValueError(f"timesteps must be strictly descending integers >= 0, got "
+                             f"{list(ts)}")
+        object.__setattr__(self, "timesteps", ts)
+
     @property
     def spacing(self) -> str | None:
         """The timestep spacing in force: ``timestep_spacing``, else the sampler's default
@@ -86,7 +112,10 @@ class SamplerConfig:
         return self.timestep_spacing or (supported[0] if supported else None)
 
     def describe(self) -> str:
-        """``"ddim-20"``; with an explicit spacing ``"ddim-20 linspace"``."""
+        """``"ddim-20"``; with an explicit spacing ``"ddim-20 linspace"``; with explicit
+        timesteps ``"ddim-3 at 999,560,120"``."""
+        if self.timesteps is not None:
+            return f"{self.name}-{self.steps} at {','.join(map(str, self.timesteps))}"
         return f"{self.name}-{self.steps}" + (f" {self.timestep_spacing}"
                                               if self.timestep_spacing else "")
 
@@ -112,6 +141,11 @@ class SamplerConfig:
         T = num_train_timesteps
         if isinstance(T, bool) or not isinstance(T, int) or T < 2:
             raise ValueError(f"num_train_timesteps must be an integer >= 2, got {T!r}")
+        if self.timesteps is not None:
+            if self.timesteps[0] >= T:
+                raise ValueError(f"timestep {self.timesteps[0]} is outside [0, {T}) of this "
+                                 f"diffusion")
+            return [float(s) for s in self.timesteps]
         sampler = SAMPLERS[self.name]
         limit = sampler.max_steps(T)
         if limit is not None and self.steps > limit:
@@ -130,8 +164,11 @@ class SamplerConfig:
     # ---------------------------------------------------------------- JSON I/O
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["timestep_spacing"] is None:
-            del data["timestep_spacing"]  # unset: the same JSON as before the field existed
+        for key in ("timestep_spacing", "timesteps"):
+            if data[key] is None:
+                del data[key]  # unset: the same JSON as before the field existed
+        if "timesteps" in data:
+            data["timesteps"] = list(data["timesteps"])
         return data
 
     @classmethod
@@ -147,4 +184,6 @@ class SamplerConfig:
         missing = [k for k in ("name", "steps") if k not in data]
         if missing:
             raise ValueError(f"missing sampler field(s): {', '.join(missing)}")
+        if isinstance(data.get("timesteps"), list):
+            data = {**data, "timesteps": tuple(data["timesteps"])}
         return cls(**data)

@@ -51,6 +51,14 @@ class DDIM(DiffusersSampler):
             timestep_spacing=spacing,
         )
 
+    def set_timesteps(self, scheduler: Any, timesteps: list[int]) -> None:
+        # DDIMScheduler.set_timesteps takes a count only; the step below reads the true next
+        # model time, so the table of timesteps is all the scheduler needs.
+        import torch
+
+        scheduler.num_inference_steps = len(timesteps)
+        scheduler.timesteps = torch.tensor(timesteps, dtype=torch.long)
+
     def step(
         self, scheduler: Any, out: Tensor, s: int, s_next: int | None, x: Tensor, *,
         config: SamplerConfig, generator: torch.Generator,

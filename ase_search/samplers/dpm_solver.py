@@ -56,6 +56,9 @@ class DPMSolver(DiffusersSampler):
 
         return DPMSolverMultistepScheduler(**scheduler_kwargs(diffusion), **DPM_SOLVER_SETTINGS)
 
+    def set_timesteps(self, scheduler: Any, timesteps: list[int]) -> None:
+        scheduler.set_timesteps(timesteps=timesteps)  # the last step still goes to sigma = 0
+
     def step(
         self, scheduler: Any, out: Tensor, s: int, s_next: int | None, x: Tensor, *,
         config: SamplerConfig, generator: torch.Generator,

@@ -1,0 +1,85 @@
+"""``ase-search timesteps``: search the timesteps of a few-step sampler (issue #25)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ase_search.cli._app import (
+    ArchOpt,
+    CfgOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    app,
+    console,
+    console_err,
+    pick_device,
+    use_threads,
+)
+
+
+def parse_steps(text: str) -> list[int]:
+    """``"5"`` or ``"3-10"``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    low, dash, high = text.strip().partition("-")
+    try:
+        lo, hi = int(low), int(high) if dash else int(low)
+    except ValueError:
+        raise ValueError(f"--steps takes a step count or a range such as 3-10, got {text!r}"
+                         ) from None
+    if lo < 1 or hi < lo:
+        raise ValueError(f"--steps: {text!r} is not a range of step counts >= 1")
+    return list(range(lo, hi + 1))
+
+
+@app.command("timesteps")
+def timesteps_cmd(
+    steps: Annotated[str, typer.Option(
+        "--steps", help="Step count to search, or a range such as 3-10.")] = "5",
+    arch: ArchOpt = "dit",
+    checkpoint: CheckpointOpt = None,
+    grid: Annotated[int, typer.Option(
+        "--grid", help="Candidate timesteps (and the teacher's DDIM steps).")] = 100,
+    n: Annotated[int, typer.Option("--n", help="Calibration samples.")] = 64,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Calibration seed (keep it apart from evaluation seeds).")] = 10_000,
+    cfg_scale: CfgOpt = 1.0,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="JSON to write; with a range of steps, <stem>-<N>.json each.")
+    ] = Path("timesteps.json"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Search the DDIM timesteps whose N-step sample stays closest to a many-step one
+    (dynamic programming on the model's teacher trajectory, GITS) and write them as JSON for
+    `sample`/`eval --timesteps FILE`."""
+    from ase_search.files import check_writable
+    from ase_search.testbed import load_model
+    from ase_search.timesteps import save_timesteps, search_timesteps
+
+    counts = parse_steps(steps)
+    if out.suffix.lower() != ".json":
+        raise ValueError(f"--out must be a .json file, got {out}")
+    paths = {k: out if len(counts) == 1 else out.with_name(f"{out.stem}-{k}.json")
+             for k in counts}
+    for path in paths.values():
+        check_writable(path)
+    if grid < max(counts) or grid < 2:
+        raise ValueError(f"--grid {grid} must be at least the step count ({max(counts)}) and 2")
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    use_threads()
+    model = load_model(arch, checkpoint)
+    found = search_timesteps(model, counts, grid=grid, n=n, seed=seed, cfg_scale=cfg_scale,
+                             device=pick_device(device),
+                             progress=lambda line: console_err.print(line, highlight=False))
+    for k, result in found.items():
+        save_timesteps(paths[k], result, arch=arch,
+                       checkpoint=None if checkpoint is None else str(checkpoint))
+        console.print(f"ddim-{k}: {list(result.timesteps)} -> {paths[k]} (distance to the "
+                      f"teacher {result.cost:.3g}; uniform {result.uniform_cost:.3g})")
+    console.print(f"Next: ase-search eval --timesteps {paths[counts[0]]} --n 500 --seeds 5")

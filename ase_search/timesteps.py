@@ -1,0 +1,241 @@
+"""Searched timesteps: the N model timesteps whose N-step sample stays closest to a many-step one.
+
+Dynamic programming over a fine grid of candidate timesteps on the model's own teacher
+trajectory, as GITS does (Chen et al., "On the Trajectory Regularity of ODE-based Diffusion
+Sampling", ICML 2024): one many-step run of the sampler from calibration noise gives, at every
+grid timestep ``g_i``, the teacher's state ``x_i`` and the model's output there. A step of the
+sampler's own update rule from ``g_i`` to ``g_j`` (or to the end) then costs the mean squared
+distance of its result to the teacher's state at ``g_j`` (or to the teacher's sample), computed
+from the kept outputs without another model call; starting at ``g_i`` costs the distance of the
+noise ``x_T`` (what a sampler starts from) to ``x_i``. The N timesteps minimise the sum. The grid
+holds the uniform spacings' timesteps too, so the searched ones are never worse than those by
+this measure.
+
+DDIM (deterministic, ``eta = 0``) is searched here; its update is the one sampling uses
+(:class:`ase_search.samplers.ddim.DDIM`), guidance included. The result is a
+:class:`~ase_search.samplers.SamplerConfig` with explicit ``timesteps``, which ``sample``,
+``eval`` and studies take, and a JSON file (:func:`save_timesteps`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ase_search.files import atomic_write_text
+
+__all__ = ["SearchedTimesteps", "dp_timesteps", "load_timesteps", "save_timesteps",
+           "search_timesteps"]
+
+FORMAT = "ase-search timesteps"
+
+
+@dataclass(frozen=True)
+class SearchedTimesteps:
+    """The result of :func:`search_timesteps`.
+
+    Attributes:
+        sampler: the sampler name (``"ddim"``).
+        timesteps: the N model timesteps, descending.
+        cost: the summed step costs of ``timesteps`` (mean squared distance to the teacher).
+        uniform_cost: the same objective for the sampler's default spacing at N steps.
+        grid: the candidate grid's size (the linspace grid and the uniform spacings' timesteps);
+            the teacher runs through all of it.
+        calibration: calibration samples and their seed.
+    """
+
+    sampler: str
+    timesteps: tuple[int, ...]
+    cost: float
+    uniform_cost: float
+    grid: int
+    calibration: tuple[int, int]
+
+    def sampler_config(self, cfg_scale: float = 1.0) -> Any:
+        from ase_search.samplers import SamplerConfig
+
+        return SamplerConfig(self.sampler, len(self.timesteps), cfg_scale=cfg_scale,
+                             timesteps=self.timesteps)
+
+
+def dp_timesteps(cost: np.ndarray, final: np.ndarray, steps: int,
+                 start: np.ndarray | None = None) -> tuple[list[int], float]:
+    """The cheapest path of ``steps`` grid nodes, then to the end.
+
+    Args:
+        cost: (G, G) cost of a step from node ``i`` to a later node ``j > i`` (``inf`` elsewhere).
+        final: (G,) cost of the last step, from node ``i`` to the end.
+        steps: N, the nodes visited (model calls), ``1 <= N <= G``.
+        start: (G,) cost of starting at node ``i`` (``None``: only node 0, at no cost).
+
+    Returns:
+        The visited nodes (ascending: from the grid's top towards data) and the path's cost.
+    """
+    G = cost.shape[0]
+    if not 1 <= steps <= G:
+        raise ValueError(f"steps must lie in [1, {G}] (the grid's size), got {steps}")
+    best = np.full((steps, G), math.inf)
+    parent = np.full((steps, G), -1, dtype=np.int64)
+    if start is None:
+        best[0, 0] = 0.0
+    else:
+        best[0] = start
+    for k in range(1, steps):
+        # best[k, j] = min_i best[k-1, i] + cost[i, j]
+        total = best[k - 1][:, None] + cost  # (G, G)
+        parent[k] = np.argmin(total, axis=0)
+        best[k] = total[parent[k], np.arange(G)]
+    ends = best[steps - 1] + final
+    node = int(np.argmin(ends))
+    value = float(ends[node])
+    path = [node]
+    for k in range(steps - 1, 0, -1):
+        node = int(parent[k, node])
+        path.append(node)
+    return path[::-1], value
+
+
+def _grid(num_timesteps: int, size: int) -> list[int]:
+    """``size`` distinct integer timesteps, ``round(linspace(T - 1, 0, size))``."""
+    grid = sorted({int(v) for v in np.linspace(0, num_timesteps - 1, size).round()}, reverse=True)
+    if len(grid) != size:
+        raise ValueError(f"a grid of {size} timesteps does not fit {num_timesteps} training "
+                         f"timesteps")
+    return grid
+
+
+def search_timesteps(model: nn.Module, steps: int | Sequence[int], *, sampler: str = "ddim",
+                     grid: int = 100, n: int = 64, seed: int = 10_000, cfg_scale: float = 1.0,
+                     device: str | torch.device = "cpu",
+                     progress: Callable[[str], None] | None = None
+                     ) -> dict[int, SearchedTimesteps]:
+    """Search the timesteps of ``sampler`` at each step count of ``steps`` on ``model``.
+
+    Args:
+        model: an ase-search DiT or U-ViT (full depth).
+        steps: one step count or several (each searched on the same teacher run).
+        sampler: ``"ddim"``.
+        grid: candidate timesteps (and the teacher's steps): ``round(linspace(T - 1, 0, grid))``.
+        n: calibration samples (their noise and labels drawn as ``sample`` draws them).
+        seed: the calibration seed (keep it apart from evaluation seeds).
+        cfg_scale: classifier-free guidance of the runs the timesteps are for.
+        device: where to run.
+        progress: called with a line per stage.
+
+    Returns:
+        step count -> :class:`SearchedTimesteps`.
+    """
+    from ase_search.diffusion import GaussianDiffusion
+    from ase_search.samplers import SAMPLERS, SamplerConfig
+    from ase_search.samplers._sample import _guided_model, _resolve_labels
+
+    if sampler != "ddim":
+        raise ValueError(f"timesteps are searched for ddim; got {sampler!r}")
+    counts = [steps] if isinstance(steps, int) else list(steps)
+    diffusion = GaussianDiffusion()
+    T = diffusion.num_timesteps
+    for k in counts:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= grid:
+            raise ValueError(f"steps must be integers in [1, {grid}] (the grid), got {k!r}")
+    uniform = {k: [int(v) for v in SamplerConfig(sampler, k).model_times(T)] for k in counts}
+    nodes = sorted(set(_grid(T, grid)) | {s for u in uniform.values() for s in u}, reverse=True)
+    grid = len(nodes)
+    solver = SAMPLERS[sampler]
+    pixel = model.in_channels in (1, 3)
+    scheduler = solver.build_scheduler(diffusion, learn_sigma=model.learn_sigma,
+                                       clip_denoised=pixel, spacing="linspace")
+    teacher_config = SamplerConfig(sampler, grid, cfg_scale=cfg_scale, timesteps=tuple(nodes))
+    device = torch.device(device)
+    model = model.to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    labels = _resolve_labels(model, None, n, generator)
+    shape = (model.in_channels, model.input_size, model.input_size)
+    x = torch.stack([torch.randn(shape, generator=generator) for _ in range(n)]).to(device)
+    y = None if labels is None else labels.to(device)
+    forward = _guided_model(model, cfg_scale)
+    step_generator = torch.Generator().manual_seed(seed)
+
+    def step(out: torch.Tensor, s: int, s_next: int | None, state: torch.Tensor) -> torch.Tensor:
+        return solver.step(scheduler, out, s, s_next, state, config=teacher_config,
+                           generator=step_generator)
+
+    if progress:
+        progress(f"teacher: {sampler}-{grid} on {n} calibration samples (seed {seed})")
+    states, outputs = [], []
+    with torch.no_grad():
+        for i, s in enumerate(nodes):
+            t = torch.full((n,), s, dtype=torch.long, device=device)
+            out = forward(x, t, y, None, None).float()
+            states.append(x)
+            outputs.append(out)
+            x = step(out, s, nodes[i + 1] if i + 1 < grid else None, x)
+        final = x
+        if progress:
+            progress(f"step costs: {grid * (grid - 1) // 2 + grid} candidate steps")
+        G = grid
+        cost = np.full((G, G), math.inf)
+        last = np.empty(G)
+        start = np.array([float(((states[0] - states[i]) ** 2).mean()) for i in range(G)])
+        for i in range(G):
+            for j in range(i + 1, G):
+                moved = step(outputs[i], nodes[i], nodes[j], states[i])
+                cost[i, j] = float(((moved - states[j]) ** 2).mean())
+            last[i] = float(((step(outputs[i], nodes[i], None, states[i]) - final) ** 2).mean())
+    results = {}
+    for k in counts:
+        path, value = dp_timesteps(cost, last, k, start)
+        on_grid = [nodes.index(s) for s in uniform[k]]
+        uniform_cost = (start[on_grid[0]] + last[on_grid[-1]]
+                        + sum(cost[a, b] for a, b in zip(on_grid, on_grid[1:])))
+        results[k] = SearchedTimesteps(sampler, tuple(nodes[p] for p in path), value,
+                                       float(uniform_cost), grid, (n, seed))
+        if progress:
+            progress(f"{sampler}-{k}: {list(results[k].timesteps)} (cost {value:.3g}; uniform "
+                     f"{results[k].uniform_cost:.3g})")
+    return results
+
+
+def save_timesteps(path: str | Path, result: SearchedTimesteps, *, arch: str,
+                   checkpoint: str | None = None) -> Path:
+    """Write ``result`` as JSON (atomically): what ``--timesteps FILE`` reads."""
+    data = {"format": FORMAT, "version": 1, "arch": arch, "sampler": result.sampler,
+            "steps": len(result.timesteps), "timesteps": list(result.timesteps),
+            "cost": result.cost, "uniform_cost": result.uniform_cost, "grid": result.grid,
+            "calibration": {"n": result.calibration[0], "seed": result.calibration[1]},
+            "checkpoint": checkpoint}
+    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+    return Path(path)
+
+
+def load_timesteps(path: str | Path) -> tuple[str, tuple[int, ...]]:
+    """``(sampler, timesteps)`` from a file :func:`save_timesteps` wrote.
+
+    Raises:
+        ValueError: a missing or malformed file (the message says which).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"timesteps file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{path} is not a timesteps JSON file ({type(err).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an ase-search timesteps file (written by `ase-search "
+                         f"timesteps`)")
+    ts = data.get("timesteps")
+    if not isinstance(ts, list) or not ts or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in ts):
+        raise ValueError(f"{path}: timesteps must be a non-empty list of integers")
+    sampler = data.get("sampler")
+    if sampler not in ("ddim", "dpm-solver"):
+        raise ValueError(f"{path}: sampler must be ddim or dpm-solver, got {sampler!r}")
+    return sampler, tuple(ts)
