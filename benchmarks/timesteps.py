@@ -1,0 +1,152 @@
+"""Searched against uniform DDIM timesteps on the testbeds (reports/timesteps.md, .json).
+
+For each testbed and few-step count N, the full model samples with DDIM at its uniform timesteps
+(leading, the project's default) and at the timesteps ``ase-search timesteps`` searches
+(:mod:`ase_search.timesteps`, calibration seed 10000, apart from the measured seeds), on the same
+fresh seeds (500 samples each, FID-MNIST). The searched configuration at N steps is then judged
+against the uniform ladder by the project's one rule (:func:`ase_search.verdict.judge_point`): the
+cheapest uniform step count it does not beat is its match, and the speedup is the ratio of model
+calls (the same network at every call; the sampler's own work is the same per call). Run from the
+repository root:
+
+    python -m benchmarks.timesteps --arch dit uvit --steps 3 4 5 6 8 10 --seeds 5
+
+One cell per testbed, timesteps and step count (``dit/searched-5``, ``dit/uniform-7``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import field
+from typing import Any
+
+from benchmarks._common import file_sha256, machine_text
+from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
+
+ARCHS = ("dit", "uvit")
+CALIBRATION_SEED = 10_000
+N_SAMPLES = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Which testbeds and step counts, over which fresh seeds."""
+
+    arch: tuple[str, ...] = field(default=ARCHS, metadata=option(
+        "testbed models", identity=False, choices=ARCHS))
+    steps: tuple[int, ...] = field(default=(3, 4, 5, 6, 8, 10), metadata=option(
+        "searched step counts (the uniform ladder runs 3-12, 14, 20)", identity=False))
+    seeds: int = field(default=5, metadata=option("fresh seeds 1..S"))
+    grid: int = field(default=100, metadata=option("candidate timesteps of the search"))
+
+    def __post_init__(self) -> None:
+        if self.seeds < 2 or any(not 1 <= k <= 12 for k in self.steps):
+            raise ValueError("--seeds must be >= 2 and --steps in [1, 12]")
+
+
+LADDER = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 20)
+
+
+def keys(params: Params) -> list[str]:
+    return [f"{arch}/{kind}-{k}" for arch in params.arch
+            for kind, counts in (("uniform", LADDER), ("searched", params.steps)) for k in counts]
+
+
+def weights_identity(params: Params, key: str) -> dict[str, Any]:
+    from ase_search.testbed import TESTBEDS
+
+    return {"weights_sha256": file_sha256(TESTBEDS[key.partition("/")[0]].path)}
+
+
+def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """One testbed at N DDIM steps, uniform or searched: FID-MNIST per fresh seed."""
+    import sys
+
+    from ase_search.evaluate import machine_info
+    from ase_search.measure import measure_schedule
+    from ase_search.samplers import SamplerConfig
+    from ase_search.testbed import load_model
+    from ase_search.timesteps import search_timesteps
+
+    arch, _, config = key.partition("/")
+    kind, _, count = config.partition("-")
+    steps = int(count)
+    model = load_model(arch)
+    extra: dict[str, Any] = {}
+    if kind == "searched":
+        found = search_timesteps(model, steps, grid=params.grid, seed=CALIBRATION_SEED)[steps]
+        sampler = found.sampler_config()
+        extra = {"timesteps": list(found.timesteps), "cost": found.cost,
+                 "uniform_cost": found.uniform_cost}
+    else:
+        sampler = SamplerConfig("ddim", steps)
+        extra = {"timesteps": [int(s) for s in sampler.model_times()]}
+    m = measure_schedule(model, None, sampler=sampler, n=N_SAMPLES,
+                         seeds=range(1, params.seeds + 1))
+    fids = [row["fid"] for row in m.metrics]
+    print(f"{key}: FID {statistics.fmean(fids):.2f} {extra['timesteps']}", file=sys.stderr,
+          flush=True)
+    return {"arch": arch, "kind": kind, "steps": steps, "fids": fids,
+            "seeds": list(range(1, params.seeds + 1)), "command": ctx.command,
+            "machine": machine_info(), **extra}
+
+
+def _verdicts(cells: dict[str, dict[str, Any]], arch: str) -> list[list[str]]:
+    from ase_search.verdict import Configuration, Latency, judge_point
+
+    def config(c: dict[str, Any]) -> Configuration:
+        # latency in model calls: the same network at every call (no lever, error 0)
+        return Configuration(f"ddim-{c['steps']} {c['kind']}", tuple(c["fids"]),
+                             tuple(c["seeds"]), Latency(float(c["steps"]), 0.0, "measured"))
+
+    mine = [c for c in cells.values() if c["arch"] == arch]
+    ladder = [config(c) for c in mine if c["kind"] == "uniform"]
+    rows = []
+    for c in sorted((c for c in mine if c["kind"] == "searched"), key=lambda c: c["steps"]):
+        uniform = next((u for u in mine if u["kind"] == "uniform" and u["steps"] == c["steps"]),
+                       None)
+        j = judge_point(config(c), ladder)
+        word = (f"{j.discounted:.2f}x (matches uniform {j.match.label.split()[0]})"
+                if j.discounted is not None else f"{j.status} the ladder")
+        rows.append([str(c["steps"]), ", ".join(map(str, c["timesteps"])),
+                     f"{statistics.fmean(c['fids']):.2f}",
+                     "" if uniform is None else f"{statistics.fmean(uniform['fids']):.2f}",
+                     word])
+    return rows
+
+
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    import pandas as pd
+
+    lines = ["# Searched against uniform DDIM timesteps", "",
+             f"Written by `benchmarks/timesteps.py` from `{json_name}`. Full model, DDIM, "
+             f"{N_SAMPLES} samples per fresh seed (FID-MNIST, mean over seeds). Searched: "
+             f"`ase-search timesteps` (dynamic programming on the model's DDIM-"
+             f"{params.grid} teacher trajectory, calibration seed {CALIBRATION_SEED}). The last "
+             "column is the verdict rule's word (`ase_search/verdict.py`): the cheapest uniform "
+             "step count the searched configuration does not beat on the paired seeds, and the "
+             "ratio of model calls.", ""]
+    for arch in ARCHS:
+        mine = [c for c in cells.values() if c["arch"] == arch]
+        if not mine:
+            continue
+        runs = list(dict.fromkeys(f"`{c['command']}` on {machine_text(c['machine'])}"
+                                  for c in mine))
+        lines += [f"## {arch}", "", "; ".join(runs) + ".", ""]
+        lines += [markdown_table(pd.DataFrame(
+            _verdicts(cells, arch), columns=["steps", "searched timesteps", "FID searched",
+                                            "FID uniform", "vs the uniform ladder"]),
+            align=["right", "left", "right", "right", "left"]), ""]
+        ladder = sorted((c for c in mine if c["kind"] == "uniform"), key=lambda c: c["steps"])
+        lines += ["Uniform ladder: " + ", ".join(
+            f"{c['steps']}: {statistics.fmean(c['fids']):.2f}" for c in ladder), ""]
+    return Report("\n".join(lines))
+
+
+BENCHMARK = Benchmark(name="timesteps", doc=__doc__, params=Params, keys=keys, cell=measure,
+                      report=report, cell_identity=weights_identity)
+
+
+if __name__ == "__main__":
+    run(BENCHMARK)
