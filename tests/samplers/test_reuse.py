@@ -58,6 +58,11 @@ class HandReuse(nn.Module):
         if call == 0:
             self.cache = {}  # a new trajectory: nothing carries over
         refresh = REFRESH.get(call)  # None: a skip interval's call
+        return self.run(x, t, y, n_blocks, refresh, self.cache.__setitem__, self.cache.__getitem__)
+
+    def run(self, x, t, y, n_blocks, refresh, keep, added):
+        """The model by hand: a refresh runs every block and ``keep(key, residual)``s what the
+        blocks past the count add; a reuse call (``refresh is False``) adds ``added(key)``."""
         if self.model.arch == "dit":
             h, c = self.model.embed(x, t, y)
             for i, block in enumerate(self.model.blocks):
@@ -67,9 +72,9 @@ class HandReuse(nn.Module):
                     break
                 h = block(h, c)
             if refresh:
-                self.cache["past"] = h - after_count
+                keep("past", h - after_count)
             elif refresh is False:
-                h = h + self.cache["past"]
+                h = h + added("past")
             return self.model.head(h, c)
         h, skips = self.model.encode(self.model.embed(x, t, y))
         for i, blk in enumerate(self.model.out_blocks):
@@ -77,9 +82,9 @@ class HandReuse(nn.Module):
             if i < n_blocks or refresh:
                 h = blk.body(z)
                 if refresh:
-                    self.cache[i] = h - z
+                    keep(i, h - z)
             else:
-                h = z + self.cache[i] if refresh is False else z
+                h = z + added(i) if refresh is False else z
         return self.model.head(h)
 
 
@@ -196,32 +201,13 @@ class HandForecast(HandReuse):
         refresh = FORECAST_REFRESH.get(call)
         now = (900 - 100 * call) / 1000
 
+        def keep(key, residual):
+            self.kept.setdefault(key, []).append((now, residual))
+
         def added(key):
             return lagrange(self.kept[key][-(self.order + 1):], now)
 
-        if self.model.arch == "dit":
-            h, c = self.model.embed(x, t, y)
-            for i, block in enumerate(self.model.blocks):
-                if i == n_blocks and refresh is not None:
-                    after_count = h
-                if i >= n_blocks and not refresh:
-                    break
-                h = block(h, c)
-            if refresh:
-                self.kept.setdefault("past", []).append((now, h - after_count))
-            elif refresh is False:
-                h = h + added("past")
-            return self.model.head(h, c)
-        h, skips = self.model.encode(self.model.embed(x, t, y))
-        for i, blk in enumerate(self.model.out_blocks):
-            z = blk.skip_linear(torch.cat([h, skips.pop()], dim=-1))
-            if i < n_blocks or refresh:
-                h = blk.body(z)
-                if refresh:
-                    self.kept.setdefault(i, []).append((now, h - z))
-            else:
-                h = z + added(i) if refresh is False else z
-        return self.model.head(h)
+        return self.run(x, t, y, n_blocks, refresh, keep, added)
 
 
 @pytest.mark.parametrize("name", ["DiT-test", "U-ViT-test"])
