@@ -449,8 +449,9 @@ def lever_word(fronts: Fronts) -> str:
     tails = [k.split("/", 1)[1].split("@")[0] for k in keys]
     if keys and all("f" in t for t in tails):
         return "forecast configurations"
-    if keys and all("r" in t for t in tails):
-        return "block reuse configurations"
+    if keys and all("r" in t for t in tails):  # every one caches: reuse, some forecast
+        return ("forecast and reuse configurations" if any("f" in t for t in tails)
+                else "block reuse configurations")
     return "exits"
 
 

@@ -208,10 +208,11 @@ def schedule_string(trial: FrozenTrial) -> str:
         s = trial_schedule(trial)
     except StudyError:
         return "?"
+    from ase_search.record import schedule_words
+
     widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
     if max(widths) - min(widths) < 1e-9:  # 8r2: 8 blocks, the rest's residual reused (period 2)
-        return "|".join(f"{n}r{r}" if mode == "reuse" else str(n)
-                        for n, mode, r in zip(s.blocks, s.modes, s.periods))
+        return "".join(schedule_words(s))
     return s.describe()
 
 

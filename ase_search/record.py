@@ -35,6 +35,7 @@ __all__ = [
     "config_key",
     "confirmed_fids",
     "looks_at",
+    "schedule_words",
     "reference_sampler",
     "study_sampler",
 ]
@@ -91,11 +92,19 @@ def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
     widths = [hi - lo for lo, hi in zip(s.boundaries, s.boundaries[1:])]
     uniform = max(widths) - min(widths) < 1e-9  # equal intervals: the counts say it all
     edges = "" if uniform else "@" + ",".join(f"{b:g}" for b in s.boundaries[1:-1])
+    counts, cache = schedule_words(s)
+    return f"{name}/{counts}{edges}{cache}"
+
+
+def schedule_words(s: ExitSchedule) -> tuple[str, str]:
+    """The counts of a schedule's intervals (``8r2``: reuse every 2nd call; ``8f1r4``: forecast
+    at order 1, refreshed every 4th) and its cache's settings (``w2``: two warm-up refreshes;
+    ``-modules``: per module), as configuration keys and tables write them."""
     counts = "|".join(f"{n}r{r}" if mode == "reuse" else f"{n}f{p}r{r}" if mode == "forecast"
                       else str(n) for n, mode, r, p in zip(s.blocks, s.modes, s.periods, s.orders))
     warmup = f"w{s.warmup}" if s.warmup and s.reuses else ""
     modules = "-modules" if s.granularity == "modules" and s.reuses else ""
-    return f"{name}/{counts}{edges}{warmup}{modules}"
+    return counts, warmup + modules
 
 
 def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> tuple:
