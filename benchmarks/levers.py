@@ -102,6 +102,9 @@ class Params:
         "the headline counts points with FID <= window x the reference's", identity=False))
     n: int = field(default=500, metadata=option("samples per seed"))
     seeds: int = field(default=5, metadata=option("sample seeds 0..S-1 (common random numbers)"))
+    first_seed: int = field(default=0, metadata=option(
+        "the first sample seed (a replication on other seeds: --first-seed 5 --out ...)",
+        identity=False))
     batch_size: int = field(default=250, metadata=option("sampling batch"))
     latency_batch: int = field(default=256, metadata=option("batch the cost model is profiled at"))
 
@@ -174,7 +177,8 @@ def base_sha256(arch: str) -> str:
 def weights_identity(params: Params, key: str) -> dict[str, Any]:
     """A configuration's FIDs depend on the weights; the cost model does not."""
     arch, _, rest = key.partition("/")
-    return {} if rest == COST else {"weights_sha256": base_sha256(arch)}
+    seeds = {"first_seed": params.first_seed} if params.first_seed else {}  # caches before it: 0
+    return {} if rest == COST else {"weights_sha256": base_sha256(arch), **seeds}
 
 
 def lever_schedule(name: str, lever: str, arch: str, depth: int) -> Any:
@@ -212,8 +216,8 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     cost = CostModel.from_dict(ctx.cells[f"{arch}/{COST}"]["cost_model"])
     t0 = time.perf_counter()
     m = measure_schedule(model, schedule, sampler=sampler, n=params.n,
-                         seeds=range(params.seeds), batch_size=params.batch_size,
-                         cost_model=cost, keep_images=0)
+                         seeds=range(params.first_seed, params.first_seed + params.seeds),
+                         batch_size=params.batch_size, cost_model=cost, keep_images=0)
     fids = [x["fid"] for x in m.metrics]
     print(f"{key}: FID {statistics.fmean(fids):.2f} "
           f"({' '.join(f'{f:.2f}' for f in fids)}), {time.perf_counter() - t0:.0f} s",
