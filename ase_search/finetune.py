@@ -45,6 +45,7 @@ __all__ = [
     "one_shot_key",
     "one_shot_path",
     "one_shot_weights",
+    "shipped_one_shot",
     "rebase_weights",
     "recorded_weights",
     "weights_record",
@@ -251,6 +252,11 @@ def _check_model(model: nn.Module, arch: str, depth: int) -> None:
 # study, add `--storage STUDY`.
 REBUILD_COMMAND = "python -m tools.reference_study --arch {arch} --weights-only"
 _KEY_VERSION = 1  # bump when what the key covers changes
+# One-shot weights shipped with the package, for the default spaces on the testbeds at the
+# default settings (`<arch>-<key[:12]>.safetensors`): a newcomer's first search skips the
+# fine-tune that would make exactly these weights (issue #26). Used only where the full key
+# matches; any other model, space, setting or data fine-tunes as before.
+SHIPPED_ONE_SHOT = Path(__file__).resolve().parent / "assets" / "one-shot"
 
 
 def one_shot_key(model: nn.Module, space: ScheduleSpace, config: FinetuneConfig,
@@ -325,6 +331,14 @@ def one_shot_weights(
     if out.is_file():
         _check_key(out, key)
         return out
+    shipped = shipped_one_shot(key)
+    if shipped is not None:  # copied, so the study's folder holds its weights like any other
+        from ase_search.files import atomic_write
+
+        if progress:
+            print(f"one-shot weights: the package ships them for this key ({key[:12]}), no "
+                  f"fine-tune needed", flush=True)
+        return atomic_write(out, lambda tmp: shutil.copyfile(shipped, tmp))
     from ase_search.data import build_dataset
     from ase_search.models import save_checkpoint
 
@@ -338,6 +352,14 @@ def one_shot_weights(
                                             "finetune_config": asdict(config), "data": data})
     shutil.rmtree(partial, ignore_errors=True)  # only once the weights are safely written
     return out
+
+
+def shipped_one_shot(key: str) -> Path | None:
+    """The one-shot weights the package ships for ``key`` (see ``SHIPPED_ONE_SHOT``), or None."""
+    for path in sorted(SHIPPED_ONE_SHOT.glob(f"*-{key[:12]}.safetensors")):
+        if _recorded_key(path) == key:
+            return path
+    return None
 
 
 def one_shot_path(out_dir: str | Path, name: str, key: str) -> Path:

@@ -648,3 +648,45 @@ def test_finetune_trains_each_exit_head_only_on_the_samples_that_exit_there(
     assert meta["config"]["exit_heads"] is True
     for key, value in trained.items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("arch", ["dit", "uvit"])
+def test_shipped_one_shot_weights_serve_the_default_search_without_a_fine_tune(
+        arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import re
+    import sqlite3
+    from dataclasses import replace
+
+    from ase_search.search.config import SearchConfig, one_shot_config
+    from ase_search.space import load_space
+    from ase_search.testbed import TESTBEDS, load_model
+
+    model = load_model(arch)
+    space = load_space(TESTBEDS[arch].space, depth=model.exit_depth)
+    config = one_shot_config(SearchConfig(arch=arch))
+    key = finetune_module.one_shot_key(model, space, config, "mnist")
+
+    def no_training(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the shipped weights should have been used")
+
+    monkeypatch.setattr(finetune_module, "finetune", no_training)
+    out = finetune_module.one_shot_weights(model, space, config, data="mnist", out_dir=tmp_path,
+                                           name=arch, progress=False, key=key)
+    assert out == finetune_module.one_shot_path(tmp_path, arch, key)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    # The reference: the digest (prefix) the reference study's confirmation records hold, made on
+    # the weights a fine-tune wrote there.
+    with sqlite3.connect(Path(__file__).parents[1] / "studies" / "reference" / f"{arch}.db") as db:
+        recorded = {m for (v,) in db.execute("SELECT value_json FROM study_user_attributes "
+                                             "WHERE key LIKE 'confirm:%'")
+                    for m in re.findall(r'"weights_sha256": "([0-9a-f]{16,64})"', v)}
+    assert any(digest.startswith(prefix) for prefix in recorded), recorded
+    assert load_state_dict_file(out)["one_shot_key"] == key
+    # Any other setting: nothing shipped, so a fine-tune.
+    other = finetune_module.one_shot_key(model, space, replace(config, steps=2399), "mnist")
+    assert finetune_module.shipped_one_shot(other) is None
+    with pytest.raises(AssertionError, match="shipped"):
+        finetune_module.one_shot_weights(model, space, replace(config, steps=2399),
+                                         data="mnist", out_dir=tmp_path, name=arch,
+                                         progress=False, key=other)

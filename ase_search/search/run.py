@@ -257,7 +257,10 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                     tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources),
                     tune_config=tune.TuneConfig(search_alg=searcher,
                                                 num_samples=config.budget - before[0],
-                                                max_concurrent_trials=concurrent),
+                                                max_concurrent_trials=concurrent,
+                                                # a fresh worker per trial costs ~5 s of
+                                                # process start and imports per trial
+                                                reuse_actors=True),
                     # One experiment name per round: Ray keeps a round's state in a folder
                     # named by name and second, and two rounds within one second would share
                     # (and delete) each other's files.
