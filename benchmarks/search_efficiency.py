@@ -211,7 +211,7 @@ class MemoisedObjective:
         t0 = time.perf_counter()
         try:
             with threadpool_limits(limits=self.threads):  # as the search's workers do
-                return evaluate_schedule(schedule, self.ctx, tag="bench")
+                return evaluate_schedule(schedule, self.ctx)
         finally:
             self.eval_seconds += time.perf_counter() - t0
 
@@ -452,7 +452,7 @@ def setup(params: Params, threads: int) -> Setup:
                                                  device=device).to_dict(), sort_keys=True)
     cost = CostModel.from_dict(load_json(cost_path))
     ctx = TrialContext(config=asdict(config), weights=str(weights), space=space.to_dict(),
-                       cost_model=cost.to_dict(), grids_dir=str(evals_dir / "grids"),
+                       cost_model=cost.to_dict(),
                        cpus=threads)
     objective = MemoisedObjective(ctx, evals_dir / "evaluations.json", identity, threads)
     facts = {

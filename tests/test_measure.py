@@ -193,7 +193,7 @@ def test_evaluate_and_a_search_trial_measure_alike(dit, tmp_path) -> None:
     config = SearchConfig(steps=2, n_samples=8, batch_size=8, grid=0, seed=1,
                           finetune="none")
     ctx = TrialContext(config=config.__dict__.copy(), weights=str(weights), space={},
-                       cost_model=cost.to_dict(), grids_dir=str(tmp_path), cpus=1)
+                       cost_model=cost.to_dict(), cpus=1)
     trial = evaluate_schedule(schedule, ctx)
 
     from ase_search.models import load_checkpoint

@@ -64,7 +64,10 @@ def test_ray_smoke_run_and_resume_enqueues_seeds_once(tiny, monkeypatch) -> None
         assert all(math.isfinite(v) for v in t.values)
         assert t.user_attrs["schedule"]["arch"] == "dit"
         assert set(t.user_attrs["time_split"]) == {"load", "finetune", "sampling", "fid"}
-        assert Path(t.user_attrs["grid"]).is_file()
+        # saved by the driver beside the study, recorded relative to it
+        assert not Path(t.user_attrs["grid"]).is_absolute()
+        assert (tiny / t.user_attrs["grid"]).is_file()
+        assert t.user_attrs["node"]  # the Ray node that measured it
         assert t.values[1] == pytest.approx(t.user_attrs["latency"])
     seeds = sorted(t.user_attrs.get("seed") or "" for t in done)
     assert seeds == ["", "D4", "full"]
@@ -179,7 +182,7 @@ def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, t
 
     monkeypatch.setattr(tune, "get_context", lambda: _Ctx())
     ctx = TrialContext(config=config.__dict__ | {"fid_weights": None}, weights=str(tmp_path / "x.pt"),
-                       space=space.to_dict(), cost_model={}, grids_dir=str(tmp_path), cpus=1)
+                       space=space.to_dict(), cost_model={}, cpus=1)
     params = searcher.suggest("a")
     trainable(params, ctx)
     # the worker names the missing weights and the node it runs on
@@ -382,8 +385,7 @@ def _context(tiny: Path, config: SearchConfig, tmp_path: Path, **kw) -> TrialCon
     model, _ = load_checkpoint(tiny / "tiny.pt")
     base = dict(config=config.__dict__.copy(), weights=str(tiny / "tiny.pt"),
                 space=space.to_dict(),
-                cost_model=profile_components(model, batch_size=2, device="cpu").to_dict(),
-                grids_dir=str(tmp_path / "grids"), cpus=1)
+                cost_model=profile_components(model, batch_size=2, device="cpu").to_dict(), cpus=1)
     base.update(kw)
     return TrialContext(**base)
 
@@ -474,8 +476,7 @@ def test_a_trial_validates_its_space_once_and_plans_its_calls_once(tiny, tmp_pat
     cost = CostModel(arch="dit", depth=space.depth, fixed=3.0, block=2.0, dropped=0.0,
                      batch_size=8, device="cpu", components={})
     ctx = TrialContext(config=dataclasses.asdict(config), weights=str(tiny / "tiny.pt"),
-                       space=space.to_dict(), cost_model=cost.to_dict(),
-                       grids_dir=str(tmp_path), cpus=1)
+                       space=space.to_dict(), cost_model=cost.to_dict(), cpus=1)
     params = {name: dist.low for name, dist in space.distributions().items()}
     validations, reports = [], []
     original = ScheduleSpace.__post_init__

@@ -187,14 +187,16 @@ def test_trial_fine_tunes_on_latents_and_scores_decoded_images(files, tmp_path) 
     model = latent_dit()
     cost = profile_components(model, batch_size=4, warmup=1, repeats=1)
     ctx = TrialContext(config=config.__dict__.copy(), weights=str(files["checkpoint"]),
-                       space={}, cost_model=cost.to_dict(), grids_dir=str(tmp_path), cpus=1)
-    result = evaluate_schedule(preset("D4", "dit", model.exit_depth), ctx, tag="t")
+                       space={}, cost_model=cost.to_dict(), cpus=1)
+    result = evaluate_schedule(preset("D4", "dit", model.exit_depth), ctx)
     assert np.isfinite(result["fid"]) and result["fid"] > 0
     assert result["finetune_steps"] == 1
     assert set(result["time_split"]) == {"load", "finetune", "sampling", "decode", "fid"}
     from PIL import Image
 
-    with Image.open(result["grid"]) as grid:  # 2 x 2 decoded 16 x 16 images, upscaled 2x
+    import io
+
+    with Image.open(io.BytesIO(result["grid_png"])) as grid:  # 2 x 2 decoded 16 x 16 images, upscaled 2x
         assert grid.mode == "RGB" and grid.size[0] > 2 * 2 * 16
 
 

@@ -180,8 +180,8 @@ def _measure(job: PointJob, ctx: TrialContext) -> dict[str, Any]:
     with threadpool_limits(limits=ctx.cpus):
         result = evaluate_schedule(ExitSchedule.from_dict(job.schedule), ctx,
                                    sampler=SamplerConfig.from_dict(job.sampler),
-                                   seeds=job.seeds, tag=job.attr.replace("/", "_"))
-    result.pop("grid", None)  # None: no grid was saved
+                                   seeds=job.seeds)
+    result.pop("grid_png", None)  # None: no grid was made
     result.pop("time_split", None)
     if "fids" not in result:
         result["fids"] = [result["fid"]]

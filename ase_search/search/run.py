@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -30,7 +29,14 @@ from ase_search.search.points import (
     time_confirmed,
 )
 from ase_search.search.trial import TrialContext
-from ase_search.search.tune import fit_polling, init_ray, make_searcher, trainable, trial_resources
+from ase_search.search.tune import (
+    check_reachable,
+    fit_polling,
+    init_ray,
+    make_searcher,
+    trainable,
+    trial_resources,
+)
 
 __all__ = ["SearchSummary", "StudyProgress", "check_space", "check_weights_key", "confirm_study",
            "run_search", "starting_weights", "study_prefix"]
@@ -99,6 +105,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
 
     started = time.perf_counter()
     setup: dict[str, float] = {}
+    if config.ray_address:  # before minutes of profiling and fine-tuning
+        check_reachable(config.ray_address)
     if config.diffusers:
         from ase_search.integrations.diffusers import exit_blocks, load_transformer
 
@@ -210,7 +218,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         resources, concurrent, cpus = trial_resources(config)
         ctx = TrialContext(config=asdict(config), weights=str(Path(weights).resolve()),
                            space=space.to_dict(), cost_model=study.user_attrs["cost_model"],
-                           grids_dir=str(storage_dir / f"{prefix}-grids"), cpus=cpus,
+                           cpus=cpus,
                            # a diffusers study's weights are its folder, read where trials run
                            weights_bytes=(Path(weights).read_bytes() if Path(weights).is_file()
                                           else None),
@@ -251,7 +259,9 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                     continue
                 rounds += 1
                 before = count(TrialState.COMPLETE), count(TrialState.FAIL)
-                searcher = ConcurrencyLimiter(make_searcher(space, storage, config, driver.id),
+                searcher = ConcurrencyLimiter(make_searcher(space, storage, config, driver.id,
+                                                           storage_dir / f"{prefix}-grids",
+                                                           folder),
                                               max_concurrent=concurrent)
                 tuner = tune.Tuner(
                     tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources),
@@ -386,11 +396,10 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
     started_ray = init_ray(config)
     try:
         resources, concurrent, cpus = trial_resources(config)
-        grids = Path(tempfile.gettempdir())  # confirmation points save no grids
         cache = ((folder or Path("studies").resolve())
                  / f"{study_prefix(storage, study.study_name)}-self")
         ctx = TrialContext(config=asdict(config), weights=str(weights), space=attrs["space"],
-                           cost_model=attrs["cost_model"], grids_dir=str(grids), cpus=cpus,
+                           cost_model=attrs["cost_model"], cpus=cpus,
                            weights_bytes=(Path(weights).read_bytes() if Path(weights).is_file()
                                           else None), cache_dir=str(cache))
         contexts = {"start": starting_context(ctx, starting_weights(config))}

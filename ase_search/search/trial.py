@@ -28,15 +28,15 @@ class TrialContext:
     one-shot weights the driver made, typically) travel inside the context (``weights_bytes``),
     so no node needs them on its disk; the other inputs the trial reads (``data``, ``fid_data``,
     ``fid_weights``, ``vae``: user data, often large) must exist at the same path where the trial
-    runs, which :func:`evaluate_schedule` checks first. Sample grids are written under
-    ``grids_dir`` on the node that ran the trial.
+    runs, which :func:`evaluate_schedule` checks first. Nothing is written on the trial's node:
+    the sample grid comes back as PNG bytes in the result (``grid_png``), which the driver saves
+    beside the study.
     """
 
     config: dict[str, Any]
     weights: str  # absolute path of the weights every trial starts from (its name, when shipped)
     space: dict[str, Any]
     cost_model: dict[str, Any]
-    grids_dir: str
     cpus: int
     weights_bytes: bytes | None = None  # the content of ``weights``; None: read the path
     # A diffusers study's full-model samples at the reference configuration (its ``fid_data
@@ -46,8 +46,7 @@ class TrialContext:
 
 def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
                       reference: Any = None,
-                      seeds: tuple[int, ...] | None = None,
-                      tag: str = "trial") -> dict[str, Any]:
+                      seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Fine-tune (per-trial mode), sample with common random numbers, FID, predicted latency.
 
     A latent model's samples are decoded with ``config["vae"]`` before FID, which is measured
@@ -62,7 +61,6 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
             already (a trial); default: read from the study's space.
         seeds: sample seeds (common random numbers); default: the study's seed. With several,
             ``fid`` is their mean and ``fids`` lists them.
-        tag: names the sample grid.
 
     Returns:
         The result: ``fid``, ``latency`` (the cost model's seconds for one batch of
@@ -79,7 +77,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     from ase_search.metrics.fid import FIDConfig
     from ase_search.metrics.latency import CostModel
     from ase_search.models import load_checkpoint
-    from ase_search.images import save_grid
+    from ase_search.images import grid_png
     from ase_search.vae import load_vae
 
     cfg = ctx.config
@@ -93,7 +91,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     seeds = seeds if seeds is not None else (cfg["seed"],)
     if cfg.get("diffusers"):
         return _evaluate_diffusers(schedule, ctx, sampler=sampler, reference_config=ref_sampler,
-                                   seeds=seeds, tag=tag, device=device)
+                                   seeds=seeds, device=device)
     with _weights_file(ctx) as weights:
         model, _ = load_checkpoint(weights, ema=True)
     # .get: contexts written before these settings existed have no such keys.
@@ -122,9 +120,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
         decoder=decoder, cost_model=cost_model,
         batch_size=cfg["batch_size"], device=device, keep_images=cfg["grid"])
     split.update(m.seconds)  # sampling, decode (latent models), fid
-    grid = None
-    if cfg["grid"] > 0:
-        grid = str(save_grid(m.images, Path(ctx.grids_dir) / f"{tag}.png"))
+    grid = grid_png(m.images) if cfg["grid"] > 0 else None
     return _result(schedule, sampler, m.metrics, seeds, latency=m.latency,
                    reference_latency=reference_latency,
                    exit_acceleration=m.predicted_acceleration,
@@ -135,7 +131,7 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
 def _result(schedule: Any, sampler: Any, rows: list[dict[str, float]], seeds: tuple[int, ...],
             *, latency: float, reference_latency: float, exit_acceleration: float,
             block_acceleration: float, block_evals: int, finetune_steps: int,
-            split: dict[str, float], started: float, grid: str | None) -> dict[str, Any]:
+            split: dict[str, float], started: float, grid: bytes | None) -> dict[str, Any]:
     """A measured configuration as trials, baseline points and confirmations store it: the
     metrics averaged over the seeds' ``rows`` (and each seed's FID when there are several)."""
     metrics = {key: statistics.fmean(row[key] for row in rows) for key in rows[0]}
@@ -155,12 +151,12 @@ def _result(schedule: Any, sampler: Any, rows: list[dict[str, float]], seeds: tu
         "finetune_steps": finetune_steps,
         "time_split": split,
         "wall_time": time.perf_counter() - started,
-        "grid": grid,
+        "grid_png": grid,  # the sample grid's PNG bytes (None: no grid asked)
     }
 
 
 def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, reference_config: Any,
-                        seeds: tuple[int, ...], tag: str, device: str) -> dict[str, Any]:
+                        seeds: tuple[int, ...], device: str) -> dict[str, Any]:
     """:func:`evaluate_schedule` on a diffusers study's transformer (``config["diffusers"]``):
     the exit-schedule hooks and a diffusers scheduler built from the folder's config
     (:func:`~ase_search.integrations.diffusers.load_scheduler`), training-free.
@@ -179,7 +175,7 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, refer
     from ase_search.callplan import blocks_per_call
     from ase_search.metrics.fid import FIDConfig
     from ase_search.metrics.latency import CostModel
-    from ase_search.images import save_grid
+    from ase_search.images import grid_png
 
     cfg, t0 = ctx.config, time.perf_counter()
     folder = cfg["diffusers"]
@@ -208,9 +204,7 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, refer
     ref_timesteps = scheduler_timesteps(load_scheduler(folder, ref.name,
                                                   timestep_spacing=ref.timestep_spacing),
                                    ref.steps)
-    grid = None
-    if cfg["grid"] > 0:
-        grid = str(save_grid(m.images[:cfg["grid"]], Path(ctx.grids_dir) / f"{tag}.png"))
+    grid = grid_png(m.images[:cfg["grid"]]) if cfg["grid"] > 0 else None
     return _result(schedule, sampler, m.metrics, seeds, latency=latency,
                    reference_latency=cost_model.latency(None, ref_timesteps),
                    exit_acceleration=1.0 - latency / cost_model.latency(None, timesteps),

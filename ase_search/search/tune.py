@@ -7,13 +7,16 @@ what decides (:mod:`ase_search.search.study`).
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import math
 import os
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ase_search.search.config import SAMPLER_ALGOS, SearchConfig, SearchError
@@ -21,8 +24,8 @@ from ase_search.search.study import METRICS, NESTED_ATTRS, TRIAL_ATTRS, measured
 from ase_search.record import study_sampler
 from ase_search.search.trial import TrialContext, evaluate_schedule
 
-__all__ = ["MAX_REUSED_PER_SUGGESTION", "fit_polling", "init_ray", "make_searcher",
-           "trainable", "trial_resources"]
+__all__ = ["MAX_REUSED_PER_SUGGESTION", "check_reachable", "fit_polling", "init_ray",
+           "make_searcher", "shipped_package", "trainable", "trial_resources"]
 
 # Suggestions told a measured twin's result in a row before the searcher measures one anyway.
 MAX_REUSED_PER_SUGGESTION = 20
@@ -49,10 +52,10 @@ def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=ctx.cpus):  # oversubscribed BLAS threads spin for ages
-            result = evaluate_schedule(schedule, ctx, sampler=sampler,
-                                       reference=reference,
-                                       tag=f"trial-{tune.get_context().get_trial_id()}")
+            result = evaluate_schedule(schedule, ctx, sampler=sampler, reference=reference)
         result["seed"] = seed
+        if result.get("grid_png") is not None:  # bytes travel as text; the driver saves them
+            result["grid_png"] = base64.b64encode(result["grid_png"]).decode("ascii")
     except Exception as err:  # reported as a FAILED trial with its reason; the study goes on
         last = traceback.format_exc().strip().splitlines()[-1]
         # Tune insists that every result carries the study's metrics (its strict metric check
@@ -61,13 +64,20 @@ def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
         result = {**{m: float("nan") for m in METRICS},
                   "fail_reason": f"{type(err).__name__}: {err}"[:500], "traceback": last}
     result["worker_time"] = time.perf_counter() - started
+    import ray
+
+    result["node"] = ray.get_runtime_context().get_node_id()  # which Ray node measured it
     # Tune flattens nested dicts in results; ship them as JSON text and decode in the searcher.
     tune.report({k: json.dumps(v) if k in NESTED_ATTRS else v for k, v in result.items()})
 
 
-def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str | None = None):
+def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str | None = None,
+                  grids_dir: str | Path | None = None, grids_base: str | Path | None = None):
     """Ray's OptunaSearch, telling results (and failures, with reasons) into our study; every
-    trial it asks is tagged with ``driver_id`` (see :class:`Driver`)."""
+    trial it asks is tagged with ``driver_id`` (see :class:`Driver`). A trial's sample grid,
+    sent back as PNG bytes, is saved as ``grids_dir/trial-<id>.png`` (on the driver: the trial's
+    node may see none of the study's folder) and recorded relative to ``grids_base`` (the study
+    file's folder; None: as an absolute path)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -121,6 +131,14 @@ def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str
             attrs = {key: json.loads(result[key]) if key in NESTED_ATTRS else result[key]
                      for key in (*TRIAL_ATTRS, "worker_time")
                      if result and result.get(key) is not None}
+            if reason is None and grids_dir is not None and result.get("grid_png"):
+                from ase_search.files import atomic_write
+
+                png = base64.b64decode(result["grid_png"])
+                file = atomic_write(Path(grids_dir) / f"trial-{trial_id}.png",
+                                    lambda tmp: tmp.write_bytes(png))
+                attrs["grid"] = (os.path.relpath(file, grids_base) if grids_base is not None
+                                 else str(file))
             if reason is not None:
                 attrs["fail_reason"] = reason
             tell_result(self._ot_study, ot_trial, None if reason is not None else values, attrs)
@@ -140,9 +158,25 @@ def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str
 
 
 
+class _FirstLine(logging.Filter):
+    """Ray Tune logs a failed trial's whole traceback (a worker's, or a dead node's); the study
+    records the failure with its reason, so the user gets the log's first line only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info or "\n" in message:
+            record.msg, record.args, record.exc_info = message.splitlines()[0], (), None
+        return True
+
+
 def init_ray(config: SearchConfig) -> bool:
     """Start (or join) Ray; return whether we started it (and so must shut it down)."""
     import ray
+
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _FirstLine) for f in logger.filters):
+            logger.addFilter(_FirstLine())
 
     if ray.is_initialized():
         return False
@@ -154,11 +188,49 @@ def init_ray(config: SearchConfig) -> bool:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if config.ray_address:
-        ray.init(address=config.ray_address, logging_level="ERROR", log_to_driver=False)
+        # The other nodes run this driver's ase_search, shipped through Ray: a node need not
+        # have it installed (or see the driver's checkout), and never runs another version.
+        check_reachable(config.ray_address)
+        try:
+            ray.init(address=config.ray_address, logging_level="ERROR", log_to_driver=False,
+                     runtime_env=shipped_package())
+        except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+            why = f"{err} {err.__cause__}"
+            if "AuthToken" in why or "Authentication" in why:
+                raise SearchError(f"the Ray cluster at {config.ray_address} asks for its token: "
+                                  f"run with RAY_AUTH_MODE=token (the token in "
+                                  f"~/.ray/auth_token or RAY_AUTH_TOKEN)",
+                                  fields=("ray_address",)) from None
+            raise SearchError(f"cannot join the Ray cluster at {config.ray_address}: "
+                              f"{str(err).splitlines()[0]}", fields=("ray_address",)) from None
         return False
     ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              configure_logging=True)
     return True
+
+
+def check_reachable(address: str) -> None:
+    """Refuse at once a ``host:port`` with nothing listening (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or "://" in address or not port.isdigit():
+        return  # "auto", "ray://...": Ray's own forms
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise SearchError(f"cannot reach a Ray cluster at {address} ({err.strerror or err}); "
+                          f"start one there with `ray start --head --port {port}`, or check the "
+                          f"address", fields=("ray_address",)) from None
+
+
+def shipped_package() -> dict[str, Any]:
+    """The Ray runtime environment that ships this ase_search package to every node (less the
+    one-shot weights, which only the driver reads; trials get their weights in the context)."""
+    import ase_search
+
+    return {"py_modules": [os.path.dirname(ase_search.__file__)],
+            "excludes": ["__pycache__", "*.pyc", "assets/one-shot"]}
 
 
 def trial_resources(config: SearchConfig) -> tuple[dict[str, float], int, int]:
