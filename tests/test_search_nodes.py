@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,17 +60,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Kill a node: its ``ray start --block`` and every process of its session."""
-    if proc.poll() is None:
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc (parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill a node at once: its ``ray start --block`` and every process below it (Ray's workers
+    leave the process group, and a worker left alive would finish its trial)."""
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     proc.wait(timeout=30)
 
 
-def _hidden_node(address: str, hide: list[Path], log: Path) -> subprocess.Popen:
+def _hidden_node(address: str, hide: list[Path], log: Path, temp: Path) -> subprocess.Popen:
     """A Ray node in a private mount namespace in which each of ``hide`` is an empty tmpfs (the
     virtual environment, when it lies inside one of them, is mounted back at its path)."""
     lines = ["set -e", "keep=$(mktemp -d)", f"mount --bind {VENV} $keep"]
@@ -79,7 +102,7 @@ def _hidden_node(address: str, hide: list[Path], log: Path) -> subprocess.Popen:
             lines += [f"mkdir -p {VENV}", f"mount --bind $keep {VENV}"]
     lines += [f"test ! -e {CHECKOUT / 'ase_search'}",  # hidden, or the test proves nothing
               f"exec {BIN / 'ray'} start --address={address} --num-cpus=1 --block "
-              f"--disable-usage-stats --node-ip-address=127.0.0.1"]
+              f"--disable-usage-stats --node-ip-address=127.0.0.1 --temp-dir={temp}"]
     return subprocess.Popen(["unshare", "--mount", "--propagation", "private", "bash", "-c",
                              "\n".join(lines)], cwd="/", env={**os.environ, **RAY_ENV},
                             stdout=log.open("w"), stderr=subprocess.STDOUT,
@@ -105,11 +128,14 @@ def test_a_search_on_two_nodes_survives_losing_one(tiny, tmp_path) -> None:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     head = second = driver = None
+    # The cluster's own Ray folder (short: it holds unix sockets), so it leaves no address in
+    # /tmp/ray that another Ray on this machine would find.
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     with _postgres.postgres_server() as url:
         try:
             head = subprocess.Popen(
                 [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=1",
-                 "--node-ip-address=127.0.0.1",
+                 "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
                  "--include-dashboard=false", "--disable-usage-stats", "--block"],
                 cwd=tmp_path, env={**os.environ, **RAY_ENV}, start_new_session=True,
                 stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT)
@@ -118,7 +144,7 @@ def test_a_search_on_two_nodes_survives_losing_one(tiny, tmp_path) -> None:
                 assert time.time() < deadline, (tmp_path / "head.log").read_text()[-3000:]
                 assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
                 time.sleep(1.0)
-            second = _hidden_node(address, [CHECKOUT, study_dir], tmp_path / "node.log")
+            second = _hidden_node(address, [CHECKOUT, study_dir], tmp_path / "node.log", temp)
             while _nodes(address) < 2:
                 assert time.time() < deadline, (tmp_path / "node.log").read_text()[-3000:]
                 assert second.poll() is None, (tmp_path / "node.log").read_text()[-3000:]
@@ -133,8 +159,9 @@ def test_a_search_on_two_nodes_survives_losing_one(tiny, tmp_path) -> None:
                 env={k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"})
             assert refused.returncode == 2, refused.stderr[-3000:]
             assert "RAY_AUTH_MODE=token" in refused.stderr and "Traceback" not in refused.stderr
+            assert not (study_dir / "refused.db").exists()  # refused before any work
 
-            budget = 8
+            budget = 10
             driver = subprocess.Popen(
                 [str(BIN / "ase-search"), "run", "--arch", "dit", "--budget", str(budget),
                  "--space", "space.yaml", "--checkpoint", "tiny.pt", "--steps", "40",
@@ -169,6 +196,7 @@ def test_a_search_on_two_nodes_survives_losing_one(tiny, tmp_path) -> None:
             for proc in (driver, second, head):
                 if proc is not None:
                     _stop(proc)
+            shutil.rmtree(temp, ignore_errors=True)
         said = (tmp_path / "driver.log").read_text()
         assert code == 0, said[-3000:]
         assert "Traceback" not in said, said[-3000:]
@@ -199,7 +227,8 @@ def test_a_search_on_two_nodes_survives_losing_one(tiny, tmp_path) -> None:
 
 def test_an_unreachable_cluster_is_one_line_before_any_work(tiny, tmp_path) -> None:
     """Ray retries a dead address for minutes; the driver says so at once, before it profiles or
-    fine-tunes anything, and leaves no study behind."""
+    fine-tunes anything, and leaves no study behind (as it does for a cluster that asks for a
+    token, in the test above)."""
     address = f"127.0.0.1:{_free_port()}"  # nothing listens there
     out = subprocess.run([str(BIN / "ase-search"), "run", "--arch", "dit", "--budget", "1",
                           "--space", str(tiny / "space.yaml"), "--checkpoint",

@@ -30,7 +30,6 @@ from ase_search.search.points import (
 )
 from ase_search.search.trial import TrialContext
 from ase_search.search.tune import (
-    check_reachable,
     fit_polling,
     init_ray,
     make_searcher,
@@ -105,8 +104,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
 
     started = time.perf_counter()
     setup: dict[str, float] = {}
-    if config.ray_address:  # before minutes of profiling and fine-tuning
-        check_reachable(config.ray_address)
+    if config.ray_address:  # joined first: a wrong address or token fails before any work
+        init_ray(config)
     if config.diffusers:
         from ase_search.integrations.diffusers import exit_blocks, load_transformer
 

@@ -24,7 +24,7 @@ from ase_search.search.study import METRICS, NESTED_ATTRS, TRIAL_ATTRS, measured
 from ase_search.record import study_sampler
 from ase_search.search.trial import TrialContext, evaluate_schedule
 
-__all__ = ["MAX_REUSED_PER_SUGGESTION", "check_reachable", "fit_polling", "init_ray",
+__all__ = ["MAX_REUSED_PER_SUGGESTION", "fit_polling", "init_ray",
            "make_searcher", "shipped_package", "trainable", "trial_resources"]
 
 # Suggestions told a measured twin's result in a row before the searcher measures one anyway.
@@ -190,7 +190,7 @@ def init_ray(config: SearchConfig) -> bool:
     if config.ray_address:
         # The other nodes run this driver's ase_search, shipped through Ray: a node need not
         # have it installed (or see the driver's checkout), and never runs another version.
-        check_reachable(config.ray_address)
+        _check_reachable(config.ray_address)
         try:
             ray.init(address=config.ray_address, logging_level="ERROR", log_to_driver=False,
                      runtime_env=shipped_package())
@@ -204,12 +204,14 @@ def init_ray(config: SearchConfig) -> bool:
             raise SearchError(f"cannot join the Ray cluster at {config.ray_address}: "
                               f"{str(err).splitlines()[0]}", fields=("ray_address",)) from None
         return False
-    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             configure_logging=True)
+    # "local": a new instance of our own. Without it ray.init() joins the cluster a `ray start`
+    # on this machine left its address for, even a dead one (then it waits forever).
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False, configure_logging=True)
     return True
 
 
-def check_reachable(address: str) -> None:
+def _check_reachable(address: str) -> None:
     """Refuse at once a ``host:port`` with nothing listening (Ray itself retries for minutes)."""
     import socket
 
