@@ -83,19 +83,20 @@ def test_a_malformed_sampling_section_is_refused_naming_the_field(sampling, mess
     ("samplers: [ddim]\n  steps: {min: 9, max: 8}", "min 9 is above max 8"),
 ])
 def test_the_cli_says_a_malformed_sampling_section_in_one_line(tmp_path, tiny_dit, sampling,
-                                                               message) -> None:
+                                                               message, cli,
+                                                               monkeypatch) -> None:
     root = tiny_dit(tmp_path, JOINT_SPACE.split("sampling:")[0] + "sampling:\n  " + sampling)
-    result = subprocess.run(
-        [ASE, "run", "--arch", "dit", "--budget", "1", "--space", str(root / "space.yaml"),
-         "--checkpoint", str(root / "tiny.pt"), "--finetune", "none",
-         "--storage", str(tmp_path / "s.db")],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr
+    for key, value in _env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    code, _, err = cli(["run", "--arch", "dit", "--budget", "1", "--space",
+                        str(root / "space.yaml"), "--checkpoint", str(root / "tiny.pt"),
+                        "--finetune", "none", "--storage", str(tmp_path / "s.db")])
+    assert code == 2, err
     # one error line (after the line saying how many torch threads the command uses)
-    lines = [line for line in result.stderr.strip().splitlines()
+    lines = [line for line in err.strip().splitlines()
              if line.strip() and not line.startswith("torch threads")]
-    assert len(lines) == 1 and message in lines[0] and "space.yaml" in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and message in lines[0] and "space.yaml" in lines[0], err
+    assert "Traceback" not in err
 
 
 def test_joint_parameters_decode_to_a_sampler_and_seeds_sit_at_the_reference() -> None:

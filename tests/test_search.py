@@ -296,21 +296,22 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
         (["--timestep-spacing", "trailing"], "--timestep-spacing must be one of"),
     ],
 )
-def test_bad_input_gives_one_clear_line(tiny, tmp_path, extra, message) -> None:
+def test_bad_input_gives_one_clear_line(tiny, tmp_path, extra, message, cli,
+                                        monkeypatch) -> None:
     (tmp_path / "bad.yaml").write_text("arch: [dit\n")
     (tmp_path / "bad.db").write_text("this is not a database\n" * 20)
     (tmp_path / "file").write_text("a regular file\n")
     extra = [{"MALFORMED": str(tmp_path / "bad.yaml"),
               "NOTADB": str(tmp_path / "bad.db"),
               "UNDERFILE": str(tmp_path / "file" / "s.db")}.get(x, x) for x in extra]
-    args = [ASE, "run", "--space", str(tiny / "space.yaml"), "--checkpoint",
-            str(tiny / "tiny.pt"), "--storage", str(tmp_path / "s.db"), *extra]
-    result = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) <= 2 and "Traceback" not in result.stderr
-    assert message in " ".join(result.stderr.split()), result.stderr
+    for key, value in _env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    code, _, err = cli(["run", "--space", str(tiny / "space.yaml"), "--checkpoint",
+                        str(tiny / "tiny.pt"), "--storage", str(tmp_path / "s.db"), *extra])
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) <= 2 and "Traceback" not in err
+    assert message in " ".join(err.split()), err
 
 
 @pytest.mark.parametrize(
@@ -323,15 +324,16 @@ def test_bad_input_gives_one_clear_line(tiny, tmp_path, extra, message) -> None:
     ],
 )
 def test_a_corrupt_journal_is_refused_in_one_line_and_left_untouched(tiny, tmp_path, content,
-                                                                     why) -> None:
+                                                                     why, cli,
+                                                                     monkeypatch) -> None:
     journal = tmp_path / "study.journal"
     journal.write_bytes(content)
-    args = [ASE, "run", "--space", str(tiny / "space.yaml"), "--checkpoint",
-            str(tiny / "tiny.pt"), "--finetune", "none", "--storage", str(journal)]
-    result = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True,
-                            timeout=120)
-    said = " ".join(result.stderr.split())
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for key, value in _env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    code, _, err = cli(["run", "--space", str(tiny / "space.yaml"), "--checkpoint",
+                        str(tiny / "tiny.pt"), "--finetune", "none", "--storage", str(journal)])
+    said = " ".join(err.split())
+    assert code == 2 and "Traceback" not in err, err[-2000:]
     assert f"{journal} is not a readable Optuna journal" in said and why in said, said
     assert journal.read_bytes() == content
 

@@ -1,6 +1,7 @@
 """Bad input through the real command line: one error line, exit 2, no traceback, nothing written.
 
-Every case runs ``ase-search`` in a subprocess, as a user would. The tests run as root, which
+Every case runs ``ase-search`` through its console entry point, with the user's arguments (in this
+process; Ctrl-C and the umask case in a process of their own). The tests run as root, which
 ignores directory permissions, so the unwritable outputs are a path below a regular file (portable)
 and a path in /proc (which refuses new files even to root).
 """
@@ -27,8 +28,40 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def ase(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ASE, *map(str, args)], capture_output=True, text=True, env=ENV,
-                          cwd=cwd, timeout=300)
+    """``ase-search ARGS`` through the console script's own entry point (``main``), in this
+    process with this module's environment; what a subprocess run returns. (A Python and torch
+    start-up per case cost the suite minutes; the cases that need a process of their own, Ctrl-C
+    and the umask, start one.) Anything ``main`` lets escape fails the test, as a traceback
+    would."""
+    import contextlib
+    import io
+
+    import torch
+
+    from ase_search.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    saved = (torch.get_num_threads(), signal.getsignal(signal.SIGINT), os.getcwd(),
+             dict(os.environ), sys.argv)
+    os.environ.update(ENV)
+    sys.argv = [ASE, *map(str, args)]  # click names the program by it
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        threads, handler, here, environ, sys.argv = saved
+        torch.set_num_threads(threads)
+        signal.signal(signal.SIGINT, handler)
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+    return subprocess.CompletedProcess([ASE, *map(str, args)], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def error_line(out: subprocess.CompletedProcess[str]) -> str:
