@@ -159,8 +159,8 @@ def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str
 
 
 class _FirstLine(logging.Filter):
-    """Ray Tune logs a failed trial's whole traceback (a worker's, or a dead node's); the study
-    records the failure with its reason, so the user gets the log's first line only."""
+    """Ray Tune logs whole tracebacks (a failed trial's, a dead node's, a failed sync of its own
+    state); the study records a failure with its reason, so the user gets the first line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -173,7 +173,10 @@ def init_ray(config: SearchConfig) -> bool:
     """Start (or join) Ray; return whether we started it (and so must shut it down)."""
     import ray
 
-    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+    # Tune's tracebacks: a failed trial's, and its own experiment-state sync, which races with
+    # the searcher's state file at times (harmless: the study, not Tune's state, is restored).
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune",
+                 "ray.tune.execution.experiment_state"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _FirstLine) for f in logger.filters):
             logger.addFilter(_FirstLine())
