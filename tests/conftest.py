@@ -32,28 +32,18 @@ def one_thread():
 
 
 @pytest.fixture
-def cli(capsys) -> Callable[[list[str]], tuple[int, str, str]]:
-    """Run ``ase-search`` in-process (with main()'s error handling); return (code, out, err)."""
-    import signal
-    import sys
+def cli() -> Callable[[list[str]], tuple[int, str, str]]:
+    """Run ``ase-search`` in-process (with main()'s error handling, see tests/_cli.py); return
+    (code, out, err)."""
+    import importlib.util
 
-    from ase_search.cli import main
+    spec = importlib.util.spec_from_file_location("_cli", Path(__file__).with_name("_cli.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
 
     def run(argv: list[str]) -> tuple[int, str, str]:
-        # What a command changes in its process besides its torch threads (which tests read
-        # after it), the SIGINT handler and the program name click prints, is put back.
-        saved = signal.getsignal(signal.SIGINT), sys.argv
-        sys.argv = ["ase-search", *map(str, argv)]
-        code = 0
-        try:
-            main([str(a) for a in argv])
-        except SystemExit as err:
-            code = err.code
-        finally:
-            signal.signal(signal.SIGINT, saved[0])
-            sys.argv = saved[1]
-        out, err = capsys.readouterr()
-        return code, out, err
+        done = module.run_cli(argv)
+        return done.returncode, done.stdout, done.stderr
 
     return run
 

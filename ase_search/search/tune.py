@@ -66,7 +66,8 @@ def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
     result["worker_time"] = time.perf_counter() - started
     import ray
 
-    result["node"] = ray.get_runtime_context().get_node_id()  # which Ray node measured it
+    if ray.is_initialized():  # on a worker; asking outside one would start a local Ray
+        result["node"] = ray.get_runtime_context().get_node_id()  # which node measured it
     # Tune flattens nested dicts in results; ship them as JSON text and decode in the searcher.
     tune.report({k: json.dumps(v) if k in NESTED_ATTRS else v for k, v in result.items()})
 

@@ -8,6 +8,7 @@ and a path in /proc (which refuses new files even to root).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,43 +26,14 @@ from ase_search.testbed import TESTBEDS
 ASE = str(Path(sys.executable).with_name("ase-search"))
 REFERENCE_STUDY = Path(__file__).resolve().parents[2] / "studies" / "reference" / "dit.db"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_spec = importlib.util.spec_from_file_location("_cli", Path(__file__).parents[1] / "_cli.py")
+_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cli)
 
 
 def ase(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``ase-search ARGS`` through the console script's own entry point (``main``), in this
-    process with this module's environment; what a subprocess run returns. (A Python and torch
-    start-up per case cost the suite minutes; the cases that need a process of their own, Ctrl-C
-    and the umask, start one.) Anything ``main`` lets escape fails the test, as a traceback
-    would."""
-    import contextlib
-    import io
-
-    import torch
-
-    from ase_search.cli import main
-
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    saved = (torch.get_num_threads(), signal.getsignal(signal.SIGINT), os.getcwd(),
-             dict(os.environ), sys.argv)
-    os.environ.update(ENV)
-    sys.argv = [ASE, *map(str, args)]  # click names the program by it
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main([str(a) for a in args])
-            except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-    finally:
-        threads, handler, here, environ, sys.argv = saved
-        torch.set_num_threads(threads)
-        signal.signal(signal.SIGINT, handler)
-        os.chdir(here)
-        os.environ.clear()
-        os.environ.update(environ)
-    return subprocess.CompletedProcess([ASE, *map(str, args)], code, out.getvalue(),
-                                       err.getvalue())
+    """``ase-search ARGS`` in this process, with this module's environment (see tests/_cli.py)."""
+    return _cli.run_cli(list(args), cwd=cwd, env=ENV)
 
 
 def error_line(out: subprocess.CompletedProcess[str]) -> str:
