@@ -245,16 +245,28 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
     deadline = time.time() + 300
     killed_with = None
     while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.1)
         try:
             study = optuna.load_study(study_name="dit", storage=url)
         except Exception:
             continue
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
+        if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
+            continue
+        # A reused trial actor finishes a trial in a fraction of a second: freeze the driver
+        # and every Ray process it started, then read the study, so that the kill lands on
+        # the state that was read
+        os.killpg(proc.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        try:  # (frozen while it held the database's write lock: try again)
+            states = [t.state for t in optuna.load_study(study_name="dit", storage=url)
+                      .get_trials(deepcopy=False)]
+        except Exception:
+            states = []
+        if TrialState.RUNNING in states:
+            os.killpg(proc.pid, signal.SIGKILL)
             killed_with = states
             break
+        os.killpg(proc.pid, signal.SIGCONT)
     proc.wait(timeout=60)
     assert killed_with is not None, "the run finished or stalled before it could be killed"
     study = optuna.load_study(study_name="dit", storage=url)
