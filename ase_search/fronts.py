@@ -183,7 +183,9 @@ def study_points(study: optuna.Study, seeds: Collection[int] | None = None
         full = key.endswith("/full")
         what = "full" if full else (t.user_attrs.get("seed") or f"trial {t.number}")
         label = f"{SamplerConfig.from_dict(sampler).describe()}, {what}"
-        if not full and t.user_attrs.get("seed") is None:
+        if t.user_attrs.get("label"):  # a listed configuration's
+            label = str(t.user_attrs["label"])
+        elif not full and t.user_attrs.get("seed") is None:
             label += f" ({schedule_string(t)})"
         add(key, "steps-only" if full else "exit", label, sampler, float(t.values[0]),
             float(t.values[1]), t.number, t.user_attrs.get("schedule"))

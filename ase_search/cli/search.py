@@ -77,6 +77,10 @@ def run_cmd(
              "this many fresh seeds (as `ase-search confirm`), so `pareto` gives a verdict; "
              "0: do not.")] = 0,
     diffusers: DiffusersOpt = None,
+    configs: Annotated[Path | None, typer.Option(
+        help="Measure this YAML list of configurations (sampler, steps, schedule, reuse) into "
+             "the study instead of searching; --budget is not used. `confirm` and `pareto` "
+             "judge them like trials.")] = None,
 ) -> None:
     """Search sampler, step count and exit schedule together (FID vs latency).
 
@@ -110,6 +114,7 @@ def run_cmd(
             seed=seed, vae=None if vae is None else str(vae), fid_data=fid_data,
             timestep_spacing=timestep_spacing, confirm=confirm,
             diffusers=None if diffusers is None else str(diffusers),
+            configs=None if configs is None else str(configs),
         )
         if config.vae is not None:
             from ase_search.vae import load_vae

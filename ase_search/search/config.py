@@ -150,6 +150,10 @@ class SearchConfig:
             ``fid_data`` may then be ``self``: the full model at the reference configuration is
             the reference (FID against an independent draw of it, a paired distance against its
             samples from the same noise and labels).
+        configs: a YAML list of configurations to measure instead of searching
+            (:mod:`ase_search.search.listed`): each is stored as a trial, beside the steps-only
+            ladder, and ``budget`` is not used. A list study stays one: it is not searched later,
+            nor a searched study given a list.
     """
 
     arch: str = "dit"
@@ -184,6 +188,7 @@ class SearchConfig:
     timestep_spacing: str | None = None
     confirm: int = 0
     diffusers: str | None = None
+    configs: str | None = None
 
     def __post_init__(self) -> None:
         from ase_search.metrics.fid import FIDConfig
@@ -231,6 +236,11 @@ class SearchConfig:
             if str(err).startswith("timestep_spacing"):
                 raise SearchError(str(err), fields=("timestep_spacing",)) from None
             raise
+        if self.configs is not None:
+            if not Path(self.configs).expanduser().is_file():
+                raise refuse("configs", f"{self.configs} is not a file; pass a YAML list of "
+                             f"configurations")
+            object.__setattr__(self, "configs", str(Path(self.configs).expanduser().resolve()))
         if self.diffusers is not None:
             self._check_diffusers()
         elif self.fid_data == "self":
@@ -324,6 +334,8 @@ class SearchConfig:
                          for k in ("vae", "fid_data", "finetune_distill", "timestep_spacing",
                                    "diffusers")
                          if getattr(self, k) not in (None, False)})
+        if self.configs is not None:  # a list study is never searched, nor the other way
+            identity["listed"] = True
         if self.diffusers is not None:  # what the folder holds, not only its name
             from ase_search.integrations.diffusers import transformer_fingerprint
 

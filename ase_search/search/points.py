@@ -17,6 +17,7 @@ configurations in flight and a resumed one measures only what is missing.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -31,11 +32,12 @@ from ase_search.record import (
     reference_sampler,
     study_sampler,
 )
+from ase_search.search.listed import LISTED, Listed
 from ase_search.search.trial import TrialContext, evaluate_schedule
 
-__all__ = ["MAX_STEPS", "PointJob", "confirm", "confirm_jobs", "ladder_extension", "measure_jobs",
-           "merged_record",
-           "starting_context", "steps_only_jobs", "time_confirmed", "weights_digest"]
+__all__ = ["MAX_STEPS", "PointJob", "confirm", "confirm_jobs", "ladder_extension", "listed_jobs",
+           "measure_jobs", "merged_record", "starting_context", "steps_only_jobs",
+           "time_confirmed", "weights_digest"]
 
 # A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
 FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -44,13 +46,15 @@ FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
 @dataclass(frozen=True)
 class PointJob:
     """One configuration to measure: its study attribute, schedule, sampler and seeds, and
-    whether it runs the starting weights (the full model as the user has it) or the study's."""
+    whether it runs the starting weights (the full model as the user has it) or the study's. A
+    listed configuration (``label`` set) is stored as a trial instead of an attribute."""
 
     attr: str
     schedule: dict[str, Any]
     sampler: dict[str, Any]
     seeds: tuple[int, ...]
     start: bool = False
+    label: str | None = None
 
     @property
     def weights(self) -> str:
@@ -92,6 +96,42 @@ def steps_only_jobs(study: Any) -> list[PointJob]:
     return jobs
 
 
+def listed_trials(study: Any) -> list[Any]:
+    """The COMPLETE trials of ``study`` that measured a listed configuration."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("kind") == LISTED]
+
+
+def listed_jobs(study: Any, listed: tuple[Listed, ...]) -> list[PointJob]:
+    """The configurations of ``listed`` that ``study`` does not hold yet, on the study's weights
+    and seed."""
+    from ase_search.record import config_identity
+
+    held = {config_identity(t.user_attrs["sampler"], t.user_attrs["schedule"])
+            for t in listed_trials(study)}
+    seed = int(study.user_attrs["config"]["seed"])
+    return [PointJob(f"{LISTED}:{config_key(c.sampler.to_dict(), c.schedule.to_dict())}",
+                     c.schedule.to_dict(), c.sampler.to_dict(), (seed,), label=c.label)
+            for c in listed
+            if config_identity(c.sampler.to_dict(), c.schedule.to_dict()) not in held]
+
+
+def _add_listed_trial(study: Any, job: PointJob, result: dict[str, Any]) -> None:
+    """Store a listed configuration's measurement as a COMPLETE trial (no parameters: it was
+    not suggested)."""
+    import optuna
+
+    from ase_search.search.study import TRIAL_ATTRS
+
+    attrs = {k: result[k] for k in (*TRIAL_ATTRS, "measured", "weights_sha256")
+             if result.get(k) is not None}
+    study.add_trial(optuna.trial.create_trial(
+        values=[float(result["fid"]), float(result["latency"])],
+        user_attrs={**attrs, "kind": LISTED, "label": job.label}))
+
+
 def weights_digest(ctx: TrialContext) -> str | None:
     """A short sha256 of the weights ``ctx`` runs (``None`` when they are not a file here, e.g.
     a diffusers folder): stored with every confirmation record, so seeds measured on other
@@ -124,6 +164,9 @@ def confirm_jobs(study: Any, seeds: int,
     # a lever's point examined once stays a candidate: dropping the ones that looked bad on the
     # first seeds would choose the candidates on the seeds that judge them
     chosen |= {p.key: p for p in fronts.points if p.seeds is not None}
+    # a fixed list is judged whole: none of it was selected on the study's seed
+    listed = {t.number for t in listed_trials(study)}
+    chosen |= {p.key: p for p in fronts.points if p.trial in listed}
     jobs = []
     for key, p in chosen.items():
         start = p.kind == "steps-only"  # the full model runs the starting weights
@@ -231,9 +274,18 @@ def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialCont
                     result["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
                     result["weights"] = job.weights
                     result["weights_sha256"] = digests[job.weights]
-                    if job.attr.startswith(CONFIRM_PREFIX):  # keep the seeds held before
-                        result = merged_record(study.user_attrs.get(job.attr), result)
-                    study.set_user_attr(job.attr, result)
+                    if job.label is not None and not all(
+                            math.isfinite(float(result[m])) for m in ("fid", "latency")):
+                        failures[job.attr] = (f"non-finite objectives (FID {result['fid']}, "
+                                              f"latency {result['latency']})")
+                        log(f"{job.attr}: failed ({failures[job.attr]}); the next run measures "
+                            f"it again")
+                    elif job.label is not None:
+                        _add_listed_trial(study, job, result)
+                    else:
+                        if job.attr.startswith(CONFIRM_PREFIX):  # keep the seeds held before
+                            result = merged_record(study.user_attrs.get(job.attr), result)
+                        study.set_user_attr(job.attr, result)
                 bar.advance(bar_task)
     return failures
 

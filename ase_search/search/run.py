@@ -20,9 +20,11 @@ from ase_search.search.study import (
     remove_stale_tune_dirs,
     resolve_recorded_path,
 )
+from ase_search.search.listed import load_listed
 from ase_search.search.points import (
     confirm,
     confirm_jobs,
+    listed_jobs,
     measure_jobs,
     starting_context,
     steps_only_jobs,
@@ -94,7 +96,8 @@ class StudyProgress:
 
 def run_search(config: SearchConfig, *, progress: bool = True,
                log: Callable[[str], None] = print) -> SearchSummary:
-    """Run (or resume) the search until the study holds ``config.budget`` finished trials."""
+    """Run (or resume) the search until the study holds ``config.budget`` finished trials (with
+    ``config.configs``: until it holds every listed configuration)."""
     import torch
     from optuna.trial import TrialState
 
@@ -136,6 +139,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         from ase_search.models import add_exit_heads
 
         model = add_exit_heads(model)
+    # a list's mistakes are one line before any work
+    listed = load_listed(config.configs, arch=config.arch, depth=depth) if config.configs else ()
     storage_spec = config.resolved_storage
     storage = resolve_storage(storage_spec)
     storage_dir = (Path(storage_spec).expanduser().resolve().parent if "://" not in storage_spec
@@ -162,18 +167,22 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     recovered = recover_interrupted(study)
     if recovered:
         log(f"re-queued {recovered} trial(s) interrupted by an earlier run")
-    seeds = enqueue_seeds(study, space)
+    seeds = () if listed else enqueue_seeds(study, space)  # a list study has its own
     if seeds:
         log(f"enqueued seed schedules: {', '.join(seeds)}")
 
     def count(state: TrialState) -> int:
         return len(study.get_trials(deepcopy=False, states=(state,)))
 
+    # a list study's budget is its list
+    budget = count(TrialState.COMPLETE) + len(listed_jobs(study, listed)) if listed else (
+        config.budget)
     complete_before = count(TrialState.COMPLETE)
-    if (complete_before >= config.budget and not steps_only_jobs(study)
+    if (complete_before >= budget and not steps_only_jobs(study)
             and not (config.confirm and confirm_jobs(study, config.confirm))):
         log(f"study {config.resolved_study_name!r} already holds {complete_before} finished "
-            f"trials (budget {config.budget}); raise --budget to search further")
+            + ("trials: every listed configuration" if listed else
+               f"trials (budget {budget}); raise --budget to search further"))
         return SearchSummary(config.resolved_study_name, storage_spec, complete_before,
                              count(TrialState.FAIL), 0.0, 0, setup)
 
@@ -241,15 +250,20 @@ def run_search(config: SearchConfig, *, progress: bool = True,
             measure_jobs(study, jobs, contexts, resources=resources, concurrent=concurrent,
                          what="steps-only baseline", tick=beat, progress=progress, log=log)
             setup["steps_only_baseline"] = time.perf_counter() - t
-        with StudyProgress(study, config.budget, progress) as bar:
+        jobs = listed_jobs(study, listed)
+        if jobs:
+            log(f"measuring {len(jobs)} listed configuration(s)")
+            measure_jobs(study, jobs, contexts, resources=resources, concurrent=concurrent,
+                         what="listed configurations", tick=beat, progress=progress, log=log)
+        with StudyProgress(study, budget, progress) as bar:
 
             def tick() -> None:
                 bar.refresh()
                 beat()
 
             stalled = rounds = 0
-            while count(TrialState.COMPLETE) < config.budget and stalled < 2:
-                if count(TrialState.COMPLETE) + count(TrialState.RUNNING) >= config.budget:
+            while not listed and count(TrialState.COMPLETE) < budget and stalled < 2:
+                if count(TrialState.COMPLETE) + count(TrialState.RUNNING) >= budget:
                     # The rest of the budget is running under other drivers: wait for them, and
                     # take their trials over (failed and re-queued) if their driver goes.
                     time.sleep(2.0)
@@ -265,7 +279,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                 tuner = tune.Tuner(
                     tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources),
                     tune_config=tune.TuneConfig(search_alg=searcher,
-                                                num_samples=config.budget - before[0],
+                                                num_samples=budget - before[0],
                                                 max_concurrent_trials=concurrent,
                                                 # a fresh worker per trial costs ~5 s of
                                                 # process start and imports per trial
@@ -283,7 +297,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                     stalled = 0
                 elif count(TrialState.FAIL) > before[1] or not count(TrialState.RUNNING):
                     stalled += 1
-        if config.confirm and count(TrialState.COMPLETE) >= config.budget:
+        if config.confirm and count(TrialState.COMPLETE) >= budget:
             t = time.perf_counter()
             confirm(study, config.confirm, contexts, resources=resources, concurrent=concurrent,
                     tick=beat, progress=progress, log=log)
@@ -296,10 +310,14 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         driver.beat(study, stopped=True)
         shutil.rmtree(tune_dir, ignore_errors=True)
     complete = count(TrialState.COMPLETE)
-    if complete < config.budget:
+    if listed and listed_jobs(study, listed):
+        missing = [str(j.label) for j in listed_jobs(study, listed)]
+        raise SearchError(f"{len(missing)} listed configuration(s) failed "
+                          f"({'; '.join(missing)[:400]}); the next run measures them again")
+    if complete < budget:
         reasons = {t.user_attrs.get("fail_reason", "?")
                    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        raise SearchError(f"the search stopped at {complete}/{config.budget} finished trials: "
+        raise SearchError(f"the search stopped at {complete}/{budget} finished trials: "
                           f"trials keep failing ({'; '.join(sorted(reasons))[:400]})")
     summary = SearchSummary(config.resolved_study_name, storage_spec, complete,
                             count(TrialState.FAIL), time.perf_counter() - started,

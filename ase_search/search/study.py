@@ -117,6 +117,13 @@ def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dic
         study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
         for key, value in extra_attrs.items():
             study.set_user_attr(key, value)
+    elif bool(stored.get("listed")) != (config.configs is not None):
+        raise SearchError(
+            f"study {name!r} in {config.resolved_storage} "
+            + ("measured a list of configurations; give it configs again (a list study is not "
+               "searched)" if stored.get("listed") else
+               "is a search; measure a list of configurations in a study of its own")
+            + ", or pass another study_name", fields=("study_name",))
     elif _comparable(stored, config.identity()) != _comparable(config.identity(), stored):
         now = config.identity()
         diff = {k: (stored.get(k), v) for k, v in _comparable(now, stored).items()

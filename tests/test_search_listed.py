@@ -1,0 +1,142 @@
+"""A list of configurations measured into an ordinary study (``run --configs``), then confirmed
+and judged like searched trials. Real Ray, real Optuna storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ase_search.fronts import study_points, study_verdict
+from ase_search.record import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
+from ase_search.samplers import SamplerConfig
+from ase_search.schedule import preset
+from ase_search.search import SearchConfig, SearchError, run_search
+from ase_search.search.listed import LISTED, load_listed
+from ase_search.search.trial import TrialContext, evaluate_schedule
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = """version: 1
+arch: dit
+depth: 4
+intervals: 5
+edges: uniform
+blocks: {min: 1, max: null}
+monotone: true
+seeds: [full, D4]
+sampling:
+  samplers: [ddim]
+  steps: {min: 2, max: 6}
+  steps_only: [2, 3]
+  reference: {sampler: ddim, steps: 4}
+"""
+
+LIST = """configurations:
+  - sampler: ddim
+    steps: [3, 4]
+    schedule: [D1, D4]
+"""
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, tiny_dit) -> Path:
+    folder = tiny_dit(tmp_path_factory.mktemp("listed"), SPACE)
+    (folder / "list.yaml").write_text(LIST)
+    return folder
+
+
+def _config(root: Path, **kw) -> SearchConfig:
+    base = dict(arch="dit", space=str(root / "space.yaml"), checkpoint=str(root / "tiny.pt"),
+                n_samples=16, batch_size=16, finetune="none", storage=str(root / "list.db"),
+                max_concurrent=1, latency_batch=8, grid=0, configs=str(root / "list.yaml"))
+    return SearchConfig(**{**base, **kw})
+
+
+def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
+    config = _config(root)
+    summary = run_search(config, progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'list.db'}")
+    listed = [t for t in study.trials if t.user_attrs.get("kind") == LISTED]
+    assert summary.complete == len(listed) == 4 and summary.failed == 0
+    assert not [t for t in study.trials if t.user_attrs.get("kind") != LISTED]  # no search
+    # each trial holds what the trial's own function measures for its configuration
+    ctx = TrialContext(config={**config.__dict__}, weights=str(root / "tiny.pt"),
+                       space=study.user_attrs["space"], cost_model=study.user_attrs["cost_model"],
+                       cpus=1)
+    trial = next(t for t in listed if t.user_attrs["label"] == "ddim-3, D1")
+    direct = evaluate_schedule(preset("D1", "dit", 4), ctx, sampler=SamplerConfig("ddim", 3))
+    assert trial.values == [direct["fid"], direct["latency"]]
+    assert trial.user_attrs["schedule"] == preset("D1", "dit", 4).to_dict()
+    # the steps-only ladder is measured beside it, as in every study
+    assert {k for k in study.user_attrs if k.startswith(STEPS_ONLY_PREFIX)} == {
+        STEPS_ONLY_PREFIX + config_key(SamplerConfig("ddim", n).to_dict(), None)
+        for n in (4, 2, 3)}
+    points = {p.label: p for p in study_points(study)}
+    assert {"ddim-3, D1", "ddim-4, D1", "ddim-3, D4", "ddim-4, D4"} <= set(points)
+
+    # run again: nothing to measure; one more line: only it is measured
+    assert run_search(config, progress=False, log=lambda m: None).new_trials == 0
+    (root / "list.yaml").write_text(LIST + "  - {sampler: ddim, steps: 2, schedule: D4}\n")
+    again = run_search(config, progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'list.db'}")
+    assert again.complete == 5
+    assert [t.values for t in study.trials[:4]] == [t.values for t in listed]
+
+    # confirm measures every listed configuration (none was selected), the verdict judges them
+    run_search(_config(root, confirm=2), progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'list.db'}")
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        key = config_key(t.user_attrs["sampler"], t.user_attrs["schedule"])
+        if not key.endswith("/full"):
+            assert study.user_attrs[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
+    verdict = study_verdict(study)
+    assert verdict.confirmed and verdict.seeds == (1, 2)
+
+
+def test_a_list_study_and_a_search_do_not_mix(root, tmp_path) -> None:
+    storage = str(tmp_path / "mixed.db")
+    run_search(_config(root, storage=storage, configs=None, budget=1, sampler_algo="random"),
+               progress=False, log=lambda m: None)
+    with pytest.raises(SearchError, match="is a search; measure a list of configurations"):
+        run_search(_config(root, storage=storage), progress=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("configurations: [", "is not valid YAML"),
+    ("steps: 3", "needs a non-empty list under 'configurations:'"),
+    ("configurations:\n  - {sampler: ddim, steps: 3}", "configuration 1 needs schedule"),
+    ("configurations:\n  - {sampler: ddim, steps: 3, schedule: D9}",
+     "configuration 1: unknown preset 'D9'"),
+    ("configurations:\n  - {sampler: heun, steps: 3, schedule: D1}", "configuration 1: "),
+    ("configurations:\n  - {sampler: ddim, steps: 3, schedule: D1, reuse: 0}",
+     "reuse must be null or a refresh period >= 1"),
+    ("configurations:\n  - {sampler: ddim, steps: 3, schedule: D1, period: 2}",
+     "unknown field(s) period"),
+    ("configurations:\n  - {sampler: ddim, steps: 3, schedule: missing.json}",
+     "configuration 1: "),
+])
+def test_a_malformed_list_is_one_line_naming_the_entry(tmp_path, text, message) -> None:
+    file = tmp_path / "list.yaml"
+    file.write_text(text)
+    with pytest.raises(SearchError, match="^configs .*" + message.replace("(", r"\(")
+                       .replace(")", r"\)").replace("[", r"\[")) as err:
+        load_listed(file, arch="dit", depth=4)
+    assert "\n" not in str(err.value)
+
+
+def test_repeats_are_measured_once(tmp_path) -> None:
+    file = tmp_path / "list.yaml"
+    file.write_text("configurations:\n  - {sampler: ddim, steps: 3, schedule: [full, full]}\n"
+                    "  - {sampler: ddim, steps: 3, schedule: D1, reuse: [null, 1]}\n")
+    listed = load_listed(file, arch="dit", depth=4)
+    # full twice is one configuration; reuse at period 1 refreshes at every call: another one
+    # (every block runs), so it is the full model again and dropped too
+    assert [c.label for c in listed] == ["ddim-3, full", "ddim-3, D1"]
+
+
+def test_the_cli_takes_a_list(root, tmp_path, cli) -> None:
+    code, out, err = cli(["run", "--arch", "dit", "--configs", str(tmp_path / "nope.yaml")])
+    assert code != 0 and "--configs" in err and "is not a file" in err
