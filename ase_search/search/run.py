@@ -255,7 +255,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
             log(f"measuring {len(jobs)} listed configuration(s)")
             measure_jobs(study, jobs, contexts, resources=resources, concurrent=concurrent,
                          what="listed configurations", tick=beat, progress=progress, log=log)
-        with StudyProgress(study, budget, progress) as bar:
+        with StudyProgress(study, budget, progress and not listed) as bar:
 
             def tick() -> None:
                 bar.refresh()
