@@ -77,8 +77,10 @@ def check_fid_weights(extractor: str, fid_weights: str | None) -> None:
         raise MetricsError(f"--fid-weights: {str(err).splitlines()[0]}") from None
 
 
-def _load(folder: Path, schedule: str, sampler: str) -> tuple[Any, Any, Any]:
-    """The transformer, scheduler and resolved schedule of a ``--diffusers`` run."""
+def _load(folder: Path, schedule: str, sampler: str,
+          explicit: bool = False) -> tuple[Any, Any, Any]:
+    """The transformer, scheduler and resolved schedule of a ``--diffusers`` run (``explicit``:
+    it takes explicit timesteps)."""
     from ase_search.integrations.diffusers import exit_blocks, load_scheduler, load_transformer
     from ase_search.schedule import resolve_schedule
 
@@ -92,7 +94,7 @@ def _load(folder: Path, schedule: str, sampler: str) -> tuple[Any, Any, Any]:
         raise ValueError(f"--diffusers {folder} holds a {type(transformer).__name__}; sample and "
                          f"eval run class-conditional DiTTransformer2DModel folders (use "
                          f"apply_exit_schedule in your own pipeline for the others)")
-    scheduler = load_scheduler(folder, sampler)
+    scheduler = load_scheduler(folder, sampler, explicit=explicit)
     depth = len(exit_blocks(transformer))
     return transformer, scheduler, resolve_schedule(schedule, "dit", depth)
 
@@ -106,8 +108,8 @@ def refuse_options(given: dict[str, bool]) -> None:
 
 def sample_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: int, n: int,
                          out: Path, cfg_scale: float, seed: int, batch_size: int,
-                         device: str) -> None:
-    """``ase-search sample --diffusers DIR``."""
+                         device: str, timesteps: tuple[int, ...] | None = None) -> None:
+    """``ase-search sample --diffusers DIR`` (``timesteps``: a ``--timesteps`` file's)."""
     import time
 
     from ase_search.files import check_writable
@@ -122,7 +124,7 @@ def sample_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: in
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file, got {out}")
     check_writable(out)
-    transformer, scheduler, plan = _load(folder, schedule, sampler)
+    transformer, scheduler, plan = _load(folder, schedule, sampler, timesteps is not None)
     device = pick_device(device)
     transformer.to(device)
     use_threads()
@@ -130,7 +132,8 @@ def sample_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: in
     t0 = time.perf_counter()
     try:
         result = sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
-                                  cfg_scale=cfg_scale, batch_size=batch_size, device=device)
+                                  cfg_scale=cfg_scale, batch_size=batch_size, device=device,
+                                  timesteps=timesteps)
     finally:
         remove_exit_schedule(transformer)
     seconds = time.perf_counter() - t0
@@ -146,9 +149,11 @@ def sample_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: in
 def eval_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: int, n: int,
                        seeds: int, seed: int, data: str, fid_weights: Path | None,
                        cfg_scale: float, grid: Path | None, json_out: Path | None,
-                       batch_size: int, device: str) -> None:
+                       batch_size: int, device: str,
+                       timesteps: tuple[int, ...] | None = None) -> None:
     """``ase-search eval --diffusers DIR``: FID (against ``--fid-data self``, the full model's own
-    samples, or a data set) over seeds, with the paired per-image distance for ``self``."""
+    samples, or a data set) over seeds, with the paired per-image distance for ``self``
+    (``timesteps``: a ``--timesteps`` file's)."""
     import json
 
     from rich.table import Table
@@ -172,18 +177,19 @@ def eval_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: int,
     fid_config = FIDConfig(extractor=extractor,
                            fid_weights=None if fid_weights is None else str(fid_weights))
     check_fid_weights(extractor, fid_config.fid_weights)
-    transformer, scheduler, plan = _load(folder, schedule, sampler)
+    transformer, scheduler, plan = _load(folder, schedule, sampler, timesteps is not None)
     device = pick_device(device)
     transformer.to(device)
     use_threads()
     result = measure_diffusers(transformer, scheduler, None if plan.is_full else plan,
                                steps=steps, n=n, seeds=range(seed, seed + seeds), reference=data,
                                cfg_scale=cfg_scale, fid_config=fid_config, batch_size=batch_size,
-                               device=device)
+                               device=device, timesteps=timesteps)
     grid = grid if grid is not None else Path(f"eval-{plan.name}.png")
     save_grid(result.images, grid)
     summary = {
         "diffusers": str(folder), "schedule": plan.to_dict(), "sampler": sampler, "steps": steps,
+        **({} if timesteps is None else {"timesteps": list(timesteps)}),
         "n": n, "seeds": list(range(seed, seed + seeds)), "fid_data": data,
         "metrics": result.metrics, "block_evals": result.block_evals,
         "full_block_evals": result.full_block_evals,

@@ -81,12 +81,13 @@ def eval_cmd(
 
         refuse_options({"--checkpoint": checkpoint is not None, "--vae": vae is not None,
                         "--timestep-spacing": timestep_spacing is not None, "--kid": kid,
-                        "--timesteps": timesteps is not None,
                         "--tome-ratio": tome_ratio != 0, "--arch": arch != "dit"})
-        return eval_diffusers_cmd(diffusers, schedule=schedule, sampler=sampler, steps=steps,
-                                  n=n, seeds=seeds, seed=seed, data=data,
+        config = sampler_config(sampler, steps, timesteps=timesteps)  # a --timesteps file's
+        return eval_diffusers_cmd(diffusers, schedule=schedule, sampler=config.name,
+                                  steps=config.steps, n=n, seeds=seeds, seed=seed, data=data,
                                   fid_weights=fid_weights, cfg_scale=cfg_scale, grid=grid,
-                                  json_out=json_out, batch_size=batch_size, device=device)
+                                  json_out=json_out, batch_size=batch_size, device=device,
+                                  timesteps=config.timesteps)
     if data == "self":
         raise ValueError("--fid-data self (the full model's own samples) needs --diffusers")
     import json

@@ -60,11 +60,12 @@ def sample_cmd(
 
         refuse_options({"--checkpoint": checkpoint is not None,
                         "--timestep-spacing": timestep_spacing is not None,
-                        "--timesteps": timesteps is not None,
                         "--tome-ratio": tome_ratio != 0, "--arch": arch != "dit"})
-        return sample_diffusers_cmd(diffusers, schedule=schedule, sampler=sampler, steps=steps,
-                                    n=n, out=out, cfg_scale=cfg_scale, seed=seed,
-                                    batch_size=batch_size, device=device)
+        config = sampler_config(sampler, steps, timesteps=timesteps)  # a --timesteps file's
+        return sample_diffusers_cmd(diffusers, schedule=schedule, sampler=config.name,
+                                    steps=config.steps, n=n, out=out, cfg_scale=cfg_scale,
+                                    seed=seed, batch_size=batch_size, device=device,
+                                    timesteps=config.timesteps)
     import time
 
     from ase_search.measure import check_finite_samples

@@ -698,7 +698,7 @@ SCHEDULER_NAMES = ("ddim", "ddpm", "dpm-solver")
 
 
 def load_scheduler(path: str | os.PathLike[str], name: str = "ddim", *,
-                   timestep_spacing: str | None = None) -> Any:
+                   timestep_spacing: str | None = None, explicit: bool = False) -> Any:
     """The scheduler of a local folder (``scheduler_config.json`` or ``scheduler/``) as ``name``.
 
     Args:
@@ -708,6 +708,10 @@ def load_scheduler(path: str | os.PathLike[str], name: str = "ddim", *,
             DPM-Solver++ 2M, :data:`~ase_search.samplers.dpm_solver.DPM_SOLVER_SETTINGS`).
         timestep_spacing: ``leading``/``linspace``/``trailing`` for DDIM and DDPM; ``None``
             keeps the folder's. DPM-Solver++ always spaces ``linspace``, as ase-search's does.
+        explicit: the run takes explicit timesteps (:func:`set_timesteps`). diffusers'
+            ``DDIMScheduler`` takes none, so DDIM is then ``DPMSolverMultistepScheduler`` at
+            order 1: DPM-Solver++'s first-order update is DDIM's (tested against ase-search's
+            DDIM at searched timesteps).
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
@@ -722,6 +726,9 @@ def load_scheduler(path: str | os.PathLike[str], name: str = "ddim", *,
                                 f"scheduler/ folder); export it with `ase-search export-diffusers`")
     config = DDIMScheduler.load_config(folder)
     spacing = {} if timestep_spacing is None else {"timestep_spacing": timestep_spacing}
+    if name == "ddim" and explicit:
+        return DPMSolverMultistepScheduler.from_config(config, **{**DPM_SOLVER_SETTINGS,
+                                                                  "solver_order": 1})
     if name == "ddim":
         return DDIMScheduler.from_config(config, **spacing)
     if name == "ddpm":
@@ -731,10 +738,32 @@ def load_scheduler(path: str | os.PathLike[str], name: str = "ddim", *,
     raise ValueError(f"the diffusers path samples with {', '.join(SCHEDULER_NAMES)}, got {name!r}")
 
 
-def scheduler_timesteps(scheduler: Any, steps: int) -> list[int]:
+def set_timesteps(scheduler: Any, steps: int, timesteps: Sequence[int] | None = None) -> None:
+    """``scheduler.set_timesteps`` for a ``steps``-step run, or at explicit ``timesteps``
+    (descending integers, e.g. searched ones: ``ase-search timesteps``), which diffusers'
+    DPM-Solver++ and DDPM schedulers take and its DDIM scheduler does not.
+
+    Raises:
+        ValueError: explicit timesteps for a scheduler without them, or their count is not
+            ``steps``.
+    """
+    if timesteps is None:
+        scheduler.set_timesteps(steps)
+        return
+    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+        raise ValueError(f"diffusers' {type(scheduler).__name__} takes no explicit timesteps "
+                         f"(its step assumes uniform spacing); sample searched timesteps with "
+                         f"dpm-solver or ddpm, or through ase-search's own samplers")
+    if len(timesteps) != steps:
+        raise ValueError(f"{len(timesteps)} timesteps for a {steps}-step run")
+    scheduler.set_timesteps(timesteps=[int(t) for t in timesteps])
+
+
+def scheduler_timesteps(scheduler: Any, steps: int,
+                        timesteps: Sequence[int] | None = None) -> list[int]:
     """The timesteps at which ``scheduler`` calls the model in a ``steps``-step run, in order
     (one call per timestep, as :func:`sample_diffusers` runs it)."""
-    scheduler.set_timesteps(steps)
+    set_timesteps(scheduler, steps, timesteps)
     return [int(t) for t in scheduler.timesteps]
 
 
@@ -824,6 +853,7 @@ def sample_diffusers(
     device: str | torch.device = "cpu",
     cache_context: bool = False,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    timesteps: Sequence[int] | None = None,
 ) -> DiffusersSamples:
     """Class-conditional samples of a ``DiTTransformer2DModel`` through a diffusers scheduler loop.
 
@@ -837,6 +867,7 @@ def sample_diffusers(
     ``cache_context("cond", ...)`` that ``CacheMixin`` pipelines set (``DiTTransformer2DModel``
     is not a ``CacheMixin``, so DiTPipeline sets none), and their state is reset before each
     batch; ``on_step(i, timestep)`` runs before each call (e.g. a ``current_timestep_callback``).
+    ``timesteps``: explicit ones instead of the scheduler's spacing (:func:`set_timesteps`).
     """
     if type(transformer).__name__ != "DiTTransformer2DModel":
         raise ValueError(f"sample_diffusers samples DiTTransformer2DModel, got "
@@ -847,6 +878,7 @@ def sample_diffusers(
     channels, size = cfg.in_channels, cfg.sample_size
     num_classes = cfg.num_embeds_ada_norm
     learned = scheduler.config.get("variance_type") in ("learned", "learned_range")
+    set_timesteps(scheduler, steps, timesteps)  # a scheduler without them fails before sampling
     state = exit_schedule_state(transformer)
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, num_classes, (n,), generator=generator)
@@ -859,7 +891,7 @@ def sample_diffusers(
             y = labels[start:stop].to(device)
             if cfg_scale > 1.0:
                 y = torch.cat([y, torch.full_like(y, num_classes)])  # null label: last row
-            scheduler.set_timesteps(steps)
+            set_timesteps(scheduler, steps, timesteps)
             step_generator = torch.Generator(device).manual_seed(seed * 1_000_003 + start)
             before = 0 if state is None else state.block_evals
             registry = getattr(transformer, "_diffusers_hook", None)
@@ -918,7 +950,8 @@ def time_diffusers_runs(path: str | os.PathLike[str],
     transformer = load_transformer(path).to(device)
 
     def run(schedule: ExitSchedule | None, sampler: Any) -> Callable[[], None]:
-        scheduler = load_scheduler(path, sampler.name, timestep_spacing=sampler.timestep_spacing)
+        scheduler = load_scheduler(path, sampler.name, timestep_spacing=sampler.timestep_spacing,
+                                   explicit=sampler.timesteps is not None)
         hooked = schedule is not None and not schedule.is_full
 
         def go() -> None:
@@ -927,7 +960,7 @@ def time_diffusers_runs(path: str | os.PathLike[str],
             try:
                 sample_diffusers(transformer, scheduler, n=batch_size, steps=sampler.steps,
                                  cfg_scale=sampler.cfg_scale, batch_size=batch_size,
-                                 device=device)
+                                 device=device, timesteps=sampler.timesteps)
             finally:
                 if hooked:
                     remove_exit_schedule(transformer)
@@ -1005,6 +1038,7 @@ def measure_diffusers(
     fid_config: Any = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    timesteps: Sequence[int] | None = None,
 ) -> DiffusersMeasurement:
     """FID of ``schedule`` on a diffusers DiT, sampled through :func:`sample_diffusers`.
 
@@ -1039,7 +1073,8 @@ def measure_diffusers(
         full = None
         if same or schedule is None:
             full = sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
-                                    cfg_scale=cfg_scale, batch_size=batch_size, device=device)
+                                    cfg_scale=cfg_scale, batch_size=batch_size, device=device,
+                                    timesteps=timesteps)
             check_finite_samples(full.images)
         if schedule is None:
             out = full
@@ -1047,7 +1082,8 @@ def measure_diffusers(
             apply_exit_schedule(transformer, schedule)
             try:
                 out = sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
-                                       cfg_scale=cfg_scale, batch_size=batch_size, device=device)
+                                       cfg_scale=cfg_scale, batch_size=batch_size, device=device,
+                                       timesteps=timesteps)
             finally:
                 remove_exit_schedule(transformer)
             check_finite_samples(out.images)

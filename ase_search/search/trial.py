@@ -180,7 +180,8 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, refer
     cfg, t0 = ctx.config, time.perf_counter()
     folder = cfg["diffusers"]
     transformer = load_transformer(folder).to(device)
-    scheduler = load_scheduler(folder, sampler.name, timestep_spacing=sampler.timestep_spacing)
+    scheduler = load_scheduler(folder, sampler.name, timestep_spacing=sampler.timestep_spacing,
+                               explicit=sampler.timesteps is not None)
     split = {"load": time.perf_counter() - t0, "finetune": 0.0}
     reference: Any = cfg.get("fid_data") or cfg["data"]
     if reference == "self":
@@ -191,19 +192,19 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, refer
         reference=reference, cfg_scale=sampler.cfg_scale,
         fid_config=FIDConfig(extractor=cfg["fid_extractor"], fid_weights=cfg["fid_weights"],
                              kid=cfg["kid"]),
-        batch_size=cfg["batch_size"], device=device)
+        batch_size=cfg["batch_size"], device=device, timesteps=sampler.timesteps)
     split["measure"] = time.perf_counter() - t0 - split["load"]
     cost_model = CostModel.from_dict(ctx.cost_model)
-    timesteps = scheduler_timesteps(scheduler, sampler.steps)
+    timesteps = scheduler_timesteps(scheduler, sampler.steps, sampler.timesteps)
     counted = sum(blocks_per_call(schedule, timesteps))
     if counted != m.block_evals:  # the cost model's calls are not the ones that ran
         raise RuntimeError(f"the hooks ran {m.block_evals} block evaluations per sample but the "
                            f"schedule's plan over the scheduler's timesteps counts {counted}")
     latency = cost_model.latency(schedule, timesteps)
     ref = reference_config
-    ref_timesteps = scheduler_timesteps(load_scheduler(folder, ref.name,
-                                                  timestep_spacing=ref.timestep_spacing),
-                                   ref.steps)
+    ref_timesteps = scheduler_timesteps(
+        load_scheduler(folder, ref.name, timestep_spacing=ref.timestep_spacing,
+                       explicit=ref.timesteps is not None), ref.steps, ref.timesteps)
     grid = grid_png(m.images[:cfg["grid"]]) if cfg["grid"] > 0 else None
     return _result(schedule, sampler, m.metrics, seeds, latency=latency,
                    reference_latency=cost_model.latency(None, ref_timesteps),
@@ -237,7 +238,8 @@ def _self_reference(ctx: TrialContext, transformer: Any, device: str) -> Any:
 
     cfg = ctx.config
     ref = reference_sampler(cfg, ctx.space)
-    scheduler = load_scheduler(cfg["diffusers"], ref.name, timestep_spacing=ref.timestep_spacing)
+    scheduler = load_scheduler(cfg["diffusers"], ref.name, timestep_spacing=ref.timestep_spacing,
+                               explicit=ref.timesteps is not None)
     key = (f"{transformer_fingerprint(cfg['diffusers'])[:12]}-{ref.describe().replace(' ', '-')}"
            f"-cfg{ref.cfg_scale:g}-n{cfg['n_samples']}-b{cfg['batch_size']}")
 
@@ -247,7 +249,7 @@ def _self_reference(ctx: TrialContext, transformer: Any, device: str) -> Any:
             return torch.load(path, weights_only=True)
         out = sample_diffusers(transformer, scheduler, n=cfg["n_samples"], steps=ref.steps,
                                seed=seed, cfg_scale=ref.cfg_scale, batch_size=cfg["batch_size"],
-                               device=device)
+                               device=device, timesteps=ref.timesteps)
         check_finite_samples(out.images)
         if path is not None:  # atomic: trials running at once may write the same seed
             atomic_write(path, lambda tmp: torch.save(out.images, tmp))

@@ -95,6 +95,37 @@ def test_scheduler_loop_with_a_schedule_matches_the_native_sampler(tmp_path):
     torch.testing.assert_close(out.images, native.images, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["ddim", "dpm-solver"])
+def test_explicit_timesteps_through_diffusers_schedulers_match_the_native_sampler(tmp_path,
+                                                                                 name):
+    """Searched timesteps on the diffusers path (DDIM as diffusers' DPM-Solver++ at order 1,
+    which is DDIM's update) == ase-search's own sampler at those timesteps, through the hooks."""
+    from ase_search.integrations.diffusers import set_timesteps
+    from ase_search.samplers import SamplerConfig, sample
+
+    model = _random_dit()
+    export_dit(model, tmp_path / "tiny", source="test")
+    transformer = load_transformer(tmp_path / "tiny")
+    scheduler = load_scheduler(tmp_path / "tiny", name, explicit=True)
+    timesteps = (903, 650, 420, 250)  # uneven, and ending far from t = 0, as searched ones do
+    schedule = ExitSchedule("dit", 4, (0.0, 0.5, 1.0), (4, 2), "half")
+    apply_exit_schedule(transformer, schedule)
+    try:
+        out = sample_diffusers(transformer, scheduler, n=5, steps=4, seed=7, cfg_scale=2.0,
+                               batch_size=3, timesteps=timesteps)
+    finally:
+        remove_exit_schedule(transformer)
+    assert [int(t) for t in scheduler.timesteps] == list(timesteps)
+    native = sample(model, sampler=SamplerConfig(name=name, steps=4, cfg_scale=2.0,
+                                                 timesteps=timesteps),
+                    schedule=schedule, n=5, seed=7, batch_size=3)
+    assert native.block_evals == out.block_evals == 4 + 4 + 2 + 2
+    torch.testing.assert_close(out.images, native.images, rtol=0, atol=1e-4)
+    # diffusers' own DDIM scheduler cannot take them: one clear error, not a wrong update
+    with pytest.raises(ValueError, match="DDIMScheduler takes no explicit timesteps"):
+        set_timesteps(load_scheduler(tmp_path / "tiny", "ddim"), 4, timesteps)
+
+
 def test_export_refuses_a_non_dit(tmp_path):
     from ase_search.models import create_model
 
@@ -172,6 +203,22 @@ def test_sample_with_diffusers(exported, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "21/24 block evaluations" in run.stdout
     assert (tmp_path / "g.png").is_file()
+
+
+def test_sample_and_eval_with_diffusers_take_a_timesteps_file(exported, tmp_path):
+    from ase_search.timesteps import SearchedTimesteps, save_timesteps
+
+    found = SearchedTimesteps("ddim", (800, 450, 300), 0.0, 0.0, 100, (64, 10000))
+    path = save_timesteps(tmp_path / "ts.json", found, arch="dit")
+    run = _cli("sample", "--diffusers", str(exported), "--timesteps", str(path), "--n", "4",
+               "-o", str(tmp_path / "g.png"))
+    assert run.returncode == 0, run.stderr
+    assert "36/36 block evaluations" in run.stdout  # three calls, the folder's 12 blocks
+    run = _cli("eval", "--diffusers", str(exported), "--timesteps", str(path), "--fid-data",
+               "self", "--n", "8", "--json", str(tmp_path / "e.json"),
+               "--grid", str(tmp_path / "e.png"))
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "e.json").read_text())["timesteps"] == [800, 450, 300]
 
 
 @pytest.mark.parametrize("lever", ["reuse", "forecast1", "forecast2", "reuse-modules",
