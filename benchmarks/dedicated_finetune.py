@@ -1,27 +1,21 @@
 """How close can one schedule get to the full model? (reports/dedicated_finetune.md, .json)
 
-The search's target (issue #5) asks for >= 45% acceleration at an FID within 5% of the full
-model. The search measures every trial on one-shot weights, shared by the whole space. This
-benchmark asks the stronger question for a few chosen schedules: fine-tune the testbed model for
-*that one schedule* alone (Algorithm 1, as `ase-search finetune --schedule` does, at several times
-the one-shot budget), then measure its FID next to the shipped full model's over seeds with
-common random numbers, under the search's DDIM-20 and, optionally, a stochastic sampler (the paper
-found DDPM the most forgiving of early exits). If a dedicated fine-tune cannot reach the target,
-no search over one-shot weights will.
-
-Phases, so the fine-tunes can run side by side as 1-thread jobs on a 2-core machine (give each
-its own ``--out`` in /tmp, since two jobs rewriting one cache would lose each other's cells; the
-fine-tuned weights they leave under ``--work-dir`` are what the eval phase reuses):
+Issue #5's target is >= 45% acceleration at an FID within 5% of the full model. The search
+measures trials on one-shot weights shared by the whole space; this fine-tunes the testbed model
+for *one* schedule alone (Algorithm 1, as `ase-search finetune --schedule` does, at several times
+the one-shot budget) and measures its FID next to the shipped full model's over seeds (common
+random numbers) under DDIM-20 and optionally other samplers (the paper found DDPM the most
+forgiving of exits). If a dedicated fine-tune cannot reach the target, no search over one-shot
+weights will. The train phase runs fine-tunes side by side as 1-thread jobs, each with its own
+``--out`` (two jobs on one cache lose each other's cells); eval reuses their ``--work-dir`` weights:
 
     python -m benchmarks.dedicated_finetune --phase train --schedule S45=0.4,0.6:12,6,1 --threads 1
     python -m benchmarks.dedicated_finetune --phase eval --schedule S45=0.4,0.6:12,6,1 --threads 2
 
-A schedule is ``NAME=EDGES:BLOCKS``: the interior interval edges (ascending in t) and the block
-count of each interval from data (t = 0) to noise, or a preset name (``D1``..``D6``). Fine-tunes
-resume from their run directory under ``--work-dir``. The cells of ``reports/dedicated_finetune
-.json``: each schedule's fine-tuned weights (``dit/weights/<stem>``) and each FID measurement over
-the seeds (``dit/full/ddim:20``, ``dit/<stem>/ddim:20``, and on the one-shot weights
-``dit/one-shot/full/ddim:20``, ``dit/one-shot/<stem>/ddim:20``).
+A schedule is a preset (``D1``..``D6``) or ``NAME=EDGES:BLOCKS``: the interior edges (ascending in
+t) and each interval's block count from data (t = 0) to noise. Cells: each schedule's weights
+(``dit/weights/<stem>``) and each FID measurement (``dit/full/ddim:20``, ``dit/<stem>/ddim:20``,
+and on one-shot weights ``dit/one-shot/full/ddim:20``, ``dit/one-shot/<stem>/ddim:20``).
 """
 
 from __future__ import annotations
@@ -38,15 +32,17 @@ from typing import Any
 
 from benchmarks._common import (
     ROOT,
+    check_testbeds,
     display_path,
     file_sha256,
-    machine_text,
+    load_testbed,
     pct,
     reference_one_shot_weights,
     sampler_name,
     short_hash,
 )
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
+from benchmarks.one_shot_recipes import report_by_arch, section_head
 
 RECIPES = ("distill", "plain")
 FID_SAMPLING_BATCH = 250
@@ -84,11 +80,7 @@ class Params:
         "where the fine-tunes run and their weights are kept", identity=False))
 
     def __post_init__(self) -> None:
-        from ase_search.testbed import TESTBEDS
-
-        if self.arch not in TESTBEDS:
-            raise ValueError(f"--arch {self.arch!r} is not a testbed; choose from "
-                             f"{list(TESTBEDS)}")
+        check_testbeds((self.arch,))
         if self.n < 2 or self.seeds < 1 or self.steps < 1:
             raise ValueError("--n must be >= 2, --seeds >= 1 and --steps >= 1")
         for s in self.samplers:
@@ -100,7 +92,7 @@ class Params:
     @property
     def schedules(self) -> list[Any]:
         """The ``--schedule`` entries as ExitSchedules for the testbed model."""
-        depth = testbed_model(self.arch).exit_depth
+        depth = load_testbed(self.arch).exit_depth
         return [parse_schedule(s, self.arch, depth) for s in self.schedule]
 
     @property
@@ -122,20 +114,12 @@ class Params:
 
 
 @functools.cache
-def testbed_model(arch: str) -> Any:
-    """The shipped testbed model, loaded once per process."""
-    from ase_search.testbed import load_model
-
-    return load_model(arch)
-
-
-@functools.cache
 def cost_model(arch: str) -> Any:
     """One component profile per run, so every acceleration of a run comes from the same one
     (every weight file here is the same architecture)."""
     from ase_search.metrics.latency import profile_components
 
-    return profile_components(testbed_model(arch), batch_size=FID_SAMPLING_BATCH)
+    return profile_components(load_testbed(arch), batch_size=FID_SAMPLING_BATCH)
 
 
 def parse_schedule(spec: str, arch: str, depth: int) -> Any:
@@ -201,23 +185,15 @@ def keys(args: Params) -> list[str]:
     out = [f"{args.arch}/weights/{stem}" for stem in stems]
     if args.phase == "train":
         return out
-    rows = ["full", *stems]
-    out += [f"{args.arch}/{row}/{sampler}" for sampler in args.samplers for row in rows]
-    if args.one_shot is not None:
-        out += [f"{args.arch}/one-shot/{row}/{sampler}" for sampler in args.samplers
-                for row in rows]
-    return out
+    weights = [""] if args.one_shot is None else ["", "one-shot/"]
+    return out + [f"{args.arch}/{w}{row}/{sampler}" for w in weights
+                  for sampler in args.samplers for row in ["full", *stems]]
 
 
 def cell_identity(args: Params, key: str) -> dict[str, Any]:
     """A one-shot cell depends on which one-shot weights it measures."""
     path = args.one_shot_path
     return {"one_shot_sha256": file_sha256(path)} if "/one-shot/" in key and path else {}
-
-
-def settings_text(args: Params) -> str:
-    return (f"{args.recipe}, {args.steps} steps, batch {args.batch_size}, lr {args.lr} (cosine), "
-            f"EMA {args.ema}, seed {args.seed}")
 
 
 def compute(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
@@ -240,7 +216,8 @@ def compute(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
                 "blocks": " ".join(str(b) for b in schedule.blocks),
                 "schedule": schedule.to_dict(), "weights": display_path(path),
                 "sha256": file_sha256(path), "minutes": float(meta.get("minutes", 0.0)),
-                "settings": settings_text(args)}
+                "settings": f"{args.recipe}, {args.steps} steps, batch {args.batch_size}, lr "
+                            f"{args.lr} (cosine), EMA {args.ema}, seed {args.seed}"}
 
     one_shot = rest.startswith("one-shot/")
     row, _, sampler = rest.removeprefix("one-shot/").partition("/")
@@ -267,40 +244,34 @@ def compute(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
 
 # ###################################################################### report
-def fid_ratios(cell: dict[str, Any], full: dict[str, Any]) -> list[float]:
-    """Per-seed FID ratios of a schedule's cell to the full model's (common random numbers)."""
-    return [a / b for a, b in zip(cell["fids"], full["fids"], strict=True)]
-
-
 def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
     """One model's section: the runs, the table of schedules x samplers, the best within 5%."""
     import pandas as pd
-
-    from ase_search.testbed import TESTBEDS
 
     weights = [c for c in cells if c["kind"] == "weights"]
     full = {c["sampler"]: c for c in cells if c["kind"] == "fid" and c["row"] == "full"}
     fid = {(c["row"], c["sampler"]): c for c in cells if c["kind"] == "fid"}
     shot = {(c["row"], c["sampler"]): c for c in cells if c["kind"] == "one-shot"}
     measured = [c for c in cells if c["kind"] != "weights"]
-    last = (measured or cells)[-1]
     first = measured[0] if measured else None
-    commands = list(dict.fromkeys(c["command"] for c in cells))
+    title, runs = section_head(arch, cells, (measured or cells)[-1])
     settings = "; ".join(dict.fromkeys(c["settings"] for c in weights))
-    lines = [f"## {arch}: {TESTBEDS[arch].model_name}", "",
-             " then ".join(f"`{c}`" for c in commands)
-             + f" on {machine_text(last['machine'])}, {last['date']}."
+    lines = [title, "", f"{runs}."
              + (f" Seeds 0..{first['seeds'] - 1}, N = {first['n']} per seed." if first else "")
              + f" Fine-tune: {settings}.", ""]
-    table = []
+    table: list[list[str]] = []
+    within: dict[str, list[tuple[float, str]]] = {}  # sampler -> (acceleration, name) within 5%
     for w in weights:
         row = Path(w["weights"]).stem
         for sampler, base in full.items():
             cell = fid.get((row, sampler))
             if cell is None:
                 continue
-            ratios = fid_ratios(cell, base)
+            # per-seed FID ratios to the full model (common random numbers)
+            ratios = [a / b for a, b in zip(cell["fids"], base["fids"], strict=True)]
             mean = statistics.fmean(ratios)
+            if mean <= 1.05:
+                within.setdefault(sampler, []).append((cell["predicted"], w["name"]))
             one_shot, one_shot_full = shot.get((row, sampler)), shot.get(("full", sampler))
             table.append([
                 w["name"], w["blocks"], sampler, pct(cell["predicted"]),
@@ -315,12 +286,8 @@ def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
     lines += [markdown_table(pd.DataFrame(table, columns=columns),
                              align=["left"] * 3 + ["right"] * 3 + ["left", "center", "right"]),
               ""]
-    names = {Path(w["weights"]).stem: w["name"] for w in weights}
-    for sampler, base in full.items():
-        within = [(c["predicted"], names[row]) for (row, s), c in fid.items()
-                  if s == sampler and row in names
-                  and statistics.fmean(fid_ratios(c, base)) <= 1.05]
-        best = max(within, default=None)
+    for sampler in full:
+        best = max(within.get(sampler, []), default=None)
         lines.append(f"- {sampler}: best acceleration within 5% of the full model: "
                      + (f"**{best[0]:.1%}** ({best[1]})" if best else "**none** of these"))
     one_shot_weights = next((c["weights"] for c in cells if c["kind"] == "one-shot"), None)
@@ -333,20 +300,16 @@ def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
 
 
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
-    """The report: the question, then one section per model (in cache order)."""
-    by_arch: dict[str, list[dict[str, Any]]] = {}
-    for cell in cells.values():
-        by_arch.setdefault(cell["arch"], []).append(cell)
-    lines = ["# Dedicated fine-tunes against the search's target", "",
-             "Issue #5's target: >= 45% acceleration at an FID within 5% of the full model. Each "
-             "schedule below was fine-tuned **alone** (Algorithm 1 for that schedule, not the "
-             "search's one-shot weights shared by the space) and is measured next to the shipped "
-             "full model: FID-MNIST (digit-classifier features, not Inception FID), mean ± std "
-             "over seeds with common random numbers; **ratio** is the per-seed FID ratio to the "
-             "full model (mean, min-max). Acceleration is the cost model's prediction for the "
-             "sampler's timesteps. **one-shot weights** gives the same schedule's FID (and the full "
-             "model's) on the search's one-shot weights, where measured.", ""]
-    return Report("\n".join(lines + [arch_section(a, c) for a, c in by_arch.items()]))
+    return report_by_arch(
+        cells, "Dedicated fine-tunes against the search's target",
+        "Issue #5's target: >= 45% acceleration at an FID within 5% of the full model. Each "
+        "schedule below was fine-tuned **alone** (Algorithm 1 for that schedule, not the "
+        "search's one-shot weights shared by the space) and is measured next to the shipped "
+        "full model: FID-MNIST (digit-classifier features, not Inception FID), mean ± std "
+        "over seeds with common random numbers; **ratio** is the per-seed FID ratio to the "
+        "full model (mean, min-max). Acceleration is the cost model's prediction for the "
+        "sampler's timesteps. **one-shot weights** gives the same schedule's FID (and the full "
+        "model's) on the search's one-shot weights, where measured.", arch_section)
 
 
 BENCHMARK = Benchmark(name="dedicated_finetune", doc=__doc__, params=Params, keys=keys,

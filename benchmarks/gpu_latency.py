@@ -1,35 +1,25 @@
 """GPU latency of the paper's exit schedules on the paper's models, against FLOPs and Table 2-4.
 
-DiT-XL/2 (28 blocks, 32x32x4 latents, batch 32, the paper's ImageNet sampling batch) and
-U-ViT-S/4 (CelebA 64x64, batch 250, the paper's CelebA sampling batch) with random weights; latency
-does not depend on the weights. Three measurements per model, all with CUDA events
-(``ase_search.metrics.latency.measure``):
+DiT-XL/2 (28 blocks, 32x32x4 latents, batch 32) and U-ViT-S/4 (CelebA 64x64, batch 250), the
+paper's sampling batches, with random weights (latency does not depend on them), timed with CUDA
+events (``ase_search.metrics.latency.measure``):
 
-1. **Per step**: one model call at every block count the presets use, timed in interleaved rounds
-   (one call per count per round, order rotating); per-step acceleration ``1 - t(k) / t(full)``
-   next to the FLOP-ideal ``1 - FLOPs(k) / FLOPs(full)``.
-2. **Composed runs**: a sampler's run latency as the sum of the per-step medians over its calls,
-   for the samplers of the paper's tables (DiT: DDPM-250, DDIM-200/100/50; U-ViT: EM-1000,
-   DPM-50/25), next to the paper's reported accelerations.
-3. **Measured runs** (``--measure``, default DDIM-50 and DDPM-250): every network call of one
-   sampling run, every preset, timed interleaved call by call by
-   ``ase_search.evaluate.benchmark_latency`` (median over ``--repeats`` rounds after a warm-up
-   round), with its FLOP-ideal and cost-model accelerations. A run whose estimated time (from the
-   per-step medians) does not fit in what is left of ``--budget-seconds`` (all models together,
-   DDIM-50 of both models first) is skipped and says so in the report; its composed value (2.)
-   stands in. In fp32 on an H100 the DDPM-250 runs (1,250-1,750 calls per round) do not fit the
-   default budget; ``--precision bf16`` or a larger budget measures them.
+1. **Per step**: one call at every block count the presets use, in interleaved rounds (order
+   rotating); ``1 - t(k) / t(full)`` next to the FLOP-ideal ``1 - FLOPs(k) / FLOPs(full)``.
+2. **Composed runs**: a run's latency as the sum of per-step medians over its calls, for the
+   samplers of the paper's tables, next to the paper's accelerations.
+3. **Measured runs** (``--measure``): every call of one run, every preset, timed interleaved by
+   ``ase_search.evaluate.benchmark_latency`` (``--repeats`` rounds after a warm-up round). A run
+   estimated (from 1.) not to fit in what is left of ``--budget-seconds`` is skipped and its
+   composed value stands in; in fp32 on an H100 the DDPM-250 runs do not fit the default.
 
     python -m benchmarks.gpu_latency                      # fp32, writes reports/gpu_latency.md
     python -m benchmarks.gpu_latency --precision bf16     # autocast (also: tf32, fp16)
     python -m benchmarks.gpu_latency --allow-cpu --smoke  # seconds-long check of the script
 
-Without a CUDA device it exits with status 2 unless ``--allow-cpu`` is given. ``--smoke`` shrinks
-the models (same registry classes and depths, tiny width and resolution), the batch (2) and the
-samplers (2 steps); its numbers mean nothing and it writes to a temporary file by default.
-
-The cells of the report's ``.json`` twin are one per model (``DiT-XL/2``: per-step timing and
-composed runs) and one per measured run (``DiT-XL/2|ddim-50``), DDIM-50 of every model first.
+Without a CUDA device it exits 2 unless ``--allow-cpu``. ``--smoke`` shrinks the models (same
+classes and depths), the batch (2) and the samplers (2 steps), and writes to a temporary file.
+Cells: one per model (``DiT-XL/2``) and one per measured run (``DiT-XL/2|ddim-50``).
 """
 
 from __future__ import annotations
@@ -49,26 +39,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks._common import pct
-from benchmarks._runner import (
-    REPORTS,
-    Benchmark,
-    CellContext,
-    Report,
-    markdown_table,
-    option,
-    run,
-)
+from benchmarks._runner import REPORTS, Benchmark, CellContext, Report, markdown_table, option, run
 
 if TYPE_CHECKING:
     import torch
 
-    from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import ExitSchedule
-
-# The paper's accelerations (%) by model, sampler and preset. DiT-XL/2 on ImageNet 256: Table 3
-# (DDPM-250, DDIM-200/100/50; the DDPM-250 column is Table 2's). U-ViT-S/4 on CelebA 64: Table 4
-# (EM-1000, the Table 2 column, and DPM-50/25). Wall-clock time to generate one batch on one RTX
-# 3090 (Appendix B.1), the whole sampler included, not only the network calls timed here.
+# The paper's accelerations (%) by model, sampler and preset: DiT-XL/2 on ImageNet 256, Table 3
+# (its DDPM-250 column is Table 2's); U-ViT-S/4 on CelebA 64, Table 4 (EM-1000 is Table 2's).
+# Wall-clock time of one batch on one RTX 3090 (Appendix B.1), the whole sampler included.
 PAPER_ACCELERATION: dict[str, dict[str, dict[str, float]]] = {
     "DiT-XL/2": {
         "ddpm-250": {"D1": 16.63, "D3": 23.43, "D4": 30.46, "D6": 38.32},
@@ -85,8 +63,7 @@ PAPER_ACCELERATION: dict[str, dict[str, dict[str, float]]] = {
                           "D6": 25.67},
     },
 }
-# The paper's sampling batch per model (Appendix B.1).
-BATCH = {"DiT-XL/2": 32, "U-ViT-S/4": 250}
+BATCH = {"DiT-XL/2": 32, "U-ViT-S/4": 250}  # the paper's sampling batch (Appendix B.1)
 # --smoke: same classes and depths (so the presets' block counts are the paper's), tiny otherwise.
 SMOKE_OVERRIDES = {
     "DiT-XL/2": {"hidden_size": 32, "num_heads": 2, "input_size": 8},
@@ -117,7 +94,8 @@ class Params:
         if not self.model_names or any(m not in BATCH for m in self.model_names):
             raise ValueError(f"--models must name some of {list(BATCH)}, got {self.models!r}")
         for spec in self.measured:
-            if not _spec_ok(spec):
+            name, _, steps = spec.rpartition("-")
+            if not (name and steps.isdigit()):
                 raise ValueError(f"--measure: sampler spec must look like 'ddim-50' "
                                  f"(name-steps), got {spec!r}")
         if self.rounds < 1 or self.repeats < 1:
@@ -137,45 +115,8 @@ class Params:
         return (min(self.rounds, 2), 1) if self.smoke else (self.rounds, self.repeats)
 
 
-def _spec_ok(spec: str) -> bool:
-    name, _, steps = spec.rpartition("-")
-    return bool(name) and steps.isdigit()
-
-
-def sampler_config(spec: str) -> SamplerConfig:
-    """``"ddim-50"`` -> ``SamplerConfig("ddim", 50)`` (the name may contain dashes)."""
-    from ase_search.samplers import SamplerConfig
-
-    name, _, steps = spec.rpartition("-")
-    if not _spec_ok(spec):
-        raise ValueError(f"sampler spec must look like 'ddim-50' (name-steps), got {spec!r}")
-    return SamplerConfig(name, int(steps))
-
-
-def set_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Set TF32 (on for ``tf32`` only) and return the autocast context (``bf16`` / ``fp16``)."""
-    import torch
-
-    tf32 = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type=device.type, dtype=dtype)
-    return contextlib.nullcontext()
-
-
-def inputs(model: torch.nn.Module, batch: int, device: torch.device):
-    """Random inputs of one call: x (N, C, H, W), t = 500 (N,), labels or None."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    size = model.input_size
-    x = torch.randn(batch, model.in_channels, size, size, generator=g).to(device)
-    t = torch.full((batch,), 500.0, device=device)
-    y = (torch.randint(0, model.num_labels, (batch,), generator=g).to(device)
-         if model.num_labels > 0 else None)
-    return x, t, y
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def per_step(model: torch.nn.Module, counts: list[int], *, batch: int, rounds: int,
@@ -185,9 +126,9 @@ def per_step(model: torch.nn.Module, counts: list[int], *, batch: int, rounds: i
     Each round times one call per count, in an order that rotates with the round, so a drift in
     clock or load hits every count alike; round 0 (and five full calls before it) is warm-up.
     """
-    from ase_search.metrics.latency import measure
+    from ase_search.metrics.latency import example_inputs, measure
 
-    x, t, y = inputs(model, batch, device)
+    x, t, y = example_inputs(model, batch, device)
     measure(lambda: model(x, t, y), warmup=5, repeats=1, device=device)
     times: dict[int, list[float]] = {k: [] for k in counts}
     for r in range(rounds + 1):
@@ -200,62 +141,40 @@ def per_step(model: torch.nn.Module, counts: list[int], *, batch: int, rounds: i
     return times
 
 
-def composed(schedule: ExitSchedule, step_s: dict[int, float], times: list[float]) -> float:
-    """Seconds of a run's network calls as the sum of per-step medians."""
-    from ase_search.callplan import blocks_per_call
-
-    return sum(step_s[k] for k in blocks_per_call(schedule, times))
-
-
-def device(params: Params) -> torch.device:
-    """The CUDA device, or the CPU with ``--allow-cpu``; otherwise exit 2 with one line."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if params.allow_cpu:
-        return torch.device("cpu")
-    print("error: no CUDA device; this benchmark times GPU kernels. Run it on a machine with "
-          "a GPU, or pass --allow-cpu (with --smoke for a quick check).", file=sys.stderr)
-    raise SystemExit(2)
-
-
 @functools.cache
 def model_state(params: Params, name: str) -> dict[str, Any]:
-    """One model (random weights, seed 0) on the device, its presets and the autocast context."""
+    """One model (random weights, seed 0) on the CUDA device (the CPU with ``--allow-cpu``), its
+    presets and the precision's autocast context (TF32 is on for ``tf32`` only)."""
     import torch
 
     from ase_search.models import create_model
     from ase_search.schedule import preset, preset_names
 
-    dev = device(params)
+    if not (torch.cuda.is_available() or params.allow_cpu):
+        print("error: no CUDA device; this benchmark times GPU kernels. Run it on a machine with "
+              "a GPU, or pass --allow-cpu (with --smoke for a quick check).", file=sys.stderr)
+        raise SystemExit(2)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
+        params.precision == "tf32")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(params.precision)
     torch.manual_seed(0)
     overrides = SMOKE_OVERRIDES[name] if params.smoke else {}
     model = create_model(name, **overrides).to(dev).eval()
     schedules = {p: preset(p, model.arch, model.exit_depth)
                  for p in preset_names(model.arch, data_easy=False)}
     return {"model": model, "schedules": schedules, "overrides": overrides, "device": dev,
-            "autocast": set_precision(params.precision, dev)}
+            "autocast": contextlib.nullcontext() if dtype is None
+            else torch.autocast(device_type=dev.type, dtype=dtype)}
 
 
-def run_facts(params: Params, ctx: CellContext, dev: torch.device) -> dict[str, Any]:
-    """Card, command, date and versions of the run a cell belongs to."""
+# ###################################################################### cells
+def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
+    """Per-step timing and composed runs of one model, with the run's card, date and versions."""
     import torch
 
-    from ase_search.evaluate import machine_info
-
-    card = (torch.cuda.get_device_name() if dev.type == "cuda"
-            else "none (CPU run with --allow-cpu)")
-    rounds, repeats = params.timing
-    return {"card": card, "device": dev.type, "command": ctx.command, "smoke": params.smoke,
-            "precision": params.precision, "rounds": rounds, "repeats": repeats,
-            "machine": machine_info(), "cuda": torch.version.cuda,
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-
-
-def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
-    """Per-step timing and composed runs of one model (a cell)."""
     from ase_search.callplan import blocks_per_call
+    from ase_search.evaluate import machine_info
     from ase_search.metrics.latency import model_flops
     from ase_search.samplers import SamplerConfig
 
@@ -283,30 +202,32 @@ def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
     } for k in counts]
 
     # Composed runs for the paper's samplers (and the measured ones, to check the composition).
-    specs = list(dict.fromkeys([*PAPER_ACCELERATION[name], *params.measured]))
     runs: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        config = sampler_config(spec)
-        if params.smoke:
-            config = SamplerConfig(config.name, 2)
+    for spec in dict.fromkeys([*PAPER_ACCELERATION[name], *params.measured]):
+        sampler, _, n_steps = spec.rpartition("-")
+        config = SamplerConfig(sampler, 2 if params.smoke else int(n_steps))
         times = config.model_times()
-        full_s = composed(schedules["full"], step_s, times)
-        rows = {}
-        for p, s in schedules.items():
-            used = sum(flops[k] for k in blocks_per_call(s, times))
-            rows[p] = {
-                "ideal": 1.0 - used / (flops[depth] * len(times)),
-                "composed": 1.0 - composed(s, step_s, times) / full_s,
-                "paper": PAPER_ACCELERATION[name].get(spec, {}).get(p, math.nan) / 100,
-            }
+        calls = {p: blocks_per_call(s, times) for p, s in schedules.items()}
+        # A run's network time composed as the sum of the per-step medians over its calls.
+        composed = {p: sum(step_s[k] for k in c) for p, c in calls.items()}
+        rows = {p: {
+            "ideal": 1.0 - sum(flops[k] for k in c) / (flops[depth] * len(times)),
+            "composed": 1.0 - composed[p] / composed["full"],
+            "paper": PAPER_ACCELERATION[name].get(spec, {}).get(p, math.nan) / 100,
+        } for p, c in calls.items()}
         # One warm-up round plus --repeats timed rounds of every schedule's calls.
-        estimate = (repeats + 1) * sum(composed(s, step_s, times) for s in schedules.values())
-        runs[spec] = {"sampler": config.to_dict(), "composed_full_s": full_s, "rows": rows,
-                      "estimate_s": estimate, "measured": None, "skipped": None}
+        estimate = (repeats + 1) * sum(composed.values())
+        runs[spec] = {"sampler": config.to_dict(), "composed_full_s": composed["full"],
+                      "rows": rows, "estimate_s": estimate, "measured": None, "skipped": None}
+    card = (torch.cuda.get_device_name() if dev.type == "cuda"
+            else "none (CPU run with --allow-cpu)")
     return {"model": name, "arch": model.arch, "depth": depth, "batch": batch,
             "overrides": state["overrides"], "num_labels": model.num_labels, "steps": steps,
             "runs": runs, "seconds": time.perf_counter() - t0,
-            **run_facts(params, ctx, dev)}
+            "card": card, "device": dev.type, "command": ctx.command, "smoke": params.smoke,
+            "precision": params.precision, "rounds": rounds, "repeats": repeats,
+            "machine": machine_info(), "cuda": torch.version.cuda,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def measured_keys(params: Params) -> list[str]:
@@ -315,11 +236,9 @@ def measured_keys(params: Params) -> list[str]:
 
 
 def measure_cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
-    """Every call of one sampling run timed for every preset (a cell), or why it was skipped.
-
-    The measured runs before it in ``--measure`` order spend ``--budget-seconds``; the per-step
-    medians predict this run's time, so a run that would not fit is skipped, not cut short.
-    """
+    """Every call of one sampling run timed for every preset, or why it was skipped: the
+    measured runs before it spend ``--budget-seconds``, and the per-step medians predict its time,
+    so a run that would not fit is skipped, not cut short."""
     from ase_search.evaluate import benchmark_latency
     from ase_search.samplers import SamplerConfig
 
@@ -348,14 +267,45 @@ def measure_cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
             "rows": rows, "skipped": None, "seconds": time.perf_counter() - t0}
 
 
-def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
-    return measure_cell(params, key, ctx) if "|" in key else model_cell(params, key, ctx)
-
 # ###################################################################### report
-def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def run_section(spec: str, run_: dict[str, Any], measured: dict[str, Any] | None) -> list[str]:
+    """One sampler's table: each preset composed and, when ``measured`` ran, measured."""
     import pandas as pd
 
-    m = meta["machine"]
+    ran = measured is not None and measured["skipped"] is None
+    steps = run_["sampler"]["steps"]
+    status = ("measured" if ran else f"not measured: {measured['skipped']}" if measured
+              else "composed only")
+    if not spec.endswith(f"-{steps}"):
+        status += f"; smoke: {steps} steps"
+    rows = []
+    for p, r in run_["rows"].items():
+        m = measured["rows"].get(p, {}) if ran else {}
+        rows.append([p, pct(r["ideal"]), pct(r["composed"]),
+                     pct(m.get("measured"), m.get("measured_se")), pct(m.get("predicted")),
+                     pct(r["paper"])])
+    full = f"full run: composed {run_['composed_full_s']:.3f} s"
+    if ran:
+        full += f", measured {measured['measured_full_s']:.3f} s"
+    return [f"### {spec} ({status})", "", markdown_table(pd.DataFrame(rows, columns=[
+        "schedule", "FLOP-ideal", "composed", "measured run", "cost model", "paper"]),
+        align=["left"] + ["right"] * 5), "", full + ".", ""]
+
+
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+    """One section per model: its per-step timing, then every run, measured where it was."""
+    import pandas as pd
+
+    records = [cells[name] for name in params.model_names if name in cells]
+    if not records:
+        return Report(f"# GPU latency of the paper's exit schedules\n\nNo model of "
+                      f"{params.models!r} is in `{json_name}` yet.\n")
+    seconds = 0.0
+    for rec in records:
+        seconds += rec["seconds"] + sum(cells[f"{rec['model']}|{spec}"]["seconds"]
+                                        for spec in rec["runs"]
+                                        if f"{rec['model']}|{spec}" in cells)
+    meta, m = records[0], records[0]["machine"]
     lines = [
         "# GPU latency of the paper's exit schedules",
         "",
@@ -363,7 +313,7 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
           if meta["smoke"] else []),
         f"- Card: {meta['card']}",
         f"- Command: `{meta['command']}`",
-        f"- Date: {meta['date']}; {meta['seconds']:.0f} s",
+        f"- Date: {meta['date']}; {seconds:.0f} s",
         f"- torch {m['torch']} (CUDA {meta['cuda']}), Python {m['python']}, CPU {m['cpu']}",
         f"- Precision: {meta['precision']} (TF32 matmuls "
         f"{'on' if meta['precision'] == 'tf32' else 'off'}"
@@ -386,68 +336,23 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   f"{rec['batch']}{', class labels' if rec['num_labels'] else ''})", ""]
         if rec["overrides"]:
             lines += [f"Smoke overrides: `{json.dumps(rec['overrides'])}`.", ""]
-        rows = []
-        for s in rec["steps"]:
-            ratio = s["measured"] / s["ideal"] if s["ideal"] > 0 else math.nan
-            rows.append([str(s["blocks"]), f"{s['ms']:.2f} ± {s['ms_spread']:.2f}",
-                         pct(s["ideal"]), pct(s["measured"]),
-                         "–" if math.isnan(ratio) else f"{ratio:.3f}"])
+        rows = [[str(s["blocks"]), f"{s['ms']:.2f} ± {s['ms_spread']:.2f}", pct(s["ideal"]),
+                 pct(s["measured"]),
+                 f"{s['measured'] / s['ideal']:.3f}" if s["ideal"] > 0 else "–"]
+                for s in rec["steps"]]
         lines += ["### Per step", "", markdown_table(pd.DataFrame(rows, columns=[
             "blocks", "ms per call (± sd)", "FLOP-ideal", "per-step measured",
             "measured / ideal"]), align=["right"] * 5), ""]
-        for spec, measured_run in rec["runs"].items():
-            steps = measured_run["sampler"]["steps"]
-            status = ("measured" if measured_run["measured"] else
-                      f"not measured: {measured_run['skipped']}" if measured_run["skipped"]
-                      else "composed only")
-            if not spec.endswith(f"-{steps}"):
-                status += f"; smoke: {steps} steps"
-            rows = [[p, pct(r["ideal"]), pct(r["composed"]),
-                     pct(r.get("measured"), r.get("measured_se")), pct(r.get("predicted")),
-                     pct(r["paper"])] for p, r in measured_run["rows"].items()]
-            lines += [f"### {spec} ({status})", "", markdown_table(pd.DataFrame(rows, columns=[
-                "schedule", "FLOP-ideal", "composed", "measured run", "cost model", "paper"]),
-                align=["left"] + ["right"] * 5)]
-            full = f"full run: composed {measured_run['composed_full_s']:.3f} s"
-            if measured_run["measured"]:
-                full += f", measured {measured_run['measured_full_s']:.3f} s"
-            lines += ["", full + ".", ""]
-    return "\n".join(lines)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
-    """The models' records with their measured runs merged in, as one markdown report."""
-    records = []
-    for name in params.model_names:
-        if name not in cells:
-            continue
-        record = json.loads(json.dumps(cells[name]))  # a copy: the measured runs go into it
-        for spec, run_ in record["runs"].items():
-            measured = cells.get(f"{name}|{spec}")
-            if measured is None:
-                continue
-            record["seconds"] += measured["seconds"]
-            run_["skipped"] = measured["skipped"]
-            if measured["skipped"] is None:
-                run_["measured"] = True
-                run_["measured_full_s"] = measured["measured_full_s"]
-                for p, row in measured["rows"].items():
-                    run_["rows"][p].update(row)
-        records.append(record)
-    if not records:
-        return Report(f"# GPU latency of the paper's exit schedules\n\nNo model of "
-                      f"{params.models!r} is in `{json_name}` yet.\n")
-    meta = {**records[0], "seconds": sum(r["seconds"] for r in records)}
-    return Report(markdown(records, meta))
+        for spec, run_ in rec["runs"].items():
+            lines += run_section(spec, run_, cells.get(f"{rec['model']}|{spec}"))
+    return Report("\n".join(lines))
 
 
 BENCHMARK = Benchmark(
     name="gpu_latency", doc=__doc__, params=Params,
-    keys=lambda params: [*params.model_names, *measured_keys(params)], cell=cell, report=report,
+    keys=lambda params: [*params.model_names, *measured_keys(params)],
+    cell=lambda params, key, ctx: (measure_cell if "|" in key else model_cell)(params, key, ctx),
+    report=report,
     out=lambda params: (Path(tempfile.gettempdir()) / "gpu_latency_smoke.md" if params.smoke
                         else REPORTS / "gpu_latency.md"))
 

@@ -1,31 +1,27 @@
 """Noise-Easy vs Data-Easy (Appendix A.1): FID against fine-tuning steps at the same compute.
 
-The paper's Figure 5 fine-tunes DiT with a Noise-Easy schedule (fewer blocks near noise, the ASE
-hypothesis) and with its Data-Easy mirror (fewer blocks near data, the same counts with t reflected
-to 1 - t) and tracks FID over the fine-tuning steps. Here, for each ``--presets`` schedule (default
-D3) and its mirror ``<preset>-data-easy`` on the shipped testbed, Algorithm 1
-(:func:`ase_search.finetune.finetune`) runs one trajectory per schedule and the EMA teacher is
-scored at every ``--checkpoints`` step (FID-MNIST, mean +- std over seeds, common random numbers).
-Each trajectory is trained to a checkpoint, evaluated, and *resumed* from its ``last.pt`` up to
-the next one (the training loop's resume is exact: every random draw of step k is seeded by
-(seed, k), and the learning rate is held constant so it does not depend on the horizon). The
-full model's FID (no exits, no fine-tune) is the reference line.
-
-Run from the repository root:
+The paper's Figure 5 fine-tunes DiT with a Noise-Easy schedule (fewer blocks near noise) and its
+Data-Easy mirror (the same counts with t reflected to 1 - t) and tracks FID over the steps. Here
+each ``--presets`` schedule and its mirror ``<preset>-data-easy`` get one Algorithm 1 trajectory
+on the shipped testbed, and the EMA teacher is scored at every ``--checkpoints`` step (FID-MNIST
+over seeds, common random numbers). A trajectory resumes from its ``last.pt`` up to the next
+checkpoint, which is exact: every draw of step k is seeded by (seed, k) and the learning rate is
+constant. The full model (no exits, no fine-tune) is the reference line.
 
     python -m benchmarks.noise_easy --presets D3 --checkpoints 0 100 200 400 800 --n 500 --seeds 5
 
-Writes ``reports/noise_easy.md``, ``reports/noise_easy.html`` (offline plotly) and
-``reports/noise_easy.json``: one cell per trajectory (``dit/D3``, ``dit/D3-data-easy``) and one
-for the full model (``dit/full``). A trajectory's cell is saved after every checkpoint and its
-weights in ``--work-dir``, so an interrupted run continues where it stopped; asking for more
-checkpoints reuses the ones measured with the same settings.
+Cells: one per trajectory (``dit/D3``, ``dit/D3-data-easy``), saved after every checkpoint, and
+``dit/full``; more checkpoints reuse those measured with the same settings.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import statistics
+import sys
+import time
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -39,6 +35,7 @@ from benchmarks._common import (
     machine_text,
     sampler_name,
     short_hash,
+    weights_sha256,
 )
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
@@ -94,11 +91,6 @@ def keys(params: Params) -> list[str]:
     return [f"{params.arch}/{n}" for n in names]
 
 
-def weights_identity(params: Params, key: str) -> dict[str, Any]:
-    """The digest of the weights every trajectory starts from."""
-    return {"weights_sha256": file_sha256(params.weights())}
-
-
 # ###################################################################### the schedules
 def uniform_block_acceleration(schedule: Any) -> float:
     """Share of exitable blocks skipped over uniform t in [0, 1] (the fine-tune's t law)."""
@@ -118,15 +110,10 @@ def settings_key(settings: dict[str, Any]) -> str:
 def trajectory(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     """Fine-tune with one schedule, scoring the EMA teacher at every checkpoint (``full``: the
     model as shipped, at step 0 only); each step is saved as it finishes."""
-    import copy
-    import math
-    import sys
-    import time
-
+    from ase_search.callplan import block_acceleration
     from ase_search.data import build_dataset
     from ase_search.evaluate import evaluate, machine_info
     from ase_search.finetune import FinetuneConfig, finetune
-    from ase_search.callplan import block_acceleration
     from ase_search.metrics.latency import CostModel, profile_components
     from ase_search.models import load_state_dict_file
     from ase_search.samplers import SamplerConfig
@@ -212,12 +199,9 @@ def trajectory(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 # ###################################################################### the report
 def verdict(pairs: list[tuple[str, str]], steps: dict[str, dict[str, Any]],
             checkpoints: list[int]) -> list[str]:
-    """One sentence per (Noise-Easy, Data-Easy) pair, computed from the numbers.
-
-    ``steps[name][str(k)]`` is a schedule's FID at step ``k``. At each step count the lower mean
-    FID wins; a difference "exceeds the seed noise" when it is larger than the larger of the two
-    standard deviations over seeds.
-    """
+    """One sentence per (Noise-Easy, Data-Easy) pair from ``steps[name][str(k)]``, the FID at
+    step ``k``: at each step the lower mean wins, by more than the seed noise when the difference
+    exceeds the larger of the two standard deviations over seeds."""
     sentences = []
     for noise, data in pairs:
         wins, clear = [], []
@@ -322,33 +306,29 @@ def section(arch_cells: dict[str, dict[str, Any]], html_name: str) -> tuple[str,
         "schedule", "[t interval): blocks", "block accel. (uniform t)", "block accel. (sampler)",
         "predicted accel. (cost model)"]), align=["left", "left", "right", "right", "right"])]
     minutes = sum(v["seconds"] for st in steps.values() for v in st.values()) / 60
-    table = [[str(k)] + [fid_text(steps[n].get(str(k))) if str(k) in steps[n] else "–"
-                         for n in names] for k in checkpoints]
+    table = [[str(k), *(fid_text(steps[n].get(str(k))) for n in names)] for k in checkpoints]
     lines += ["", "## FID against fine-tuning steps", "",
               markdown_table(pd.DataFrame(table, columns=["steps", *names]),
                              align=["right"] * (len(names) + 1)),
               "", "## Verdict", "", *[f"- {v}" for v in verdict(pairs, steps, complete)], "",
-              f"FID evaluations: {minutes:.1f} min over the cells (fine-tuning not counted; cached cells cost nothing). Plot: "
-              f"`{html_name}`.", ""]
+              f"FID evaluations: {minutes:.1f} min over the cells (fine-tuning not counted; "
+              f"cached cells cost nothing). Plot: `{html_name}`.", ""]
     return "\n".join(lines), figure(arch_cells, pairs, checkpoints)
 
 
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
     html_name = Path(json_name).with_suffix(".html").name
-    texts, figures = [], []
-    for arch in ARCHS:
-        arch_cells = {k.partition("/")[2]: c for k, c in cells.items()
-                      if k.partition("/")[0] == arch}
-        if arch_cells:
-            text, fig = section(arch_cells, html_name)
-            texts.append(text)
-            figures.append(fig)
+    by_arch = [{k.partition("/")[2]: c for k, c in cells.items() if k.partition("/")[0] == a}
+               for a in ARCHS]
+    sections = [section(arch_cells, html_name) for arch_cells in by_arch if arch_cells]
     title = "Noise-Easy vs Data-Easy (Appendix A.1)"
-    return Report("\n".join([f"# {title}", "", *texts]), figures=figures, title=title)
+    return Report("\n".join([f"# {title}", "", *(text for text, _ in sections)]),
+                  figures=[fig for _, fig in sections], title=title)
 
 
-BENCHMARK = Benchmark(name="noise_easy", doc=__doc__, params=Params, keys=keys, cell=trajectory,
-                      report=report, cell_identity=weights_identity)
+BENCHMARK = Benchmark(  # every trajectory depends on the weights it starts from
+    name="noise_easy", doc=__doc__, params=Params, keys=keys, cell=trajectory, report=report,
+    cell_identity=lambda params, key: {"weights_sha256": weights_sha256(params.weights())})
 
 
 if __name__ == "__main__":

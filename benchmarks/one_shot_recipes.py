@@ -1,22 +1,13 @@
 """One-shot fine-tune recipes compared (reports/one_shot_recipes.md, .json).
 
-The search measures every trial on one set of weights fine-tuned once over the whole space
-(`--finetune one-shot`). This benchmark compares recipes for that fine-tune on a testbed model:
-the search's default (the noise as target) and distillation (`FinetuneConfig.distill`: the
-target is the frozen pretrained model's full-depth prediction). Each recipe is trained with the
-search's settings (steps, lr, EMA, full share, seed; cached under ``--work-dir``), then the
-full model and the paper's presets are measured with FID-MNIST (mean +- std over seeds, common
-random numbers) and the shipped model without fine-tuning is the reference. Reuse the default
-recipe's weights with ``--plain-weights studies/reference/<arch>-one-shot-<key>.safetensors``
-(the search wrote them with the same settings; the file the reference study names). Run from
-the repository root:
+The search measures every trial on weights fine-tuned once over the whole space. This fine-tunes
+a testbed model with each recipe at the search's settings (cached under ``--work-dir``): **plain**
+(the noise as target, the default) and **distill** (the frozen pretrained model's full-depth
+prediction as target), then measures the full model and the paper's presets (FID-MNIST over seeds,
+common random numbers) next to the shipped model. One cell per model and column (``dit/shipped``,
+``dit/plain``, ``dit/distill``), saved schedule by schedule:
 
     python -m benchmarks.one_shot_recipes --arch dit --n 500 --seeds 5 --threads 2
-
-One cell of ``reports/one_shot_recipes.json`` per model and column (``dit/shipped``,
-``dit/plain``, ``dit/distill``); within it every schedule's FID is saved as it finishes, and a
-run with other parameters reuses a column measured on the same weights with the same N and seeds.
-``--rebuild`` only rewrites the markdown.
 """
 
 from __future__ import annotations
@@ -25,11 +16,19 @@ import dataclasses
 import datetime as dt
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import ROOT, display_path, file_sha256, fid_text, machine_text
+from benchmarks._common import (
+    ROOT,
+    check_testbeds,
+    display_path,
+    fid_text,
+    file_sha256,
+    machine_text,
+)
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
 RECIPES = ("plain", "distill")
@@ -54,11 +53,7 @@ class Params:
         "where the recipes' fine-tuned weights are cached", identity=False))
 
     def __post_init__(self) -> None:
-        from ase_search.testbed import TESTBEDS
-
-        if self.arch not in TESTBEDS:
-            raise ValueError(f"--arch {self.arch!r} is not a testbed; choose from "
-                             f"{list(TESTBEDS)}")
+        check_testbeds((self.arch,))
         if self.n < 2 or self.seeds < 1:
             raise ValueError("--n must be >= 2 and --seeds >= 1")
         if self.plain_weights is not None and not self.plain_weights.is_file():
@@ -95,10 +90,9 @@ def one_shot_settings() -> str:
     """The search's one-shot fine-tune settings, as the report states them."""
     from ase_search.search import SearchConfig
 
-    defaults = SearchConfig()
-    return (f"{defaults.finetune_steps} steps, lr {defaults.finetune_lr} (cosine), EMA "
-            f"{defaults.finetune_ema}, full share {defaults.finetune_full_share}, seed "
-            f"{defaults.seed}")
+    d = SearchConfig()
+    return (f"{d.finetune_steps} steps, lr {d.finetune_lr} (cosine), EMA {d.finetune_ema}, "
+            f"full share {d.finetune_full_share}, seed {d.seed}")
 
 
 def measure_column(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
@@ -130,9 +124,7 @@ def measure_column(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
         return old
     model, _ = load_checkpoint(path)
     model.eval()
-    for name in SCHEDULES:
-        if name in cell["fids"]:
-            continue
+    for name in [s for s in SCHEDULES if s not in cell["fids"]]:
         result = measure_schedule(model, preset(name, arch, model.exit_depth),
                                   sampler=SamplerConfig(name="ddim", steps=20), n=args.n,
                                   seeds=list(range(args.seeds)), batch_size=250, keep_images=0)
@@ -144,21 +136,33 @@ def measure_column(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
 
 # ###################################################################### report
+def section_head(arch: str, cells: list[dict[str, Any]], at: dict[str, Any]) -> tuple[str, str]:
+    """A model's heading, and the commands that made its cells on ``at``'s machine and date."""
+    from ase_search.testbed import TESTBEDS
+
+    commands = " then ".join(f"`{c}`" for c in dict.fromkeys(c["command"] for c in cells))
+    return (f"## {arch}: {TESTBEDS[arch].model_name}",
+            f"{commands} on {machine_text(at['machine'])}, {at['date']}")
+
+
+def report_by_arch(cells: dict[str, dict[str, Any]], title: str, intro: str,
+                   section: Callable[[str, list[dict[str, Any]]], str]) -> Report:
+    """``title`` and ``intro``, then ``section`` of each model's cells (in cache order)."""
+    archs = dict.fromkeys(c["arch"] for c in cells.values())
+    sections = [section(a, [c for c in cells.values() if c["arch"] == a]) for a in archs]
+    return Report("\n".join([f"# {title}", "", intro, "", *sections]))
+
+
 def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
     """One model's section: the run(s), the FID table (schedules x columns), the weights."""
     import pandas as pd
 
-    from ase_search.testbed import TESTBEDS
-
     order = ("shipped", *RECIPES)
     cells = sorted(cells, key=lambda c: order.index(c["column"]))
     first = cells[0]
-    commands = list(dict.fromkeys(c["command"] for c in cells))
-    lines = [f"## {arch}: {TESTBEDS[arch].model_name}", "",
-             " then ".join(f"`{c}`" for c in commands)
-             + f" on {machine_text(first['machine'])}, {first['date']}; seeds "
-             f"0..{first['seeds'] - 1}, N = {first['n']} per seed; one-shot settings: "
-             f"{first['settings']}.", ""]
+    title, runs = section_head(arch, cells, first)
+    lines = [title, "", f"{runs}; seeds 0..{first['seeds'] - 1}, N = {first['n']} per seed; "
+             f"one-shot settings: {first['settings']}.", ""]
     others = [c for c in cells if (c["n"], c["seeds"]) != (first["n"], first["seeds"])]
     if others:
         lines += ["Measured with other seeds or N: " + "; ".join(
@@ -174,18 +178,13 @@ def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
 
 
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
-    """The report: an introduction, then one section per model (in cache order)."""
-    by_arch: dict[str, list[dict[str, Any]]] = {}
-    for cell in cells.values():
-        by_arch.setdefault(cell["arch"], []).append(cell)
-    lines = ["# One-shot fine-tune recipes", "",
-             "FID-MNIST (the project's digit-classifier features; not Inception FID), DDIM-20, "
-             "mean ± std over the seeds (common random numbers). Every recipe is fine-tuned with "
-             "the search's one-shot settings; **plain** is the search's default (the noise as "
-             "target, Algorithm 1's loss), **distill** regresses onto the frozen pretrained "
-             "model's full-depth prediction. **shipped** is the testbed model without "
-             "fine-tuning.", ""]
-    return Report("\n".join(lines + [arch_section(a, c) for a, c in by_arch.items()]))
+    return report_by_arch(
+        cells, "One-shot fine-tune recipes",
+        "FID-MNIST (the project's digit-classifier features; not Inception FID), DDIM-20, mean ± "
+        "std over the seeds (common random numbers). Every recipe is fine-tuned with the search's "
+        "one-shot settings; **plain** is the search's default (the noise as target, Algorithm "
+        "1's loss), **distill** regresses onto the frozen pretrained model's full-depth "
+        "prediction. **shipped** is the testbed model without fine-tuning.", arch_section)
 
 
 BENCHMARK = Benchmark(name="one_shot_recipes", doc=__doc__, params=Params,

@@ -2,15 +2,15 @@
 
 Each probe is a command a hostile but fair user would type (small runs on the shipped testbed),
 run in a fresh temporary folder, and a check of what it must do: one clear line and a non-zero
-exit for bad input, never a traceback, nothing lost. The probes that need several processes or a
+exit for bad input, never a traceback, nothing lost. Probes that need several processes or a
 server (two drivers, a killed one-shot fine-tune) are the pytest tests that perform them.
 
     python -m benchmarks.reliability                          # reports/reliability.{md,json}
     python -m benchmarks.reliability --only 'after/ctrl-c,after/budget-abc'
-    python -m benchmarks.reliability --before DIR             # the same probes on DIR
+    python -m benchmarks.reliability --before DIR             # the "before" column, on DIR
 
-``--before`` runs the probes with ``DIR`` first on ``PYTHONPATH`` (a ``git worktree`` of an older
-commit) and stores them as the "before" column (cells ``before/<probe>``); the report shows both.
+``--before`` runs the probes with ``DIR`` (a ``git worktree`` of an older commit) first on
+``PYTHONPATH`` and stores them as cells ``before/<probe>``; the report shows both columns.
 """
 
 from __future__ import annotations
@@ -54,13 +54,17 @@ class Outcome:
         return lines[-1].strip() if lines else ""
 
     @property
+    def last_stdout_line(self) -> str:
+        lines = self.stdout.strip().splitlines()
+        return lines[-1] if lines else ""
+
+    @property
     def traceback(self) -> bool:
         return "Traceback (most recent call last)" in self.stderr
 
     def text(self) -> str:
         """``exit N[, traceback]: <last line of stderr, else of stdout>``."""
-        lines = self.stdout.strip().splitlines()
-        line = self.last_line or (lines[-1] if lines else "")
+        line = self.last_line or self.last_stdout_line
         return f"exit {self.rc}" + (", traceback" if self.traceback else "") + \
             (f": {line[:160]}" if line else "")
 
@@ -85,15 +89,21 @@ class Probe:
 
 
 # ###################################################################### checks
-def one_line_error(*needles: str) -> Check:
-    """Exit 2, no traceback, and the last stderr line mentions every needle (case-insensitive)."""
+def exit_code(code: int, *needles: str, last_line: bool = False) -> Check:
+    """Exit ``code``, no traceback, and every needle (case-insensitive) in the output, or with
+    ``last_line`` in the last line of stderr."""
 
     def check(o: Outcome) -> tuple[bool, str]:
-        line = o.last_line.lower()
-        ok = o.rc == 2 and not o.traceback and all(n.lower() in line for n in needles)
-        return ok, o.text()
+        text = (o.last_line if last_line else o.stderr + o.stdout).lower()
+        return (o.rc == code and not o.traceback and all(n.lower() in text for n in needles),
+                o.text())
 
     return check
+
+
+def one_line_error(*needles: str) -> Check:
+    """Bad input: one line naming every needle, exit 2, no traceback."""
+    return exit_code(2, *needles, last_line=True)
 
 
 def study_state(db: str, *, expect_fail_reason: bool) -> Check:
@@ -121,64 +131,53 @@ def study_state(db: str, *, expect_fail_reason: bool) -> Check:
     return check
 
 
-def exit_code(code: int, *needles: str) -> Check:
-    def check(o: Outcome) -> tuple[bool, str]:
-        text = (o.stderr + o.stdout).lower()
-        ok = o.rc == code and not o.traceback and all(n.lower() in text for n in needles)
-        return ok, o.text()
-
-    return check
-
-
 def stdout_has(*needles: str) -> Check:
     def check(o: Outcome) -> tuple[bool, str]:
-        ok = o.rc == 0 and all(n in o.stdout for n in needles)
-        return ok, f"exit {o.rc}: {o.stdout.strip().splitlines()[-1][:160] if o.stdout.strip() else ''}"
+        return (o.rc == 0 and all(n in o.stdout for n in needles),
+                f"exit {o.rc}: {o.last_stdout_line[:160]}")
 
     return check
 
 
 def pytest_passes(o: Outcome) -> tuple[bool, str]:
-    tail = o.stdout.strip().splitlines()[-1] if o.stdout.strip() else o.last_line
-    return o.rc == 0, tail[:160]
+    return o.rc == 0, (o.last_stdout_line or o.last_line)[:160]
 
 
 # ###################################################################### the probes
 EDGE_GRIDS = (("0", "0"), ("tiny", "1.0e-320"), ("nan", ".nan"))
+PER_TRIAL = (f"$ASE run --finetune per-trial --finetune-steps 3 --finetune-lr 1e30 --budget 2 "
+             f"{TINY} --storage pt.db")
 
 
 def pytest_probe(key: str, item: str, what: str, tests: list[str], reported: str) -> Probe:
     """A probe that needs several processes or a server: the pytest tests that perform it."""
-    return Probe(key, item, what,
-                 "$PY -m pytest -q -x -p no:cacheprovider " + " ".join(f"$ROOT/{t}" for t in tests),
-                 pytest_passes, timeout=900, reported=reported)
+    command = "$PY -m pytest -q -x -p no:cacheprovider " + " ".join(f"$ROOT/{t}" for t in tests)
+    return Probe(key, item, what, command, pytest_passes, timeout=900, reported=reported)
 
 
 PROBES: tuple[Probe, ...] = (
-    Probe("trial-diverges", "1", "a per-trial fine-tune that diverges",
-          f"$ASE run --finetune per-trial --finetune-steps 3 --finetune-lr 1e30 --budget 2 {TINY} "
-          "--storage pt.db", study_state("pt.db", expect_fail_reason=True)),
+    Probe("trial-diverges", "1", "a per-trial fine-tune that diverges", PER_TRIAL,
+          study_state("pt.db", expect_fail_reason=True)),
     Probe("trial-diverges-rerun", "1", "the same command run again",
-          f"$ASE run --finetune per-trial --finetune-steps 3 --finetune-lr 1e30 --budget 2 {TINY} "
-          f"--storage pt.db >/dev/null 2>&1; $ASE run --finetune per-trial --finetune-steps 3 "
-          f"--finetune-lr 1e30 --budget 2 {TINY} --storage pt.db",
+          f"{PER_TRIAL} >/dev/null 2>&1; {PER_TRIAL}",
           study_state("pt.db", expect_fail_reason=True), timeout=400),
     Probe("bad-fid-weights", "1", "a --fid-weights file that is not weights",
           f"$ASE run --finetune none --budget 2 {TINY} --fid-weights $FIX/garbage.pth "
           "--storage fw.db", study_state("fw.db", expect_fail_reason=False)),
     pytest_probe("two-drivers", "2", "two drivers on one study (journal and PostgreSQL)",
                  ["tests/test_search_drivers.py"],
-               "the second driver marks the first's live trials interrupted; the first dies with "
-               "UpdateFinishedTrialError, its two measurements lost"),
+                 "the second driver marks the first's live trials interrupted; the first dies "
+                 "with UpdateFinishedTrialError, its two measurements lost"),
     pytest_probe("one-shot-keyed", "3", "two studies in one folder, other fine-tune settings",
-                 ["tests/test_finetune.py::test_one_shot_weights_with_other_settings_are_other_files",
-                "tests/test_finetune.py::test_one_shot_key_covers_what_makes_the_weights"],
-               "the second study silently reuses the first one's weights (its study records 2000 "
-               "steps, the weights' metadata 10)"),
+                 ["tests/test_finetune.py::"
+                  "test_one_shot_weights_with_other_settings_are_other_files",
+                  "tests/test_finetune.py::test_one_shot_key_covers_what_makes_the_weights"],
+                 "the second study silently reuses the first one's weights (its study records "
+                 "2000 steps, the weights' metadata 10)"),
     pytest_probe("one-shot-killed", "4", "a kill during the one-shot fine-tune, then a re-run",
                  ["tests/test_finetune.py::"
-                "test_one_shot_weights_after_a_sigkill_resume_to_the_uninterrupted_weights"],
-               "no intermediate state: the re-run starts again at step 0"),
+                  "test_one_shot_weights_after_a_sigkill_resume_to_the_uninterrupted_weights"],
+                 "no intermediate state: the re-run starts again at step 0"),
     Probe("deep-json", "5", "a schedule JSON nested 100,000 deep",
           "$ASE schedule show $FIX/deep.json", one_line_error("deep.json")),
     *(Probe(f"edge-grid-{name}", "5", f"space YAML edge_grid: {value}",
@@ -232,7 +231,8 @@ PROBES: tuple[Probe, ...] = (
           interrupt_after=25.0),
     Probe("threads", "newcomer", "a command that computes says its thread count",
           "$ASE sample --n 1 --steps 1 -o g.png", exit_code(0, "thread")),
-    Probe("eval-exit-untuned", "newcomer", "eval --schedule D4 on the shipped (not fine-tuned) model",
+    Probe("eval-exit-untuned", "newcomer",
+          "eval --schedule D4 on the shipped (not fine-tuned) model",
           "$ASE eval --schedule D4 --n 16 --steps 2", exit_code(0, "fine-tun")),
     Probe("version", "newcomer", "the exported schedule names the ase-search version",
           "$ASE export $FIX/study.db --trial 0 -o s.json >/dev/null && "
@@ -250,12 +250,12 @@ def make_fixtures(fix: Path, env: dict[str, str]) -> None:
     fix.mkdir(parents=True, exist_ok=True)
     (fix / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     space = (ROOT / "search_spaces" / "dit-free-edges.yaml").read_text()
-    for name, value in (("grid" + name, value) for name, value in EDGE_GRIDS):
+    for name, value in EDGE_GRIDS:
         lines = [f"edge_grid: {value}" if line.startswith("edge_grid:") else line
                  for line in space.splitlines()]
         if not any(line.startswith("edge_grid:") for line in lines):
             lines.append(f"edge_grid: {value}")
-        (fix / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+        (fix / f"grid{name}.yaml").write_text("\n".join(lines) + "\n")
     (fix / "garbage.pth").write_bytes(os.urandom(4096))
     (fix / "blocker").write_text("a regular file\n")
     (fix / "corrupt.journal").write_bytes(b'{"op_code": 0, "worker_id": "x"\n\x00\xff garbage\n')
@@ -263,7 +263,7 @@ def make_fixtures(fix: Path, env: dict[str, str]) -> None:
     code = f"""
 import torch
 from ase_search.models import create_model
-from ase_search.testbed import TESTBEDS, load_model
+from ase_search.testbed import load_model
 fix = {str(fix)!r}
 model = load_model("dit", None)
 state = {{k: v.clone() for k, v in model.state_dict().items()}}
@@ -363,7 +363,7 @@ def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     """One probe, run in a fresh folder against the chosen checkout."""
     from ase_search.evaluate import machine_info
 
-    probe = PROBE_BY_KEY[key.partition("/")[2]]
+    probe = next(p for p in PROBES if p.key == key.partition("/")[2])
     outcome, ok, text = run_probe(probe, probe_env(params.code_root))
     print(f"{'PASS' if ok else 'FAIL'} {key}: {text}", file=sys.stderr, flush=True)
     commit = subprocess.run(["git", "-C", str(params.code_root), "rev-parse", "--short", "HEAD"],
@@ -373,9 +373,7 @@ def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
 
 def verdict(result: dict[str, Any] | None) -> str:
-    if result is None:
-        return "—"
-    return ("✓ " if result["ok"] else "✗ ") + result["text"]
+    return "—" if result is None else ("✓ " if result["ok"] else "✗ ") + result["text"]
 
 
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> str:
@@ -411,7 +409,6 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         + markdown_table(pd.DataFrame(rows)) + "\n")
 
 
-PROBE_BY_KEY = {p.key: p for p in PROBES}
 BENCHMARK = Benchmark(name="reliability", doc=__doc__, params=Params, keys=keys, cell=cell,
                       report=report, version=2)
 

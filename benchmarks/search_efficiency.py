@@ -1,28 +1,15 @@
 """Search efficiency (reports/search_efficiency.md, .html, .json): default sampler vs TPE vs random.
 
-Each algorithm runs ``--repeats`` studies of ``--budget`` finished trials on the testbed with the
-one-shot fine-tuned model; a study's sampler is seeded with its repeat index. The measurement is
-the search's own (:func:`ase_search.search.evaluate_schedule`: sampling with common random numbers,
-FID, cost-model latency), over the same space, with the same seed schedules enqueued first. The
-report gives the hypervolume after each trial (mean and spread per algorithm, one reference point
-for every run), the trials each run needs to reach 95% of the best final hypervolume, and whether
-the default sampler reaches random search's budget hypervolume in at most half the trials.
-
-Optuna runs in this process, not through Ray Tune: Ray is only the search's executor and would
-add its start-up and scheduling to every one of the studies. Evaluations are memoised by schedule
-in ``--cache-dir`` (common random numbers make them deterministic; the benchmark checks this
-once), persisted after each new one, so the studies share them and an interrupted benchmark
-resumes. Run from the repository root:
+Does the search's default sampler reach random search's budget hypervolume in at most half the
+trials? Each algorithm runs ``--repeats`` in-process Optuna studies (study r's sampler seeded with
+r) of ``--budget`` finished trials on the one-shot fine-tuned testbed, each trial the search's own
+measurement (:func:`ase_search.search.evaluate_schedule`), the seed schedules enqueued first.
+Evaluations are memoised by schedule in ``--cache-dir`` and shared by the studies. Cells:
+``setup`` (weights, cost model, the full model, a determinism check) and ``<algo>-r<repeat>``.
 
     python -m benchmarks.search_efficiency --arch dit --budget 40 --repeats 3 \
         --algos gp tpe random --n 500 --threads 2
-
-The cells of ``reports/search_efficiency.json`` are ``setup`` (weights, cost model, the full
-model's evaluation and the determinism check) and one per study, ``<algo>-r<repeat>``.
-``--reference`` only changes the report; the box of the paper's presets is its own report
-(``reports/search_efficiency-presets.md``, with its own cache):
-
-    python -m benchmarks.search_efficiency --reference presets
+    python -m benchmarks.search_efficiency --reference presets  # the presets' box, its own report
 """
 
 from __future__ import annotations
@@ -40,36 +27,19 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from ase_search.pareto import hypervolume
+from ase_search.progress import progress_bar
 from ase_search.schedule import ExitSchedule
 from ase_search.search import SearchConfig
 from ase_search.search.config import SAMPLER_ALGOS
-from ase_search.progress import progress_bar
-from benchmarks._common import (
-    ROOT,
-    file_sha256,
-    load_json,
-    machine_text,
-    short_hash,
-    write_json,
-)
-from benchmarks._runner import (
-    Benchmark,
-    Cache,
-    CellContext,
-    REPORTS,
-    Report,
-    markdown_table,
-    option,
-    run,
-)
+from ase_search.verdict import hypervolume
+from benchmarks._common import ROOT, file_sha256, load_json, machine_text, short_hash, write_json
+from benchmarks._runner import REPORTS, Benchmark, CellContext, Report, markdown_table, option, run
 
-# The search's defaults, read from the dataclass (an instance validates, which imports torch).
-_DEFAULTS = SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(SearchConfig)})
-DEFAULT_ALGO = _DEFAULTS.sampler_algo  # what `ase-search run` uses without --sampler-algo
+# The search's defaults, read from the dataclass's fields (an instance would import torch).
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+DEFAULT_ALGO = _DEFAULTS["sampler_algo"]  # what `ase-search run` uses without --sampler-algo
 FRACTION_OF_BEST = 0.95
 REFERENCES = {"full": "2 x the FID of the full schedule, {full:.4g}, measured as above with the "
                       "same weights",
@@ -85,18 +55,18 @@ class Params:
     """What the studies measure (the search's settings) and which studies run."""
 
     arch: str = field(default="dit", metadata=option("testbed model", choices=("dit", "uvit")))
-    budget: int = field(default=_DEFAULTS.budget, metadata=option("finished trials per study"))
+    budget: int = field(default=_DEFAULTS["budget"], metadata=option("finished trials per study"))
     repeats: int = field(default=3, metadata=option("studies per algorithm", identity=False))
     algos: tuple[str, ...] = field(default=(DEFAULT_ALGO, "tpe", "random"), metadata=option(
         "samplers compared", identity=False, choices=tuple(SAMPLER_ALGOS)))
-    n: int = field(default=_DEFAULTS.n_samples, metadata=option("samples per trial"))
-    sampler: str = _DEFAULTS.sampler
-    steps: int = _DEFAULTS.steps
-    seed: int = field(default=_DEFAULTS.seed, metadata=option(
+    n: int = field(default=_DEFAULTS["n_samples"], metadata=option("samples per trial"))
+    sampler: str = _DEFAULTS["sampler"]
+    steps: int = _DEFAULTS["steps"]
+    seed: int = field(default=_DEFAULTS["seed"], metadata=option(
         "sampling noise of every trial and seed of the one-shot fine-tune"))
-    batch_size: int = _DEFAULTS.batch_size
-    latency_batch: int = _DEFAULTS.latency_batch
-    finetune_steps: int = field(default=_DEFAULTS.finetune_steps, metadata=option(
+    batch_size: int = _DEFAULTS["batch_size"]
+    latency_batch: int = _DEFAULTS["latency_batch"]
+    finetune_steps: int = field(default=_DEFAULTS["finetune_steps"], metadata=option(
         "one-shot fine-tune steps (0: search the checkpoint as it is)"))
     one_shot_weights: str | None = field(default=None, metadata=option(
         "reuse these one-shot fine-tuned weights (e.g. the reference study's) instead of making "
@@ -121,10 +91,9 @@ class Params:
         return [_run_name(a, r) for a in dict.fromkeys(self.algos) for r in range(self.repeats)]
 
 
-# ###################################################################### pure helpers
+# ###################################################################### hypervolume bookkeeping
 def schedule_key(schedule: ExitSchedule) -> str:
-    """Memo key of a schedule: arch, depth, edges and blocks after merging equal neighbours, so
-    parameter vectors that decode to the same schedule share one evaluation."""
+    """Memo key of a schedule, equal neighbours merged (so equal schedules share an evaluation)."""
     s = schedule.merged()
     return json.dumps([s.arch, s.depth, [round(b, 9) for b in s.boundaries], list(s.blocks)])
 
@@ -136,81 +105,116 @@ def hypervolume_curve(points: Sequence[Sequence[float]],
 
 
 def trials_to_reach(curve: Sequence[float], target: float) -> int | None:
-    """The first trial count ``k`` (1-based) whose hypervolume is at least ``target``, or ``None``.
-
-    A relative slack of 1e-12 absorbs summation-order differences between equal fronts.
-    """
-    slack = 1e-12 * max(abs(target), 1.0)
+    """The first trial count ``k`` (1-based) whose hypervolume reaches ``target``, or ``None``."""
+    slack = 1e-12 * max(abs(target), 1.0)  # summation-order differences between equal fronts
     return next((k + 1 for k, hv in enumerate(curve) if hv >= target - slack), None)
 
 
-@dataclass(frozen=True)
-class CurveStats:
-    """Per-trial-count statistics of several runs' hypervolume curves (all of equal length)."""
-
-    mean: list[float]
-    std: list[float]  # sample standard deviation; 0 for a single run
-    low: list[float]
-    high: list[float]
-
-
-def curve_stats(curves: Sequence[Sequence[float]]) -> CurveStats:
-    """Mean, sample std, min and max over runs at each trial count."""
+def curve_stats(curves: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    """``mean``, sample ``std`` (0 for one run), ``low`` and ``high`` over runs per trial count."""
     if not curves or len({len(c) for c in curves}) != 1:
         raise ValueError(f"curves must be a non-empty list of equal-length curves, got lengths "
                          f"{[len(c) for c in curves]}")
     columns = list(zip(*curves))
-    return CurveStats(
-        mean=[statistics.fmean(c) for c in columns],
-        std=[statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns],
-        low=[min(c) for c in columns],
-        high=[max(c) for c in columns],
-    )
+    return {"mean": [statistics.fmean(c) for c in columns],
+            "std": [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns],
+            "low": [min(c) for c in columns], "high": [max(c) for c in columns]}
 
 
 def shared_prefix(sequences: Sequence[Sequence[Any]]) -> int:
     """Length of the longest common prefix of ``sequences``."""
-    n = 0
-    for items in zip(*sequences):
-        if any(x != items[0] for x in items[1:]):
-            break
-        n += 1
-    return n
+    for n, items in enumerate(zip(*sequences)):
+        if any(x != items[0] for x in items):
+            return n
+    return min(map(len, sequences), default=0)
 
 
-# ###################################################################### the memoised objective
+def finished_points(run: dict[str, Any], budget: int) -> list[tuple[float, float]]:
+    """(FID, latency) of the run's first ``budget`` COMPLETE trials, in trial order."""
+    done = [t for t in run["trials"] if t["state"] == "COMPLETE"]
+    return [(t["fid"], t["latency"]) for t in done[:budget]]
+
+
+def analyse(runs: dict[str, dict[str, Any]], algos: Sequence[str], repeats: int, budget: int,
+            reference_point: tuple[float, float], n_seeds: int = 0) -> dict[str, Any]:
+    """Hypervolume curves, their statistics, trials to 95% of the best, and the target verdict.
+
+    ``n_seeds``: the enqueued seed trials that open every study; the verdict also gives their
+    hypervolume alone (when random search ends there, the target is met trivially).
+    """
+    curves = {name: hypervolume_curve(finished_points(run, budget), reference_point)
+              for name, run in runs.items()}
+    best_final = max(c[-1] for c in curves.values())
+    target95 = FRACTION_OF_BEST * best_final
+    per_algo: dict[str, Any] = {}
+    for algo in algos:
+        names = [_run_name(algo, r) for r in range(repeats)]
+        reach = [trials_to_reach(curves[n], target95) for n in names]
+        reached = [k for k in reach if k is not None]
+        per_algo[algo] = {
+            "runs": names, "stats": curve_stats([curves[n] for n in names]),
+            "trials_to_95": reach, "trials_to_95_reached": len(reached),
+            "trials_to_95_mean": statistics.fmean(reached) if reached else None,
+            "distinct_schedules": [len({t["schedule_key"] for t in runs[n]["trials"]
+                                        if t["state"] == "COMPLETE"}) for n in names],
+        }
+    verdict = None
+    if DEFAULT_ALGO in per_algo and "random" in per_algo and DEFAULT_ALGO != "random":
+        random_mean = per_algo["random"]["stats"]["mean"]
+        at_mean = trials_to_reach(per_algo[DEFAULT_ALGO]["stats"]["mean"], random_mean[-1])
+        seeds_only = random_mean[n_seeds - 1] if 0 < n_seeds <= budget else None
+        verdict = {
+            "random_mean_final": random_mean[-1], "seeds_only": seeds_only,
+            "trivial": seeds_only is not None and random_mean[-1] <= seeds_only,
+            "default_mean_curve_trials": at_mean,
+            "default_per_run_trials": [trials_to_reach(curves[n], random_mean[-1])
+                                       for n in per_algo[DEFAULT_ALGO]["runs"]],
+            "limit": budget // 2, "met": at_mean is not None and at_mean <= budget // 2,
+        }
+    return {"reference_point": list(reference_point), "best_final": best_final,
+            "target95": target95, "curves": curves, "per_algo": per_algo, "verdict": verdict}
+
+
+def _run_name(algo: str, repeat: int) -> str:
+    return f"{algo}-r{repeat}"
+
+
+def _label(algo: str) -> str:
+    return f"{algo} (default)" if algo == DEFAULT_ALGO else algo
+
+
+def _fmt_trials(k: int | None, budget: int) -> str:
+    return str(k) if k is not None else f"not reached (> {budget})"
+
+
+# ###################################################################### the memoised studies
 class TrialFailed(RuntimeError):
-    """A schedule whose evaluation failed (recorded in the cache, so replays fail alike)."""
+    """A schedule whose evaluation failed (recorded in the memo, so replays fail alike)."""
 
 
 class MemoisedObjective:
-    """:func:`ase_search.search.evaluate_schedule` behind a JSON cache keyed by schedule.
-
-    The cache file is rewritten atomically after every new evaluation, so a killed benchmark
-    loses at most the evaluation in flight.
-    """
+    """:func:`ase_search.search.evaluate_schedule` behind a JSON memo keyed by schedule, rewritten
+    atomically after every new evaluation."""
 
     def __init__(self, ctx: Any, path: Path, identity: dict[str, Any], threads: int) -> None:
-        self.ctx, self.path, self.threads = ctx, path, threads
+        self.ctx, self.path, self.identity, self.threads = ctx, path, identity, threads
         stored = load_json(path) or {}
         if stored and stored.get("identity") != identity:
             raise SystemExit(f"{path} was written with other settings; delete it or pass another "
                              f"--cache-dir")
-        self.identity = identity
         self.entries: dict[str, dict[str, Any]] = stored.get("evaluations", {})
-        self.hits = 0
-        self.new = 0
+        self.hits = self.new = 0
         self.eval_seconds = 0.0  # spent on new evaluations by this process
 
     def measure(self, schedule: ExitSchedule) -> dict[str, Any]:
-        """Evaluate without the cache (the search's own measurement)."""
+        """Evaluate without the memo, on the search workers' thread count."""
         from threadpoolctl import threadpool_limits
 
         from ase_search.search import evaluate_schedule
 
         t0 = time.perf_counter()
         try:
-            with threadpool_limits(limits=self.threads):  # as the search's workers do
+            with threadpool_limits(limits=self.threads):
                 return evaluate_schedule(schedule, self.ctx)
         finally:
             self.eval_seconds += time.perf_counter() - t0
@@ -234,14 +238,10 @@ class MemoisedObjective:
         return entry
 
 
-# ###################################################################### one study
 def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, budget: int,
               on_trial: Callable[[], None]) -> dict[str, Any]:
-    """One in-memory Optuna study (FID, latency minimised) of ``budget`` finished trials.
-
-    Like ``ase-search run``: the space's seed schedules are enqueued first, parameters are drawn
-    from the space's distributions, failed trials are told FAILED and do not count.
-    """
+    """One in-memory Optuna study (FID, latency minimised) of ``budget`` finished trials; as in
+    ``ase-search run``, the seed schedules come first and failed trials do not count."""
     import optuna
     from optuna.trial import TrialState
 
@@ -249,16 +249,11 @@ def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, 
     from ase_search.space import schedules_equivalent
 
     seeds = list(zip(space.seeds, space.seed_schedules()))
-    with warnings.catch_warnings():  # GPSampler / multivariate TPE may warn "experimental"
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(directions=["minimize", "minimize"],
-                                    sampler=SAMPLER_ALGOS[algo](repeat))
-    enqueue_seeds(study, space)
 
     def objective_fn(trial: optuna.Trial) -> tuple[float, float]:
         schedule = space.suggest(trial)
-        seed = next((name for name, s in seeds if schedules_equivalent(s, schedule)), None)
-        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("seed", next(
+            (name for name, s in seeds if schedules_equivalent(s, schedule)), None))
         trial.set_user_attr("schedule_key", schedule_key(schedule))
         trial.set_user_attr("describe", schedule.describe())
         hits = objective.hits
@@ -278,8 +273,11 @@ def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, 
     started, evals_before = time.perf_counter(), objective.eval_seconds
     new_before, hits_before = objective.new, objective.hits
     stalled = 0
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # GPSampler / multivariate TPE may warn "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(directions=["minimize", "minimize"],
+                                    sampler=SAMPLER_ALGOS[algo](repeat))
+        enqueue_seeds(study, space)
         while complete() < budget and stalled < 3:
             before = complete()
             study.optimize(objective_fn, n_trials=budget - before, catch=(Exception,),
@@ -291,15 +289,11 @@ def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, 
         raise RuntimeError(f"{algo} repeat {repeat} stopped at {complete()}/{budget} finished "
                            f"trials; trials keep failing ({'; '.join(sorted(map(str, reasons)))})")
     wall = time.perf_counter() - started
-    trials = []
-    for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "params": t.params,
-                               **{k: t.user_attrs.get(k) for k in
-                                  ("seed", "schedule_key", "describe", "cached",
-                                   "acceleration", "eval_seconds")}}
-        if t.state == TrialState.COMPLETE:
-            row["fid"], row["latency"] = t.values
-        trials.append(row)
+    attrs = ("seed", "schedule_key", "describe", "cached", "acceleration", "eval_seconds")
+    trials = [{"number": t.number, "state": t.state.name, "params": t.params,
+               **{k: t.user_attrs.get(k) for k in attrs},
+               **(dict(zip(("fid", "latency"), t.values)) if t.values else {})}
+              for t in study.get_trials(deepcopy=False)]
     return {"algo": algo, "repeat": repeat, "budget": budget, "trials": trials,
             "wall_time": wall, "sampler_time": wall - (objective.eval_seconds - evals_before),
             "new_evaluations": objective.new - new_before,
@@ -307,94 +301,11 @@ def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, 
             "completed": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def finished_points(run: dict[str, Any], budget: int) -> list[tuple[float, float]]:
-    """(FID, latency) of the run's first ``budget`` COMPLETE trials, in trial order."""
-    done = [t for t in run["trials"] if t["state"] == "COMPLETE"]
-    return [(t["fid"], t["latency"]) for t in done[:budget]]
-
-
-# ###################################################################### analysis
-def analyse(runs: dict[str, dict[str, Any]], algos: Sequence[str], repeats: int, budget: int,
-            reference_point: tuple[float, float], n_seeds: int = 0) -> dict[str, Any]:
-    """Hypervolume curves, their statistics, trials to 95% of the best, and the target verdict.
-
-    ``n_seeds``: how many enqueued seed trials open every study; the verdict then also gives the
-    hypervolume of the seeds alone (when random search ends there, the target is met trivially).
-    """
-    curves = {name: hypervolume_curve(finished_points(run, budget), reference_point)
-              for name, run in runs.items()}
-    best_final = max(c[-1] for c in curves.values())
-    target95 = FRACTION_OF_BEST * best_final
-    per_algo: dict[str, Any] = {}
-    for algo in algos:
-        names = [_run_name(algo, r) for r in range(repeats)]
-        stats = curve_stats([curves[n] for n in names])
-        reach = [trials_to_reach(curves[n], target95) for n in names]
-        distinct = [len({t["schedule_key"] for t in runs[n]["trials"]
-                         if t["state"] == "COMPLETE"}) for n in names]
-        reached = [k for k in reach if k is not None]
-        per_algo[algo] = {
-            "runs": names,
-            "stats": asdict(stats),
-            "final": [curves[n][-1] for n in names],
-            "trials_to_95": reach,
-            "trials_to_95_mean": statistics.fmean(reached) if reached else None,
-            "trials_to_95_reached": len(reached),
-            "trials_to_95_mean_curve": trials_to_reach(stats.mean, target95),
-            "distinct_schedules": distinct,
-        }
-    verdict = None
-    if DEFAULT_ALGO in per_algo and "random" in per_algo and DEFAULT_ALGO != "random":
-        random_final = per_algo["random"]["stats"]["mean"][-1]
-        default = per_algo[DEFAULT_ALGO]
-        at_mean = trials_to_reach(default["stats"]["mean"], random_final)
-        seeds_only = (per_algo["random"]["stats"]["mean"][n_seeds - 1]
-                      if 0 < n_seeds <= budget else None)
-        verdict = {
-            "random_mean_final": random_final,
-            "seeds_only": seeds_only,
-            "trivial": seeds_only is not None and random_final <= seeds_only,
-            "default_mean_curve_trials": at_mean,
-            "default_per_run_trials": [trials_to_reach(curves[n], random_final)
-                                       for n in default["runs"]],
-            "limit": budget // 2,
-            "met": at_mean is not None and at_mean <= budget // 2,
-        }
-    return {"reference_point": list(reference_point), "best_final": best_final,
-            "target95": target95, "curves": curves, "per_algo": per_algo, "verdict": verdict}
-
-
-def _run_name(algo: str, repeat: int) -> str:
-    return f"{algo}-r{repeat}"
-
-
-def _label(algo: str) -> str:
-    return f"{algo} (default)" if algo == DEFAULT_ALGO else algo
-
-
-def _final_range(result: dict[str, Any], algo: str) -> str:
-    """``mean (min – max)`` of an algorithm's final hypervolumes."""
-    s = result["per_algo"][algo]["stats"]
-    return f"{s['mean'][-1]:.4g} ({s['low'][-1]:.4g} – {s['high'][-1]:.4g})"
-
-
-def _fmt_trials(k: int | None, budget: int) -> str:
-    return str(k) if k is not None else f"not reached (> {budget})"
-
-
 # ###################################################################### the cells
-@dataclass(frozen=True)
-class Setup:
-    """What every cell of one process shares: the space, the memoised objective, the run's facts."""
-
-    space: Any
-    objective: MemoisedObjective
-    facts: dict[str, Any]
-
-
 @functools.cache
-def setup(params: Params, threads: int) -> Setup:
-    """Weights, cost model and memo of ``params`` (made once per process, reused from disk)."""
+def setup(params: Params, threads: int) -> tuple[Any, MemoisedObjective, dict[str, Any]]:
+    """The space, the memoised objective and the run's facts (once per process): the one-shot
+    weights, made once as `ase-search run` does, and the cost model, profiled once per memo."""
     import optuna
     import torch
 
@@ -419,25 +330,20 @@ def setup(params: Params, threads: int) -> Setup:
     base_path = (Path(params.checkpoint).resolve() if params.checkpoint
                  else TESTBEDS[params.arch].path)
     cache = params.cache_dir.resolve()
-
-    # 1. The weights every trial starts from: one-shot fine-tuned once, as `ase-search run` does.
     if params.one_shot_weights is not None:
         weights = Path(params.one_shot_weights).resolve()
         weights_note = f"one-shot fine-tuned weights reused from `{params.one_shot_weights}`"
     elif params.finetune_steps > 0:
         print(f"one-shot fine-tune ({config.finetune_steps} steps; cached) ...", file=sys.stderr)
-        # The file name carries the key of what made the weights, so one folder serves all.
         weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
                                    out_dir=cache / "weights", name=config.resolved_study_name,
                                    progress=not params.no_progress)
-        model = load_model(params.arch, params.checkpoint)  # the fine-tune trained it in place
         weights_note = (f"one-shot fine-tuned over the space ({config.finetune_steps} steps, "
                         f"seed {config.seed}) from `{base_path.name}`")
+        model = load_model(params.arch, params.checkpoint)  # the fine-tune trained it in place
     else:
-        weights = base_path
-        weights_note = f"`{base_path.name}` as it is (no fine-tune)"
-
-    # 2. Everything that makes evaluations comparable names the memo's folder.
+        weights, weights_note = base_path, f"`{base_path.name}` as it is (no fine-tune)"
+    # Everything that makes evaluations comparable names the memo's folder.
     identity = dict(config.identity())
     identity.update(weights=file_sha256(weights)[:16], space=space.to_dict(),
                     batch_size=params.batch_size, threads=threads, version=CACHE_VERSION)
@@ -445,15 +351,14 @@ def setup(params: Params, threads: int) -> Setup:
     evals_dir.mkdir(parents=True, exist_ok=True)
     write_json(evals_dir / "identity.json", identity, sort_keys=True)
     cost_path = evals_dir / "cost_model.json"
-    if not cost_path.is_file():  # profiled once, so every run and resume compares alike
+    if not cost_path.is_file():
         print(f"profiling the cost model at batch {params.latency_batch} ...", file=sys.stderr)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         write_json(cost_path, profile_components(model, batch_size=params.latency_batch,
                                                  device=device).to_dict(), sort_keys=True)
     cost = CostModel.from_dict(load_json(cost_path))
     ctx = TrialContext(config=asdict(config), weights=str(weights), space=space.to_dict(),
-                       cost_model=cost.to_dict(),
-                       cpus=threads)
+                       cost_model=cost.to_dict(), cpus=threads)
     objective = MemoisedObjective(ctx, evals_dir / "evaluations.json", identity, threads)
     facts = {
         "threads": threads, "arch": params.arch,
@@ -467,65 +372,99 @@ def setup(params: Params, threads: int) -> Setup:
                                                           params.steps).model_times()),
         "identity": identity, "cache_dir": str(evals_dir),
     }
-    return Setup(space=space, objective=objective, facts=facts)
+    return space, objective, facts
 
 
-def _threads() -> int:
+def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """``setup``: the full model's evaluation (it fixes the reference point), checked to be
+    deterministic; else one study of ``--budget`` finished trials."""
     import torch
 
-    return torch.get_num_threads()  # the runner's --threads, as the search's workers get it
-
-
-def setup_cell(params: Params, ctx: CellContext) -> dict[str, Any]:
-    """The full model's evaluation (it fixes the reference point), checked to be deterministic."""
     from ase_search.evaluate import machine_info
     from ase_search.schedule import preset
 
-    s = setup(params, _threads())
-    full_schedule = preset("full", params.arch, s.space.depth)
+    # The runner's --threads, as the search's workers get it.
+    space, objective, facts = setup(params, torch.get_num_threads())
+    if key != SETUP:
+        algo, _, repeat = key.rpartition("-r")
+        with progress_bar(note="{task.fields[note]}", enabled=not params.no_progress) as bar:
+            task = bar.add_task(key, total=params.budget, note="")
+            new, hits = objective.new, objective.hits
+            return run_study(algo, int(repeat), space, objective, params.budget,
+                             lambda: bar.update(task, advance=1, note=(
+                                 f"{objective.new - new} evaluated, "
+                                 f"{objective.hits - hits} cached")))
+    full_schedule = preset("full", params.arch, space.depth)
     print("evaluating the full model (and once more for the determinism check) ...",
           file=sys.stderr)
-    full = s.objective(full_schedule)
-    det_path = Path(s.facts["cache_dir"]) / "determinism.json"
+    full = objective(full_schedule)
+    det_path = Path(facts["cache_dir"]) / "determinism.json"
     determinism = load_json(det_path)
     if determinism is None:
-        again = s.objective.measure(full_schedule)
+        again = objective.measure(full_schedule)
         determinism = {"schedule": "full", "fid_first": full["fid"], "fid_second": again["fid"],
                        "exact": full["fid"] == again["fid"],
                        "abs_diff": abs(full["fid"] - again["fid"])}
         write_json(det_path, determinism, sort_keys=True)
-    return {**s.facts, "command": ctx.command,
+    return {**facts, "command": ctx.command,
             "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine_info(),
             "full_fid": full["fid"], "determinism": determinism}
 
 
-def study_cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
-    """One study of ``--budget`` finished trials (its trials, wall and sampler time)."""
-    algo, _, repeat = key.rpartition("-r")
-    s = setup(params, _threads())
-    objective = s.objective
-    with progress_bar(note="{task.fields[note]}", enabled=not params.no_progress) as bar:
-        task = bar.add_task(key, total=params.budget, note="")
-        new, hits = objective.new, objective.hits
-        return run_study(algo, int(repeat), s.space, objective, params.budget,
-                         lambda: bar.update(task, advance=1, note=(
-                             f"{objective.new - new} evaluated, {objective.hits - hits} cached")))
+# ###################################################################### the report
+def analysis(cells: dict[str, dict[str, Any]], params: Params) -> dict[str, Any] | None:
+    """``meta`` (the setup cell and what the report says of the runs), ``result``
+    (:func:`analyse`), ``runs`` and ``algos`` over the algorithms whose ``--repeats`` studies are
+    all cached; ``None`` before any is."""
+    facts = cells.get(SETUP)
+    budget, repeats = params.budget, params.repeats
+    algos = [a for a in dict.fromkeys(params.algos)
+             if all(len(finished_points(cells.get(_run_name(a, r), {"trials": []}), budget))
+                    >= budget for r in range(repeats))]
+    if facts is None or not algos:
+        return None
+    runs = {_run_name(a, r): cells[_run_name(a, r)] for a in algos for r in range(repeats)}
+    seed_trials = {t["seed"]: t["fid"] for run in runs.values() for t in run["trials"]
+                   if t.get("seed") and t["state"] == "COMPLETE"}
+    worst_name = max(seed_trials, key=seed_trials.get) if seed_trials else "full"
+    worst = seed_trials.get(worst_name, facts["full_fid"])
+    reference_fid = 2.0 * facts["full_fid"] if params.reference == "full" else 1.1 * worst
+    result = analyse(runs, algos, repeats, budget, (reference_fid, facts["full_latency"]),
+                     n_seeds=len(facts["seeds"]))
+    keys = {name: [t["schedule_key"] for t in run["trials"]] for name, run in runs.items()}
+    trials = [t for run in runs.values() for t in run["trials"]]
+    seconds = {t["schedule_key"]: t["eval_seconds"] for t in trials
+               if t.get("eval_seconds") is not None}
+    meta = {
+        **facts, "reference": params.reference, "n_seeds": len(facts["seeds"]),
+        "reference_note": REFERENCES[params.reference].format(
+            full=facts["full_fid"], worst=worst, worst_name=worst_name),
+        "shared_prefix": {str(r): shared_prefix([keys[_run_name(a, r)] for a in algos])
+                          for r in range(repeats)} if len(algos) > 1 else {},
+        "unique_evaluations": len({t["schedule_key"] for t in trials}),
+        # A setup cell may carry the median alone, for studies whose trials lack their times.
+        "median_eval_seconds": statistics.median(seconds.values()) if seconds
+        else facts.get("median_eval_seconds", math.nan),
+        "wall_time": sum(run["wall_time"] for run in runs.values()),
+    }
+    return {"meta": meta, "result": result, "runs": runs, "algos": algos}
 
 
-def cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
-    return setup_cell(params, ctx) if key == SETUP else study_cell(params, key, ctx)
+def _range(stats: dict[str, list[float]], k: int = -1) -> str:
+    """``min – max`` of the runs' hypervolumes after trial ``k`` (1-based; -1: the last)."""
+    i = k - 1 if k > 0 else k
+    return f"{stats['low'][i]:.4g} – {stats['high'][i]:.4g}"
 
 
-# ###################################################################### markdown report
-def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[str, Any]],
-             algos: Sequence[str], repeats: int, budget: int) -> str:
+def markdown(found: dict[str, Any], params: Params, json_name: str) -> str:
     import pandas as pd
 
-    ref = result["reference_point"]
+    meta, result, runs, algos = found["meta"], found["result"], found["runs"], found["algos"]
+    budget, repeats, per_algo = params.budget, params.repeats, result["per_algo"]
+    ref, det = result["reference_point"], meta["determinism"]
     lines = [
         "# Search efficiency", "",
-        f"Generated {meta['date']} by `{meta['command']}` on {machine_text(meta['machine'])}.",
-        "",
+        f"Generated {meta['date']} by `{meta['command']}` on {machine_text(meta['machine'])}.", "",
         f"- testbed: {meta['arch']} ({meta['model']}), space `{meta['space']}` "
         f"({meta['n_params']} parameters; seeds {', '.join(meta['seeds']) or 'none'} enqueued "
         f"first in every study, as `ase-search run` does)",
@@ -548,18 +487,15 @@ def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[
         f"{meta['unique_evaluations']} distinct schedules evaluated for "
         f"{sum(len(finished_points(r, budget)) for r in runs.values())} finished trials; "
         f"median {meta['median_eval_seconds']:.1f} s per evaluation",
-        f"- determinism check ({meta['determinism']['schedule']} evaluated twice): "
-        + ("FID identical bit for bit, so memoising is exact"
-           if meta["determinism"]["exact"] else
-           f"FID differs by {meta['determinism']['abs_diff']:.3g} between two evaluations; the "
-           f"cache keeps the first value of each schedule, so repeated schedules are not "
-           f"re-measured"),
+        f"- determinism check ({det['schedule']} evaluated twice): "
+        + ("FID identical bit for bit, so memoising is exact" if det["exact"] else
+           f"FID differs by {det['abs_diff']:.3g} between two evaluations; the cache keeps the "
+           f"first value of each schedule, so repeated schedules are not re-measured"),
     ]
-    prefixes = meta.get("shared_prefix", {})
-    if prefixes:
+    if meta["shared_prefix"]:
         lines.append("- trials identical across algorithms at the same repeat (seeds plus the "
                      "samplers' shared random start-up): "
-                     + ", ".join(f"r{r}: first {n}" for r, n in prefixes.items()))
+                     + ", ".join(f"r{r}: first {n}" for r, n in meta["shared_prefix"].items()))
     lines += ["", "## Summary", "",
               f"Best final hypervolume over all runs: **{result['best_final']:.4g}**; "
               f"{FRACTION_OF_BEST:.0%} of it: {result['target95']:.4g}."
@@ -568,26 +504,24 @@ def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[
                  else ""), ""]
     rows = []
     for algo in algos:
-        a = result["per_algo"][algo]
-        s = a["stats"]
-        per_run = ", ".join(_fmt_trials(k, budget) for k in a["trials_to_95"])
-        mean95 = (f"{a['trials_to_95_mean']:.1f} ({a['trials_to_95_reached']}/{repeats})"
-                  if a["trials_to_95_mean"] is not None else f"— (0/{repeats})")
-        overhead = statistics.fmean(runs[n]["sampler_time"] / budget for n in a["runs"])
-        rows.append([_label(algo), f"{s['mean'][-1]:.4g} ± {s['std'][-1]:.3g}",
-                     f"{s['low'][-1]:.4g} – {s['high'][-1]:.4g}", per_run, mean95,
-                     ", ".join(map(str, a["distinct_schedules"])), f"{overhead:.2f} s"])
-    lines.append(markdown_table(
+        a, s = per_algo[algo], per_algo[algo]["stats"]
+        rows.append([
+            _label(algo), f"{s['mean'][-1]:.4g} ± {s['std'][-1]:.3g}", _range(s),
+            ", ".join(_fmt_trials(k, budget) for k in a["trials_to_95"]),
+            f"{a['trials_to_95_mean']:.1f} ({a['trials_to_95_reached']}/{repeats})"
+            if a["trials_to_95_mean"] is not None else f"— (0/{repeats})",
+            ", ".join(map(str, a["distinct_schedules"])),
+            f"{statistics.fmean(runs[n]['sampler_time'] / budget for n in a['runs']):.2f} s"])
+    lines += [markdown_table(
         pd.DataFrame(rows, columns=["algorithm", f"HV at {budget} (mean ± std)", "min – max",
                                     f"trials to {FRACTION_OF_BEST:.0%} of best, per run",
                                     "mean (runs reaching)", "distinct schedules per run",
                                     "sampler overhead per trial"]),
-        align=["left", "right", "right", "left", "right", "right", "right"]))
-    lines += ["", f"A trial whose schedule its study already measured counts as a finished trial "
-              f"and is told the earlier values, as `ase-search run` does (`duplicate_of`); "
-              f"'distinct schedules' counts the measured ones among the {budget}."]
+        align=["left", "right", "right", "left", "right", "right", "right"]),
+        "", f"A trial whose schedule its study already measured counts as a finished trial "
+        f"and is told the earlier values, as `ase-search run` does (`duplicate_of`); "
+        f"'distinct schedules' counts the measured ones among the {budget}.", "", "## Verdict", ""]
     verdict = result["verdict"]
-    lines += ["", "## Verdict", ""]
     if verdict is None:
         lines.append(f"Not assessed: the target compares {DEFAULT_ALGO} (the default) with "
                      f"random; run both.")
@@ -607,44 +541,43 @@ def markdown(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[
                       f"with (their hypervolume alone is {verdict['seeds_only']:.4g}), so any "
                       f"sampler 'reaches' it with the seeds. What separates the samplers is "
                       f"whether they get beyond the seeds at all: at {budget} trials "
-                      + ", ".join(f"{_label(a)} ends at {_final_range(result, a)}"
-                                  for a in algos) + ". "
+                      + ", ".join(f"{_label(a)} ends at {per_algo[a]['stats']['mean'][-1]:.4g} "
+                                  f"({_range(per_algo[a]['stats'])})" for a in algos) + ". "
                       + ("Compare the wider box of `--reference presets` "
                          "(`search_efficiency-presets.md`)." if meta["reference"] == "full"
                          else "")]
-    checkpoints = sorted({1, *range(5, budget + 1, 5), budget})
     for algo in algos:
-        s = result["per_algo"][algo]["stats"]
+        s = per_algo[algo]["stats"]
         table = pd.DataFrame([[str(k), f"{s['mean'][k - 1]:.4g}", f"{s['std'][k - 1]:.3g}",
-                               f"{s['low'][k - 1]:.4g}", f"{s['high'][k - 1]:.4g}"]
-                              for k in checkpoints],
+                               *_range(s, k).split(" – ")]
+                              for k in sorted({1, *range(5, budget + 1, 5), budget})],
                              columns=["trials", "mean", "std", "min", "max"])
         lines += ["", f"## {_label(algo)}: hypervolume against trials", "",
                   markdown_table(table, align=["right"] * 5)]
     lines += ["", f"Wall time of the {len(runs)} studies: {meta['wall_time'] / 60:.1f} min "
-              f"together. Every trial: `{meta['json_name']}`; plots: `{meta['html_name']}`.",
-              ""]
+              f"together. Every trial: `{json_name}`; plots: "
+              f"`{Path(json_name).with_suffix('.html').name}`.", ""]
     return "\n".join(lines)
 
 
-# ###################################################################### HTML report
-def figures(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[str, Any]],
-            algos: Sequence[str], repeats: int, budget: int) -> list[Any]:
-    """Plotly figures: hypervolume against trials, and every run's final front."""
+def figures(found: dict[str, Any], params: Params) -> list[Any]:
+    """Hypervolume against trials (each algorithm's mean and min-max band), and every run's final
+    front."""
     import plotly.graph_objects as go
+    from plotly.colors import hex_to_rgb
 
+    meta, result, runs, algos = found["meta"], found["result"], found["runs"], found["algos"]
+    budget, repeats = params.budget, params.repeats
     trials = list(range(1, budget + 1))
     hv = go.Figure()
     for algo in algos:
-        s = result["per_algo"][algo]["stats"]
-        colour = COLOURS.get(algo, "#9467bd")
-        hv.add_trace(go.Scatter(x=trials, y=s["low"], mode="lines", line_shape="hv",
-                                line={"width": 0, "color": colour}, hoverinfo="skip",
-                                legendgroup=algo, showlegend=False))
-        hv.add_trace(go.Scatter(x=trials, y=s["high"], mode="lines", line_shape="hv",
-                                line={"width": 0, "color": colour}, fill="tonexty",
-                                fillcolor=_rgba(colour, 0.18), hoverinfo="skip",
-                                legendgroup=algo, name=f"{_label(algo)} min–max"))
+        s, colour = result["per_algo"][algo]["stats"], COLOURS.get(algo, "#9467bd")
+        band = {"mode": "lines", "line_shape": "hv", "line": {"width": 0, "color": colour},
+                "hoverinfo": "skip", "legendgroup": algo}
+        hv.add_trace(go.Scatter(x=trials, y=s["low"], showlegend=False, **band))
+        hv.add_trace(go.Scatter(x=trials, y=s["high"], fill="tonexty",
+                                fillcolor=f"rgba{(*hex_to_rgb(colour), 0.18)}",
+                                name=f"{_label(algo)} min–max", **band))
         hv.add_trace(go.Scatter(x=trials, y=s["mean"], mode="lines", line_shape="hv",
                                 line={"color": colour, "width": 2.5}, legendgroup=algo,
                                 name=f"{_label(algo)} mean of {repeats}"))
@@ -653,38 +586,33 @@ def figures(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[s
                  annotation_position="bottom right")
     if result["verdict"] is not None:
         hv.add_hline(y=result["verdict"]["random_mean_final"], line_dash="dash",
-                     line_color=COLOURS["random"],
-                     annotation_text=f"random's mean at {budget}",
+                     line_color=COLOURS["random"], annotation_text=f"random's mean at {budget}",
                      annotation_position="top left")
         hv.add_vline(x=result["verdict"]["limit"], line_dash="dash", line_color="#bbb")
     ref = result["reference_point"]
     hv.update_layout(xaxis_title="finished trials", yaxis_title="hypervolume (FID x s)",
                      title=f"Hypervolume against trials (reference point: FID {ref[0]:.4g}, "
-                           f"latency {ref[1]:.4g} s)",
-                     template="plotly_white", height=480)
+                           f"latency {ref[1]:.4g} s)", template="plotly_white", height=480)
 
     symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
-    fronts = go.Figure()
-    full = meta["full_latency"]
-    for algo in algos:
+    fronts, full = go.Figure(), meta["full_latency"]
+    for algo, r in ((a, r) for a in algos for r in range(repeats)):
         colour = COLOURS.get(algo, "#9467bd")
-        for r in range(repeats):
-            run = runs[_run_name(algo, r)]
-            done = [t for t in run["trials"] if t["state"] == "COMPLETE"][:budget]
-            front = [t for t in done if not any(
-                o["fid"] <= t["fid"] and o["latency"] <= t["latency"]
-                and (o["fid"], o["latency"]) != (t["fid"], t["latency"]) for o in done)]
-            front.sort(key=lambda t: (t["latency"], t["fid"]))
-            fronts.add_trace(go.Scatter(
-                x=[1 - t["latency"] / full for t in front], y=[t["fid"] for t in front],
-                mode="lines+markers", line_shape="vh", legendgroup=algo,
-                name=f"{_label(algo)} r{r}", line={"color": colour, "width": 1},
-                marker={"color": colour, "symbol": symbols[r % len(symbols)], "size": 8},
-                hovertext=[f"{_label(algo)} r{r}, trial {t['number']}"
-                           + (f" ({t['seed']})" if t.get("seed") else "")
-                           + f"<br>FID {t['fid']:.4g}<br>acceleration "
-                           f"{1 - t['latency'] / full:.1%}<br>{t['describe']}" for t in front],
-                hoverinfo="text"))
+        done = [t for t in runs[_run_name(algo, r)]["trials"] if t["state"] == "COMPLETE"][:budget]
+        front = sorted((t for t in done if not any(
+            o["fid"] <= t["fid"] and o["latency"] <= t["latency"]
+            and (o["fid"], o["latency"]) != (t["fid"], t["latency"]) for o in done)),
+            key=lambda t: (t["latency"], t["fid"]))
+        fronts.add_trace(go.Scatter(
+            x=[1 - t["latency"] / full for t in front], y=[t["fid"] for t in front],
+            mode="lines+markers", line_shape="vh", legendgroup=algo,
+            name=f"{_label(algo)} r{r}", line={"color": colour, "width": 1},
+            marker={"color": colour, "symbol": symbols[r % len(symbols)], "size": 8},
+            hovertext=[f"{_label(algo)} r{r}, trial {t['number']}"
+                       + (f" ({t['seed']})" if t.get("seed") else "")
+                       + f"<br>FID {t['fid']:.4g}<br>acceleration "
+                       f"{1 - t['latency'] / full:.1%}<br>{t['describe']}" for t in front],
+            hoverinfo="text"))
     fronts.add_trace(go.Scatter(x=[0.0], y=[meta["full_fid"]], mode="markers+text",
                                 text=["full"], textposition="top center", name="full model",
                                 marker={"symbol": "star", "size": 14, "color": "#000"}))
@@ -692,84 +620,26 @@ def figures(meta: dict[str, Any], result: dict[str, Any], runs: dict[str, dict[s
                          yaxis_title="FID (lower is better)", xaxis_tickformat=".0%",
                          title=f"Final fronts: Pareto fronts after {budget} trials",
                          template="plotly_white", height=520)
-
     return [hv, fronts]
-
-
-def _rgba(hex_colour: str, alpha: float) -> str:
-    r, g, b = (int(hex_colour[k:k + 2], 16) for k in (1, 3, 5))
-    return f"rgba({r}, {g}, {b}, {alpha})"
-
-
-# ###################################################################### the report
-def analysis(cells: dict[str, dict[str, Any]], params: Params,
-             json_name: str = "search_efficiency.json") -> dict[str, Any] | None:
-    """The report's figures from the cached cells: ``meta``, ``result`` (:func:`analyse`),
-    ``runs`` and ``algos``, over the algorithms whose ``--repeats`` studies are all cached;
-    ``None`` before any is."""
-    facts = cells.get(SETUP)
-    budget, repeats = params.budget, params.repeats
-    algos = [a for a in dict.fromkeys(params.algos)
-             if all(len(finished_points(cells.get(_run_name(a, r), {"trials": []}), budget))
-                    >= budget for r in range(repeats))]
-    if facts is None or not algos:
-        return None
-    runs = {_run_name(a, r): cells[_run_name(a, r)] for a in algos for r in range(repeats)}
-    seed_trials = {t["seed"]: t["fid"] for run in runs.values() for t in run["trials"]
-                   if t.get("seed") and t["state"] == "COMPLETE"}
-    worst_name = max(seed_trials, key=seed_trials.get) if seed_trials else "full"
-    worst = seed_trials.get(worst_name, facts["full_fid"])
-    reference_fid = 2.0 * facts["full_fid"] if params.reference == "full" else 1.1 * worst
-    result = analyse(runs, algos, repeats, budget, (reference_fid, facts["full_latency"]),
-                     n_seeds=len(facts["seeds"]))
-    keys = [[t["schedule_key"] for t in runs[_run_name(a, r)]["trials"]] for a in algos
-            for r in range(repeats)]
-    prefix = {str(r): shared_prefix([keys[i * repeats + r] for i in range(len(algos))])
-              for r in range(repeats)} if len(algos) > 1 else {}
-    # Every study's trials name the schedule they measured: together, the distinct evaluations.
-    trials = [t for run in runs.values() for t in run["trials"]]
-    seconds = {t["schedule_key"]: t["eval_seconds"] for t in trials
-               if t.get("eval_seconds") is not None}
-    meta = {
-        **facts, "reference": params.reference, "n_seeds": len(facts["seeds"]),
-        "reference_note": REFERENCES[params.reference].format(
-            full=facts["full_fid"], worst=worst, worst_name=worst_name),
-        "algos": algos, "default_algo": DEFAULT_ALGO, "repeats": repeats, "budget": budget,
-        "shared_prefix": prefix,
-        "unique_evaluations": len({t["schedule_key"] for t in trials}),
-        # A setup cell may carry the median alone, for studies whose trials lack their times.
-        "median_eval_seconds": statistics.median(seconds.values()) if seconds
-        else facts.get("median_eval_seconds", math.nan),
-        "wall_time": sum(run["wall_time"] for run in runs.values()),
-        "json_name": json_name, "html_name": Path(json_name).with_suffix(".html").name,
-    }
-    return {"meta": meta, "result": result, "runs": runs, "algos": algos}
 
 
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
     """Markdown summary and verdict, and the two figures for the HTML twin."""
-    found = analysis(cells, params, json_name)
+    found = analysis(cells, params)
     if found is None:
         return Report(f"# Search efficiency\n\nNo algorithm's {params.repeats} studies are in "
                       f"`{json_name}` yet.\n")
-    meta, result, runs, algos = found["meta"], found["result"], found["runs"], found["algos"]
-    text = markdown(meta, result, runs, algos, params.repeats, params.budget)
-    return Report(text, figures(meta, result, runs, algos, params.repeats, params.budget),
-                  title="ase-search: search efficiency",
+    text = markdown(found, params, json_name)
+    return Report(text, figures(found, params), title="ase-search: search efficiency",
                   html_intro=f'<pre style="white-space: pre-wrap; background: #f7f7f7; '
                              f'padding: 1em; font-size: 0.85em">{html.escape(text)}</pre>')
 
 
 BENCHMARK = Benchmark(name="search_efficiency", doc=__doc__, params=Params,
-                      keys=lambda params: [SETUP, *params.study_keys()], cell=cell,
-                      report=report, out=lambda params: REPORTS / (
-                          "search_efficiency" + ("" if params.reference == "full"
-                                                 else f"-{params.reference}") + ".md"))
-
-
-def main(argv: Sequence[str] | None = None) -> Cache:
-    return run(BENCHMARK, argv)
+                      keys=lambda params: [SETUP, *params.study_keys()], cell=cell, report=report,
+                      out=lambda params: REPORTS / ("search_efficiency" + (
+                          "" if params.reference == "full" else f"-{params.reference}") + ".md"))
 
 
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

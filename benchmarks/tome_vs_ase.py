@@ -1,46 +1,15 @@
 """ToMe vs ASE on the testbed (the paper's Appendix B.3, Tables 5-8): FID at measured acceleration.
 
-For each testbed model (DiT-T, U-ViT-T) the rows are the full model, the paper's early-exit presets
-D1..D6 (ASE) and token-merging configurations (ToMe, :mod:`ase_search.tome`): the paper's merge
-ratios ``attn-ratio-2`` .. ``-6`` (0.2 .. 0.6 of a block's image tokens merged before its
-self-attention) times its block schedules, mapped to the testbed depth:
-
-* DiT (Tables 5 and 6, DiT-XL/2's 28 blocks): ``B2 B4 B6 B8 all`` and ``R2 R4 R6 R8 R10``, each
-  ``k`` rescaled to DiT-T's 12 blocks with :func:`ase_search.schedule.scale_blocks` (the same rule
-  as the D-n presets; a ``B`` schedule scales its ``k / 2`` blocks per end) and de-duplicated:
-  ``B2 B4 all R1 R2 R3 R4``.
-* U-ViT (Tables 7 and 8, U-ViT-S/4's 13 blocks): ``R2 R3 R4 R5 all``; U-ViT-T has the same 13
-  blocks (6 encoder, mid, 6 decoder), so they are used as they are.
-
-The paper defines ``F`` schedules too but tabulates none; ``--tome-schedules`` adds any.
-
-Both methods are training-free here, as the paper's ToMe rows are: every row is sampled from the
-shipped testbed weights unless ``--ase-weights`` gives fine-tuned weights for the ASE rows (then a
-``full`` row on those weights is added too; ToMe always uses the shipped weights).
-
-Acceleration is **measured** wall clock, never the cost model (which knows nothing of ToMe):
-``--latency sampling`` (default) times the network calls of one sampling run (one batch of
-``--batch-size``) for every row, interleaved call by call with a rotating order, one warm-up round
-then ``--latency-repeats`` rounds; a row's latency per call is the mean over the sampler's calls of
-the median over rounds, and its acceleration ``1 - latency / latency(full)`` from the same run;
-``±`` is a bootstrap standard error over rounds (resampled jointly, since a round's calls ran side
-by side). ``--latency per-call`` times each distinct call once per round instead (an ASE call's cost
-depends on its block count, a ToMe call's on its config, not on t), which is much cheaper. Weights
-do not change latency, so every row is timed on the shipped weights; each ToMe configuration is a
-twin of the model that shares its parameters and carries the ToMe hooks.
-
-FID is FID-MNIST via :func:`ase_search.evaluate.evaluate`, mean ± std over ``--seeds`` seeds of
-common random numbers, ``--n`` samples per seed. "Matched acceleration": each ToMe row is paired
-with the ASE preset of nearest measured acceleration, and the FID gap is set against the larger
-seed std of the two.
-
-Run from the repository root on an otherwise idle machine:
+Does token merging (ToMe, :mod:`ase_search.tome`) at the paper's merge ratios and block schedules
+match the paper's early-exit presets (ASE) at the same speed? Per testbed model, every row (the
+full model, D1..D6, ToMe ratio x schedule) is sampled training-free (``--ase-weights`` gives the
+ASE rows other weights) for FID-MNIST over ``--seeds`` seeds of common random numbers, and timed
+in one interleaved wall-clock run (the cost model knows nothing of ToMe); each ToMe row is matched
+with the ASE preset of nearest measured acceleration. The report's introduction says the rest.
+One cell per model; its FID rows and latency run are saved as they finish and reused by runs
+whose settings do not change them. Run from the repository root on an otherwise idle machine:
 
     python -m benchmarks.tome_vs_ase --arch dit uvit --n 500 --seeds 3 --threads 2
-
-One cell of ``reports/tome_vs_ase.json`` per model; within it every FID row and the latency run
-are saved as they finish, so an interrupted run resumes, and a run with other settings reuses the
-rows they do not change. ``--rebuild`` only rewrites the markdown.
 """
 
 from __future__ import annotations
@@ -51,7 +20,6 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,12 +39,12 @@ from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, o
 
 if TYPE_CHECKING:
     import torch
+    from rich.progress import Progress
 
     from ase_search.samplers import SamplerConfig
 
 _BOOTSTRAP = 2000
-# Appendix B.3: attn-ratio-2 .. attn-ratio-6 (tomesd's ratio 0.2 .. 0.6), stride 2 ("down-1": only
-# the finest level of a U-Net merges, which for a transformer is every block).
+# Appendix B.3's attn-ratio-2 .. -6, stride 2 (tomesd's "down-1": every block of a transformer).
 PAPER_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6)
 # The models of the paper's ToMe tables: block count (as ase_search.tome counts them) and the
 # schedules tabulated (DiT-XL/2: Tables 5 and 6; U-ViT-S/4: Tables 7 and 8).
@@ -125,22 +93,21 @@ class Params:
             raise ValueError("--n must be >= 2, --seeds >= 1 and --seed >= 0")
         if self.batch_size < 1 or self.latency_repeats < 1:
             raise ValueError("--batch-size and --latency-repeats must be >= 1")
-        if (self.ase_weights not in (None, "one-shot") and len(self.arch) > 1
-                and "{arch}" not in self.ase_weights):
-            raise ValueError("--ase-weights with several --arch needs an {arch} placeholder, "
-                             "e.g. runs/{arch}-dedicated.safetensors")
         if self.ase_weights not in (None, "one-shot"):
+            if len(self.arch) > 1 and "{arch}" not in self.ase_weights:
+                raise ValueError("--ase-weights with several --arch needs an {arch} placeholder, "
+                                 "e.g. runs/{arch}-dedicated.safetensors")
             for arch in self.arch:
-                path = Path(self.ase_weights.format(arch=arch))
-                if not path.is_file():
-                    raise ValueError(f"--ase-weights: {path} does not exist")
+                if not Path(self.ase_weights.format(arch=arch)).is_file():
+                    raise ValueError(f"--ase-weights: {self.ase_weights.format(arch=arch)} does "
+                                     f"not exist")
         self.sampler_config  # noqa: B018 -- raises ValueError naming a bad sampler or steps
         for ratio in self.tome_ratios:
             try:
                 ToMeConfig(ratio=ratio)
             except ValueError as err:
                 raise ValueError(f"--tome-ratios {ratio:g}: {err}") from None
-        check_tome_schedule_specs(self.tome_schedules)
+        schedule_specs(self.tome_schedules)  # raises ValueError naming a bad entry
 
     @property
     def sampler_config(self) -> SamplerConfig:
@@ -168,51 +135,39 @@ def scale_tome_schedule(schedule: str, depth: int, reference_depth: int) -> str:
     return f"{kind}{scale_blocks(k, depth, reference_depth)}"
 
 
-def tome_schedules_for(arch: str, tome_depth: int, specs: tuple[str, ...]) -> list[str]:
-    """The ToMe block schedules of ``arch``: ``--tome-schedules`` or (none given) the paper's,
-    rescaled."""
-    from ase_search.tome import ToMeConfig
-
-    if not specs:
-        reference_depth, paper = PAPER_TOME[arch]
-        names = [scale_tome_schedule(s, tome_depth, reference_depth) for s in paper]
-    else:
-        names = []
-        for spec in specs:
-            target, _, body = spec.rpartition(":")
-            if target in ("", arch):
-                names += [s for s in body.split(",") if s]
-        names = [ToMeConfig(0.0, s).schedule for s in names]
-    return list(dict.fromkeys(names))  # de-duplicated, first occurrence kept
-
-
-def check_tome_schedule_specs(specs: tuple[str, ...]) -> None:
-    """Check ``--tome-schedules`` entries: ``B2`` (every arch) or ``dit:B2,B4`` (one arch).
-
-    Raises:
-        ValueError: naming the entry, for an unknown arch prefix or schedule.
-    """
+def schedule_specs(specs: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``--tome-schedules`` as (arch, canonical schedule) pairs, arch ``""`` for every arch:
+    ``B2`` is for every arch, ``dit:B2,B4`` for one. A ValueError names a bad entry."""
     from ase_search.testbed import TESTBEDS
     from ase_search.tome import ToMeConfig
 
+    pairs = []
     for spec in specs:
         target, _, body = spec.rpartition(":")
         if target and target not in TESTBEDS:
             raise ValueError(f"--tome-schedules {spec!r}: the prefix must be one of "
                              f"{list(TESTBEDS)} (e.g. dit:B2,B4), got {target!r}")
-        for name in (s for s in body.split(",") if s):
-            try:
-                ToMeConfig(0.0, name)
-            except ValueError as err:
-                raise ValueError(f"--tome-schedules {spec!r}: {err}") from None
+        try:
+            pairs += [(target, ToMeConfig(0.0, s).schedule) for s in body.split(",") if s]
+        except ValueError as err:
+            raise ValueError(f"--tome-schedules {spec!r}: {err}") from None
+    return pairs
+
+
+def tome_schedules_for(arch: str, tome_depth: int, specs: tuple[str, ...]) -> list[str]:
+    """The ToMe block schedules of ``arch``, de-duplicated: ``--tome-schedules`` or (none given)
+    the paper's, rescaled."""
+    if specs:
+        names = [s for target, s in schedule_specs(specs) if target in ("", arch)]
+    else:
+        reference_depth, paper = PAPER_TOME[arch]
+        names = [scale_tome_schedule(s, tome_depth, reference_depth) for s in paper]
+    return list(dict.fromkeys(names))
 
 
 def twin(model: torch.nn.Module) -> torch.nn.Module:
-    """A structural copy of ``model`` sharing its parameters and buffers.
-
-    ToMe installs hooks on module instances, so each configuration needs its own modules; the
-    weights need not be copied.
-    """
+    """A copy of ``model`` sharing its parameters and buffers: ToMe hooks module instances, so
+    each configuration needs its own modules, not its own weights."""
     memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     return copy.deepcopy(model, memo)
 
@@ -228,7 +183,6 @@ def build_rows(arch: str, base: torch.nn.Module, args: Params,
 
     depth = base.exit_depth
     times = args.sampler_config.model_times()
-    rows: list[dict[str, Any]] = []
 
     def ase_row(name: str, label: str, method: str, weights: str) -> dict[str, Any]:
         schedule = preset(name, arch, depth)
@@ -237,34 +191,26 @@ def build_rows(arch: str, base: torch.nn.Module, args: Params,
                 "flop_acceleration": flop_acceleration(base, schedule, times),
                 "calls": blocks_per_call(schedule, times)}
 
-    rows.append(ase_row("full", "full", "full", "shipped"))
+    rows = [ase_row("full", "full", "full", "shipped")]
     if ase_on_other_weights:
         rows.append(ase_row("full", "full (ASE weights)", "full", "ase"))
     available = [n for n in preset_names(arch, data_easy=False) if n != "full"]
-    wanted = [n for n in args.presets if n in available] if args.presets else available
     skipped = [n for n in args.presets if n not in available]
     if skipped:
         notes.append(f"Presets {skipped} do not exist for {arch} (it has {available}); left out.")
-    rows += [ase_row(n, n, "ASE", "ase" if ase_on_other_weights else "shipped") for n in wanted]
-
+    rows += [ase_row(n, n, "ASE", "ase" if ase_on_other_weights else "shipped")
+             for n in ([n for n in args.presets if n in available] if args.presets else available)]
     for schedule in tome_schedules_for(arch, len(tome_blocks(base, "all")), args.tome_schedules):
         for ratio in args.tome_ratios:
             config = ToMeConfig(ratio=ratio, schedule=schedule, seed=args.tome_seed)
             blocks = tome_blocks(base, config)
-            rows.append({
-                "name": config.describe(), "method": "ToMe",
-                "config": f"ratio {ratio:g}, {config.schedule}", "weights": "shipped",
-                "tome": config.to_dict(), "tome_blocks": blocks,
-                "detail": "blocks " + ",".join(map(str, blocks)),
-                "flop_acceleration": tome_flop_acceleration(base, config),
-                "calls": [depth] * len(times),
-            })
+            rows.append({"name": config.describe(), "method": "ToMe",
+                         "config": f"ratio {ratio:g}, {config.schedule}", "weights": "shipped",
+                         "tome": config.to_dict(), "tome_blocks": blocks,
+                         "detail": "blocks " + ",".join(map(str, blocks)),
+                         "flop_acceleration": tome_flop_acceleration(base, config),
+                         "calls": [depth] * len(times)})
     return rows
-
-
-def row_signature(row: dict[str, Any]) -> dict[str, Any]:
-    """What determines a row's samples (weights are added by the caller)."""
-    return {"method": row["method"], "schedule": row.get("schedule"), "tome": row.get("tome")}
 
 
 def timing_signature(row: dict[str, Any]) -> Any:
@@ -273,94 +219,74 @@ def timing_signature(row: dict[str, Any]) -> Any:
 
 
 # ###################################################################### latency
-def interleaved_times(groups: list[list[tuple[str, Callable[[], Any]]]], repeats: int,
-                      advance: Callable[[], None]) -> dict[str, list[float]]:
-    """Seconds of every timed callable over ``repeats`` rounds, after one warm-up round.
-
-    In each round the groups run in order, and within a group every callable once, in an order
-    that rotates with the group and the round (as
-    :func:`ase_search.metrics.latency.sampling_latency_samples`), so the calls compared ran
-    seconds apart and a burst of load hits them alike.
-    """
-    from ase_search.metrics.latency import measure
-
-    times: dict[str, list[float]] = {key: [] for group in groups for key, _ in group}
-    for r in range(repeats + 1):  # round 0 is the warm-up
-        for g, group in enumerate(groups):
-            shift = (g + r) % len(group)
-            for key, fn in group[shift:] + group[:shift]:
-                seconds = measure(fn, warmup=0, repeats=1)
-                if r > 0:
-                    times[key].append(seconds)
-                advance()
-    return times
-
-
 def measure_latency(base: torch.nn.Module, twins: dict[str, torch.nn.Module],
-                    rows: list[dict[str, Any]], args: Params,
-                    advance: Callable[[], None]) -> dict[str, Any]:
-    """One interleaved run timing every row's calls; per-row latency per call and acceleration."""
+                    rows: list[dict[str, Any]], args: Params, bar: Progress) -> dict[str, Any]:
+    """One interleaved run timing every row's calls: per row, the latency per call (the mean over
+    the sampler's calls of the median over rounds) and the acceleration over the first row's.
+
+    In each round the groups run in order (sampling: one per call of the run, every row's call
+    in it; per-call: one of every distinct call), each in an order that rotates with the group
+    and the round (as :func:`ase_search.metrics.latency.sampling_latency_samples`), so the calls
+    compared ran seconds apart and a burst of load hits them alike.
+    """
     import numpy as np
     import torch
 
-    from ase_search.metrics.latency import example_inputs
+    from ase_search.metrics.latency import example_inputs, measure
 
     x, t, y = example_inputs(base, args.batch_size, torch.device("cpu"))  # (B, C, H, W), (B,), (B,)
-
-    def call(row: dict[str, Any], k: int) -> Callable[[], Any]:
-        model = twins[row["name"]] if row["method"] == "ToMe" else base
-        return lambda: model(x, t, y, n_blocks=k)
-
-    # Rows that run the same calls (e.g. full on two sets of weights) are timed once.
-    timed: dict[Any, dict[str, Any]] = {}
+    timed: dict[Any, dict[str, Any]] = {}  # rows that run the same calls are timed once
     for row in rows:
         timed.setdefault(timing_signature(row), row)
-    owners = list(timed.values())
     n_calls = len(rows[0]["calls"])
+
+    def key(row: dict[str, Any], j: int) -> str:  # what call j of a row is timed as
+        if args.latency == "sampling":
+            return f"{row['name']}#{j}"
+        return f"{row['name'] if row['method'] == 'ToMe' else 'blocks'}@{row['calls'][j]}"
+
+    def call(row: dict[str, Any], j: int) -> Any:
+        model = twins[row["name"]] if row["method"] == "ToMe" else base
+        return lambda: model(x, t, y, n_blocks=row["calls"][j])
+
+    owners = list(timed.values())
     if args.latency == "sampling":
-        groups = [[(f"{row['name']}#{j}", call(row, row["calls"][j])) for row in owners]
-                  for j in range(n_calls)]
-
-        def keys_of(row: dict[str, Any]) -> list[str]:
-            return [f"{row['name']}#{j}" for j in range(n_calls)]
+        groups = [[(key(row, j), call(row, j)) for row in owners] for j in range(n_calls)]
     else:
-        units: dict[str, Callable[[], Any]] = {}
-        for row in owners:
-            for k in row["calls"]:
-                units.setdefault(f"{row['name'] if row['method'] == 'ToMe' else 'blocks'}@{k}",
-                                 call(row, k))
-        groups = [list(units.items())]
-
-        def keys_of(row: dict[str, Any]) -> list[str]:
-            prefix = row["name"] if row["method"] == "ToMe" else "blocks"
-            return [f"{prefix}@{k}" for k in row["calls"]]
-
+        groups = [list({key(row, j): call(row, j) for row in owners
+                        for j in range(n_calls)}.items())]
+    repeats = args.latency_repeats
+    task = bar.add_task(f"{base.arch} latency ({args.latency})",
+                        total=sum(map(len, groups)) * (repeats + 1))
+    samples: dict[str, list[float]] = {k: [] for group in groups for k, _ in group}
     load, t0 = os.getloadavg()[0], time.perf_counter()
     with torch.inference_mode():
-        samples = interleaved_times(groups, args.latency_repeats, advance)
+        for r in range(repeats + 1):  # round 0 is the warm-up
+            for g, group in enumerate(groups):
+                shift = (g + r) % len(group)
+                for k, fn in group[shift:] + group[:shift]:
+                    seconds = measure(fn, warmup=0, repeats=1)
+                    if r > 0:
+                        samples[k].append(seconds)
+                    bar.update(task, advance=1)
     seconds = time.perf_counter() - t0
 
-    # Latency per call: mean over the sampler's calls of the median over rounds. Standard errors:
-    # a bootstrap over rounds, resampled jointly for every row.
-    arrays = {row["name"]: np.asarray([samples[k] for k in keys_of(timed[timing_signature(row)])])
-              for row in rows}  # (calls, R)
-    repeats = args.latency_repeats
+    # Standard errors: a bootstrap over rounds, resampled jointly for every row.
+    arrays = {row["name"]: np.asarray([samples[key(timed[timing_signature(row)], j)]
+                                       for j in range(n_calls)]) for row in rows}  # (calls, R)
     picks = np.random.default_rng(0).integers(0, repeats, size=(_BOOTSTRAP, repeats))
     point = {name: float(np.median(a, axis=1).mean()) for name, a in arrays.items()}
     boot = {name: np.median(a[:, picks], axis=2).mean(axis=0) for name, a in arrays.items()}  # (B,)
     full = rows[0]["name"]
-    out = {}
-    for name in arrays:
-        accel_boot = 1.0 - boot[name] / boot[full]
-        out[name] = {
-            "latency_per_call_s": point[name],
-            "latency_per_call_se": float(np.std(boot[name], ddof=1)) if repeats > 1 else None,
-            "acceleration": 1.0 - point[name] / point[full],
-            "acceleration_se": (float(np.std(accel_boot, ddof=1))
-                                if repeats > 1 and name != full else None),
-        }
-    return {"rows": out, "samples": {k: v for k, v in samples.items()}, "seconds": seconds,
-            "load_before": load, "load_after": os.getloadavg()[0]}
+    out = {name: {
+        "latency_per_call_s": point[name],
+        "latency_per_call_se": float(np.std(boot[name], ddof=1)) if repeats > 1 else None,
+        "acceleration": 1.0 - point[name] / point[full],
+        "acceleration_se": (float(np.std(1.0 - boot[name] / boot[full], ddof=1))
+                            if repeats > 1 and name != full else None),
+    } for name in arrays}
+    return {"rows": out, "samples": samples, "seconds": seconds, "load_before": load,
+            "load_after": os.getloadavg()[0]}
 
 
 # ###################################################################### one architecture
@@ -371,15 +297,16 @@ def resolve_ase_weights(arch: str, args: Params, notes: list[str]) -> tuple[Path
     shipped = TESTBEDS[arch].path
     if args.ase_weights is None:
         return shipped, "shipped testbed weights (no fine-tune)"
-    if args.ase_weights == "one-shot":
-        try:
-            path = reference_one_shot_weights(arch)
-        except ValueError as err:
-            notes.append(f"`--ase-weights one-shot` asked for the reference study's one-shot "
-                         f"weights, but {err}: the ASE rows use the shipped testbed weights.")
-            return shipped, "shipped testbed weights (no fine-tune; one-shot weights absent)"
-        return path, "one-shot fine-tuned weights of the reference study"
-    return Path(args.ase_weights.format(arch=arch)), "fine-tuned weights given with --ase-weights"
+    if args.ase_weights != "one-shot":
+        return (Path(args.ase_weights.format(arch=arch)),
+                "fine-tuned weights given with --ase-weights")
+    try:
+        return (reference_one_shot_weights(arch),
+                "one-shot fine-tuned weights of the reference study")
+    except ValueError as err:
+        notes.append(f"`--ase-weights one-shot` asked for the reference study's one-shot "
+                     f"weights, but {err}: the ASE rows use the shipped testbed weights.")
+        return shipped, "shipped testbed weights (no fine-tune; one-shot weights absent)"
 
 
 def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
@@ -395,11 +322,9 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
 
     started = time.perf_counter()
     notes: list[str] = []
-    base = load_model(arch)
-    shipped = TESTBEDS[arch].path
+    base, shipped = load_model(arch), TESTBEDS[arch].path
     ase_path, ase_kind = resolve_ase_weights(arch, args, notes)
-    shipped_sha = file_sha256(shipped)
-    ase_sha = file_sha256(ase_path)
+    shipped_sha, ase_sha = file_sha256(shipped), file_sha256(ase_path)
     ase_model = base if ase_sha == shipped_sha else load_model(arch, ase_path)
     rows = build_rows(arch, base, args, ase_model is not base, notes)
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -420,22 +345,18 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
         "command": ctx.command, "machine": machine_info(), "settings": settings, "notes": notes,
         "rows": rows, "cells": dict(old.get("cells", {})), "latency": old.get("latency"),
     }
-
-    def cell_key(row: dict[str, Any]) -> str:
-        return short_hash({"row": row_signature(row),
-                           "weights": weights[row["weights"]]["sha256"], "n": args.n,
-                           "seeds": seeds, "sampler": sampler.to_dict(),
-                           "batch_size": args.batch_size, "data": "mnist"})
-
-    for row in rows:
-        row["cell_key"] = cell_key(row)
+    for row in rows:  # what determines a row's samples
+        row["cell_key"] = short_hash({
+            "row": {"method": row["method"], "schedule": row.get("schedule"),
+                    "tome": row.get("tome")},
+            "weights": weights[row["weights"]]["sha256"], "n": args.n, "seeds": seeds,
+            "sampler": sampler.to_dict(), "batch_size": args.batch_size, "data": "mnist"})
     latency_key = short_hash({"rows": [timing_signature(r) for r in rows],
                               **settings["latency"], "sampler": sampler.to_dict()})
     todo = [r for r in rows if record["cells"].get(r["name"], {}).get("key") != r["cell_key"]]
     # Cells of rows no longer in the table are dropped so the JSON mirrors the report.
     record["cells"] = {r["name"]: record["cells"][r["name"]] for r in rows
                        if r not in todo and r["name"] in record["cells"]}
-    need_latency = (record["latency"] or {}).get("key") != latency_key
     ctx.checkpoint(record)
 
     twins: dict[str, torch.nn.Module] = {}
@@ -445,113 +366,102 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
             apply_tome(twins[row["name"]], ToMeConfig(**row["tome"]))
     cost = profile_components(base, batch_size=args.batch_size, repeats=3) if todo else None
 
-    def weight(row: dict[str, Any]) -> float:
-        # Expected sampling cost, in full-model calls (ToMe: about a full call).
+    def weight(row: dict[str, Any]) -> float:  # sampling cost in full-model calls (ToMe: ~1)
         share = 1.0 if row["method"] == "ToMe" else 1.0 - cost.acceleration(
             ExitSchedule.from_dict(row["schedule"]), sampler.model_times())
         return share * len(seeds) * sampler.steps
 
-    n_owners = len({timing_signature(r) for r in rows})
-    n_calls = len(sampler.model_times())
-    latency_units = (n_owners * n_calls if args.latency == "sampling"
-                     else len({(r.get("tome") and r["name"], k) for r in rows for k in r["calls"]}))
     with progress_bar(counts=False) as bar:
         if todo:
             task = bar.add_task(f"{arch} FID rows", total=sum(weight(r) for r in todo))
-            for row in todo:
-                model = (twins[row["name"]] if row["method"] == "ToMe"
-                         else ase_model if row["weights"] == "ase" else base)
-                schedule = None if row["method"] == "ToMe" else ExitSchedule.from_dict(
-                    row["schedule"])
-                t0 = time.perf_counter()
-                result = measure_schedule(model, schedule, sampler=sampler, n=args.n,
-                                          seeds=seeds, batch_size=args.batch_size,
-                                          cost_model=cost, keep_images=0)
-                seconds = time.perf_counter() - t0
-                record["cells"][row["name"]] = {
-                    "key": row["cell_key"], "fid_mean": result.mean("fid"),
-                    "fid_std": result.std("fid"), "per_seed": [m["fid"] for m in result.metrics],
-                    "seconds": seconds, "date": machine_info()["date"],
-                }
-                ctx.checkpoint(record)
-                bar.update(task, advance=weight(row))
-                bar.console.print(f"{arch} {row['name']:>20s}: FID "
-                                  f"{fid_text(record['cells'][row['name']])} ({seconds:.0f} s)",
-                                  highlight=False)
+        for row in todo:
+            model = (twins[row["name"]] if row["method"] == "ToMe"
+                     else ase_model if row["weights"] == "ase" else base)
+            t0 = time.perf_counter()
+            schedule = (None if row["method"] == "ToMe"
+                        else ExitSchedule.from_dict(row["schedule"]))
+            result = measure_schedule(model, schedule, sampler=sampler, n=args.n, seeds=seeds,
+                                      batch_size=args.batch_size, cost_model=cost, keep_images=0)
+            cell = record["cells"][row["name"]] = {
+                "key": row["cell_key"], "fid_mean": result.mean("fid"),
+                "fid_std": result.std("fid"), "per_seed": [m["fid"] for m in result.metrics],
+                "seconds": time.perf_counter() - t0, "date": machine_info()["date"]}
+            ctx.checkpoint(record)
+            bar.update(task, advance=weight(row))
+            bar.console.print(f"{arch} {row['name']:>20s}: FID {fid_text(cell)} "
+                              f"({cell['seconds']:.0f} s)", highlight=False)
         # Latency last, after the sampling, so it runs on the same (hopefully idle) machine.
-        if need_latency:
-            lat = bar.add_task(f"{arch} latency ({args.latency})",
-                               total=latency_units * (args.latency_repeats + 1))
-            measured = measure_latency(base, twins, rows, args,
-                                       lambda: bar.update(lat, advance=1))
-            record["latency"] = {"key": latency_key, **settings["latency"], **measured}
+        if (record["latency"] or {}).get("key") != latency_key:
+            record["latency"] = {"key": latency_key, **settings["latency"],
+                                 **measure_latency(base, twins, rows, args, bar)}
             ctx.checkpoint(record)
     record["wall_time_min"] = (time.perf_counter() - started) / 60
     return record
 
 
 # ###################################################################### matching and verdict
+def _accelerations(record: dict[str, Any], method: str) -> dict[str, float]:
+    """The measured acceleration of each of ``method``'s rows that has one."""
+    lat = (record.get("latency") or {}).get("rows", {})
+    return {r["name"]: lat[r["name"]]["acceleration"] for r in record["rows"]
+            if r["method"] == method and r["name"] in lat}
+
+
 def matches(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Each ToMe row with the ASE preset of nearest measured acceleration, and the FID gap."""
-    lat = (record.get("latency") or {}).get("rows", {})
-    cells = record["cells"]
-    ase = [r for r in record["rows"] if r["method"] == "ASE" and r["name"] in lat]
+    cells, rows = record["cells"], {r["name"]: r for r in record["rows"]}
+    ase = _accelerations(record, "ASE")
+    if not ase:
+        return []
     out = []
-    for row in record["rows"]:
-        if row["method"] != "ToMe" or row["name"] not in lat or not ase:
-            continue
-        accel = lat[row["name"]]["acceleration"]
-        near = min(ase, key=lambda r: abs(lat[r["name"]]["acceleration"] - accel))
-        mine, theirs = cells.get(row["name"]), cells.get(near["name"])
+    for name, accel in _accelerations(record, "ToMe").items():
+        near = min(ase, key=lambda n: abs(ase[n] - accel))
+        mine, theirs = cells.get(name), cells.get(near)
         gap = beyond = None
         if mine is not None and theirs is not None:
             gap = mine["fid_mean"] - theirs["fid_mean"]
             stds = [c["fid_std"] for c in (mine, theirs) if c["fid_std"] is not None]
             beyond = abs(gap) > max(stds) if stds else None
-        out.append({"tome": row, "ase": near, "tome_accel": accel,
-                    "ase_accel": lat[near["name"]]["acceleration"], "fid_gap": gap,
-                    "beyond_std": beyond})
+        out.append({"tome": rows[name], "ase": rows[near], "tome_accel": accel,
+                    "ase_accel": ase[near], "fid_gap": gap, "beyond_std": beyond})
     return out
 
 
 def verdict(record: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
     """One paragraph computed from the numbers."""
-    lat = (record.get("latency") or {}).get("rows", {})
     scored = [p for p in pairs if p["fid_gap"] is not None]
     if not scored:
         return "No ToMe row has both its FID and its measured acceleration yet: no verdict."
     ase_better = [p for p in scored if p["fid_gap"] > 0]
     tome_better = [p for p in scored if p["fid_gap"] < 0]
-    sig = [p for p in ase_better if p["beyond_std"]]
-    sig_t = [p for p in tome_better if p["beyond_std"]]
-    as_fast = [p for p in scored if p["ase_accel"] >= p["tome_accel"]]
-    tome_acc = [lat[r["name"]]["acceleration"] for r in record["rows"]
-                if r["method"] == "ToMe" and r["name"] in lat]
-    ase_acc = [lat[r["name"]]["acceleration"] for r in record["rows"]
-               if r["method"] == "ASE" and r["name"] in lat]
-    slower = sum(a < 0 for a in tome_acc)
     has_std = any(p["beyond_std"] is not None for p in scored)
-    std_text = (lambda k: f" ({k} beyond the seed std)") if has_std else (lambda k: "")
+
+    def beyond(won: list[dict[str, Any]]) -> str:
+        n = sum(bool(p["beyond_std"]) for p in won)
+        return f" ({n} beyond the seed std)" if has_std else ""
+
+    as_fast = sum(p["ase_accel"] >= p["tome_accel"] for p in scored)
+    tome_acc = list(_accelerations(record, "ToMe").values())
+    ase_acc = list(_accelerations(record, "ASE").values())
+    slower = sum(a < 0 for a in tome_acc)
     text = (f"At matched acceleration (nearest ASE preset), ASE has the lower FID for "
-            f"{len(ase_better)} of {len(scored)} ToMe configurations{std_text(len(sig))} and "
-            f"ToMe for {len(tome_better)}{std_text(len(sig_t))}; the matched ASE preset is at "
-            f"least as fast in {len(as_fast)} of {len(scored)}. ")
-    text += (f"ToMe's measured acceleration spans {pct(min(tome_acc))} to {pct(max(tome_acc))} "
-             f"({slower} of {len(tome_acc)} configurations slower than the full model); the ASE "
-             f"presets span {pct(min(ase_acc))} to {pct(max(ase_acc))}.")
+            f"{len(ase_better)} of {len(scored)} ToMe configurations{beyond(ase_better)} and "
+            f"ToMe for {len(tome_better)}{beyond(tome_better)}; the matched ASE preset is at "
+            f"least as fast in {as_fast} of {len(scored)}. "
+            f"ToMe's measured acceleration spans {pct(min(tome_acc))} to {pct(max(tome_acc))} "
+            f"({slower} of {len(tome_acc)} configurations slower than the full model); the ASE "
+            f"presets span {pct(min(ase_acc))} to {pct(max(ase_acc))}.")
     if slower == len(tome_acc):
         text += (" No ToMe configuration is faster than the full model here, so each is matched "
                  "with the ASE preset of lowest measured acceleration; the acceleration gaps "
                  "decide.")
     if not has_std:
         text += " With one seed there is no seed std to judge the gaps against."
-    best = max(scored, key=lambda p: p["tome_accel"])
-    cells = record["cells"]
-    text += (f" The fastest ToMe configuration, {best['tome']['name']} "
-             f"({pct(best['tome_accel'])}, FID {fid_text(cells[best['tome']['name']])}), is "
-             f"matched with {best['ase']['name']} ({pct(best['ase_accel'])}, FID "
-             f"{fid_text(cells[best['ase']['name']])}).")
-    return text
+    best, cells = max(scored, key=lambda p: p["tome_accel"]), record["cells"]
+    return text + (f" The fastest ToMe configuration, {best['tome']['name']} "
+                   f"({pct(best['tome_accel'])}, FID {fid_text(cells[best['tome']['name']])}), "
+                   f"is matched with {best['ase']['name']} ({pct(best['ase_accel'])}, FID "
+                   f"{fid_text(cells[best['ase']['name']])}).")
 
 
 # ###################################################################### report

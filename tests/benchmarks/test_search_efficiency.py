@@ -8,6 +8,7 @@ import pytest
 
 from ase_search.schedule import ExitSchedule
 from benchmarks import search_efficiency as bench
+from benchmarks._runner import run
 
 
 def test_hypervolume_curve_never_decreases_and_ignores_points_outside() -> None:
@@ -20,7 +21,7 @@ def test_trials_to_reach_and_curve_stats() -> None:
     assert bench.trials_to_reach([0.0, 1.0, 3.0, 3.0], 3.0) == 3
     assert bench.trials_to_reach([0.0, 1.0], 3.0) is None
     stats = bench.curve_stats([[0.0, 2.0], [2.0, 4.0]])
-    assert stats.mean == [1.0, 3.0] and stats.low == [0.0, 2.0] and stats.high == [2.0, 4.0]
+    assert (stats["mean"], stats["low"], stats["high"]) == ([1.0, 3.0], [0.0, 2.0], [2.0, 4.0])
     with pytest.raises(ValueError, match="equal-length"):
         bench.curve_stats([[1.0], [1.0, 2.0]])
     assert bench.shared_prefix([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
@@ -76,7 +77,7 @@ def test_tiny_end_to_end_run_resumes_from_the_cache(tmp_path) -> None:
             "--finetune-steps", "0", "--threads", "1", "--no-progress",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     params = bench.Params(budget=12, repeats=1, algos=("gp", "random"))
-    first = bench.analysis(bench.main(argv).cells, params)
+    first = bench.analysis(run(bench.BENCHMARK, argv).cells, params)
     data = json.loads(out.with_suffix(".json").read_text())["cells"]
     for key in params.study_keys():
         done = [t for t in data[key]["trials"] if t["state"] == "COMPLETE"]
@@ -88,6 +89,6 @@ def test_tiny_end_to_end_run_resumes_from_the_cache(tmp_path) -> None:
     assert html.count('class="plotly-graph-div"') == 2
     assert "Verdict" in out.read_text()
     # Every cell again: every schedule comes from the memo, and the studies replay alike.
-    second = bench.main([*argv, "--fresh"]).cells
+    second = run(bench.BENCHMARK, [*argv, "--fresh"]).cells
     assert sum(second[key]["new_evaluations"] for key in params.study_keys()) == 0
     assert bench.analysis(second, params)["result"]["curves"] == first["result"]["curves"]
