@@ -79,34 +79,10 @@ def check_testbeds(archs: tuple[str, ...]) -> None:
         raise ValueError(f"--arch {unknown[0]!r} is not a testbed; choose from {list(TESTBEDS)}")
 
 
-def check_ladder_params(params: Any) -> None:
-    """The checks levers and steps_vs_exits share: ``steps_only`` and ``exit_steps`` distinct step
-    counts >= 1, ``reference_steps`` among ``steps_only``, ``window`` >= 1, the sample counts."""
-    for name in ("steps_only", "exit_steps"):
-        values = getattr(params, name)
-        if not values or min(values) < 1 or len(set(values)) != len(values):
-            raise ValueError(f"--{name.replace('_', '-')} must be distinct step counts >= 1, got "
-                             f"{list(values)}")
-    if params.reference_steps not in params.steps_only:
-        raise ValueError(f"--reference-steps {params.reference_steps} must be one of "
-                         f"--steps-only {list(params.steps_only)}")
-    if not params.window >= 1:
-        raise ValueError(f"--window must be >= 1, got {params.window}")
-    if params.n < 2 or min(params.seeds, params.batch_size, params.latency_batch) < 1:
-        raise ValueError("--n must be >= 2; --seeds, --batch-size and --latency-batch >= 1")
-
-
-def testbed_report(name: str, arch: str) -> Path:
-    """Benchmark ``name``'s report on the ``arch`` testbed: ``reports/<name>.md`` for DiT (the
-    first testbed measured, whose reports keep their names), ``reports/<name>-<arch>.md`` else;
-    its ``.json`` twin is the cache."""
-    return ROOT / "reports" / (f"{name}.md" if arch == "dit" else f"{name}-{arch}.md")
-
-
 def reference_one_shot_weights(arch: str, studies_dir: Path = REFERENCE_STUDIES) -> Path:
     """The one-shot weights that the reference study ``<studies_dir>/<arch>.db`` recorded.
 
-    Found through :func:`ase_search.finetune.resolve_weights` (``<study>-one-shot-<key12>
+    Found through :func:`ase_search.finetune.recorded_weights` (``<study>-one-shot-<key12>
     .safetensors`` next to the study, checked against its key).
 
     Raises:
@@ -115,7 +91,7 @@ def reference_one_shot_weights(arch: str, studies_dir: Path = REFERENCE_STUDIES)
     """
     import optuna
 
-    from ase_search.finetune import resolve_weights
+    from ase_search.finetune import recorded_weights
 
     path = studies_dir / f"{arch}.db"
     if not path.is_file():
@@ -125,7 +101,7 @@ def reference_one_shot_weights(arch: str, studies_dir: Path = REFERENCE_STUDIES)
     record = study.user_attrs.get("weights")
     if not record:
         raise ValueError(f"the study {display_path(path)} records no one-shot weights")
-    return resolve_weights(record, path.parent, arch=arch)
+    return recorded_weights(record, path.parent, arch=arch)
 
 
 # ###################################################################### files
@@ -233,21 +209,6 @@ def levers_of(sampler: str, schedule: Mapping[str, Any] | None) -> list[str]:
         if any(n < schedule["depth"] and m != "reuse" for n, m in zip(schedule["blocks"], modes)):
             levers.append("skip")
     return levers
-
-
-def relative_latency(cost: Mapping[str, Any], cell: Mapping[str, Any],
-                     reference_steps: int = 20) -> float:
-    """The cost model's (``CostModel.to_dict``) latency of a cell's sampler and schedule over the
-    full model's at DDIM-``reference_steps``."""
-    from ase_search.metrics.latency import CostModel
-    from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import ExitSchedule
-
-    model = CostModel.from_dict(dict(cost))
-    schedule = cell.get("schedule")
-    seconds = model.latency(None if schedule is None else ExitSchedule.from_dict(schedule),
-                            SamplerConfig.from_dict(cell["sampler"]).model_times())
-    return seconds / model.latency(None, SamplerConfig("ddim", reference_steps).model_times())
 
 
 def configuration(label: str, cell: Mapping[str, Any], latency: float,
@@ -374,61 +335,6 @@ def ladder_label(cell: Mapping[str, Any]) -> str:
     return f"full, {SOLVER_TITLES.get(solver, solver)}-{cell['steps']}"
 
 
-def ladder_from_cells(cells: Mapping[str, Mapping[str, Any]], arch: str,
-                      reference_steps: int = 20) -> tuple[list[Configuration],
-                                                           Configuration] | None:
-    """The full model's configurations in cells of :mod:`benchmarks.levers`' layout
-    (``<arch>/cost-model``, ``<arch>/<solver>-<k>/full``), latency relative to DDIM-
-    ``reference_steps``, and that reference; ``None`` until both are cached."""
-    cost = cells.get(f"{arch}/cost-model")
-    if cost is None:
-        return None
-    ladder = [configuration(ladder_label(c), c, relative_latency(cost["cost_model"], c,
-                                                                 reference_steps))
-              for k, c in cells.items() if k.startswith(f"{arch}/") and k.endswith("/full")]
-    ref = next((q for q in ladder if q.label == f"full, DDIM-{reference_steps}"), None)
-    return None if ref is None else (ladder, ref)
-
-
-@dataclasses.dataclass(frozen=True)
-class StartingLadder:
-    """The steps-only ladder of a testbed's starting weights (the shipped base weights, which a
-    user who does not exit samples with): DDIM and DPM-Solver++ at every step count of
-    ``reports/levers.json``.
-
-    Attributes:
-        ladder: the configurations, latency relative to the full model at DDIM-20 (its cost
-            model's).
-        reference: the full model at DDIM-20.
-        source: where it comes from, for a report.
-    """
-
-    ladder: tuple[Configuration, ...]
-    reference: Configuration
-    source: str
-
-
-def starting_ladder(arch: str, reference_steps: int = 20) -> StartingLadder | None:
-    """The ``arch`` testbed's starting ladder from ``reports/levers.json``; ``None`` while that
-    cache lacks it, or when it was measured on other weights than the shipped testbed's."""
-    path = ROOT / "reports" / "levers.json"
-    stored = load_json(path) if path.is_file() else None
-    found = ladder_from_cells(stored["cells"], arch, reference_steps) if stored else None
-    if found is None:
-        return None
-    cell = stored["cells"][f"{arch}/ddim-{reference_steps}/full"]
-    weights = ROOT / cell["weights"]
-    if weights.is_file() and weights_sha256(weights) != cell["weights_sha256"]:
-        return None
-    ladder, ref = found
-    solvers = sorted({q.label.split(", ")[1].rsplit("-", 1)[0] for q in ladder})
-    return StartingLadder(tuple(ladder), ref, (
-        f"the full model on the starting weights `{cell['weights']}` (sha256 "
-        f"{cell['weights_sha256'][:12]}) with {' and '.join(solvers)} at {len(ladder)} "
-        f"sampler and step counts, from `{display_path(path)}` (same seeds and samples; latency "
-        f"from its cost model, relative to its full DDIM-{reference_steps})"))
-
-
 # ###################################################################### shared by the benchmarks
 @functools.cache
 def load_testbed(arch: str, path: Path | None = None) -> Any:
@@ -437,34 +343,3 @@ def load_testbed(arch: str, path: Path | None = None) -> Any:
     from ase_search.testbed import load_model
 
     return load_model(arch, path)
-
-
-def front_figure(groups: Mapping[str, Sequence[Configuration]], joint: Sequence[Configuration],
-                 ref_fid: float, window: float, title: str, xaxis: str) -> Any:
-    """FID (log axis, mean ± sd over seeds) against relative latency: a line per group, the
-    joint front, the quality window's edge."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, pts in groups.items():
-        pts = sorted(pts, key=lambda p: p.latency.value)
-        fig.add_trace(go.Scatter(
-            x=[p.latency.value for p in pts], y=[p.fid for p in pts], mode="lines+markers",
-            name=name, error_y=dict(type="data", array=[p.fid_sd or 0.0 for p in pts],
-                                    visible=True),
-            text=[p.label for p in pts],
-            hovertemplate="%{text}<br>latency %{x:.3f}<br>FID %{y:.2f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[p.latency.value for p in joint], y=[p.fid for p in joint],
-                             mode="lines", line=dict(shape="hv", dash="dot", color="black"),
-                             name="joint front"))
-    fig.add_hline(y=window * ref_fid, line_dash="dash", line_color="grey",
-                  annotation_text=f"{window:g} x reference FID (the quality window)")
-    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title="FID-MNIST (mean over seeds, "
-                      "± sd)", yaxis_type="log", height=600)
-    return fig
-
-
-def front_text(name: str, configs: Sequence[Configuration]) -> str:
-    """``Joint front: full, DDIM-5 (3.85, 0.25), ...`` (FID, relative latency)."""
-    return f"{name}: " + ", ".join(f"{p.label} ({p.fid:.2f}, {p.latency.value:.2f})"
-                                   for p in configs) + "."

@@ -3,18 +3,14 @@ verdict on them, against figures worked out by hand."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 
 from benchmarks._common import (
     configuration,
     judge_cells,
-    ladder_from_cells,
     levers_of,
     ratio_text,
-    starting_ladder,
 )
 
 F20 = [4.0, 4.2, 4.4, 4.6, 4.8]  # the full model at DDIM-20, seeds 0-4: mean 4.4
@@ -122,43 +118,3 @@ def test_ratio_text_is_the_paired_geometric_mean() -> None:
     # per seed 0.5 and 2.0: geometric mean 1.0
     assert ratio_text([1.0, 4.0], [2.0, 2.0]).startswith("1.00 (")
     assert ratio_text([3.0], [2.0]) == "1.50"
-
-
-def _levers_cache(root: Path, weights: str, sha: str) -> None:
-    """A reports/levers.json holding DiT's ladder: a call costs its block count (12 blocks), so
-    DDIM-k's latency over DDIM-20's is k / 20."""
-    cost = {"arch": "dit", "depth": 12, "fixed": 0.0, "block": 1.0, "dropped": 0.0,
-            "batch_size": 1, "device": "cpu", "components": {}, "conditions": {}}
-    cells = {"dit/cost-model": {"cost_model": cost}}
-    for solver, k, factor in (("ddim", 20, 1.0), ("ddim", 10, 1.25), ("dpm-solver", 10, 1.05)):
-        cells[f"dit/{solver}-{k}/full"] = {
-            **cell(factor, solver), "sampler": {"name": solver, "steps": k}, "steps": k,
-            "weights": weights, "weights_sha256": sha}
-    (root / "reports").mkdir(exist_ok=True)
-    (root / "reports" / "levers.json").write_text(json.dumps({"version": 1, "cells": cells}))
-
-
-def test_the_starting_ladder_comes_from_levers_cache_and_its_weights(tmp_path: Path,
-                                                                      monkeypatch) -> None:
-    import hashlib
-
-    import benchmarks._common as common
-
-    monkeypatch.setattr(common, "ROOT", tmp_path)
-    assert starting_ladder("dit") is None
-    (tmp_path / "w.safetensors").write_bytes(b"weights")
-    sha = hashlib.sha256(b"weights").hexdigest()
-    _levers_cache(tmp_path, "w.safetensors", sha)
-    start = starting_ladder("dit")
-    assert {q.label: round(q.latency.value, 6) for q in start.ladder} == {
-        "full, DDIM-20": 1.0, "full, DDIM-10": 0.5, "full, DPM-Solver++-10": 0.5}
-    assert start.reference.label == "full, DDIM-20"
-    assert "`w.safetensors` (sha256 " + sha[:12] in start.source
-    assert starting_ladder("uvit") is None
-    # measured on other weights than the file now holds: no ladder
-    _levers_cache(tmp_path, "w.safetensors", "0" * 64)
-    assert starting_ladder("dit") is None
-    # ladder_from_cells waits for the reference configuration
-    cells = json.loads((tmp_path / "reports" / "levers.json").read_text())["cells"]
-    del cells["dit/ddim-20/full"]
-    assert ladder_from_cells(cells, "dit") is None
