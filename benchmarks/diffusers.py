@@ -1,35 +1,14 @@
 """ase-search's exit schedules against diffusers' own caches, on the DiT testbed in diffusers form.
 
-Issue #17's head-to-head (reports/diffusers.md). The DiT testbed is converted with
-:func:`ase_search.integrations.diffusers.export_dit` and everything samples through the diffusers
-path: ``DiTTransformer2DModel`` plus the exported ``DDIMScheduler`` in
-:func:`~ase_search.integrations.diffusers.sample_diffusers` (DiTPipeline's loop without its VAE;
-the testbed is pixel space). Configurations, all with the same seeds (common random numbers):
-
-* the full model at DDIM with ``--steps`` steps and at DPM-Solver++ with ``--dpm-steps`` steps
-  (the steps-only front, both solvers a user would try);
-* searched configurations: the exit configurations on the joint front and on the
-  exits-at-the-reference-sampler front of ``--study``, the training-free diffusers study made by
-  ``ase-search run --diffusers`` on the exported testbed (``python -m tools.reference_study
-  --arch dit --diffusers`` re-makes it), each at its own sampler and step count: those with a
-  FID at most ``--searched-fid`` x the study's reference, the ``--searched`` fastest;
-* ase-search's presets ``--presets`` at DDIM-``--steps-exits`` through the exit-schedule hooks, on
-  the shipped weights and on the reference study's one-shot weights (with that model's own full
-  DDIM point);
-* every diffusers cache hook that runs on ``DiTTransformer2DModel``, at two settings each
-  (``CACHES``); the ``applicability`` cell records what each hook says under DiTPipeline's
-  conditions (no cache context), verbatim;
-* the plain ``DiTTransformer2DModel.from_pretrained`` of the export (diffusers' own timestep
-  frequencies; ``stock``).
-
-FID-MNIST over ``--seeds`` seeds of ``--n`` samples; latency MEASURED: the fastest of
-``--rounds`` rounds of sampling ``--latency-n`` samples in the process's CPU time (one torch
-thread: the compute, not the waits for the other processes on shared cores; wall time is
-recorded too), with the 1-minute load average at the time. The ``overhead`` cell times the hook at full depth against no hook,
-rounds interleaved. The verdict is :func:`ase_search.verdict.judge`'s (through
-:func:`benchmarks._common.judge_cells`), against the steps-only ladder (DDIM and DPM-Solver++), for
-two families: diffusers' caches, and ase-search's exit schedules (the presets and the searched
-configurations, without the seed the study selected them on). Run from the repository root:
+Issue #17's head-to-head. Every configuration samples the exported DiT testbed through
+:func:`ase_search.integrations.diffusers.sample_diffusers` with the same seeds: the full model at
+DDIM ``--steps`` and DPM-Solver++ ``--dpm-steps`` (the steps-only ladder); the ``--searched``
+fastest exit configurations of the diffusers study ``--study``; the presets ``--presets`` on the
+shipped and on the one-shot weights; every diffusers cache hook that runs on
+``DiTTransformer2DModel``, at two settings each (``CACHES``); and a plain ``from_pretrained`` of
+the export. FID-MNIST over ``--seeds`` seeds; latency is the fastest of ``--rounds`` rounds in
+CPU time. Caches and exit schedules are judged against the ladder, each family on its own
+(:func:`benchmarks._common.judge_cells`). Run from the repository root:
 
     python -m benchmarks.diffusers --threads 1
 """
@@ -72,8 +51,10 @@ ARCH = "dit"
 CACHES: dict[str, tuple[str, float, str]] = {
     "fbc-0.05": ("FirstBlockCache", 0.05, "threshold 0.05"),
     "fbc-0.2": ("FirstBlockCache", 0.2, "threshold 0.2"),
-    "pab-2": ("PyramidAttentionBroadcast", 2, "spatial attention reused for 2 steps, t in (100, 800)"),
-    "pab-4": ("PyramidAttentionBroadcast", 4, "spatial attention reused for 4 steps, t in (100, 800)"),
+    "pab-2": ("PyramidAttentionBroadcast", 2,
+              "spatial attention reused for 2 steps, t in (100, 800)"),
+    "pab-4": ("PyramidAttentionBroadcast", 4,
+              "spatial attention reused for 4 steps, t in (100, 800)"),
     "fastercache-2": ("FasterCache", 2, "spatial attention skip range 2"),
     "fastercache-4": ("FasterCache", 4, "spatial attention skip range 4"),
     "taylorseer-2": ("TaylorSeer", 2, "cache interval 2, attn1 and ff of every block"),
@@ -83,7 +64,8 @@ CACHES: dict[str, tuple[str, float, str]] = {
     "layerskip-2": ("LayerSkip", 2, "the last 2 blocks skipped at every step"),
     "layerskip-4": ("LayerSkip", 4, "the last 4 blocks skipped at every step"),
 }
-# Hooks probed for applicability with their default (or required) settings.
+# Hooks probed for applicability: TaylorSeer, MagCache and SeaCache with their defaults, the
+# others at their first setting above.
 PROBES = ("FirstBlockCache", "PyramidAttentionBroadcast", "FasterCache", "TaylorSeer",
           "MagCache", "SeaCache", "LayerSkip")
 
@@ -99,8 +81,7 @@ class Params:
     dpm_steps: tuple[int, ...] = field(default=(2, 3, 4, 5, 7, 10, 14, 20), metadata=option(
         "DPM-Solver++ step counts of the full model", identity=False))
     study: str = field(default=str(REFERENCE_STUDIES / "dit-diffusers.db"), metadata=option(
-        "the diffusers study whose joint front's exit configurations are measured",
-        identity=False))
+        "the diffusers study whose fronts' exit configurations are measured", identity=False))
     searched: int = field(default=4, metadata=option(
         "at most this many searched configurations (the fastest first)", identity=False))
     searched_fid: float = field(default=3.0, metadata=option(
@@ -117,6 +98,7 @@ class Params:
     batch_size: int = field(default=500, metadata=option("sampling batch"))
     latency_n: int = field(default=100, metadata=option("samples per timed round"))
     rounds: int = field(default=5, metadata=option("timed rounds (fastest kept)"))
+    # The only clock; a field still, since the cached cells' identity holds it.
     clock: str = field(default="cpu", metadata=option(
         "latency clock: the process's CPU time (wall time is recorded too)", choices=["cpu"]))
     window: float = field(default=1.25, metadata=option(
@@ -131,16 +113,20 @@ class Params:
         bad = [p for p in self.presets if p not in preset_names(ARCH) or p == "full"]
         if bad:
             raise ValueError(f"--presets {bad}: choose from {preset_names(ARCH)}")
-        if self.n < 2 or self.seeds < 1 or self.batch_size < 1 or self.latency_n < 1 \
-                or self.rounds < 1:
+        if self.n < 2 or min(self.seeds, self.batch_size, self.latency_n, self.rounds) < 1:
             raise ValueError("--n must be >= 2; --seeds, --batch-size, --latency-n, --rounds >= 1")
+
+    @property
+    def searched_configs(self) -> dict[str, dict[str, Any]]:
+        """The searched configurations (:func:`searched`)."""
+        return searched(self.study, self.searched, self.searched_fid)
 
 
 def keys(params: Params) -> list[str]:
     return ["conversion", "applicability", "overhead",
             *(f"full/ddim-{k}" for k in params.steps),
             *(f"full/dpm-solver-{k}" for k in params.dpm_steps),
-            *(f"searched/{k}" for k in searched(params.study, params.searched, params.searched_fid)),
+            *(f"searched/{k}" for k in params.searched_configs),
             "stock/full",
             *(f"ase/{p}" for p in params.presets),
             *(f"one-shot/{p}" for p in ("full", *params.presets)),
@@ -162,10 +148,9 @@ def folder(kind: str) -> Path:
 
 @functools.cache
 def searched(study: str, most: int, fid_ratio: float) -> dict[str, dict[str, Any]]:
-    """The exit configurations on the joint and exits-at-reference fronts of the diffusers study
-    ``study`` (none when it does not exist) with a FID at most ``fid_ratio`` x its reference's,
-    the ``most`` fastest: ``config_key -> {"sampler", "schedule", "trial", "fid"}`` (the study's
-    sampler and schedule dicts, its FID at its one seed)."""
+    """The ``most`` fastest exit configurations on the joint and exits-at-reference fronts of the
+    diffusers study ``study`` with a FID at most ``fid_ratio`` x its reference's (none without
+    the study): ``config_key -> {"sampler", "schedule", "trial", "fid", "what"}``."""
     from ase_search.fronts import study_fronts
     from ase_search.pareto import open_study
 
@@ -195,15 +180,14 @@ def weights_identity(params: Params, key: str) -> dict[str, Any]:
     if key.startswith("one-shot/"):
         ident["one_shot_sha256"] = weights_sha256(reference_one_shot_weights(ARCH))
     if key.startswith("searched/"):
-        found = searched(params.study, params.searched, params.searched_fid)[key.partition("/")[2]]
-        ident["schedule"] = found["schedule"]
-        ident["sampler"] = found["sampler"]
+        found = params.searched_configs[key.partition("/")[2]]
+        ident.update(schedule=found["schedule"], sampler=found["sampler"])
     return ident
 
 
 # ###################################################################### the caches
-def apply_cache(transformer: Any, hook: str, setting: float, steps: int, clock: dict[str, int],
-                scheduler: Any = None) -> None:
+def apply_cache(transformer: Any, hook: str, setting: float, steps: int,
+                clock: dict[str, int]) -> None:
     """Attach diffusers' ``hook`` at ``setting``; ``clock["t"]`` is the current timestep."""
     import torch
     from diffusers import hooks as H
@@ -223,16 +207,14 @@ def apply_cache(transformer: Any, hook: str, setting: float, steps: int, clock: 
             is_guidance_distilled=True, tensor_format="BCHW",
             attention_weight_callback=lambda _: 0.5))
     elif hook == "TaylorSeer":
-        # The default patterns (r"^transformer_blocks.*attn", fullmatch) match no DiT module
-        # (its attention is attn1); see the applicability cell.
+        # The default patterns match no DiT module (its attention is attn1).
         H.apply_taylorseer_cache(transformer, H.TaylorSeerCacheConfig(
             cache_interval=int(setting), disable_cache_before_step=2,
             taylor_factors_dtype=torch.float32,
             cache_identifiers=[r"^transformer_blocks\.\d+\.(attn1|ff)$"]))
     elif hook == "MagCache":
         H.apply_mag_cache(transformer, H.MagCacheConfig(
-            threshold=setting, num_inference_steps=steps,
-            mag_ratios=calibrate_magcache(steps)))
+            threshold=setting, num_inference_steps=steps, mag_ratios=calibrate_magcache(steps)))
     elif hook == "LayerSkip":
         depth = len(transformer.transformer_blocks)
         H.apply_layer_skip(transformer, H.LayerSkipConfig(
@@ -259,12 +241,15 @@ def calibrate_magcache(steps: int) -> tuple[float, ...]:
     with contextlib.redirect_stdout(printed):
         sample_diffusers(transformer, load_scheduler(folder("base")), n=64, steps=steps,
                          seed=1000, cache_context=True)
-    line = next(x for x in printed.getvalue().splitlines() if x.startswith("[") and x[1:2].isdigit())
+    line = next(x for x in printed.getvalue().splitlines()
+                if x.startswith("[") and x[1:2].isdigit())
     return tuple(ast.literal_eval(line))
 
 
 def probe(hook: str) -> str:
     """What ``hook`` says under DiTPipeline's conditions (no cache context), verbatim."""
+    from diffusers import hooks as H
+
     from ase_search.integrations.diffusers import load_scheduler, load_transformer, sample_diffusers
 
     transformer = load_transformer(folder("base"))
@@ -275,21 +260,17 @@ def probe(hook: str) -> str:
     logger = logging.getLogger("diffusers")
     logger.addHandler(handler)
     try:
-        setting = {"FirstBlockCache": 0.05, "PyramidAttentionBroadcast": 2, "FasterCache": 2,
-                   "TaylorSeer": 2, "MagCache": 0.06, "LayerSkip": 2}.get(hook, 0)
-        from diffusers import hooks as H
-
         if hook == "TaylorSeer":  # the defaults, to show what they hook on DiT
             H.apply_taylorseer_cache(transformer, H.TaylorSeerCacheConfig())
         elif hook == "MagCache":  # the defaults: no ratios for this model
             H.apply_mag_cache(transformer, H.MagCacheConfig())
         else:
+            setting = next((s for h, s, _ in CACHES.values() if h == hook), 0)
             apply_cache(transformer, hook, setting, 4, clock)
         hooked = sum(1 for m in transformer.modules() if hasattr(m, "_diffusers_hook"))
-        out = sample_diffusers(transformer, load_scheduler(folder("base")), n=2, steps=4, seed=0,
-                               on_step=lambda i, t: clock.update(t=int(t)))
+        sample_diffusers(transformer, load_scheduler(folder("base")), n=2, steps=4, seed=0,
+                         on_step=lambda i, t: clock.update(t=int(t)))
         result = f"runs; {hooked} modules hooked"
-        del out
     except Exception as err:  # what a user would see, verbatim
         result = f"{type(err).__name__}: {' '.join(str(err).split())}"
     finally:
@@ -299,11 +280,9 @@ def probe(hook: str) -> str:
 
 # ###################################################################### the cells
 def timed(sample: Any, rounds: int) -> dict[str, Any]:
-    """The fastest of ``rounds`` calls of ``sample()`` (after one warm-up), with the load.
-
-    Both clocks: wall time, and this process's CPU time, which on one torch thread is the
-    compute itself and does not count the time other processes on the shared cores take.
-    """
+    """The fastest of ``rounds`` calls of ``sample()`` (after one warm-up), with the load, in
+    wall time and in this process's CPU time (on one torch thread, the compute itself, without
+    what other processes on the shared cores take)."""
     sample()
     wall, cpu, loads = [], [], []
     for _ in range(rounds):
@@ -316,8 +295,88 @@ def timed(sample: Any, rounds: int) -> dict[str, Any]:
             "rounds_wall_s": wall, "load_1min": loads}
 
 
-def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+def conversion() -> dict[str, float]:
+    """The export against the native DiT-T: forwards on 64 random inputs, DDIM-20 samples."""
     import torch
+    from diffusers import DiTTransformer2DModel
+
+    from ase_search.integrations.diffusers import load_scheduler, load_transformer, sample_diffusers
+    from ase_search.samplers import SamplerConfig, sample
+    from ase_search.testbed import load_model
+
+    native, converted = load_model(ARCH), load_transformer(folder("base"))
+    stock = DiTTransformer2DModel.from_pretrained(folder("base"), low_cpu_mem_usage=False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 28, 28, generator=g)
+    t = torch.randint(0, 1000, (64,), generator=g)
+    y = torch.randint(0, 11, (64,), generator=g)
+    with torch.no_grad():
+        want = native(x, t, y)
+        got = converted(x, timestep=t, class_labels=y, return_dict=False)[0]
+        plain = stock.eval()(x, timestep=t, class_labels=y, return_dict=False)[0]
+    a = sample(native, sampler=SamplerConfig("ddim", 20), n=64, seed=0).images
+    b = sample_diffusers(converted, load_scheduler(folder("base")), n=64, steps=20, seed=0).images
+    return {"forward_max_abs": float((got - want).abs().max()),
+            "stock_forward_max_abs": float((plain - want).abs().max()),
+            "output_max_abs": float(want.abs().max()),
+            "samples_max_abs": float((a - b).abs().max())}
+
+
+def overhead(params: Params) -> dict[str, Any]:
+    """The exit-schedule hooks with the full schedule against no hooks: whole runs in interleaved
+    pairs of rounds, and the hooks' own cost per call where it is largest (single-sample calls,
+    10 interleaved blocks of 200)."""
+    import torch
+
+    from ase_search.integrations.diffusers import (
+        apply_exit_schedule,
+        exit_blocks,
+        load_scheduler,
+        load_transformer,
+        sample_diffusers,
+    )
+    from ase_search.schedule import preset
+
+    scheduler = load_scheduler(folder("base"))
+    plain, hooked = load_transformer(folder("base")), load_transformer(folder("base"))
+    apply_exit_schedule(hooked, preset("full", ARCH, len(exit_blocks(plain))))
+
+    def run_cpu_s(model: Any) -> float:
+        c0 = time.process_time()
+        sample_diffusers(model, scheduler, n=params.latency_n, steps=params.steps_exits, seed=0)
+        return time.process_time() - c0
+
+    run_cpu_s(plain), run_cpu_s(hooked)
+    # interleaved, so load changes hit both alike
+    pairs = [(run_cpu_s(plain), run_cpu_s(hooked)) for _ in range(2 * params.rounds)]
+    ratios = sorted(h / p for p, h in pairs)
+    x, t, y = torch.randn(1, 1, 28, 28), torch.tensor([500]), torch.tensor([3])
+
+    def calls(model: Any, count: int = 200) -> float:
+        c0 = time.process_time()
+        with torch.no_grad():
+            for _ in range(count):
+                model(x, timestep=t, class_labels=y, return_dict=False)
+        return (time.process_time() - c0) / count
+
+    single = [(calls(plain), calls(hooked)) for _ in range(10)]
+    per_call = statistics.median(h - p for p, h in single)
+    model_call = min(p for p, _ in pairs) / params.steps_exits
+    return {"plain_cpu_s": [p for p, _ in pairs], "hooked_cpu_s": [h for _, h in pairs],
+            "single_call_plain_s": [p for p, _ in single],
+            "single_call_hooked_s": [h for _, h in single],
+            "hook_us_per_call": per_call * 1e6, "model_call_s": model_call,
+            "hook_us_sd": statistics.stdev(h - p for p, h in single) * 1e6,
+            "hook_share": per_call / model_call,
+            "overhead": statistics.median(ratios) - 1.0,
+            "overhead_fastest": min(h for _, h in pairs) / min(p for p, _ in pairs) - 1.0,
+            "load_1min": os.getloadavg()[0], "n": params.latency_n, "steps": params.steps_exits}
+
+
+def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
+    """One cell: the conversion, the hooks' applicability or overhead, or a configuration's FIDs
+    and latency."""
+    from diffusers import DiTTransformer2DModel
 
     from ase_search.evaluate import machine_info
     from ase_search.integrations.diffusers import (
@@ -329,120 +388,42 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     )
     from ase_search.measure import fid_images
     from ase_search.metrics.fid import compute_fid
-    from ase_search.schedule import preset
+    from ase_search.schedule import ExitSchedule, preset
 
     common = {"command": ctx.command, "machine": machine_info()}
     if key == "conversion":
-        from diffusers import DiTTransformer2DModel
-
-        from ase_search.samplers import SamplerConfig, sample
-        from ase_search.testbed import load_model
-
-        native, converted = load_model(ARCH), load_transformer(folder("base"))
-        stock = DiTTransformer2DModel.from_pretrained(folder("base"), low_cpu_mem_usage=False)
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(64, 1, 28, 28, generator=g)
-        t = torch.randint(0, 1000, (64,), generator=g)
-        y = torch.randint(0, 11, (64,), generator=g)
-        with torch.no_grad():
-            want = native(x, t, y)
-            got = converted(x, timestep=t, class_labels=y, return_dict=False)[0]
-            plain = stock.eval()(x, timestep=t, class_labels=y, return_dict=False)[0]
-        a = sample(native, sampler=SamplerConfig("ddim", 20), n=64, seed=0).images
-        b = sample_diffusers(converted, load_scheduler(folder("base")), n=64, steps=20,
-                             seed=0).images
-        return {"forward_max_abs": float((got - want).abs().max()),
-                "stock_forward_max_abs": float((plain - want).abs().max()),
-                "output_max_abs": float(want.abs().max()),
-                "samples_max_abs": float((a - b).abs().max()), **common}
+        return {**conversion(), **common}
     if key == "applicability":
         return {"probes": {hook: probe(hook) for hook in PROBES}, **common}
-
-    kind = "one-shot" if key.startswith("one-shot/") else "base"
-    scheduler = load_scheduler(folder(kind))
-    if key == "stock/full":
-        from diffusers import DiTTransformer2DModel
-
-        transformer = DiTTransformer2DModel.from_pretrained(folder(kind),
-                                                            low_cpu_mem_usage=False).eval()
-    else:
-        transformer = load_transformer(folder(kind))
-    depth = len(exit_blocks(transformer))
     if key == "overhead":
-        def plain() -> None:
-            sample_diffusers(transformer, scheduler, n=params.latency_n, steps=params.steps_exits,
-                             seed=0)
-
-        hooked_model = load_transformer(folder(kind))
-        apply_exit_schedule(hooked_model, preset("full", ARCH, depth))
-
-        def hooked() -> None:
-            sample_diffusers(hooked_model, scheduler, n=params.latency_n,
-                             steps=params.steps_exits, seed=0)
-
-        plain(), hooked()
-        pairs = []
-        for _ in range(2 * params.rounds):  # interleaved, so load changes hit both alike
-            c0 = time.process_time()
-            plain()
-            c1 = time.process_time()
-            hooked()
-            pairs.append((c1 - c0, time.process_time() - c1))
-        ratios = sorted(h / p for p, h in pairs)
-        # The hooks' own cost, resolved where it is largest: single-sample calls, blocks of 200
-        # calls interleaved; per call in microseconds, set against a call at --latency-n.
-        x = torch.randn(1, 1, 28, 28)
-        t, y = torch.tensor([500]), torch.tensor([3])
-
-        def calls(model: Any, count: int = 200) -> float:
-            c0 = time.process_time()
-            with torch.no_grad():
-                for _ in range(count):
-                    model(x, timestep=t, class_labels=y, return_dict=False)
-            return (time.process_time() - c0) / count
-
-        single = [(calls(transformer), calls(hooked_model)) for _ in range(10)]
-        per_call = statistics.median(h - p for p, h in single)
-        model_call = min(p for p, _ in pairs) / params.steps_exits
-        return {"plain_cpu_s": [p for p, _ in pairs], "hooked_cpu_s": [h for _, h in pairs],
-                "single_call_plain_s": [p for p, _ in single],
-                "single_call_hooked_s": [h for _, h in single],
-                "hook_us_per_call": per_call * 1e6, "model_call_s": model_call,
-                "hook_us_sd": statistics.stdev(h - p for p, h in single) * 1e6,
-                "hook_share": per_call / model_call,
-                "overhead": statistics.median(ratios) - 1.0,
-                "overhead_fastest": min(h for _, h in pairs) / min(p for p, _ in pairs) - 1.0,
-                "load_1min": os.getloadavg()[0], "n": params.latency_n,
-                "steps": params.steps_exits, **common}
+        return {**overhead(params), **common}
 
     group, _, name = key.partition("/")
-    sampler, steps = "ddim", params.steps_exits
-    schedule = None
+    path = folder("one-shot" if group == "one-shot" else "base")
+    transformer = (DiTTransformer2DModel.from_pretrained(path, low_cpu_mem_usage=False).eval()
+                   if group == "stock" else load_transformer(path))
+    depth = len(exit_blocks(transformer))
+    sampler, steps, schedule, found = "ddim", params.steps_exits, None, {}
     if group == "full":
         sampler, _, count = name.rpartition("-")
         steps = int(count)
     elif group == "searched":
-        from ase_search.schedule import ExitSchedule
-
-        found = searched(params.study, params.searched, params.searched_fid)[name]
+        found = params.searched_configs[name]
         sampler, steps = found["sampler"]["name"], found["sampler"]["steps"]
         schedule = ExitSchedule.from_dict(found["schedule"])
-        apply_exit_schedule(transformer, schedule)
-    if sampler != "ddim":
-        scheduler = load_scheduler(folder(kind), sampler)
-    clock = {"t": 999}
-    cache_context = False
-    if group in ("ase", "one-shot") and name != "full":
+    elif group in ("ase", "one-shot") and name != "full":
         schedule = preset(name, ARCH, depth)
+    if schedule is not None:
         apply_exit_schedule(transformer, schedule)
-    elif group == "cache":
+    scheduler = load_scheduler(path, sampler)
+    clock = {"t": 999}
+    if group == "cache":
         hook, setting, _ = CACHES[name]
         apply_cache(transformer, hook, setting, steps, clock)
-        cache_context = True
 
     def draw(n: int, seed: int) -> Any:
         return sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
-                                batch_size=params.batch_size, cache_context=cache_context,
+                                batch_size=params.batch_size, cache_context=group == "cache",
                                 on_step=lambda i, t: clock.update(t=int(t)))
 
     t0 = time.perf_counter()
@@ -457,8 +438,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
           f"{latency['fastest_s'] / params.latency_n * 1e3:.2f} ms/sample, {seconds:.0f} s",
           file=sys.stderr, flush=True)
     return {"group": group, "name": name, "sampler": sampler, "steps": steps, "fids": fids,
-            "trial": found["trial"] if group == "searched" else None,
-            "what": found["what"] if group == "searched" else None,
+            "trial": found.get("trial"), "what": found.get("what"),
             "seeds": list(range(params.seeds)), "n": params.n,
             "schedule": None if schedule is None else schedule.to_dict(),
             "block_evals": block_evals, "full_block_evals": depth * steps,
@@ -468,39 +448,41 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
 
 # ###################################################################### the report
-def searched_lines(configs: dict[str, dict[str, Any]], params: Params) -> list[str]:
-    """The report's bullet on the searched configurations: which study, made how."""
-    from ase_search.pareto import open_study
-    from ase_search.record import reference_sampler
-
-    if not any(c["group"] == "searched" for c in configs.values()):
-        return [f"- Searched: none measured (`{display_path(Path(params.study))}` does not exist; "
-                f"`python -m tools.reference_study --arch dit --diffusers` makes it)"]
-    attrs = open_study(params.study).user_attrs
-    run = attrs.get("last_run", {})
-    return [f"- Searched: `{display_path(Path(params.study))}`, a training-free `ase-search run --diffusers` "
-            f"study of the exported testbed in `{attrs.get('space', {}).get('description', '?')}`"
-            + (f" ({run.get('new_trials')} trials, {run['wall_time'] / 60:.1f} min, finished "
-               f"{run.get('finished')})" if run.get("wall_time") else "")
-            + f"; its exit configurations on the joint and exits-at-"
-            f"{reference_sampler(attrs['config'], attrs.get('space')).describe()} fronts with a FID "
-            f"at most {params.searched_fid:g}x the study's reference (at its one seed), the "
-            f"{params.searched} fastest, re-measured here over the seeds above"]
-
-
 def label(c: dict[str, Any]) -> str:
-    solver = SOLVER_TITLES[sampler_of(c)]  # cells before DPM-Solver were all DDIM
     if c["group"] == "full":
         return ladder_label(c)
     if c["group"] == "searched":
-        return f"searched {c['what']}, {solver}-{c['steps']} ({c['name'].partition('/')[2]})"
-    if c["group"] == "stock":
-        return f"full (plain from_pretrained), DDIM-{c['steps']}"
-    if c["group"] == "ase":
-        return f"ase {c['name']}, DDIM-{c['steps']}"
-    if c["group"] == "one-shot":
-        return f"one-shot {c['name']}, DDIM-{c['steps']}"
-    return f"{c['name']}, DDIM-{c['steps']}"
+        return (f"searched {c['what']}, {SOLVER_TITLES[sampler_of(c)]}-{c['steps']} "
+                f"({c['name'].partition('/')[2]})")
+    what = {"stock": "full (plain from_pretrained)", "ase": f"ase {c['name']}",
+            "one-shot": f"one-shot {c['name']}"}.get(c["group"], c["name"])
+    return f"{what}, DDIM-{c['steps']}"
+
+
+def verdicts(configs: dict[str, dict[str, Any]], params: Params) -> tuple[dict[str, Any],
+                                                                          list[Judged]]:
+    """Every configuration as the rule's Configuration (latency relative to the reference's,
+    its rounds' spread as the error), and the verdicts on diffusers' caches and on ase-search's
+    exit schedules against the steps-only ladder, the latter without the seed the diffusers
+    study selected its configurations on."""
+    ref_key = f"full/ddim-{params.steps_exits}"
+    ref_s = configs[ref_key]["latency"]["fastest_s"]
+    pts = {k: configuration(label(c), c, c["latency"]["fastest_s"] / ref_s,
+                            c["latency"]["rounds_cpu_s"]) for k, c in configs.items()}
+    ladder = [pts[k] for k, c in configs.items() if c["group"] == "full"]
+
+    def group(*names: str) -> list[Any]:
+        return [pts[k] for k, c in configs.items()
+                if c["group"] in names and c["name"] != "full"]
+
+    out = [judge_cells(group("cache"), ladder, pts[ref_key], lever="diffusers' caches",
+                       window=params.window)]
+    if ours := group("ase", "one-shot", "searched"):
+        out.append(judge_cells(ours, ladder, pts[ref_key], lever="ase-search's exit schedules",
+                               window=params.window,
+                               selection_seeds=selection_seeds(params) if group("searched")
+                               else ()))
+    return pts, out
 
 
 def selection_seeds(params: Params) -> tuple[int, ...]:
@@ -512,31 +494,25 @@ def selection_seeds(params: Params) -> tuple[int, ...]:
     return (int(open_study(params.study).user_attrs.get("config", {}).get("seed", 0)),)
 
 
-def verdicts(configs: dict[str, dict[str, Any]], params: Params) -> tuple[dict[str, Any],
-                                                                          list[Judged]]:
-    """Every configuration as the rule's Configuration (measured latency relative to the
-    reference's, its rounds' spread as the error), and two verdicts against the steps-only
-    ladder (DDIM and DPM-Solver++): diffusers' caches, and ase-search's exit schedules (presets
-    and searched configurations, without the seed the search selected on)."""
-    ref_s = configs[f"full/ddim-{params.steps_exits}"]["latency"]["fastest_s"]
-    pts = {k: configuration(label(c), c, c["latency"]["fastest_s"] / ref_s,
-                            c["latency"]["rounds_cpu_s"]) for k, c in configs.items()}
-    ladder = [pts[k] for k, c in configs.items() if c["group"] == "full"]
-    ref = pts[f"full/ddim-{params.steps_exits}"]
+def searched_line(configs: dict[str, dict[str, Any]], params: Params) -> str:
+    """The report's bullet on the searched configurations: which study, made how."""
+    from ase_search.pareto import open_study
+    from ase_search.record import reference_sampler
 
-    def group(*names: str) -> list[Any]:
-        return [pts[k] for k, c in configs.items()
-                if c["group"] in names and c["name"] != "full"]
-
-    out = [judge_cells(group("cache"), ladder, ref, lever="diffusers' caches",
-                       window=params.window)]
-    ours = group("ase", "one-shot", "searched")
-    if ours:
-        searched_ = group("searched")
-        out.append(judge_cells(ours, ladder, ref, lever="ase-search's exit schedules",
-                               window=params.window,
-                               selection_seeds=selection_seeds(params) if searched_ else ()))
-    return pts, out
+    study = display_path(Path(params.study))
+    if not any(c["group"] == "searched" for c in configs.values()):
+        return (f"- Searched: none measured (`{study}` does not exist; `python -m "
+                f"tools.reference_study --arch dit --diffusers` makes it)")
+    attrs = open_study(params.study).user_attrs
+    run = attrs.get("last_run", {})
+    return (f"- Searched: `{study}`, a training-free `ase-search run --diffusers` study of the "
+            f"exported testbed in `{attrs.get('space', {}).get('description', '?')}`"
+            + (f" ({run.get('new_trials')} trials, {run['wall_time'] / 60:.1f} min, finished "
+               f"{run.get('finished')})" if run.get("wall_time") else "")
+            + f"; its exit configurations on the joint and exits-at-"
+            f"{reference_sampler(attrs['config'], attrs.get('space')).describe()} fronts with a "
+            f"FID at most {params.searched_fid:g}x the study's reference (at its one seed), the "
+            f"{params.searched} fastest, re-measured here over the seeds above")
 
 
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
@@ -552,7 +528,6 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     if ref_key not in configs:
         return Report("\n".join(lines + ["The reference configuration is not measured yet.", ""]))
     ref_cell = configs[ref_key]
-    ref_s = ref_cell["latency"]["fastest_s"]
     pts, judged = verdicts(configs, params)
     joint = non_dominated(list(pts.values()))
     loads = [x for c in configs.values() for x in c["latency"]["load_1min"]]
@@ -563,13 +538,13 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         "with the exported `DDIMScheduler` (leading spacing) or, for DPM-Solver++, "
         "`load_scheduler(..., 'dpm-solver')` (a `DPMSolverMultistepScheduler` from the same "
         "config with ase-search's DPM-Solver++ 2M settings); cfg scale 1",
-        *searched_lines(configs, params),
+        searched_line(configs, params),
         f"- Latency: measured, the fastest of {params.rounds} rounds of {params.latency_n} "
         f"samples in one batch after a warm-up, in CPU time of the one torch thread (wall time "
         f"on these shared cores varied by up to half between rounds; the fastest wall time is "
         f"in the JSON), relative to the full model at DDIM-{params.steps_exits} "
-        f"({ref_s / params.latency_n * 1e3:.2f} ms per sample); 1-minute load average during "
-        f"the rounds {min(loads):.2f} to {max(loads):.2f} on "
+        f"({ref_cell['latency']['fastest_s'] / params.latency_n * 1e3:.2f} ms per sample); "
+        f"1-minute load average during the rounds {min(loads):.2f} to {max(loads):.2f} on "
         f"{ref_cell['machine']['logical_cores']} cores; the verdict takes each configuration's "
         f"latency uncertainty as its rounds' range over the fastest",
         "- Steps-only ladder: the full model (the shipped testbed) with DDIM and DPM-Solver++ at "
@@ -598,8 +573,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
 
     rows = []
     for k, c in sorted(configs.items(), key=lambda kc: pts[kc[0]].latency.value):
-        p = pts[k]
-        j = word.get(p.label)
+        p, j = pts[k], word.get(pts[k].label)
         rows.append([
             p.label, c.get("setting") or "", p.fid_text(), f"{p.latency.value:.3f}",
             f"{p.latency.error:.1%}", f"{c['latency']['fastest_s'] / c['latency_n'] * 1e3:.2f}",
@@ -623,13 +597,13 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                          "left", "left"]), ""]
     if "applicability" in cells:
         lines += ["## Which diffusers hooks apply to DiTTransformer2DModel", "",
-                  "Each hook attached with its defaults (TaylorSeer and MagCache: all defaults) and run "
-                  "for 4 DDIM steps as DiTPipeline calls the transformer, without a "
+                  "Each hook attached with its defaults (TaylorSeer and MagCache: all defaults) "
+                  "and run for 4 DDIM steps as DiTPipeline calls the transformer, without a "
                   "`cache_context` (DiTTransformer2DModel is not a `CacheMixin`, so DiTPipeline "
-                  "sets none). What it said, verbatim:", ""]
-        for hook, said in cells["applicability"]["probes"].items():
-            lines.append(f"- **{hook}**: `{said}`")
-        lines += ["", "The measured settings above run each hook inside `cache_context('cond', "
+                  "sets none). What it said, verbatim:", "",
+                  *(f"- **{hook}**: `{said}`"
+                    for hook, said in cells["applicability"]["probes"].items()),
+                  "", "The measured settings above run each hook inside `cache_context('cond', "
                   "step_index=..., num_inference_steps=..., timestep=...)` (what CacheMixin "
                   "pipelines set) and give PyramidAttentionBroadcast and FasterCache the current "
                   "timestep through `current_timestep_callback`. SeaCache needs a flow-matching "
@@ -647,18 +621,17 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                   f"(`exp(-ln(10000) k / 127)` instead of official DiT's `/ 128`) and its float32 "
                   f"position table: max |difference| {c['stock_forward_max_abs']:.3g}; its FID is "
                   f"the `plain from_pretrained` row.", ""]
-    fig = go.Figure()
     groups: dict[str, list[Any]] = {}
     for k, c in configs.items():
         g = (CACHES[c["name"]][0] if c["group"] == "cache" else
              f"full, {SOLVER_TITLES[sampler_of(c)]}" if c["group"] == "full" else c["group"])
         groups.setdefault(g, []).append(pts[k])
+    fig = go.Figure()
     for g, ps in groups.items():
         ps = sorted(ps, key=lambda p: p.latency.value)
         fig.add_trace(go.Scatter(x=[p.latency.value for p in ps], y=[p.fid for p in ps],
                                  mode="lines+markers" if g.startswith("full") else "markers",
-                                 name=g,
-                                 text=[p.label for p in ps],
+                                 name=g, text=[p.label for p in ps],
                                  hovertemplate="%{text}<br>latency %{x:.3f}<br>FID %{y:.2f}"
                                                "<extra></extra>"))
     fig.update_layout(title="FID-MNIST (log) against measured latency, diffusers path",
@@ -674,9 +647,5 @@ BENCHMARK = Benchmark(name="diffusers", doc=__doc__, params=Params, keys=keys, c
                       report=report, cell_identity=weights_identity)
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(BENCHMARK, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run(BENCHMARK)

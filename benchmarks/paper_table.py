@@ -1,33 +1,17 @@
 """Paper-style table (Tables 3-4): FID and measured acceleration per schedule, sampler and steps.
 
-For each testbed model (DiT-T, U-ViT-T) the rows are the full model, the paper's presets D1..D6
-and two picks from the searched Pareto front of the committed reference study
-(``studies/reference/<arch>.db``): the fastest front trial whose FID is within ``--pick-fid-ratio``
-(5%) of the full model's, and the lowest-FID front trial at least ``--pick-min-acceleration`` (30%)
-faster. A pick whose schedule equals a row already in the table is noted, not repeated. The
-column groups are samplers at two step counts each (default DDPM 50/100, DDIM 10/20, DPM-Solver
-10/20), each with FID-MNIST (mean +- std over ``--seeds`` seeds, common random numbers), the
-measured acceleration and the cost model's predicted one.
-
-Weights: the reference study was searched with the one-shot fine-tuned model; with ``--weights
-one-shot`` (default) every row is sampled from the weights the study recorded
-(``studies/reference/<arch>-one-shot-<key12>.safetensors``, git-ignored: ``python -m
-tools.reference_study --arch <arch> --weights-only`` rebuilds them), falling back to the shipped
-testbed weights (with a note in the report) when the file is absent.
-
-Measured acceleration is ``1 - latency / latency(full)``. ``--latency sampling`` (default) times
-the network calls of one sampling run at the sampler's step count for every row, interleaved call
-by call (:func:`ase_search.evaluate.benchmark_latency`); ``--latency per-call`` times one call at
-each block count (interleaved rounds) and sums the medians over the sampler's calls, which is much
-cheaper and, since a call's cost does not depend on t, measures the same thing.
-
-Run from the repository root on an otherwise idle machine:
+For each testbed model the rows are the full model, the paper's presets D1..D6 and two picks from
+the front of the reference study ``studies/reference/<arch>.db`` (the fastest trial with a FID
+within ``--pick-fid-ratio`` of the full model's; the lowest-FID trial at least
+``--pick-min-acceleration`` faster), all sampled from the one-shot weights the study recorded.
+Each sampler and step count gets FID-MNIST (mean ± std over ``--seeds`` seeds, common random
+numbers), the measured acceleration ``1 - latency / latency(full)`` and the cost model's
+prediction. ``--latency sampling`` times one sampling run's calls, interleaved
+(:func:`ase_search.evaluate.benchmark_latency`); ``per-call`` times one call per block count and
+sums the medians over the sampler's calls (cheaper; a call's cost does not depend on t). Run from
+the repository root on an otherwise idle machine:
 
     python -m benchmarks.paper_table --arch dit uvit --n 500 --seeds 5
-
-One cell of ``reports/paper_table.json`` per model; within it every FID cell and latency
-measurement is saved as it finishes, so an interrupted run continues where it stopped, and a run
-with other settings reuses what they do not change. ``--rebuild`` only rewrites the markdown.
 """
 
 from __future__ import annotations
@@ -94,10 +78,6 @@ class Params:
         if self.n < 2 or self.seeds < 1:
             raise ValueError("--n must be >= 2 and --seeds >= 1")
 
-    @property
-    def sampler_configs(self) -> list[SamplerConfig]:
-        return parse_samplers(self.samplers)
-
 
 # ###################################################################### small helpers
 def sampler_label(sampler: SamplerConfig) -> str:
@@ -106,6 +86,10 @@ def sampler_label(sampler: SamplerConfig) -> str:
 
 def sampler_key(sampler: SamplerConfig) -> str:
     return f"{sampler.name}-{sampler.steps}"
+
+
+def cell_key(row: str, sampler: SamplerConfig) -> str:
+    return f"{row}|{sampler_key(sampler)}"
 
 
 def parse_samplers(specs: tuple[str, ...]) -> list[SamplerConfig]:
@@ -132,10 +116,19 @@ def schedule_id(schedule: ExitSchedule) -> dict[str, Any]:
             "depth": schedule.depth}
 
 
+def _cached(cell: dict[str, Any] | None, schedule: ExitSchedule) -> bool:
+    return cell is not None and cell.get("schedule") == schedule_id(schedule)
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
 # ###################################################################### rows: presets + picks
-def front_picks(arch: str, depth: int, args: Params,
-                notes: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The two picks from the reference study's front, and the study's settings (or None)."""
+def table_rows(arch: str, depth: int, args: Params, notes: list[str]
+               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """full, D1..D6, then the two picks from the reference study's front that are not already
+    rows (a duplicate becomes a note); and the study's settings (``None`` without a study)."""
     from ase_search.pareto import (
         StudyError,
         complete_trials,
@@ -145,28 +138,33 @@ def front_picks(arch: str, depth: int, args: Params,
         trial_acceleration,
         trial_schedule,
     )
+    from ase_search.schedule import preset, preset_names
+    from ase_search.space import schedules_equivalent
 
+    rows = [{"name": name, "source": "paper preset (Table 2, rescaled)" if name != "full"
+             else "no exits", "schedule": preset(name, arch, depth)}
+            for name in preset_names(arch, data_easy=False)]
     path = args.studies_dir / f"{arch}.db"
     if args.no_picks:
-        return [], None
+        return rows, None
     if not path.is_file():
         notes.append(f"No reference study at `{display_path(path)}`: the front picks are left "
-                     f"out.")
-        return [], None
+                     "out.")
+        return rows, None
     try:
         study = open_study(path)
     except StudyError as err:
         notes.append(f"The reference study `{display_path(path)}` cannot be read ({err}); the "
                      f"front picks are left out.")
-        return [], None
-    config = dict(study.user_attrs.get("config") or {})
-    info = {"path": display_path(path), "study_name": study.study_name, "config": config,
+        return rows, None
+    full_latency = full_latency_of(study)
+    info = {"path": display_path(path), "study_name": study.study_name,
+            "config": dict(study.user_attrs.get("config") or {}),
             "weights": study.user_attrs.get("weights")}
-    trials = complete_trials(study)
-    full = next((t for t in trials if t.user_attrs.get("seed") == "full"), None)
+    trials = [(t, trial_schedule(t)) for t in complete_trials(study)]
+    full = next((t for t, _ in trials if t.user_attrs.get("seed") == "full"), None)
     if full is None:
-        full = next((t for t in trials
-                     if all(n == depth for n in trial_schedule(t).blocks)), None)
+        full = next((t for t, s in trials if all(n == depth for n in s.blocks)), None)
     criteria: list[tuple[str, dict[str, float]]] = []
     if full is not None:
         limit = args.pick_fid_ratio * full.values[0]
@@ -178,8 +176,6 @@ def front_picks(arch: str, depth: int, args: Params,
                      f"'FID within {args.pick_fid_ratio:g} × full' is left out.")
     criteria.append((f"front pick: lowest FID with accel. ≥ {args.pick_min_acceleration:.0%}",
                      {"min_acceleration": args.pick_min_acceleration}))
-    info["trials"] = [(t.number, trial_schedule(t), t.values[0],
-                       _finite(trial_acceleration(t, full_latency_of(study)))) for t in trials]
     picks = []
     for label, criterion in criteria:
         try:
@@ -192,50 +188,33 @@ def front_picks(arch: str, depth: int, args: Params,
             notes.append(f"Pick '{label}' (trial {trial.number}) is a {schedule.arch} schedule "
                          f"for {schedule.depth} blocks, not for this model; left out.")
             continue
-        picks.append({
-            "name": f"front #{trial.number}", "source": label, "schedule": schedule,
-            "trial": trial.number, "study_fid": trial.values[0],
-            "study_acceleration": _finite(trial_acceleration(trial, full_latency_of(study))),
-            "study_seed": trial.user_attrs.get("seed"),
-        })
-    return picks, info
-
-
-def table_rows(arch: str, depth: int, args: Params, notes: list[str]
-               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """full, D1..D6, then the front picks not already in the table (duplicates become notes)."""
-    from ase_search.schedule import preset, preset_names
-    from ase_search.space import schedules_equivalent
-
-    rows = [{"name": name, "source": "paper preset (Table 2, rescaled)" if name != "full"
-             else "no exits", "schedule": preset(name, arch, depth)}
-            for name in preset_names(arch, data_easy=False)]
-    picks, study = front_picks(arch, depth, args, notes)
+        picks.append({"name": f"front #{trial.number}", "source": label, "schedule": schedule,
+                      "trial": trial.number, "study_fid": trial.values[0],
+                      "study_acceleration": _finite(trial_acceleration(trial, full_latency)),
+                      "study_seed": trial.user_attrs.get("seed")})
     for pick in picks:
         same = next((r for r in rows if schedules_equivalent(r["schedule"], pick["schedule"])),
                     None)
-        if same is not None:
-            same.setdefault("also", []).append(f"{pick['source']} (trial {pick['trial']})")
-            notes.append(f"Pick '{pick['source']}' is trial {pick['trial']}, whose schedule is "
-                         f"the same as row {same['name']}; it is not repeated.")
+        if same is None:
+            rows.append(pick)
             continue
-        rows.append(pick)
-    if study is not None:
-        # The study's own (one-seed) numbers for the rows it evaluated, e.g. the seeded presets.
-        for row in rows:
-            match = next((t for t in study["trials"]
-                          if schedules_equivalent(t[1], row["schedule"])), None)
-            if match is not None and "trial" not in row:
-                row.update(trial=match[0], study_fid=match[2], study_acceleration=match[3])
-        del study["trials"]  # schedules are not JSON; the rows carry what the report needs
-    return rows, study
+        same.setdefault("also", []).append(f"{pick['source']} (trial {pick['trial']})")
+        notes.append(f"Pick '{pick['source']}' is trial {pick['trial']}, whose schedule is "
+                     f"the same as row {same['name']}; it is not repeated.")
+    # The study's own (one-seed) numbers for the rows it evaluated, e.g. the seeded presets.
+    for row in rows:
+        match = next((t for t, s in trials if schedules_equivalent(s, row["schedule"])), None)
+        if match is not None and "trial" not in row:
+            row.update(trial=match.number, study_fid=match.values[0],
+                       study_acceleration=_finite(trial_acceleration(match, full_latency)))
+    return rows, info
 
 
 def resolve_weights(arch: str, args: Params, study: dict[str, Any] | None,
                     notes: list[str]) -> tuple[Path, str]:
     """The weights every row is sampled from, and what they are: the study's recorded one-shot
-    weights (:func:`ase_search.finetune.recorded_weights`), else the shipped ones with a note."""
-    from ase_search.finetune import recorded_weights as study_weights
+    weights, else the shipped ones with a note."""
+    from ase_search.finetune import recorded_weights
     from ase_search.testbed import TESTBEDS
 
     shipped = TESTBEDS[arch].path
@@ -250,7 +229,7 @@ def resolve_weights(arch: str, args: Params, study: dict[str, Any] | None,
                f"(finetune={config.get('finetune')!r})")
     else:
         try:
-            one_shot = study_weights(record, args.studies_dir, arch=arch)
+            one_shot = recorded_weights(record, args.studies_dir, arch=arch)
         except ValueError as err:
             why = str(err)
         else:
@@ -262,22 +241,22 @@ def resolve_weights(arch: str, args: Params, study: dict[str, Any] | None,
 
 
 # ###################################################################### latency
-def per_call_latency(model: torch.nn.Module, args: Params) -> dict[str, Any]:
-    """Seconds of one call at every block count, ``repeats`` interleaved rounds each."""
+def per_call_latency(model: torch.nn.Module, args: Params) -> dict[str, list[float]]:
+    """Seconds of one call at every block count (``"k"`` -> interleaved rounds)."""
     from ase_search.metrics.latency import sampling_latency_samples
     from ase_search.schedule import ExitSchedule
 
-    depth = model.exit_depth
-    single = {str(k): ExitSchedule(model.arch, depth, (0.0, 1.0), (k,), f"k={k}")
-              for k in range(1, depth + 1)}
+    single = {str(k): ExitSchedule(model.arch, model.exit_depth, (0.0, 1.0), (k,), f"k={k}")
+              for k in range(1, model.exit_depth + 1)}
     samples = sampling_latency_samples(model, single, [999.0], batch_size=args.latency_batch,
                                        repeats=args.latency_repeats)
-    return {k: per_call[0] for k, per_call in samples.items()}  # k -> rounds
+    return {k: per_call[0] for k, per_call in samples.items()}
 
 
 def per_call_accelerations(calls: dict[str, list[float]], rows: list[dict[str, Any]],
-                           sampler: SamplerConfig) -> dict[str, dict[str, float]]:
-    """Measured acceleration from per-call timings summed over the sampler's calls."""
+                           sampler: SamplerConfig) -> dict[str, dict[str, Any]]:
+    """Measured acceleration from per-call timings summed over the sampler's calls, with a
+    bootstrap standard error over rounds."""
     import numpy as np
 
     from ase_search.callplan import blocks_per_call
@@ -285,8 +264,7 @@ def per_call_accelerations(calls: dict[str, list[float]], rows: list[dict[str, A
     times = sampler.model_times()
     repeats = len(next(iter(calls.values())))
     arrays = {int(k): np.asarray(v) for k, v in calls.items()}  # k -> (R,)
-    rng = np.random.default_rng(0)
-    rounds = rng.integers(0, repeats, size=(_BOOTSTRAP, repeats))
+    rounds = np.random.default_rng(0).integers(0, repeats, size=(_BOOTSTRAP, repeats))
 
     def latency(schedule: ExitSchedule, pick: Any = None) -> Any:
         ks = blocks_per_call(schedule, times)
@@ -309,19 +287,16 @@ def per_call_accelerations(calls: dict[str, list[float]], rows: list[dict[str, A
 
 def sampling_accelerations(model: torch.nn.Module, rows: list[dict[str, Any]],
                            sampler: SamplerConfig, cost: CostModel,
-                           args: Params) -> dict[str, dict[str, float]]:
+                           args: Params) -> dict[str, dict[str, Any]]:
     from ase_search.evaluate import benchmark_latency
 
     df = benchmark_latency(model, {r["name"]: r["schedule"] for r in rows}, sampler=sampler,
                            batch_size=args.latency_batch, repeats=args.latency_repeats,
                            cost_model=cost)
-    out = {}
-    for r in df.itertuples(index=False):
-        se = r.measured_acceleration_se
-        out[r.schedule] = {"measured_acceleration": float(r.measured_acceleration),
-                           "measured_acceleration_se": None if math.isnan(se) else float(se),
-                           "measured_s": float(r.measured_s)}
-    return out
+    return {r.schedule: {"measured_acceleration": float(r.measured_acceleration),
+                         "measured_acceleration_se": _finite(float(r.measured_acceleration_se)),
+                         "measured_s": float(r.measured_s)}
+            for r in df.itertuples(index=False)}
 
 
 # ###################################################################### one architecture
@@ -333,15 +308,12 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.metrics.latency import CostModel, profile_components
     from ase_search.testbed import load_model
 
-    samplers = args.sampler_configs
-    command = ctx.command
     started = time.perf_counter()
+    samplers, seeds = parse_samplers(args.samplers), list(range(args.seeds))
     notes: list[str] = []
-    model0 = load_model(arch)  # the depth, before the weights are chosen
-    rows, study = table_rows(arch, model0.exit_depth, args, notes)
+    rows, study = table_rows(arch, load_model(arch).exit_depth, args, notes)  # before weights
     weights, weights_kind = resolve_weights(arch, args, study, notes)
     model = load_model(arch, weights)
-    seeds = list(range(args.seeds))
     settings = {
         "arch": arch, "model_name": getattr(model, "model_name", arch),
         "depth": model.exit_depth, "weights": display_path(weights),
@@ -356,7 +328,7 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
               file=sys.stderr)
     keep = old if old.get("identity") == identity else {}
     record: dict[str, Any] = {
-        "command": command, "machine": machine_info(), "settings": settings,
+        "command": ctx.command, "machine": machine_info(), "settings": settings,
         "identity": identity, "study": study, "notes": notes,
         "samplers": [s.to_dict() for s in samplers],
         "cost_model": keep.get("cost_model"),
@@ -368,33 +340,27 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
         "latency": dict(keep.get("latency", {})),
         "per_call": keep.get("per_call"),
     }
-    save = lambda: ctx.checkpoint(record)  # noqa: E731
     if record["cost_model"] is None:
         record["cost_model"] = profile_components(model, batch_size=args.latency_batch).to_dict()
     cost = CostModel.from_dict(record["cost_model"])
-
-    def cell_key(row: dict[str, Any], sampler: SamplerConfig) -> str:
-        return f"{row['name']}|{sampler_key(sampler)}"
-
-    todo = [(r, s) for s in samplers for r in rows
-            if not _cached(record["cells"].get(cell_key(r, s)), r["schedule"])]
 
     def weight(row: dict[str, Any], sampler: SamplerConfig) -> float:
         # Expected cost: model calls times the share of a full call the schedule runs.
         return sampler.steps * len(seeds) * (1.0 - cost.acceleration(row["schedule"],
                                                                      sampler.model_times()))
 
-    done_weight = sum(weight(r, s) for s in samplers for r in rows) - sum(
-        weight(r, s) for r, s in todo)
+    todo = [(r, s) for s in samplers for r in rows
+            if not _cached(record["cells"].get(cell_key(r["name"], s)), r["schedule"])]
+    total = sum(weight(r, s) for s in samplers for r in rows)
     with progress_bar(counts=False) as bar:
-        task = bar.add_task(f"{arch} FID cells", total=done_weight + sum(
-            weight(r, s) for r, s in todo), completed=done_weight)
+        task = bar.add_task(f"{arch} FID cells", total=total,
+                            completed=total - sum(weight(r, s) for r, s in todo))
         for row, sampler in todo:
             t0 = time.perf_counter()
             result = evaluate(model, row["schedule"], sampler=sampler, n=args.n, seeds=seeds,
                               batch_size=args.batch_size, cost_model=cost)
             seconds = time.perf_counter() - t0
-            record["cells"][cell_key(row, sampler)] = {
+            cell = {
                 "schedule": schedule_id(row["schedule"]),
                 "fid_mean": result.mean("fid"), "fid_std": result.std("fid"),
                 "per_seed": [m["fid"] for m in result.metrics],
@@ -403,11 +369,11 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
                 "ideal_acceleration": result.flop_acceleration,  # the key the JSON cache stores
                 "seconds": seconds, "date": machine_info()["date"],
             }
-            save()
+            record["cells"][cell_key(row["name"], sampler)] = cell
+            ctx.checkpoint(record)
             bar.update(task, advance=weight(row, sampler))
             bar.console.print(f"{arch} {row['name']:>12s} {sampler_label(sampler):>14s}: FID "
-                              f"{fid_text(record['cells'][cell_key(row, sampler)])} "
-                              f"({seconds:.0f} s)", highlight=False)
+                              f"{fid_text(cell)} ({seconds:.0f} s)", highlight=False)
 
         # Latency last, after the sampling, on the same (hopefully idle) machine.
         if args.latency == "per-call":
@@ -419,44 +385,32 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
                 record["per_call"] = {"key": key, "calls": calls, "load_before": load,
                                       "load_after": os.getloadavg()[0],
                                       "seconds": time.perf_counter() - t0}
-                save()
+                ctx.checkpoint(record)
                 bar.update(lat, advance=1)
-        todo_lat = []
-        for sampler in samplers:
-            key = short_hash({"method": args.latency, "batch": args.latency_batch,
-                              "repeats": args.latency_repeats,
-                              "rows": [(r["name"], schedule_id(r["schedule"])) for r in rows],
-                              "per_call": (record["per_call"] or {}).get("key")})
-            if record["latency"].get(sampler_key(sampler), {}).get("key") != key:
-                todo_lat.append((sampler, key))
+        key = short_hash({"method": args.latency, "batch": args.latency_batch,
+                          "repeats": args.latency_repeats,
+                          "rows": [(r["name"], schedule_id(r["schedule"])) for r in rows],
+                          "per_call": (record["per_call"] or {}).get("key")})
+        todo_lat = [s for s in samplers
+                    if record["latency"].get(sampler_key(s), {}).get("key") != key]
         if todo_lat:
             lat = bar.add_task(f"{arch} latency ({args.latency})",
-                               total=sum(s.steps for s, _ in todo_lat))
-            for sampler, key in todo_lat:
-                load = os.getloadavg()[0]
-                t0 = time.perf_counter()
-                if args.latency == "per-call":
-                    measured = per_call_accelerations(record["per_call"]["calls"], rows, sampler)
-                else:
-                    measured = sampling_accelerations(model, rows, sampler, cost, args)
+                               total=sum(s.steps for s in todo_lat))
+            for sampler in todo_lat:
+                load, t0 = os.getloadavg()[0], time.perf_counter()
+                measured = (per_call_accelerations(record["per_call"]["calls"], rows, sampler)
+                            if args.latency == "per-call"
+                            else sampling_accelerations(model, rows, sampler, cost, args))
                 record["latency"][sampler_key(sampler)] = {
                     "key": key, "method": args.latency, "rows": measured,
                     "batch": args.latency_batch, "repeats": args.latency_repeats,
                     "seconds": time.perf_counter() - t0, "load_before": load,
                     "load_after": os.getloadavg()[0], "threads": torch.get_num_threads(),
                 }
-                save()
+                ctx.checkpoint(record)
                 bar.update(lat, advance=sampler.steps)
     record["wall_time_min"] = (time.perf_counter() - started) / 60
     return record
-
-
-def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else x
-
-
-def _cached(cell: dict[str, Any] | None, schedule: ExitSchedule) -> bool:
-    return cell is not None and cell.get("schedule") == schedule_id(schedule)
 
 
 # ###################################################################### markdown
@@ -476,25 +430,22 @@ def arch_section(record: dict[str, Any]) -> str:
              f"{machine_text(m)}"
              + (f", {record['wall_time_min']:.1f} min" if "wall_time_min" in record else "")
              + ".", ""]
-    columns = ["schedule"]
-    for sampler in samplers:
-        label = sampler_label(sampler)
-        columns += [f"{label} FID", f"{label} accel.", f"{label} pred."]
+    columns = ["schedule"] + [f"{sampler_label(x)} {c}" for x in samplers
+                              for c in ("FID", "accel.", "pred.")]
     table = []
     for row in record["rows"]:
         cells = [row["name"] + (" (= front pick)" if row.get("also") else "")]
         for sampler in samplers:
-            cell = record["cells"].get(f"{row['name']}|{sampler_key(sampler)}")
+            cell = record["cells"].get(cell_key(row["name"], sampler))
             lat = record["latency"].get(sampler_key(sampler), {}).get("rows", {}).get(row["name"])
-            fid = fid_text(cell if _cached(cell, ExitSchedule.from_dict(row["schedule"]))
-                           else None)
+            cached = _cached(cell, ExitSchedule.from_dict(row["schedule"]))
+            cells.append(fid_text(cell if cached else None))
             if row["name"] == full:
-                accel = pred = "–"
+                cells += ["–", "–"]
             else:
-                accel = "–" if lat is None else pct(lat["measured_acceleration"],
-                                                    lat.get("measured_acceleration_se"))
-                pred = "–" if cell is None else pct(cell["predicted_acceleration"])
-            cells += [fid, accel, pred]
+                cells += ["–" if lat is None else pct(lat["measured_acceleration"],
+                                                      lat.get("measured_acceleration_se")),
+                          "–" if cell is None else pct(cell["predicted_acceleration"])]
         table.append(cells)
     lines += [markdown_table(pd.DataFrame(table, columns=columns),
                              align=["left"] + ["right"] * (len(columns) - 1)), ""]
@@ -507,27 +458,22 @@ def arch_section(record: dict[str, Any]) -> str:
         pd.DataFrame(rows, columns=["schedule", "source", "[t interval): blocks", "study trial",
                                     "study FID", "study accel. (cost model)"]),
         align=["left"] * 3 + ["right"] * 3))
-    study = record.get("study")
-    if study:
+    if study := record.get("study"):
         c = study["config"]
         lines += ["", f"Study columns: `{study['path']}` (study {study['study_name']!r}), one "
                   f"FID per trial at seed {c.get('seed')}, N = {c.get('n_samples')}, "
                   f"{c.get('sampler')}-{c.get('steps')}, fine-tune {c.get('finetune')} "
                   f"({c.get('finetune_steps')} steps); its acceleration is the cost model's at "
                   f"that sampler."]
-    lat_notes = []
-    for sampler in samplers:
-        lat = record["latency"].get(sampler_key(sampler))
-        if lat:
-            lat_notes.append(f"{sampler_label(sampler)} {lat['seconds']:.0f} s (load "
-                             f"{lat['load_before']:.2f} → {lat['load_after']:.2f})")
-    if lat_notes:
+    timed = [(sampler_label(x), record["latency"][sampler_key(x)]) for x in samplers
+             if record["latency"].get(sampler_key(x))]
+    if timed:
         method = next(iter(record["latency"].values()))["method"]
-        per_call = record.get("per_call")
-        if method == "per-call" and per_call:
-            lat_notes = [f"one call at each block count {per_call['seconds']:.0f} s (load "
-                         f"{per_call['load_before']:.2f} → {per_call['load_after']:.2f})"]
-        lines += ["", f"Latency ({method}): " + "; ".join(lat_notes) + "."]
+        if method == "per-call" and record.get("per_call"):
+            timed = [("one call at each block count", record["per_call"])]
+        lines += ["", f"Latency ({method}): " + "; ".join(
+            f"{what} {t['seconds']:.0f} s (load {t['load_before']:.2f} → {t['load_after']:.2f})"
+            for what, t in timed) + "."]
     if record["notes"]:
         lines += ["", *[f"- {n}" for n in record["notes"]]]
     return "\n".join(lines) + "\n"
@@ -535,8 +481,7 @@ def arch_section(record: dict[str, Any]) -> str:
 
 def markdown(records: list[dict[str, Any]], json_name: str) -> str:
     """The report: an introduction, then one section per model."""
-    first = records[0]
-    s = first["settings"]
+    s = records[0]["settings"]
     lat0 = next((lat for r in records for lat in r["latency"].values()), {})
     method, batch, repeats = lat0.get("method"), lat0.get("batch"), lat0.get("repeats")
     method_text = {
