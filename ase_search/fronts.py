@@ -173,7 +173,9 @@ def study_points(study: optuna.Study, seeds: Collection[int] | None = None
         if name.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
             key = name[len(STEPS_ONLY_PREFIX):]
             sampler = value["sampler"]
-            add(key, "steps-only", key.replace("/", ", "), sampler, float(value["fid"]),
+            label = (f"{sampler['name']}-{sampler['steps']} searched timesteps, full"
+                     if sampler.get("timesteps") else key.replace("/", ", "))
+            add(key, "steps-only", label, sampler, float(value["fid"]),
                 float(value["latency"]), None, value.get("schedule"))
     for t in complete_trials(study):
         if "duplicate_of" in t.user_attrs:

@@ -10,6 +10,7 @@ An ase-search study is an Optuna study whose user attributes record what the sea
 * :data:`CONFIRM_PREFIX` + :func:`config_key`: one configuration's FIDs on the confirmation
   seeds, with the weights it ran (``"start"`` or ``"study"``) and their sha256.
 * :data:`MEASURED_LATENCY`: whole sampling runs timed in one interleaved session.
+* :data:`SEARCHED_TIMESTEPS`: the DDIM timesteps searched for the steps-only ladder.
 
 A configuration is its sampler plus what the model computes at each call
 (:func:`config_identity`), named by :func:`config_key`; the study's own sampler and its reference
@@ -29,6 +30,7 @@ from ase_search.space import ScheduleSpace
 __all__ = [
     "CONFIRM_PREFIX",
     "MEASURED_LATENCY",
+    "SEARCHED_TIMESTEPS",
     "STEPS_ONLY_PREFIX",
     "VERDICT_LOOKS",
     "config_identity",
@@ -45,6 +47,9 @@ CONFIRM_PREFIX = "confirm:"  # study user attribute of one configuration's confi
 MEASURED_LATENCY = "measured_latency"  # study user attribute: whole runs timed in one session
 # study user attribute: the seed sets ``confirm`` gave a verdict on, in order (each is a look)
 VERDICT_LOOKS = "verdict_looks"
+# study user attribute: DDIM timesteps searched on the starting weights, per step count, which
+# the steps-only ladder measures beside the uniform spacings (``ase_search.timesteps``)
+SEARCHED_TIMESTEPS = "searched_timesteps"
 
 
 def looks_at(attrs: dict[str, Any], seeds: Collection[int]) -> int:

@@ -10,12 +10,14 @@ import pytest
 from optuna.trial import TrialState
 
 from ase_search.fronts import study_points, study_verdict
-from ase_search.record import CONFIRM_PREFIX, STEPS_ONLY_PREFIX, config_key
+from ase_search.record import CONFIRM_PREFIX, SEARCHED_TIMESTEPS, STEPS_ONLY_PREFIX, config_key
 from ase_search.samplers import SamplerConfig
 from ase_search.schedule import preset
-from ase_search.search import SearchConfig, SearchError, run_search
+from ase_search.search import SearchConfig, SearchError, confirm_study, run_search
 from ase_search.search.listed import LISTED, load_listed
 from ase_search.search.trial import TrialContext, evaluate_schedule
+from ase_search.testbed import load_model
+from ase_search.timesteps import search_timesteps
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -70,10 +72,15 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
     direct = evaluate_schedule(preset("D1", "dit", 4), ctx, sampler=SamplerConfig("ddim", 3))
     assert trial.values == [direct["fid"], direct["latency"]]
     assert trial.user_attrs["schedule"] == preset("D1", "dit", 4).to_dict()
-    # the steps-only ladder is measured beside it, as in every study
+    # the steps-only ladder is measured beside it, as in every study: DDIM at the space's
+    # counts, and at the timesteps searched for the counts below the reference's (DDIM-4)
+    searched = search_timesteps(load_model("dit", str(root / "tiny.pt")), [2, 3])
+    assert study.user_attrs[SEARCHED_TIMESTEPS]["timesteps"] == {
+        str(k): list(r.timesteps) for k, r in searched.items()}
     assert {k for k in study.user_attrs if k.startswith(STEPS_ONLY_PREFIX)} == {
-        STEPS_ONLY_PREFIX + config_key(SamplerConfig("ddim", n).to_dict(), None)
-        for n in (4, 2, 3)}
+        STEPS_ONLY_PREFIX + config_key(c.to_dict(), None)
+        for c in [SamplerConfig("ddim", n) for n in (4, 2, 3)]
+        + [r.sampler_config() for r in searched.values()]}
     points = {p.label: p for p in study_points(study)}
     assert {"ddim-3, D1", "ddim-4, D1", "ddim-3, D4", "ddim-4, D4"} <= set(points)
 
@@ -94,6 +101,20 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
             assert study.user_attrs[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
     verdict = study_verdict(study)
     assert verdict.confirmed and verdict.seeds == (1, 2)
+    assert {"ddim-2 searched timesteps, full", "ddim-3 searched timesteps, full"} <= {
+        p.label for p in verdict.fronts.points if p.seeds == (1, 2)}
+
+    # a study made before the ladder had searched timesteps: confirm searches and measures them
+    keys = [config_key(r.sampler_config().to_dict(), None) for r in searched.values()]
+    study.set_user_attr(SEARCHED_TIMESTEPS, None)
+    for key in keys:
+        study.set_user_attr(STEPS_ONLY_PREFIX + key, None)
+        study.set_user_attr(CONFIRM_PREFIX + key, None)
+    confirm_study(str(root / "list.db"), seeds=2, progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'list.db'}")
+    for key in keys:
+        assert study.user_attrs[STEPS_ONLY_PREFIX + key]["weights"] == "start"
+        assert study.user_attrs[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
 
 
 def test_a_list_study_and_a_search_do_not_mix(root, tmp_path) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from ase_search.record import (
     CONFIRM_PREFIX,
     MEASURED_LATENCY,
+    SEARCHED_TIMESTEPS,
     STEPS_ONLY_PREFIX,
     config_key,
     reference_sampler,
@@ -36,8 +37,8 @@ from ase_search.search.listed import LISTED, Listed
 from ase_search.search.trial import TrialContext, evaluate_schedule
 
 __all__ = ["MAX_STEPS", "PointJob", "confirm", "confirm_jobs", "ladder_extension", "listed_jobs",
-           "measure_jobs", "merged_record", "starting_context", "steps_only_jobs",
-           "time_confirmed", "weights_digest"]
+           "measure_jobs", "merged_record", "search_ladder_timesteps", "searched_counts",
+           "starting_context", "steps_only_jobs", "time_confirmed", "weights_digest"]
 
 # A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
 FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -62,8 +63,46 @@ class PointJob:
         return "start" if self.start else "study"
 
 
-def steps_only_samplers(config: dict[str, Any], space: dict[str, Any]) -> list[Any]:
-    """The sampler configs of a study's steps-only baseline (reference configuration first)."""
+def searched_counts(config: dict[str, Any], space: dict[str, Any]) -> list[int]:
+    """The DDIM step counts of a study's ladder whose timesteps are searched too: those below
+    the reference configuration's (none when the ladder has no DDIM)."""
+    ref = reference_sampler(config, space)
+    return sorted({c.steps for c in steps_only_samplers(config, space, searched={})
+                   if c.name == "ddim" and c.timesteps is None and c.steps < ref.steps})
+
+
+def search_ladder_timesteps(study: Any, model: Any, *, device: str = "cpu",
+                            log: Callable[[str], None] = print) -> None:
+    """Search DDIM's timesteps at :func:`searched_counts` on ``model`` (the starting weights'
+    full model) once per study and store them (:data:`~ase_search.record.SEARCHED_TIMESTEPS`),
+    so the steps-only ladder measures searched timesteps beside the uniform spacings: the
+    strongest fewer-steps a user can run (:mod:`ase_search.timesteps`)."""
+    from ase_search.timesteps import search_timesteps
+
+    attrs = study.user_attrs
+    if isinstance(attrs.get(SEARCHED_TIMESTEPS), dict):
+        return
+    counts = searched_counts(attrs["config"], attrs["space"])
+    if not counts:
+        study.set_user_attr(SEARCHED_TIMESTEPS, {"timesteps": {}})
+        return
+    ref = reference_sampler(attrs["config"], attrs["space"])
+    log(f"searching DDIM timesteps for the steps-only ladder at {counts} steps")
+    found = search_timesteps(model, counts, cfg_scale=ref.cfg_scale, device=device)
+    first = next(iter(found.values()))
+    study.set_user_attr(SEARCHED_TIMESTEPS, {
+        "timesteps": {str(k): list(r.timesteps) for k, r in found.items()},
+        "grid": first.grid, "calibration": {"n": first.calibration[0],
+                                            "seed": first.calibration[1]},
+        "cfg_scale": ref.cfg_scale})
+
+
+def steps_only_samplers(config: dict[str, Any], space: dict[str, Any],
+                        searched: dict[str, Any] | None = None) -> list[Any]:
+    """The sampler configs of a study's steps-only baseline (reference configuration first),
+    with DDIM at the ``searched`` timesteps (a :data:`~ase_search.record.SEARCHED_TIMESTEPS`
+    record) last."""
+    from ase_search.samplers import SamplerConfig
     from ase_search.space import ScheduleSpace
 
     sampling = ScheduleSpace.from_dict(space).sampling
@@ -75,6 +114,9 @@ def steps_only_samplers(config: dict[str, Any], space: dict[str, Any]) -> list[A
         configs = [type(one)(name=one.name, steps=n, timestep_spacing=one.timestep_spacing)
                    for n in FIXED_LADDER if n < one.steps]
     ordered = [reference] + [c for c in configs if c != reference]
+    for ts in ((searched or {}).get("timesteps") or {}).values():
+        ordered.append(SamplerConfig("ddim", len(ts), cfg_scale=reference.cfg_scale,
+                                     timesteps=tuple(int(t) for t in ts)))
     return ordered
 
 
@@ -87,7 +129,7 @@ def steps_only_jobs(study: Any) -> list[PointJob]:
     space = attrs["space"]
     full = preset("full", space["arch"], space["depth"]).to_dict()
     jobs = []
-    for sampler in steps_only_samplers(attrs["config"], space):
+    for sampler in steps_only_samplers(attrs["config"], space, attrs.get(SEARCHED_TIMESTEPS)):
         attr = STEPS_ONLY_PREFIX + config_key(sampler.to_dict(), None)
         recorded = attrs.get(attr)
         if not isinstance(recorded, dict) or recorded.get("weights") != "start":
@@ -302,6 +344,12 @@ def confirm(study: Any, seeds: int, contexts: dict[str, TrialContext], *,
     measured, failures = 0, {}
     digests = {name: weights_digest(ctx) for name, ctx in contexts.items()}  # once per run
     for _ in range(rounds):
+        baseline = [j for j in steps_only_jobs(study) if j.attr not in failures]
+        if baseline:  # e.g. the searched timesteps of a study made before they were
+            log(f"steps-only baseline: measuring {len(baseline)} missing configuration(s)")
+            failures |= measure_jobs(study, baseline, contexts, resources=resources,
+                                     concurrent=concurrent, what="steps-only baseline",
+                                     tick=tick, progress=progress, log=log, digests=digests)
         extend = [j for j in ladder_extension(study) if j.attr not in failures]
         if extend:  # the new steps-only points on the study's seed, then on the fresh ones
             log("the verdict puts a lever's point beyond or below the measured ladder: adding "
@@ -349,6 +397,8 @@ def ladder_extension(study: Any) -> list[PointJob]:
     for key, value in attrs.items():
         if key.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
             sampler = SamplerConfig.from_dict(value["sampler"])
+            if sampler.timesteps is not None:  # searched ones are not extended
+                continue
             ladder.setdefault(sampler.name, []).append(sampler)
             full = value["schedule"]  # the full model, as the baseline ran it
     wanted = []

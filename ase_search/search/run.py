@@ -26,6 +26,7 @@ from ase_search.search.points import (
     confirm_jobs,
     listed_jobs,
     measure_jobs,
+    search_ladder_timesteps,
     starting_context,
     steps_only_jobs,
     time_confirmed,
@@ -164,6 +165,11 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         study.set_user_attr("cost_model", cost.to_dict())
         study.set_user_attr("full_latency", cost.latency(None, reference.model_times()))
         setup["profile"] = time.perf_counter() - t
+    if not config.diffusers:  # the ladder's searched timesteps, once per study
+        t = time.perf_counter()
+        search_ladder_timesteps(study, load_model(config.arch, config.checkpoint),
+                                device="cuda" if torch.cuda.is_available() else "cpu", log=log)
+        setup["searched_timesteps"] = time.perf_counter() - t
     recovered = recover_interrupted(study)
     if recovered:
         log(f"re-queued {recovered} trial(s) interrupted by an earlier run")
@@ -397,8 +403,15 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
                        diffusers=bool(config.diffusers), log=log)
         record_look(study)
 
+    if not config.diffusers:  # studies made before the ladder had searched timesteps
+        import torch
+
+        from ase_search.testbed import load_model
+
+        search_ladder_timesteps(study, load_model(config.arch, config.checkpoint),
+                                device="cuda" if torch.cuda.is_available() else "cpu", log=log)
     jobs = confirm_jobs(study, seeds)
-    if not jobs:
+    if not jobs and not steps_only_jobs(study):
         log(f"every configuration to confirm already holds {seeds} seeds")
         timed()
         return 0
