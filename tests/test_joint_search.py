@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from ase_search.fronts import study_fronts, study_verdict
-from ase_search.record import CONFIRM_PREFIX, STEPS_ONLY_PREFIX
+from ase_search.record import CONFIRM_PREFIX, SEARCHED_TIMESTEPS, STEPS_ONLY_PREFIX
 from ase_search.search import SearchConfig, run_search
 from ase_search.space import ScheduleSpace, SpaceError
 
@@ -176,10 +176,14 @@ def test_a_joint_study_searches_samplers_measures_steps_only_once_and_judges(joi
     assert {(t.user_attrs["sampler"]["name"], t.user_attrs["sampler"]["steps"])
             for t in seeds} == {("ddim", 4)}
 
-    # The steps-only baseline: both samplers x the ladder, plus the reference.
+    # The steps-only baseline: both samplers x the ladder, plus the reference, plus DDIM at the
+    # timesteps searched for the counts below the reference's.
     baseline = {k: v for k, v in attrs.items() if k.startswith(STEPS_ONLY_PREFIX)}
+    searched = attrs[SEARCHED_TIMESTEPS]["timesteps"]
+    assert sorted(searched) == ["2", "3"]
     assert set(baseline) == {STEPS_ONLY_PREFIX + k for k in (
-        "ddim-4/full", "ddim-2/full", "ddim-3/full", "dpm-solver-2/full", "dpm-solver-3/full")}
+        "ddim-4/full", "ddim-2/full", "ddim-3/full", "dpm-solver-2/full", "dpm-solver-3/full",
+        *(f"ddim-{len(ts)} at {','.join(map(str, ts))}/full" for ts in searched.values()))}
     for v in baseline.values():
         assert v["latency"] == pytest.approx(_hand_latency(cost, v["schedule"], v["sampler"]))
         assert v["weights"] == "start"  # the starting checkpoint (here also the trials')

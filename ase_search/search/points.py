@@ -80,7 +80,7 @@ def search_ladder_timesteps(study: Any, model: Any, *, device: str = "cpu",
     from ase_search.timesteps import search_timesteps
 
     attrs = study.user_attrs
-    if isinstance(attrs.get(SEARCHED_TIMESTEPS), dict):
+    if isinstance(attrs.get(SEARCHED_TIMESTEPS), dict) or "space" not in attrs:
         return
     counts = searched_counts(attrs["config"], attrs["space"])
     if not counts:

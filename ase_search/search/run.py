@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ase_search.record import SEARCHED_TIMESTEPS
 from ase_search.search.config import SearchConfig, SearchError, one_shot_config
 from ase_search.storage import resolve_storage
 from ase_search.search.study import (
@@ -165,11 +166,6 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         study.set_user_attr("cost_model", cost.to_dict())
         study.set_user_attr("full_latency", cost.latency(None, reference.model_times()))
         setup["profile"] = time.perf_counter() - t
-    if not config.diffusers:  # the ladder's searched timesteps, once per study
-        t = time.perf_counter()
-        search_ladder_timesteps(study, load_model(config.arch, config.checkpoint),
-                                device="cuda" if torch.cuda.is_available() else "cpu", log=log)
-        setup["searched_timesteps"] = time.perf_counter() - t
     recovered = recover_interrupted(study)
     if recovered:
         log(f"re-queued {recovered} trial(s) interrupted by an earlier run")
@@ -184,7 +180,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     budget = count(TrialState.COMPLETE) + len(listed_jobs(study, listed)) if listed else (
         config.budget)
     complete_before = count(TrialState.COMPLETE)
-    if (complete_before >= budget and not steps_only_jobs(study)
+    searched = config.diffusers or isinstance(study.user_attrs.get(SEARCHED_TIMESTEPS), dict)
+    if (complete_before >= budget and searched and not steps_only_jobs(study)
             and not (config.confirm and confirm_jobs(study, config.confirm))):
         log(f"study {config.resolved_study_name!r} already holds {complete_before} finished "
             + ("trials: every listed configuration" if listed else
@@ -204,6 +201,11 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     key = (one_shot_key(model, space, one_shot_config(config), config.data) if one_shot
            else weights_record(weights, folder)["one_shot_key"])
     check_weights_key(study, key)
+    if not searched:  # the ladder's searched timesteps, once per study (not for diffusers)
+        t = time.perf_counter()
+        search_ladder_timesteps(study, load_model(config.arch, config.checkpoint),
+                                device="cuda" if torch.cuda.is_available() else "cpu", log=log)
+        setup["searched_timesteps"] = time.perf_counter() - t
     t = time.perf_counter()
     if one_shot:
         weights = one_shot_weights(model, space, one_shot_config(config), data=config.data,
