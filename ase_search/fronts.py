@@ -41,6 +41,7 @@ from ase_search.record import (
     looks_at,
     reference_sampler,
     study_sampler,
+    trial_preset,
 )
 from ase_search.verdict import (
     WINDOW,
@@ -183,11 +184,11 @@ def study_points(study: optuna.Study, seeds: Collection[int] | None = None
         sampler = _sampler_dict(t, config)
         key = config_key(sampler, t.user_attrs.get("schedule"))
         full = key.endswith("/full")
-        what = "full" if full else (t.user_attrs.get("seed") or f"trial {t.number}")
+        what = "full" if full else (trial_preset(t) or f"trial {t.number}")
         label = f"{SamplerConfig.from_dict(sampler).describe()}, {what}"
         if t.user_attrs.get("label"):  # a listed configuration's
             label = str(t.user_attrs["label"])
-        elif not full and t.user_attrs.get("seed") is None:
+        elif not full and trial_preset(t) is None:
             label += f" ({schedule_string(t)})"
         add(key, "steps-only" if full else "exit", label, sampler, float(t.values[0]),
             float(t.values[1]), t.number, t.user_attrs.get("schedule"))

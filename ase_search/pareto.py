@@ -3,7 +3,8 @@
 A search study (``ase-search run``, :mod:`ase_search.search`) minimises two objectives,
 ``values = [FID, latency]``, where latency is the predicted seconds per sampled batch. Each trial
 records its schedule (``ExitSchedule.to_dict()``) and metrics in its user attributes; trials
-seeded from the paper's presets carry the preset name in ``user_attrs["seed"]``.
+seeded from the paper's presets carry the preset name in ``user_attrs["preset"]``
+(:func:`~ase_search.record.trial_preset`).
 
 Everything here reads a study and never writes to its storage: :func:`open_study` opens it with
 the search's own opener (:func:`ase_search.storage.open_storage`) for reading, which refuses a
@@ -28,6 +29,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ase_search import __version__
+from ase_search.record import trial_preset
 from ase_search.schedule import ExitSchedule, ScheduleError
 from ase_search.storage import StudyError, one_line, open_storage
 from ase_search.verdict import hypervolume
@@ -58,7 +60,7 @@ __all__ = [
     "trial_schedule",
 ]
 
-FRONT_COLUMNS = ("trial", "sampler", "schedule", "fid", "acceleration", "latency", "seed",
+FRONT_COLUMNS = ("trial", "sampler", "schedule", "fid", "acceleration", "latency", "preset",
                  "on_front", "dominated_by")
 
 
@@ -191,11 +193,6 @@ def trial_acceleration(trial: FrozenTrial, full_latency: float | None = None) ->
     return math.nan
 
 
-def _seed_name(trial: FrozenTrial) -> str | None:
-    seed = trial.user_attrs.get("seed")
-    return str(seed) if seed else None
-
-
 def full_latency_of(study: optuna.Study) -> float | None:
     """The full model's latency (``user_attrs["full_latency"]``), or ``None`` if not recorded."""
     value = study.user_attrs.get("full_latency")
@@ -277,7 +274,7 @@ def seed_report(study: optuna.Study) -> list[SeedStatus]:
     full = full_latency_of(study)
     report = []
     for t in complete_trials(study):
-        name = _seed_name(t)
+        name = trial_preset(t)
         if name is None:
             continue
         by = tuple(sorted(f.number for f in front if _dominates(f.values, t.values)))
@@ -295,7 +292,7 @@ def pareto_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFr
 
     Returns:
         A DataFrame with columns :data:`FRONT_COLUMNS`: ``trial``, ``sampler`` (``ddim-20``: the
-        trial's in a joint space, else the study's one), ``schedule`` (blocks per interval), ``fid``, ``acceleration``, ``latency``, ``seed`` (preset name or ``""``),
+        trial's in a joint space, else the study's one), ``schedule`` (blocks per interval), ``fid``, ``acceleration``, ``latency``, ``preset`` (a seed trial's preset, else ``""``),
         ``on_front`` and ``dominated_by`` (comma-separated numbers of the front trials that
         dominate the row, ``""`` on the front).
     """
@@ -310,8 +307,8 @@ def pareto_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFr
     one_sampler = study_sampler(study.user_attrs.get("config") or {}).to_dict()
     rows = []
     for t in complete_trials(study):
-        seed = _seed_name(t)
-        if not (include_all or t.number in on_front or seed):
+        preset = trial_preset(t)
+        if not (include_all or t.number in on_front or preset):
             continue
         by = [f.number for f in front if _dominates(f.values, t.values)]
         rows.append({
@@ -322,7 +319,7 @@ def pareto_table(study: optuna.Study, *, include_all: bool = False) -> pd.DataFr
             "fid": float(t.values[0]),
             "acceleration": trial_acceleration(t, full),
             "latency": float(t.values[1]),
-            "seed": seed or "",
+            "preset": preset or "",
             "on_front": t.number in on_front,
             "dominated_by": ", ".join(str(n) for n in sorted(by)),
         })
@@ -440,14 +437,14 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
     schedule = trial_schedule(trial)
     attrs, config = trial.user_attrs, study.user_attrs.get("config") or {}
     sampler = attrs.get("sampler") or study_sampler(config).to_dict()
-    seed = _seed_name(trial)
+    preset = trial_preset(trial)
     provenance: dict[str, Any] = {
         "source": "ase-search export",
         "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "study": study.study_name,
         "storage": portable_location(study, path.parent),
         "trial": trial.number,
-        "seed": seed,
+        "preset": preset,
         "fid": float(trial.values[0]),
         "kid_mean": attrs.get("kid_mean"),
         "latency": float(trial.values[1]),
@@ -467,7 +464,7 @@ def export_schedule(study: optuna.Study, trial: FrozenTrial | int, path: str | P
         "ase_search_version": __version__,  # the exporter's
         "study_ase_search_version": study.user_attrs.get("ase_search_version"),
     }
-    name = seed or f"{study.study_name}-trial{trial.number}"
+    name = preset or f"{study.study_name}-trial{trial.number}"
     out = dataclasses.replace(schedule, name=name,
                               metadata={**schedule.metadata, **provenance, **(extra or {})})
     out.to_json(path)

@@ -29,6 +29,7 @@ from ase_search.space import ScheduleSpace
 
 __all__ = [
     "CONFIRM_PREFIX",
+    "PRESET",
     "MEASURED_LATENCY",
     "SEARCHED_TIMESTEPS",
     "STEPS_ONLY_PREFIX",
@@ -40,11 +41,15 @@ __all__ = [
     "schedule_words",
     "reference_sampler",
     "study_sampler",
+    "trial_preset",
 ]
 
 STEPS_ONLY_PREFIX = "steps_only:"  # study user attribute of one steps-only baseline point
 CONFIRM_PREFIX = "confirm:"  # study user attribute of one configuration's confirmation seeds
 MEASURED_LATENCY = "measured_latency"  # study user attribute: whole runs timed in one session
+# trial user attribute: the preset a seed trial (the search's initial design) evaluates; studies
+# made before 2026-12-07 stored it as "seed", which also names the random seed
+PRESET = "preset"
 # study user attribute: the seed sets ``confirm`` gave a verdict on, in order (each is a look)
 VERDICT_LOOKS = "verdict_looks"
 # study user attribute: DDIM timesteps searched on the starting weights, per step count, which
@@ -59,6 +64,12 @@ def looks_at(attrs: dict[str, Any], seeds: Collection[int]) -> int:
     earlier = {tuple(sorted(int(s) for s in look)) for look in attrs.get(VERDICT_LOOKS) or ()
                if isinstance(look, list)}
     return 1 + sum(1 for look in earlier if set(look) & judged and set(look) != judged)
+
+
+def trial_preset(trial: Any) -> str | None:
+    """The preset a seed trial evaluates (``None`` for a searched or listed trial)."""
+    name = trial.user_attrs.get(PRESET) or trial.user_attrs.get("seed")  # "seed": older studies
+    return str(name) if name else None
 
 
 def study_sampler(config: dict[str, Any]) -> Any:

@@ -12,6 +12,8 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ase_search.record import trial_preset
+
 if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
@@ -322,7 +324,7 @@ def _schedule_heatmap(study: optuna.Study, front: list, bin_width: float = 0.01
     n_bins = round(1 / bin_width)
     centres = [(k + 0.5) / n_bins for k in range(n_bins)]
     z = [[s.blocks_at(c) for c in centres] for _, s, _ in rows]  # (front trials, t bins)
-    labels = [f"#{t.number}" + (f" {t.user_attrs['seed']}" if t.user_attrs.get("seed") else "")
+    labels = [f"#{t.number}" + (f" {trial_preset(t)}" if trial_preset(t) else "")
               + (f" ({a:.0%})" if not math.isnan(a) else "") for t, _, a in rows]
     depth = max(s.depth for _, s, _ in rows)
     fig = go.Figure(go.Heatmap(
@@ -357,7 +359,7 @@ def _table_html(table: Any) -> str:
                    for c in table.columns)
     body = []
     for row in table.to_dict("records"):
-        classes = " ".join(c for c, on in (("seed", bool(row.get("seed"))),
+        classes = " ".join(c for c, on in (("seed", bool(row.get("preset"))),
                                            ("dominated", row.get("on_front") is False
                                             or row.get("joint_front") is False)) if on)
         tds = "".join(f"<td class=\"{c}\">{html.escape(_cell(row[c], c))}</td>"
@@ -379,8 +381,8 @@ def _grids_html(study: optuna.Study, front: list) -> str:
         file = Path(grid) if Path(grid).is_absolute() else base / grid
         if not file.is_file() and (Path.cwd() / grid).is_file():
             file = Path.cwd() / grid  # a path written relative to the search's working folder
-        caption = f"trial {t.number}" + (f" ({t.user_attrs['seed']})" if t.user_attrs.get(
-            "seed") else "") + f", FID {t.values[0]:.4g}"
+        caption = f"trial {t.number}" + (f" ({trial_preset(t)})" if trial_preset(t) else ""
+                                         ) + f", FID {t.values[0]:.4g}"
         try:
             data = file.read_bytes()
         except OSError:

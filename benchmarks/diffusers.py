@@ -153,6 +153,7 @@ def searched(study: str, most: int, fid_ratio: float) -> dict[str, dict[str, Any
     the study): ``config_key -> {"sampler", "schedule", "trial", "fid", "what"}``."""
     from ase_search.fronts import study_fronts
     from ase_search.pareto import open_study
+    from ase_search.record import trial_preset
 
     if not Path(study).is_file():
         return {}
@@ -169,7 +170,7 @@ def searched(study: str, most: int, fid_ratio: float) -> dict[str, dict[str, Any
     trials = {t.number: t for t in s.trials}
     return {p.key: {"sampler": p.sampler, "schedule": trials[p.trial].user_attrs["schedule"],
                     "trial": p.trial, "fid": p.fid,
-                    "what": trials[p.trial].user_attrs.get("seed") or f"trial {p.trial}"}
+                    "what": trial_preset(trials[p.trial]) or f"trial {p.trial}"}
             for p in sorted(found.values(), key=lambda p: p.latency)[:most]}
 
 

@@ -138,6 +138,7 @@ def table_rows(arch: str, depth: int, args: Params, notes: list[str]
         trial_acceleration,
         trial_schedule,
     )
+    from ase_search.record import trial_preset
     from ase_search.schedule import preset, preset_names
     from ase_search.space import schedules_equivalent
 
@@ -162,7 +163,7 @@ def table_rows(arch: str, depth: int, args: Params, notes: list[str]
             "config": dict(study.user_attrs.get("config") or {}),
             "weights": study.user_attrs.get("weights")}
     trials = [(t, trial_schedule(t)) for t in complete_trials(study)]
-    full = next((t for t, _ in trials if t.user_attrs.get("seed") == "full"), None)
+    full = next((t for t, _ in trials if trial_preset(t) == "full"), None)
     if full is None:
         full = next((t for t, s in trials if all(n == depth for n in s.blocks)), None)
     criteria: list[tuple[str, dict[str, float]]] = []
@@ -191,7 +192,7 @@ def table_rows(arch: str, depth: int, args: Params, notes: list[str]
         picks.append({"name": f"front #{trial.number}", "source": label, "schedule": schedule,
                       "trial": trial.number, "study_fid": trial.values[0],
                       "study_acceleration": _finite(trial_acceleration(trial, full_latency)),
-                      "study_seed": trial.user_attrs.get("seed")})
+                      "study_seed": trial_preset(trial)})
     for pick in picks:
         same = next((r for r in rows if schedules_equivalent(r["schedule"], pick["schedule"])),
                     None)

@@ -172,7 +172,7 @@ def test_a_joint_study_searches_samplers_measures_steps_only_once_and_judges(joi
         assert t.values[1] == pytest.approx(_hand_latency(cost, t.user_attrs["schedule"],
                                                           sampler), rel=1e-9)
     # Seeds ran at the reference configuration.
-    seeds = [t for t in done if t.user_attrs.get("seed")]
+    seeds = [t for t in done if t.user_attrs.get("preset")]
     assert {(t.user_attrs["sampler"]["name"], t.user_attrs["sampler"]["steps"])
             for t in seeds} == {("ddim", 4)}
 
@@ -290,7 +290,7 @@ def test_a_training_free_reuse_study_runs_without_a_fine_tune(tmp_path, tiny_dit
         assert t.values[1] == pytest.approx(_hand_latency(cost, schedule,
                                                           t.user_attrs["sampler"]), rel=1e-9)
     assert reusing >= 1
-    d4 = next(t for t in done if t.user_attrs.get("seed") == "D4")
+    d4 = next(t for t in done if t.user_attrs.get("preset") == "D4")
     assert "reuse" in d4.user_attrs["schedule"]["modes"]
 
 

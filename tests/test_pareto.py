@@ -56,8 +56,8 @@ def add(study: optuna.Study, fid: float, latency: float, *, seed: str | None = N
     schedule = _schedule(latency)
     user_attrs = {"schedule": schedule.to_dict(), "fid": fid, "latency": latency,
                   "acceleration": 1 - latency / FULL_LATENCY, "finetune_steps": 0, **attrs}
-    if seed:
-        user_attrs["seed"] = seed
+    if seed:  # D1's as studies made before 2026-12-07 stored it
+        user_attrs["seed" if seed == "D1" else "preset"] = seed
     params = {f"blocks_{k}": n for k, n in enumerate(schedule.blocks)}
     dists = {k: IntDistribution(1, 12) for k in params}
     values = [fid, latency] if state == TrialState.COMPLETE else None
@@ -148,7 +148,7 @@ def test_front_table_lists_front_and_seeds_by_acceleration():
     assert list(table.trial) == [0, 4, 1, 2, 5]  # acceleration 0, .2, .4, .5, .6
     assert list(table.acceleration) == pytest.approx([0.0, 0.2, 0.4, 0.5, 0.6])
     row = table.set_index("trial").loc[1]
-    assert row.seed == "D4" and not row.on_front and row.dominated_by == "2, 5"
+    assert row.preset == "D4" and not row.on_front and row.dominated_by == "2, 5"
     assert table.set_index("trial").loc[2].schedule == "|".join(
         str(n) for n in _schedule(0.5).blocks)
     assert 3 in set(pareto_table(hand_made(), include_all=True).trial)
@@ -206,7 +206,7 @@ def test_export_round_trips_with_provenance(tmp_path):
     assert meta["ase_search_version"] == importlib.metadata.version("ase-search")
     assert meta["study_ase_search_version"] == "0.1.0"
     seed = export_schedule(study, 1, tmp_path / "d4.json")  # by number; seeds keep their name
-    assert seed.name == "D4" and seed.metadata["seed"] == "D4"
+    assert seed.name == "D4" and seed.metadata["preset"] == "D4"
     assert not list(tmp_path.glob("schedules/.*"))  # no temporary file left behind
     with pytest.raises(StudyError, match="json"):
         export_schedule(study, 2, tmp_path / "best.txt")
@@ -331,7 +331,7 @@ def test_exported_json_is_plain_json(tmp_path):
     out = tmp_path / "s.json"
     export_schedule(hand_made(), 0, out)
     data = json.loads(Path(out).read_text())
-    assert data["blocks"] == [12, 12, 11, 10, 9] and data["metadata"]["seed"] == "full"
+    assert data["blocks"] == [12, 12, 11, 10, 9] and data["metadata"]["preset"] == "full"
     assert data["metadata"]["storage"] is None  # in-memory study
 
 

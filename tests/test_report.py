@@ -26,7 +26,7 @@ def _add(study, number_hint, fid, latency, *, seed=None, grid=None, fail=False):
     attrs = {"schedule": schedule.to_dict(), "fid": fid, "latency": latency,
              "acceleration": 1 - latency / 2.0}
     if seed:
-        attrs["seed"] = seed
+        attrs["preset"] = seed
     if grid:
         attrs["grid"] = grid
     if fail:

@@ -69,10 +69,10 @@ def test_ray_smoke_run_and_resume_enqueues_seeds_once(tiny, monkeypatch) -> None
         assert (tiny / t.user_attrs["grid"]).is_file()
         assert t.user_attrs["node"]  # the Ray node that measured it
         assert t.values[1] == pytest.approx(t.user_attrs["latency"])
-    seeds = sorted(t.user_attrs.get("seed") or "" for t in done)
+    seeds = sorted(t.user_attrs.get("preset") or "" for t in done)
     assert seeds == ["", "D4", "full"]
     # the full schedule's latency is the stored full latency; D4 is faster
-    by_seed = {t.user_attrs.get("seed"): t for t in done}
+    by_seed = {t.user_attrs.get("preset"): t for t in done}
     assert by_seed["full"].values[1] == pytest.approx(study.user_attrs["full_latency"])
     assert by_seed["D4"].values[1] < by_seed["full"].values[1]
 
@@ -81,7 +81,7 @@ def test_ray_smoke_run_and_resume_enqueues_seeds_once(tiny, monkeypatch) -> None
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{tiny / 'study.db'}")
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert summary.new_trials == 1 and len(done) == 4
-    assert [t.user_attrs.get("seed") for t in study.trials].count("full") == 1
+    assert [t.user_attrs.get("preset") for t in study.trials].count("full") == 1
     # A resume with other settings is refused rather than mixing incomparable trials.
     with pytest.raises(SearchError, match="other settings"):
         run_search(_config(tiny, budget=5, steps=3), progress=False, log=lambda m: None)

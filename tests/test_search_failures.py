@@ -66,7 +66,7 @@ def test_a_diverging_trial_fails_alone_and_the_search_finishes(broken_last_block
     assert len(complete) == 2
     # The seed `full` runs the broken block: its fine-tune diverged and it says so.
     assert failed and all(_uses_last_block(t) for t in failed)
-    assert [t.user_attrs.get("seed") for t in failed] == ["full"]
+    assert [t.user_attrs.get("preset") for t in failed] == ["full"]
     assert all("diverged" in t.user_attrs["fail_reason"] for t in failed)
     assert all(t.values is None for t in failed)  # the NaNs the worker reported are not values
     assert not any(_uses_last_block(t) for t in complete)

@@ -74,15 +74,15 @@ def pareto_cmd(
                       f"(FID and latency minimised)")
     for name, justify in (("trial", "right"), ("sampler", "left"), ("blocks per interval", "left"),
                           ("FID", "right"), ("acceleration", "right"), ("latency s", "right"),
-                          ("seed", "left"), ("front", "center")):
+                          ("preset", "left"), ("front", "center")):
         out.add_column(name, justify=justify)
     for row in table.itertuples(index=False):
         acc = "" if math.isnan(row.acceleration) else f"{row.acceleration:.2%}"
-        seed = f"* {row.seed}" if row.seed else ""
+        preset = f"* {row.preset}" if row.preset else ""
         style = None if row.on_front else "dim"
         out.add_row(str(row.trial), row.sampler, row.schedule, f"{row.fid:.4g}", acc,
                     f"{row.latency:.4g}",
-                    seed, "yes" if row.on_front else "no", style=style)
+                    preset, "yes" if row.on_front else "no", style=style)
     console.print(out)
     for s in seed_report(opened):
         if s.on_front:

@@ -45,7 +45,7 @@ METRICS = ("fid", "latency")  # the study's objectives, both minimised
 # Trial user attributes written from a worker's result (the contract of ase_search.pareto).
 TRIAL_ATTRS = ("schedule", "sampler", "fid", "kid_mean", "kid_std", "latency", "acceleration",
                "exit_acceleration", "block_acceleration", "block_evals", "finetune_steps",
-               "wall_time", "time_split", "seed", "paired_rmse", "node")
+               "wall_time", "time_split", "preset", "paired_rmse", "node")
 # dict-valued: they travel through Tune as JSON text
 NESTED_ATTRS = ("schedule", "sampler", "time_split")
 
@@ -241,7 +241,7 @@ def recover_interrupted(study: Any, *, now: float | None = None,
         key = tuple(sorted(trial.params.items()))
         if trial.params and key not in waiting:
             study.enqueue_trial(dict(trial.params), user_attrs=dict(
-                {k: v for k, v in trial.user_attrs.items() if k == "seed"}))
+                {k: v for k, v in trial.user_attrs.items() if k in ("preset", "seed")}))
             waiting.add(key)
         recovered += 1
     return recovered
@@ -262,7 +262,7 @@ def enqueue_seeds(study: Any, space: Any) -> list[str]:
         params = space.seed_params(schedule)  # at the reference sampler in a joint space
         key = tuple(sorted(params.items()))
         if key not in taken:
-            study.enqueue_trial(params, user_attrs={"seed": name})
+            study.enqueue_trial(params, user_attrs={"preset": name})
             taken.add(key)
             added.append(name)
     return added

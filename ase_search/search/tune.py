@@ -48,12 +48,12 @@ def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
         # A seed trial is a preset at the reference configuration's sampler (a joint space's
         # preset at another sampler is a searched point that happens to use a preset schedule).
         reference = space.sampling.reference_config if space.sampling is not None else sampler
-        seed = preset_name if sampler == reference else None
+        preset = preset_name if sampler == reference else None
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=ctx.cpus):  # oversubscribed BLAS threads spin for ages
             result = evaluate_schedule(schedule, ctx, sampler=sampler, reference=reference)
-        result["seed"] = seed
+        result["preset"] = preset
         if result.get("grid_png") is not None:  # bytes travel as text; the driver saves them
             result["grid_png"] = base64.b64encode(result["grid_png"]).decode("ascii")
     except Exception as err:  # reported as a FAILED trial with its reason; the study goes on
@@ -100,7 +100,7 @@ def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str
                 if twin is None:
                     return params
                 for key, value in twin.user_attrs.items():
-                    if key not in ("wall_time", "time_split", "worker_time", "seed"):
+                    if key not in ("wall_time", "time_split", "worker_time", "preset", "seed"):
                         ot_trial.set_user_attr(key, value)
                 # The twin ran the same configuration, perhaps written as another schedule
                 # (one that differs only where the sampler never calls the model): the trial
