@@ -132,6 +132,27 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "fronts": fronts, "vs fewer steps": r["vs_fewer_steps"] or ""}
 
 
+def _levers_table(table: list[dict[str, Any]]) -> list[str]:
+    """Per lever (skip, reuse<r>): its configurations in the quality window (the rule's
+    candidates) and its lowest FID."""
+    import pandas as pd
+
+    levers: dict[str, list[dict[str, Any]]] = {}
+    for r in table:
+        if r["kind"] == "exit":
+            last = r["configuration"].rsplit(" ", 1)[-1]
+            levers.setdefault(last if last.startswith("reuse") else "skip", []).append(r)
+    rows = []
+    for lever, rs in levers.items():
+        best = min(rs, key=lambda r: r["fid"])
+        window = sum(r["vs_fewer_steps"] is not None for r in rs)
+        rows.append({"lever": lever, "in the window": f"{window} of {len(rs)}",
+                     "lowest FID": f"{best['configuration']}: {best['fid']:.2f}, "
+                                   f"{best['speedup']:.2f}x the reference's speed"})
+    return ["Each lever: its configurations in the quality window and its lowest FID:", "",
+            markdown_table(pd.DataFrame(rows)), ""]
+
+
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
     import pandas as pd
 
@@ -143,7 +164,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
            f"model's latency, relative to the full model at DDIM-20.", ""]
     for key, cell in cells.items():
         out.append(f"- `{key}`: `{cell['command']}` on {machine_text(cell['machine'])}, "
-                   f"{cell['machine']['date']}, {cell['minutes']:.0f} min; judged on seeds "
+                   f"{cell['machine']['date']}, {cell['minutes']:.0f} min in its last run; judged on seeds "
                    f"{', '.join(map(str, cell['seeds']))}, {cell['n']} samples each, FID-MNIST")
     out.append("")
     for key, cell in cells.items():
@@ -152,6 +173,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                 f"Study `{cell['study']}` (`ase-search pareto {cell['study']}`); weights "
                 f"`{cell['weights']}` (sha256 {str(cell['weights_sha256'])[:12]}).", ""]
         out += [f"- {line}" for line in cell["verdict"]] + [""]
+        out += _levers_table(cell["table"])
         rows = [_row(r) for r in cell["table"]
                 if r["kind"] == "steps-only" or r["vs_fewer_steps"] is not None
                 or r["joint_front"]]
