@@ -46,6 +46,7 @@ __all__ = [
     "Measurement",
     "QUALITY_N",
     "SampleQuality",
+    "SelfReference",
     "check_fid_reference",
     "check_finite_samples",
     "check_positive_int",
@@ -53,6 +54,7 @@ __all__ = [
     "fid_images",
     "measure_sample_quality",
     "measure_schedule",
+    "paired_rmse",
     "time_sampling_runs",
 ]
 
@@ -215,6 +217,34 @@ class Measurement:
         return list(self.metrics[0])
 
 
+@dataclass(frozen=True)
+class SelfReference:
+    """The full model's own samples as a measurement's reference (no data set needed): a
+    data-free screening objective, the distance to what the model would sample anyway.
+
+    Attributes:
+        paired: ``seed -> (n, C, H, W)`` samples from the same noise and labels as the measured
+            ones, for the paired per-image distance (:func:`paired_rmse`).
+        distribution: an independent draw of the same model and configuration, the set FID is
+            measured against; the full model then scores the FID between two of its own draws
+            (the noise floor) rather than 0, so "within 1.25x the reference's FID" keeps a
+            meaning.
+    """
+
+    paired: Callable[[int], torch.Tensor]
+    distribution: torch.Tensor
+
+
+def paired_rmse(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """The root-mean-square pixel difference of each image and its reference (samples in
+    ``[-1, 1]``, measured in ``[0, 1]``), averaged over the images."""
+    if images.shape != reference.shape:
+        raise ValueError(f"the reference samples have shape {tuple(reference.shape)}, the "
+                         f"measured ones {tuple(images.shape)}")
+    diff = (images.float() - reference.float()) / 2.0
+    return float(diff.flatten(1).pow(2).mean(1).sqrt().mean())
+
+
 def measure_schedule(
     model: nn.Module,
     schedule: ExitSchedule | None,
@@ -222,7 +252,7 @@ def measure_schedule(
     sampler: SamplerConfig,
     n: int,
     seeds: Sequence[int] = (0,),
-    reference: str = "mnist",
+    reference: str | SelfReference = "mnist",
     fid_config: FIDConfig | None = None,
     decoder: LatentDecoder | None = None,
     cost_model: CostModel | None = None,
@@ -247,7 +277,9 @@ def measure_schedule(
         sampler: solver and steps (``cfg_scale`` included).
         n: samples per seed (>= 2, FID needs a covariance).
         seeds: seeds of the common random numbers; one FID per seed.
-        reference: FID reference data set spec: ``"mnist"`` or a folder of images.
+        reference: FID reference data set spec: ``"mnist"`` or a folder of images; or a
+            :class:`SelfReference` (FID against the full model's own independent draw, and
+            ``paired_rmse`` against its samples from the same seed).
         fid_config: FID settings; ``None`` for FID-MNIST (the shipped digit classifier).
         decoder: the VAE of a latent-space model (:func:`ase_search.vae.load_vae`); it is moved
             to ``device``.
@@ -294,7 +326,9 @@ def measure_schedule(
             f"blocks, not on this {model.arch} with {model.exit_depth}; pass cost_model=None"
         )
     # Fail fast: both raise naming the path before minutes of sampling.
-    check_fid_reference(model, reference, decoder)
+    self_ref = isinstance(reference, SelfReference)
+    if not self_ref:
+        check_fid_reference(model, reference, decoder)
     extractor_weights(fid_config)
 
     device = torch.device(device)
@@ -322,7 +356,12 @@ def measure_schedule(
         if decoder is not None:
             seconds["decode"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        values = compute_fid(scored, reference=reference, config=fid_config)
+        if self_ref:
+            values = compute_fid(scored, reference=fid_images(reference.distribution, decoder),
+                                 config=fid_config)
+            values["paired_rmse"] = paired_rmse(out.images, reference.paired(seed))
+        else:
+            values = compute_fid(scored, reference=reference, config=fid_config)
         seconds["fid"] += time.perf_counter() - t0
         if not all(math.isfinite(v) for v in values.values()):
             raise FloatingPointError(f"FID is not finite (seed {seed}): {values}")
@@ -336,7 +375,7 @@ def measure_schedule(
         sampler=sampler,
         n=n,
         seeds=seeds,
-        reference=reference,
+        reference="self" if self_ref else reference,
         fid_config=fid_config,
         metrics=tuple(metrics),
         block_evals=block_evals,

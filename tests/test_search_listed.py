@@ -161,3 +161,35 @@ def test_repeats_are_measured_once(tmp_path) -> None:
 def test_the_cli_takes_a_list(root, tmp_path, cli) -> None:
     code, out, err = cli(["run", "--arch", "dit", "--configs", str(tmp_path / "nope.yaml")])
     assert code != 0 and "--configs" in err and "is not a file" in err
+
+
+def test_a_data_free_study_measures_against_the_full_models_own_samples(root, tmp_path) -> None:
+    """fid_data self on a native model: FID against an independent draw of the starting model's
+    full model at the reference configuration, and the paired distance to its samples from the
+    same seed, which is 0 for the reference configuration itself."""
+    import torch
+
+    from ase_search.metrics.fid import compute_fid
+    from ase_search.measure import fid_images
+    from ase_search.samplers import sample
+    from ase_search.search.trial import SELF_REFERENCE_SEED
+
+    (tmp_path / "list.yaml").write_text(
+        "configurations:\n  - {sampler: ddim, steps: 4, schedule: D1}\n")
+    config = _config(root, storage=str(tmp_path / "self.db"), fid_data="self",
+                     configs=str(tmp_path / "list.yaml"))
+    run_search(config, progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{tmp_path / 'self.db'}")
+    ref = study.user_attrs[STEPS_ONLY_PREFIX + "ddim-4/full"]
+    assert ref["paired_rmse"] == 0.0  # the reference configuration against itself
+    model = load_model("dit", str(root / "tiny.pt"))
+    with torch.no_grad():
+        draw = {s: sample(model, sampler=SamplerConfig("ddim", 4), n=16, batch_size=16,
+                          seed=s).images for s in (0, SELF_REFERENCE_SEED)}
+    want = compute_fid(fid_images(draw[0], None), reference=fid_images(
+        draw[SELF_REFERENCE_SEED], None))["fid"]
+    assert ref["fid"] == pytest.approx(want, rel=1e-6)
+    listed = next(t for t in study.trials if t.user_attrs.get("kind") == LISTED)
+    assert listed.user_attrs["paired_rmse"] > 0.0
+    cached = list(tmp_path.glob("*-self/*.pt"))  # the reference's draws, beside the study
+    assert any(p.name.endswith(f"-seed{SELF_REFERENCE_SEED}.pt") for p in cached)

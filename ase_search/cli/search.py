@@ -35,8 +35,8 @@ def run_cmd(
              "folder or a latents file.")] = "mnist",
     fid_data: Annotated[str | None, typer.Option(
         help="FID reference when it is not --data: mnist or a folder of images (for a latent "
-             "model: images at the decoded resolution); with --diffusers also self (the full "
-             "model's own samples at the reference configuration).")] = None,
+             "model: images at the decoded resolution); or self, data-free: the starting "
+             "model's own samples at the reference configuration (also a paired distance).")] = None,
     vae: Annotated[Path | None, typer.Option(
         help="Latent models (DiT-XL/2): local diffusers AutoencoderKL folder that decodes each "
              "trial's samples before FID.")] = None,
@@ -99,6 +99,8 @@ def run_cmd(
 
     reference = fid_data if fid_data is not None else data
     extractor = fid_extractor(reference, diffusers)
+    if reference == "self" and diffusers is None and checkpoint is not None:
+        extractor = "inception-v3-compat"  # another model's own samples (the testbeds': MNIST)
     if finetune is None:  # a diffusers model has no fine-tune yet: searched training-free
         finetune = "none" if diffusers is not None else "one-shot"
     try:  # SearchError names SearchConfig fields: say them the way the user typed them

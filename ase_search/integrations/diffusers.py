@@ -62,7 +62,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -70,6 +70,9 @@ from torch import nn
 
 from ase_search.callplan import CallNumbering, forecast
 from ase_search.schedule import ExitSchedule
+
+if TYPE_CHECKING:
+    from ase_search.measure import SelfReference
 
 __all__ = [
     "time_diffusers_runs",
@@ -82,7 +85,6 @@ __all__ = [
     "MARKER",
     "POS_EMBED",
     "SCHEDULER_NAMES",
-    "SelfReference",
     "apply_exit_schedule",
     "scheduler_timesteps",
     "dit_scheduler_config",
@@ -1008,23 +1010,6 @@ class DiffusersMeasurement:
         return (sum((v - mu) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
-@dataclass(frozen=True)
-class SelfReference:
-    """The full model's own samples as a measurement's reference (no data set needed).
-
-    Attributes:
-        paired: ``seed -> (n, C, H, W)`` samples from the same noise and labels as the measured
-            ones, for the paired per-image distance.
-        distribution: an independent draw of the same model and configuration, the set FID is
-            measured against; the full model then scores the FID between two of its own draws
-            (the noise floor) rather than 0, so "within 1.25x the reference's FID" keeps a
-            meaning.
-    """
-
-    paired: Callable[[int], torch.Tensor]
-    distribution: torch.Tensor
-
-
 def measure_diffusers(
     transformer: nn.Module,
     scheduler: Any,
@@ -1056,7 +1041,7 @@ def measure_diffusers(
         ValueError: bad arguments, or a schedule that does not fit the model.
         FloatingPointError: the model produced NaN/inf samples.
     """
-    from ase_search.measure import check_finite_samples, fid_images
+    from ase_search.measure import SelfReference, check_finite_samples, fid_images, paired_rmse
     from ase_search.metrics.fid import compute_fid
 
     if n < 2:
@@ -1095,8 +1080,7 @@ def measure_diffusers(
                                  f"{tuple(ref.shape)}, the measured ones {tuple(out.images.shape)}")
             against = ref if same else reference.distribution
             result = compute_fid(images, reference=fid_images(against, None), config=fid_config)
-            diff = (out.images - ref) / 2.0  # images in [0, 1]
-            result["paired_rmse"] = float(diff.flatten(1).pow(2).mean(1).sqrt().mean())
+            result["paired_rmse"] = paired_rmse(out.images, ref)
         else:
             result = compute_fid(images, reference=reference, config=fid_config)
         metrics.append(result)

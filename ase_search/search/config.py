@@ -139,7 +139,11 @@ class SearchConfig:
         vae: local diffusers ``AutoencoderKL`` folder that decodes a latent model's samples
             before FID (:mod:`ase_search.vae`); needed when the model's samples are latents.
         fid_data: FID reference (``mnist`` or a folder of images) when it differs from ``data``,
-            e.g. images next to the latents file a latent model is fine-tuned on.
+            e.g. images next to the latents file a latent model is fine-tuned on; or ``self``,
+            data-free: the starting weights' full model at the reference configuration (FID
+            against an independent draw of it, and a paired distance, ``paired_rmse``, against
+            its samples from the same noise and labels), the objective the caching peers search
+            against.
         confirm: after the trials, re-measure the joint front and the steps-only configurations
             next to it over this many seeds (``ase-search confirm``); 0: do not. Not part of the
             study's identity.
@@ -147,9 +151,7 @@ class SearchConfig:
             ``transformer/``) to search instead of ``checkpoint``: trials run it through the
             exit-schedule hooks and diffusers schedulers built from its scheduler config
             (:mod:`ase_search.integrations.diffusers`), training-free (``finetune`` none).
-            ``fid_data`` may then be ``self``: the full model at the reference configuration is
-            the reference (FID against an independent draw of it, a paired distance against its
-            samples from the same noise and labels).
+            ``fid_data self`` there is the folder's transformer, unhooked.
         configs: a YAML list of configurations to measure instead of searching
             (:mod:`ase_search.search.listed`): each is stored as a trial, beside the steps-only
             ladder, and ``budget`` is not used. A list study stays one: it is not searched later,
@@ -243,9 +245,9 @@ class SearchConfig:
             object.__setattr__(self, "configs", str(Path(self.configs).expanduser().resolve()))
         if self.diffusers is not None:
             self._check_diffusers()
-        elif self.fid_data == "self":
-            raise refuse("fid_data", "self (the full model's own samples) needs diffusers; pass "
-                         "mnist or a folder of images")
+        elif self.fid_data == "self" and self.vae is not None:
+            raise refuse("fid_data", "self (the full model's own samples) is not built for "
+                         "latent models yet; pass a folder of images")
         # Trials run in Ray's per-trial folders, where a relative path means something else.
         for name in ("data", "fid_data", "fid_weights"):
             value = getattr(self, name)

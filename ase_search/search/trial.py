@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +97,10 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     # .get: contexts written before these settings existed have no such keys.
     decoder = load_vae(cfg["vae"], device=device) if cfg.get("vae") else None
     reference = cfg.get("fid_data") or cfg["data"]
-    check_fid_reference(model, reference, decoder)  # before minutes of fine-tuning and sampling
+    if reference == "self":  # data-free: the starting weights' full model's own samples
+        reference = _native_self_reference(ctx, device)
+    else:
+        check_fid_reference(model, reference, decoder)  # before minutes of fine-tuning
     split["load"] = time.perf_counter() - t0
     finetune_steps = 0
     if cfg["finetune"] == "per-trial" and cfg["finetune_steps"] > 0:
@@ -185,7 +188,7 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, refer
     split = {"load": time.perf_counter() - t0, "finetune": 0.0}
     reference: Any = cfg.get("fid_data") or cfg["data"]
     if reference == "self":
-        reference = _self_reference(ctx, transformer, device)
+        reference = _diffusers_self_reference(ctx, transformer, device)
     plan = None if schedule.is_full else schedule
     m = measure_diffusers(
         transformer, scheduler, plan, steps=sampler.steps, n=cfg["n_samples"], seeds=seeds,
@@ -218,44 +221,69 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, refer
 SELF_REFERENCE_SEED = 999_983
 
 
-def _self_reference(ctx: TrialContext, transformer: Any, device: str) -> Any:
-    """The ``fid_data self`` reference of a diffusers study
-    (:class:`~ase_search.integrations.diffusers.SelfReference`): the full model at the study's
-    reference configuration, from each measured seed (paired) and from
-    :data:`SELF_REFERENCE_SEED` (the FID set). Each seed is sampled once and cached as a tensor
-    file under ``ctx.cache_dir``, named by the transformer's fingerprint, the sampler and the
-    sampling settings, so a changed folder never reads stale samples."""
+def _self_reference(ctx: TrialContext, identity: str, draw: Callable[[int], Any]) -> Any:
+    """The ``fid_data self`` reference of a study (:class:`~ase_search.measure.SelfReference`):
+    the full model at the study's reference configuration, from each measured seed (paired) and
+    from :data:`SELF_REFERENCE_SEED` (the FID set), drawn by ``draw(seed)``. Each seed is sampled
+    once and cached as a tensor file under ``ctx.cache_dir``, named by ``identity`` (what the
+    model holds), the sampler and the sampling settings, so changed weights never read stale
+    samples."""
     import torch
 
     from ase_search.files import atomic_write
-    from ase_search.integrations.diffusers import (
-        SelfReference,
-        load_scheduler,
-        sample_diffusers,
-        transformer_fingerprint,
-    )
-    from ase_search.measure import check_finite_samples
+    from ase_search.measure import SelfReference, check_finite_samples
 
     cfg = ctx.config
     ref = reference_sampler(cfg, ctx.space)
-    scheduler = load_scheduler(cfg["diffusers"], ref.name, timestep_spacing=ref.timestep_spacing,
-                               explicit=ref.timesteps is not None)
-    key = (f"{transformer_fingerprint(cfg['diffusers'])[:12]}-{ref.describe().replace(' ', '-')}"
+    key = (f"{identity[:12]}-{ref.describe().replace(' ', '-').replace(',', '_')}"
            f"-cfg{ref.cfg_scale:g}-n{cfg['n_samples']}-b{cfg['batch_size']}")
 
     def images(seed: int) -> Any:
         path = None if ctx.cache_dir is None else Path(ctx.cache_dir) / f"{key}-seed{seed}.pt"
         if path is not None and path.is_file():
             return torch.load(path, weights_only=True)
-        out = sample_diffusers(transformer, scheduler, n=cfg["n_samples"], steps=ref.steps,
-                               seed=seed, cfg_scale=ref.cfg_scale, batch_size=cfg["batch_size"],
-                               device=device, timesteps=ref.timesteps)
-        check_finite_samples(out.images)
+        out = draw(seed)
+        check_finite_samples(out)
         if path is not None:  # atomic: trials running at once may write the same seed
-            atomic_write(path, lambda tmp: torch.save(out.images, tmp))
-        return out.images
+            atomic_write(path, lambda tmp: torch.save(out, tmp))
+        return out
 
     return SelfReference(paired=images, distribution=images(SELF_REFERENCE_SEED))
+
+
+def _diffusers_self_reference(ctx: TrialContext, transformer: Any, device: str) -> Any:
+    """A diffusers study's ``fid_data self`` reference: the folder's transformer, unhooked."""
+    from ase_search.integrations.diffusers import (
+        load_scheduler,
+        sample_diffusers,
+        transformer_fingerprint,
+    )
+
+    cfg = ctx.config
+    ref = reference_sampler(cfg, ctx.space)
+    scheduler = load_scheduler(cfg["diffusers"], ref.name, timestep_spacing=ref.timestep_spacing,
+                               explicit=ref.timesteps is not None)
+    return _self_reference(ctx, transformer_fingerprint(cfg["diffusers"]), lambda seed: (
+        sample_diffusers(transformer, scheduler, n=cfg["n_samples"], steps=ref.steps, seed=seed,
+                         cfg_scale=ref.cfg_scale, batch_size=cfg["batch_size"], device=device,
+                         timesteps=ref.timesteps).images))
+
+
+def _native_self_reference(ctx: TrialContext, device: str) -> Any:
+    """A native study's ``fid_data self`` reference: the full model on the starting weights (the
+    model as its user has it, never fine-tuned), whatever weights the trial runs."""
+    import hashlib
+
+    from ase_search.samplers import sample
+    from ase_search.testbed import TESTBEDS, load_model
+
+    cfg = ctx.config
+    ref = reference_sampler(cfg, ctx.space)
+    path = Path(cfg.get("checkpoint") or TESTBEDS[cfg["arch"]].path)
+    model = load_model(cfg["arch"], cfg.get("checkpoint")).to(device)
+    return _self_reference(ctx, hashlib.sha256(path.read_bytes()).hexdigest(), lambda seed: (
+        sample(model, sampler=ref, n=cfg["n_samples"], batch_size=cfg["batch_size"], seed=seed,
+               device=device).images))
 
 
 def _check_inputs_here(ctx: TrialContext) -> None:

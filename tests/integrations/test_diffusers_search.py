@@ -199,7 +199,7 @@ def test_resume_with_other_weights_in_the_folder_is_refused(study, folder, tmp_p
 
 @pytest.mark.parametrize("args, words", [
     (["--diffusers", "no-such-folder"], ["--diffusers", "not a folder"]),
-    (["--fid-data", "self"], ["--fid-data", "needs diffusers"]),
+    (["--fid-data", "self", "--vae", "no-such-vae"], ["--fid-data", "latent models"]),
 ])
 def test_bad_diffusers_runs_are_one_line(tmp_path, cli, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)
