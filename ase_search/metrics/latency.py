@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ase_search.callplan import Calls, blocks_per_call, call_timesteps
+from ase_search.callplan import Calls, blocks_per_call, call_plan, call_timesteps, forecast
 from ase_search.schedule import ExitSchedule
 
 __all__ = [
@@ -92,6 +92,14 @@ class CostModel:
             ``load_after`` (1-, 5- and 15-minute load averages), ``cpus`` usable, torch
             ``threads``, ``rounds`` and ``repeats``; empty for cost models stored before they
             were recorded.
+        gated: seconds of a skipped block's adaLN gates on its kept attention and MLP outputs
+            (DiT, a cached call of a ``modules`` schedule; :meth:`DiTBlock.gated`).
+        forecast: seconds to forecast one kept hidden-state tensor, by order (index 0: order
+            0, nothing to compute): a cached call of a ``forecast`` interval forecasts one
+            residual, or two tensors per skipped block with ``modules``.
+
+    ``gated`` and ``forecast`` are 0 in cost models stored before they were profiled, which
+    then predict what they predicted then.
     """
 
     arch: str
@@ -103,6 +111,8 @@ class CostModel:
     device: str
     components: dict[str, float]
     conditions: dict[str, Any] = field(default_factory=dict)
+    gated: float = 0.0
+    forecast: tuple[float, ...] = ()
 
     def call_latency(self, n_blocks: int) -> float:
         """Seconds of one model call that runs ``n_blocks`` exitable blocks."""
@@ -122,8 +132,24 @@ class CostModel:
         if schedule is None:  # every call runs every block: no plan to read
             return len(call_timesteps(sampler, num_train_timesteps)) * self.call_latency(
                 self.depth)
-        return sum(self.call_latency(k)
-                   for k in blocks_per_call(schedule, sampler, num_train_timesteps))
+        return sum(self._planned_latency(c, schedule)
+                   for c in call_plan(schedule, sampler, num_train_timesteps))
+
+    def _planned_latency(self, call: Any, schedule: ExitSchedule) -> float:
+        """One planned call: its block count (a refresh at full depth), plus on a cached call
+        the kept outputs' gates and forecasts."""
+        if call.refresh or call.count >= self.depth:
+            return self.call_latency(self.depth)
+        seconds = self.call_latency(call.count)
+        if not call.reuse:
+            return seconds
+        skipped = self.depth - call.count
+        modules = schedule.granularity == "modules"
+        if modules:
+            seconds += skipped * self.gated
+        if call.order and call.order < len(self.forecast):
+            seconds += (2 * skipped if modules else 1) * self.forecast[call.order]
+        return seconds
 
     def acceleration(self, schedule: ExitSchedule, sampler: Calls,
                      num_train_timesteps: int = 1000) -> float:
@@ -137,8 +163,9 @@ class CostModel:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CostModel:
-        """Rebuild from :meth:`to_dict`; older dicts without ``conditions`` still load."""
-        return cls(**data)
+        """Rebuild from :meth:`to_dict`; older dicts without ``conditions``, ``gated`` or
+        ``forecast`` still load."""
+        return cls(**{**data, "forecast": tuple(data.get("forecast", ()))})
 
 
 def example_inputs(model: nn.Module, batch_size: int, device: str | torch.device = "cpu"):
@@ -153,16 +180,28 @@ def example_inputs(model: nn.Module, batch_size: int, device: str | torch.device
     return x, t, y
 
 
+def _forecasts(h: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    """A forecast of one kept tensor shaped like the hidden state ``h``, at orders 1 and 2 (the
+    arithmetic of :func:`~ase_search.callplan.forecast` from three refreshes)."""
+    history = [(0.9, h), (0.8, h * 0.5), (0.7, h * 0.25)]
+    return {f"forecast{order}": (lambda order=order: forecast(history, 0.6, order))
+            for order in (1, 2)}
+
+
 def _dit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
-    """DiT: the model's ``embed``, one exitable block, its ``head`` (final layer + unpatchify)."""
+    """DiT: the model's ``embed``, one exitable block, its ``head`` (final layer + unpatchify),
+    a block's gates on kept module outputs, and forecasts of a kept tensor."""
     h, c = model.embed(x, t, y)  # (N, T, D), (N, D)
     block = model.exit_blocks[0]
+    _, attn, mlp = block.parts(h, c)  # (N, T, D) each
     return {
         "embed": lambda: model.embed(x, t, y),
         "block": lambda: block(h, c),
         # The shared final layer; an exit head (exit_heads=True) is a copy of it, so it costs
         # the same and the cost model holds for models with exit heads too.
         "final": lambda: model.head(h, c),
+        "gated": lambda: block.gated(h, c, attn, mlp),
+        **_forecasts(h),
     }
 
 
@@ -179,6 +218,7 @@ def _uvit_components(model: nn.Module, x, t, y) -> dict[str, Callable[[], Any]]:
         "block": lambda: dec(h, h),
         "dropped": lambda: dec.fuse(h, h),
         "final": lambda: model.head(h),  # an exit head is a copy of it: the same cost
+        **_forecasts(h),
     }
 
 
@@ -240,7 +280,8 @@ def profile_components(model: nn.Module, *, batch_size: int = 256, device: str =
     return CostModel(arch=model.arch, depth=model.exit_depth, fixed=fixed,
                      block=seconds["block"], dropped=seconds.get("dropped", 0.0),
                      batch_size=batch_size, device=str(device_t), components=seconds,
-                     conditions=conditions)
+                     conditions=conditions, gated=seconds.get("gated", 0.0),
+                     forecast=(0.0, seconds["forecast1"], seconds["forecast2"]))
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args: Any, out_shape: Any = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import bisect
 
 import pytest
@@ -95,7 +97,10 @@ def test_predicted_latency_is_the_sum_of_profiled_components(arch, dit, uvit):
     if arch == "uvit":
         fixed += len(model.in_blocks) * parts["encoder_block"] + parts["mid_block"]
         expected_parts |= {"encoder_block", "mid_block", "dropped"}
+    expected_parts |= {"forecast1", "forecast2"} | ({"gated"} if arch == "dit" else set())
     assert set(parts) == expected_parts and all(v > 0 for v in parts.values())
+    assert cost.forecast == (0.0, parts["forecast1"], parts["forecast2"])
+    assert cost.gated == parts.get("gated", 0.0)
     dropped = parts.get("dropped", 0.0)
 
     schedule = preset("D4", arch, model.exit_depth)
@@ -224,15 +229,15 @@ def test_profile_takes_each_components_fastest_round_and_records_the_load(dit, m
 
     def timed(fn, *, warmup, repeats, device):
         calls.append(1)
-        r = (len(calls) - 1) // 3  # DiT has 3 components per round
+        r = (len(calls) - 1) // 6  # DiT has 6 components per round
         return real_measure(lambda: clock.__setitem__(0, clock[0] + (9.0 if r == 1 else 0.1)),
                             warmup=warmup, repeats=repeats, device=device)
 
     monkeypatch.setattr(latency, "measure", timed)
     cost = profile_components(dit, batch_size=2, warmup=1, repeats=2, rounds=3)
-    assert len(calls) == 9  # 3 rounds x 3 components
-    assert cost.components == {"embed": pytest.approx(0.1), "block": pytest.approx(0.1),
-                               "final": pytest.approx(0.1)}
+    assert len(calls) == 18  # 3 rounds x 6 components
+    assert cost.components == {name: pytest.approx(0.1) for name in (
+        "embed", "block", "final", "gated", "forecast1", "forecast2")}
     c = cost.conditions
     assert len(c["load_before"]) == len(c["load_after"]) == 3
     assert c["threads"] == torch.get_num_threads() and c["cpus"] >= 1
@@ -240,6 +245,27 @@ def test_profile_takes_each_components_fastest_round_and_records_the_load(dit, m
     assert CostModel.from_dict(cost.to_dict()) == cost
     with pytest.raises(ValueError, match="rounds"):
         profile_components(dit, rounds=0)
+
+
+def test_cached_calls_cost_their_gates_and_forecasts_by_hand():
+    """A cached call of a modules schedule runs its count, the gates of every skipped block and
+    (forecasting) two forecasts per skipped block; with blocks, one forecast of the residual."""
+    cost = CostModel(arch="dit", depth=4, fixed=10.0, block=2.0, dropped=0.0, batch_size=4,
+                     device="cpu", components={}, gated=0.5, forecast=(0.0, 0.25, 0.75))
+    times = [900.0, 700.0, 500.0, 300.0, 100.0]  # five calls, all in the one interval
+    full = 10 + 4 * 2
+    one = 10 + 2  # a call of 1 block
+    base = ExitSchedule("dit", 4, (0.0, 1.0), (1,), "one")
+    # period 2: calls 0, 2, 4 refresh (full), calls 1 and 3 are cached
+    assert cost.latency(base.with_reuse(2), times) == 3 * full + 2 * one
+    modules = base.with_forecast(2, order=2, granularity="modules")
+    assert cost.latency(modules, times) == 3 * full + 2 * (one + 3 * 0.5 + 2 * 3 * 0.75)
+    reuse_modules = dataclasses.replace(base.with_reuse(2), granularity="modules")
+    assert cost.latency(reuse_modules, times) == 3 * full + 2 * (one + 3 * 0.5)
+    blocks = base.with_forecast(2, order=1)
+    assert cost.latency(blocks, times) == 3 * full + 2 * (one + 0.25)
+    assert cost.latency(base, times) == 5 * one  # skipping costs no cache
+    assert CostModel.from_dict(cost.to_dict()) == cost
 
 
 def test_cost_model_from_an_old_dict_without_conditions():
