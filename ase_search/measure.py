@@ -45,6 +45,7 @@ __all__ = [
     "GRID_SAMPLES",
     "Measurement",
     "QUALITY_N",
+    "SELF_REFERENCE_SEED",
     "SampleQuality",
     "SelfReference",
     "check_fid_reference",
@@ -215,6 +216,11 @@ class Measurement:
     @property
     def metric_names(self) -> list[str]:
         return list(self.metrics[0])
+
+
+# The seed of the independent draw a ``self`` reference measures FID against (no trial, baseline
+# point, confirmation or evaluation samples it: seeds count from 0 up).
+SELF_REFERENCE_SEED = 999_983
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ def test_a_data_free_study_measures_against_the_full_models_own_samples(root, tm
     from ase_search.metrics.fid import compute_fid
     from ase_search.measure import fid_images
     from ase_search.samplers import sample
-    from ase_search.search.trial import SELF_REFERENCE_SEED
+    from ase_search.measure import SELF_REFERENCE_SEED
 
     (tmp_path / "list.yaml").write_text(
         "configurations:\n  - {sampler: ddim, steps: 4, schedule: D1}\n")

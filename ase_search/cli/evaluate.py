@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -88,8 +88,9 @@ def eval_cmd(
                                   fid_weights=fid_weights, cfg_scale=cfg_scale, grid=grid,
                                   json_out=json_out, batch_size=batch_size, device=device,
                                   timesteps=config.timesteps)
-    if data == "self":
-        raise ValueError("--fid-data self (the full model's own samples) needs --diffusers")
+    if data == "self" and vae is not None:
+        raise ValueError("--fid-data self (the full model's own samples) is not built for latent "
+                         "models yet; pass a folder of images")
     import json
 
     from rich.table import Table
@@ -114,7 +115,7 @@ def eval_cmd(
     tome_cfg = tome_config(tome_ratio, tome_schedule)  # bad options fail before loading
     if vae is not None:
         check_vae_folder(vae)  # cheap: no diffusers import for a wrong path
-    if data.lower() != "mnist" and not Path(data).expanduser().exists():
+    if data.lower() not in ("mnist", "self") and not Path(data).expanduser().exists():
         # before the extractor's weights, which a wrong --data would otherwise be blamed on
         raise FileNotFoundError(f"--data {data} does not exist; give mnist or a folder of "
                                 f"reference images")
@@ -122,7 +123,9 @@ def eval_cmd(
         raise FileNotFoundError(f"--fid-weights {fid_weights} does not exist")
     config = sampler_config(sampler, steps, cfg_scale=cfg_scale,
                             timestep_spacing=timestep_spacing, timesteps=timesteps)
-    extractor = "mnist-classifier" if data == "mnist" else "inception-v3-compat"
+    # self: the testbeds' own samples are digits (another checkpoint's, Inception's business)
+    extractor = ("mnist-classifier" if data == "mnist" or (data == "self" and checkpoint is None)
+                 else "inception-v3-compat")
     fid_config = FIDConfig(extractor=extractor, kid=kid,
                            fid_weights=None if fid_weights is None else str(fid_weights))
     check_fid_weights(extractor, fid_config.fid_weights)  # before loading and sampling anything
@@ -131,7 +134,20 @@ def eval_cmd(
     weights = schedule_weights(schedule, checkpoint)
     model = load_model(arch, weights)
     plan = resolve_schedule(schedule, arch, model.exit_depth)
-    check_fid_reference(model, data, decoder)  # e.g. latents without --vae: one error line
+    reference: Any = data
+    if data == "self":  # data-free: the same model's full-depth samples at this sampler
+        from ase_search.measure import SELF_REFERENCE_SEED, SelfReference
+        from ase_search.samplers import sample
+
+        model.to(device)
+
+        def draw(s: int) -> Any:
+            return sample(model, sampler=config, n=n, batch_size=batch_size, seed=s,
+                          device=device).images
+
+        reference = SelfReference(paired=draw, distribution=draw(SELF_REFERENCE_SEED))
+    else:
+        check_fid_reference(model, data, decoder)  # e.g. latents without --vae: one error line
     warn_untuned_exits(plan, arch, weights)
     tome = tome_summary = None
     if tome_cfg is not None:
@@ -145,7 +161,7 @@ def eval_cmd(
         tome_summary = {**tome.to_dict(), "flop_acceleration": saving}
     use_threads()
     result = evaluate(model, plan, sampler=config, n=n, seeds=range(seed, seed + seeds),
-                      data=data, fid_config=fid_config, batch_size=batch_size, device=device,
+                      data=reference, fid_config=fid_config, batch_size=batch_size, device=device,
                       progress=True, decoder=decoder)
 
     grid = grid if grid is not None else Path(f"eval-{plan.name}.png")
@@ -157,8 +173,9 @@ def eval_cmd(
     table = Table(title=f"{arch} {plan.name}, {config.describe()}, n={n} x {seeds} seed(s)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    labels = {"fid": f"FID ({extractor})", "kid_mean": "KID", "precision": "precision",
-              "recall": "recall"}
+    labels = {"fid": f"FID ({extractor})" + (" vs the full model" if data == "self" else ""),
+              "paired_rmse": "paired RMSE vs the full model (pixels in [0, 1])",
+              "kid_mean": "KID", "precision": "precision", "recall": "recall"}
     for key, label in labels.items():
         if key in result.metric_names:
             std = result.std(key)

@@ -216,11 +216,6 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, refer
                    finetune_steps=0, split=split, started=t0, grid=grid)
 
 
-# The seed of the independent draw a ``fid_data self`` study measures FID against (no trial,
-# baseline point or confirmation samples it: studies use seeds from 0 up).
-SELF_REFERENCE_SEED = 999_983
-
-
 def _self_reference(ctx: TrialContext, identity: str, draw: Callable[[int], Any]) -> Any:
     """The ``fid_data self`` reference of a study (:class:`~ase_search.measure.SelfReference`):
     the full model at the study's reference configuration, from each measured seed (paired) and
@@ -231,7 +226,7 @@ def _self_reference(ctx: TrialContext, identity: str, draw: Callable[[int], Any]
     import torch
 
     from ase_search.files import atomic_write
-    from ase_search.measure import SelfReference, check_finite_samples
+    from ase_search.measure import SELF_REFERENCE_SEED, SelfReference, check_finite_samples
 
     cfg = ctx.config
     ref = reference_sampler(cfg, ctx.space)

@@ -176,11 +176,6 @@ def test_depth_mismatch_is_one_line(exported, tmp_path):
     assert not (tmp_path / "g.png").exists()
 
 
-def test_fid_data_self_needs_diffusers():
-    line = _one_error_line(_cli("eval", "--fid-data", "self", "--n", "8"))
-    assert "--diffusers" in line
-
-
 def test_eval_self_reference(exported, tmp_path):
     """Full model against itself: FID 0 and no paired distance; D4 skips what it should."""
     out = {}

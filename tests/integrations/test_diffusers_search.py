@@ -138,7 +138,7 @@ def test_self_reference_is_the_full_model_at_the_reference_configuration(study, 
     here); fewer steps have both above 0."""
     from ase_search.measure import fid_images
     from ase_search.metrics.fid import compute_fid
-    from ase_search.search.trial import SELF_REFERENCE_SEED
+    from ase_search.measure import SELF_REFERENCE_SEED
 
     work, s = study
     attrs = s.user_attrs
