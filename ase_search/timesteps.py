@@ -11,8 +11,12 @@ noise ``x_T`` (what a sampler starts from) to ``x_i``. The N timesteps minimise 
 holds the uniform spacings' timesteps too, so the searched ones are never worse than those by
 this measure.
 
-DDIM (deterministic, ``eta = 0``) is searched here; its update is the one sampling uses
-(:class:`ase_search.samplers.ddim.DDIM`), guidance included. The result is a
+DDIM (deterministic, ``eta = 0``) and DPM-Solver++ (2M) are searched here, each with its own
+update (guidance included): DDIM's is the one sampling uses (:class:`ase_search.samplers.ddim
+.DDIM`); DPM-Solver++'s second-order step from ``g_j`` to ``g_k`` also reads the output at the
+previous node ``g_i``, so its programme runs over pairs of nodes (:func:`dp_pair_timesteps`),
+with the first step of first order and the last one to the sample, as
+``DPMSolverMultistepScheduler`` takes them. The result is a
 :class:`~ase_search.samplers.SamplerConfig` with explicit ``timesteps``, which ``sample``,
 ``eval`` and studies take, and a JSON file (:func:`save_timesteps`).
 """
@@ -32,8 +36,8 @@ from torch import nn
 
 from ase_search.files import atomic_write_text
 
-__all__ = ["SearchedTimesteps", "dp_timesteps", "load_timesteps", "save_timesteps",
-           "search_timesteps"]
+__all__ = ["SearchedTimesteps", "dp_pair_timesteps", "dp_timesteps", "dpm_solver_step",
+           "load_timesteps", "save_timesteps", "search_timesteps"]
 
 FORMAT = "ase-search timesteps"
 
@@ -103,6 +107,62 @@ def dp_timesteps(cost: np.ndarray, final: np.ndarray, steps: int,
     return path[::-1], value
 
 
+def dp_pair_timesteps(first: np.ndarray, second: np.ndarray, final: np.ndarray, steps: int,
+                      start: np.ndarray) -> tuple[list[int], float]:
+    """The cheapest path of ``steps`` grid nodes when a step's cost depends on the node before
+    it (a multistep solver's): the first step costs ``first[i, j]``, every later one from ``j``
+    to ``k`` after ``i`` costs ``second[i, j, k]``, the last one ``final[k]``, starting at node
+    ``i`` costs ``start[i]``; ``inf`` where the nodes do not increase.
+
+    Returns:
+        The visited nodes (ascending) and the path's cost.
+    """
+    G = first.shape[0]
+    if not 1 <= steps <= G:
+        raise ValueError(f"steps must lie in [1, {G}] (the grid's size), got {steps}")
+    if steps == 1:
+        node = int(np.argmin(start + final))
+        return [node], float(start[node] + final[node])
+    best = start[:, None] + first  # (G, G): best[i, j], the path's last two nodes i, j
+    parents = []
+    for _ in range(steps - 2):
+        total = best[:, :, None] + second  # (G, G, G): previous pair (i, j), next node k
+        parent = np.argmin(total, axis=0)  # (G, G): the best i for the pair (j, k)
+        best = np.take_along_axis(total, parent[None], axis=0)[0]
+        parents.append(parent)
+    ends = best + final[None, :]
+    i, j = np.unravel_index(int(np.argmin(ends)), ends.shape)
+    value = float(ends[i, j])
+    path = [int(j), int(i)]
+    for parent in reversed(parents):
+        i, j = int(parent[path[-1], path[-2]]), path[-1]
+        path.append(i)
+    return path[::-1], value
+
+
+def dpm_solver_step(x: torch.Tensor, d: torch.Tensor, d_prev: torch.Tensor | None,
+                    alpha: Sequence[float], sigma: Sequence[float]) -> torch.Tensor:
+    """One step of DPM-Solver++ (2M, midpoint; ``DPMSolverMultistepScheduler``'s) from the
+    state ``x`` at the current node to the next, given the data predictions ``d`` there and
+    ``d_prev`` at the previous node (``None``: the first step, of first order).
+
+    Args:
+        alpha, sigma: ``sqrt(alphas_cumprod)`` and ``sqrt(1 - alphas_cumprod)`` at the previous,
+            current and next node (the previous ones unused for a first-order step); numbers,
+            or tensors that broadcast against ``x`` (e.g. ``(K, 1)`` next nodes for a flattened
+            ``x``: K steps at once).
+    """
+    a0, a1, a2 = (torch.as_tensor(v, dtype=x.dtype) for v in alpha)
+    s0, s1, s2 = (torch.as_tensor(v, dtype=x.dtype) for v in sigma)
+    lam0, lam1, lam2 = torch.log(a0 / s0), torch.log(a1 / s1), torch.log(a2 / s2)
+    h = lam2 - lam1
+    x_next = (s2 / s1) * x - a2 * torch.expm1(-h) * d
+    if d_prev is None:
+        return x_next
+    r0 = (lam1 - lam0) / h
+    return x_next - 0.5 * a2 * torch.expm1(-h) * (d - d_prev) / r0
+
+
 def _grid(num_timesteps: int, size: int) -> list[int]:
     """``size`` distinct integer timesteps, ``round(linspace(T - 1, 0, size))``."""
     grid = sorted({int(v) for v in np.linspace(0, num_timesteps - 1, size).round()}, reverse=True)
@@ -122,7 +182,8 @@ def search_timesteps(model: nn.Module, steps: int | Sequence[int], *, sampler: s
     Args:
         model: an ase-search DiT or U-ViT (full depth).
         steps: one step count or several (each searched on the same teacher run).
-        sampler: ``"ddim"``.
+        sampler: ``"ddim"`` or ``"dpm-solver"`` (DPM-Solver++ 2M; the teacher is DDIM's either
+            way, the many-step ODE trajectory).
         grid: candidate timesteps (and the teacher's steps): ``round(linspace(T - 1, 0, grid))``.
         n: calibration samples (their noise and labels drawn as ``sample`` draws them).
         seed: the calibration seed (keep it apart from evaluation seeds).
@@ -137,8 +198,8 @@ def search_timesteps(model: nn.Module, steps: int | Sequence[int], *, sampler: s
     from ase_search.samplers import SAMPLERS, SamplerConfig
     from ase_search.samplers._sample import _guided_model, _resolve_labels
 
-    if sampler != "ddim":
-        raise ValueError(f"timesteps are searched for ddim; got {sampler!r}")
+    if sampler not in ("ddim", "dpm-solver"):
+        raise ValueError(f"timesteps are searched for ddim and dpm-solver; got {sampler!r}")
     counts = [steps] if isinstance(steps, int) else list(steps)
     diffusion = GaussianDiffusion()
     T = diffusion.num_timesteps
@@ -148,11 +209,11 @@ def search_timesteps(model: nn.Module, steps: int | Sequence[int], *, sampler: s
     uniform = {k: [int(v) for v in SamplerConfig(sampler, k).model_times(T)] for k in counts}
     nodes = sorted(set(_grid(T, grid)) | {s for u in uniform.values() for s in u}, reverse=True)
     grid = len(nodes)
-    solver = SAMPLERS[sampler]
+    solver = SAMPLERS["ddim"]  # the teacher's, and DDIM's steps
     pixel = model.in_channels in (1, 3)
     scheduler = solver.build_scheduler(diffusion, learn_sigma=model.learn_sigma,
                                        clip_denoised=pixel, spacing="linspace")
-    teacher_config = SamplerConfig(sampler, grid, cfg_scale=cfg_scale, timesteps=tuple(nodes))
+    teacher_config = SamplerConfig("ddim", grid, cfg_scale=cfg_scale, timesteps=tuple(nodes))
     device = torch.device(device)
     model = model.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
@@ -168,7 +229,7 @@ def search_timesteps(model: nn.Module, steps: int | Sequence[int], *, sampler: s
                            generator=step_generator)
 
     if progress:
-        progress(f"teacher: {sampler}-{grid} on {n} calibration samples (seed {seed})")
+        progress(f"teacher: ddim-{grid} on {n} calibration samples (seed {seed})")
     states, outputs = [], []
     with torch.no_grad():
         for i, s in enumerate(nodes):
@@ -181,26 +242,79 @@ def search_timesteps(model: nn.Module, steps: int | Sequence[int], *, sampler: s
         if progress:
             progress(f"step costs: {grid * (grid - 1) // 2 + grid} candidate steps")
         G = grid
-        cost = np.full((G, G), math.inf)
-        last = np.empty(G)
         start = np.array([float(((states[0] - states[i]) ** 2).mean()) for i in range(G)])
-        for i in range(G):
-            for j in range(i + 1, G):
-                moved = step(outputs[i], nodes[i], nodes[j], states[i])
-                cost[i, j] = float(((moved - states[j]) ** 2).mean())
-            last[i] = float(((step(outputs[i], nodes[i], None, states[i]) - final) ** 2).mean())
+        if sampler == "ddim":
+            cost = np.full((G, G), math.inf)
+            last = np.empty(G)
+            for i in range(G):
+                for j in range(i + 1, G):
+                    moved = step(outputs[i], nodes[i], nodes[j], states[i])
+                    cost[i, j] = float(((moved - states[j]) ** 2).mean())
+                last[i] = float(((step(outputs[i], nodes[i], None, states[i]) - final) ** 2)
+                                .mean())
+        else:
+            first, second, last = _dpm_solver_costs(states, outputs, final, nodes, diffusion)
     results = {}
     for k in counts:
-        path, value = dp_timesteps(cost, last, k, start)
         on_grid = [nodes.index(s) for s in uniform[k]]
-        uniform_cost = (start[on_grid[0]] + last[on_grid[-1]]
-                        + sum(cost[a, b] for a, b in zip(on_grid, on_grid[1:])))
+        if sampler == "ddim":
+            path, value = dp_timesteps(cost, last, k, start)
+            uniform_cost = (start[on_grid[0]] + last[on_grid[-1]]
+                            + sum(cost[a, b] for a, b in zip(on_grid, on_grid[1:])))
+        else:
+            path, value = dp_pair_timesteps(first, second, last, k, start)
+            uniform_cost = (start[on_grid[0]] + last[on_grid[-1]]
+                            + (first[on_grid[0], on_grid[1]] if k > 1 else 0.0)
+                            + sum(second[a, b, c] for a, b, c
+                                  in zip(on_grid, on_grid[1:], on_grid[2:])))
         results[k] = SearchedTimesteps(sampler, tuple(nodes[p] for p in path), value,
                                        float(uniform_cost), grid, (n, seed))
         if progress:
             progress(f"{sampler}-{k}: {list(results[k].timesteps)} (cost {value:.3g}; uniform "
                      f"{results[k].uniform_cost:.3g})")
     return results
+
+
+def _dpm_solver_costs(states: list[torch.Tensor], outputs: list[torch.Tensor],
+                      final: torch.Tensor, nodes: list[int], diffusion: Any
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DPM-Solver++ (2M)'s step costs on the teacher trajectory: ``first[j, k]`` (a first
+    step), ``second[i, j, k]`` (a step from ``j`` to ``k`` after ``i``) and ``last[k]`` (to the
+    sample: its data prediction), each the mean squared distance to the teacher's state.
+
+    A second-order step is the first-order one plus ``C_ijk (d_j - d_i)``
+    (:func:`dpm_solver_step`), so its squared distance expands into inner products: one matrix
+    product per ``j`` instead of a tensor per ``(i, j, k)``."""
+    G = len(nodes)
+    bar = diffusion.alphas_cumprod[nodes].double()  # (G,)
+    alpha, sigma = bar.sqrt(), (1.0 - bar).sqrt()
+    lam = torch.log(alpha / sigma)
+    flat = torch.stack([s.flatten() for s in states]).double()  # (G, M)
+    M = flat.shape[1]
+    channels = states[0].shape[1]
+    data = torch.stack([((s.double() - sigma[i] * o[:, :channels].double()) / alpha[i]).flatten()
+                        for i, (s, o) in enumerate(zip(states, outputs))])  # (G, M)
+    gram = data @ data.T  # (G, G)
+    first = np.full((G, G), math.inf)
+    second = np.full((G, G, G), math.inf)
+    last = ((data - final.flatten().double()) ** 2).mean(1).numpy()
+    for j in range(G - 1):
+        k = torch.arange(j + 1, G)
+        base = dpm_solver_step(flat[j], data[j], None, (alpha[j], alpha[j], alpha[k, None]),
+                               (sigma[j], sigma[j], sigma[k, None])) - flat[k]  # (K, M)
+        bb = (base ** 2).sum(1)  # (K,)
+        first[j, j + 1:] = (bb / M).numpy()
+        if j == 0:
+            continue
+        i = torch.arange(j)
+        h = lam[k] - lam[j]  # (K,)
+        # C_ijk = -1/2 alpha_k expm1(-h_jk) / r0, r0 = (lam_j - lam_i) / h_jk: (j, K)
+        c = -0.5 * alpha[k] * torch.expm1(-h) * h / (lam[j] - lam[i])[:, None]
+        b_dot_v = (base @ data[j])[None, :] - (data[i] @ base.T)  # <base_k, d_j - d_i>: (j, K)
+        vv = gram[j, j] + gram[i, i] - 2.0 * gram[i, j]  # ||d_j - d_i||^2: (j,)
+        second[:j, j, j + 1:] = ((bb[None, :] + 2.0 * c * b_dot_v + c ** 2 * vv[:, None])
+                                 / M).clamp_min(0.0).numpy()
+    return first, second, last
 
 
 def save_timesteps(path: str | Path, result: SearchedTimesteps, *, arch: str,

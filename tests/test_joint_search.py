@@ -179,11 +179,13 @@ def test_a_joint_study_searches_samplers_measures_steps_only_once_and_judges(joi
     # The steps-only baseline: both samplers x the ladder, plus the reference, plus DDIM at the
     # timesteps searched for the counts below the reference's.
     baseline = {k: v for k, v in attrs.items() if k.startswith(STEPS_ONLY_PREFIX)}
-    searched = attrs[SEARCHED_TIMESTEPS]["timesteps"]
-    assert sorted(searched) == ["2", "3"]
+    searched = attrs[SEARCHED_TIMESTEPS]  # each solver's, with its own update
+    assert {name: sorted(r["timesteps"]) for name, r in searched.items()} == {
+        "ddim": ["2", "3"], "dpm-solver": ["2", "3"]}
     assert set(baseline) == {STEPS_ONLY_PREFIX + k for k in (
         "ddim-4/full", "ddim-2/full", "ddim-3/full", "dpm-solver-2/full", "dpm-solver-3/full",
-        *(f"ddim-{len(ts)} at {','.join(map(str, ts))}/full" for ts in searched.values()))}
+        *(f"{name}-{len(ts)} at {','.join(map(str, ts))}/full"
+          for name, r in searched.items() for ts in r["timesteps"].values()))}
     for v in baseline.values():
         assert v["latency"] == pytest.approx(_hand_latency(cost, v["schedule"], v["sampler"]))
         assert v["weights"] == "start"  # the starting checkpoint (here also the trials')

@@ -75,7 +75,7 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
     # the steps-only ladder is measured beside it, as in every study: DDIM at the space's
     # counts, and at the timesteps searched for the counts below the reference's (DDIM-4)
     searched = search_timesteps(load_model("dit", str(root / "tiny.pt")), [2, 3])
-    assert study.user_attrs[SEARCHED_TIMESTEPS]["timesteps"] == {
+    assert study.user_attrs[SEARCHED_TIMESTEPS]["ddim"]["timesteps"] == {
         str(k): list(r.timesteps) for k, r in searched.items()}
     assert {k for k in study.user_attrs if k.startswith(STEPS_ONLY_PREFIX)} == {
         STEPS_ONLY_PREFIX + config_key(c.to_dict(), None)
@@ -193,3 +193,12 @@ def test_a_data_free_study_measures_against_the_full_models_own_samples(root, tm
     assert listed.user_attrs["paired_rmse"] > 0.0
     cached = list(tmp_path.glob("*-self/*.pt"))  # the reference's draws, beside the study
     assert any(p.name.endswith(f"-seed{SELF_REFERENCE_SEED}.pt") for p in cached)
+
+
+def test_a_ddim_only_record_of_the_first_studies_reads_as_ddims() -> None:
+    from ase_search.search.points import searched_record
+
+    old = {"timesteps": {"4": [999, 700, 400, 250]}, "grid": 104}
+    assert searched_record(old) == {"ddim": old}
+    assert searched_record(None) == {} and searched_record({"dpm-solver": old}) == {
+        "dpm-solver": old}

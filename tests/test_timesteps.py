@@ -13,7 +13,14 @@ from torch import nn
 
 from ase_search.diffusion import GaussianDiffusion
 from ase_search.samplers import SamplerConfig, sample
-from ase_search.timesteps import dp_timesteps, load_timesteps, save_timesteps, search_timesteps
+from ase_search.timesteps import (
+    dp_pair_timesteps,
+    dp_timesteps,
+    dpm_solver_step,
+    load_timesteps,
+    save_timesteps,
+    search_timesteps,
+)
 
 SIGMA = 0.5  # data ~ N(0, SIGMA^2 I)
 
@@ -101,6 +108,68 @@ def test_dp_matches_brute_force_on_random_costs():
         assert path == brute_force(cost, final, steps, start)
 
 
+def test_the_pair_dp_matches_brute_force_on_random_costs():
+    """A multistep solver's programme: the cost of a step depends on the node before it."""
+    rng = np.random.default_rng(1)
+    for G, steps in ((7, 3), (8, 4), (6, 5), (6, 2), (5, 1)):
+        i, j, k = np.indices((G, G, G))
+        first = np.where(i[:, :, 0] < j[:, :, 0], rng.random((G, G)), np.inf)
+        second = np.where((i < j) & (j < k), rng.random((G, G, G)), np.inf)
+        final, start = rng.random(G), rng.random(G)
+
+        def total(p):
+            value = start[p[0]] + final[p[-1]]
+            if len(p) > 1:
+                value += first[p[0], p[1]]
+            return value + sum(second[a, b, c] for a, b, c in zip(p, p[1:], p[2:]))
+
+        path, value = dp_pair_timesteps(first, second, final, steps, start)
+        best = min(itertools.combinations(range(G), steps), key=total)
+        assert path == list(best) and value == pytest.approx(total(best))
+
+
+def test_the_dpm_solver_step_is_diffusers_multistep_update():
+    """dpm_solver_step (first order, then second) == DPMSolverMultistepScheduler as ase-search
+    configures it, step by step, at uneven timesteps."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from ase_search.samplers._base import scheduler_kwargs
+    from ase_search.samplers.dpm_solver import DPM_SOLVER_SETTINGS
+
+    diffusion = GaussianDiffusion()
+    scheduler = DPMSolverMultistepScheduler(**scheduler_kwargs(diffusion), **DPM_SOLVER_SETTINGS)
+    timesteps = [950, 700, 420, 260, 90]
+    scheduler.set_timesteps(timesteps=timesteps)
+    bar = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    model = GaussianEps()
+    data = []
+    for i, s in enumerate(timesteps[:-1]):
+        t = torch.full((3,), s)
+        eps = model(x.float(), t).double()
+        a, sig = bar[s].sqrt(), (1 - bar[s]).sqrt()
+        data.append((x - sig * eps) / a)
+        nxt = timesteps[i + 1]
+        prev = timesteps[i - 1] if i else s
+        alpha = (bar[prev].sqrt(), a, bar[nxt].sqrt())
+        sigma = ((1 - bar[prev]).sqrt(), sig, (1 - bar[nxt]).sqrt())
+        want = dpm_solver_step(x, data[-1], data[-2] if i else None, alpha, sigma)
+        got = scheduler.step(eps.float(), s, x.float()).prev_sample.double()
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        x = got
+
+
+def test_dpm_solver_timesteps_are_searched_with_its_own_update():
+    found = search_timesteps(GaussianEps(), [2, 3], sampler="dpm-solver", grid=12, n=4, seed=0)
+    for k, r in found.items():
+        assert len(r.timesteps) == k and list(r.timesteps) == sorted(r.timesteps, reverse=True)
+        assert r.cost <= r.uniform_cost * (1 + 1e-9)  # the uniform spacing is a candidate
+        assert r.sampler_config().name == "dpm-solver"
+        out = sample(GaussianEps(), sampler=r.sampler_config(), n=2, seed=0)  # it runs
+        assert torch.isfinite(out.images).all()
+
+
 @pytest.mark.parametrize("name", ["ddim", "dpm-solver"])
 def test_explicit_uniform_timesteps_are_the_spacing_bit_for_bit(name):
     from ase_search.models import create_model
@@ -131,3 +200,30 @@ def test_timesteps_files_round_trip_and_bad_ones_are_refused(tmp_path):
         SamplerConfig("ddim", 3, timesteps=(100, 500, 0))
     with pytest.raises(ValueError, match="one timestep per step"):
         SamplerConfig("ddim", 2, timesteps=(999, 500, 0))
+
+
+def test_the_dpm_solver_costs_are_its_steps_distances():
+    """The expanded second-order costs == the distance of dpm_solver_step's result, computed
+    step by step, for every triple (random states and outputs)."""
+    from ase_search.timesteps import _dpm_solver_costs
+
+    g = torch.Generator().manual_seed(3)
+    nodes = [900, 720, 500, 330, 120]
+    states = [torch.randn(2, 1, 3, 3, generator=g) for _ in nodes]
+    outputs = [torch.randn(2, 1, 3, 3, generator=g) for _ in nodes]
+    final = torch.randn(2, 1, 3, 3, generator=g)
+    diffusion = GaussianDiffusion()
+    first, second, last = _dpm_solver_costs(states, outputs, final, nodes, diffusion)
+    bar = diffusion.alphas_cumprod.double()
+    a = [float(bar[s].sqrt()) for s in nodes]
+    sg = [float((1 - bar[s]).sqrt()) for s in nodes]
+    d = [(s.double() - sg[n] * o.double()) / a[n] for n, (s, o) in enumerate(zip(states, outputs))]
+    for i, j, k in itertools.combinations(range(len(nodes)), 3):
+        x = dpm_solver_step(states[j].double(), d[j], d[i], (a[i], a[j], a[k]),
+                            (sg[i], sg[j], sg[k]))
+        assert second[i, j, k] == pytest.approx(float(((x - states[k]) ** 2).mean()), rel=1e-9)
+    for j, k in itertools.combinations(range(len(nodes)), 2):
+        x = dpm_solver_step(states[j].double(), d[j], None, (a[j], a[j], a[k]), (sg[j], sg[j], sg[k]))
+        assert first[j, k] == pytest.approx(float(((x - states[k]) ** 2).mean()), rel=1e-9)
+    assert last == pytest.approx([float(((x - final) ** 2).mean()) for x in d], rel=1e-9)
+    assert np.isinf(second[2, 1, 3]) and np.isinf(first[3, 1])

@@ -41,6 +41,9 @@ def parse_steps(text: str) -> list[int]:
 def timesteps_cmd(
     steps: Annotated[str, typer.Option(
         "--steps", help="Step count to search, or a range such as 3-10.")] = "5",
+    sampler: Annotated[str, typer.Option(
+        "--sampler", help="ddim or dpm-solver (DPM-Solver++ 2M, searched with its own "
+                          "multistep update).")] = "ddim",
     arch: ArchOpt = "dit",
     checkpoint: CheckpointOpt = None,
     grid: Annotated[int, typer.Option(
@@ -54,7 +57,7 @@ def timesteps_cmd(
     ] = Path("timesteps.json"),
     device: DeviceOpt = "auto",
 ) -> None:
-    """Search the DDIM timesteps whose N-step sample stays closest to a many-step one
+    """Search the DDIM (or DPM-Solver++) timesteps whose N-step sample stays closest to a many-step one
     (dynamic programming on the model's teacher trajectory, GITS) and write them as JSON for
     `sample`/`eval --timesteps FILE`."""
     from ase_search.files import check_writable
@@ -72,14 +75,17 @@ def timesteps_cmd(
         raise ValueError(f"--grid {grid} must be at least the step count ({max(counts)}) and 2")
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
+    if sampler not in ("ddim", "dpm-solver"):
+        raise ValueError(f"--sampler must be ddim or dpm-solver, got {sampler!r}")
     use_threads()
     model = load_model(arch, checkpoint)
-    found = search_timesteps(model, counts, grid=grid, n=n, seed=seed, cfg_scale=cfg_scale,
+    found = search_timesteps(model, counts, sampler=sampler, grid=grid, n=n, seed=seed,
+                             cfg_scale=cfg_scale,
                              device=pick_device(device),
                              progress=lambda line: console_err.print(line, highlight=False))
     for k, result in found.items():
         save_timesteps(paths[k], result, arch=arch,
                        checkpoint=None if checkpoint is None else str(checkpoint))
-        console.print(f"ddim-{k}: {list(result.timesteps)} -> {paths[k]} (distance to the "
+        console.print(f"{sampler}-{k}: {list(result.timesteps)} -> {paths[k]} (distance to the "
                       f"teacher {result.cost:.3g}; uniform {result.uniform_cost:.3g})")
     console.print(f"Next: ase-search eval --timesteps {paths[counts[0]]} --n 500 --seeds 5")

@@ -38,6 +38,7 @@ from ase_search.search.trial import TrialContext, evaluate_schedule
 
 __all__ = ["MAX_STEPS", "PointJob", "confirm", "confirm_jobs", "ladder_extension", "listed_jobs",
            "measure_jobs", "merged_record", "search_ladder_timesteps", "searched_counts",
+           "searched_record", "timesteps_missing",
            "starting_context", "steps_only_jobs", "time_confirmed", "weights_digest"]
 
 # A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
@@ -63,45 +64,75 @@ class PointJob:
         return "start" if self.start else "study"
 
 
-def searched_counts(config: dict[str, Any], space: dict[str, Any]) -> list[int]:
-    """The DDIM step counts of a study's ladder whose timesteps are searched too: those below
-    the reference configuration's (none when the ladder has no DDIM)."""
+SEARCHED_SOLVERS = ("ddim", "dpm-solver")  # the solvers ase_search.timesteps searches
+
+
+def searched_counts(config: dict[str, Any], space: dict[str, Any]) -> dict[str, list[int]]:
+    """Per solver of :data:`SEARCHED_SOLVERS` in a study's ladder, its step counts whose
+    timesteps are searched too: those below the reference configuration's."""
     ref = reference_sampler(config, space)
-    return sorted({c.steps for c in steps_only_samplers(config, space, searched={})
-                   if c.name == "ddim" and c.timesteps is None and c.steps < ref.steps})
+    counts: dict[str, set[int]] = {}
+    for c in steps_only_samplers(config, space, searched={}):
+        if c.name in SEARCHED_SOLVERS and c.timesteps is None and c.steps < ref.steps:
+            counts.setdefault(c.name, set()).add(c.steps)
+    return {name: sorted(ks) for name, ks in counts.items()}
+
+
+def searched_record(record: Any) -> dict[str, dict[str, Any]]:
+    """A :data:`~ase_search.record.SEARCHED_TIMESTEPS` record per solver (``{}``: none); the
+    first studies that had one (2026-12-07) searched DDIM alone, at its top level."""
+    if not isinstance(record, dict):
+        return {}
+    if "timesteps" in record:
+        return {"ddim": record}
+    return {k: v for k, v in record.items() if k in SEARCHED_SOLVERS and isinstance(v, dict)}
+
+
+def timesteps_missing(study: Any) -> bool:
+    """Whether a ladder solver's searched timesteps are not stored yet."""
+    attrs = study.user_attrs
+    if "space" not in attrs:
+        return False
+    held = searched_record(attrs.get(SEARCHED_TIMESTEPS))
+    return not isinstance(attrs.get(SEARCHED_TIMESTEPS), dict) or any(
+        name not in held for name in searched_counts(attrs["config"], attrs["space"]))
 
 
 def search_ladder_timesteps(study: Any, model: Any, *, device: str = "cpu",
                             log: Callable[[str], None] = print) -> None:
-    """Search DDIM's timesteps at :func:`searched_counts` on ``model`` (the starting weights'
-    full model) once per study and store them (:data:`~ase_search.record.SEARCHED_TIMESTEPS`),
-    so the steps-only ladder measures searched timesteps beside the uniform spacings: the
-    strongest fewer-steps a user can run (:mod:`ase_search.timesteps`)."""
+    """Search each ladder solver's timesteps at :func:`searched_counts` on ``model`` (the
+    starting weights' full model) once per study and store them
+    (:data:`~ase_search.record.SEARCHED_TIMESTEPS`), so the steps-only ladder measures searched
+    timesteps beside the uniform spacings: the strongest fewer-steps a user can run
+    (:mod:`ase_search.timesteps`)."""
     from ase_search.timesteps import search_timesteps
 
     attrs = study.user_attrs
-    if isinstance(attrs.get(SEARCHED_TIMESTEPS), dict) or "space" not in attrs:
+    if "space" not in attrs:
         return
-    counts = searched_counts(attrs["config"], attrs["space"])
-    if not counts:
-        study.set_user_attr(SEARCHED_TIMESTEPS, {"timesteps": {}})
+    if not timesteps_missing(study):
         return
+    held = searched_record(attrs.get(SEARCHED_TIMESTEPS))
+    wanted = {name: ks for name, ks in searched_counts(attrs["config"], attrs["space"]).items()
+              if name not in held}
     ref = reference_sampler(attrs["config"], attrs["space"])
-    log(f"searching DDIM timesteps for the steps-only ladder at {counts} steps")
-    found = search_timesteps(model, counts, cfg_scale=ref.cfg_scale, device=device)
-    first = next(iter(found.values()))
-    study.set_user_attr(SEARCHED_TIMESTEPS, {
-        "timesteps": {str(k): list(r.timesteps) for k, r in found.items()},
-        "grid": first.grid, "calibration": {"n": first.calibration[0],
-                                            "seed": first.calibration[1]},
-        "cfg_scale": ref.cfg_scale})
+    for name, counts in wanted.items():
+        log(f"searching {name} timesteps for the steps-only ladder at {counts} steps")
+        found = search_timesteps(model, counts, sampler=name, cfg_scale=ref.cfg_scale,
+                                 device=device)
+        first = next(iter(found.values()))
+        held[name] = {"timesteps": {str(k): list(r.timesteps) for k, r in found.items()},
+                      "grid": first.grid, "calibration": {"n": first.calibration[0],
+                                                          "seed": first.calibration[1]},
+                      "cfg_scale": ref.cfg_scale}
+    study.set_user_attr(SEARCHED_TIMESTEPS, held)
 
 
 def steps_only_samplers(config: dict[str, Any], space: dict[str, Any],
                         searched: dict[str, Any] | None = None) -> list[Any]:
     """The sampler configs of a study's steps-only baseline (reference configuration first),
-    with DDIM at the ``searched`` timesteps (a :data:`~ase_search.record.SEARCHED_TIMESTEPS`
-    record) last."""
+    with the solvers at the ``searched`` timesteps (a
+    :data:`~ase_search.record.SEARCHED_TIMESTEPS` record) last."""
     from ase_search.samplers import SamplerConfig
     from ase_search.space import ScheduleSpace
 
@@ -114,9 +145,10 @@ def steps_only_samplers(config: dict[str, Any], space: dict[str, Any],
         configs = [type(one)(name=one.name, steps=n, timestep_spacing=one.timestep_spacing)
                    for n in FIXED_LADDER if n < one.steps]
     ordered = [reference] + [c for c in configs if c != reference]
-    for ts in ((searched or {}).get("timesteps") or {}).values():
-        ordered.append(SamplerConfig("ddim", len(ts), cfg_scale=reference.cfg_scale,
-                                     timesteps=tuple(int(t) for t in ts)))
+    for name, record in searched_record(searched).items():
+        for ts in (record.get("timesteps") or {}).values():
+            ordered.append(SamplerConfig(name, len(ts), cfg_scale=reference.cfg_scale,
+                                         timesteps=tuple(int(t) for t in ts)))
     return ordered
 
 

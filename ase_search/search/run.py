@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ase_search.record import SEARCHED_TIMESTEPS
 from ase_search.search.config import SearchConfig, SearchError, one_shot_config
 from ase_search.storage import resolve_storage
 from ase_search.search.study import (
@@ -28,6 +27,7 @@ from ase_search.search.points import (
     listed_jobs,
     measure_jobs,
     search_ladder_timesteps,
+    timesteps_missing,
     starting_context,
     steps_only_jobs,
     time_confirmed,
@@ -180,7 +180,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     budget = count(TrialState.COMPLETE) + len(listed_jobs(study, listed)) if listed else (
         config.budget)
     complete_before = count(TrialState.COMPLETE)
-    searched = config.diffusers or isinstance(study.user_attrs.get(SEARCHED_TIMESTEPS), dict)
+    searched = bool(config.diffusers) or not timesteps_missing(study)
     if (complete_before >= budget and searched and not steps_only_jobs(study)
             and not (config.confirm and confirm_jobs(study, config.confirm))):
         log(f"study {config.resolved_study_name!r} already holds {complete_before} finished "
