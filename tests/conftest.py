@@ -19,6 +19,20 @@ seeds: [full, D4]
 """
 
 
+def joint_space_yaml(samplers: str = "ddim, dpm-solver", *, seeds: str = "full, D4",
+                     max_steps: int = 6, steps_only: str = "2, 3") -> str:
+    """SEARCH_SPACE with a joint ``sampling:`` section (reference DDIM-4)."""
+    return (SEARCH_SPACE.replace("seeds: [full, D4]", f"seeds: [{seeds}]")
+            + f"sampling:\n  samplers: [{samplers}]\n  steps: {{min: 2, max: {max_steps}}}\n"
+              f"  steps_only: [{steps_only}]\n  reference: {{sampler: ddim, steps: 4}}\n")
+
+
+@pytest.fixture(scope="session")
+def joint_space() -> Callable[..., str]:
+    """:func:`joint_space_yaml`, for tests that need a small joint space."""
+    return joint_space_yaml
+
+
 @pytest.fixture
 def one_thread():
     """torch on one thread for the test: on tiny tensors intra-op threads only add wake-up

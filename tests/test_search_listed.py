@@ -21,20 +21,6 @@ from ase_search.timesteps import search_timesteps
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SPACE = """version: 1
-arch: dit
-depth: 4
-intervals: 5
-edges: uniform
-blocks: {min: 1, max: null}
-monotone: true
-seeds: [full, D4]
-sampling:
-  samplers: [ddim]
-  steps: {min: 2, max: 6}
-  steps_only: [2, 3]
-  reference: {sampler: ddim, steps: 4}
-"""
 
 LIST = """configurations:
   - sampler: ddim
@@ -44,8 +30,8 @@ LIST = """configurations:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, tiny_dit) -> Path:
-    folder = tiny_dit(tmp_path_factory.mktemp("listed"), SPACE)
+def root(tmp_path_factory, tiny_dit, joint_space) -> Path:
+    folder = tiny_dit(tmp_path_factory.mktemp("listed"), joint_space("ddim"))
     (folder / "list.yaml").write_text(LIST)
     return folder
 

@@ -11,20 +11,6 @@ import yaml
 from benchmarks import levers
 from benchmarks.levers import BENCHMARK, LISTS, VARIANTS, Params, search_config
 
-SPACE = """version: 1
-arch: dit
-depth: 4
-intervals: 5
-edges: uniform
-blocks: {min: 1, max: null}
-monotone: true
-seeds: [full]
-sampling:
-  samplers: [ddim]
-  steps: {min: 2, max: 4}
-  steps_only: [2, 3]
-  reference: {sampler: ddim, steps: 4}
-"""
 
 
 @pytest.mark.parametrize("arch", ["dit", "uvit"])
@@ -53,11 +39,11 @@ def test_bad_parameters_are_refused() -> None:
             Params(**bad)
 
 
-def test_the_report_is_each_study_verdict(tmp_path, tiny_dit, monkeypatch) -> None:
+def test_the_report_is_each_study_verdict(tmp_path, tiny_dit, joint_space, monkeypatch) -> None:
     from ase_search.fronts import study_verdict, verdict_lines
     from ase_search.search import SearchConfig
 
-    root = tiny_dit(tmp_path / "model", SPACE)
+    root = tiny_dit(tmp_path / "model", joint_space("ddim", seeds="full", max_steps=4))
     (root / "list.yaml").write_text(
         "configurations:\n  - {sampler: ddim, steps: [3, 4], schedule: D1, reuse: [null, 2]}\n")
     storage = tmp_path / "studies" / "levers-dit-base.db"
