@@ -10,12 +10,13 @@ message names the path the user asked for and the reason.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["OutputError", "atomic_write", "atomic_write_text", "check_writable"]
+__all__ = ["OutputError", "atomic_write", "atomic_write_text", "check_writable", "file_sha256"]
 
 
 class OutputError(OSError):
@@ -126,3 +127,22 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`atomic_write`."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a file's bytes, read once per path, modification time and size in this
+    process (a run, or a reused trial worker, asks for the same file's digest many times)."""
+    p = Path(path).resolve()
+    stat = p.stat()
+    return _sha256(str(p), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

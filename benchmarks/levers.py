@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (ROOT, TESTBED_TITLES, check_testbeds, display_path, machine_text,
-                               weights_sha256)
+                               weights_sha256, write_text)
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
 LISTS = Path(__file__).resolve().parent / "lists"
@@ -92,8 +92,8 @@ def search_config(params: Params, key: str) -> Any:
         data = yaml.safe_load(Path(space).read_text())
         space = params.studies / f"levers-{arch}-{variant}-space.yaml"
         params.studies.mkdir(parents=True, exist_ok=True)
-        space.write_text(yaml.safe_dump({**data, "levers": {"exit_heads": True}},
-                                        sort_keys=False))
+        write_text(space, yaml.safe_dump({**data, "levers": {"exit_heads": True}},
+                                         sort_keys=False))
     return SearchConfig(arch=arch, space=str(space), configs=str(LISTS / listed),
                         finetune=finetune, n_samples=params.n, batch_size=params.batch_size,
                         latency_batch=params.latency_batch, confirm=params.seeds, grid=0,

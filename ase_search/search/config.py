@@ -8,8 +8,6 @@ that offers the settings under other names (the CLI's ``--full-share``) maps
 
 from __future__ import annotations
 
-import functools
-
 import math
 import re
 import warnings
@@ -343,23 +341,10 @@ class SearchConfig:
 
             identity["diffusers_fingerprint"] = transformer_fingerprint(self.diffusers)
         if self.checkpoint is not None and Path(self.checkpoint).is_file():
-            stat = Path(self.checkpoint).stat()
-            identity["checkpoint_sha256"] = _file_sha256(str(Path(self.checkpoint).resolve()),
-                                                         stat.st_mtime_ns, stat.st_size)
+            from ase_search.files import file_sha256
+
+            identity["checkpoint_sha256"] = file_sha256(self.checkpoint)
         return identity
-
-
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """The sha256 of a file (cached by its path, time and size: a run asks for its identity
-    several times)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def one_shot_config(config: SearchConfig) -> Any:

@@ -119,6 +119,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     else:
         model = load_model(config.arch, config.checkpoint)
         depth = model.exit_depth
+    start_model = model  # the starting weights' full model, as its user has it (the ladder's)
     space_path = Path(config.space) if config.space else TESTBEDS[config.arch].space
     space = load_space(space_path, depth=depth)
     if space.arch != config.arch:
@@ -140,7 +141,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                               f"levers.exit_heads: false", fields=("finetune",))
         from ase_search.models import add_exit_heads
 
-        model = add_exit_heads(model)
+        model = add_exit_heads(model)  # a copy: ``start_model`` stays as it was
     # a list's mistakes are one line before any work
     listed = load_listed(config.configs, arch=config.arch, depth=depth) if config.configs else ()
     storage_spec = config.resolved_storage
@@ -203,7 +204,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     check_weights_key(study, key)
     if not searched:  # the ladder's searched timesteps, once per study (not for diffusers)
         t = time.perf_counter()
-        search_ladder_timesteps(study, load_model(config.arch, config.checkpoint),
+        search_ladder_timesteps(study, start_model,
                                 device="cuda" if torch.cuda.is_available() else "cpu", log=log)
         setup["searched_timesteps"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -405,7 +406,7 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
                        diffusers=bool(config.diffusers), log=log)
         record_look(study)
 
-    if not config.diffusers:  # studies made before the ladder had searched timesteps
+    if not config.diffusers and timesteps_missing(study):  # made before the ladder had them
         import torch
 
         from ase_search.testbed import load_model

@@ -267,18 +267,23 @@ def _diffusers_self_reference(ctx: TrialContext, transformer: Any, device: str) 
 def _native_self_reference(ctx: TrialContext, device: str) -> Any:
     """A native study's ``fid_data self`` reference: the full model on the starting weights (the
     model as its user has it, never fine-tuned), whatever weights the trial runs."""
-    import hashlib
+    import functools
 
     from ase_search.samplers import sample
+    from ase_search.files import file_sha256
     from ase_search.testbed import TESTBEDS, load_model
 
     cfg = ctx.config
     ref = reference_sampler(cfg, ctx.space)
-    path = Path(cfg.get("checkpoint") or TESTBEDS[cfg["arch"]].path)
-    model = load_model(cfg["arch"], cfg.get("checkpoint")).to(device)
-    return _self_reference(ctx, hashlib.sha256(path.read_bytes()).hexdigest(), lambda seed: (
-        sample(model, sampler=ref, n=cfg["n_samples"], batch_size=cfg["batch_size"], seed=seed,
-               device=device).images))
+    digest = file_sha256(cfg.get("checkpoint") or TESTBEDS[cfg["arch"]].path)
+
+    @functools.cache
+    def model() -> Any:  # loaded only when a draw is not cached yet
+        return load_model(cfg["arch"], cfg.get("checkpoint")).to(device)
+
+    return _self_reference(ctx, digest, lambda seed: (
+        sample(model(), sampler=ref, n=cfg["n_samples"], batch_size=cfg["batch_size"],
+               seed=seed, device=device).images))
 
 
 def _check_inputs_here(ctx: TrialContext) -> None:
