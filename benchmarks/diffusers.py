@@ -37,6 +37,7 @@ from benchmarks._common import (
     display_path,
     judge_cells,
     ladder_label,
+    load_testbed,
     provenance,
     reference_one_shot_weights,
     sampler_of,
@@ -137,11 +138,10 @@ def keys(params: Params) -> list[str]:
 def folder(kind: str) -> Path:
     """The testbed (``base``) or the one-shot weights (``one-shot``) exported once per run."""
     from ase_search.integrations.diffusers import export_dit
-    from ase_search.testbed import load_model
 
     weights = None if kind == "base" else reference_one_shot_weights(ARCH)
     out = Path(tempfile.mkdtemp(prefix=f"ase-diffusers-{kind}-")) / "dit"
-    export_dit(load_model(ARCH, weights), out,
+    export_dit(load_testbed(ARCH, weights), out,
                source="the shipped dit testbed" if weights is None else display_path(weights))
     return out
 
@@ -303,9 +303,8 @@ def conversion() -> dict[str, float]:
 
     from ase_search.integrations.diffusers import load_scheduler, load_transformer, sample_diffusers
     from ase_search.samplers import SamplerConfig, sample
-    from ase_search.testbed import load_model
 
-    native, converted = load_model(ARCH), load_transformer(folder("base"))
+    native, converted = load_testbed(ARCH), load_transformer(folder("base"))
     stock = DiTTransformer2DModel.from_pretrained(folder("base"), low_cpu_mem_usage=False)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 1, 28, 28, generator=g)
@@ -392,12 +391,10 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.schedule import ExitSchedule, preset
 
     common = {"command": ctx.command, "machine": machine_info()}
-    if key == "conversion":
-        return {**conversion(), **common}
-    if key == "applicability":
-        return {"probes": {hook: probe(hook) for hook in PROBES}, **common}
-    if key == "overhead":
-        return {**overhead(params), **common}
+    single = {"conversion": conversion, "overhead": lambda: overhead(params),
+              "applicability": lambda: {"probes": {hook: probe(hook) for hook in PROBES}}}
+    if key in single:
+        return {**single[key](), **common}
 
     group, _, name = key.partition("/")
     path = folder("one-shot" if group == "one-shot" else "base")

@@ -8,7 +8,7 @@ events (``ase_search.metrics.latency.measure``):
    rotating); ``1 - t(k) / t(full)`` next to the FLOP-ideal ``1 - FLOPs(k) / FLOPs(full)``.
 2. **Composed runs**: a run's latency as the sum of per-step medians over its calls, for the
    samplers of the paper's tables, next to the paper's accelerations.
-3. **Measured runs** (``--measure``): every call of one run, every preset, timed interleaved by
+3. **Measured runs** (DDIM-50, DDPM-250): every call of one run, every preset, timed interleaved by
    ``ase_search.evaluate.benchmark_latency`` (``--repeats`` rounds after a warm-up round). A run
    estimated (from 1.) not to fit in what is left of ``--budget-seconds`` is skipped and its
    composed value stands in; in fp32 on an H100 the DDPM-250 runs do not fit the default.
@@ -19,7 +19,8 @@ events (``ase_search.metrics.latency.measure``):
 
 Without a CUDA device it exits 2 unless ``--allow-cpu``. ``--smoke`` shrinks the models (same
 classes and depths), the batch (2) and the samplers (2 steps), and writes to a temporary file.
-Cells: one per model (``DiT-XL/2``) and one per measured run (``DiT-XL/2|ddim-50``).
+Cells: one per model (``DiT-XL/2``) and one per measured run (``DiT-XL/2|ddim-50``); ``--only``
+picks some of them.
 """
 
 from __future__ import annotations
@@ -34,15 +35,11 @@ import sys
 import tempfile
 import time
 from dataclasses import field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from benchmarks._common import pct
 from benchmarks._runner import REPORTS, Benchmark, CellContext, Report, markdown_table, option, run
-
-if TYPE_CHECKING:
-    import torch
 
 # The paper's accelerations (%) by model, sampler and preset: DiT-XL/2 on ImageNet 256, Table 3
 # (its DDPM-250 column is Table 2's); U-ViT-S/4 on CelebA 64, Table 4 (EM-1000 is Table 2's).
@@ -70,17 +67,15 @@ SMOKE_OVERRIDES = {
     "U-ViT-S/4": {"embed_dim": 32, "num_heads": 2, "img_size": 16},
 }
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+MEASURED = ("ddim-50", "ddpm-250")  # samplers whose whole run is measured, cheapest first
+MEASURED_KEYS = [f"{m}|{spec}" for spec in MEASURED for m in BATCH]
 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """Which models, precision and samplers; how long the timing runs."""
+    """Precision and how long the timing runs."""
 
-    models: str = field(default="DiT-XL/2,U-ViT-S/4", metadata=option(
-        f"comma-separated, from {list(BATCH)}", identity=False))
     precision: str = field(default="fp32", metadata=option(choices=PRECISIONS))
-    measure: str = field(default="ddim-50,ddpm-250", metadata=option(
-        "samplers whose whole run is measured (name-steps, comma-separated; empty for none)"))
     rounds: int = field(default=10, metadata=option("per-step timing rounds"))
     repeats: int = field(default=2, metadata=option("rounds of a measured run"))
     budget_seconds: float = field(default=240.0, metadata=option(
@@ -91,23 +86,8 @@ class Params:
         "tiny models, batch 2, 2-step samplers: checks the script works"))
 
     def __post_init__(self) -> None:
-        if not self.model_names or any(m not in BATCH for m in self.model_names):
-            raise ValueError(f"--models must name some of {list(BATCH)}, got {self.models!r}")
-        for spec in self.measured:
-            name, _, steps = spec.rpartition("-")
-            if not (name and steps.isdigit()):
-                raise ValueError(f"--measure: sampler spec must look like 'ddim-50' "
-                                 f"(name-steps), got {spec!r}")
         if self.rounds < 1 or self.repeats < 1:
             raise ValueError("--rounds and --repeats must be >= 1")
-
-    @property
-    def model_names(self) -> list[str]:
-        return [m for m in self.models.split(",") if m]
-
-    @property
-    def measured(self) -> list[str]:
-        return [s for s in self.measure.split(",") if s]
 
     @property
     def timing(self) -> tuple[int, int]:
@@ -119,26 +99,17 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def per_step(model: torch.nn.Module, counts: list[int], *, batch: int, rounds: int,
-             device: torch.device) -> dict[int, list[float]]:
-    """Seconds of one call at each block count: ``result[k][r]``, interleaved over rounds.
+def per_step(model: Any, counts: list[int], *, batch: int, rounds: int,
+             device: Any) -> dict[int, list[float]]:
+    """Seconds of one call at each block count: ``result[k][r]``, interleaved over rounds after
+    a warm-up round (:func:`ase_search.metrics.latency.sampling_latency_samples` on one call)."""
+    from ase_search.metrics.latency import sampling_latency_samples
+    from ase_search.schedule import ExitSchedule
 
-    Each round times one call per count, in an order that rotates with the round, so a drift in
-    clock or load hits every count alike; round 0 (and five full calls before it) is warm-up.
-    """
-    from ase_search.metrics.latency import example_inputs, measure
-
-    x, t, y = example_inputs(model, batch, device)
-    measure(lambda: model(x, t, y), warmup=5, repeats=1, device=device)
-    times: dict[int, list[float]] = {k: [] for k in counts}
-    for r in range(rounds + 1):
-        shift = r % len(counts)
-        for k in counts[shift:] + counts[:shift]:
-            seconds = measure(lambda k=k: model(x, t, y, n_blocks=k), warmup=0, repeats=1,
-                              device=device)
-            if r > 0:
-                times[k].append(seconds)
-    return times
+    schedules = {k: ExitSchedule(model.arch, model.exit_depth, (0.0, 1.0), (k,)) for k in counts}
+    times = sampling_latency_samples(model, schedules, [500.0], batch_size=batch, device=device,
+                                     repeats=rounds)
+    return {k: per_call[0] for k, per_call in times.items()}
 
 
 @functools.cache
@@ -170,7 +141,7 @@ def model_state(params: Params, name: str) -> dict[str, Any]:
 
 # ###################################################################### cells
 def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
-    """Per-step timing and composed runs of one model, with the run's card, date and versions."""
+    """Per-step timing and composed runs of one model, with the run's machine and versions."""
     import torch
 
     from ase_search.callplan import blocks_per_call
@@ -179,18 +150,15 @@ def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.samplers import SamplerConfig
 
     state = model_state(params, name)
-    model, schedules, dev = state["model"], state["schedules"], state["device"]
+    model, schedules = state["model"], state["schedules"]
     batch = 2 if params.smoke else BATCH[name]
     depth = model.exit_depth
     rounds, repeats = params.timing
-    counts = sorted({k for s in schedules.values() for k in s.blocks}, reverse=True)
-    if depth not in counts:
-        counts.insert(0, depth)
+    counts = sorted({k for s in schedules.values() for k in s.blocks}, reverse=True)  # full first
     t0 = time.perf_counter()
     log(f"{name}: batch {batch}, {depth} exitable blocks, per-step timing of {counts}")
-
     with state["autocast"]:
-        raw = per_step(model, counts, batch=batch, rounds=rounds, device=dev)
+        raw = per_step(model, counts, batch=batch, rounds=rounds, device=state["device"])
     step_s = {k: statistics.median(v) for k, v in raw.items()}
     flops = {k: model_flops(model, k) for k in counts}  # batch 1; FLOPs scale with the batch
     steps = [{
@@ -203,7 +171,7 @@ def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
 
     # Composed runs for the paper's samplers (and the measured ones, to check the composition).
     runs: dict[str, dict[str, Any]] = {}
-    for spec in dict.fromkeys([*PAPER_ACCELERATION[name], *params.measured]):
+    for spec in dict.fromkeys([*PAPER_ACCELERATION[name], *MEASURED]):
         sampler, _, n_steps = spec.rpartition("-")
         config = SamplerConfig(sampler, 2 if params.smoke else int(n_steps))
         times = config.model_times()
@@ -216,23 +184,13 @@ def model_cell(params: Params, name: str, ctx: CellContext) -> dict[str, Any]:
             "paper": PAPER_ACCELERATION[name].get(spec, {}).get(p, math.nan) / 100,
         } for p, c in calls.items()}
         # One warm-up round plus --repeats timed rounds of every schedule's calls.
-        estimate = (repeats + 1) * sum(composed.values())
         runs[spec] = {"sampler": config.to_dict(), "composed_full_s": composed["full"],
-                      "rows": rows, "estimate_s": estimate, "measured": None, "skipped": None}
-    card = (torch.cuda.get_device_name() if dev.type == "cuda"
-            else "none (CPU run with --allow-cpu)")
+                      "rows": rows, "estimate_s": (repeats + 1) * sum(composed.values())}
     return {"model": name, "arch": model.arch, "depth": depth, "batch": batch,
             "overrides": state["overrides"], "num_labels": model.num_labels, "steps": steps,
-            "runs": runs, "seconds": time.perf_counter() - t0,
-            "card": card, "device": dev.type, "command": ctx.command, "smoke": params.smoke,
-            "precision": params.precision, "rounds": rounds, "repeats": repeats,
-            "machine": machine_info(), "cuda": torch.version.cuda,
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-
-
-def measured_keys(params: Params) -> list[str]:
-    """The measured runs' cells, cheapest sampler first across models (``--measure`` order)."""
-    return [f"{m}|{spec}" for spec in params.measured for m in params.model_names]
+            "runs": runs, "seconds": time.perf_counter() - t0, "command": ctx.command,
+            "smoke": params.smoke, "precision": params.precision, "rounds": rounds,
+            "repeats": repeats, "machine": machine_info(), "cuda": torch.version.cuda}
 
 
 def measure_cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
@@ -244,8 +202,8 @@ def measure_cell(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
     name, _, spec = key.partition("|")
     record = ctx.cells[name]["runs"][spec]
-    earlier = measured_keys(params)[:measured_keys(params).index(key)]
-    left = params.budget_seconds - sum(ctx.cells[k]["seconds"] for k in earlier)
+    earlier = MEASURED_KEYS[:MEASURED_KEYS.index(key)]
+    left = params.budget_seconds - sum(ctx.cells[k]["seconds"] for k in earlier if k in ctx.cells)
     if record["estimate_s"] > left:
         skipped = (f"estimated {record['estimate_s']:.1f} s, {left:.1f} s of --budget-seconds "
                    f"left; its composed value stands in")
@@ -296,31 +254,23 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     """One section per model: its per-step timing, then every run, measured where it was."""
     import pandas as pd
 
-    records = [cells[name] for name in params.model_names if name in cells]
-    if not records:
-        return Report(f"# GPU latency of the paper's exit schedules\n\nNo model of "
-                      f"{params.models!r} is in `{json_name}` yet.\n")
-    seconds = 0.0
-    for rec in records:
-        seconds += rec["seconds"] + sum(cells[f"{rec['model']}|{spec}"]["seconds"]
-                                        for spec in rec["runs"]
-                                        if f"{rec['model']}|{spec}" in cells)
+    records = [cells[name] for name in BATCH if name in cells]
     meta, m = records[0], records[0]["machine"]
     lines = [
         "# GPU latency of the paper's exit schedules",
         "",
         *(["**SMOKE RUN: tiny models, batch 2, 2-step samplers; the numbers mean nothing.**", ""]
           if meta["smoke"] else []),
-        f"- Card: {meta['card']}",
+        f"- Card: {m['gpu'] or 'none (CPU run with --allow-cpu)'}",
         f"- Command: `{meta['command']}`",
-        f"- Date: {meta['date']}; {seconds:.0f} s",
+        f"- Date: {m['date']}; {sum(c['seconds'] for c in cells.values()):.0f} s",
         f"- torch {m['torch']} (CUDA {meta['cuda']}), Python {m['python']}, CPU {m['cpu']}",
         f"- Precision: {meta['precision']} (TF32 matmuls "
         f"{'on' if meta['precision'] == 'tf32' else 'off'}"
         f"{'; autocast' if meta['precision'] in ('bf16', 'fp16') else ''}); random weights; "
         f"per-step medians over {meta['rounds']} interleaved round(s), measured runs over "
         f"{meta['repeats']} round(s) after a warm-up round; timed with "
-        f"{'CUDA events' if meta['device'] == 'cuda' else 'time.perf_counter (CPU)'}.",
+        f"{'CUDA events' if m['gpu'] else 'time.perf_counter (CPU)'}.",
         "",
         "Columns: *FLOP-ideal* = share of the network's FLOPs skipped (every layer, torch's FLOP "
         "counter); *per-step measured* = `1 - t(k) / t(full)` of one call; *composed* = a run's "
@@ -349,8 +299,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
 
 
 BENCHMARK = Benchmark(
-    name="gpu_latency", doc=__doc__, params=Params,
-    keys=lambda params: [*params.model_names, *measured_keys(params)],
+    name="gpu_latency", doc=__doc__, params=Params, keys=lambda params: [*BATCH, *MEASURED_KEYS],
     cell=lambda params, key, ctx: (measure_cell if "|" in key else model_cell)(params, key, ctx),
     report=report,
     out=lambda params: (Path(tempfile.gettempdir()) / "gpu_latency_smoke.md" if params.smoke

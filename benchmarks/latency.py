@@ -8,9 +8,9 @@ share of FLOPs skipped. Latency does not depend on the weights.
     python -m benchmarks.latency --steps 10 --batch-size 256 --repeats 5 --threads 1
 
 Each model's measurement is one interleaved run, a cell of ``reports/latency.json`` keyed by model
-name; ``--models`` picks which to measure (``--fresh`` measures them again), so the two models can
-be timed separately. ``--out`` (``reports/latency.md``) is rebuilt from every cell in the JSON. Run it on an otherwise idle machine: other processes on the same cores change
-the absolute times and, through cache and scheduler effects, the ratios.
+name; ``--models`` picks which to measure, so the two models can be timed separately. Run it on an
+otherwise idle machine: other processes on the same cores change the absolute times and, through
+cache and scheduler effects, the ratios.
 """
 
 from __future__ import annotations
@@ -102,10 +102,8 @@ def measure_model(args: Params, name: str, ctx: CellContext) -> dict[str, Any]:
 
 
 def call_time_fit(record: dict[str, Any]) -> tuple[float, float, float]:
-    """Least-squares fit ``t(k) = a + b k`` of the median call times on the block count ``k``.
-
-    Returns ``(a, b, se_a)``, ``se_a`` the usual OLS standard error of the intercept.
-    """
+    """Least-squares fit ``t(k) = a + b k`` of the median call times on the block count ``k``:
+    ``(a, b, se_a)``, ``se_a`` the usual OLS standard error of the intercept."""
     import numpy as np
 
     from ase_search.callplan import blocks_per_call
@@ -113,20 +111,13 @@ def call_time_fit(record: dict[str, Any]) -> tuple[float, float, float]:
     from ase_search.schedule import preset
 
     settings = record["settings"]
-    sampler = SamplerConfig.from_dict(settings["sampler"])
-    times = sampler.model_times()
+    times = SamplerConfig.from_dict(settings["sampler"]).model_times()
     ks, ts = [], []
     for name, per_call in settings["samples"].items():
-        schedule = preset(name, record["arch"], settings["depth"])
-        ks += blocks_per_call(schedule, times)
+        ks += blocks_per_call(preset(name, record["arch"], settings["depth"]), times)
         ts += [statistics.median(v) for v in per_call]
-    design = np.stack([np.ones(len(ks)), np.asarray(ks, dtype=float)], axis=1)
-    y = np.asarray(ts)
-    (a, b), *_ = np.linalg.lstsq(design, y, rcond=None)
-    residual = y - design @ np.array([a, b])
-    sigma2 = residual @ residual / (len(y) - 2)
-    se_a = float(np.sqrt(sigma2 * np.linalg.inv(design.T @ design)[0, 0]))
-    return float(a), float(b), se_a
+    (b, a), cov = np.polyfit(ks, ts, 1, cov=True)  # cov scaled by residuals / (n - 2)
+    return float(a), float(b), float(np.sqrt(cov[1, 1]))
 
 
 def section(record: dict[str, Any]) -> tuple[str, str]:
