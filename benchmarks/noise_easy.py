@@ -27,16 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ase_search.schedule import DATA_EASY_SUFFIX, preset_names
-from benchmarks._common import (
-    ROOT,
-    display_path,
-    fid_text,
-    file_sha256,
-    machine_text,
-    sampler_name,
-    short_hash,
-    weights_sha256,
-)
+from benchmarks._common import (ROOT, display_path, fid_text, machine_text, sampler_name,
+                               short_hash, weights_sha256)
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
 ARCHS = ("dit", "uvit")
@@ -129,7 +121,7 @@ def trajectory(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
                             gamma=params.gamma, cycles=params.cycles, seed=params.ft_seed)
     settings = {
         "arch": arch, "model_name": getattr(base, "model_name", arch), "depth": base.exit_depth,
-        "weights": display_path(weights), "weights_sha256": file_sha256(weights),
+        "weights": display_path(weights), "weights_sha256": weights_sha256(weights),
         "n": params.n, "seeds": list(range(params.seeds)), "sampler": sampler.to_dict(),
         "batch_size": params.batch_size, "finetune": dataclasses.asdict(config), "data": "mnist",
         "checkpoints": list(params.checkpoints),

@@ -49,14 +49,12 @@ class Outcome:
     workdir: Path
 
     @property
-    def last_line(self) -> str:
-        lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
-        return lines[-1].strip() if lines else ""
+    def last_line(self) -> str:  # of stderr: the last non-blank one, once stripped
+        return (self.stderr.strip().splitlines() or [""])[-1].strip()
 
     @property
     def last_stdout_line(self) -> str:
-        lines = self.stdout.strip().splitlines()
-        return lines[-1] if lines else ""
+        return (self.stdout.strip().splitlines() or [""])[-1]
 
     @property
     def traceback(self) -> bool:
@@ -65,8 +63,8 @@ class Outcome:
     def text(self) -> str:
         """``exit N[, traceback]: <last line of stderr, else of stdout>``."""
         line = self.last_line or self.last_stdout_line
-        return f"exit {self.rc}" + (", traceback" if self.traceback else "") + \
-            (f": {line[:160]}" if line else "")
+        return (f"exit {self.rc}" + (", traceback" if self.traceback else "")
+                + (f": {line[:160]}" if line else ""))
 
 
 Check = Callable[[Outcome], tuple[bool, str]]

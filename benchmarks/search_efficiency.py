@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from ase_search.progress import progress_bar
 from ase_search.schedule import ExitSchedule
 from ase_search.search import SearchConfig
 from ase_search.search.config import SAMPLER_ALGOS
-from ase_search.verdict import hypervolume
+from ase_search.verdict import hypervolume, non_dominated
 from benchmarks._common import ROOT, file_sha256, load_json, machine_text, short_hash, write_json
 from benchmarks._runner import REPORTS, Benchmark, CellContext, Report, markdown_table, option, run
 
@@ -129,10 +129,9 @@ def shared_prefix(sequences: Sequence[Sequence[Any]]) -> int:
     return min(map(len, sequences), default=0)
 
 
-def finished_points(run: dict[str, Any], budget: int) -> list[tuple[float, float]]:
-    """(FID, latency) of the run's first ``budget`` COMPLETE trials, in trial order."""
-    done = [t for t in run["trials"] if t["state"] == "COMPLETE"]
-    return [(t["fid"], t["latency"]) for t in done[:budget]]
+def finished(run: dict[str, Any], budget: int) -> list[dict[str, Any]]:
+    """The run's first ``budget`` COMPLETE trials, in trial order."""
+    return [t for t in run["trials"] if t["state"] == "COMPLETE"][:budget]
 
 
 def analyse(runs: dict[str, dict[str, Any]], algos: Sequence[str], repeats: int, budget: int,
@@ -142,8 +141,8 @@ def analyse(runs: dict[str, dict[str, Any]], algos: Sequence[str], repeats: int,
     ``n_seeds``: the enqueued seed trials that open every study; the verdict also gives their
     hypervolume alone (when random search ends there, the target is met trivially).
     """
-    curves = {name: hypervolume_curve(finished_points(run, budget), reference_point)
-              for name, run in runs.items()}
+    curves = {name: hypervolume_curve([(t["fid"], t["latency"]) for t in finished(run, budget)],
+                                      reference_point) for name, run in runs.items()}
     best_final = max(c[-1] for c in curves.values())
     target95 = FRACTION_OF_BEST * best_final
     per_algo: dict[str, Any] = {}
@@ -197,12 +196,9 @@ class MemoisedObjective:
     atomically after every new evaluation."""
 
     def __init__(self, ctx: Any, path: Path, identity: dict[str, Any], threads: int) -> None:
+        # ``path``'s folder is named by the digest of ``identity``: its entries are comparable.
         self.ctx, self.path, self.identity, self.threads = ctx, path, identity, threads
-        stored = load_json(path) or {}
-        if stored and stored.get("identity") != identity:
-            raise SystemExit(f"{path} was written with other settings; delete it or pass another "
-                             f"--cache-dir")
-        self.entries: dict[str, dict[str, Any]] = stored.get("evaluations", {})
+        self.entries: dict[str, dict[str, Any]] = (load_json(path) or {}).get("evaluations", {})
         self.hits = self.new = 0
         self.eval_seconds = 0.0  # spent on new evaluations by this process
 
@@ -311,8 +307,8 @@ def setup(params: Params, threads: int) -> tuple[Any, MemoisedObjective, dict[st
 
     from ase_search.finetune import one_shot_weights
     from ase_search.metrics.latency import CostModel, profile_components
-    from ase_search.samplers import SamplerConfig
     from ase_search.search import TrialContext, one_shot_config
+    from ase_search.search.run import starting_weights
     from ase_search.space import load_space
     from ase_search.testbed import TESTBEDS, load_model
 
@@ -327,8 +323,7 @@ def setup(params: Params, threads: int) -> tuple[Any, MemoisedObjective, dict[st
     model = load_model(params.arch, params.checkpoint)
     space_path = Path(params.space) if params.space else TESTBEDS[params.arch].space
     space = load_space(space_path, depth=model.exit_depth)
-    base_path = (Path(params.checkpoint).resolve() if params.checkpoint
-                 else TESTBEDS[params.arch].path)
+    base_path = starting_weights(config)
     cache = params.cache_dir.resolve()
     if params.one_shot_weights is not None:
         weights = Path(params.one_shot_weights).resolve()
@@ -357,8 +352,8 @@ def setup(params: Params, threads: int) -> tuple[Any, MemoisedObjective, dict[st
         write_json(cost_path, profile_components(model, batch_size=params.latency_batch,
                                                  device=device).to_dict(), sort_keys=True)
     cost = CostModel.from_dict(load_json(cost_path))
-    ctx = TrialContext(config=asdict(config), weights=str(weights), space=space.to_dict(),
-                       cost_model=cost.to_dict(), cpus=threads)
+    ctx = TrialContext(config=dataclasses.asdict(config), weights=str(weights),
+                       space=space.to_dict(), cost_model=cost.to_dict(), cpus=threads)
     objective = MemoisedObjective(ctx, evals_dir / "evaluations.json", identity, threads)
     facts = {
         "threads": threads, "arch": params.arch,
@@ -368,8 +363,7 @@ def setup(params: Params, threads: int) -> tuple[Any, MemoisedObjective, dict[st
         "seeds": list(space.seeds), "weights": str(weights), "weights_note": weights_note,
         "sampler": f"{params.sampler}-{params.steps}", "n": params.n, "seed": params.seed,
         "fid_extractor": config.fid_extractor, "latency_batch": params.latency_batch,
-        "full_latency": cost.latency(None, SamplerConfig(params.sampler,
-                                                          params.steps).model_times()),
+        "full_latency": cost.latency(None, config.sampler_config.model_times()),
         "identity": identity, "cache_dir": str(evals_dir),
     }
     return space, objective, facts
@@ -419,12 +413,13 @@ def analysis(cells: dict[str, dict[str, Any]], params: Params) -> dict[str, Any]
     facts = cells.get(SETUP)
     budget, repeats = params.budget, params.repeats
     algos = [a for a in dict.fromkeys(params.algos)
-             if all(len(finished_points(cells.get(_run_name(a, r), {"trials": []}), budget))
-                    >= budget for r in range(repeats))]
+             if all(len(finished(cells.get(_run_name(a, r), {"trials": []}), budget)) >= budget
+                    for r in range(repeats))]
     if facts is None or not algos:
         return None
     runs = {_run_name(a, r): cells[_run_name(a, r)] for a in algos for r in range(repeats)}
-    seed_trials = {t["seed"]: t["fid"] for run in runs.values() for t in run["trials"]
+    trials = [t for run in runs.values() for t in run["trials"]]
+    seed_trials = {t["seed"]: t["fid"] for t in trials
                    if t.get("seed") and t["state"] == "COMPLETE"}
     worst_name = max(seed_trials, key=seed_trials.get) if seed_trials else "full"
     worst = seed_trials.get(worst_name, facts["full_fid"])
@@ -432,7 +427,6 @@ def analysis(cells: dict[str, dict[str, Any]], params: Params) -> dict[str, Any]
     result = analyse(runs, algos, repeats, budget, (reference_fid, facts["full_latency"]),
                      n_seeds=len(facts["seeds"]))
     keys = {name: [t["schedule_key"] for t in run["trials"]] for name, run in runs.items()}
-    trials = [t for run in runs.values() for t in run["trials"]]
     seconds = {t["schedule_key"]: t["eval_seconds"] for t in trials
                if t.get("eval_seconds") is not None}
     meta = {
@@ -485,7 +479,7 @@ def markdown(found: dict[str, Any], params: Params, json_name: str) -> str:
         f"measure nothing about the samplers)",
         f"- evaluations memoised by schedule and shared by all studies: "
         f"{meta['unique_evaluations']} distinct schedules evaluated for "
-        f"{sum(len(finished_points(r, budget)) for r in runs.values())} finished trials; "
+        f"{sum(len(finished(r, budget)) for r in runs.values())} finished trials; "
         f"median {meta['median_eval_seconds']:.1f} s per evaluation",
         f"- determinism check ({det['schedule']} evaluated twice): "
         + ("FID identical bit for bit, so memoising is exact" if det["exact"] else
@@ -598,11 +592,9 @@ def figures(found: dict[str, Any], params: Params) -> list[Any]:
     fronts, full = go.Figure(), meta["full_latency"]
     for algo, r in ((a, r) for a in algos for r in range(repeats)):
         colour = COLOURS.get(algo, "#9467bd")
-        done = [t for t in runs[_run_name(algo, r)]["trials"] if t["state"] == "COMPLETE"][:budget]
-        front = sorted((t for t in done if not any(
-            o["fid"] <= t["fid"] and o["latency"] <= t["latency"]
-            and (o["fid"], o["latency"]) != (t["fid"], t["latency"]) for o in done)),
-            key=lambda t: (t["latency"], t["fid"]))
+        done = finished(runs[_run_name(algo, r)], budget)
+        front = [done[i] for i, _, _ in non_dominated(
+            (i, t["fid"], t["latency"]) for i, t in enumerate(done))]  # by latency, then FID
         fronts.add_trace(go.Scatter(
             x=[1 - t["latency"] / full for t in front], y=[t["fid"] for t in front],
             mode="lines+markers", line_shape="vh", legendgroup=algo,
