@@ -36,10 +36,14 @@ from torch import nn
 
 from ase_search.files import atomic_write_text
 
-__all__ = ["SearchedTimesteps", "dp_pair_timesteps", "dp_timesteps", "dpm_solver_step",
+__all__ = ["OBJECTIVES", "SearchedTimesteps", "decode_timesteps", "dp_pair_timesteps",
+           "dp_timesteps", "dpm_solver_step", "encode_timesteps", "fid_timesteps",
            "load_timesteps", "save_timesteps", "search_timesteps"]
 
 FORMAT = "ase-search timesteps"
+# what a search minimises: the distance to the teacher's trajectory (the dynamic programme), or
+# FID on selection seeds (:func:`fid_timesteps`)
+OBJECTIVES = ("teacher", "fid")
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,14 @@ class SearchedTimesteps:
     Attributes:
         sampler: the sampler name (``"ddim"``).
         timesteps: the N model timesteps, descending.
-        cost: the summed step costs of ``timesteps`` (mean squared distance to the teacher).
+        cost: the objective at ``timesteps``: with ``objective="teacher"`` the summed step
+            costs (mean squared distance to the teacher), with ``"fid"`` the mean FID over the
+            selection seeds.
         uniform_cost: the same objective for the sampler's default spacing at N steps.
         grid: the candidate grid's size (the linspace grid and the uniform spacings' timesteps);
-            the teacher runs through all of it.
-        calibration: calibration samples and their seed.
+            the teacher runs through all of it (with ``"fid"``: the trials measured).
+        calibration: calibration samples (per seed) and the (first) seed.
+        objective: one of :data:`OBJECTIVES`.
     """
 
     sampler: str
@@ -62,6 +69,7 @@ class SearchedTimesteps:
     uniform_cost: float
     grid: int
     calibration: tuple[int, int]
+    objective: str = "teacher"
 
     def sampler_config(self, cfg_scale: float = 1.0) -> Any:
         from ase_search.samplers import SamplerConfig
@@ -317,6 +325,136 @@ def _dpm_solver_costs(states: list[torch.Tensor], outputs: list[torch.Tensor],
     return first, second, last
 
 
+def encode_timesteps(timesteps: Sequence[int], num_timesteps: int = 1000) -> dict[str, float]:
+    """The parameters of :func:`fid_timesteps`'s search that decode to ``timesteps``
+    (descending, at least two): the first and the last, and each inner one as the share of the
+    way it goes from the one before it down to the last (``gap_i``)."""
+    ts = [int(v) for v in timesteps]
+    if len(ts) < 2 or any(a <= b for a, b in zip(ts, ts[1:])) or ts[-1] < 0 or (
+            ts[0] >= num_timesteps):
+        raise ValueError(f"timesteps must be at least two distinct descending integers in "
+                         f"[0, {num_timesteps - 1}], got {ts}")
+    last = ts[-1]
+    params: dict[str, float] = {"first": ts[0], "last": last}
+    for i in range(1, len(ts) - 1):
+        params[f"gap_{i}"] = (ts[i - 1] - ts[i]) / (ts[i - 1] - last)
+    return params
+
+
+def decode_timesteps(params: dict[str, float], steps: int) -> tuple[int, ...] | None:
+    """The timesteps :func:`encode_timesteps` encodes (rounded); ``None`` where rounding makes
+    two of them equal."""
+    last = int(params["last"])
+    ts = [int(params["first"])]
+    for i in range(1, steps - 1):
+        ts.append(int(round(ts[-1] - params[f"gap_{i}"] * (ts[-1] - last))))
+    ts.append(last)
+    if any(a <= b for a, b in zip(ts, ts[1:])):
+        return None
+    return tuple(ts)
+
+
+def fid_timesteps(model: nn.Module, steps: int | Sequence[int], *, sampler: str = "ddim",
+                  trials: int = 60, n: int = 500, seeds: Sequence[int] = (10_000, 10_001),
+                  reference: str = "mnist", cfg_scale: float = 1.0,
+                  device: str | torch.device = "cpu",
+                  progress: Callable[[str], None] | None = None
+                  ) -> dict[int, SearchedTimesteps]:
+    """Search the timesteps of ``sampler`` at each step count by the FID of the samples they give
+    (Optuna's multivariate TPE over the first and last timestep and the inner gaps, as
+    :func:`encode_timesteps` parametrises them), as AutoDiffusion searches timesteps by a sample
+    quality score (Li et al., "AutoDiffusion: Training-Free Optimization of Time Steps and
+    Architectures for Automated Diffusion Model Acceleration", ICCV 2023).
+
+    The teacher-distance programme (:func:`search_timesteps`) rewards the conditional mean: on
+    the testbeds its paths stop short of the data end and lose FID to uniform spacing. This
+    search measures what a user compares instead. Its first trials are the uniform spacing and
+    the programme's timesteps. FID is measured on ``seeds`` alone (keep them apart from the seeds
+    a verdict is judged on: the search selects on them).
+
+    Args:
+        model: an ase-search DiT or U-ViT in pixel space (full depth).
+        steps: one step count (>= 2) or several (each searched on its own).
+        sampler: ``"ddim"`` or ``"dpm-solver"``.
+        trials: FID measurements per step count (the first two are the seeds above).
+        n: samples per seed.
+        seeds: the selection seeds (common random numbers: every trial draws the same noise).
+        reference: FID reference data (``"mnist"`` or a folder of images).
+        cfg_scale: classifier-free guidance of the runs the timesteps are for.
+        device: where to run.
+        progress: called with a line per trial.
+
+    Returns:
+        step count -> :class:`SearchedTimesteps` (``objective="fid"``; ``grid``: trials run).
+    """
+    import optuna
+
+    from ase_search.measure import measure_schedule
+    from ase_search.metrics.latency import profile_components
+    from ase_search.samplers import SamplerConfig
+
+    if model.in_channels not in (1, 3):
+        raise ValueError("the FID objective samples images: it is for pixel-space models; "
+                         "search a latent model's timesteps with the teacher objective")
+    counts = [steps] if isinstance(steps, int) else list(steps)
+    for k in counts:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ValueError(f"steps must be integers >= 2, got {k!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 2:
+        raise ValueError(f"trials must be an integer >= 2, got {trials!r}")
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds must list at least one selection seed")
+    T = 1000
+    cost_model = profile_components(model, device=str(device))  # once: no trial reads it
+    results = {}
+    for k in counts:
+        measured: dict[tuple[int, ...], float] = {}
+
+        def fid(ts: tuple[int, ...], k: int = k) -> float:
+            if ts not in measured:
+                config = SamplerConfig(sampler, k, cfg_scale=cfg_scale, timesteps=ts)
+                m = measure_schedule(model, None, sampler=config, n=n, seeds=seeds,
+                                     reference=reference, cost_model=cost_model, device=device,
+                                     keep_images=0)
+                measured[ts] = float(np.mean([row["fid"] for row in m.metrics]))
+                if progress:
+                    progress(f"{sampler}-{k} trial {len(measured)}/{trials}: {list(ts)} FID "
+                             f"{measured[ts]:.3f}")
+            return measured[ts]
+
+        def objective(trial: Any, k: int = k) -> float:
+            params = {"first": trial.suggest_int("first", T // 2, T - 1),
+                      "last": trial.suggest_int("last", 0, T // 3)}
+            for i in range(1, k - 1):
+                params[f"gap_{i}"] = trial.suggest_float(f"gap_{i}", 0.02, 0.98)
+            ts = decode_timesteps(params, k)
+            if ts is None:
+                raise optuna.TrialPruned("two timesteps round to one")
+            trial.set_user_attr("timesteps", list(ts))
+            return fid(ts)
+
+        uniform = tuple(int(v) for v in SamplerConfig(sampler, k).model_times(T))
+        programme = search_timesteps(model, k, sampler=sampler, cfg_scale=cfg_scale,
+                                     device=device)[k].timesteps
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(
+            seed=seeds[0], multivariate=True, n_startup_trials=min(10, trials)))
+        for ts in dict.fromkeys((uniform, programme)):
+            params = encode_timesteps(ts, T)
+            if params["first"] >= T // 2 and params["last"] <= T // 3:  # inside the space
+                study.enqueue_trial(params)
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is ours
+        try:
+            study.optimize(objective, n_trials=trials)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        best = min(measured, key=measured.__getitem__)
+        results[k] = SearchedTimesteps(sampler, best, measured[best], fid(uniform), len(measured),
+                                       (n, seeds[0]), "fid")
+    return results
+
+
 def save_timesteps(path: str | Path, result: SearchedTimesteps, *, arch: str,
                    checkpoint: str | None = None) -> Path:
     """Write ``result`` as JSON (atomically): what ``--timesteps FILE`` reads."""
@@ -324,7 +462,7 @@ def save_timesteps(path: str | Path, result: SearchedTimesteps, *, arch: str,
             "steps": len(result.timesteps), "timesteps": list(result.timesteps),
             "cost": result.cost, "uniform_cost": result.uniform_cost, "grid": result.grid,
             "calibration": {"n": result.calibration[0], "seed": result.calibration[1]},
-            "checkpoint": checkpoint}
+            "objective": result.objective, "checkpoint": checkpoint}
     atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
     return Path(path)
 

@@ -14,9 +14,11 @@ from torch import nn
 from ase_search.diffusion import GaussianDiffusion
 from ase_search.samplers import SamplerConfig, sample
 from ase_search.timesteps import (
+    decode_timesteps,
     dp_pair_timesteps,
     dp_timesteps,
     dpm_solver_step,
+    encode_timesteps,
     load_timesteps,
     save_timesteps,
     search_timesteps,
@@ -227,3 +229,19 @@ def test_the_dpm_solver_costs_are_its_steps_distances():
         assert first[j, k] == pytest.approx(float(((x - states[k]) ** 2).mean()), rel=1e-9)
     assert last == pytest.approx([float(((x - final) ** 2).mean()) for x in d], rel=1e-9)
     assert np.isinf(second[2, 1, 3]) and np.isinf(first[3, 1])
+
+
+@pytest.mark.parametrize("timesteps", [(999, 0), (800, 600, 400, 200, 0), (950, 700, 420, 260, 90),
+                                       (727, 545, 414, 323, 242), (999, 998, 997)])
+def test_the_fid_search_parameters_encode_every_descending_timesteps(timesteps):
+    params = encode_timesteps(timesteps)
+    assert all(0.0 < params[f"gap_{i}"] < 1.0 for i in range(1, len(timesteps) - 1))
+    assert decode_timesteps(params, len(timesteps)) == timesteps
+
+
+def test_fid_search_parameters_refuse_what_is_not_timesteps():
+    for bad in [(500,), (0, 500), (500, 500, 0), (1000, 0)]:
+        with pytest.raises(ValueError, match="distinct descending"):
+            encode_timesteps(bad)
+    # gaps that round two timesteps onto one decode to nothing (the search prunes them)
+    assert decode_timesteps({"first": 3, "last": 0, "gap_1": 0.01, "gap_2": 0.5}, 4) is None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
-import torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,12 +37,42 @@ def test_searched_timesteps_sample_the_same_images_through_the_cli_and_python(ti
     assert (tmp_path / "python.png").read_bytes() == grid.read_bytes()
 
 
+def test_fid_searched_timesteps_are_the_best_measured_and_sample_as_measured(tiny, tmp_path,
+                                                                           cli):
+    """``--objective fid``: the file holds the trial of lowest FID on the selection seeds, never
+    worse than the uniform spacing (the first trial), and its FID is what ``measure_schedule``
+    gives those timesteps on those seeds."""
+    from ase_search.measure import measure_schedule
+    from ase_search.samplers import SamplerConfig
+    from ase_search.testbed import load_model
+
+    out = tmp_path / "ts.json"
+    code, text, err = cli(["timesteps", "--checkpoint", str(tiny / "tiny.pt"), "--steps", "3",
+                           "--objective", "fid", "--trials", "4", "--n", "16", "--seed", "7",
+                           "-o", str(out)])
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["objective"] == "fid" and data["calibration"] == {"n": 16, "seed": 7}
+    assert data["cost"] <= data["uniform_cost"]
+    assert err.count("ddim-3 trial ") >= 2  # a line per measured trial
+    model = load_model("dit", tiny / "tiny.pt")
+    fids = []
+    for ts in (data["timesteps"], [int(v) for v in SamplerConfig("ddim", 3).model_times()]):
+        m = measure_schedule(model, None, sampler=SamplerConfig("ddim", 3, timesteps=tuple(ts)),
+                             n=16, seeds=(7, 8), keep_images=0)
+        fids.append(float(np.mean([row["fid"] for row in m.metrics])))
+    assert fids == pytest.approx([data["cost"], data["uniform_cost"]], rel=1e-9)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["timesteps", "--steps", "5-3"], "is not a range"),
     (["timesteps", "--steps", "x"], "--steps takes a step count"),
     (["timesteps", "--steps", "5", "--grid", "3"], "--grid 3 must be at least"),
     (["timesteps", "-o", "ts.yaml"], "--out must be a .json"),
     (["timesteps", "--sampler", "ddpm"], "--sampler must be ddim or dpm-solver"),
+    (["timesteps", "--objective", "lpips"], "--objective must be one of teacher, fid"),
+    (["timesteps", "--objective", "fid", "--steps", "1"], "step counts >= 2"),
+    (["timesteps", "--objective", "fid", "--fid-data", "nowhere"], "nowhere"),
     (["sample", "--timesteps", "missing.json"], "timesteps file not found"),
     (["sample", "--timesteps", "{bad}", "-o", "x.png"], "not an ase-search timesteps file"),
     (["sample", "--timesteps", "{good}", "--timestep-spacing", "linspace"], "contradict"),
