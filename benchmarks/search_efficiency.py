@@ -32,14 +32,14 @@ from typing import Any
 from ase_search.progress import progress_bar
 from ase_search.schedule import ExitSchedule
 from ase_search.search import SearchConfig
-from ase_search.search.config import SAMPLER_ALGOS
+from ase_search.search.config import SEARCH_ALGORITHMS
 from ase_search.verdict import hypervolume, non_dominated
 from benchmarks._common import ROOT, file_sha256, load_json, machine_text, short_hash, write_json
 from benchmarks._runner import REPORTS, Benchmark, CellContext, Report, markdown_table, option, run
 
 # The search's defaults, read from the dataclass's fields (an instance would import torch).
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
-DEFAULT_ALGO = _DEFAULTS["sampler_algo"]  # what `ase-search run` uses without --sampler-algo
+DEFAULT_ALGO = _DEFAULTS["search_algorithm"]  # `ase-search run` without --search-algorithm
 FRACTION_OF_BEST = 0.95
 REFERENCES = {"full": "2 x the FID of the full schedule, {full:.4g}, measured as above with the "
                       "same weights",
@@ -58,7 +58,7 @@ class Params:
     budget: int = field(default=_DEFAULTS["budget"], metadata=option("finished trials per study"))
     repeats: int = field(default=3, metadata=option("studies per algorithm", identity=False))
     algos: tuple[str, ...] = field(default=(DEFAULT_ALGO, "tpe", "random"), metadata=option(
-        "samplers compared", identity=False, choices=tuple(SAMPLER_ALGOS)))
+        "samplers compared", identity=False, choices=tuple(SEARCH_ALGORITHMS)))
     n: int = field(default=_DEFAULTS["n_samples"], metadata=option("samples per trial"))
     sampler: str = _DEFAULTS["sampler"]
     steps: int = _DEFAULTS["steps"]
@@ -272,7 +272,7 @@ def run_study(algo: str, repeat: int, space: Any, objective: MemoisedObjective, 
     with warnings.catch_warnings():  # GPSampler / multivariate TPE may warn "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(directions=["minimize", "minimize"],
-                                    sampler=SAMPLER_ALGOS[algo](repeat))
+                                    sampler=SEARCH_ALGORITHMS[algo](repeat))
         enqueue_seeds(study, space)
         while complete() < budget and stalled < 3:
             before = complete()

@@ -53,7 +53,7 @@ def joint(tmp_path_factory, tiny_dit) -> Path:
 def _config(root: Path, **kw) -> SearchConfig:
     base = dict(arch="dit", budget=4, space=str(root / "space.yaml"),
                 checkpoint=str(root / "tiny.pt"), n_samples=16, batch_size=16,
-                finetune="none", sampler_algo="random", storage=str(root / "study.db"),
+                finetune="none", search_algorithm="random", storage=str(root / "study.db"),
                 max_concurrent=1, latency_batch=8, grid=0)
     base.update(kw)
     return SearchConfig(**base)
@@ -277,7 +277,7 @@ def test_a_training_free_reuse_study_runs_without_a_fine_tune(tmp_path, tiny_dit
     space = JOINT_SPACE.replace("seeds: [full, D4]\n", "seeds: [full, D4]\nlevers:\n"
                                 "  modes: [reuse]\n  period: {min: 2, max: 3}\n")
     root = tiny_dit(tmp_path, space)
-    run_search(_config(root, budget=3, sampler_algo="random"), progress=False,
+    run_search(_config(root, budget=3, search_algorithm="random"), progress=False,
                log=lambda m: None)
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'study.db'}")
     done = study.get_trials(states=(TrialState.COMPLETE,))

@@ -30,7 +30,7 @@ ASE = str(Path(sys.executable).with_name("ase-search"))
 def _config(root: Path, **kw) -> SearchConfig:
     base = dict(arch="dit", budget=3, space=str(root / "space.yaml"),
                 checkpoint=str(root / "tiny.pt"), steps=2, n_samples=24, batch_size=24,
-                finetune="none", sampler_algo="random", storage=str(root / "study.db"),
+                finetune="none", search_algorithm="random", storage=str(root / "study.db"),
                 max_concurrent=1, latency_batch=8, grid=4)
     base.update(kw)
     return SearchConfig(**base)
@@ -237,7 +237,7 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
     db = tmp_path / "killed.db"
     args = [ASE, "run", "--arch", "dit", "--budget", "6", "--space", str(tiny / "space.yaml"),
             "--checkpoint", str(tiny / "tiny.pt"), "--steps", "2", "--n-samples", "24",
-            "--finetune", "none", "--sampler-algo", "random", "--storage", str(db),
+            "--finetune", "none", "--search-algorithm", "random", "--storage", str(db),
             "--max-concurrent", "1"]
     proc = subprocess.Popen(args, env=_env(tmp_path), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -49,7 +49,7 @@ def postgres_url():
 def _study(tmp_path: Path, tiny: Path, storage: str | None = None):
     config = SearchConfig(arch="dit", budget=4, space=str(tiny / "space.yaml"),
                           checkpoint=str(tiny / "tiny.pt"), steps=2, n_samples=8,
-                          finetune="none", sampler_algo="random",
+                          finetune="none", search_algorithm="random",
                           storage=storage or str(tmp_path / "s.journal"))
     space = load_space(tiny / "space.yaml")
     storage = resolve_storage(config.storage)
@@ -143,7 +143,7 @@ def _two_drivers(tiny: Path, tmp_path: Path, storage: str) -> None:
     budget = 6
     args = [ASE, "run", "--arch", "dit", "--budget", str(budget), "--space",
             str(tiny / "space.yaml"), "--checkpoint", str(tiny / "tiny.pt"), "--steps", "2",
-            "--n-samples", "16", "--finetune", "none", "--sampler-algo", "random",
+            "--n-samples", "16", "--finetune", "none", "--search-algorithm", "random",
             "--max-concurrent", "1", "--storage", storage]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "XDG_CACHE_HOME": str(tmp_path / "cache")}

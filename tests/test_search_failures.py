@@ -40,7 +40,7 @@ def broken_last_block(tmp_path_factory, tiny_dit) -> Path:
 def _run(root: Path, storage: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [ASE, "run", "--arch", "dit", "--space", str(root / "space.yaml"),
             "--checkpoint", str(root / "broken.pt"), "--steps", "2", "--n-samples", "16",
-            "--finetune", "per-trial", "--finetune-steps", "1", "--sampler-algo", "random",
+            "--finetune", "per-trial", "--finetune-steps", "1", "--search-algorithm", "random",
             "--max-concurrent", "1", "--storage", str(storage), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "XDG_CACHE_HOME": str(storage.parent / "cache")}

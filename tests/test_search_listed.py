@@ -105,7 +105,7 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
 
 def test_a_list_study_and_a_search_do_not_mix(root, tmp_path) -> None:
     storage = str(tmp_path / "mixed.db")
-    run_search(_config(root, storage=storage, configs=None, budget=1, sampler_algo="random"),
+    run_search(_config(root, storage=storage, configs=None, budget=1, search_algorithm="random"),
                progress=False, log=lambda m: None)
     with pytest.raises(SearchError, match="is a search; measure a list of configurations"):
         run_search(_config(root, storage=storage), progress=False, log=lambda m: None)

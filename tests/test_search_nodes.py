@@ -165,7 +165,7 @@ def test_a_search_on_two_nodes_survives_losing_one(tiny, tmp_path) -> None:
             driver = subprocess.Popen(
                 [str(BIN / "ase-search"), "run", "--arch", "dit", "--budget", str(budget),
                  "--space", "space.yaml", "--checkpoint", "tiny.pt", "--steps", "40",
-                 "--n-samples", "320", "--finetune", "none", "--sampler-algo", "random",
+                 "--n-samples", "320", "--finetune", "none", "--search-algorithm", "random",
                  "--max-concurrent", "2", "--storage", url, "--ray-address", address],
                 cwd=study_dir, env={**os.environ, **RAY_ENV},
                 stdout=(tmp_path / "driver.log").open("w"), stderr=subprocess.STDOUT)

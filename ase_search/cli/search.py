@@ -61,8 +61,9 @@ def run_cmd(
              "an Optuna URL, e.g. postgresql+psycopg://... (several machines) "
              "(default studies/<arch>.db).")] = None,
     study_name: Annotated[str | None, typer.Option(help="Default: the arch.")] = None,
-    sampler_algo: Annotated[str, typer.Option(
-        help="Optuna sampler: gp (default, best for small budgets), tpe, nsga2, random.")] = "gp",
+    search_algorithm: Annotated[str, typer.Option(
+        help="The search algorithm (Optuna sampler): gp (default, best for small budgets), "
+             "tpe, nsga2, random.")] = "gp",
     max_concurrent: Annotated[int | None, typer.Option(help="Trials at once.")] = None,
     gpus_per_trial: Annotated[float | None, typer.Option(
         help="GPUs per trial (default 1 if the cluster has GPUs, else 0).")] = None,
@@ -110,7 +111,7 @@ def run_cmd(
             steps=steps, n_samples=n_samples, finetune=finetune, finetune_steps=finetune_steps,
             finetune_lr=finetune_lr, finetune_ema=finetune_ema, finetune_full_share=full_share,
             finetune_distill=distill,
-            storage=storage, study_name=study_name, sampler_algo=sampler_algo,
+            storage=storage, study_name=study_name, search_algorithm=search_algorithm,
             max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
             ray_address=ray_address, fid_extractor=extractor, fid_weights=fid_weights, kid=kid,
             seed=seed, vae=None if vae is None else str(vae), fid_data=fid_data,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from ase_search.samplers import SamplerConfig
 
-__all__ = ["FINETUNE_MODES", "SAMPLER_ALGOS", "SearchConfig", "SearchError", "one_shot_config"]
+__all__ = ["FINETUNE_MODES", "SEARCH_ALGORITHMS", "SearchConfig", "SearchError", "one_shot_config"]
 
 FINETUNE_MODES = ("one-shot", "per-trial", "none")
 
@@ -78,10 +78,11 @@ def _random(seed: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-# Optuna samplers by CLI name. GP (log-EHVI) is the default: it is the most sample-efficient for
+# The search algorithms (Optuna samplers; "sampler" alone means the diffusion solver here) by
+# CLI name. GP (log-EHVI) is the default: it is the most sample-efficient for
 # ~40-trial multi-objective budgets, where NSGA-II would spend its whole budget on early
 # generations.
-SAMPLER_ALGOS: dict[str, Callable[[int], Any]] = {
+SEARCH_ALGORITHMS: dict[str, Callable[[int], Any]] = {
     "gp": _gp,
     "tpe": _tpe,
     "nsga2": _nsga2,
@@ -122,7 +123,9 @@ class SearchConfig:
         storage: Optuna storage: a ``.db`` path (sqlite), a ``.journal`` path (several drivers)
             or any storage URL (default ``studies/<arch>.db``).
         study_name: default ``<arch>``.
-        sampler_algo: Optuna sampler, a key of :data:`SAMPLER_ALGOS`.
+        search_algorithm: the Optuna sampler that proposes trials, a key of
+            :data:`SEARCH_ALGORITHMS` (studies recorded before 2026-12-07 call it
+            ``sampler_algo``).
         max_concurrent: trials at once (default: one per GPU, else one per two CPU cores).
         gpus_per_trial: GPUs per trial (default: 1 when the cluster has GPUs, else 0).
         ray_address: join this Ray cluster instead of starting a local one.
@@ -172,7 +175,7 @@ class SearchConfig:
     finetune_distill: bool = False
     storage: str | None = None
     study_name: str | None = None
-    sampler_algo: str = "gp"
+    search_algorithm: str = "gp"
     max_concurrent: int | None = None
     gpus_per_trial: float | None = None
     ray_address: str | None = None
@@ -217,9 +220,9 @@ class SearchConfig:
         if self.finetune not in FINETUNE_MODES:
             raise refuse("finetune",
                          f"must be one of {list(FINETUNE_MODES)}, got {self.finetune!r}")
-        if self.sampler_algo not in SAMPLER_ALGOS:
-            raise refuse("sampler_algo",
-                         f"must be one of {list(SAMPLER_ALGOS)}, got {self.sampler_algo!r}")
+        if self.search_algorithm not in SEARCH_ALGORITHMS:
+            raise refuse("search_algorithm", f"must be one of {list(SEARCH_ALGORITHMS)}, got "
+                                             f"{self.search_algorithm!r}")
         if self.n_samples < 2:
             raise refuse("n_samples", f"must be >= 2 for FID, got {self.n_samples}")
         if isinstance(self.confirm, bool) or not isinstance(self.confirm, int) or (

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ase_search.search.config import SAMPLER_ALGOS, SearchConfig, SearchError
+from ase_search.search.config import SEARCH_ALGORITHMS, SearchConfig, SearchError
 
 __all__ = [
     "HEARTBEAT_EVERY",
@@ -102,7 +102,7 @@ def open_or_create_study(config: SearchConfig, storage: Any, *, extra_attrs: dic
     name = config.resolved_study_name
     study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
                                 directions=["minimize", "minimize"],
-                                sampler=SAMPLER_ALGOS[config.sampler_algo](config.seed))
+                                sampler=SEARCH_ALGORITHMS[config.search_algorithm](config.seed))
     if len(study.directions) != 2:
         raise SearchError(f"study {name!r} in {config.resolved_storage} is not a two-objective "
                           f"ase-search study; pass another study_name", fields=("study_name",))

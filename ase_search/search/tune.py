@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ase_search.search.config import SAMPLER_ALGOS, SearchConfig, SearchError
+from ase_search.search.config import SEARCH_ALGORITHMS, SearchConfig, SearchError
 from ase_search.search.study import METRICS, NESTED_ATTRS, TRIAL_ATTRS, measured_twin, tell_result
 from ase_search.record import study_sampler
 from ase_search.search.trial import TrialContext, evaluate_schedule
@@ -149,7 +149,7 @@ def make_searcher(space: Any, storage: Any, config: SearchConfig, driver_id: str
         space=space.distributions(),
         metric=list(METRICS),
         mode=["min", "min"],
-        sampler=SAMPLER_ALGOS[config.sampler_algo](config.seed),
+        sampler=SEARCH_ALGORITHMS[config.search_algorithm](config.seed),
         storage=storage,
         study_name=config.resolved_study_name,
         seed=config.seed,
