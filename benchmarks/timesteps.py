@@ -2,8 +2,9 @@
 
 For each testbed and few-step count N, the full model samples with DDIM at its uniform timesteps
 (leading, the project's default) and at the timesteps ``ase-search timesteps`` searches
-(:mod:`ase_search.timesteps`, calibration seed 10000, apart from the measured seeds), on the same
-fresh seeds (500 samples each, FID-MNIST). The searched configuration at N steps is then judged
+(:mod:`ase_search.timesteps`: by the teacher distance, calibration seed 10000, and at the
+``--fid-steps`` counts also by FID, ``--objective fid``, on selection seeds 10000-10001; both
+apart from the measured seeds), on the same fresh seeds (500 samples each, FID-MNIST). The searched configuration at N steps is then judged
 against the uniform ladder by the project's one rule (:func:`ase_search.verdict.judge_point`): the
 cheapest uniform step count it does not beat is its match, and the speedup is the ratio of model
 calls (the same network at every call; the sampler's own work is the same per call). Run from the
@@ -11,7 +12,8 @@ repository root:
 
     python -m benchmarks.timesteps --arch dit uvit --steps 3 4 5 6 8 10 --seeds 5
 
-One cell per testbed, timesteps and step count (``dit/searched-5``, ``dit/uniform-7``).
+One cell per testbed, timesteps and step count (``dit/searched-5``, ``dit/fid-5``,
+``dit/uniform-7``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,15 @@ class Params:
         "searched step counts (the uniform ladder runs 3-12, 14, 20)", identity=False))
     seeds: int = field(default=5, metadata=option("fresh seeds 1..S"))
     grid: int = field(default=100, metadata=option("candidate timesteps of the search"))
+    fid_steps: tuple[int, ...] = field(default=(), metadata=option(
+        "step counts whose timesteps are searched by FID too", identity=False))
+    trials: int = field(default=60, metadata=option("FID measurements of that search"))
 
     def __post_init__(self) -> None:
         if self.seeds < 2 or any(not 1 <= k <= 12 for k in self.steps):
             raise ValueError("--seeds must be >= 2 and --steps in [1, 12]")
+        if any(not 2 <= k <= 12 for k in self.fid_steps) or self.trials < 2:
+            raise ValueError("--fid-steps must lie in [2, 12] and --trials be >= 2")
 
 
 LADDER = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 20)
@@ -50,7 +57,8 @@ LADDER = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 20)
 
 def keys(params: Params) -> list[str]:
     return [f"{arch}/{kind}-{k}" for arch in params.arch
-            for kind, counts in (("uniform", LADDER), ("searched", params.steps)) for k in counts]
+            for kind, counts in (("uniform", LADDER), ("searched", params.steps),
+                                 ("fid", params.fid_steps)) for k in counts]
 
 
 def weights_identity(params: Params, key: str) -> dict[str, Any]:
@@ -67,15 +75,20 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.measure import measure_schedule
     from ase_search.samplers import SamplerConfig
     from ase_search.testbed import load_model
-    from ase_search.timesteps import search_timesteps
+    from ase_search.timesteps import fid_timesteps, search_timesteps
 
     arch, _, config = key.partition("/")
     kind, _, count = config.partition("-")
     steps = int(count)
     model = load_model(arch)
     extra: dict[str, Any] = {}
-    if kind == "searched":
-        found = search_timesteps(model, steps, grid=params.grid, seed=CALIBRATION_SEED)[steps]
+    if kind in ("searched", "fid"):
+        found = (search_timesteps(model, steps, grid=params.grid, seed=CALIBRATION_SEED)
+                 if kind == "searched" else
+                 fid_timesteps(model, steps, trials=params.trials, n=N_SAMPLES,
+                               seeds=(CALIBRATION_SEED, CALIBRATION_SEED + 1),
+                               progress=lambda line: print(line, file=sys.stderr, flush=True))
+                 )[steps]
         sampler = found.sampler_config()
         extra = {"timesteps": list(found.timesteps), "cost": found.cost,
                  "uniform_cost": found.uniform_cost}
@@ -92,7 +105,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
             "machine": machine_info(), **extra}
 
 
-def _verdicts(cells: dict[str, dict[str, Any]], arch: str) -> list[list[str]]:
+def _verdicts(cells: dict[str, dict[str, Any]], arch: str, kind: str) -> list[list[str]]:
     from ase_search.verdict import Configuration, Latency, judge_point
 
     def config(c: dict[str, Any]) -> Configuration:
@@ -103,7 +116,7 @@ def _verdicts(cells: dict[str, dict[str, Any]], arch: str) -> list[list[str]]:
     mine = [c for c in cells.values() if c["arch"] == arch]
     ladder = [config(c) for c in mine if c["kind"] == "uniform"]
     rows = []
-    for c in sorted((c for c in mine if c["kind"] == "searched"), key=lambda c: c["steps"]):
+    for c in sorted((c for c in mine if c["kind"] == kind), key=lambda c: c["steps"]):
         uniform = next((u for u in mine if u["kind"] == "uniform" and u["steps"] == c["steps"]),
                        None)
         j = judge_point(config(c), ladder)
@@ -126,7 +139,12 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
              f"{params.grid} teacher trajectory, calibration seed {CALIBRATION_SEED}). The last "
              "column is the verdict rule's word (`ase_search/verdict.py`): the cheapest uniform "
              "step count the searched configuration does not beat on the paired seeds, and the "
-             "ratio of model calls.", ""]
+             "ratio of model calls."
+             + (f" Searched by FID (`--objective fid`): {params.trials} trials of Optuna's TPE, "
+                f"each the mean FID of {N_SAMPLES} samples on selection seeds "
+                f"{CALIBRATION_SEED} and {CALIBRATION_SEED + 1}, the uniform spacing and the "
+                "teacher programme's timesteps first."
+                if any(c["kind"] == "fid" for c in cells.values()) else ""), ""]
     for arch in ARCHS:
         mine = [c for c in cells.values() if c["arch"] == arch]
         if not mine:
@@ -134,10 +152,13 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         runs = list(dict.fromkeys(f"`{c['command']}` on {machine_text(c['machine'])}"
                                   for c in mine))
         lines += [f"## {arch}", "", "; ".join(runs) + ".", ""]
-        lines += [markdown_table(pd.DataFrame(
-            _verdicts(cells, arch), columns=["steps", "searched timesteps", "FID searched",
-                                            "FID uniform", "vs the uniform ladder"]),
-            align=["right", "left", "right", "right", "left"]), ""]
+        for kind, title in (("searched", ""), ("fid", "Searched by FID (`--objective fid`):")):
+            rows = _verdicts(cells, arch, kind)
+            if rows:
+                lines += ([title, ""] if title else []) + [markdown_table(pd.DataFrame(
+                    rows, columns=["steps", "searched timesteps", "FID searched", "FID uniform",
+                                   "vs the uniform ladder"]),
+                    align=["right", "left", "right", "right", "left"]), ""]
         ladder = sorted((c for c in mine if c["kind"] == "uniform"), key=lambda c: c["steps"])
         lines += ["Uniform ladder: " + ", ".join(
             f"{c['steps']}: {statistics.fmean(c['fids']):.2f}" for c in ladder), ""]

@@ -16,8 +16,8 @@ def test_a_searched_count_matching_a_longer_uniform_one_gets_the_call_ratio():
              for k, f in ((5, 6.0), (6, 5.5), (7, 5.0), (8, 4.9), (10, 4.8))}
     # searched 5 steps: uniform 7's FID on every seed (no better, no worse)
     cells["dit/searched-5"] = _cell("searched", 5, [5.0 * w for w in wiggle])
-    (row,) = _verdicts(cells, "dit")
+    (row,) = _verdicts(cells, "dit", "searched")
     assert row[0] == "5" and row[-1] == "1.40x (matches uniform ddim-7)"
     # no better than uniform at its own count: 1.00x
     cells["dit/searched-5"] = _cell("searched", 5, [6.0 * w for w in wiggle])
-    assert _verdicts(cells, "dit")[0][-1] == "1.00x (matches uniform ddim-5)"
+    assert _verdicts(cells, "dit", "searched")[0][-1] == "1.00x (matches uniform ddim-5)"
