@@ -44,7 +44,7 @@ __all__ = [
 METRICS = ("fid", "latency")  # the study's objectives, both minimised
 # Trial user attributes written from a worker's result (the contract of ase_search.pareto).
 TRIAL_ATTRS = ("schedule", "sampler", "fid", "kid_mean", "kid_std", "latency", "acceleration",
-               "exit_acceleration", "block_acceleration", "block_evals", "finetune_steps",
+               "lever_acceleration", "block_acceleration", "block_evals", "finetune_steps",
                "wall_time", "time_split", "preset", "paired_rmse", "node")
 # dict-valued: they travel through Tune as JSON text
 NESTED_ATTRS = ("schedule", "sampler", "time_split")

@@ -65,9 +65,10 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     Returns:
         The result: ``fid``, ``latency`` (the cost model's seconds for one batch of
         ``latency_batch`` samples, the sum of its calls' costs), ``acceleration`` (``1 - latency /
-        latency`` of the full model at the reference configuration), ``exit_acceleration`` (the
-        same against the full model at this trial's sampler), the schedule and sampler as dicts,
-        and timings.
+        latency`` of the full model at the reference configuration), ``lever_acceleration`` (the
+        same against the full model at this trial's sampler: what the exit, reuse or forecast
+        alone saves; studies made before 2026-12-07 call it ``exit_acceleration``), the schedule
+        and sampler as dicts, and timings.
     """
     import torch
 
@@ -126,13 +127,13 @@ def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,
     grid = grid_png(m.images) if cfg["grid"] > 0 else None
     return _result(schedule, sampler, m.metrics, seeds, latency=m.latency,
                    reference_latency=reference_latency,
-                   exit_acceleration=m.predicted_acceleration,
+                   lever_acceleration=m.predicted_acceleration,
                    block_acceleration=m.block_acceleration, block_evals=m.block_evals,
                    finetune_steps=finetune_steps, split=split, started=t0, grid=grid)
 
 
 def _result(schedule: Any, sampler: Any, rows: list[dict[str, float]], seeds: tuple[int, ...],
-            *, latency: float, reference_latency: float, exit_acceleration: float,
+            *, latency: float, reference_latency: float, lever_acceleration: float,
             block_acceleration: float, block_evals: int, finetune_steps: int,
             split: dict[str, float], started: float, grid: bytes | None) -> dict[str, Any]:
     """A measured configuration as trials, baseline points and confirmations store it: the
@@ -148,7 +149,7 @@ def _result(schedule: Any, sampler: Any, rows: list[dict[str, float]], seeds: tu
         "latency": latency,
         # the key studies store the prediction under: against the reference configuration
         "acceleration": 1.0 - latency / reference_latency,
-        "exit_acceleration": exit_acceleration,  # against the full model at this sampler
+        "lever_acceleration": lever_acceleration,  # against the full model at this sampler
         "block_acceleration": block_acceleration,
         "block_evals": block_evals,
         "finetune_steps": finetune_steps,
@@ -211,7 +212,7 @@ def _evaluate_diffusers(schedule: Any, ctx: TrialContext, *, sampler: Any, refer
     grid = grid_png(m.images[:cfg["grid"]]) if cfg["grid"] > 0 else None
     return _result(schedule, sampler, m.metrics, seeds, latency=latency,
                    reference_latency=cost_model.latency(None, ref_timesteps),
-                   exit_acceleration=1.0 - latency / cost_model.latency(None, timesteps),
+                   lever_acceleration=1.0 - latency / cost_model.latency(None, timesteps),
                    block_acceleration=m.block_acceleration, block_evals=m.block_evals,
                    finetune_steps=0, split=split, started=t0, grid=grid)
 
