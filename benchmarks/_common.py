@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +147,30 @@ def pct(value: float | None, se: float | None = None) -> str:
     return f"{value:.1%}" + (f" ± {se:.1%}" if se and not math.isnan(se) else "")
 
 
-def fid_text(cell: Mapping[str, Any] | None) -> str:
-    """``mean ± std`` of a cached FID cell (``fid_mean``, ``fid_std``); ``–`` for no cell."""
+def fid_text(cell: Mapping[str, Any] | None, missing: str = "–") -> str:
+    """``mean ± std`` of a cached FID cell (``fid_mean``, ``fid_std``); ``missing`` for no cell."""
     if cell is None:
-        return "–"
+        return missing
     std = cell["fid_std"]
     return f"{cell['fid_mean']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def section_head(arch: str, cells: Sequence[Mapping[str, Any]],
+                 at: Mapping[str, Any]) -> tuple[str, str]:
+    """A model's heading, and the commands that made its ``cells`` on ``at``'s machine and date."""
+    from ase_search.testbed import TESTBEDS
+
+    commands = " then ".join(f"`{c}`" for c in dict.fromkeys(c["command"] for c in cells))
+    return (f"## {arch}: {TESTBEDS[arch].model_name}",
+            f"{commands} on {machine_text(at['machine'])}, {at['date']}")
+
+
+def report_by_arch(cells: Mapping[str, Mapping[str, Any]], title: str, intro: str,
+                   section: Callable[[str, list[Any]], str]) -> str:
+    """``title`` and ``intro``, then ``section`` of each model's cells (in cache order)."""
+    archs = dict.fromkeys(c["arch"] for c in cells.values())
+    sections = [section(a, [c for c in cells.values() if c["arch"] == a]) for a in archs]
+    return "\n".join([f"# {title}", "", intro, "", *sections])
 
 
 # ###################################################################### the verdict
@@ -336,6 +354,48 @@ def ladder_label(cell: Mapping[str, Any]) -> str:
 
 
 # ###################################################################### shared by the benchmarks
+BOOTSTRAP = 2000  # resamples of the rounds behind a measured latency's standard error
+
+
+def parse_samplers(specs: Sequence[str], flag: str = "--samplers") -> list[Any]:
+    """``("ddpm:50,100", "ddim:20")`` as SamplerConfigs, in the given order; a sampler may go by
+    its short name (``dpm``). A ValueError names a bad entry."""
+    from ase_search.samplers import SAMPLER_NAMES, SamplerConfig
+
+    samplers = []
+    for spec in specs:
+        name, _, steps = spec.partition(":")
+        try:
+            samplers += [SamplerConfig(sampler_name(name), int(k)) for k in steps.split(",")]
+        except ValueError:
+            raise ValueError(f"{flag} entries look like ddim:10,20 with a sampler from "
+                             f"{list(SAMPLER_NAMES)}; got {spec!r}") from None
+    return samplers
+
+
+def bootstrap_latencies(calls: Mapping[str, Sequence[Sequence[float]]],
+                        baseline: str) -> dict[str, dict[str, Any]]:
+    """Each row's latency from its timed calls (``calls[row][j][r]``: call ``j`` of a sampling
+    run in round ``r``): the sum over its calls of the median over rounds (``seconds``), the
+    acceleration ``1 - seconds / seconds(baseline)``, and their bootstrap standard errors over
+    rounds (``None`` for one round), resampled jointly for every row since a round's calls ran
+    side by side."""
+    import numpy as np
+
+    arrays = {name: np.asarray(c) for name, c in calls.items()}  # (calls, R)
+    repeats = arrays[baseline].shape[1]
+    picks = np.random.default_rng(0).integers(0, repeats, size=(BOOTSTRAP, repeats))
+    point = {name: float(np.median(a, axis=1).sum()) for name, a in arrays.items()}
+    boot = {name: np.median(a[:, picks], axis=2).sum(axis=0) for name, a in arrays.items()}  # (B,)
+
+    def se(values: Any) -> float | None:
+        return float(np.std(values, ddof=1)) if repeats > 1 else None
+
+    return {name: {"seconds": point[name], "seconds_se": se(boot[name]),
+                   "acceleration": 1.0 - point[name] / point[baseline],
+                   "acceleration_se": se(1.0 - boot[name] / boot[baseline])} for name in arrays}
+
+
 @functools.cache
 def load_testbed(arch: str, path: Path | None = None) -> Any:
     """The ``arch`` testbed's model on the weights ``path`` (the shipped ones by default), loaded

@@ -36,13 +36,14 @@ from benchmarks._common import (
     display_path,
     file_sha256,
     load_testbed,
+    parse_samplers,
     pct,
     reference_one_shot_weights,
-    sampler_name,
+    report_by_arch,
+    section_head,
     short_hash,
 )
-from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
-from benchmarks.one_shot_recipes import report_by_arch, section_head
+from benchmarks._runner import Benchmark, CellContext, markdown_table, option, run
 
 RECIPES = ("distill", "plain")
 FID_SAMPLING_BATCH = 250
@@ -83,9 +84,8 @@ class Params:
         check_testbeds((self.arch,))
         if self.n < 2 or self.seeds < 1 or self.steps < 1:
             raise ValueError("--n must be >= 2, --seeds >= 1 and --steps >= 1")
-        for s in self.samplers:
-            if ":" not in s or not s.partition(":")[2].isdigit():
-                raise ValueError(f"--samplers {s!r}: write NAME:STEPS, e.g. ddim:20")
+        if len(parse_samplers(self.samplers)) != len(self.samplers):
+            raise ValueError("--samplers entries are NAME:STEPS, e.g. ddim:20 ddpm:250")
         self.schedules  # noqa: B018 -- raises ValueError naming a bad --schedule
         self.one_shot_path  # noqa: B018 -- raises ValueError for one-shot weights not there
 
@@ -201,7 +201,6 @@ def compute(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.evaluate import machine_info
     from ase_search.measure import measure_schedule
     from ase_search.models import load_checkpoint
-    from ase_search.samplers import SamplerConfig
     from ase_search.testbed import TESTBEDS
 
     arch, _, rest = key.partition("/")
@@ -228,10 +227,8 @@ def compute(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
               else schedule.to_dict(), "sampler": sampler, "n": args.n, "seeds": args.seeds}
     if (ctx.previous or {}).get("inputs") == inputs:
         return ctx.previous  # measured on the same weights with the same settings
-    name, _, steps = sampler.partition(":")
     model, _ = load_checkpoint(path)
-    result = measure_schedule(model.eval(), schedule,
-                              sampler=SamplerConfig(name=sampler_name(name), steps=int(steps)),
+    result = measure_schedule(model.eval(), schedule, sampler=parse_samplers((sampler,))[0],
                               n=args.n, seeds=list(range(args.seeds)),
                               batch_size=FID_SAMPLING_BATCH, cost_model=cost_model(arch),
                               keep_images=0)
@@ -299,7 +296,7 @@ def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> str:
     return report_by_arch(
         cells, "Dedicated fine-tunes against the search's target",
         "Issue #5's target: >= 45% acceleration at an FID within 5% of the full model. Each "

@@ -16,7 +16,6 @@ import dataclasses
 import datetime as dt
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,13 @@ from benchmarks._common import (
     display_path,
     fid_text,
     file_sha256,
-    machine_text,
+    report_by_arch,
+    section_head,
 )
-from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
+from benchmarks._runner import Benchmark, CellContext, markdown_table, option, run
 
 RECIPES = ("plain", "distill")
+COLUMNS = ("shipped", *RECIPES)
 SCHEDULES = ("full", "D1", "D3", "D4", "D6")
 
 
@@ -42,13 +43,9 @@ class Params:
     arch: str = field(default="dit", metadata=option("testbed model", identity=False))
     n: int = field(default=500, metadata=option("samples per seed"))
     seeds: int = field(default=5, metadata=option("seeds 0..S-1"))
-    recipes: tuple[str, ...] = field(default=RECIPES, metadata=option(
-        "the fine-tune recipes to compare", identity=False, choices=RECIPES))
     plain_weights: Path | None = field(default=None, metadata=option(
         "reuse these weights for the plain recipe (e.g. studies/reference/dit-one-shot-<key>"
         ".safetensors)", parse=Path))
-    no_shipped: bool = field(default=False, metadata=option(
-        "leave out the shipped model without fine-tuning", identity=False))
     work_dir: Path = field(default=ROOT / "studies" / "bench" / "one-shot", metadata=option(
         "where the recipes' fine-tuned weights are cached", identity=False))
 
@@ -58,10 +55,6 @@ class Params:
             raise ValueError("--n must be >= 2 and --seeds >= 1")
         if self.plain_weights is not None and not self.plain_weights.is_file():
             raise ValueError(f"--plain-weights {self.plain_weights} does not exist")
-
-    @property
-    def columns(self) -> list[str]:
-        return ([] if self.no_shipped else ["shipped"]) + list(self.recipes)
 
 
 def recipe_weights(arch: str, recipe: str, args: Params) -> tuple[Path, float]:
@@ -136,29 +129,11 @@ def measure_column(args: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
 
 # ###################################################################### report
-def section_head(arch: str, cells: list[dict[str, Any]], at: dict[str, Any]) -> tuple[str, str]:
-    """A model's heading, and the commands that made its cells on ``at``'s machine and date."""
-    from ase_search.testbed import TESTBEDS
-
-    commands = " then ".join(f"`{c}`" for c in dict.fromkeys(c["command"] for c in cells))
-    return (f"## {arch}: {TESTBEDS[arch].model_name}",
-            f"{commands} on {machine_text(at['machine'])}, {at['date']}")
-
-
-def report_by_arch(cells: dict[str, dict[str, Any]], title: str, intro: str,
-                   section: Callable[[str, list[dict[str, Any]]], str]) -> Report:
-    """``title`` and ``intro``, then ``section`` of each model's cells (in cache order)."""
-    archs = dict.fromkeys(c["arch"] for c in cells.values())
-    sections = [section(a, [c for c in cells.values() if c["arch"] == a]) for a in archs]
-    return Report("\n".join([f"# {title}", "", intro, "", *sections]))
-
-
 def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
     """One model's section: the run(s), the FID table (schedules x columns), the weights."""
     import pandas as pd
 
-    order = ("shipped", *RECIPES)
-    cells = sorted(cells, key=lambda c: order.index(c["column"]))
+    cells = sorted(cells, key=lambda c: COLUMNS.index(c["column"]))
     first = cells[0]
     title, runs = section_head(arch, cells, first)
     lines = [title, "", f"{runs}; seeds 0..{first['seeds'] - 1}, N = {first['n']} per seed; "
@@ -177,7 +152,7 @@ def arch_section(arch: str, cells: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> str:
     return report_by_arch(
         cells, "One-shot fine-tune recipes",
         "FID-MNIST (the project's digit-classifier features; not Inception FID), DDIM-20, mean ± "
@@ -188,7 +163,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
 
 
 BENCHMARK = Benchmark(name="one_shot_recipes", doc=__doc__, params=Params,
-                      keys=lambda params: [f"{params.arch}/{c}" for c in params.columns],
+                      keys=lambda params: [f"{params.arch}/{c}" for c in COLUMNS],
                       cell=measure_column, report=report, version=2)
 
 

@@ -22,21 +22,11 @@ from dataclasses import field
 from typing import Any
 
 from ase_search.measure import QUALITY_N
-from ase_search.samplers import SAMPLER_NAMES
-from benchmarks._common import ROOT, file_sha256, machine_text
-from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
+from benchmarks._common import ROOT, file_sha256, machine_text, parse_samplers
+from benchmarks._runner import Benchmark, CellContext, markdown_table, option, run
 
 ARCHS = ("dit", "uvit")
 BAR = 0.90
-
-
-def parse_sampler(spec: str) -> tuple[str, int]:
-    """``ddim:20`` -> ``("ddim", 20)``."""
-    name, _, steps = spec.partition(":")
-    if name not in SAMPLER_NAMES or not steps.isdigit() or int(steps) < 1:
-        raise ValueError(f"bad sampler {spec!r}: use NAME:STEPS with NAME one of "
-                         f"{', '.join(SAMPLER_NAMES)}, e.g. ddim:20")
-    return name, int(steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +40,8 @@ class Params:
     seeds: int = field(default=5, metadata=option("sample seeds 0..S-1"))
 
     def __post_init__(self) -> None:
-        for spec in self.samplers:
-            parse_sampler(spec)
+        if len(parse_samplers(self.samplers)) != len(self.samplers):
+            raise ValueError("--samplers entries are NAME:STEPS, e.g. ddim:20 ddpm:250")
         if self.seeds < 1:
             raise ValueError("--seeds must be >= 1")
 
@@ -73,13 +63,11 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
 
     from ase_search.evaluate import machine_info
     from ase_search.measure import measure_sample_quality
-    from ase_search.samplers import SamplerConfig
     from ase_search.testbed import TESTBEDS, load_model
 
     arch, _, spec = key.partition("/")
-    name, steps = parse_sampler(spec)
     weights = TESTBEDS[arch].path
-    quality = measure_sample_quality(load_model(arch), sampler=SamplerConfig(name, steps),
+    quality = measure_sample_quality(load_model(arch), sampler=parse_samplers((spec,))[0],
                                      seeds=range(params.seeds), n=QUALITY_N)
     print(f"{key}: confident {quality.confident:.1%}, FID {quality.fid:.2f}", file=sys.stderr,
           flush=True)
@@ -90,7 +78,7 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
             "confident": quality.confident, "confidents": list(quality.confidents)}
 
 
-def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> str:
     """One section per model: its weights, its runs and a row per sampler."""
     import pandas as pd
 
@@ -119,7 +107,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
             pd.DataFrame(rows, columns=["sampler", "confident (mean)", "per seed",
                                         "meets the bar", "FID-MNIST (mean)"]),
             align=["left", "right", "left", "center", "right"]), ""]
-    return Report("\n".join(lines))
+    return "\n".join(lines)
 
 
 BENCHMARK = Benchmark(name="quality", doc=__doc__, params=Params, keys=keys, cell=measure,

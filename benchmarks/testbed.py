@@ -25,8 +25,16 @@ from typing import Any
 from ase_search.measure import QUALITY_N
 from ase_search.schedule import DATA_EASY_SUFFIX
 from ase_search.search import SearchConfig
-from benchmarks._common import file_sha256, machine_text, sampler_name
-from benchmarks._runner import REPORTS, Benchmark, CellContext, Report, markdown_table, option, run
+from benchmarks._common import fid_text, file_sha256, machine_text, sampler_name
+from benchmarks._runner import (
+    REPORTS,
+    Benchmark,
+    CellContext,
+    identity,
+    markdown_table,
+    option,
+    run,
+)
 
 ARCHS = ("dit", "uvit")
 QUALITY_SAMPLER = ("ddim", 20)  # the full model's quality bar: the search's sampler
@@ -38,11 +46,6 @@ class Params:
 
     arch: tuple[str, ...] = field(default=ARCHS, metadata=option("testbed models",
                                                                  identity=False, choices=ARCHS))
-    checkpoint_dit: str | None = field(default=None, metadata=option(
-        "DiT-T weights (default: the shipped ones)", identity=False))
-    checkpoint_uvit: str | None = field(default=None, metadata=option(
-        "U-ViT-T weights (default: the shipped ones)", identity=False))
-    presets: tuple[str, ...] = field(default=(), metadata=option("presets (default: all)"))
     n: int = field(default=500, metadata=option("samples per seed"))
     seeds: int = field(default=5, metadata=option("seeds 0..S-1"))
     sampler: str = "ddim"
@@ -70,10 +73,6 @@ class Params:
         if self.finetune_steps < 0 or self.one_shot_steps < 1:
             raise ValueError("--finetune-steps must be >= 0 and --one-shot-steps >= 1")
 
-    def checkpoint(self, arch: str) -> Path | None:
-        path = getattr(self, f"checkpoint_{arch}")
-        return None if path is None else Path(path)
-
     def one_shot(self, arch: str) -> Path | None:
         path = getattr(self, f"one_shot_{arch}")
         return None if path is None else Path(path)
@@ -83,8 +82,8 @@ def weights_identity(params: Params, arch: str) -> dict[str, Any]:
     """The digests of the weights a model's cell starts from (and of reused one-shot weights)."""
     from ase_search.testbed import TESTBEDS
 
-    checkpoint, one_shot = params.checkpoint(arch), params.one_shot(arch)
-    return {"weights_sha256": file_sha256(checkpoint or TESTBEDS[arch].path),
+    one_shot = params.one_shot(arch)
+    return {"weights_sha256": file_sha256(TESTBEDS[arch].path),
             "one_shot_sha256": None if one_shot is None else file_sha256(one_shot)}
 
 
@@ -104,21 +103,15 @@ def measure_arch(params: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.testbed import TESTBEDS, load_model
 
     started = time.perf_counter()
-    base = load_model(arch, params.checkpoint(arch))
+    base = load_model(arch)
     sampler = SamplerConfig(name=sampler_name(params.sampler), steps=params.steps)
     seeds = list(range(params.seeds))
-    names = [n for n in preset_names(arch) if not params.presets or n in params.presets]
-    identity = {**dataclasses.asdict(params), **weights_identity(params, arch)}
-    for other in ARCHS:  # the other model's paths are its own cell's business
-        for kind in ("checkpoint", "one_shot"):
-            identity.pop(f"{kind}_{other}")
-    for picks in ("arch", "presets"):  # they choose rows; a row's figures do not depend on them
-        identity.pop(picks)
-    identity = {k: list(v) if isinstance(v, tuple) else v for k, v in identity.items()}
-    old = ctx.previous if (ctx.previous or {}).get("identity") == identity else {}
+    names = preset_names(arch)
+    same = {**identity(params), **weights_identity(params, arch)}
+    old = ctx.previous if (ctx.previous or {}).get("identity") == same else {}
     record: dict[str, Any] = {
         "arch": arch, "model": TESTBEDS[arch].model_name, "command": ctx.command,
-        "machine": machine_info(), "identity": identity, "n": params.n, "seeds": seeds,
+        "machine": machine_info(), "identity": same, "n": params.n, "seeds": seeds,
         "sampler": f"{sampler.name}-{sampler.steps}", "finetune_steps": params.finetune_steps,
         "quality": old.get("quality"),
         "schedules": {k: copy.deepcopy(v) for k, v in old.get("schedules", {}).items()
@@ -155,7 +148,7 @@ def measure_arch(params: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
                 "predicted_acceleration": result.predicted_acceleration})
             entry[label] = {"fid_mean": result.mean("fid"), "fid_std": result.std("fid"),
                             "per_seed": [m["fid"] for m in result.metrics]}
-            print(f"{arch} {label:10s} {name:14s} FID {fid_cell(entry[label])}", flush=True)
+            print(f"{arch} {label:10s} {name:14s} FID {fid_text(entry[label])}", flush=True)
             save()
 
     fids(base, "none", names)
@@ -180,11 +173,9 @@ def measure_arch(params: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
                 one_shot, meta = load_checkpoint(reuse)
                 record["one_shot_steps"] = int(meta.get("steps", params.one_shot_steps))
             else:
-                one_shot_config = FinetuneConfig(steps=params.one_shot_steps,
-                                                 lr=params.finetune_lr,
-                                                 ema_decay=params.finetune_ema, seed=0)
-                one_shot = finetune_one_shot(copy.deepcopy(base).train(), data, space,
-                                             one_shot_config, progress=False).ema
+                one_shot = finetune_one_shot(
+                    copy.deepcopy(base).train(), data, space,
+                    dataclasses.replace(config, steps=params.one_shot_steps), progress=False).ema
                 record["one_shot_steps"] = params.one_shot_steps
             fids(one_shot.eval(), "one-shot", in_space)
     save()
@@ -192,14 +183,6 @@ def measure_arch(params: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
 
 
 # ###################################################################### the report
-def fid_cell(entry: dict[str, Any] | None) -> str:
-    """``mean ± std`` of an FID entry; ``—`` when it was not measured."""
-    if entry is None:
-        return "—"
-    std = entry["fid_std"]
-    return f"{entry['fid_mean']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
-
-
 def section(record: dict[str, Any]) -> str:
     """One model's section: its run, its quality bar, the FID noise and the table."""
     import pandas as pd
@@ -235,9 +218,9 @@ def section(record: dict[str, Any]) -> str:
     rows = []
     for name, entry in record["schedules"].items():
         row = [name, " ".join(map(str, entry["blocks"])), f"{entry['block_acceleration']:.1%}",
-               f"{entry['predicted_acceleration']:.1%}", fid_cell(entry.get("none"))]
+               f"{entry['predicted_acceleration']:.1%}", fid_text(entry.get("none"), "—")]
         if tuned:
-            row += [fid_cell(entry.get("algorithm1")), fid_cell(entry.get("one-shot"))]
+            row += [fid_text(entry.get(k), "—") for k in ("algorithm1", "one-shot")]
         rows.append(row)
     lines += ["", markdown_table(pd.DataFrame(rows, columns=columns),
                                  align=["left", "left"] + ["right"] * (len(columns) - 2)),
@@ -245,7 +228,7 @@ def section(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
+def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> str:
     header = [
         "# Testbed report", "",
         f"Written by `benchmarks/testbed.py` from `{json_name}`. FID-MNIST uses the project's "
@@ -253,7 +236,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         "machine, date, seeds (common random numbers across schedules), N and sampler are under "
         "its heading.", "",
     ]
-    return Report("\n".join(header + [section(cells[a]) for a in ARCHS if a in cells]))
+    return "\n".join(header + [section(cells[a]) for a in ARCHS if a in cells])
 
 
 BENCHMARK = Benchmark(name="testbed", doc=__doc__, params=Params,

@@ -3,11 +3,12 @@
 Does token merging (ToMe, :mod:`ase_search.tome`) at the paper's merge ratios and block schedules
 match the paper's early-exit presets (ASE) at the same speed? Per testbed model, every row (the
 full model, D1..D6, ToMe ratio x schedule) is sampled training-free (``--ase-weights`` gives the
-ASE rows other weights) for FID-MNIST over ``--seeds`` seeds of common random numbers, and timed
-in one interleaved wall-clock run (the cost model knows nothing of ToMe); each ToMe row is matched
-with the ASE preset of nearest measured acceleration. The report's introduction says the rest.
-One cell per model; its FID rows and latency run are saved as they finish and reused by runs
-whose settings do not change them. Run from the repository root on an otherwise idle machine:
+ASE rows the reference study's one-shot weights) for FID-MNIST over ``--seeds`` seeds of common
+random numbers, and each distinct model call is timed in one interleaved wall-clock run (the cost
+model knows nothing of ToMe); each ToMe row is matched with the ASE preset of nearest measured
+acceleration. The report's introduction says the rest. One cell per model; its FID rows and
+latency run are saved as they finish and reused by runs whose settings do not change them. Run
+from the repository root on an otherwise idle machine:
 
     python -m benchmarks.tome_vs_ase --arch dit uvit --n 500 --seeds 3 --threads 2
 """
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ase_search.progress import progress_bar
 from benchmarks._common import (
+    bootstrap_latencies,
     check_testbeds,
     display_path,
     fid_text,
@@ -39,11 +41,9 @@ from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, o
 
 if TYPE_CHECKING:
     import torch
-    from rich.progress import Progress
 
     from ase_search.samplers import SamplerConfig
 
-_BOOTSTRAP = 2000
 # Appendix B.3's attn-ratio-2 .. -6, stride 2 (tomesd's "down-1": every block of a transformer).
 PAPER_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6)
 # The models of the paper's ToMe tables: block count (as ase_search.tome counts them) and the
@@ -67,21 +67,13 @@ class Params:
     steps: int = field(default=20, metadata=option("sampler steps"))
     batch_size: int = field(default=256, metadata=option(
         "samples per model call, for sampling and for timing"))
-    presets: tuple[str, ...] = field(default=(), metadata=option(
-        "ASE presets to include (default: every D-n of the arch)"))
     tome_ratios: tuple[float, ...] = field(default=PAPER_RATIOS, metadata=option(
         "merge ratios (default: the paper's 0.2 .. 0.6)"))
-    tome_schedules: tuple[str, ...] = field(default=(), metadata=option(
-        "ToMe block schedules, e.g. B2 R4 all (every arch) or dit:B2,B4 uvit:R2,R3 (default: the "
-        "paper's, rescaled to the testbed)"))
     tome_seed: int = field(default=0, metadata=option(
         "seed of ToMe's destination draw (ToMeConfig.seed)"))
-    ase_weights: str | None = field(default=None, metadata=option(
-        "weights for the ASE rows: a path ({arch} is replaced by dit/uvit) or 'one-shot' for the "
-        "weights studies/reference/{arch}.db records; default: the shipped testbed weights"))
-    latency: str = field(default="sampling", metadata=option(
-        "time every call of one sampling run per row, or each distinct call once per round "
-        "(cheaper)", choices=("sampling", "per-call")))
+    ase_weights: str = field(default="shipped", metadata=option(
+        "weights for the ASE rows: the shipped testbed weights, or the one-shot weights "
+        "studies/reference/{arch}.db records", choices=("shipped", "one-shot")))
     latency_repeats: int = field(default=3, metadata=option(
         "timed interleaved rounds after one warm-up round"))
 
@@ -93,21 +85,12 @@ class Params:
             raise ValueError("--n must be >= 2, --seeds >= 1 and --seed >= 0")
         if self.batch_size < 1 or self.latency_repeats < 1:
             raise ValueError("--batch-size and --latency-repeats must be >= 1")
-        if self.ase_weights not in (None, "one-shot"):
-            if len(self.arch) > 1 and "{arch}" not in self.ase_weights:
-                raise ValueError("--ase-weights with several --arch needs an {arch} placeholder, "
-                                 "e.g. runs/{arch}-dedicated.safetensors")
-            for arch in self.arch:
-                if not Path(self.ase_weights.format(arch=arch)).is_file():
-                    raise ValueError(f"--ase-weights: {self.ase_weights.format(arch=arch)} does "
-                                     f"not exist")
         self.sampler_config  # noqa: B018 -- raises ValueError naming a bad sampler or steps
         for ratio in self.tome_ratios:
             try:
                 ToMeConfig(ratio=ratio)
             except ValueError as err:
                 raise ValueError(f"--tome-ratios {ratio:g}: {err}") from None
-        schedule_specs(self.tome_schedules)  # raises ValueError naming a bad entry
 
     @property
     def sampler_config(self) -> SamplerConfig:
@@ -135,34 +118,10 @@ def scale_tome_schedule(schedule: str, depth: int, reference_depth: int) -> str:
     return f"{kind}{scale_blocks(k, depth, reference_depth)}"
 
 
-def schedule_specs(specs: tuple[str, ...]) -> list[tuple[str, str]]:
-    """``--tome-schedules`` as (arch, canonical schedule) pairs, arch ``""`` for every arch:
-    ``B2`` is for every arch, ``dit:B2,B4`` for one. A ValueError names a bad entry."""
-    from ase_search.testbed import TESTBEDS
-    from ase_search.tome import ToMeConfig
-
-    pairs = []
-    for spec in specs:
-        target, _, body = spec.rpartition(":")
-        if target and target not in TESTBEDS:
-            raise ValueError(f"--tome-schedules {spec!r}: the prefix must be one of "
-                             f"{list(TESTBEDS)} (e.g. dit:B2,B4), got {target!r}")
-        try:
-            pairs += [(target, ToMeConfig(0.0, s).schedule) for s in body.split(",") if s]
-        except ValueError as err:
-            raise ValueError(f"--tome-schedules {spec!r}: {err}") from None
-    return pairs
-
-
-def tome_schedules_for(arch: str, tome_depth: int, specs: tuple[str, ...]) -> list[str]:
-    """The ToMe block schedules of ``arch``, de-duplicated: ``--tome-schedules`` or (none given)
-    the paper's, rescaled."""
-    if specs:
-        names = [s for target, s in schedule_specs(specs) if target in ("", arch)]
-    else:
-        reference_depth, paper = PAPER_TOME[arch]
-        names = [scale_tome_schedule(s, tome_depth, reference_depth) for s in paper]
-    return list(dict.fromkeys(names))
+def tome_schedules_for(arch: str, tome_depth: int) -> list[str]:
+    """The paper's ToMe block schedules of ``arch``, rescaled and de-duplicated."""
+    reference_depth, paper = PAPER_TOME[arch]
+    return list(dict.fromkeys(scale_tome_schedule(s, tome_depth, reference_depth) for s in paper))
 
 
 def twin(model: torch.nn.Module) -> torch.nn.Module:
@@ -174,7 +133,7 @@ def twin(model: torch.nn.Module) -> torch.nn.Module:
 
 # ###################################################################### rows
 def build_rows(arch: str, base: torch.nn.Module, args: Params,
-               ase_on_other_weights: bool, notes: list[str]) -> list[dict[str, Any]]:
+               ase_on_other_weights: bool) -> list[dict[str, Any]]:
     """full, [full on the ASE weights], the D-n presets, then ToMe ratio x schedule."""
     from ase_search.callplan import blocks_per_call
     from ase_search.metrics.latency import flop_acceleration
@@ -194,13 +153,9 @@ def build_rows(arch: str, base: torch.nn.Module, args: Params,
     rows = [ase_row("full", "full", "full", "shipped")]
     if ase_on_other_weights:
         rows.append(ase_row("full", "full (ASE weights)", "full", "ase"))
-    available = [n for n in preset_names(arch, data_easy=False) if n != "full"]
-    skipped = [n for n in args.presets if n not in available]
-    if skipped:
-        notes.append(f"Presets {skipped} do not exist for {arch} (it has {available}); left out.")
     rows += [ase_row(n, n, "ASE", "ase" if ase_on_other_weights else "shipped")
-             for n in ([n for n in args.presets if n in available] if args.presets else available)]
-    for schedule in tome_schedules_for(arch, len(tome_blocks(base, "all")), args.tome_schedules):
+             for n in preset_names(arch, data_easy=False) if n != "full"]
+    for schedule in tome_schedules_for(arch, len(tome_blocks(base, "all"))):
         for ratio in args.tome_ratios:
             config = ToMeConfig(ratio=ratio, schedule=schedule, seed=args.tome_seed)
             blocks = tome_blocks(base, config)
@@ -220,71 +175,40 @@ def timing_signature(row: dict[str, Any]) -> Any:
 
 # ###################################################################### latency
 def measure_latency(base: torch.nn.Module, twins: dict[str, torch.nn.Module],
-                    rows: list[dict[str, Any]], args: Params, bar: Progress) -> dict[str, Any]:
-    """One interleaved run timing every row's calls: per row, the latency per call (the mean over
-    the sampler's calls of the median over rounds) and the acceleration over the first row's.
-
-    In each round the groups run in order (sampling: one per call of the run, every row's call
-    in it; per-call: one of every distinct call), each in an order that rotates with the group
-    and the round (as :func:`ase_search.metrics.latency.sampling_latency_samples`), so the calls
-    compared ran seconds apart and a burst of load hits them alike.
-    """
-    import numpy as np
+                    rows: list[dict[str, Any]], args: Params) -> dict[str, Any]:
+    """One interleaved run timing each distinct call of the rows (a ToMe row's calls, a block
+    count's call) once per round, in an order that rotates with the round
+    (:func:`ase_search.metrics.latency.time_interleaved`), so the calls compared ran seconds
+    apart and a burst of load hits them alike; per row, the latency per call (the mean over the
+    sampler's calls of the median over rounds) and the acceleration over the first row's."""
     import torch
 
-    from ase_search.metrics.latency import example_inputs, measure
+    from ase_search.metrics.latency import example_inputs, time_interleaved
 
     x, t, y = example_inputs(base, args.batch_size, torch.device("cpu"))  # (B, C, H, W), (B,), (B,)
-    timed: dict[Any, dict[str, Any]] = {}  # rows that run the same calls are timed once
+
+    def key(row: dict[str, Any], k: int) -> str:  # what a row's call of k blocks is timed as
+        return f"{row['name'] if row['method'] == 'ToMe' else 'blocks'}@{k}"
+
+    calls = {}
     for row in rows:
-        timed.setdefault(timing_signature(row), row)
-    n_calls = len(rows[0]["calls"])
-
-    def key(row: dict[str, Any], j: int) -> str:  # what call j of a row is timed as
-        if args.latency == "sampling":
-            return f"{row['name']}#{j}"
-        return f"{row['name'] if row['method'] == 'ToMe' else 'blocks'}@{row['calls'][j]}"
-
-    def call(row: dict[str, Any], j: int) -> Any:
-        model = twins[row["name"]] if row["method"] == "ToMe" else base
-        return lambda: model(x, t, y, n_blocks=row["calls"][j])
-
-    owners = list(timed.values())
-    if args.latency == "sampling":
-        groups = [[(key(row, j), call(row, j)) for row in owners] for j in range(n_calls)]
-    else:
-        groups = [list({key(row, j): call(row, j) for row in owners
-                        for j in range(n_calls)}.items())]
-    repeats = args.latency_repeats
-    task = bar.add_task(f"{base.arch} latency ({args.latency})",
-                        total=sum(map(len, groups)) * (repeats + 1))
-    samples: dict[str, list[float]] = {k: [] for group in groups for k, _ in group}
+        model = twins.get(row["name"], base)
+        for k in row["calls"]:
+            calls.setdefault(key(row, k), lambda model=model, k=k: model(x, t, y, n_blocks=k))
     load, t0 = os.getloadavg()[0], time.perf_counter()
     with torch.inference_mode():
-        for r in range(repeats + 1):  # round 0 is the warm-up
-            for g, group in enumerate(groups):
-                shift = (g + r) % len(group)
-                for k, fn in group[shift:] + group[:shift]:
-                    seconds = measure(fn, warmup=0, repeats=1)
-                    if r > 0:
-                        samples[k].append(seconds)
-                    bar.update(task, advance=1)
+        timed = time_interleaved(calls, rounds=args.latency_repeats)
     seconds = time.perf_counter() - t0
-
-    # Standard errors: a bootstrap over rounds, resampled jointly for every row.
-    arrays = {row["name"]: np.asarray([samples[key(timed[timing_signature(row)], j)]
-                                       for j in range(n_calls)]) for row in rows}  # (calls, R)
-    picks = np.random.default_rng(0).integers(0, repeats, size=(_BOOTSTRAP, repeats))
-    point = {name: float(np.median(a, axis=1).mean()) for name, a in arrays.items()}
-    boot = {name: np.median(a[:, picks], axis=2).mean(axis=0) for name, a in arrays.items()}  # (B,)
-    full = rows[0]["name"]
-    out = {name: {
-        "latency_per_call_s": point[name],
-        "latency_per_call_se": float(np.std(boot[name], ddof=1)) if repeats > 1 else None,
-        "acceleration": 1.0 - point[name] / point[full],
-        "acceleration_se": (float(np.std(1.0 - boot[name] / boot[full], ddof=1))
-                            if repeats > 1 and name != full else None),
-    } for name in arrays}
+    samples = {k: list(run.rounds) for k, run in timed.items()}
+    n_calls = len(rows[0]["calls"])
+    latency = bootstrap_latencies(
+        {row["name"]: [samples[key(row, k)] for k in row["calls"]] for row in rows},
+        rows[0]["name"])
+    out = {name: {"latency_per_call_s": lat["seconds"] / n_calls,
+                  "latency_per_call_se": (None if lat["seconds_se"] is None
+                                          else lat["seconds_se"] / n_calls),
+                  "acceleration": lat["acceleration"], "acceleration_se": lat["acceleration_se"]}
+           for name, lat in latency.items()}
     return {"rows": out, "samples": samples, "seconds": seconds, "load_before": load,
             "load_after": os.getloadavg()[0]}
 
@@ -295,11 +219,8 @@ def resolve_ase_weights(arch: str, args: Params, notes: list[str]) -> tuple[Path
     from ase_search.testbed import TESTBEDS
 
     shipped = TESTBEDS[arch].path
-    if args.ase_weights is None:
+    if args.ase_weights == "shipped":
         return shipped, "shipped testbed weights (no fine-tune)"
-    if args.ase_weights != "one-shot":
-        return (Path(args.ase_weights.format(arch=arch)),
-                "fine-tuned weights given with --ase-weights")
     try:
         return (reference_one_shot_weights(arch),
                 "one-shot fine-tuned weights of the reference study")
@@ -326,7 +247,7 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
     ase_path, ase_kind = resolve_ase_weights(arch, args, notes)
     shipped_sha, ase_sha = file_sha256(shipped), file_sha256(ase_path)
     ase_model = base if ase_sha == shipped_sha else load_model(arch, ase_path)
-    rows = build_rows(arch, base, args, ase_model is not base, notes)
+    rows = build_rows(arch, base, args, ase_model is not base)
     seeds = list(range(args.seed, args.seed + args.seeds))
     sampler = args.sampler_config
     weights = {"shipped": {"path": display_path(shipped), "sha256": shipped_sha,
@@ -337,7 +258,7 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
         "tome_depth": len(tome_blocks(base, "all")), "n": args.n, "seeds": seeds,
         "sampler": sampler.to_dict(), "batch_size": args.batch_size, "data": "mnist",
         "fid": "FID-MNIST (digit-classifier features)", "weights": weights,
-        "latency": {"mode": args.latency, "repeats": args.latency_repeats,
+        "latency": {"mode": "per-call", "repeats": args.latency_repeats,
                     "batch_size": args.batch_size, "threads": torch.get_num_threads()},
     }
     old = ctx.previous or {}
@@ -372,8 +293,7 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
         return share * len(seeds) * sampler.steps
 
     with progress_bar(counts=False) as bar:
-        if todo:
-            task = bar.add_task(f"{arch} FID rows", total=sum(weight(r) for r in todo))
+        task = bar.add_task(f"{arch} FID rows", total=sum(weight(r) for r in todo))
         for row in todo:
             model = (twins[row["name"]] if row["method"] == "ToMe"
                      else ase_model if row["weights"] == "ase" else base)
@@ -390,64 +310,52 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
             bar.update(task, advance=weight(row))
             bar.console.print(f"{arch} {row['name']:>20s}: FID {fid_text(cell)} "
                               f"({cell['seconds']:.0f} s)", highlight=False)
-        # Latency last, after the sampling, so it runs on the same (hopefully idle) machine.
-        if (record["latency"] or {}).get("key") != latency_key:
-            record["latency"] = {"key": latency_key, **settings["latency"],
-                                 **measure_latency(base, twins, rows, args, bar)}
-            ctx.checkpoint(record)
+    # Latency last, after the sampling, so it runs on the same (hopefully idle) machine.
+    if (record["latency"] or {}).get("key") != latency_key:
+        record["latency"] = {"key": latency_key, **settings["latency"],
+                             **measure_latency(base, twins, rows, args)}
+        ctx.checkpoint(record)
     record["wall_time_min"] = (time.perf_counter() - started) / 60
     return record
 
 
 # ###################################################################### matching and verdict
-def _accelerations(record: dict[str, Any], method: str) -> dict[str, float]:
-    """The measured acceleration of each of ``method``'s rows that has one."""
-    lat = (record.get("latency") or {}).get("rows", {})
-    return {r["name"]: lat[r["name"]]["acceleration"] for r in record["rows"]
-            if r["method"] == method and r["name"] in lat}
-
-
+# A finished cell holds every row's FID and measured acceleration (the runner reports no other).
 def matches(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Each ToMe row with the ASE preset of nearest measured acceleration, and the FID gap."""
-    cells, rows = record["cells"], {r["name"]: r for r in record["rows"]}
-    ase = _accelerations(record, "ASE")
-    if not ase:
-        return []
+    cells, lat = record["cells"], record["latency"]["rows"]
+    ase = {r["name"]: lat[r["name"]]["acceleration"] for r in record["rows"]
+           if r["method"] == "ASE"}
     out = []
-    for name, accel in _accelerations(record, "ToMe").items():
+    for name in [r["name"] for r in record["rows"] if r["method"] == "ToMe"]:
+        accel = lat[name]["acceleration"]
         near = min(ase, key=lambda n: abs(ase[n] - accel))
-        mine, theirs = cells.get(name), cells.get(near)
-        gap = beyond = None
-        if mine is not None and theirs is not None:
-            gap = mine["fid_mean"] - theirs["fid_mean"]
-            stds = [c["fid_std"] for c in (mine, theirs) if c["fid_std"] is not None]
-            beyond = abs(gap) > max(stds) if stds else None
-        out.append({"tome": rows[name], "ase": rows[near], "tome_accel": accel,
-                    "ase_accel": ase[near], "fid_gap": gap, "beyond_std": beyond})
+        gap = cells[name]["fid_mean"] - cells[near]["fid_mean"]
+        stds = [cells[n]["fid_std"] for n in (name, near) if cells[n]["fid_std"] is not None]
+        out.append({"tome": name, "ase": near, "tome_accel": accel, "ase_accel": ase[near],
+                    "fid_gap": gap, "beyond_std": abs(gap) > max(stds) if stds else None})
     return out
 
 
 def verdict(record: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
     """One paragraph computed from the numbers."""
-    scored = [p for p in pairs if p["fid_gap"] is not None]
-    if not scored:
-        return "No ToMe row has both its FID and its measured acceleration yet: no verdict."
-    ase_better = [p for p in scored if p["fid_gap"] > 0]
-    tome_better = [p for p in scored if p["fid_gap"] < 0]
-    has_std = any(p["beyond_std"] is not None for p in scored)
+    ase_better = [p for p in pairs if p["fid_gap"] > 0]
+    tome_better = [p for p in pairs if p["fid_gap"] < 0]
+    has_std = any(p["beyond_std"] is not None for p in pairs)
 
     def beyond(won: list[dict[str, Any]]) -> str:
         n = sum(bool(p["beyond_std"]) for p in won)
         return f" ({n} beyond the seed std)" if has_std else ""
 
-    as_fast = sum(p["ase_accel"] >= p["tome_accel"] for p in scored)
-    tome_acc = list(_accelerations(record, "ToMe").values())
-    ase_acc = list(_accelerations(record, "ASE").values())
+    as_fast = sum(p["ase_accel"] >= p["tome_accel"] for p in pairs)
+    tome_acc = [p["tome_accel"] for p in pairs]
+    lat = record["latency"]["rows"]
+    ase_acc = [lat[r["name"]]["acceleration"] for r in record["rows"] if r["method"] == "ASE"]
     slower = sum(a < 0 for a in tome_acc)
     text = (f"At matched acceleration (nearest ASE preset), ASE has the lower FID for "
-            f"{len(ase_better)} of {len(scored)} ToMe configurations{beyond(ase_better)} and "
+            f"{len(ase_better)} of {len(pairs)} ToMe configurations{beyond(ase_better)} and "
             f"ToMe for {len(tome_better)}{beyond(tome_better)}; the matched ASE preset is at "
-            f"least as fast in {as_fast} of {len(scored)}. "
+            f"least as fast in {as_fast} of {len(pairs)}. "
             f"ToMe's measured acceleration spans {pct(min(tome_acc))} to {pct(max(tome_acc))} "
             f"({slower} of {len(tome_acc)} configurations slower than the full model); the ASE "
             f"presets span {pct(min(ase_acc))} to {pct(max(ase_acc))}.")
@@ -457,11 +365,11 @@ def verdict(record: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
                  "decide.")
     if not has_std:
         text += " With one seed there is no seed std to judge the gaps against."
-    best, cells = max(scored, key=lambda p: p["tome_accel"]), record["cells"]
-    return text + (f" The fastest ToMe configuration, {best['tome']['name']} "
-                   f"({pct(best['tome_accel'])}, FID {fid_text(cells[best['tome']['name']])}), "
-                   f"is matched with {best['ase']['name']} ({pct(best['ase_accel'])}, FID "
-                   f"{fid_text(cells[best['ase']['name']])}).")
+    best, cells = max(pairs, key=lambda p: p["tome_accel"]), record["cells"]
+    return text + (f" The fastest ToMe configuration, {best['tome']} "
+                   f"({pct(best['tome_accel'])}, FID {fid_text(cells[best['tome']])}), "
+                   f"is matched with {best['ase']} ({pct(best['ase_accel'])}, FID "
+                   f"{fid_text(cells[best['ase']])}).")
 
 
 # ###################################################################### report
@@ -469,21 +377,17 @@ def rows_table(record: dict[str, Any]) -> str:
     """Every row: its method, config, schedule or merged blocks, accelerations, latency, FID."""
     import pandas as pd
 
-    lat_rows = (record.get("latency") or {}).get("rows", {})
     full = record["rows"][0]["name"]
     table = []
     for row in record["rows"]:
-        lr = lat_rows.get(row["name"])
-        accel = "–" if lr is None or row["name"] == full else pct(lr["acceleration"],
-                                                                   lr["acceleration_se"])
-        ms = "–" if lr is None else f"{lr['latency_per_call_s'] * 1e3:.1f}" + (
+        lr = record["latency"]["rows"][row["name"]]
+        accel = "–" if row["name"] == full else pct(lr["acceleration"], lr["acceleration_se"])
+        ms = f"{lr['latency_per_call_s'] * 1e3:.1f}" + (
             f" ± {lr['latency_per_call_se'] * 1e3:.1f}" if lr["latency_per_call_se"] else "")
-        cell = record["cells"].get(row["name"])
-        if cell is not None and cell.get("key") != row.get("cell_key"):
-            cell = None
         weights = " (ASE weights)" if row["weights"] == "ase" and row["method"] == "full" else ""
         table.append([f"{row['method']}{weights}", row["config"], row["detail"],
-                      pct(row["flop_acceleration"]), accel, ms, fid_text(cell)])
+                      pct(row["flop_acceleration"]), accel, ms,
+                      fid_text(record["cells"][row["name"]])])
     columns = ["method", "config", "exit schedule / merged blocks", "FLOP-ideal accel.",
                "measured accel.", "latency / call (ms)", "FID"]
     return markdown_table(pd.DataFrame(table, columns=columns), align=["left"] * 3 + ["right"] * 4)
@@ -494,10 +398,9 @@ def matches_table(record: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
     import pandas as pd
 
     cells = record["cells"]
-    table = [[p["tome"]["name"], pct(p["tome_accel"]), fid_text(cells.get(p["tome"]["name"])),
-              p["ase"]["name"], pct(p["ase_accel"]), fid_text(cells.get(p["ase"]["name"])),
-              f"{(p['ase_accel'] - p['tome_accel']) * 100:+.1f} pp",
-              "–" if p["fid_gap"] is None else f"{p['fid_gap']:+.2f}",
+    table = [[p["tome"], pct(p["tome_accel"]), fid_text(cells[p["tome"]]),
+              p["ase"], pct(p["ase_accel"]), fid_text(cells[p["ase"]]),
+              f"{(p['ase_accel'] - p['tome_accel']) * 100:+.1f} pp", f"{p['fid_gap']:+.2f}",
               {None: "–", True: "yes", False: "no"}[p["beyond_std"]]] for p in pairs]
     columns = ["ToMe", "accel.", "FID", "nearest ASE", "accel.", "FID",
                "accel. gap (ASE − ToMe)", "FID gap (ToMe − ASE)", "gap > seed std"]
@@ -510,33 +413,26 @@ def arch_section(record: dict[str, Any]) -> str:
     """One model's section: its run, the rows table, the matched pairs and the verdict, notes."""
     from ase_search.samplers import SamplerConfig
 
-    s, m = record["settings"], record["machine"]
-    lat = record.get("latency") or {}
+    s, m, lat = record["settings"], record["machine"], record["latency"]
     smp = SamplerConfig.from_dict(s["sampler"])
     w = s["weights"]
+    pairs = matches(record)
     lines = [
         f"## {s['model_name']} ({s['arch']}: {s['depth']} exitable blocks, {s['tome_depth']} "
         "blocks ToMe counts)", "",
-        f"Command: `{record['command']}`; {m['date']}; {machine_text(m)}"
-        + (f"; {record['wall_time_min']:.1f} min" if "wall_time_min" in record else "") + ".", "",
+        f"Command: `{record['command']}`; {m['date']}; {machine_text(m)}; "
+        f"{record['wall_time_min']:.1f} min.", "",
         f"Sampler {smp.name} {smp.steps} steps (eta {smp.eta:g}); FID over seeds {s['seeds']}, "
         f"N = {s['n']} per seed, batch {s['batch_size']}. Weights: full and ToMe rows "
         f"`{w['shipped']['path']}` ({w['shipped']['kind']}, sha256 "
         f"{w['shipped']['sha256'][:12]}); ASE rows `{w['ase']['path']}` ({w['ase']['kind']}, "
         f"sha256 {w['ase']['sha256'][:12]}).", "",
+        f"Latency: {lat['mode']} mode, batch {lat['batch_size']}, {lat['threads']} thread(s), "
+        f"one warm-up then {lat['repeats']} interleaved rounds, {lat['seconds']:.0f} s, load "
+        f"average (1 min) {lat['load_before']:.2f} before and {lat['load_after']:.2f} after.", "",
+        rows_table(record), "", "### Matched acceleration", "", matches_table(record, pairs), "",
+        "**Verdict.** " + verdict(record, pairs),
     ]
-    if lat:
-        lines += [f"Latency: {lat['mode']} mode, batch {lat['batch_size']}, {lat['threads']} "
-                  f"thread(s), one warm-up then {lat['repeats']} interleaved rounds, "
-                  f"{lat['seconds']:.0f} s, load average (1 min) {lat['load_before']:.2f} before "
-                  f"and {lat['load_after']:.2f} after.", ""]
-    else:
-        lines += ["Latency: not measured yet.", ""]
-    lines.append(rows_table(record))
-    pairs = matches(record)
-    if pairs:
-        lines += ["", "### Matched acceleration", "", matches_table(record, pairs),
-                  "", "**Verdict.** " + verdict(record, pairs)]
     if record["notes"]:
         lines += ["", *[f"- {n}" for n in record["notes"]]]
     return "\n".join(lines) + "\n"
