@@ -43,7 +43,8 @@ class Params:
     grid: int = field(default=100, metadata=option("candidate timesteps of the search"))
     fid_steps: tuple[int, ...] = field(default=(), metadata=option(
         "step counts whose timesteps are searched by FID too", identity=False))
-    trials: int = field(default=60, metadata=option("FID measurements of that search"))
+    trials: int = field(default=60, metadata=option(
+        "FID measurements of that search (in the identity of its cells alone)", identity=False))
 
     def __post_init__(self) -> None:
         if self.seeds < 2 or any(not 1 <= k <= 12 for k in self.steps):
@@ -64,7 +65,9 @@ def keys(params: Params) -> list[str]:
 def weights_identity(params: Params, key: str) -> dict[str, Any]:
     from ase_search.testbed import TESTBEDS
 
-    return {"weights_sha256": file_sha256(TESTBEDS[key.partition("/")[0]].path)}
+    arch, _, config = key.partition("/")
+    return {"weights_sha256": file_sha256(TESTBEDS[arch].path),
+            **({"trials": params.trials} if config.startswith("fid-") else {})}
 
 
 def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
