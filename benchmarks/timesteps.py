@@ -42,7 +42,7 @@ class Params:
     seeds: int = field(default=5, metadata=option("fresh seeds 1..S"))
     grid: int = field(default=100, metadata=option("candidate timesteps of the search"))
     fid_steps: tuple[int, ...] = field(default=(), metadata=option(
-        "step counts whose timesteps are searched by FID too", identity=False))
+        "step counts whose timesteps are searched by FID too", identity=False, parse=int))
     trials: int = field(default=60, metadata=option(
         "FID measurements of that search (in the identity of its cells alone)", identity=False))
 
