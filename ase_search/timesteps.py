@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,15 +438,18 @@ def fid_timesteps(model: nn.Module, steps: int | Sequence[int], *, sampler: str 
         uniform = tuple(int(v) for v in SamplerConfig(sampler, k).model_times(T))
         programme = search_timesteps(model, k, sampler=sampler, cfg_scale=cfg_scale,
                                      device=device)[k].timesteps
-        study = optuna.create_study(sampler=optuna.samplers.TPESampler(
-            seed=seeds[0], multivariate=True, n_startup_trials=min(10, trials)))
-        for ts in dict.fromkeys((uniform, programme)):
-            params = encode_timesteps(ts, T)
-            if params["first"] >= T // 2 and params["last"] <= T // 3:  # inside the space
-                study.enqueue_trial(params)
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is ours
         try:
+            with warnings.catch_warnings():  # multivariate TPE is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                tpe = optuna.samplers.TPESampler(seed=seeds[0], multivariate=True,
+                                                 n_startup_trials=min(10, trials))
+            study = optuna.create_study(sampler=tpe)
+            for ts in dict.fromkeys((uniform, programme)):
+                params = encode_timesteps(ts, T)
+                if params["first"] >= T // 2 and params["last"] <= T // 3:  # inside the space
+                    study.enqueue_trial(params)
             study.optimize(objective, n_trials=trials)
         finally:
             optuna.logging.set_verbosity(verbosity)
