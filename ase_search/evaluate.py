@@ -97,8 +97,7 @@ class EvalResult(Measurement):
             "depth": self.depth,
             "block_acceleration": self.block_acceleration,
             "predicted_acceleration": self.predicted_acceleration,
-            # The FLOP acceleration, under the key earlier result files store.
-            "ideal_acceleration": self.flop_acceleration,
+            "flop_acceleration": self.flop_acceleration,
             "cost_model": self.cost_model.to_dict(),
             "seconds": sum(self.seconds.values()),
         }
@@ -195,10 +194,11 @@ def benchmark_latency(
     Returns:
         One row per schedule, columns ``schedule``, ``blocks`` (counts per interval),
         ``intervals`` (intervals and counts),
-        ``block_acceleration``, ``ideal_acceleration`` (the FLOP acceleration, under the name
-        reports/latency.json stores), ``predicted_acceleration`` (cost model),
+        ``block_acceleration``, ``flop_acceleration`` (the FLOP acceleration; result files
+        written before 2026-12-07 call it ``ideal_acceleration``), ``predicted_acceleration``
+        (cost model),
         ``measured_acceleration`` and its standard error ``measured_acceleration_se`` (bootstrap
-        over rounds; NaN for one round), ``measured_over_ideal`` and ``measured_over_ideal_se``
+        over rounds; NaN for one round), ``measured_over_flop`` and ``measured_over_flop_se``
         (measured over FLOP acceleration; NaN where that is 0), ``measured_s`` and
         ``predicted_s`` (seconds of one sampling run's network calls). ``df.attrs`` holds the
         settings, the cost model and the raw call timings.
@@ -253,14 +253,12 @@ def benchmark_latency(
             "blocks": " ".join(str(k) for k in s.blocks),
             "intervals": s.describe(),
             "block_acceleration": block_acceleration(s, sampler),
-            # "ideal" keys: the FLOP acceleration, under the names reports/latency.json stores
-            # and benchmarks/latency.py reads back.
-            "ideal_acceleration": flops,
+            "flop_acceleration": flops,
             "predicted_acceleration": cost_model.acceleration(s, sampler),
             "measured_acceleration": accel,
             "measured_acceleration_se": se,
-            "measured_over_ideal": accel / flops if flops > 0 else math.nan,
-            "measured_over_ideal_se": se / flops if flops > 0 else math.nan,
+            "measured_over_flop": accel / flops if flops > 0 else math.nan,
+            "measured_over_flop_se": se / flops if flops > 0 else math.nan,
             "measured_s": measured[name],
             "predicted_s": cost_model.latency(s, sampler),
         })
@@ -334,9 +332,9 @@ def latency_markdown(df: pd.DataFrame, *, title: str | None = None) -> str:
     for r in df.itertuples(index=False):
         lines.append(
             f"| {r.schedule} | `{r.intervals}` | {r.block_acceleration:.1%} | "
-            f"{r.ideal_acceleration:.1%} | {r.predicted_acceleration:.1%} | "
+            f"{r.flop_acceleration:.1%} | {r.predicted_acceleration:.1%} | "
             f"{pm(r.measured_acceleration, r.measured_acceleration_se, '.1f', 100)}% | "
-            f"{pm(r.measured_over_ideal, r.measured_over_ideal_se, '.3f')} | "
+            f"{pm(r.measured_over_flop, r.measured_over_flop_se, '.3f')} | "
             f"{r.measured_s:.3f} | {r.predicted_s:.3f} |"
         )
     return "\n".join(lines) + "\n"

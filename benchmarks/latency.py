@@ -129,11 +129,11 @@ def section(record: dict[str, Any]) -> tuple[str, str]:
     df = pd.DataFrame(record["rows"])
     df.attrs.update(record["settings"])
     exits = df[df["schedule"] != "full"]
-    ratios = exits["measured_over_ideal"]
+    ratios = exits["measured_over_flop"]
     below = exits[ratios < TARGET]
     name, m = record["model"], record["machine"]
     share = record["always_run_share"]
-    expected = (exits["predicted_acceleration"] / exits["ideal_acceleration"]).mean()
+    expected = (exits["predicted_acceleration"] / exits["flop_acceleration"]).mean()
     summary = (f"- {name}: measured / ideal from {ratios.min():.3f} "
                f"({exits.loc[ratios.idxmin(), 'schedule']}) to {ratios.max():.3f} "
                f"({exits.loc[ratios.idxmax(), 'schedule']}). The cost model predicts "
@@ -143,8 +143,8 @@ def section(record: dict[str, Any]) -> tuple[str, str]:
         summary += f"Every preset reaches {TARGET}."
     else:
         gaps = ", ".join(
-            f"{r.schedule} {r.measured_over_ideal:.3f} ± {r.measured_over_ideal_se:.3f} "
-            f"({(TARGET - r.measured_over_ideal) / r.measured_over_ideal_se:.2f} standard errors "
+            f"{r.schedule} {r.measured_over_flop:.3f} ± {r.measured_over_flop_se:.3f} "
+            f"({(TARGET - r.measured_over_flop) / r.measured_over_flop_se:.2f} standard errors "
             f"below)" for r in below.itertuples())
         summary += f"Below {TARGET}: {gaps}."
     cost = record["settings"]["cost_model"]
@@ -181,8 +181,8 @@ def precision(records: dict[str, dict[str, Any]]) -> str:
     for r in records.values():
         for per_call in r["settings"]["samples"].values():
             spreads += [statistics.stdev(v) / statistics.median(v) for v in per_call if len(v) > 1]
-        ses += [row["measured_over_ideal_se"] for row in r["rows"]
-                if row["measured_over_ideal_se"] is not None]
+        ses += [row["measured_over_flop_se"] for row in r["rows"]
+                if row["measured_over_flop_se"] is not None]
     if not spreads or not ses:
         return ""
     return (f"Precision: one model call's time varies from round to round by a median "

@@ -287,7 +287,7 @@ def run_arch(args: Params, arch: str, ctx: CellContext) -> dict[str, Any]:
                 "per_seed": [m["fid"] for m in result.metrics],
                 "predicted_acceleration": result.predicted_acceleration,
                 "block_acceleration": result.block_acceleration,
-                "ideal_acceleration": result.flop_acceleration,  # the key the JSON cache stores
+                "flop_acceleration": result.flop_acceleration,
                 "seconds": seconds, "date": machine_info()["date"],
             }
             record["cells"][cell_key(row["name"], sampler)] = cell

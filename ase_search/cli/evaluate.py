@@ -265,9 +265,9 @@ def bench_cmd(
                    "s/run"):
         table.add_column(column, justify="left" if column == "schedule" else "right")
     for r in df.itertuples(index=False):
-        ratio = "–" if math.isnan(r.measured_over_ideal) else f"{r.measured_over_ideal:.3f}"
+        ratio = "–" if math.isnan(r.measured_over_flop) else f"{r.measured_over_flop:.3f}"
         table.add_row(r.schedule, r.blocks, _pct(r.block_acceleration),
-                      _pct(r.ideal_acceleration), _pct(r.predicted_acceleration),
+                      _pct(r.flop_acceleration), _pct(r.predicted_acceleration),
                       _pct(r.measured_acceleration)
                       + ("" if not r.measured_acceleration_se > 0
                          else f" ±{r.measured_acceleration_se * 100:.1f}"),

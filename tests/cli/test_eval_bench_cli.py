@@ -57,7 +57,7 @@ def test_eval_prints_fid_writes_grid_and_json(checkpoints, tmp_path, cli):
     assert result["schedule"]["blocks"] == [4, 3, 3, 2, 2]
     assert (result["block_evals"], result["model_calls"]) == (3 + 4, 2)
     assert result["block_acceleration"] == pytest.approx(1 - 7 / 8)
-    assert 0 < result["ideal_acceleration"] < result["block_acceleration"]
+    assert 0 < result["flop_acceleration"] < result["block_acceleration"]
     assert 0 < result["predicted_acceleration"] < 1
     assert f"{result['block_acceleration']:.1%}" in out
 
@@ -136,10 +136,10 @@ def test_benchmark_latency_columns_and_ideal():
                            repeats=1)
     assert list(df["schedule"]) == ["full", "D4"]
     full, d4 = df.iloc[0], df.iloc[1]
-    assert full["measured_acceleration"] == 0 and full["ideal_acceleration"] == 0
+    assert full["measured_acceleration"] == 0 and full["flop_acceleration"] == 0
     assert d4["block_acceleration"] == pytest.approx(1 - 7 / 8)
-    assert d4["measured_over_ideal"] == pytest.approx(
-        d4["measured_acceleration"] / d4["ideal_acceleration"])
+    assert d4["measured_over_flop"] == pytest.approx(
+        d4["measured_acceleration"] / d4["flop_acceleration"])
     assert df.attrs["batch_size"] == 2 and df.attrs["cost_model"]["depth"] == 4
     with pytest.raises(ValueError, match="schedules"):
         benchmark_latency(model, {"x": preset("D4", "dit", 12)}, sampler=SamplerConfig("ddim", 2))
