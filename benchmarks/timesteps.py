@@ -19,6 +19,7 @@ One cell per testbed, timesteps and step count (``dit/searched-5``, ``dit/fid-5`
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import statistics
 from dataclasses import field
 from typing import Any
@@ -27,6 +28,8 @@ from benchmarks._common import file_sha256, machine_text
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
 
 ARCHS = ("dit", "uvit")
+SOLVERS = ("ddim", "dpm-solver")
+_NAMES = {"ddim": "DDIM", "dpm-solver": "DPM-Solver++"}
 CALIBRATION_SEED = 10_000
 N_SAMPLES = 500
 
@@ -41,6 +44,8 @@ class Params:
         "searched step counts (the uniform ladder runs 3-12, 14, 20)", identity=False))
     seeds: int = field(default=5, metadata=option("fresh seeds 1..S"))
     grid: int = field(default=100, metadata=option("candidate timesteps of the search"))
+    solvers: tuple[str, ...] = field(default=("ddim",), metadata=option(
+        "samplers whose timesteps are compared", identity=False, choices=SOLVERS))
     fid_steps: tuple[int, ...] = field(default=(), metadata=option(
         "step counts whose timesteps are searched by FID too", identity=False, parse=int))
     trials: int = field(default=60, metadata=option(
@@ -57,21 +62,31 @@ LADDER = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 20)
 
 
 def keys(params: Params) -> list[str]:
-    return [f"{arch}/{kind}-{k}" for arch in params.arch
+    """``dit/uniform-7`` (DDIM), ``dit/dpm-solver/searched-5`` (DPM-Solver++)."""
+    return [f"{arch}/{'' if solver == 'ddim' else solver + '/'}{kind}-{k}"
+            for arch in params.arch for solver in params.solvers
             for kind, counts in (("uniform", LADDER), ("searched", params.steps),
                                  ("fid", params.fid_steps)) for k in counts]
+
+
+def _parse(key: str) -> tuple[str, str, str, int]:
+    """``(arch, solver, kind, steps)`` of a cell key."""
+    arch, _, config = key.partition("/")
+    solver, _, config = config.rpartition("/")
+    kind, _, count = config.partition("-")
+    return arch, solver or "ddim", kind, int(count)
 
 
 def weights_identity(params: Params, key: str) -> dict[str, Any]:
     from ase_search.testbed import TESTBEDS
 
-    arch, _, config = key.partition("/")
+    arch, _, kind, _ = _parse(key)
     return {"weights_sha256": file_sha256(TESTBEDS[arch].path),
-            **({"trials": params.trials} if config.startswith("fid-") else {})}
+            **({"trials": params.trials} if kind == "fid" else {})}
 
 
 def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
-    """One testbed at N DDIM steps, uniform or searched: FID-MNIST per fresh seed."""
+    """One testbed at N steps of a solver, uniform or searched: FID-MNIST per fresh seed."""
     import sys
 
     from ase_search.evaluate import machine_info
@@ -80,15 +95,14 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.testbed import load_model
     from ase_search.timesteps import fid_timesteps, search_timesteps
 
-    arch, _, config = key.partition("/")
-    kind, _, count = config.partition("-")
-    steps = int(count)
+    arch, solver, kind, steps = _parse(key)
     model = load_model(arch)
     extra: dict[str, Any] = {}
     if kind in ("searched", "fid"):
-        found = (search_timesteps(model, steps, grid=params.grid, seed=CALIBRATION_SEED)
+        found = (search_timesteps(model, steps, sampler=solver, grid=params.grid,
+                                  seed=CALIBRATION_SEED)
                  if kind == "searched" else
-                 fid_timesteps(model, steps, trials=params.trials, n=N_SAMPLES,
+                 fid_timesteps(model, steps, sampler=solver, trials=params.trials, n=N_SAMPLES,
                                seeds=(CALIBRATION_SEED, CALIBRATION_SEED + 1),
                                progress=lambda line: print(line, file=sys.stderr, flush=True))
                  )[steps]
@@ -96,27 +110,32 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
         extra = {"timesteps": list(found.timesteps), "cost": found.cost,
                  "uniform_cost": found.uniform_cost}
     else:
-        sampler = SamplerConfig("ddim", steps)
+        sampler = SamplerConfig(solver, steps)
         extra = {"timesteps": [int(s) for s in sampler.model_times()]}
     m = measure_schedule(model, None, sampler=sampler, n=N_SAMPLES,
                          seeds=range(1, params.seeds + 1))
     fids = [row["fid"] for row in m.metrics]
     print(f"{key}: FID {statistics.fmean(fids):.2f} {extra['timesteps']}", file=sys.stderr,
           flush=True)
-    return {"arch": arch, "kind": kind, "steps": steps, "fids": fids,
+    return {"arch": arch, "solver": solver, "kind": kind, "steps": steps, "fids": fids,
             "seeds": list(range(1, params.seeds + 1)), "command": ctx.command,
             "machine": machine_info(), **extra}
 
 
-def _verdicts(cells: dict[str, dict[str, Any]], arch: str, kind: str) -> list[list[str]]:
+def _solver(cell: dict[str, Any]) -> str:
+    return cell.get("solver", "ddim")  # cells from before DPM-Solver++ was compared: DDIM
+
+
+def _verdicts(cells: dict[str, dict[str, Any]], arch: str, kind: str,
+              solver: str = "ddim") -> list[list[str]]:
     from ase_search.verdict import Configuration, Latency, judge_point
 
     def config(c: dict[str, Any]) -> Configuration:
         # latency in model calls: the same network at every call (no lever, error 0)
-        return Configuration(f"ddim-{c['steps']} {c['kind']}", tuple(c["fids"]),
+        return Configuration(f"{solver}-{c['steps']} {c['kind']}", tuple(c["fids"]),
                              tuple(c["seeds"]), Latency(float(c["steps"]), 0.0, "measured"))
 
-    mine = [c for c in cells.values() if c["arch"] == arch]
+    mine = [c for c in cells.values() if c["arch"] == arch and _solver(c) == solver]
     ladder = [config(c) for c in mine if c["kind"] == "uniform"]
     rows = []
     for c in sorted((c for c in mine if c["kind"] == kind), key=lambda c: c["steps"]):
@@ -135,11 +154,14 @@ def _verdicts(cells: dict[str, dict[str, Any]], arch: str, kind: str) -> list[li
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
     import pandas as pd
 
-    lines = ["# Searched against uniform DDIM timesteps", "",
-             f"Written by `benchmarks/timesteps.py` from `{json_name}`. Full model, DDIM, "
+    solvers = [v for v in SOLVERS if any(_solver(c) == v for c in cells.values())]
+    lines = [f"# Searched against uniform {' and '.join(map(_NAMES.get, solvers))} timesteps",
+             "", f"Written by `benchmarks/timesteps.py` from `{json_name}`. Full model, "
+             f"{' and '.join(map(_NAMES.get, solvers))}, "
              f"{N_SAMPLES} samples per fresh seed (FID-MNIST, mean over seeds). Searched: "
              f"`ase-search timesteps` (dynamic programming on the model's DDIM-"
-             f"{params.grid} teacher trajectory, calibration seed {CALIBRATION_SEED}). The last "
+             f"{params.grid} teacher trajectory with each solver's own update, calibration seed "
+             f"{CALIBRATION_SEED}). The last "
              "column is the verdict rule's word (`ase_search/verdict.py`): the cheapest uniform "
              "step count the searched configuration does not beat on the paired seeds, and the "
              "ratio of model calls."
@@ -148,15 +170,16 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                 f"{CALIBRATION_SEED} and {CALIBRATION_SEED + 1}, the uniform spacing and the "
                 "teacher programme's timesteps first."
                 if any(c["kind"] == "fid" for c in cells.values()) else ""), ""]
-    for arch in ARCHS:
-        mine = [c for c in cells.values() if c["arch"] == arch]
+    for arch, solver in itertools.product(ARCHS, SOLVERS):
+        mine = [c for c in cells.values() if c["arch"] == arch and _solver(c) == solver]
         if not mine:
             continue
         runs = list(dict.fromkeys(f"`{c['command']}` on {machine_text(c['machine'])}"
                                   for c in mine))
-        lines += [f"## {arch}", "", "; ".join(runs) + ".", ""]
+        title = arch if solver == "ddim" else f"{arch}, {_NAMES[solver]}"
+        lines += [f"## {title}", "", "; ".join(runs) + ".", ""]
         for kind, title in (("searched", ""), ("fid", "Searched by FID (`--objective fid`):")):
-            rows = _verdicts(cells, arch, kind)
+            rows = _verdicts(cells, arch, kind, solver)
             if rows:
                 lines += ([title, ""] if title else []) + [markdown_table(pd.DataFrame(
                     rows, columns=["steps", "searched timesteps", "FID searched", "FID uniform",
