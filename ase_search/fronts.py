@@ -39,6 +39,7 @@ from ase_search.record import (
     config_key,
     confirmed_fids,
     looks_at,
+    point_records,
     reference_sampler,
     study_sampler,
     trial_preset,
@@ -150,8 +151,9 @@ def study_points(study: optuna.Study, seeds: Collection[int] | None = None
     from ase_search.pareto import complete_trials, schedule_string
     from ase_search.samplers import SamplerConfig
 
-    attrs = study.user_attrs
-    config = attrs.get("config", {})
+    config = study.user_attrs.get("config", {})
+    selection = int(config.get("seed", 0))
+    records = point_records(study)
     points: dict[str, StudyPoint] = {}
     identities: set[tuple] = set()
 
@@ -164,14 +166,14 @@ def study_points(study: optuna.Study, seeds: Collection[int] | None = None
             return
         identities.add(identity)
         levers = _levers(sampler, schedule)
-        held = confirmed_fids(attrs, key, kind, seeds)
+        held = confirmed_fids(records, key, kind, selection=selection, seeds=seeds)
         held_seeds, fids = held if held is not None else (None, None)
         points[key] = StudyPoint(key, kind, label, sampler,
                                  float(sum(fids) / len(fids)) if fids else fid, latency, trial,
                                  fids, held_seeds, predicted_error(levers), tuple(levers))
 
-    for name, value in sorted(attrs.items()):
-        if name.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
+    for name, value in sorted(records.items()):
+        if name.startswith(STEPS_ONLY_PREFIX):
             key = name[len(STEPS_ONLY_PREFIX):]
             sampler = value["sampler"]
             label = (f"{sampler['name']}-{sampler['steps']} searched timesteps, full"

@@ -29,7 +29,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ase_search import __version__
-from ase_search.record import trial_preset
+from ase_search.record import points_study_name, trial_preset
 from ase_search.schedule import ExitSchedule, ScheduleError
 from ase_search.storage import StudyError, one_line, open_storage
 from ase_search.verdict import hypervolume
@@ -87,6 +87,8 @@ def open_study(storage: str | Path, study_name: str | None = None) -> optuna.Stu
         names = [s.study_name for s in backend.get_all_studies()]
     except Exception as err:  # SQLAlchemy / Optuna / JSON errors from a foreign file
         raise StudyError(f"{storage} is not a readable Optuna storage ({one_line(err)})") from None
+    names = [n for n in names if points_study_name(n.rsplit(":", 1)[0]) != n
+             or n.rsplit(":", 1)[0] not in names]  # a study's companion is not a study to open
     if not names:
         raise StudyError(
             f"{storage} holds no Optuna study; run `ase-search run` first, or point at the "
@@ -475,10 +477,12 @@ def _confirmation(study: optuna.Study, sampler: dict[str, Any],
                   schedule: dict[str, Any] | None) -> dict[str, Any] | None:
     """The configuration's FIDs on the fresh confirmation seeds (``ase-search confirm``), if
     measured (:func:`ase_search.record.confirmed_fids`)."""
-    from ase_search.record import config_key, confirmed_fids
+    from ase_search.record import config_key, confirmed_fids, point_records
 
     key = config_key(sampler, schedule)
-    held = confirmed_fids(study.user_attrs, key, "steps-only" if key.endswith("/full") else "exit")
+    held = confirmed_fids(point_records(study), key,
+                          "steps-only" if key.endswith("/full") else "exit",
+                          selection=int(study.user_attrs.get("config", {}).get("seed", 0)))
     if held is None:
         return None
     seeds, fids = held

@@ -5,12 +5,24 @@ An ase-search study is an Optuna study whose user attributes record what the sea
 * ``config``: the :class:`~ase_search.search.SearchConfig` as a dict; ``space``: the schedule
   space; ``weights``: the weights the trials ran (relative to the study's folder, with their
   one-shot key); ``cost_model``: the profiled components.
-* :data:`STEPS_ONLY_PREFIX` + :func:`config_key`: one steps-only baseline point (the full model at
-  one sampler and step count, on the starting weights, at the study's seed).
-* :data:`CONFIRM_PREFIX` + :func:`config_key`: one configuration's FIDs on the confirmation
-  seeds, with the weights it ran (``"start"`` or ``"study"``) and their sha256.
 * :data:`MEASURED_LATENCY`: whole sampling runs timed in one interleaved session.
 * :data:`SEARCHED_TIMESTEPS`: the DDIM timesteps searched for the steps-only ladder.
+
+Configurations measured outside the search are Optuna trials of a companion study in the same
+storage (:func:`points_study_name`: ``<study>:points``), each with a ``kind`` and the record it
+measured (:func:`point_records`, :func:`store_point`); they are kept out of the searched study,
+whose samplers would read a trial without parameters as an empty search space:
+
+* ``kind`` ``"steps-only"``, ``attr`` :data:`STEPS_ONLY_PREFIX` + :func:`config_key`: one
+  steps-only baseline point (the full model at one sampler and step count, on the starting
+  weights, at the study's seed).
+* ``kind`` ``"confirm"``, ``attr`` :data:`CONFIRM_PREFIX` + :func:`config_key`: one
+  configuration's FIDs on the confirmation seeds, with the weights it ran (``"start"`` or
+  ``"study"``) and their sha256; a later trial of the same ``attr`` holds the seeds of the
+  earlier ones too.
+
+Studies made before 2026-12-07 stored each point as a study user attribute of that name; the
+first read moves them into the companion study (:func:`point_records`).
 
 A configuration is its sampler plus what the model computes at each call
 (:func:`config_identity`), named by :func:`config_key`; the study's own sampler and its reference
@@ -26,9 +38,11 @@ from ase_search.callplan import call_plan
 from ase_search.samplers import SamplerConfig
 from ase_search.schedule import ExitSchedule
 from ase_search.space import ScheduleSpace
+from ase_search.storage import StudyError, one_line
 
 __all__ = [
     "CONFIRM_PREFIX",
+    "POINTS",
     "PRESET",
     "MEASURED_LATENCY",
     "SEARCHED_TIMESTEPS",
@@ -38,8 +52,11 @@ __all__ = [
     "config_key",
     "confirmed_fids",
     "looks_at",
+    "points_study_name",
     "schedule_words",
     "reference_sampler",
+    "store_point",
+    "point_records",
     "study_sampler",
     "trial_preset",
 ]
@@ -55,6 +72,77 @@ VERDICT_LOOKS = "verdict_looks"
 # study user attribute: DDIM timesteps searched on the starting weights, per step count, which
 # the steps-only ladder measures beside the uniform spacings (``ase_search.timesteps``)
 SEARCHED_TIMESTEPS = "searched_timesteps"
+# study user attribute: the companion study that holds the points (set once they live there)
+POINTS = "points_study"
+_POINT_KINDS = {STEPS_ONLY_PREFIX: "steps-only", CONFIRM_PREFIX: "confirm"}
+
+
+def points_study_name(study_name: str) -> str:
+    """The name of the companion study that holds a study's points."""
+    return f"{study_name}:points"
+
+
+def _points_study(study: Any) -> Any:
+    import optuna
+
+    # the storage the study was opened with (Optuna keeps it as ``_storage``, public only as
+    # the argument it was opened with): the companion lives beside it, whatever the backend
+    return optuna.create_study(storage=study._storage,
+                               study_name=points_study_name(study.study_name),
+                               load_if_exists=True, directions=["minimize", "minimize"])
+
+
+def _add_point(points: Any, attr: str, record: dict[str, Any]) -> None:
+    import math
+
+    import optuna
+
+    kind = next(k for prefix, k in _POINT_KINDS.items() if attr.startswith(prefix))
+    values = [float(record.get("fid", math.nan)), float(record.get("latency", math.nan))]
+    finite = all(math.isfinite(v) for v in values)
+    points.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if finite else optuna.trial.TrialState.FAIL,
+        values=values if finite else None,
+        user_attrs={"kind": kind, "attr": attr, "record": record}))
+
+
+def point_records(study: Any) -> dict[str, dict[str, Any]]:
+    """The points measured outside the search: attribute name (``STEPS_ONLY_PREFIX`` or
+    ``CONFIRM_PREFIX`` + a :func:`config_key`) -> its latest record. A study made before the
+    points had a study of their own has them moved there first (once; the old attributes stay,
+    and nothing reads them again)."""
+    if study.user_attrs.get(POINTS) is None:
+        try:
+            points = _points_study(study)
+            held = {t.user_attrs.get("attr") for t in points.get_trials(deepcopy=False)}
+            for name, value in sorted(study.user_attrs.items()):
+                if (name.startswith(tuple(_POINT_KINDS)) and isinstance(value, dict)
+                        and name not in held):
+                    _add_point(points, name, value)
+            study.set_user_attr(POINTS, points.study_name)
+        except Exception as err:  # e.g. a read-only file: SQLAlchemy's or Optuna's error
+            raise StudyError(
+                f"study {study.study_name!r} keeps its steps-only and confirmation points as "
+                f"study attributes (made before 2026-12-07); moving them into the study "
+                f"{points_study_name(study.study_name)!r} beside it failed ({one_line(err)}); "
+                f"open it where its storage can be written once") from None
+    else:
+        points = _points_study(study)
+    found: dict[str, dict[str, Any]] = {}
+    for t in points.get_trials(deepcopy=False):  # in the order they were stored: later wins
+        attr, record = t.user_attrs.get("attr"), t.user_attrs.get("record")
+        if isinstance(attr, str) and isinstance(record, dict):
+            found[attr] = record
+    return found
+
+
+def store_point(study: Any, attr: str, record: dict[str, Any]) -> None:
+    """Store one point's record as a trial of the study's companion study (``attr``:
+    :data:`STEPS_ONLY_PREFIX` or :data:`CONFIRM_PREFIX` + its :func:`config_key`)."""
+    if not attr.startswith(tuple(_POINT_KINDS)):
+        raise ValueError(f"a point's name starts with {' or '.join(_POINT_KINDS)}, got {attr!r}")
+    point_records(study)  # an older study's points move first, so they stay older
+    _add_point(_points_study(study), attr, record)
 
 
 def looks_at(attrs: dict[str, Any], seeds: Collection[int]) -> int:
@@ -131,10 +219,6 @@ def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) ->
     (DPM-Solver-4's calls never reach t < 0.25), or a reuse schedule whose every call refreshes
     (one call per interval) and the full model, are one configuration: with common random
     numbers they give the same samples and cost."""
-    from ase_search.callplan import call_plan
-    from ase_search.samplers import SamplerConfig
-    from ase_search.schedule import ExitSchedule
-
     config = SamplerConfig.from_dict(sampler)
     if schedule is None:
         return (config.describe(), None)
@@ -149,23 +233,24 @@ def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) ->
 _WEIGHTS = {"steps-only": "start", "exit": "study"}  # what each kind of point runs
 
 
-def confirmed_fids(attrs: dict[str, Any], key: str, kind: str,
+def confirmed_fids(points: dict[str, Any], key: str, kind: str, *, selection: int,
                    seeds: Collection[int] | None = None
                    ) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
-    """The fresh-seed FIDs a study holds for configuration ``key`` (a ``"steps-only"`` or an
-    ``"exit"`` one), as ``(seeds, fids)``; ``None`` when there are none.
+    """The fresh-seed FIDs a study's ``points`` (:func:`point_records`) hold for configuration
+    ``key`` (a ``"steps-only"`` or an ``"exit"`` one), as ``(seeds, fids)``; ``None`` when there
+    are none.
 
     A record counts only for the weights it ran: the starting ones for the full model, the
     study's for an exit (a record without a label predates labels, when confirmation ran the
     study's weights alone: never the full model's starting weights). The seed the search
-    selected on is dropped: it is never judged, nor averaged into a confirmed FID. ``seeds``
-    keeps only those seeds (an independent replication judges a later set alone).
+    selected on (``selection``, the study's seed) is dropped: it is never judged, nor averaged
+    into a confirmed FID. ``seeds`` keeps only those seeds (an independent replication judges a
+    later set alone).
     """
-    record = attrs.get(CONFIRM_PREFIX + key)
+    record = points.get(CONFIRM_PREFIX + key)
     if not (isinstance(record, dict) and record.get("weights", "study") == _WEIGHTS[kind]
             and record.get("fids") and len(record["fids"]) == len(record.get("seeds", ()))):
         return None
-    selection = int((attrs.get("config") or {}).get("seed", 0))
     held = [(int(s), float(f)) for s, f in zip(record["seeds"], record["fids"])
             if int(s) != selection and (seeds is None or int(s) in seeds)]
     if not held:

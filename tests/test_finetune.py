@@ -654,10 +654,11 @@ def test_finetune_trains_each_exit_head_only_on_the_samples_that_exit_there(
 def test_shipped_one_shot_weights_serve_the_default_search_without_a_fine_tune(
         arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hashlib
-    import re
-    import sqlite3
+    import shutil
     from dataclasses import replace
 
+    from ase_search.pareto import open_study
+    from ase_search.record import CONFIRM_PREFIX, point_records
     from ase_search.search.config import SearchConfig, one_shot_config
     from ase_search.space import load_space
     from ase_search.testbed import TESTBEDS, load_model
@@ -676,11 +677,12 @@ def test_shipped_one_shot_weights_serve_the_default_search_without_a_fine_tune(
     assert out == finetune_module.one_shot_path(tmp_path, arch, key)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     # The reference: the digest (prefix) the reference study's confirmation records hold, made on
-    # the weights a fine-tune wrote there.
-    with sqlite3.connect(Path(__file__).parents[1] / "studies" / "reference" / f"{arch}.db") as db:
-        recorded = {m for (v,) in db.execute("SELECT value_json FROM study_user_attributes "
-                                             "WHERE key LIKE 'confirm:%'")
-                    for m in re.findall(r'"weights_sha256": "([0-9a-f]{16,64})"', v)}
+    # the weights a fine-tune wrote there (read from a copy: the committed study stays as it is).
+    shutil.copyfile(Path(__file__).parents[1] / "studies" / "reference" / f"{arch}.db",
+                    tmp_path / "reference.db")
+    records = point_records(open_study(tmp_path / "reference.db"))
+    recorded = {r["weights_sha256"] for name, r in records.items()
+                if name.startswith(CONFIRM_PREFIX) and r.get("weights_sha256")}
     assert any(digest.startswith(prefix) for prefix in recorded), recorded
     assert load_state_dict_file(out)["one_shot_key"] == key
     # Any other setting: nothing shipped, so a fine-tune.

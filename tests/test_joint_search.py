@@ -11,10 +11,17 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import TrialState
 
 from ase_search.fronts import study_fronts, study_verdict
-from ase_search.record import CONFIRM_PREFIX, SEARCHED_TIMESTEPS, STEPS_ONLY_PREFIX
+from ase_search.record import (
+    CONFIRM_PREFIX,
+    SEARCHED_TIMESTEPS,
+    STEPS_ONLY_PREFIX,
+    point_records,
+    points_study_name,
+)
 from ase_search.search import SearchConfig, run_search
 from ase_search.space import ScheduleSpace, SpaceError
 
@@ -178,7 +185,15 @@ def test_a_joint_study_searches_samplers_measures_steps_only_once_and_judges(joi
 
     # The steps-only baseline: both samplers x the ladder, plus the reference, plus DDIM at the
     # timesteps searched for the counts below the reference's.
-    baseline = {k: v for k, v in attrs.items() if k.startswith(STEPS_ONLY_PREFIX)}
+    baseline = {k: v for k, v in point_records(study).items() if k.startswith(STEPS_ONLY_PREFIX)}
+    # ... stored as trials of the companion study: every trial of the searched study was
+    # suggested, so the samplers' shared search space is the whole space
+    assert all(t.params for t in study.trials)
+    assert set(IntersectionSearchSpace().calculate(study)) >= {"sampler", "steps"}
+    points = optuna.load_study(study_name=points_study_name("dit"),
+                               storage=f"sqlite:///{joint / 'study.db'}")
+    assert {t.user_attrs["attr"] for t in points.trials} == set(baseline)
+    assert {t.user_attrs["kind"] for t in points.trials} == {"steps-only"}
     searched = attrs[SEARCHED_TIMESTEPS]  # each solver's, with its own update
     assert {name: sorted(r["timesteps"]) for name, r in searched.items()} == {
         "ddim": ["2", "3"], "dpm-solver": ["2", "3"]}
@@ -196,7 +211,7 @@ def test_a_joint_study_searches_samplers_measures_steps_only_once_and_judges(joi
     logs.clear()
     run_search(_config(joint, budget=5), progress=False, log=logs.append)
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{joint / 'study.db'}")
-    again = {k: v["measured"] for k, v in study.user_attrs.items()
+    again = {k: v["measured"] for k, v in point_records(study).items()
              if k.startswith(STEPS_ONLY_PREFIX)}
     assert again == stamps
     assert not any("steps-only baseline" in m for m in logs)
@@ -230,7 +245,7 @@ def test_confirm_remeasures_over_seeds_and_pareto_judges_paired(joint, tmp_path)
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{db}")
-    confirmed = {k: v for k, v in study.user_attrs.items() if k.startswith(CONFIRM_PREFIX)}
+    confirmed = {k: v for k, v in point_records(study).items() if k.startswith(CONFIRM_PREFIX)}
     fronts = study_fronts(study)
     # the whole ladder and the joint front, on fresh seeds (the search selected on seed 0)
     assert {CONFIRM_PREFIX + p.key for p in fronts.joint} <= set(confirmed)
@@ -245,8 +260,9 @@ def test_confirm_remeasures_over_seeds_and_pareto_judges_paired(joint, tmp_path)
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{db}")
+    records = point_records(study)
     for key, v in confirmed.items():
-        now = study.user_attrs[key]
+        now = records[key]
         assert now["seeds"] == [1, 2, 3] and now["fids"][:2] == v["fids"]
     shown = subprocess.run([ASE, "pareto", str(db), "--no-report"], env=_env(tmp_path),
                            capture_output=True, text=True, timeout=300)
@@ -319,7 +335,7 @@ def test_an_exit_heads_space_trains_heads_in_the_one_shot_fine_tune(tmp_path, ti
     from ase_search.samplers import SamplerConfig
 
     start, _ = load_checkpoint(root / "tiny.pt")
-    record = study.user_attrs["steps_only:ddim-4/full"]
+    record = point_records(study)["steps_only:ddim-4/full"]
     assert record["weights"] == "start"
     direct = measure_schedule(start, None, sampler=SamplerConfig(name="ddim", steps=4), n=16,
                               seeds=(0,), batch_size=16)

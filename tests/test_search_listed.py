@@ -10,7 +10,16 @@ import pytest
 from optuna.trial import TrialState
 
 from ase_search.fronts import study_points, study_verdict
-from ase_search.record import CONFIRM_PREFIX, SEARCHED_TIMESTEPS, STEPS_ONLY_PREFIX, config_key
+from ase_search.record import (
+    CONFIRM_PREFIX,
+    POINTS,
+    SEARCHED_TIMESTEPS,
+    STEPS_ONLY_PREFIX,
+    config_key,
+    point_records,
+    points_study_name,
+    store_point,
+)
 from ase_search.samplers import SamplerConfig
 from ase_search.schedule import preset
 from ase_search.search import SearchConfig, SearchError, confirm_study, run_search
@@ -63,7 +72,7 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
     searched = search_timesteps(load_model("dit", str(root / "tiny.pt")), [2, 3])
     assert study.user_attrs[SEARCHED_TIMESTEPS]["ddim"]["timesteps"] == {
         str(k): list(r.timesteps) for k, r in searched.items()}
-    assert {k for k in study.user_attrs if k.startswith(STEPS_ONLY_PREFIX)} == {
+    assert {k for k in point_records(study) if k.startswith(STEPS_ONLY_PREFIX)} == {
         STEPS_ONLY_PREFIX + config_key(c.to_dict(), None)
         for c in [SamplerConfig("ddim", n) for n in (4, 2, 3)]
         + [r.sampler_config() for r in searched.values()]}
@@ -84,23 +93,29 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         key = config_key(t.user_attrs["sampler"], t.user_attrs["schedule"])
         if not key.endswith("/full"):
-            assert study.user_attrs[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
+            assert point_records(study)[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
     verdict = study_verdict(study)
     assert verdict.confirmed and verdict.seeds == (1, 2)
     assert {"ddim-2 searched timesteps, full", "ddim-3 searched timesteps, full"} <= {
         p.label for p in verdict.fronts.points if p.seeds == (1, 2)}
 
     # a study made before the ladder had searched timesteps: confirm searches and measures them
+    # (its points study holds all the others)
     keys = [config_key(r.sampler_config().to_dict(), None) for r in searched.values()]
+    records = point_records(study)
+    optuna.delete_study(study_name=points_study_name("dit"),
+                        storage=f"sqlite:///{root / 'list.db'}")
+    study.set_user_attr(POINTS, None)
     study.set_user_attr(SEARCHED_TIMESTEPS, None)
-    for key in keys:
-        study.set_user_attr(STEPS_ONLY_PREFIX + key, None)
-        study.set_user_attr(CONFIRM_PREFIX + key, None)
+    for attr, record in records.items():
+        if not any(attr.endswith(key) for key in keys):
+            store_point(study, attr, record)
+    assert not any(attr.endswith(key) for attr in point_records(study) for key in keys)
     confirm_study(str(root / "list.db"), seeds=2, progress=False, log=lambda m: None)
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'list.db'}")
     for key in keys:
-        assert study.user_attrs[STEPS_ONLY_PREFIX + key]["weights"] == "start"
-        assert study.user_attrs[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
+        assert point_records(study)[STEPS_ONLY_PREFIX + key]["weights"] == "start"
+        assert point_records(study)[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
 
 
 def test_a_list_study_and_a_search_do_not_mix(root, tmp_path) -> None:
@@ -166,7 +181,7 @@ def test_a_data_free_study_measures_against_the_full_models_own_samples(root, tm
                      configs=str(tmp_path / "list.yaml"))
     run_search(config, progress=False, log=lambda m: None)
     study = optuna.load_study(study_name="dit", storage=f"sqlite:///{tmp_path / 'self.db'}")
-    ref = study.user_attrs[STEPS_ONLY_PREFIX + "ddim-4/full"]
+    ref = point_records(study)[STEPS_ONLY_PREFIX + "ddim-4/full"]
     assert ref["paired_rmse"] == 0.0  # the reference configuration against itself
     model = load_model("dit", str(root / "tiny.pt"))
     with torch.no_grad():

@@ -1,10 +1,11 @@
 """Configurations measured outside the Optuna loop: the steps-only baseline and confirmation seeds.
 
 Both run :func:`~ase_search.search.trial.evaluate_schedule` as Ray tasks on the study's cluster
-and store each result in the study as soon as it arrives (one study user attribute per
-configuration, :data:`~ase_search.fronts.STEPS_ONLY_PREFIX` / :data:`~ase_search.fronts.CONFIRM_PREFIX`
-plus its :func:`~ase_search.fronts.config_key`), so an interrupted run loses at most the
-configurations in flight and a resumed one measures only what is missing.
+and store each result as soon as it arrives (a trial of the study's companion points study,
+named :data:`~ase_search.record.STEPS_ONLY_PREFIX` / :data:`~ase_search.record.CONFIRM_PREFIX`
+plus its :func:`~ase_search.record.config_key`: :func:`~ase_search.record.store_point`), so an
+interrupted run loses at most the configurations in flight and a resumed one measures only what
+is missing.
 
 * :func:`steps_only_jobs`: the full model at every sampler of the space and every count of its
   ``steps_only`` ladder (a fixed-sampler space: the study's sampler at the ladder counts up to its
@@ -30,7 +31,9 @@ from ase_search.record import (
     SEARCHED_TIMESTEPS,
     STEPS_ONLY_PREFIX,
     config_key,
+    point_records,
     reference_sampler,
+    store_point,
     study_sampler,
 )
 from ase_search.search.listed import LISTED, Listed
@@ -158,12 +161,13 @@ def steps_only_jobs(study: Any) -> list[PointJob]:
     from ase_search.schedule import preset
 
     attrs = study.user_attrs
+    records = point_records(study)
     space = attrs["space"]
     full = preset("full", space["arch"], space["depth"]).to_dict()
     jobs = []
     for sampler in steps_only_samplers(attrs["config"], space, attrs.get(SEARCHED_TIMESTEPS)):
         attr = STEPS_ONLY_PREFIX + config_key(sampler.to_dict(), None)
-        recorded = attrs.get(attr)
+        recorded = records.get(attr)
         if not isinstance(recorded, dict) or recorded.get("weights") != "start":
             jobs.append(PointJob(attr, full, sampler.to_dict(), (attrs["config"]["seed"],),
                                  start=True))
@@ -231,6 +235,7 @@ def confirm_jobs(study: Any, seeds: int,
     from ase_search.fronts import StudyPoint, confirmation_seeds, study_fronts
 
     attrs = study.user_attrs
+    records = point_records(study)
     wanted = confirmation_seeds(int(attrs["config"]["seed"]), seeds)
     fronts = study_fronts(study)
     chosen: dict[str, StudyPoint] = {p.key: p for p in fronts.points if p.kind == "steps-only"}
@@ -245,7 +250,7 @@ def confirm_jobs(study: Any, seeds: int,
     for key, p in chosen.items():
         start = p.kind == "steps-only"  # the full model runs the starting weights
         weights = "start" if start else "study"
-        held = _held_seeds(attrs.get(CONFIRM_PREFIX + key), weights,
+        held = _held_seeds(records.get(CONFIRM_PREFIX + key), weights,
                            (digests or {}).get(weights))
         missing = tuple(s for s in wanted if s not in held)
         if missing:
@@ -358,8 +363,8 @@ def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialCont
                         _add_listed_trial(study, job, result)
                     else:
                         if job.attr.startswith(CONFIRM_PREFIX):  # keep the seeds held before
-                            result = merged_record(study.user_attrs.get(job.attr), result)
-                        study.set_user_attr(job.attr, result)
+                            result = merged_record(point_records(study).get(job.attr), result)
+                        store_point(study, job.attr, result)
                 bar.advance(bar_task)
     return failures
 
@@ -424,10 +429,11 @@ def ladder_extension(study: Any) -> list[PointJob]:
         return []
     statuses = {j.status for j in verdict.judgements}
     attrs = study.user_attrs
+    records = point_records(study)
     ladder: dict[str, list[SamplerConfig]] = {}
     full: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if key.startswith(STEPS_ONLY_PREFIX) and isinstance(value, dict):
+    for key, value in records.items():
+        if key.startswith(STEPS_ONLY_PREFIX):
             sampler = SamplerConfig.from_dict(value["sampler"])
             if sampler.timesteps is not None:  # searched ones are not extended
                 continue
@@ -445,7 +451,7 @@ def ladder_extension(study: Any) -> list[PointJob]:
                 wanted.append(_replace(low, steps=max(1, low.steps // 2)))
     return [PointJob(STEPS_ONLY_PREFIX + config_key(c.to_dict(), None), full, c.to_dict(),
                      (int(attrs["config"]["seed"]),), start=True)
-            for c in wanted if STEPS_ONLY_PREFIX + config_key(c.to_dict(), None) not in attrs]
+            for c in wanted if STEPS_ONLY_PREFIX + config_key(c.to_dict(), None) not in records]
 
 
 def time_confirmed(study: Any, weights: str | Path, *, batch_size: int, rounds: int = 5,
@@ -466,9 +472,8 @@ def time_confirmed(study: Any, weights: str | Path, *, batch_size: int, rounds: 
     from ase_search.schedule import ExitSchedule
 
     attrs = study.user_attrs
-    configs = {k[len(CONFIRM_PREFIX):]: v for k, v in attrs.items()
-               if k.startswith(CONFIRM_PREFIX) and isinstance(v, dict) and "sampler" in v
-               and "schedule" in v}
+    configs = {k[len(CONFIRM_PREFIX):]: v for k, v in point_records(study).items()
+               if k.startswith(CONFIRM_PREFIX) and "sampler" in v and "schedule" in v}
     held = (attrs.get(MEASURED_LATENCY) or {}).get("configs", {})
     if not configs or set(configs) <= set(held):
         return 0

@@ -17,6 +17,7 @@ from ase_search.integrations.diffusers import (
     sample_diffusers,
     transformer_fingerprint,
 )
+from ase_search.record import point_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ASE = str(Path(sys.executable).with_name("ase-search"))
@@ -121,7 +122,7 @@ def test_latency_and_block_counts_follow_the_scheduler_calls(study):
     _, s = study
     cost = s.user_attrs["cost_model"]
     points = [t.user_attrs for t in s.trials if "latency" in t.user_attrs]
-    points += [v for k, v in s.user_attrs.items() if k.startswith("steps_only:")]
+    points += [v for k, v in point_records(s).items() if k.startswith("steps_only:")]
     assert len(points) == 2 + 4
     for p in points:
         calls = _calls(p["sampler"]["name"], p["sampler"]["steps"])
@@ -141,7 +142,7 @@ def test_self_reference_is_the_full_model_at_the_reference_configuration(study, 
     from ase_search.measure import SELF_REFERENCE_SEED
 
     work, s = study
-    attrs = s.user_attrs
+    attrs = point_records(s)
     ref = attrs[f"steps_only:{REFERENCE[0]}-{REFERENCE[1]}/full"]
     transformer, scheduler = load_transformer(folder), load_scheduler(folder, "ddim")
     draws = {seed: sample_diffusers(transformer, scheduler, n=16, steps=REFERENCE[1], seed=seed,
