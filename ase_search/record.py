@@ -6,7 +6,8 @@ An ase-search study is an Optuna study whose user attributes record what the sea
   space; ``weights``: the weights the trials ran (relative to the study's folder, with their
   one-shot key); ``cost_model``: the profiled components.
 * :data:`MEASURED_LATENCY`: whole sampling runs timed in one interleaved session.
-* :data:`SEARCHED_TIMESTEPS`: the DDIM timesteps searched for the steps-only ladder.
+* :data:`SEARCHED_TIMESTEPS`: the DDIM and DPM-Solver++ timesteps searched for the steps-only
+  ladder; :data:`LADDER_TIMESTEPS`: timesteps a user added to it (``confirm --timesteps``).
 
 Configurations measured outside the search are Optuna trials of a companion study in the same
 storage (:func:`points_study_name`: ``<study>:points``), each with a ``kind`` and the record it
@@ -42,6 +43,7 @@ from ase_search.storage import StudyError, one_line
 
 __all__ = [
     "CONFIRM_PREFIX",
+    "LADDER_TIMESTEPS",
     "POINTS",
     "PRESET",
     "MEASURED_LATENCY",
@@ -72,6 +74,9 @@ VERDICT_LOOKS = "verdict_looks"
 # study user attribute: DDIM timesteps searched on the starting weights, per step count, which
 # the steps-only ladder measures beside the uniform spacings (``ase_search.timesteps``)
 SEARCHED_TIMESTEPS = "searched_timesteps"
+# study user attribute: timesteps a user gave ``confirm`` (``--timesteps FILE``), which the
+# steps-only ladder measures too: [{"sampler": name, "timesteps": [...], "file": name}, ...]
+LADDER_TIMESTEPS = "ladder_timesteps"
 # study user attribute: the companion study that holds the points (set once they live there)
 POINTS = "points_study"
 _POINT_KINDS = {STEPS_ONLY_PREFIX: "steps-only", CONFIRM_PREFIX: "confirm"}

@@ -26,7 +26,7 @@ from ase_search.search import SearchConfig, SearchError, confirm_study, run_sear
 from ase_search.search.listed import LISTED, load_listed
 from ase_search.search.trial import TrialContext, evaluate_schedule
 from ase_search.testbed import load_model
-from ase_search.timesteps import search_timesteps
+from ase_search.timesteps import SearchedTimesteps, save_timesteps, search_timesteps
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -116,6 +116,27 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
     for key in keys:
         assert point_records(study)[STEPS_ONLY_PREFIX + key]["weights"] == "start"
         assert point_records(study)[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
+
+    # timesteps a user brings (confirm --timesteps) join the ladder: the full model there, on
+    # the starting weights, the study's seed and the confirmation seeds; the lever's verdict is
+    # judged against them too. A file that is not one is refused before anything runs.
+    mine = SearchedTimesteps("ddim", (999, 500, 100), 0.0, 0.0, 0, (0, 0))
+    save_timesteps(root / "mine.json", mine, arch="dit")
+    (root / "bad.json").write_text("{}")
+    with pytest.raises(SearchError, match="not an ase-search timesteps file"):
+        confirm_study(str(root / "list.db"), seeds=2, progress=False, log=lambda m: None,
+                      timesteps=[root / "bad.json"])
+    confirm_study(str(root / "list.db"), seeds=2, progress=False, log=lambda m: None,
+                  timesteps=[root / "mine.json"])
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'list.db'}")
+    key = config_key(mine.sampler_config().to_dict(), None)
+    assert key == "ddim-3 at 999,500,100/full"
+    assert point_records(study)[STEPS_ONLY_PREFIX + key]["weights"] == "start"
+    assert point_records(study)[CONFIRM_PREFIX + key]["seeds"] == [1, 2]
+    direct = evaluate_schedule(preset("full", "dit", 4), ctx, sampler=mine.sampler_config(),
+                               seeds=(1, 2))
+    assert point_records(study)[CONFIRM_PREFIX + key]["fids"] == pytest.approx(direct["fids"])
+    assert key in {p.key for p in study_verdict(study).fronts.points if p.kind == "steps-only"}
 
 
 def test_a_list_study_and_a_search_do_not_mix(root, tmp_path) -> None:

@@ -166,6 +166,9 @@ def confirm_cmd(
              "difference between configurations on the same weights.")] = 8,
     study_name: StudyNameOpt = None,
     max_concurrent: Annotated[int | None, typer.Option(help="Configurations at once.")] = None,
+    timesteps: Annotated[list[Path] | None, typer.Option(
+        "--timesteps", help="An `ase-search timesteps` JSON whose timesteps join the steps-only "
+                            "ladder (the full model there); repeat for several.")] = None,
 ) -> None:
     """Measure the whole steps-only ladder and the levers on the joint front on fresh seeds, so
     that `pareto`, the report and `export` can judge them by the paired rule."""
@@ -174,7 +177,7 @@ def confirm_cmd(
 
     use_threads()
     summary = confirm_study(study, study_name=study_name, seeds=seeds,
-                            max_concurrent=max_concurrent,
+                            max_concurrent=max_concurrent, timesteps=timesteps or (),
                             log=lambda m: console_err.print(m, highlight=False))
     console.print(f"confirmed {summary} configuration(s) on {seeds} fresh seeds")
     from ase_search.fronts import study_verdict, verdict_lines

@@ -27,6 +27,7 @@ from typing import Any
 
 from ase_search.record import (
     CONFIRM_PREFIX,
+    LADDER_TIMESTEPS,
     MEASURED_LATENCY,
     SEARCHED_TIMESTEPS,
     STEPS_ONLY_PREFIX,
@@ -39,8 +40,8 @@ from ase_search.record import (
 from ase_search.search.listed import LISTED, Listed
 from ase_search.search.trial import TrialContext, evaluate_schedule
 
-__all__ = ["MAX_STEPS", "PointJob", "confirm", "confirm_jobs", "ladder_extension", "listed_jobs",
-           "measure_jobs", "merged_record", "search_ladder_timesteps", "searched_counts",
+__all__ = ["MAX_STEPS", "PointJob", "add_ladder_timesteps", "confirm", "confirm_jobs",
+           "ladder_extension", "listed_jobs", "measure_jobs", "merged_record", "search_ladder_timesteps", "searched_counts",
            "searched_record", "timesteps_missing",
            "starting_context", "steps_only_jobs", "time_confirmed", "weights_digest"]
 
@@ -132,10 +133,12 @@ def search_ladder_timesteps(study: Any, model: Any, *, device: str = "cpu",
 
 
 def steps_only_samplers(config: dict[str, Any], space: dict[str, Any],
-                        searched: dict[str, Any] | None = None) -> list[Any]:
+                        searched: dict[str, Any] | None = None,
+                        added: list[dict[str, Any]] | None = None) -> list[Any]:
     """The sampler configs of a study's steps-only baseline (reference configuration first),
     with the solvers at the ``searched`` timesteps (a
-    :data:`~ase_search.record.SEARCHED_TIMESTEPS` record) last."""
+    :data:`~ase_search.record.SEARCHED_TIMESTEPS` record) and at the timesteps a user ``added``
+    (a :data:`~ase_search.record.LADDER_TIMESTEPS` record) last."""
     from ase_search.samplers import SamplerConfig
     from ase_search.space import ScheduleSpace
 
@@ -152,7 +155,44 @@ def steps_only_samplers(config: dict[str, Any], space: dict[str, Any],
         for ts in (record.get("timesteps") or {}).values():
             ordered.append(SamplerConfig(name, len(ts), cfg_scale=reference.cfg_scale,
                                          timesteps=tuple(int(t) for t in ts)))
+    for entry in added or ():
+        config = SamplerConfig(entry["sampler"], len(entry["timesteps"]),
+                               cfg_scale=reference.cfg_scale,
+                               timesteps=tuple(int(t) for t in entry["timesteps"]))
+        if config not in ordered:
+            ordered.append(config)
     return ordered
+
+
+def add_ladder_timesteps(study: Any, files: list[str | Path]) -> list[Any]:
+    """Add the timesteps in ``files`` (``ase-search timesteps`` JSON) to the study's steps-only
+    ladder (:data:`~ase_search.record.LADDER_TIMESTEPS`), so ``confirm`` measures the full model
+    there too and the verdict judges every lever against them; returns the sampler configs
+    added (none for timesteps the study holds already).
+
+    Raises:
+        ValueError: a file that is not a timesteps file, or timesteps beyond the study's
+            diffusion (the message names the file).
+    """
+    from ase_search.samplers import SamplerConfig
+    from ase_search.timesteps import load_timesteps
+
+    held = list(study.user_attrs.get(LADDER_TIMESTEPS) or [])
+    added = []
+    for file in files:
+        name, ts = load_timesteps(file)
+        try:
+            config = SamplerConfig(name, len(ts), timesteps=ts)
+            config.model_times()
+        except ValueError as err:
+            raise ValueError(f"{file}: {err}") from None
+        if any(e["sampler"] == name and tuple(e["timesteps"]) == ts for e in held):
+            continue
+        held.append({"sampler": name, "timesteps": list(ts), "file": Path(file).name})
+        added.append(config)
+    if added:
+        study.set_user_attr(LADDER_TIMESTEPS, held)
+    return added
 
 
 def steps_only_jobs(study: Any) -> list[PointJob]:
@@ -165,7 +205,8 @@ def steps_only_jobs(study: Any) -> list[PointJob]:
     space = attrs["space"]
     full = preset("full", space["arch"], space["depth"]).to_dict()
     jobs = []
-    for sampler in steps_only_samplers(attrs["config"], space, attrs.get(SEARCHED_TIMESTEPS)):
+    for sampler in steps_only_samplers(attrs["config"], space, attrs.get(SEARCHED_TIMESTEPS),
+                                       attrs.get(LADDER_TIMESTEPS)):
         attr = STEPS_ONLY_PREFIX + config_key(sampler.to_dict(), None)
         recorded = records.get(attr)
         if not isinstance(recorded, dict) or recorded.get("weights") != "start":

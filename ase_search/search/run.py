@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from ase_search.search.study import (
 )
 from ase_search.search.listed import load_listed
 from ase_search.search.points import (
+    add_ladder_timesteps,
     confirm,
     confirm_jobs,
     listed_jobs,
@@ -371,13 +372,17 @@ CONFIRM_SEEDS = 8  # fresh seeds: resolves a 5% FID difference at the same-weigh
 
 def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = CONFIRM_SEEDS,
                   max_concurrent: int | None = None, progress: bool = True,
+                  timesteps: Sequence[str | Path] = (),
                   log: Callable[[str], None] = print) -> int:
     """Measure ``study``'s whole steps-only ladder and the levers on its joint front on ``seeds``
     fresh seeds (:func:`~ase_search.search.points.confirm_jobs`), on the weights, data and cost
-    model the study recorded; returns how many configurations were measured.
+    model the study recorded; returns how many configurations were measured. ``timesteps``:
+    ``ase-search timesteps`` files whose timesteps join the ladder first (the full model there,
+    so every lever is judged against them too; they stay in the study's ladder).
 
     Raises:
-        SearchError: ``seeds`` < 2, or the study has no trials or steps-only baseline yet.
+        SearchError: ``seeds`` < 2, the study has no trials or steps-only baseline yet, or a
+            timesteps file is not one.
     """
     from dataclasses import fields
 
@@ -406,6 +411,11 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
                        diffusers=bool(config.diffusers), log=log)
         record_look(study)
 
+    try:
+        for added in add_ladder_timesteps(study, list(timesteps)):
+            log(f"the steps-only ladder gains {added.describe()}")
+    except ValueError as err:
+        raise SearchError(str(err), fields=()) from None
     if not config.diffusers and timesteps_missing(study):  # made before the ladder had them
         import torch
 
