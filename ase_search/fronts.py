@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ase_search.record import (
+    LADDER_TIMESTEPS,
     MEASURED_LATENCY,
     STEPS_ONLY_PREFIX,
     config_identity,
@@ -172,12 +173,17 @@ def study_points(study: optuna.Study, seeds: Collection[int] | None = None
                                  float(sum(fids) / len(fids)) if fids else fid, latency, trial,
                                  fids, held_seeds, predicted_error(levers), tuple(levers))
 
+    brought = {(e["sampler"], tuple(e["timesteps"])): e.get("file", "a file")
+               for e in study.user_attrs.get(LADDER_TIMESTEPS) or ()}
     for name, value in sorted(records.items()):
         if name.startswith(STEPS_ONLY_PREFIX):
             key = name[len(STEPS_ONLY_PREFIX):]
             sampler = value["sampler"]
-            label = (f"{sampler['name']}-{sampler['steps']} searched timesteps, full"
-                     if sampler.get("timesteps") else key.replace("/", ", "))
+            label = key.replace("/", ", ")
+            if sampler.get("timesteps"):
+                file = brought.get((sampler["name"], tuple(sampler["timesteps"])))
+                label = (f"{sampler['name']}-{sampler['steps']} "
+                         + (f"timesteps of {file}" if file else "searched timesteps") + ", full")
             add(key, "steps-only", label, sampler, float(value["fid"]),
                 float(value["latency"]), None, value.get("schedule"))
     for t in complete_trials(study):

@@ -92,9 +92,12 @@ def _points_study(study: Any) -> Any:
 
     # the storage the study was opened with (Optuna keeps it as ``_storage``, public only as
     # the argument it was opened with): the companion lives beside it, whatever the backend
-    return optuna.create_study(storage=study._storage,
-                               study_name=points_study_name(study.study_name),
-                               load_if_exists=True, directions=["minimize", "minimize"])
+    name = points_study_name(study.study_name)
+    try:  # loading says nothing; create_study(load_if_exists=True) logs a line each time
+        return optuna.load_study(study_name=name, storage=study._storage)
+    except KeyError:  # none yet
+        return optuna.create_study(storage=study._storage, study_name=name,
+                                   load_if_exists=True, directions=["minimize", "minimize"])
 
 
 def _add_point(points: Any, attr: str, record: dict[str, Any]) -> None:

@@ -136,7 +136,8 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
     direct = evaluate_schedule(preset("full", "dit", 4), ctx, sampler=mine.sampler_config(),
                                seeds=(1, 2))
     assert point_records(study)[CONFIRM_PREFIX + key]["fids"] == pytest.approx(direct["fids"])
-    assert key in {p.key for p in study_verdict(study).fronts.points if p.kind == "steps-only"}
+    assert {p.key: p.label for p in study_verdict(study).fronts.points
+            if p.kind == "steps-only"}[key] == "ddim-3 timesteps of mine.json, full"
 
 
 def test_a_list_study_and_a_search_do_not_mix(root, tmp_path) -> None:
