@@ -6,7 +6,9 @@ records its schedule (``ExitSchedule.to_dict()``) and metrics in its user attrib
 seeded from the paper's presets carry the preset name in ``user_attrs["preset"]``
 (:func:`~ase_search.record.trial_preset`).
 
-Everything here reads a study and never writes to its storage: :func:`open_study` opens it with
+Everything here reads a study and writes nothing to its storage (but for moving the points of a
+study made before 2026-12-07 into their own study, once: :func:`ase_search.record.point_records`):
+:func:`open_study` opens it with
 the search's own opener (:func:`ase_search.storage.open_storage`) for reading, which refuses a
 missing file instead of letting SQLite create an empty database in its place. The front is
 Optuna's (:attr:`optuna.Study.best_trials`) less the trials that only copy a measured twin's
@@ -87,8 +89,8 @@ def open_study(storage: str | Path, study_name: str | None = None) -> optuna.Stu
         names = [s.study_name for s in backend.get_all_studies()]
     except Exception as err:  # SQLAlchemy / Optuna / JSON errors from a foreign file
         raise StudyError(f"{storage} is not a readable Optuna storage ({one_line(err)})") from None
-    names = [n for n in names if points_study_name(n.rsplit(":", 1)[0]) != n
-             or n.rsplit(":", 1)[0] not in names]  # a study's companion is not a study to open
+    companions = {points_study_name(n) for n in names}  # a study's points: not one to open
+    names = [n for n in names if n not in companions]
     if not names:
         raise StudyError(
             f"{storage} holds no Optuna study; run `ase-search run` first, or point at the "

@@ -87,7 +87,7 @@ def points_study_name(study_name: str) -> str:
     return f"{study_name}:points"
 
 
-def _points_study(study: Any) -> Any:
+def _open_points_study(study: Any) -> Any:
     import optuna
 
     # the storage the study was opened with (Optuna keeps it as ``_storage``, public only as
@@ -114,30 +114,34 @@ def _add_point(points: Any, attr: str, record: dict[str, Any]) -> None:
         user_attrs={"kind": kind, "attr": attr, "record": record}))
 
 
+def _points_study(study: Any) -> Any:
+    """The study's companion points study. A study made before the points had a study of their
+    own has them moved there first (once; the old attributes stay, and nothing reads them
+    again), so they stay older than any point stored after."""
+    if study.user_attrs.get(POINTS) is not None:
+        return _open_points_study(study)
+    try:
+        points = _open_points_study(study)
+        held = {t.user_attrs.get("attr") for t in points.get_trials(deepcopy=False)}
+        for name, value in sorted(study.user_attrs.items()):
+            if name.startswith(tuple(_POINT_KINDS)) and isinstance(value, dict) and (
+                    name not in held):
+                _add_point(points, name, value)
+        study.set_user_attr(POINTS, points.study_name)
+    except Exception as err:  # e.g. a read-only file: SQLAlchemy's or Optuna's error
+        raise StudyError(
+            f"study {study.study_name!r} keeps its steps-only and confirmation points as "
+            f"study attributes (made before 2026-12-07); moving them into the study "
+            f"{points_study_name(study.study_name)!r} beside it failed ({one_line(err)}); "
+            f"open it where its storage can be written once") from None
+    return points
+
+
 def point_records(study: Any) -> dict[str, dict[str, Any]]:
     """The points measured outside the search: attribute name (``STEPS_ONLY_PREFIX`` or
-    ``CONFIRM_PREFIX`` + a :func:`config_key`) -> its latest record. A study made before the
-    points had a study of their own has them moved there first (once; the old attributes stay,
-    and nothing reads them again)."""
-    if study.user_attrs.get(POINTS) is None:
-        try:
-            points = _points_study(study)
-            held = {t.user_attrs.get("attr") for t in points.get_trials(deepcopy=False)}
-            for name, value in sorted(study.user_attrs.items()):
-                if (name.startswith(tuple(_POINT_KINDS)) and isinstance(value, dict)
-                        and name not in held):
-                    _add_point(points, name, value)
-            study.set_user_attr(POINTS, points.study_name)
-        except Exception as err:  # e.g. a read-only file: SQLAlchemy's or Optuna's error
-            raise StudyError(
-                f"study {study.study_name!r} keeps its steps-only and confirmation points as "
-                f"study attributes (made before 2026-12-07); moving them into the study "
-                f"{points_study_name(study.study_name)!r} beside it failed ({one_line(err)}); "
-                f"open it where its storage can be written once") from None
-    else:
-        points = _points_study(study)
+    ``CONFIRM_PREFIX`` + a :func:`config_key`) -> its latest record."""
     found: dict[str, dict[str, Any]] = {}
-    for t in points.get_trials(deepcopy=False):  # in the order they were stored: later wins
+    for t in _points_study(study).get_trials(deepcopy=False):  # in stored order: later wins
         attr, record = t.user_attrs.get("attr"), t.user_attrs.get("record")
         if isinstance(attr, str) and isinstance(record, dict):
             found[attr] = record
@@ -149,7 +153,6 @@ def store_point(study: Any, attr: str, record: dict[str, Any]) -> None:
     :data:`STEPS_ONLY_PREFIX` or :data:`CONFIRM_PREFIX` + its :func:`config_key`)."""
     if not attr.startswith(tuple(_POINT_KINDS)):
         raise ValueError(f"a point's name starts with {' or '.join(_POINT_KINDS)}, got {attr!r}")
-    point_records(study)  # an older study's points move first, so they stay older
     _add_point(_points_study(study), attr, record)
 
 

@@ -140,22 +140,25 @@ def _verdicts(cells: dict[str, dict[str, Any]], arch: str, kind: str,
 
     def config(c: dict[str, Any]) -> Configuration:
         # latency in model calls: the same network at every call (no lever, error 0)
-        return Configuration(f"{solver}-{c['steps']} {c['kind']}", tuple(c["fids"]),
+        return Configuration(f"{_solver(c)}-{c['steps']} {c['kind']}", tuple(c["fids"]),
                              tuple(c["seeds"]), Latency(float(c["steps"]), 0.0, "measured"))
 
+    def word(c: dict[str, Any], ladder: list[Configuration]) -> str:
+        j = judge_point(config(c), ladder)
+        return (f"{j.discounted:.2f}x (matches uniform {j.match.label.split()[0]})"
+                if j.discounted is not None else f"{j.status} the ladder")
+
+    every = [c for c in cells.values() if c["arch"] == arch and c["kind"] == "uniform"]
     mine = [c for c in cells.values() if c["arch"] == arch and _solver(c) == solver]
     ladder = [config(c) for c in mine if c["kind"] == "uniform"]
     rows = []
     for c in sorted((c for c in mine if c["kind"] == kind), key=lambda c: c["steps"]):
         uniform = next((u for u in mine if u["kind"] == "uniform" and u["steps"] == c["steps"]),
                        None)
-        j = judge_point(config(c), ladder)
-        word = (f"{j.discounted:.2f}x (matches uniform {j.match.label.split()[0]})"
-                if j.discounted is not None else f"{j.status} the ladder")
         rows.append([str(c["steps"]), ", ".join(map(str, c["timesteps"])),
                      f"{statistics.fmean(c['fids']):.2f}",
                      "" if uniform is None else f"{statistics.fmean(uniform['fids']):.2f}",
-                     word])
+                     word(c, [config(u) for u in every]), word(c, ladder)])
     return rows
 
 
@@ -169,10 +172,11 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
              f"{N_SAMPLES} samples per fresh seed (FID-MNIST, mean over seeds). Searched: "
              f"`ase-search timesteps` (dynamic programming on the model's DDIM-"
              f"{params.grid} teacher trajectory with each solver's own update, calibration seed "
-             f"{CALIBRATION_SEED}). The last "
-             "column is the verdict rule's word (`ase_search/verdict.py`): the cheapest uniform "
+             f"{CALIBRATION_SEED}). The last two "
+             "columns are the verdict rule's word (`ase_search/verdict.py`): the cheapest uniform "
              "step count the searched configuration does not beat on the paired seeds, and the "
-             "ratio of model calls."
+             "ratio of model calls; against the uniform ladders of every solver measured on the "
+             "testbed (what a user could run instead), and against its own solver's alone."
              + (f" Searched by FID (`--objective fid`): {params.trials} trials of Optuna's TPE, "
                 f"each the mean FID of {N_SAMPLES} samples on selection seeds "
                 f"{CALIBRATION_SEED} and {CALIBRATION_SEED + 1}, the uniform spacing and the "
@@ -191,8 +195,9 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
             if rows:
                 lines += ([title, ""] if title else []) + [markdown_table(pd.DataFrame(
                     rows, columns=["steps", "searched timesteps", "FID searched", "FID uniform",
-                                   "vs the uniform ladder"]),
-                    align=["right", "left", "right", "right", "left"]), ""]
+                                   "vs every solver's uniform ladder",
+                                   "vs its solver's uniform ladder"]),
+                    align=["right", "left", "right", "right", "left", "left"]), ""]
         ladder = sorted((c for c in mine if c["kind"] == "uniform"), key=lambda c: c["steps"])
         lines += ["Uniform ladder: " + ", ".join(
             f"{c['steps']}: {statistics.fmean(c['fids']):.2f}" for c in ladder), ""]
