@@ -165,6 +165,23 @@ def test_interrupted_trials_are_failed_and_requeued(tmp_path, tiny) -> None:
     assert recover_interrupted(study) == 0
 
 
+def test_a_trial_killed_while_its_parameters_were_drawn_is_failed_not_requeued(tmp_path,
+                                                                               tiny) -> None:
+    """A driver killed between asking a trial and drawing its last parameter leaves some
+    parameters only: queued, they would fix part of a new suggestion, so it is failed alone."""
+    config = _config(tiny, storage=str(tmp_path / "s.db"))
+    space = load_space(tiny / "space.yaml")
+    study = open_or_create_study(config, resolve_storage(config.storage), extra_attrs={})
+    names = sorted(space.distributions())
+    partial = study.ask({n: d for n, d in space.distributions().items() if n != names[-1]})
+    whole = study.ask(space.distributions())
+    assert recover_interrupted(study, complete=lambda p: set(names) <= set(p)) == 2
+    assert study.trials[partial.number].state == TrialState.FAIL
+    assert study.trials[whole.number].state == TrialState.FAIL
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [w.system_attrs["fixed_params"] for w in waiting] == [whole.params]
+
+
 def test_failing_trials_are_failed_with_reason_and_the_study_goes_on(tmp_path, tiny,
                                                                      monkeypatch) -> None:
     config, space, searcher = _searcher(tmp_path, tiny)
@@ -291,7 +308,11 @@ def test_sigkilled_run_resumes_without_losing_finished_trials(tiny, tmp_path) ->
         assert "interrupted" in after.user_attrs["fail_reason"]
         rerun = [u for u in study.get_trials(states=(TrialState.COMPLETE,))
                  if u.params == t.params and u.number > t.number]
-        assert rerun, f"interrupted trial {t.number} was not re-run"
+        if set(load_space(tiny / "space.yaml").distributions()) <= set(t.params):
+            assert rerun, f"interrupted trial {t.number} was not re-run"
+        else:  # killed while its parameters were drawn: never a fixed part of a later trial
+            assert not [u for u in study.trials
+                        if u.system_attrs.get("fixed_params") == t.params], t.params
 
 
 @pytest.mark.parametrize(
