@@ -255,13 +255,21 @@ def score_snr(
 
 
 # ###################################################################### report
-def snr_summary(frame: pd.DataFrame) -> str:
-    """One sentence describing the measured curve: its two ends and its minimum."""
+def _curve_points(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series] | None:
+    """The measured curve's rows at its two ends (first and last timestep) and at its lowest
+    finite log SNR; ``None`` when the SNR is infinite at every timestep."""
     finite = frame[frame["log_snr"].map(math.isfinite)]
     if finite.empty:
+        return None
+    return frame.iloc[0], frame.iloc[-1], finite.loc[finite["log_snr"].idxmin()]
+
+
+def snr_summary(frame: pd.DataFrame) -> str:
+    """One sentence describing the measured curve: its two ends and its minimum."""
+    points = _curve_points(frame)
+    if points is None:
         return "The SNR is infinite at every timestep (every posterior is a single point)."
-    first, last = frame.iloc[0], frame.iloc[-1]
-    low = finite.loc[finite["log_snr"].idxmin()]
+    first, last, low = points
     shape = ("decreases monotonically" if frame["log_snr"].is_monotonic_decreasing
              else "is not monotone")
     return (f"log SNR {shape} in t: it is {first['log_snr']:.4g} at t/T = {first['t_frac']:.3f} "
@@ -274,11 +282,10 @@ def snr_summary(frame: pd.DataFrame) -> str:
 
 def _against_figure_1(frame: pd.DataFrame) -> str:
     """How the measured curve compares with Figure 1's "high near data, low near noise"."""
-    finite = frame[frame["log_snr"].map(math.isfinite)]
-    if finite.empty:
+    points = _curve_points(frame)
+    if points is None:
         return "Against Figure 1: nothing to compare; every posterior is a single point."
-    first, last = frame.iloc[0], frame.iloc[-1]
-    low = finite.loc[finite["log_snr"].idxmin()]
+    first, last, low = points
     ends = ("holds between the two ends" if first["log_snr"] > last["log_snr"]
             else "does not hold between the two ends")
     text = (f"Against Figure 1: the claim (high SNR near the data, low near the prior) {ends}: "
