@@ -113,11 +113,7 @@ def sample_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: in
     import time
 
     from ase_search.files import check_writable
-    from ase_search.integrations.diffusers import (
-        apply_exit_schedule,
-        remove_exit_schedule,
-        sample_diffusers,
-    )
+    from ase_search.integrations.diffusers import applied_exit_schedule, sample_diffusers
     from ase_search.measure import check_finite_samples
     from ase_search.images import save_grid
 
@@ -128,14 +124,11 @@ def sample_diffusers_cmd(folder: Path, *, schedule: str, sampler: str, steps: in
     device = pick_device(device)
     transformer.to(device)
     use_threads()
-    apply_exit_schedule(transformer, plan)
-    t0 = time.perf_counter()
-    try:
+    with applied_exit_schedule(transformer, plan):
+        t0 = time.perf_counter()
         result = sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
                                   cfg_scale=cfg_scale, batch_size=batch_size, device=device,
                                   timesteps=timesteps)
-    finally:
-        remove_exit_schedule(transformer)
     seconds = time.perf_counter() - t0
     check_finite_samples(result.images)
     save_grid(result.images, out)

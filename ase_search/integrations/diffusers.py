@@ -5,7 +5,8 @@ diffusers transformer the way ``diffusers.hooks.apply_first_block_cache`` attach
 ``ModelHook`` on the transformer reads the timestep of each call and one on every exitable block
 runs it or returns its input unchanged. Pipelines and schedulers need no change; a
 classifier-free-guidance batch (conditional and unconditional halves in one call) carries one
-timestep, so both halves run the same blocks. :func:`remove_exit_schedule` restores the model.
+timestep, so both halves run the same blocks. :func:`remove_exit_schedule` restores the model;
+``with applied_exit_schedule(transformer, schedule):`` does both around a block.
 
 Exitable blocks (``EXIT_LAYOUTS``), counted in forward order, dropped from the end:
 
@@ -59,7 +60,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,7 @@ __all__ = [
     "MARKER",
     "POS_EMBED",
     "SCHEDULER_NAMES",
+    "applied_exit_schedule",
     "apply_exit_schedule",
     "scheduler_timesteps",
     "dit_scheduler_config",
@@ -461,6 +463,18 @@ def remove_exit_schedule(transformer: nn.Module) -> None:
     registry.invalidate_child_registries_cache()
 
 
+@contextlib.contextmanager
+def applied_exit_schedule(transformer: nn.Module,
+                          schedule: ExitSchedule) -> Iterator[ExitScheduleState]:
+    """:func:`apply_exit_schedule` for the ``with`` block (which gets its state), then
+    :func:`remove_exit_schedule`, also when the block raises."""
+    state = apply_exit_schedule(transformer, schedule)
+    try:
+        yield state
+    finally:
+        remove_exit_schedule(transformer)
+
+
 # ----------------------------------------------------------------------------- DiT conversion
 
 
@@ -808,14 +822,11 @@ def profile_diffusers(transformer: nn.Module, *, batch_size: int = 256,
     load_before = load_average()
     for r in range(rounds):
         for name, count in counts.items():
-            apply_exit_schedule(transformer, ExitSchedule("dit", depth, (0.0, 1.0), (count,),
-                                                          f"constant-{count}"))
-            try:
+            with applied_exit_schedule(transformer, ExitSchedule(
+                    "dit", depth, (0.0, 1.0), (count,), f"constant-{count}")):
                 times[name].append(measure(
                     lambda: transformer(x, timestep=t, class_labels=y, return_dict=False),
                     warmup=warmup if r == 0 else 0, repeats=repeats, device=device))
-            finally:
-                remove_exit_schedule(transformer)
     seconds = {name: fastest_round(v) for name, v in times.items()}
     block = max(0.0, (seconds["call_full"] - seconds["call_1"]) / (depth - 1))
     conditions = {"load_before": load_before, "load_after": load_average(),
@@ -957,15 +968,11 @@ def time_diffusers_runs(path: str | os.PathLike[str],
         hooked = schedule is not None and not schedule.is_full
 
         def go() -> None:
-            if hooked:
-                apply_exit_schedule(transformer, schedule)
-            try:
+            with (applied_exit_schedule(transformer, schedule) if hooked
+                  else contextlib.nullcontext()):
                 sample_diffusers(transformer, scheduler, n=batch_size, steps=sampler.steps,
                                  cfg_scale=sampler.cfg_scale, batch_size=batch_size,
                                  device=device, timesteps=sampler.timesteps)
-            finally:
-                if hooked:
-                    remove_exit_schedule(transformer)
         return go
 
     return time_interleaved({name: run(*config) for name, config in configs.items()},
@@ -1064,13 +1071,10 @@ def measure_diffusers(
         if schedule is None:
             out = full
         else:
-            apply_exit_schedule(transformer, schedule)
-            try:
+            with applied_exit_schedule(transformer, schedule):
                 out = sample_diffusers(transformer, scheduler, n=n, steps=steps, seed=seed,
                                        cfg_scale=cfg_scale, batch_size=batch_size, device=device,
                                        timesteps=timesteps)
-            finally:
-                remove_exit_schedule(transformer)
             check_finite_samples(out.images)
         images = fid_images(out.images, None)
         if same or isinstance(reference, SelfReference):
