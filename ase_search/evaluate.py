@@ -124,19 +124,9 @@ def evaluate(
     before anything is sampled, and for latent models); this adds the FLOP acceleration.
 
     Args:
-        model: an ase-search model (see :mod:`ase_search.models`).
-        schedule: the exit schedule; ``None`` runs every block.
-        sampler: solver and steps (``cfg_scale`` included).
-        n: samples per seed (>= 2, FID needs a covariance).
-        seeds: seeds of the common random numbers; one FID per seed.
-        data: reference data set spec: ``"mnist"`` or a folder of images.
-        fid_config: FID settings; ``None`` for FID-MNIST (the shipped digit classifier).
-        batch_size: samples per model call, also the batch the cost model is profiled at.
-        device: where the model runs.
-        cost_model: component profile for the predicted acceleration; ``None`` profiles ``model``.
-        progress: show sampling progress bars on stderr.
-        decoder: the VAE of a latent-space model (:func:`ase_search.vae.load_vae`); it is moved
-            to ``device``.
+        model, schedule, sampler, n, seeds, fid_config, batch_size, device, cost_model, progress,
+            decoder: as for :func:`~ase_search.measure.measure_schedule`.
+        data: ``measure_schedule``'s ``reference``, e.g. ``"mnist"`` or a folder of images.
 
     Returns:
         An :class:`EvalResult`.
