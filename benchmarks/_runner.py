@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import ROOT, load_json, write_json, write_text
+from benchmarks._common import ROOT, check_testbeds, load_json, write_json, write_text
 
 REPORTS = ROOT / "reports"
 
@@ -53,6 +53,20 @@ def option(help: str = "", *, identity: bool = True, choices: Sequence[Any] | No
     """
     return {"help": help, "identity": identity, "choices": choices, "parse": parse,
             "repeat": repeat}
+
+
+@dataclasses.dataclass(frozen=True)
+class TestbedParams:
+    """The parameters a benchmark that samples the testbed models starts from: the models
+    (``--arch``, both by default; it picks cells, so it is not part of their identity) and the
+    samples per seed (``--n``). A subclass's ``__post_init__`` calls this one first."""
+
+    arch: tuple[str, ...] = dataclasses.field(default=("dit", "uvit"),
+                                              metadata=option("testbed models", identity=False))
+    n: int = dataclasses.field(default=500, metadata=option("samples per seed"))
+
+    def __post_init__(self) -> None:
+        check_testbeds(self.arch)
 
 
 class _Extend(argparse.Action):

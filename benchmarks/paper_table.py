@@ -28,7 +28,6 @@ from ase_search.progress import progress_bar
 from benchmarks._common import (
     REFERENCE_STUDIES,
     bootstrap_latencies,
-    check_testbeds,
     display_path,
     fid_text,
     file_sha256,
@@ -38,7 +37,7 @@ from benchmarks._common import (
     reference_one_shot_weights,
     short_hash,
 )
-from benchmarks._runner import Benchmark, CellContext, markdown_table, option, run
+from benchmarks._runner import Benchmark, CellContext, TestbedParams, markdown_table, option, run
 
 if TYPE_CHECKING:
     from ase_search.samplers import SamplerConfig
@@ -49,12 +48,9 @@ DEFAULT_SAMPLERS = ("ddpm:50,100", "ddim:10,20", "dpm-solver:10,20")
 
 
 @dataclasses.dataclass(frozen=True)
-class Params:
+class Params(TestbedParams):
     """What the table holds: models, rows (presets + front picks), samplers, FID and latency."""
 
-    arch: tuple[str, ...] = field(default=("dit", "uvit"),
-                                  metadata=option("testbed models", identity=False))
-    n: int = field(default=500, metadata=option("samples per seed"))
     seeds: int = field(default=5, metadata=option("seeds 0..S-1"))
     samplers: tuple[str, ...] = field(default=DEFAULT_SAMPLERS, metadata=option(
         "column groups, e.g. ddpm:50,100 ddim:10,20 dpm-solver:10,20"))
@@ -67,7 +63,7 @@ class Params:
     latency_repeats: int = field(default=3, metadata=option("timed interleaved rounds (use ~20)"))
 
     def __post_init__(self) -> None:
-        check_testbeds(self.arch)
+        super().__post_init__()
         parse_samplers(self.samplers)  # raises ValueError naming the bad entry
         if self.n < 2 or self.seeds < 1:
             raise ValueError("--n must be >= 2 and --seeds >= 1")

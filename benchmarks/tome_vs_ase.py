@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from ase_search.progress import progress_bar
 from benchmarks._common import (
     bootstrap_latencies,
-    check_testbeds,
     display_path,
     fid_text,
     file_sha256,
@@ -37,7 +36,15 @@ from benchmarks._common import (
     reference_one_shot_weights,
     short_hash,
 )
-from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
+from benchmarks._runner import (
+    Benchmark,
+    CellContext,
+    Report,
+    TestbedParams,
+    markdown_table,
+    option,
+    run,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -55,12 +62,9 @@ PAPER_TOME = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Params:
+class Params(TestbedParams):
     """What the comparison holds: models, rows (presets + ToMe configurations), FID and latency."""
 
-    arch: tuple[str, ...] = field(default=("dit", "uvit"),
-                                  metadata=option("testbed models", identity=False))
-    n: int = field(default=500, metadata=option("samples per seed"))
     seeds: int = field(default=3, metadata=option("number of seeds"))
     seed: int = field(default=0, metadata=option("first seed"))
     sampler: str = "ddim"
@@ -80,7 +84,7 @@ class Params:
     def __post_init__(self) -> None:
         from ase_search.tome import ToMeConfig
 
-        check_testbeds(self.arch)
+        super().__post_init__()
         if self.n < 2 or self.seeds < 1 or self.seed < 0:
             raise ValueError("--n must be >= 2, --seeds >= 1 and --seed >= 0")
         if self.batch_size < 1 or self.latency_repeats < 1:
