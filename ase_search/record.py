@@ -47,6 +47,7 @@ __all__ = [
     "POINTS",
     "PRESET",
     "MEASURED_LATENCY",
+    "SEARCHED_SOLVERS",
     "SEARCHED_TIMESTEPS",
     "STEPS_ONLY_PREFIX",
     "VERDICT_LOOKS",
@@ -57,6 +58,8 @@ __all__ = [
     "points_study_name",
     "schedule_words",
     "reference_sampler",
+    "searched_record",
+    "searched_table",
     "store_point",
     "point_records",
     "study_sampler",
@@ -74,12 +77,31 @@ VERDICT_LOOKS = "verdict_looks"
 # study user attribute: DDIM timesteps searched on the starting weights, per step count, which
 # the steps-only ladder measures beside the uniform spacings (``ase_search.timesteps``)
 SEARCHED_TIMESTEPS = "searched_timesteps"
+SEARCHED_SOLVERS = ("ddim", "dpm-solver")  # the solvers ase_search.timesteps searches
 # study user attribute: timesteps a user gave ``confirm`` (``--timesteps FILE``), which the
 # steps-only ladder measures too: [{"sampler": name, "timesteps": [...], "file": name}, ...]
 LADDER_TIMESTEPS = "ladder_timesteps"
 # study user attribute: the companion study that holds the points (set once they live there)
 POINTS = "points_study"
 _POINT_KINDS = {STEPS_ONLY_PREFIX: "steps-only", CONFIRM_PREFIX: "confirm"}
+
+
+def searched_record(record: Any) -> dict[str, dict[str, Any]]:
+    """A :data:`~ase_search.record.SEARCHED_TIMESTEPS` record per solver (``{}``: none); the
+    first studies that had one (2026-12-07) searched DDIM alone, at its top level."""
+    if not isinstance(record, dict):
+        return {}
+    if "timesteps" in record:
+        return {"ddim": record}
+    return {k: v for k, v in record.items() if k in SEARCHED_SOLVERS and isinstance(v, dict)}
+
+
+def searched_table(record: Any) -> dict[str, dict[int, tuple[int, ...]]]:
+    """A :data:`SEARCHED_TIMESTEPS` record as ``{solver: {steps: timesteps}}``: what a joint
+    space's ``searched`` spacing reads (:meth:`~ase_search.space.SamplingSpace.sampler_config`)."""
+    return {name: {int(k): tuple(int(t) for t in ts)
+                   for k, ts in (entry.get("timesteps") or {}).items()}
+            for name, entry in searched_record(record).items()}
 
 
 def points_study_name(study_name: str) -> str:

@@ -33,7 +33,7 @@ reference configuration speedups are measured against.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,8 @@ from ase_search.schedule import (
     preset_names,
 )
 
-__all__ = ["LeverSpace", "SamplingSpace", "ScheduleSpace", "SpaceError", "load_space"]
+__all__ = ["SEARCHED_SPACING", "LeverSpace", "SamplingSpace", "ScheduleSpace", "SpaceError",
+           "load_space"]
 
 SPACE_VERSION = 1
 _KEYS = {"version", "arch", "depth", "intervals", "edges", "edge_grid", "blocks", "monotone",
@@ -59,6 +60,10 @@ _SAMPLING_KEYS = {"samplers", "steps", "timestep_spacing", "steps_only", "refere
 # The steps-only ladder when a space does not give one (clipped to its step range).
 STEPS_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
 SAMPLING_PARAMS = ("sampler", "steps", "timestep_spacing")  # Optuna names of a joint space
+# A joint space's spacing choice beside the uniform ones: the timesteps the study searched for the
+# trial's sampler and step count (``ase_search.timesteps``; solvers it does not search run their
+# default spacing).
+SEARCHED_SPACING = "searched"
 # A T = 1000-step process has 1000 timesteps, so more intervals (or edge-grid cells) than that are
 # empty; the cap also keeps a typo like `intervals: 1000000000` from building huge tuples.
 MAX_INTERVALS = 1000
@@ -185,6 +190,8 @@ class SamplingSpace:
         max_steps: most steps a trial may take (searched log-uniformly in between).
         timestep_spacings: the timestep spacings to search (``None``: each sampler's default);
             a spacing applies to the samplers that offer it, the others take their default.
+            :data:`SEARCHED_SPACING` is the study's searched timesteps at the trial's step count
+            (uniform or searched is then a choice of the search).
         steps_only: the step counts of the steps-only baseline (the full model at each sampler).
         reference: ``(sampler, steps)`` of the reference configuration (the full model), which
             tables measure speedups against and the paper's presets are seeded at.
@@ -212,9 +219,16 @@ class SamplingSpace:
         if not self.timestep_spacings:
             raise SpaceError("sampling.timestep_spacing must not be an empty list")
         for spacing in self.timestep_spacings:
-            if spacing is not None and spacing not in TIMESTEP_SPACINGS:
+            if spacing is not None and spacing not in (*TIMESTEP_SPACINGS, SEARCHED_SPACING):
                 raise SpaceError(f"sampling.timestep_spacing: unknown spacing {spacing!r}; "
-                                 f"choose from {list(TIMESTEP_SPACINGS)}")
+                                 f"choose from {[*TIMESTEP_SPACINGS, SEARCHED_SPACING]}")
+        if self.timestep_spacings[0] == SEARCHED_SPACING:
+            raise SpaceError(f"sampling.timestep_spacing: list a uniform spacing first (the "
+                             f"reference configuration's and the presets'), e.g. [leading, "
+                             f"{SEARCHED_SPACING}]")
+        if len(set(self.timestep_spacings)) != len(self.timestep_spacings):
+            raise SpaceError(f"sampling.timestep_spacing lists a spacing twice: "
+                             f"{list(self.timestep_spacings)}")
         if not self.steps_only:
             raise SpaceError("sampling.steps_only must list at least one step count")
         for n in self.steps_only:
@@ -233,11 +247,25 @@ class SamplingSpace:
         for sampler in self.samplers:  # every sampler must take the most steps asked of it
             self.sampler_config(sampler, self.max_steps).model_times()
 
-    def sampler_config(self, name: str, steps: int, spacing: str | None = None) -> Any:
+    def sampler_config(self, name: str, steps: int, spacing: str | None = None,
+                       searched: Mapping[str, Mapping[int, Sequence[int]]] | None = None) -> Any:
         """The :class:`~ase_search.samplers.SamplerConfig` of one point of the space; ``spacing``
-        applies when the sampler offers it (else the sampler's default)."""
+        applies when the sampler offers it (else the sampler's default). At
+        :data:`SEARCHED_SPACING`, ``searched`` (``{sampler: {steps: timesteps}}``, the study's
+        :func:`~ase_search.record.searched_table`) gives the timesteps of a sampler it holds.
+
+        Raises:
+            SpaceError: ``searched`` holds the sampler but not at ``steps``.
+        """
         from ase_search.samplers import SAMPLERS, SamplerConfig
 
+        held = (searched or {}).get(name) if spacing == SEARCHED_SPACING else None
+        if held is not None:
+            if int(steps) not in held:
+                raise SpaceError(f"sampling: no searched {name} timesteps at {steps} steps "
+                                 f"(the study holds {sorted(held)})")
+            return SamplerConfig(name=name, steps=int(steps),
+                                 timesteps=tuple(int(t) for t in held[int(steps)]))
         if spacing not in SAMPLERS[name].spacings:
             spacing = None
         try:
@@ -247,7 +275,7 @@ class SamplingSpace:
 
     @property
     def reference_config(self) -> Any:
-        """The reference configuration's sampler (at the first spacing)."""
+        """The reference configuration's sampler (at the first spacing, a uniform one)."""
         return self.sampler_config(*self.reference, self.timestep_spacings[0])
 
     def distributions(self) -> dict[str, Any]:
@@ -262,13 +290,16 @@ class SamplingSpace:
             out["timestep_spacing"] = CategoricalDistribution(self.timestep_spacings)
         return out
 
-    def from_params(self, params: Mapping[str, Any]) -> Any:
-        """The sampler config that Optuna parameters ``sampler``/``steps``/... decode to."""
+    def from_params(self, params: Mapping[str, Any],
+                    searched: Mapping[str, Mapping[int, Sequence[int]]] | None = None) -> Any:
+        """The sampler config that Optuna parameters ``sampler``/``steps``/... decode to
+        (``searched``: as :meth:`sampler_config` takes it)."""
         missing = [n for n in self.distributions() if n not in params]
         if missing:
             raise SpaceError(f"missing parameter(s) {missing}")
         return self.sampler_config(params["sampler"], params["steps"],
-                                   params.get("timestep_spacing", self.timestep_spacings[0]))
+                                   params.get("timestep_spacing", self.timestep_spacings[0]),
+                                   searched)
 
     def to_params(self, name: str, steps: int, spacing: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"sampler": name, "steps": int(steps)}
@@ -278,10 +309,11 @@ class SamplingSpace:
         return params
 
     def steps_only_configs(self) -> list[Any]:
-        """The steps-only baseline's sampler configs: every sampler x spacing x ladder count."""
+        """The steps-only baseline's sampler configs: every sampler x uniform spacing x ladder
+        count (the searched timesteps join the ladder from the study's record)."""
         return [self.sampler_config(name, n, spacing)
                 for name in self.samplers for spacing in self.timestep_spacings
-                for n in self.steps_only]
+                if spacing != SEARCHED_SPACING for n in self.steps_only]
 
     def to_dict(self) -> dict[str, Any]:
         spacings = list(self.timestep_spacings)
@@ -496,10 +528,13 @@ class ScheduleSpace:
         params |= {n: rng.choice(values) for n, values in self.lever_choices().items()}
         return self.from_params(params)
 
-    def sampler_from_params(self, params: Mapping[str, Any], default: Any) -> Any:
+    def sampler_from_params(self, params: Mapping[str, Any], default: Any,
+                            searched: Mapping[str, Mapping[int, Sequence[int]]] | None = None
+                            ) -> Any:
         """The :class:`~ase_search.samplers.SamplerConfig` of a trial: decoded from ``params`` in a
-        joint space, ``default`` (the study's one sampler) otherwise."""
-        return default if self.sampling is None else self.sampling.from_params(params)
+        joint space (at the study's ``searched`` timesteps where the trial chose them, see
+        :meth:`SamplingSpace.sampler_config`), ``default`` (the study's one sampler) otherwise."""
+        return default if self.sampling is None else self.sampling.from_params(params, searched)
 
     def seed_params(self, schedule: ExitSchedule) -> dict[str, Any]:
         """Parameters of a seed trial: ``schedule`` at the reference configuration's sampler."""

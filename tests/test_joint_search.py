@@ -23,7 +23,9 @@ from ase_search.record import (
     points_study_name,
 )
 from ase_search.search import SearchConfig, run_search
-from ase_search.space import ScheduleSpace, SpaceError
+from ase_search.search.study import open_or_create_study
+from ase_search.space import ScheduleSpace, SpaceError, load_space
+from ase_search.storage import resolve_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ASE = str(Path(sys.executable).with_name("ase-search"))
@@ -77,6 +79,12 @@ def _config(root: Path, **kw) -> SearchConfig:
     ({"samplers": ["ddim"], "steps": {"min": 4, "max": 8}, "typo": 1}, "unknown field(s) typo"),
     ({"samplers": ["ddim"], "steps": {"min": 4, "max": 8},
       "reference": {"sampler": "ddpm", "steps": 5}}, "reference.sampler 'ddpm'"),
+    ({"samplers": ["ddim"], "steps": {"min": 4, "max": 8},
+      "timestep_spacing": ["searched", "leading"]}, "list a uniform spacing first"),
+    ({"samplers": ["ddim"], "steps": {"min": 4, "max": 8},
+      "timestep_spacing": ["leading", "searched", "searched"]}, "lists a spacing twice"),
+    ({"samplers": ["ddim"], "steps": {"min": 4, "max": 8},
+      "timestep_spacing": ["leading", "optimal"]}, "unknown spacing 'optimal'"),
 ])
 def test_a_malformed_sampling_section_is_refused_naming_the_field(sampling, message) -> None:
     with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -122,6 +130,31 @@ def test_joint_parameters_decode_to_a_sampler_and_seeds_sit_at_the_reference() -
     # a space without the section keeps the study's one sampler
     assert ScheduleSpace.from_dict(BASE).sampler_from_params({}, "one") == "one"
     assert ScheduleSpace.from_dict(space.to_dict()) == space  # round trip
+
+
+def test_the_searched_spacing_decodes_to_the_study_s_timesteps() -> None:
+    """Uniform or searched is a choice of the search: ``searched`` decodes to the study's
+    searched timesteps of the trial's sampler and step count; a solver it holds none for runs
+    its default spacing; the steps-only ladder takes only the uniform spacings from the space."""
+    space = ScheduleSpace.from_dict({**BASE, "seeds": ["full"], "sampling": {
+        "samplers": ["ddim", "dpm-solver"], "steps": {"min": 2, "max": 4},
+        "timestep_spacing": ["leading", "searched"], "reference": {"sampler": "ddim",
+                                                                   "steps": 4}}})
+    assert space.distributions()["timestep_spacing"].choices == ("leading", "searched")
+    table = {"ddim": {2: (700, 100), 3: (800, 450, 90), 4: (900, 600, 300, 50)}}
+    params = {**space.seed_params(space.seed_schedules()[0]), "steps": 3,
+              "timestep_spacing": "searched"}
+    got = space.sampler_from_params(params, None, table)
+    assert (got.name, got.steps, got.timesteps) == ("ddim", 3, (800, 450, 90))
+    dpm = space.sampler_from_params({**params, "sampler": "dpm-solver"}, None, table)
+    assert dpm.timesteps is None and dpm == space.sampling.sampler_config("dpm-solver", 3)
+    uniform = space.sampler_from_params({**params, "timestep_spacing": "leading"}, None, table)
+    assert uniform.timesteps is None and uniform.timestep_spacing == "leading"
+    with pytest.raises(SpaceError, match=r"no searched ddim timesteps at 3 steps"):
+        space.sampler_from_params(params, None, {"ddim": {2: (700, 100)}})
+    assert space.sampling.reference_config.timestep_spacing == "leading"
+    assert all(c.timesteps is None for c in space.sampling.steps_only_configs())
+    assert ScheduleSpace.from_dict(space.to_dict()) == space
 
 
 def test_the_one_shot_key_does_not_depend_on_the_sampling_section(tmp_path) -> None:
@@ -232,6 +265,37 @@ def test_a_joint_study_searches_samplers_measures_steps_only_once_and_judges(joi
     assert fronts.reference is not None and fronts.reference.key == "ddim-4/full"
     verdict = study_verdict(study)
     assert verdict.hypervolume is not None and verdict.hypervolume.ratio >= 1.0 - 1e-12
+
+
+@pytest.mark.slow
+def test_a_trial_at_the_searched_spacing_runs_the_study_s_searched_timesteps(tmp_path,
+                                                                            tiny_dit) -> None:
+    """A joint space with ``timestep_spacing: [leading, searched]``: the study searches DDIM's
+    timesteps at every count of its step range (the ladder measures them at its own counts only),
+    and a trial that chose ``searched`` measures exactly what the ladder's point at those
+    timesteps measured (two paths to one configuration: the same FID)."""
+    root = tiny_dit(tmp_path, JOINT_SPACE
+                    .replace("samplers: [ddim, dpm-solver]", "samplers: [ddim]")
+                    .replace("steps: {min: 2, max: 6}",
+                             "steps: {min: 2, max: 4}\n  timestep_spacing: [leading, searched]")
+                    .replace("seeds: [full, D4]", "seeds: [full]"))
+    config = _config(root, budget=2)
+    space = load_space(root / "space.yaml")
+    study = open_or_create_study(config, resolve_storage(config.storage),
+                                 extra_attrs={"space": space.to_dict()})
+    full = space.seed_params(space.seed_schedules()[0])
+    study.enqueue_trial({**full, "steps": 3, "timestep_spacing": "searched"})
+    run_search(config, progress=False, log=lambda line: None)
+    study = optuna.load_study(study_name="dit", storage=f"sqlite:///{root / 'study.db'}")
+    searched = study.user_attrs[SEARCHED_TIMESTEPS]["ddim"]["timesteps"]
+    assert sorted(searched, key=int) == ["2", "3", "4"]  # the whole step range
+    ladder = {k: v for k, v in point_records(study).items() if k.startswith(STEPS_ONLY_PREFIX)}
+    assert not any(k.startswith(STEPS_ONLY_PREFIX + "ddim-4 at") for k in ladder)
+    trial = next(t for t in study.get_trials(states=(TrialState.COMPLETE,))
+                 if t.params.get("timestep_spacing") == "searched")
+    assert trial.user_attrs["sampler"]["timesteps"] == searched["3"]
+    point = ladder[STEPS_ONLY_PREFIX + f"ddim-3 at {','.join(map(str, searched['3']))}/full"]
+    assert trial.values[0] == pytest.approx(point["fid"], rel=1e-9)
 
 
 @pytest.mark.slow

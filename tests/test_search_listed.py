@@ -219,7 +219,7 @@ def test_a_data_free_study_measures_against_the_full_models_own_samples(root, tm
 
 
 def test_a_ddim_only_record_of_the_first_studies_reads_as_ddims() -> None:
-    from ase_search.search.points import searched_record
+    from ase_search.record import searched_record
 
     old = {"timesteps": {"4": [999, 700, 400, 250]}, "grid": 104}
     assert searched_record(old) == {"ddim": old}

@@ -29,11 +29,13 @@ from ase_search.record import (
     CONFIRM_PREFIX,
     LADDER_TIMESTEPS,
     MEASURED_LATENCY,
+    SEARCHED_SOLVERS,
     SEARCHED_TIMESTEPS,
     STEPS_ONLY_PREFIX,
     config_key,
     point_records,
     reference_sampler,
+    searched_record,
     store_point,
     study_sampler,
 )
@@ -41,9 +43,9 @@ from ase_search.search.listed import LISTED, Listed
 from ase_search.search.trial import TrialContext, evaluate_schedule
 
 __all__ = ["MAX_STEPS", "PointJob", "add_ladder_timesteps", "confirm", "confirm_jobs",
-           "ladder_extension", "listed_jobs", "measure_jobs", "merged_record", "search_ladder_timesteps", "searched_counts",
-           "searched_record", "timesteps_missing",
-           "starting_context", "steps_only_jobs", "time_confirmed", "weights_digest"]
+           "ladder_extension", "listed_jobs", "measure_jobs", "merged_record",
+           "search_ladder_timesteps", "searched_counts", "starting_context", "steps_only_jobs",
+           "time_confirmed", "timesteps_missing", "weights_digest"]
 
 # A fixed-sampler space's steps-only ladder: these counts up to the study's step count.
 FIXED_LADDER = (4, 5, 6, 8, 10, 14, 20, 30, 50)
@@ -68,28 +70,27 @@ class PointJob:
         return "start" if self.start else "study"
 
 
-SEARCHED_SOLVERS = ("ddim", "dpm-solver")  # the solvers ase_search.timesteps searches
 
 
 def searched_counts(config: dict[str, Any], space: dict[str, Any]) -> dict[str, list[int]]:
-    """Per solver of :data:`SEARCHED_SOLVERS` in a study's ladder, its step counts whose
-    timesteps are searched too: those below the reference configuration's."""
+    """Per solver of :data:`~ase_search.record.SEARCHED_SOLVERS` in a study's ladder, its step
+    counts whose timesteps are searched too: those below the reference configuration's, and in a
+    joint space whose spacings include :data:`~ase_search.space.SEARCHED_SPACING` every count
+    of its step range (a trial may choose them at any)."""
+    from ase_search.space import SEARCHED_SPACING, ScheduleSpace
+
     ref = reference_sampler(config, space)
     counts: dict[str, set[int]] = {}
     for c in steps_only_samplers(config, space, searched={}):
         if c.name in SEARCHED_SOLVERS and c.timesteps is None and c.steps < ref.steps:
             counts.setdefault(c.name, set()).add(c.steps)
+    sampling = ScheduleSpace.from_dict(space).sampling
+    if sampling is not None and SEARCHED_SPACING in sampling.timestep_spacings:
+        for name in sampling.samplers:
+            if name in SEARCHED_SOLVERS:
+                counts.setdefault(name, set()).update(range(sampling.min_steps,
+                                                            sampling.max_steps + 1))
     return {name: sorted(ks) for name, ks in counts.items()}
-
-
-def searched_record(record: Any) -> dict[str, dict[str, Any]]:
-    """A :data:`~ase_search.record.SEARCHED_TIMESTEPS` record per solver (``{}``: none); the
-    first studies that had one (2026-12-07) searched DDIM alone, at its top level."""
-    if not isinstance(record, dict):
-        return {}
-    if "timesteps" in record:
-        return {"ddim": record}
-    return {k: v for k, v in record.items() if k in SEARCHED_SOLVERS and isinstance(v, dict)}
 
 
 def timesteps_missing(study: Any) -> bool:
@@ -152,9 +153,11 @@ def steps_only_samplers(config: dict[str, Any], space: dict[str, Any],
                    for n in FIXED_LADDER if n < one.steps]
     ordered = [reference] + [c for c in configs if c != reference]
     for name, record in searched_record(searched).items():
-        for ts in (record.get("timesteps") or {}).values():
-            ordered.append(SamplerConfig(name, len(ts), cfg_scale=reference.cfg_scale,
-                                         timesteps=tuple(int(t) for t in ts)))
+        ladder = {c.steps for c in configs if c.name == name}  # (a joint space's searched
+        for ts in (record.get("timesteps") or {}).values():   # spacing holds more counts)
+            if len(ts) in ladder:
+                ordered.append(SamplerConfig(name, len(ts), cfg_scale=reference.cfg_scale,
+                                             timesteps=tuple(int(t) for t in ts)))
     for entry in added or ():
         config = SamplerConfig(entry["sampler"], len(entry["timesteps"]),
                                cfg_scale=reference.cfg_scale,

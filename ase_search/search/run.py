@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ase_search.record import SEARCHED_TIMESTEPS, searched_table
 from ase_search.search.config import SearchConfig, SearchError, one_shot_config
 from ase_search.storage import resolve_storage
 from ase_search.search.study import (
@@ -245,7 +246,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                            # a diffusers study's weights are its folder, read where trials run
                            weights_bytes=(Path(weights).read_bytes() if Path(weights).is_file()
                                           else None),
-                           cache_dir=str(storage_dir / f"{prefix}-self"))
+                           cache_dir=str(storage_dir / f"{prefix}-self"),
+                           searched=searched_table(study.user_attrs.get(SEARCHED_TIMESTEPS)))
         contexts = {"study": ctx, "start": starting_context(ctx, start)}
         last_beat = time.monotonic()
 

@@ -311,10 +311,12 @@ def measured_twin(study: Any, space: Any, params: dict[str, Any]) -> Any:
     configuration). A trial that records no sampler ran the study's one sampler."""
     from optuna.trial import TrialState
 
-    from ase_search.record import config_identity, study_sampler
+    from ase_search.record import (SEARCHED_TIMESTEPS, config_identity, searched_table,
+                                   study_sampler)
 
     one = study_sampler(study.user_attrs.get("config") or {})
-    sampler = space.sampler_from_params(params, one).to_dict()
+    searched = searched_table(study.user_attrs.get(SEARCHED_TIMESTEPS))
+    sampler = space.sampler_from_params(params, one, searched).to_dict()
     wanted = config_identity(sampler, space.from_params(params).to_dict())
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         data = trial.user_attrs.get("schedule")

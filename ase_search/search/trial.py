@@ -42,6 +42,9 @@ class TrialContext:
     # A diffusers study's full-model samples at the reference configuration (its ``fid_data
     # self`` reference), cached here across trials; None: not cached.
     cache_dir: str | None = None
+    # the study's searched timesteps, {sampler: {steps: timesteps}}, which a joint space's
+    # ``searched`` spacing decodes to (:func:`~ase_search.record.searched_table`)
+    searched: dict[str, dict[int, tuple[int, ...]]] | None = None
 
 
 def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,

@@ -41,7 +41,7 @@ def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
     try:
         space = ScheduleSpace.from_dict(ctx.space)
         schedule = space.from_params(params)
-        sampler = space.sampler_from_params(params, study_sampler(ctx.config))
+        sampler = space.sampler_from_params(params, study_sampler(ctx.config), ctx.searched)
         preset_name = next((name for name, s in zip(space.seeds, space.seed_schedules())
                             if schedules_equivalent(s, schedule)), None)
         schedule = replace(schedule, name=preset_name or schedule.name)
