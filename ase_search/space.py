@@ -73,6 +73,16 @@ class SpaceError(ValueError):
     """A search-space file is malformed; the message names the field."""
 
 
+
+def _check_section(data: Any, name: str, keys: set[str], not_mapping: str) -> None:
+    """Refuse a space section that is not a mapping, or names a field it does not have."""
+    if not isinstance(data, dict):
+        raise SpaceError(not_mapping)
+    unknown = set(data) - keys
+    if unknown:
+        raise SpaceError(f"{name}: unknown field(s) {', '.join(sorted(unknown))}; allowed: "
+                         f"{', '.join(sorted(keys))}")
+
 @dataclass(frozen=True)
 class LeverSpace:
     """The ``levers:`` section: how skipped blocks may be made cheaper in quality.
@@ -148,12 +158,8 @@ class LeverSpace:
 
     @classmethod
     def from_dict(cls, data: Any) -> LeverSpace:
-        if not isinstance(data, dict):
-            raise SpaceError("levers must be a mapping (modes, period, per_interval, exit_heads)")
-        unknown = set(data) - _LEVER_KEYS
-        if unknown:
-            raise SpaceError(f"levers: unknown field(s) {', '.join(sorted(unknown))}; allowed: "
-                             f"{', '.join(sorted(_LEVER_KEYS))}")
+        _check_section(data, "levers", _LEVER_KEYS,
+                       "levers must be a mapping (modes, period, per_interval, exit_heads)")
         modes = data.get("modes", ["skip"])
         if isinstance(modes, str):
             modes = [modes]
@@ -326,12 +332,8 @@ class SamplingSpace:
     @classmethod
     def from_dict(cls, data: Any) -> SamplingSpace:
         """Build from the parsed ``sampling:`` mapping (messages name the field)."""
-        if not isinstance(data, dict):
-            raise SpaceError("sampling must be a mapping with samplers and steps")
-        unknown = set(data) - _SAMPLING_KEYS
-        if unknown:
-            raise SpaceError(f"sampling: unknown field(s) {', '.join(sorted(unknown))}; "
-                             f"allowed: {', '.join(sorted(_SAMPLING_KEYS))}")
+        _check_section(data, "sampling", _SAMPLING_KEYS,
+                       "sampling must be a mapping with samplers and steps")
         samplers = data.get("samplers")
         if isinstance(samplers, str):
             samplers = [samplers]
