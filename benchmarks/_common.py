@@ -139,6 +139,15 @@ def machine_text(machine: Mapping[str, Any]) -> str:
             f"Python {m['python']}")
 
 
+def rerun_command(command: str) -> str:
+    """A command recorded in a cached cell, as it runs today: the module form of the script, and
+    without ``--latency per-call`` (the one latency mode left, so the option went, 2026-12-01)."""
+    import re
+
+    command = re.sub(r"python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", command)
+    return command.replace(" --latency per-call", "")
+
+
 def pct(value: float | None, se: float | None = None) -> str:
     """``12.3%`` (``± 0.4%`` with a standard error ``se`` that is not 0 or NaN); ``–`` for a
     missing value."""

@@ -34,6 +34,7 @@ from benchmarks._common import (
     machine_text,
     pct,
     reference_one_shot_weights,
+    rerun_command,
     short_hash,
 )
 from benchmarks._runner import (
@@ -424,7 +425,7 @@ def arch_section(record: dict[str, Any]) -> str:
     lines = [
         f"## {s['model_name']} ({s['arch']}: {s['depth']} exitable blocks, {s['tome_depth']} "
         "blocks ToMe counts)", "",
-        f"Command: `{record['command']}`; {m['date']}; {machine_text(m)}; "
+        f"Command: `{rerun_command(record['command'])}`; {m['date']}; {machine_text(m)}; "
         f"{record['wall_time_min']:.1f} min.", "",
         f"Sampler {smp.name} {smp.steps} steps (eta {smp.eta:g}); FID over seeds {s['seeds']}, "
         f"N = {s['n']} per seed, batch {s['batch_size']}. Weights: full and ToMe rows "
