@@ -13,7 +13,9 @@ repository root:
     python -m benchmarks.timesteps --arch dit uvit --steps 3 4 5 6 8 10 --seeds 5
 
 One cell per testbed, timesteps and step count (``dit/searched-5``, ``dit/fid-5``,
-``dit/uniform-7``).
+``dit/uniform-7``). With ``--diffusers``, the DiT testbed exported to diffusers samples the
+``--fid-steps`` counts again through the diffusers path (``sample_diffusers`` with the stock
+scheduler, and at the FID-searched timesteps through ``timesteps=``): ``dit/fid-5@diffusers``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class Params:
         "step counts whose timesteps are searched by FID too", identity=False, parse=int))
     trials: int = field(default=60, metadata=option(
         "FID measurements of that search (in the identity of its cells alone)", identity=False))
+    diffusers: bool = field(default=False, metadata=option(
+        "also sample DiT's --fid-steps uniform and FID-searched through the diffusers path",
+        identity=False))
 
     def __post_init__(self) -> None:
         if self.seeds < 2 or any(not 1 <= k <= 12 for k in self.steps):
@@ -67,19 +72,24 @@ class Params:
 
 
 LADDER = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 20)
+DIFFUSERS = "@diffusers"  # a cell key's suffix: sampled through the diffusers path
 
 
 def keys(params: Params) -> list[str]:
-    """``dit/uniform-7`` (DDIM), ``dit/dpm-solver/searched-5`` (DPM-Solver++)."""
-    return [f"{arch}/{'' if solver == 'ddim' else solver + '/'}{kind}-{k}"
-            for arch in params.arch for solver in params.solvers
-            for kind, counts in (("uniform", LADDER), ("searched", params.steps),
-                                 ("fid", params.fid_steps)) for k in counts]
+    """``dit/uniform-7`` (DDIM), ``dit/dpm-solver/searched-5`` (DPM-Solver++),
+    ``dit/fid-5@diffusers`` (after the native cell it takes its timesteps from)."""
+    native = [f"{arch}/{'' if solver == 'ddim' else solver + '/'}{kind}-{k}"
+              for arch in params.arch for solver in params.solvers
+              for kind, counts in (("uniform", LADDER), ("searched", params.steps),
+                                   ("fid", params.fid_steps)) for k in counts]
+    return native + [f"dit/{'' if solver == 'ddim' else solver + '/'}{kind}-{k}{DIFFUSERS}"
+                     for solver in params.solvers for k in params.fid_steps
+                     for kind in ("uniform", "fid") if params.diffusers and "dit" in params.arch]
 
 
 def _parse(key: str) -> tuple[str, str, str, int]:
     """``(arch, solver, kind, steps)`` of a cell key."""
-    arch, _, config = key.partition("/")
+    arch, _, config = key.removesuffix(DIFFUSERS).partition("/")
     solver, _, config = config.rpartition("/")
     kind, _, count = config.partition("-")
     return arch, solver or "ddim", kind, int(count)
@@ -106,6 +116,8 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     arch, solver, kind, steps = _parse(key)
     model = load_model(arch)
     extra: dict[str, Any] = {}
+    if key.endswith(DIFFUSERS):
+        return _through_diffusers(model, ctx.cells[key.removesuffix(DIFFUSERS)], params, ctx)
     if kind in ("searched", "fid"):
         found = (search_timesteps(model, steps, sampler=solver, grid=params.grid,
                                   seed=CALIBRATION_SEED)
@@ -128,6 +140,39 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     return {"arch": arch, "solver": solver, "kind": kind, "steps": steps, "fids": fids,
             "seeds": list(range(1, params.seeds + 1)), "command": ctx.command,
             "machine": machine_info(), **extra}
+
+
+def _through_diffusers(model: Any, native: dict[str, Any], params: Params,
+                       ctx: CellContext) -> dict[str, Any]:
+    """``native``'s configuration sampled by the DiT testbed exported to diffusers: the stock
+    scheduler for uniform timesteps, ``timesteps=`` (``load_scheduler(explicit=True)``) for
+    searched ones, on the same seeds."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from ase_search.evaluate import machine_info
+    from ase_search.integrations.diffusers import (
+        export_dit,
+        load_scheduler,
+        load_transformer,
+        measure_diffusers,
+    )
+
+    folder = Path(tempfile.mkdtemp(prefix="ase-timesteps-")) / "dit"
+    export_dit(model, folder, source="the shipped dit testbed")
+    uniform = native["kind"] == "uniform"
+    m = measure_diffusers(load_transformer(folder),
+                          load_scheduler(folder, _solver(native), explicit=not uniform), None,
+                          steps=native["steps"], n=N_SAMPLES, seeds=native["seeds"],
+                          reference="mnist", timesteps=None if uniform else native["timesteps"])
+    fids = [row["fid"] for row in m.metrics]
+    print(f"{native['arch']}/{_solver(native)}/{native['kind']}-{native['steps']}{DIFFUSERS}: "
+          f"FID {statistics.fmean(fids):.2f}", file=sys.stderr, flush=True)
+    return {"arch": native["arch"], "solver": _solver(native), "kind": native["kind"],
+            "steps": native["steps"], "seeds": native["seeds"],
+            "timesteps": native["timesteps"], "path": "diffusers", "fids": fids,
+            "native_fids": native["fids"], "command": ctx.command, "machine": machine_info()}
 
 
 def _solver(cell: dict[str, Any]) -> str:
@@ -165,6 +210,9 @@ def _verdicts(cells: dict[str, dict[str, Any]], arch: str, kind: str,
 def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> Report:
     import pandas as pd
 
+    through = [c for c in cells.values() if c.get("path") == "diffusers"]
+    cells = {k: c for k, c in cells.items() if c.get("path") != "diffusers"}
+
     solvers = [v for v in SOLVERS if any(_solver(c) == v for c in cells.values())]
     lines = [f"# Searched against uniform {' and '.join(map(_NAMES.get, solvers))} timesteps",
              "", f"Written by `benchmarks/timesteps.py` from `{json_name}`. Full model, "
@@ -201,6 +249,24 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         ladder = sorted((c for c in mine if c["kind"] == "uniform"), key=lambda c: c["steps"])
         lines += ["Uniform ladder: " + ", ".join(
             f"{c['steps']}: {statistics.fmean(c['fids']):.2f}" for c in ladder), ""]
+    if through:
+        lines += ["## Through the diffusers path", "", "The DiT testbed exported to "
+                  "`DiTTransformer2DModel`, sampled by `sample_diffusers` (DiTPipeline's loop "
+                  "without a VAE) with the stock scheduler at uniform timesteps and with "
+                  "`load_scheduler(..., explicit=True)` plus `timesteps=` at the FID-searched "
+                  "ones (what a user's pipeline takes in two lines), on the same seeds; "
+                  + "; ".join(dict.fromkeys(f"`{c['command']}`" for c in through)) + ".", "",
+                  markdown_table(pd.DataFrame([[
+                      f"{_NAMES[_solver(c)]}-{c['steps']}", c["kind"],
+                      ", ".join(map(str, c["timesteps"])),
+                      f"{statistics.fmean(c['fids']):.2f}",
+                      f"{statistics.fmean(c['native_fids']):.2f}",
+                      f"{max(abs(a - b) for a, b in zip(c['fids'], c['native_fids'])):.2g}"]
+                      for c in sorted(through, key=lambda c: (_solver(c), c["steps"],
+                                                              c["kind"]))],
+                      columns=["sampler", "timesteps", "model times", "FID diffusers",
+                               "FID native", "largest per-seed difference"]),
+                      align=["left", "left", "left", "right", "right", "right"]), ""]
     for arch in ARCHS:
         rows = _sample_grid(cells, arch)
         if rows:
