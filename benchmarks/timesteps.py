@@ -254,7 +254,11 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                   "`DiTTransformer2DModel`, sampled by `sample_diffusers` (DiTPipeline's loop "
                   "without a VAE) with the stock scheduler at uniform timesteps and with "
                   "`load_scheduler(..., explicit=True)` plus `timesteps=` at the FID-searched "
-                  "ones (what a user's pipeline takes in two lines), on the same seeds; "
+                  "ones (what a user's pipeline takes in two lines), on the same seeds. "
+                  "`DDIMScheduler` takes no `timesteps=`, so DDIM there runs as DPM-Solver++ at "
+                  "order 1 (DDIM's update), which does not clip the predicted x0 as native DDIM "
+                  "(and `DDIMScheduler`) does on a pixel-space model: the searched DDIM row's "
+                  "difference is the clip's; the others agree to float rounding; "
                   + "; ".join(dict.fromkeys(f"`{c['command']}`" for c in through)) + ".", "",
                   markdown_table(pd.DataFrame([[
                       f"{_NAMES[_solver(c)]}-{c['steps']}", c["kind"],
