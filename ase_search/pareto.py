@@ -31,7 +31,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ase_search import __version__
-from ase_search.record import points_study_name, trial_preset
+from ase_search.record import points_study_name, screen_study_name, trial_preset
 from ase_search.schedule import ExitSchedule, ScheduleError
 from ase_search.storage import StudyError, one_line, open_storage
 from ase_search.verdict import hypervolume
@@ -89,7 +89,8 @@ def open_study(storage: str | Path, study_name: str | None = None) -> optuna.Stu
         names = [s.study_name for s in backend.get_all_studies()]
     except Exception as err:  # SQLAlchemy / Optuna / JSON errors from a foreign file
         raise StudyError(f"{storage} is not a readable Optuna storage ({one_line(err)})") from None
-    companions = {points_study_name(n) for n in names}  # a study's points: not one to open
+    # a study's points and screened candidates: not studies to open
+    companions = {f(n) for n in names for f in (points_study_name, screen_study_name)}
     names = [n for n in names if n not in companions]
     if not names:
         raise StudyError(

@@ -57,6 +57,7 @@ __all__ = [
     "looks_at",
     "points_study_name",
     "schedule_words",
+    "screen_study_name",
     "reference_sampler",
     "searched_record",
     "searched_table",
@@ -107,6 +108,12 @@ def searched_table(record: Any) -> dict[str, dict[int, tuple[int, ...]]]:
 def points_study_name(study_name: str) -> str:
     """The name of the companion study that holds a study's points."""
     return f"{study_name}:points"
+
+
+def screen_study_name(study_name: str) -> str:
+    """The name of the companion study that holds a study's screened candidates
+    (:mod:`ase_search.search.screen`)."""
+    return f"{study_name}:screen"
 
 
 def _open_points_study(study: Any) -> Any:

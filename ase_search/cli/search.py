@@ -82,6 +82,14 @@ def run_cmd(
         help="Measure this YAML list of configurations (sampler, steps, schedule, reuse) into "
              "the study instead of searching; --budget is not used. `confirm` and `pareto` "
              "judge them like trials.")] = None,
+    screen: Annotated[int, typer.Option(
+        help="First measure this many candidates by a data-free objective (paired error "
+             "against the full model's samples from the same noise) and spend the FID budget "
+             "on the best of them; 0: off.")] = 0,
+    screen_n: Annotated[int, typer.Option(help="Samples per screened candidate.")] = 64,
+    screen_audit: Annotated[int, typer.Option(
+        help="Dropped candidates, drawn at random, measured with FID too (does the screen drop "
+             "points FID would keep?).")] = 0,
 ) -> None:
     """Search sampler, step count and exit schedule together (FID vs latency).
 
@@ -118,6 +126,7 @@ def run_cmd(
             timestep_spacing=timestep_spacing, confirm=confirm,
             diffusers=None if diffusers is None else str(diffusers),
             configs=None if configs is None else str(configs),
+            screen=screen, screen_n=screen_n, screen_audit=screen_audit,
         )
         if config.vae is not None:
             from ase_search.vae import load_vae

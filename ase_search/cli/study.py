@@ -90,6 +90,11 @@ def pareto_cmd(
         else:
             by = ", ".join(str(n) for n in s.dominated_by)
             console.print(f"seed {s.name} (trial {s.trial}) is dominated by trial(s) {by}")
+    from ase_search.search.screen import screen_line, screen_summary
+
+    screened = screen_summary(opened)
+    if screened is not None:
+        console.print(screen_line(screened), highlight=False, soft_wrap=True)
     verdict = study_verdict(opened, seeds=judged)
     ref = verdict.fronts.reference
     edge = math.inf if ref is None else verdict.window * ref.fid

@@ -157,6 +157,13 @@ class SearchConfig:
             (:mod:`ase_search.search.listed`): each is stored as a trial, beside the steps-only
             ladder, and ``budget`` is not used. A list study stays one: it is not searched later,
             nor a searched study given a list.
+        screen: candidates the search algorithm proposes that are first measured by a
+            data-free objective (:mod:`ase_search.search.screen`: the paired error against the
+            full model's samples from the same noise, on ``screen_n`` samples) before the FID
+            budget goes to the best of them; 0: no screen. Not part of the study's identity.
+        screen_n: samples per screened candidate.
+        screen_audit: dropped candidates, drawn at random, measured with FID too, so the
+            study says whether the screen dropped a point FID would have kept.
     """
 
     arch: str = "dit"
@@ -192,6 +199,9 @@ class SearchConfig:
     confirm: int = 0
     diffusers: str | None = None
     configs: str | None = None
+    screen: int = 0
+    screen_n: int = 64
+    screen_audit: int = 0
 
     def __post_init__(self) -> None:
         from ase_search.metrics.fid import FIDConfig
@@ -229,6 +239,20 @@ class SearchConfig:
                 self.confirm < 0 or self.confirm == 1):
             raise refuse("confirm", f"must be 0 (off) or a number of seeds >= 2, got "
                          f"{self.confirm!r}")
+        for name, low in (("screen", 0), ("screen_n", 8), ("screen_audit", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise refuse(name, f"must be an integer >= {low}, got {value!r}")
+        if self.screen and self.finetune == "per-trial" and self.finetune_steps > 0:
+            raise refuse("screen", "screens candidates on weights every candidate shares; a "
+                         "per-trial fine-tune would run for each: use --finetune one-shot or "
+                         "none")
+        if self.screen and self.configs is not None:
+            raise refuse("screen", "is for a search; a list study measures every listed "
+                         "configuration")
+        if self.screen_audit and self.screen_audit >= self.budget:
+            raise refuse("screen_audit", f"must be below --budget ({self.budget}), got "
+                         f"{self.screen_audit}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise refuse("max_concurrent", f"must be >= 1, got {self.max_concurrent}")
         if self.gpus_per_trial is not None and self.gpus_per_trial < 0:

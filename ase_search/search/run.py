@@ -272,6 +272,15 @@ def run_search(config: SearchConfig, *, progress: bool = True,
             log(f"measuring {len(jobs)} listed configuration(s)")
             measure_jobs(study, jobs, contexts, resources=resources, concurrent=concurrent,
                          what="listed configurations", tick=beat, progress=progress, log=log)
+        if config.screen and not listed:  # FID only for the screen's best candidates
+            from ase_search.search.screen import enqueue_screened, screen_candidates
+
+            t = time.perf_counter()
+            screen = screen_candidates(study, space, config, contexts["study"],
+                                       resources=resources, concurrent=concurrent, tick=beat,
+                                       progress=progress, log=log)
+            enqueue_screened(study, screen, space, config, ctx.searched, log=log)
+            setup["screen"] = time.perf_counter() - t
         with StudyProgress(study, budget, progress and not listed) as bar:
 
             def tick() -> None:
