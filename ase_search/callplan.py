@@ -15,7 +15,7 @@ import functools
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, TypeVar, Union
 
-from ase_search.schedule import ExitSchedule
+from ase_search.schedule import ExitSchedule, cached_blocks
 
 __all__ = [
     "CallNumbering",
@@ -72,6 +72,9 @@ class PlannedCall(NamedTuple):
         order: the forecast order of the added residual (0: the last refresh's as it is).
         enters: the call is the first of a run in its interval: the kept residuals of earlier
             runs are dropped (each run forecasts from its own refreshes).
+        block_range: which blocks the interval caches (``reuse``/``forecast`` with per-module
+            caching; :func:`~ase_search.schedule.cached_blocks`): ``"rear"`` (past ``count``),
+            ``"front"`` or ``"alternate"``.
     """
 
     count: int
@@ -79,6 +82,11 @@ class PlannedCall(NamedTuple):
     refresh: bool
     order: int = 0
     enters: bool = True
+    block_range: str = "rear"
+
+    def cached(self, depth: int) -> tuple[int, ...]:
+        """The blocks a cached call does not run (a refresh runs and keeps them)."""
+        return cached_blocks(self.block_range, self.count, depth)
 
 
 class CallNumbering:
@@ -105,7 +113,8 @@ class CallNumbering:
         cached = s.modes[k] != "skip"
         j, w = self._j, s.warmup
         return PlannedCall(s.blocks[k], cached,
-                           cached and (j < w or (j - w) % s.periods[k] == 0), s.orders[k], j == 0)
+                           cached and (j < w or (j - w) % s.periods[k] == 0), s.orders[k], j == 0,
+                           s.ranges[k])
 
 
 def call_plan(schedule: ExitSchedule, sampler: Calls,

@@ -240,12 +240,18 @@ def config_key(sampler: dict[str, Any], schedule: dict[str, Any] | None) -> str:
     return f"{name}/{counts}{edges}{cache}"
 
 
+_RANGE_WORDS = {"rear": "", "front": "front", "alternate": "alt"}
+
+
 def schedule_words(s: ExitSchedule) -> tuple[str, str]:
     """The counts of a schedule's intervals (``8r2``: reuse every 2nd call; ``8f1r4``: forecast
-    at order 1, refreshed every 4th) and its cache's settings (``w2``: two warm-up refreshes;
-    ``-modules``: per module), as configuration keys and tables write them."""
-    counts = "|".join(f"{n}r{r}" if mode == "reuse" else f"{n}f{p}r{r}" if mode == "forecast"
-                      else str(n) for n, mode, r, p in zip(s.blocks, s.modes, s.periods, s.orders))
+    at order 1, refreshed every 4th; ``6r2front``/``6r2alt``: caching the front or alternate
+    blocks) and its cache's settings (``w2``: two warm-up refreshes; ``-modules``: per module),
+    as configuration keys and tables write them."""
+    counts = "|".join((f"{n}r{r}" if mode == "reuse" else f"{n}f{p}r{r}" if mode == "forecast"
+                       else str(n)) + _RANGE_WORDS[g]
+                      for n, mode, r, p, g in zip(s.blocks, s.modes, s.periods, s.orders,
+                                                  s.ranges))
     warmup = f"w{s.warmup}" if s.warmup and s.reuses else ""
     modules = "-modules" if s.granularity == "modules" and s.reuses else ""
     return counts, warmup + modules
@@ -264,7 +270,8 @@ def config_identity(sampler: dict[str, Any], schedule: dict[str, Any] | None) ->
         return (config.describe(), None)
     s = ExitSchedule.from_dict(schedule)
     calls = tuple("full" if c.refresh or c.count == s.depth else
-                  (c.count, True, c.order) if c.order else (c.count, c.reuse)
+                  ((c.count, True, c.order) if c.order else (c.count, c.reuse))
+                  + ((c.block_range,) if c.block_range != "rear" else ())
                   for c in call_plan(s, config))
     kept = s.granularity if any(c != "full" and c[1] for c in calls) else "blocks"
     return (config.describe(), s.arch, s.depth, calls) + ((kept,) if kept != "blocks" else ())

@@ -48,6 +48,13 @@ Block reuse (issue #16). Each interval also has a *mode* and a refresh *period* 
 from the current step's conditioning and adds the gated forecasts, so the gates follow the
 current timestep (U-ViT blocks have no gates, so ``blocks`` is already per block there).
 
+``ranges`` (per interval, with ``modules`` only): which blocks a ``reuse``/``forecast`` interval
+caches, :func:`cached_blocks`. ``rear`` (the default): the blocks past the count, as above.
+``front``: the first ``depth - count`` blocks, so the last ``count`` run (Delta-DiT caches the rear
+blocks early in sampling and the front blocks late). ``alternate``: ``depth - count`` blocks spread
+evenly, the last block among them (every other block at half the depth, as an L2C-like layer
+pattern). Either way a cached call runs ``count`` blocks.
+
 ``warmup`` (``w >= 0``, one number for the schedule): the first ``w`` calls of each ``reuse`` or
 ``forecast`` interval's run are refreshes too, and the calls after them are numbered from the
 warm-up's end (call ``j`` refreshes when ``j < w`` or ``(j - w) % r == 0``): a forecast then starts
@@ -78,9 +85,11 @@ __all__ = [
     "ExitSchedule",
     "FORECAST_ORDERS",
     "GRANULARITIES",
+    "RANGES",
     "ScheduleError",
     "preset",
     "preset_names",
+    "cached_blocks",
     "scale_blocks",
 ]
 
@@ -92,6 +101,7 @@ READABLE_VERSIONS = (1, 2, 3)
 MODES = ("skip", "reuse", "forecast")
 FORECAST_ORDERS = (1, 2)
 GRANULARITIES = ("blocks", "modules")
+RANGES = ("rear", "front", "alternate")  # which blocks a reuse/forecast interval caches
 ARCHS = ("dit", "uvit")
 # Exitable depth the paper's presets were written for: DiT-XL/2 has 28 blocks, U-ViT-S/4 (CelebA 64)
 # has 6 decoder blocks.
@@ -121,20 +131,48 @@ _TABLE_2: dict[str, dict[str, tuple[tuple[float, ...], tuple[int, ...]]]] = {
 DATA_EASY_SUFFIX = "-data-easy"
 
 # The training-free caches the field ships, at their published settings, in this schedule format
-# (issue #24): (mode, refresh period, forecast order, warm-up). Every block but the first is
-# cached per module on DiT (granularity "modules": each block's attention and MLP outputs before
-# the adaLN gates, as TaylorSeer and FORA keep them; U-ViT: per block). TaylorSeer: full
-# computation every N calls after warm-up calls, order 1 or 2 (diffusers' TaylorSeer hook is
-# checked against this format in tests/integrations); FORA: reuse, every N calls. The first block
-# always runs: this format's counts start at 1.
-PEERS: dict[str, tuple[str, int, int, int]] = {
-    "taylorseer-4": ("forecast", 4, 1, 2),
-    "taylorseer-2": ("forecast", 2, 1, 2),
-    "taylorseer-4-o2": ("forecast", 4, 2, 2),
-    "taylorseer-2-o2": ("forecast", 2, 2, 2),
-    "fora-2": ("reuse", 2, 0, 0),
-    "fora-3": ("reuse", 3, 0, 0),
+# (issue #24). TaylorSeer: full computation every N calls after warm-up calls, forecast at order 1
+# or 2 (diffusers' TaylorSeer hook is checked against this format in tests/integrations); FORA:
+# reuse, every N calls. Both cache every block but the first (this format's counts start at 1),
+# per module on DiT (granularity "modules": each block's attention and MLP outputs before the adaLN
+# gates, as they keep them; U-ViT: per block). Delta-DiT (Chen et al. 2024): half the blocks
+# cached, every 2 calls, the rear ones early in sampling (t >= 0.5) and the front ones late; an
+# L2C-like pattern (Ma et al. 2024 learn which layers to cache): every other block, every 2 calls.
+# These two address block ranges, so they are DiT's (ranges need per-module caching).
+@dataclass(frozen=True)
+class _Peer:
+    mode: str
+    period: int
+    order: int = 0
+    warmup: int = 0
+    ranges: tuple[str, ...] = ("rear",)  # per interval; two: [0, 0.5) then [0.5, 1]
+    half: bool = False  # cache half the blocks (else every block but the first)
+
+
+PEERS: dict[str, _Peer] = {
+    "taylorseer-4": _Peer("forecast", 4, 1, 2),
+    "taylorseer-2": _Peer("forecast", 2, 1, 2),
+    "taylorseer-4-o2": _Peer("forecast", 4, 2, 2),
+    "taylorseer-2-o2": _Peer("forecast", 2, 2, 2),
+    "fora-2": _Peer("reuse", 2),
+    "fora-3": _Peer("reuse", 3),
+    "delta-dit": _Peer("reuse", 2, ranges=("front", "rear"), half=True),
+    "l2c-alternate": _Peer("reuse", 2, ranges=("alternate",), half=True),
 }
+
+
+def cached_blocks(range_: str, count: int, depth: int) -> tuple[int, ...]:
+    """The blocks (0-based, ascending) a cached call of interval range ``range_`` does not run,
+    ``depth - count`` of them (:data:`RANGES`): past the count (``rear``), before the last
+    ``count`` (``front``), or spread evenly with the last block among them (``alternate``)."""
+    m = depth - count
+    if range_ == "rear":
+        return tuple(range(count, depth))
+    if range_ == "front":
+        return tuple(range(m))
+    if range_ == "alternate":
+        return tuple(sorted(depth - 1 - (j * depth) // m for j in range(m)))
+    raise ScheduleError(f"range {range_!r} is not a block range; use one of {list(RANGES)}")
 
 
 class ScheduleError(ValueError):
@@ -162,6 +200,9 @@ class ExitSchedule:
         granularity: what a ``reuse``/``forecast`` interval keeps: ``"blocks"`` (the residual
             past the count) or ``"modules"`` (DiT: each later block's attention and MLP outputs
             before the adaLN gates).
+        ranges: per interval, which blocks a ``reuse``/``forecast`` interval caches
+            (:data:`RANGES`, :func:`cached_blocks`; other than ``"rear"`` with ``"modules"``
+            only); empty means all ``"rear"``.
     """
 
     arch: str
@@ -175,6 +216,7 @@ class ExitSchedule:
     orders: tuple[int, ...] = field(default=(), kw_only=True)
     warmup: int = field(default=0, kw_only=True)
     granularity: str = field(default="blocks", kw_only=True)
+    ranges: tuple[str, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
@@ -257,9 +299,25 @@ class ExitSchedule:
             raise ScheduleError("granularity 'modules' is for DiT (its blocks gate attention and "
                                 "MLP by the timestep); U-ViT's 'blocks' already keeps each block's "
                                 "own residual")
+        if isinstance(self.ranges, (str, bytes)):
+            raise ScheduleError(f"ranges must be a list with one entry per interval, got "
+                                f"{self.ranges!r}")
+        ranges = tuple(self.ranges) if self.ranges else ("rear",) * K
+        if len(ranges) != K:
+            raise ScheduleError(f"ranges needs one entry per interval: {K} intervals but "
+                                f"{len(ranges)} ranges")
+        for k, r in enumerate(ranges):
+            if r not in RANGES:
+                raise ScheduleError(f"ranges[{k}] = {r!r} is not a block range; use one of "
+                                    f"{list(RANGES)}")
+            if r != "rear" and (modes[k] == "skip" or self.granularity != "modules"):
+                raise ScheduleError(f"ranges[{k}] = {r!r} caches blocks other than the rear "
+                                    f"ones, which needs a reuse or forecast interval and "
+                                    f"granularity 'modules' (DiT)")
         object.__setattr__(self, "modes", modes)
         object.__setattr__(self, "periods", periods)
         object.__setattr__(self, "orders", tuple(int(p) for p in orders))
+        object.__setattr__(self, "ranges", ranges)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -319,7 +377,7 @@ class ExitSchedule:
                             modes=tuple(reversed(self.modes)),
                             periods=tuple(reversed(self.periods)),
                             orders=tuple(reversed(self.orders)), warmup=self.warmup,
-                            granularity=self.granularity)
+                            granularity=self.granularity, ranges=tuple(reversed(self.ranges)))
 
     def merged(self) -> ExitSchedule:
         """An equivalent schedule with adjacent equal-count ``skip`` intervals merged.
@@ -328,8 +386,9 @@ class ExitSchedule:
         numbering, so two adjacent ones do not run like one.
         """
         bounds, counts, modes, periods, orders = [self.boundaries[0]], [], [], [], []
-        for k, (n, mode, r, p) in enumerate(zip(self.blocks, self.modes, self.periods,
-                                                 self.orders)):
+        ranges: list[str] = []
+        for k, (n, mode, r, p, g) in enumerate(zip(self.blocks, self.modes, self.periods,
+                                                    self.orders, self.ranges)):
             if counts and counts[-1] == n and mode == modes[-1] == "skip":
                 bounds[-1] = self.boundaries[k + 1]
             else:
@@ -337,11 +396,12 @@ class ExitSchedule:
                 modes.append(mode)
                 periods.append(r)
                 orders.append(p)
+                ranges.append(g)
                 bounds.append(self.boundaries[k + 1])
         return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(counts), self.name,
                             dict(self.metadata), modes=tuple(modes), periods=tuple(periods),
                             orders=tuple(orders), warmup=self.warmup,
-                            granularity=self.granularity)
+                            granularity=self.granularity, ranges=tuple(ranges))
 
     def with_metadata(self, **metadata: Any) -> ExitSchedule:
         return dataclasses.replace(self, metadata={**self.metadata, **metadata})
@@ -353,7 +413,7 @@ class ExitSchedule:
         periods = tuple(period if m == "reuse" else 1 for m in modes)
         return dataclasses.replace(self, name=name or f"{self.name}-reuse{period}",
                                    metadata=dict(self.metadata), modes=modes, periods=periods,
-                                   orders=(), warmup=0, granularity="blocks")
+                                   orders=(), warmup=0, granularity="blocks", ranges=())
 
     def with_forecast(self, period: int, order: int = 1, warmup: int = 0,
                       name: str | None = None, granularity: str = "blocks") -> ExitSchedule:
@@ -367,12 +427,12 @@ class ExitSchedule:
             periods=tuple(period if m == "forecast" else 1 for m in modes),
             orders=tuple(order if m == "forecast" else 0 for m in modes),
             warmup=warmup if "forecast" in modes else 0,
-            granularity=granularity if "forecast" in modes else "blocks")
+            granularity=granularity if "forecast" in modes else "blocks", ranges=())
 
     @property
     def forecasts(self) -> bool:
-        """Whether the schedule needs format version 3 (a ``forecast`` interval, a warm-up or
-        per-module caching)."""
+        """Whether the schedule needs format version 3 (a ``forecast`` interval, a warm-up,
+        per-module caching or block ranges)."""
         return "forecast" in self.modes or self.warmup > 0 or self.granularity != "blocks"
 
     # ---------------------------------------------------------------- JSON I/O
@@ -392,6 +452,8 @@ class ExitSchedule:
         if self.forecasts:
             out |= {"orders": list(self.orders), "warmup": self.warmup,
                     "granularity": self.granularity}
+            if any(r != "rear" for r in self.ranges):  # files without ranges stay as they were
+                out["ranges"] = list(self.ranges)
         return out | {"metadata": self.metadata}
 
     @classmethod
@@ -411,12 +473,12 @@ class ExitSchedule:
         if version >= 2:  # version 1 had no reuse: its intervals all skip
             known |= {"modes", "periods"}
         if version >= 3:  # version 2 had no forecast
-            known |= {"orders", "warmup", "granularity"}
+            known |= {"orders", "warmup", "granularity", "ranges"}
         unknown = set(data) - known
         if unknown:
             raise ScheduleError(f"unknown field(s) for version {version}: "
                                 f"{', '.join(sorted(unknown))}")
-        for key in ("boundaries", "blocks", "modes", "periods", "orders"):
+        for key in ("boundaries", "blocks", "modes", "periods", "orders", "ranges"):
             if key in data and not isinstance(data[key], list):
                 raise ScheduleError(f"{key} must be a list, got {type(data[key]).__name__}")
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -442,6 +504,7 @@ class ExitSchedule:
             orders=tuple(data.get("orders", ())),
             warmup=data.get("warmup", 0),
             granularity=data.get("granularity", "blocks"),
+            ranges=tuple(data.get("ranges", ())),
         )
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
@@ -481,8 +544,10 @@ class ExitSchedule:
         words = {"skip": "", "reuse": " reuse/{r}", "forecast": " forecast{p}/{r}"}
         parts = [
             f"[{lo:g},{hi:g}):{n}" + words[mode].format(r=r, p=p)
-            for lo, hi, n, mode, r, p in zip(self.boundaries, self.boundaries[1:], self.blocks,
-                                             self.modes, self.periods, self.orders)
+            + ("" if g == "rear" else f" {g}")
+            for lo, hi, n, mode, r, p, g in zip(self.boundaries, self.boundaries[1:], self.blocks,
+                                                self.modes, self.periods, self.orders,
+                                                self.ranges)
         ]
         return (" ".join(parts) + (f" warmup {self.warmup}" if self.warmup else "")
                 + (f" per {self.granularity}" if self.granularity != "blocks" else ""))
@@ -505,7 +570,8 @@ def preset_names(arch: str, *, data_easy: bool = True, peers: bool = False) -> l
     names = ["full", *_TABLE_2[arch]]
     if data_easy:
         names += [n + DATA_EASY_SUFFIX for n in _TABLE_2[arch]]
-    return names + (list(PEERS) if peers else [])
+    return names + ([n for n, p in PEERS.items() if arch == "dit" or p.ranges == ("rear",)]
+                    if peers else [])
 
 
 def preset(name: str, arch: str, depth: int | None = None) -> ExitSchedule:
@@ -523,11 +589,14 @@ def preset(name: str, arch: str, depth: int | None = None) -> ExitSchedule:
     depth = ref if depth is None else depth
     if name == "full":
         return ExitSchedule(arch, depth, (0.0, 1.0), (depth,), "full")
-    if name in PEERS and depth > 1:
-        mode, period, order, warmup = PEERS[name]
-        return ExitSchedule(arch, depth, (0.0, 1.0), (1,), name, modes=(mode,),
-                            periods=(period,), orders=(order,), warmup=warmup,
-                            granularity="modules" if arch == "dit" else "blocks")
+    if name in preset_names(arch, data_easy=False, peers=True) and name in PEERS and depth > 1:
+        p = PEERS[name]
+        K = len(p.ranges)
+        return ExitSchedule(arch, depth, (0.0, 0.5, 1.0)[:: 2 if K == 1 else 1],
+                            (max(1, depth // 2) if p.half else 1,) * K, name, modes=(p.mode,) * K,
+                            periods=(p.period,) * K, orders=(p.order,) * K, warmup=p.warmup,
+                            granularity="modules" if arch == "dit" else "blocks",
+                            ranges=p.ranges)
     base = name[: -len(DATA_EASY_SUFFIX)] if name.endswith(DATA_EASY_SUFFIX) else name
     if base not in _TABLE_2[arch]:
         raise ScheduleError(

@@ -16,6 +16,7 @@ from ase_search.metrics.latency import CostModel
 from ase_search.schedule import (
     ExitSchedule,
     ScheduleError,
+    cached_blocks,
     preset,
     preset_names,
     scale_blocks,
@@ -48,7 +49,8 @@ def test_presets_equal_table_2(arch: str, name: str) -> None:
 def test_preset_names_cover_the_paper() -> None:
     assert preset_names("dit", data_easy=False, peers=False) == ["full", "D1", "D3", "D4", "D6"]
     assert set(preset_names("dit", peers=True)) - set(preset_names("dit")) == {
-        "taylorseer-4", "taylorseer-2", "taylorseer-4-o2", "taylorseer-2-o2", "fora-2", "fora-3"}
+        "taylorseer-4", "taylorseer-2", "taylorseer-4-o2", "taylorseer-2-o2", "fora-2", "fora-3",
+        "delta-dit", "l2c-alternate"}
     assert preset_names("uvit", data_easy=False, peers=False) == ["full"] + [f"D{i}" for i in range(1, 7)]
 
 
@@ -340,6 +342,38 @@ def test_per_module_caching_is_for_dit_and_round_trips():
                      granularity="modules")
     with pytest.raises(ScheduleError, match="granularity = 'heads'"):
         ExitSchedule("dit", 6, (0.0, 1.0), (2,), granularity="heads")
+
+
+@pytest.mark.parametrize(("depth", "count"), [(4, 1), (4, 2), (12, 6), (12, 8), (28, 14), (7, 3)])
+def test_block_ranges_cache_depth_minus_count_blocks(depth, count):
+    m = depth - count
+    assert cached_blocks("rear", count, depth) == tuple(range(count, depth))
+    assert cached_blocks("front", count, depth) == tuple(range(m))
+    alternate = cached_blocks("alternate", count, depth)
+    assert len(set(alternate)) == m and alternate[-1] == depth - 1 and alternate[0] >= 0
+    gaps = [b - a for a, b in zip(alternate, alternate[1:])]
+    assert not gaps or max(gaps) - min(gaps) <= 1  # spread evenly
+    if 2 * count == depth:
+        assert alternate == tuple(range(1, depth, 2))  # every other block
+
+
+def test_block_ranges_round_trip_and_need_a_per_module_cache():
+    delta = preset("delta-dit", "dit", 12)
+    assert (delta.boundaries, delta.blocks, delta.ranges) == ((0.0, 0.5, 1.0), (6, 6),
+                                                              ("front", "rear"))
+    assert ExitSchedule.from_json(delta.to_json()) == delta
+    assert delta.to_dict()["ranges"] == ["front", "rear"] and "front" in delta.describe()
+    assert "ranges" not in preset("taylorseer-4", "dit", 12).to_dict()  # as before ranges
+    assert preset("l2c-alternate", "dit", 12).ranges == ("alternate",)
+    assert delta.mirrored().ranges == ("rear", "front")
+    assert "delta-dit" not in preset_names("uvit", peers=True)
+    with pytest.raises(ScheduleError, match=r"ranges\[0\] = 'front'.*granularity 'modules'"):
+        ExitSchedule("dit", 4, (0.0, 1.0), (2,), modes=("reuse",), periods=(2,),
+                     ranges=("front",))
+    with pytest.raises(ScheduleError, match=r"ranges\[0\] = 'front'.*reuse or forecast"):
+        ExitSchedule("dit", 4, (0.0, 1.0), (2,), granularity="modules", ranges=("front",))
+    with pytest.raises(ScheduleError, match=r"ranges\[0\] = 'middle' is not a block range"):
+        ExitSchedule("dit", 4, (0.0, 1.0), (2,), ranges=("middle",))
 
 
 def test_a_version_2_file_with_forecast_fields_is_refused():

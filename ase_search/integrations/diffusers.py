@@ -201,10 +201,10 @@ class ExitScheduleState:
     residual: torch.Tensor | None = None
     inject: bool = False
     # Per-module caching (granularity "modules"): in a reuse/forecast call, "keep" (a refresh)
-    # or "forecast"; the blocks from `module_from` on keep or forecast their attention and MLP
-    # outputs (before the gates), at the call's forecast order.
+    # or "forecast"; the blocks in `module_cached` (the call's range) keep or forecast their
+    # attention and MLP outputs (before the gates), at the call's forecast order.
     module_mode: str | None = None
-    module_from: int = 0
+    module_cached: frozenset[int] = frozenset()
     order: int = 0
     module_kept: dict[tuple[str, int], list[tuple[float, torch.Tensor]]] = field(
         default_factory=dict)
@@ -275,9 +275,10 @@ class _TransformerHook(ModelHook):
         n, refresh = call.count, call.refresh
         state.call_t = t
         if call.reuse and schedule.granularity == "modules":
-            # every block runs; those from the count on keep (refresh) or forecast their modules
+            # every block runs; the cached ones keep (refresh) or forecast their modules
             state.module_mode = "keep" if refresh else "forecast"
-            state.module_from, state.order = call.count, call.order
+            state.module_cached = frozenset(call.cached(schedule.depth))
+            state.order = call.order
             n = schedule.depth
         elif call.reuse:
             if refresh:
@@ -311,7 +312,7 @@ class _BlockHook(ModelHook):
         n = state.active
         if n is None or self.index < n:
             output = self.fn_ref.original_forward(*args, **kwargs)
-            forecast_only = state.module_mode == "forecast" and self.index >= state.module_from
+            forecast_only = state.module_mode == "forecast" and self.index in state.module_cached
             if n is not None and not forecast_only:
                 state.block_evals += 1
                 if state.capture is not None:
@@ -345,7 +346,7 @@ class _BlockHook(ModelHook):
 
 class _ModuleHook(ModelHook):
     """Per-module caching (schedule granularity ``modules``) on a block's attention (``attn1``)
-    or MLP (``ff``): in a reuse/forecast call, blocks from the count on keep the module's output
+    or MLP (``ff``): in a reuse/forecast call, the call's cached blocks keep the module's output
     (before the block's gate) on a refresh and return its forecast otherwise."""
 
     def __init__(self, state: ExitScheduleState, index: int, kind: str) -> None:
@@ -355,7 +356,7 @@ class _ModuleHook(ModelHook):
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         state = self.state
-        if state.module_mode is None or self.key[1] < state.module_from:
+        if state.module_mode is None or self.key[1] not in state.module_cached:
             return self.fn_ref.original_forward(*args, **kwargs)
         if state.module_mode == "forecast":
             return forecast(state.module_kept[self.key], state.call_t, state.order)

@@ -433,16 +433,19 @@ class DiT(nn.Module):
 
     def _per_module(self, x: torch.Tensor, c: torch.Tensor, plan: Any,
                     reuse: BlockReuse) -> torch.Tensor:
-        """The blocks under a per-module cache (schedule granularity ``modules``): the first
-        ``count`` run; each later one runs whole on a refresh, keeping its attention and MLP
-        outputs before the gates, and otherwise adds the kept ones (forecast to this call's
-        time) through this call's gates."""
+        """The blocks under a per-module cache (schedule granularity ``modules``): the blocks
+        the call does not cache run (the first ``count`` for the default ``rear`` range); each
+        cached one runs whole on a refresh, keeping its attention and MLP outputs before the
+        gates, and otherwise adds the kept ones (forecast to this call's time) through this
+        call's gates."""
         if plan.per_sample is not None:
             raise ValueError("a per-module cache needs one block count per call (sampling), not "
                              "per-sample counts")
         N = x.shape[0]
+        cached = (set(range(plan.total, len(self.blocks))) if reuse.call is None
+                  else set(reuse.call.cached(len(self.blocks))))
         for i, block in enumerate(self.blocks):
-            if i < plan.total:
+            if i not in cached:
                 x = block(x, c)  # (N, T, D)
             elif reuse.refresh:
                 x, attn, mlp = block.parts(x, c)

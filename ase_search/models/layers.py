@@ -405,6 +405,8 @@ class BlockReuse:
         refresh: whether the call in progress is a refresh.
         t: the call's time in ``[0, 1]``.
         order: the forecast order of the call in progress.
+        call: the call in progress (its :class:`~ase_search.callplan.PlannedCall`; with
+            ``modules``, which blocks it caches).
     """
 
     KEEP = 3  # refreshes kept per residual: enough for order 2
@@ -414,6 +416,7 @@ class BlockReuse:
         self.refresh = True
         self.t = 0.0
         self.order = 0
+        self.call: Any = None  # the call in progress (its PlannedCall), once begun
         self._counts: torch.Tensor | None = None  # (N,) the counts the residuals are valid for
         self._history: dict[Any, list[tuple[float, torch.Tensor]]] = {}
 
@@ -422,6 +425,7 @@ class BlockReuse:
         if call.enters:
             self._history = {}  # each interval's run forecasts from its own refreshes
         self.refresh, self.order, self.t = call.refresh, call.order, float(t)
+        self.call = call
 
     def runs(self, plan: ExitPlan, exit_depth: int) -> ExitPlan:
         """The blocks the model runs on this call: all of them on a refresh, else ``plan``'s."""

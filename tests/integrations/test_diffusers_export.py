@@ -299,3 +299,61 @@ def test_per_module_forecast_is_diffusers_taylorseer_at_its_settings(tmp_path, s
     plain = sample_diffusers(load_transformer(tmp_path / "tiny"), scheduler, n=3, steps=steps,
                              seed=5, cfg_scale=2.0)
     assert not torch.allclose(got.images, plain.images, atol=1e-3)  # the cache did something
+
+
+@pytest.mark.parametrize("block_range", ["front", "alternate"])
+def test_a_block_range_is_diffusers_taylorseer_on_those_blocks_natively_too(tmp_path,
+                                                                           block_range):
+    """Front and alternate block ranges (Delta-DiT, L2C-like) against the peer's own
+    implementation: diffusers' TaylorSeer hook on exactly the blocks the range caches equals the
+    schedule through the hooks, and the native model runs the same samples."""
+    from diffusers import hooks as H
+
+    from ase_search.samplers import SamplerConfig, sample
+    from ase_search.schedule import cached_blocks
+
+    model = _random_dit()
+    export_dit(model, tmp_path / "tiny", source="test")
+    scheduler = load_scheduler(tmp_path / "tiny")
+    schedule = ExitSchedule("dit", 4, (0.0, 1.0), (2,), modes=("forecast",), periods=(2,),
+                            orders=(1,), warmup=1, granularity="modules", ranges=(block_range,))
+    cached = cached_blocks(block_range, 2, 4)
+    assert cached == {"front": (0, 1), "alternate": (1, 3)}[block_range]
+    ours = load_transformer(tmp_path / "tiny")
+    apply_exit_schedule(ours, schedule)
+    got = sample_diffusers(ours, scheduler, n=3, steps=7, seed=5, cfg_scale=2.0)
+    assert got.block_evals == 4 * 4 + 3 * 2  # refreshes at calls 0, 1, 3, 5; 2 blocks else
+    theirs = load_transformer(tmp_path / "tiny")
+    H.apply_taylorseer_cache(theirs, H.TaylorSeerCacheConfig(
+        cache_interval=2, disable_cache_before_step=2, max_order=1,
+        taylor_factors_dtype=torch.float32,
+        cache_identifiers=[rf"^transformer_blocks\.[{''.join(map(str, cached))}]\.(attn1|ff)$"]))
+    want = sample_diffusers(theirs, scheduler, n=3, steps=7, seed=5, cfg_scale=2.0,
+                            cache_context=True)
+    torch.testing.assert_close(got.images, want.images, rtol=1e-4, atol=1e-4)
+    native = sample(model, sampler=SamplerConfig("ddim", 7, cfg_scale=2.0), schedule=schedule,
+                    n=3, seed=5)
+    torch.testing.assert_close(native.images, got.images, rtol=1e-4, atol=1e-4)
+    assert native.block_evals == got.block_evals
+
+
+def test_delta_dit_caches_the_rear_blocks_early_and_the_front_ones_late_natively_too(tmp_path):
+    """The Delta-DiT preset through the hooks equals the native model, and differs from a
+    schedule that caches the rear blocks throughout (the front range did something)."""
+    from ase_search.samplers import SamplerConfig, sample
+    from ase_search.schedule import preset
+
+    model = _random_dit()
+    export_dit(model, tmp_path / "tiny", source="test")
+    delta = preset("delta-dit", "dit", 4)
+    assert delta.ranges == ("front", "rear") and delta.blocks == (2, 2)
+    ours = load_transformer(tmp_path / "tiny")
+    apply_exit_schedule(ours, delta)
+    got = sample_diffusers(ours, load_scheduler(tmp_path / "tiny"), n=3, steps=8, seed=2)
+    native = sample(model, sampler=SamplerConfig("ddim", 8), schedule=delta, n=3, seed=2)
+    torch.testing.assert_close(native.images, got.images, rtol=1e-4, atol=1e-4)
+    rear = ExitSchedule("dit", 4, delta.boundaries, delta.blocks, modes=delta.modes,
+                        periods=delta.periods, granularity="modules")
+    other = sample(model, sampler=SamplerConfig("ddim", 8), schedule=rear, n=3, seed=2)
+    assert not torch.allclose(native.images, other.images, atol=1e-3)
+    assert native.block_evals == other.block_evals

@@ -232,15 +232,16 @@ def test_sampling_with_forecast_equals_the_hand_written_extrapolation(name: str,
     assert not torch.allclose(got.images, plain.images, atol=1e-3)
 
 
-@pytest.mark.parametrize("granularity", ["blocks", "modules"])
+@pytest.mark.parametrize(("granularity", "ranges"), [
+    ("blocks", ()), ("modules", ()), ("modules", ("front", "alternate"))])
 @pytest.mark.parametrize("order", [1, 2])
 def test_forecast_at_full_depth_or_period_one_is_the_full_model_bit_for_bit(
-        order: int, granularity: str) -> None:
+        order: int, granularity: str, ranges: tuple[str, ...]) -> None:
     model = tiny("DiT-test")
     full = sample(model, sampler=DDIM, schedule=None, n=3, seed=0)
     for blocks in ((4, 4), (1, 2)):  # full depth; and exits that every call refreshes
         every = ExitSchedule("dit", 4, (0.0, 0.5, 1.0), blocks, modes=("forecast",) * 2,
                              periods=(1, 1), orders=(order, order), warmup=1,
-                             granularity=granularity)
+                             granularity=granularity, ranges=ranges)
         out = sample(model, sampler=DDIM, schedule=every, n=3, seed=0)
         assert torch.equal(out.images, full.images) and out.block_evals == full.block_evals
