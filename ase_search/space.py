@@ -42,6 +42,7 @@ from ase_search.schedule import (
     ARCHS,
     FORECAST_ORDERS,
     GRANULARITIES,
+    RANGES,
     MODES,
     ExitSchedule,
     preset,
@@ -54,7 +55,7 @@ __all__ = ["SEARCHED_SPACING", "LeverSpace", "SamplingSpace", "ScheduleSpace", "
 SPACE_VERSION = 1
 _KEYS = {"version", "arch", "depth", "intervals", "edges", "edge_grid", "blocks", "monotone",
          "seeds", "description", "sampling", "levers"}
-_LEVER_KEYS = {"modes", "period", "order", "warmup", "granularity", "per_interval",
+_LEVER_KEYS = {"modes", "period", "order", "warmup", "granularity", "ranges", "per_interval",
                "exit_heads"}
 _SAMPLING_KEYS = {"samplers", "steps", "timestep_spacing", "steps_only", "reference"}
 # The steps-only ladder when a space does not give one (clipped to its step range).
@@ -98,6 +99,8 @@ class LeverSpace:
         min_warmup, max_warmup: the warm-up refreshes searched (the schedule's ``warmup``).
         granularity: what a reuse/forecast interval keeps, searched among these (``blocks``,
             ``modules``; see :mod:`ase_search.schedule`).
+        ranges: which blocks a per-module reuse/forecast interval caches (``rear``, ``front``,
+            ``alternate``), searched per interval (``range_k``) when several are listed.
         per_interval: one ``mode_k``/``period_k`` per interval (fixed edges only); else one
             ``mode``/``period`` for every exiting interval.
         exit_heads: the model gets one output head per exit depth, trained by the one-shot
@@ -112,6 +115,7 @@ class LeverSpace:
     min_warmup: int = 0
     max_warmup: int = 0
     granularity: tuple[str, ...] = ("blocks",)
+    ranges: tuple[str, ...] = ("rear",)
     per_interval: bool = False
     exit_heads: bool = False
 
@@ -133,6 +137,13 @@ class LeverSpace:
                 or not set(self.granularity) <= set(GRANULARITIES)):
             raise SpaceError(f"levers.granularity must list {' and/or '.join(GRANULARITIES)} "
                              f"once each, got {list(self.granularity)}")
+        if (not self.ranges or len(set(self.ranges)) != len(self.ranges)
+                or not set(self.ranges) <= set(RANGES)):
+            raise SpaceError(f"levers.ranges must list {', '.join(RANGES)} (any of them) once "
+                             f"each, got {list(self.ranges)}")
+        if self.ranges != ("rear",) and "modules" not in self.granularity:
+            raise SpaceError("levers.ranges other than rear cache blocks per module: add modules "
+                             "to levers.granularity")
         for key in ("per_interval", "exit_heads"):
             if not isinstance(getattr(self, key), bool):
                 raise SpaceError(f"levers.{key} must be true or false")
@@ -154,6 +165,8 @@ class LeverSpace:
                     "warmup": {"min": self.min_warmup, "max": self.max_warmup}}
         if self.granularity != ("blocks",):
             out["granularity"] = list(self.granularity)
+        if self.ranges != ("rear",):
+            out["ranges"] = list(self.ranges)
         return out | {"per_interval": self.per_interval, "exit_heads": self.exit_heads}
 
     @classmethod
@@ -180,7 +193,13 @@ class LeverSpace:
             granularity = [granularity]
         if not isinstance(granularity, list):
             raise SpaceError("levers.granularity must be a list, e.g. [blocks, modules]")
+        blocks_ranges = data.get("ranges", ["rear"])
+        if isinstance(blocks_ranges, str):
+            blocks_ranges = [blocks_ranges]
+        if not isinstance(blocks_ranges, list):
+            raise SpaceError("levers.ranges must be a list, e.g. [rear, front, alternate]")
         return cls(modes=tuple(modes), **ranges, granularity=tuple(granularity),
+                   ranges=tuple(blocks_ranges),
                    per_interval=data.get("per_interval", False),
                    exit_heads=data.get("exit_heads", False))
 
@@ -504,6 +523,8 @@ class ScheduleSpace:
             out["warmup"] = tuple(range(lv.min_warmup, lv.max_warmup + 1))
         if len(lv.granularity) > 1:
             out["granularity"] = lv.granularity
+        if len(lv.ranges) > 1:  # per interval: Delta-DiT caches other blocks early than late
+            out |= {f"range_{k}": lv.ranges for k in range(self.intervals)}
         return out
 
     def distributions(self) -> dict[str, Any]:
@@ -514,7 +535,7 @@ class ScheduleSpace:
         out = {n: IntDistribution(lo, hi) for n, (lo, hi) in self.param_ranges().items()}
         for name, values in self.lever_choices().items():
             out[name] = (CategoricalDistribution(values)
-                         if name.startswith("mode") or name == "granularity"
+                         if name.startswith(("mode", "range")) or name == "granularity"
                          else IntDistribution(values[0], values[-1]))
         return out | (self.sampling.distributions() if self.sampling is not None else {})
 
@@ -569,25 +590,29 @@ class ScheduleSpace:
             blocks = [min(max(int(params[f"blocks_{k}"]), self.min_blocks[k]), self.max_blocks[k])
                       for k in range(n)]
         modes, periods, orders = self._decode_levers(params, blocks)
+        lv = self.levers
+        cached = lv is not None and any(m != "skip" for m in modes)
+        warmup = int(params.get("warmup", lv.min_warmup)) if cached else 0
+        granularity = str(params.get("granularity", lv.granularity[0])) if cached else "blocks"
+        ranges = [str(params.get(f"range_{k}", lv.ranges[0]))
+                  if cached and modes[k] != "skip" and granularity == "modules" else "rear"
+                  for k in range(n)]
         # Adjacent intervals that decode alike are one interval, reuse ones too: the space
         # cannot say "restart the refresh numbering here" (that needs different counts or
         # periods), so D1 reusing blocks on 0.2-wide intervals decodes to itself from 0.1-wide
         # parameters.
         bounds, runs = [edges[0]], []
-        for k, run in enumerate(zip(blocks, modes, periods, orders)):
+        for k, run in enumerate(zip(blocks, modes, periods, orders, ranges)):
             if runs and runs[-1] == run:
                 bounds[-1] = edges[k + 1]
             else:
                 runs.append(run)
                 bounds.append(edges[k + 1])
-        lv = self.levers
-        cached = lv is not None and any(m != "skip" for m in modes)
-        warmup = int(params.get("warmup", lv.min_warmup)) if cached else 0
-        granularity = str(params.get("granularity", lv.granularity[0])) if cached else "blocks"
         return ExitSchedule(self.arch, self.depth, tuple(bounds), tuple(r[0] for r in runs),
                             name, modes=tuple(r[1] for r in runs),
                             periods=tuple(r[2] for r in runs), orders=tuple(r[3] for r in runs),
-                            warmup=warmup, granularity=granularity).merged()
+                            warmup=warmup, granularity=granularity,
+                            ranges=tuple(r[4] for r in runs)).merged()
 
     def _decode_levers(self, params: Mapping[str, Any], blocks: list[int]
                        ) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
@@ -662,6 +687,10 @@ class ScheduleSpace:
         if "granularity" in choices:
             params["granularity"] = (schedule.granularity if schedule.reuses
                                      else lv.granularity[0])
+        for k, lo in enumerate(edges[:-1]):
+            if f"range_{k}" in choices:
+                value = schedule.ranges[schedule.interval_of(lo)]
+                params[f"range_{k}"] = value if value in lv.ranges else lv.ranges[0]
         return params
 
     def _levers_allow(self, schedule: ExitSchedule) -> bool:
@@ -674,6 +703,9 @@ class ScheduleSpace:
                 return False
             if mode == "forecast" and not lv.min_order <= order <= lv.max_order:
                 return False
+        if not {r for r, m in zip(schedule.ranges, schedule.modes) if m != "skip"} <= set(
+                lv.ranges):
+            return False
         cached = any(mode != "skip" for mode, _, _ in exiting)
         if cached and not lv.min_warmup <= schedule.warmup <= lv.max_warmup:
             return False

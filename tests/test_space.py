@@ -203,6 +203,39 @@ def test_forecast_parameters_round_trip_and_bound_the_schedules() -> None:
     assert (fora.modes, fora.periods, fora.warmup) == (("reuse",), (3,), 0)
 
 
+def test_block_ranges_are_searched_per_interval_and_round_trip() -> None:
+    """Per interval, which blocks a per-module interval caches: Delta-DiT's rear-then-front
+    pattern and the L2C-like alternate one seed as they are; random parameters decode to
+    schedules in the space whose params decode back to them."""
+    space = _lever_space({"modes": ["reuse", "forecast"], "period": {"min": 2, "max": 3},
+                          "granularity": ["modules", "blocks"],
+                          "ranges": ["rear", "front", "alternate"]},
+                         seeds=["full", "delta-dit", "l2c-alternate"], intervals=10)
+    assert {k: v for k, v in space.lever_choices().items() if k.startswith("range")} == {
+        f"range_{k}": ("rear", "front", "alternate") for k in range(10)}
+    _, delta, l2c = space.seed_schedules()
+    assert delta.ranges == ("front", "rear") and l2c.ranges == ("alternate",)
+    for seed in (delta, l2c):
+        assert space.from_params(space.to_params(seed), name=seed.name) == seed.merged()
+    rng = random.Random(3)
+    seen = set()
+    for _ in range(200):
+        s = space.sample(rng)
+        assert space.contains(s)
+        assert space.from_params(space.to_params(s), name=s.name) == s
+        for mode, r in zip(s.modes, s.ranges):
+            assert r == "rear" or (mode != "skip" and s.granularity == "modules")
+            seen.add(r)
+    assert seen == {"rear", "front", "alternate"}
+    narrow = _lever_space({"modes": ["reuse"], "period": 2, "granularity": ["modules"]},
+                          intervals=10)
+    assert not narrow.contains(delta) and narrow.contains(replace(delta, ranges=()))
+    with pytest.raises(SpaceError, match="add modules to levers.granularity"):
+        _lever_space({"modes": ["reuse"], "ranges": ["rear", "front"]})
+    with pytest.raises(SpaceError, match="levers.ranges must list"):
+        _lever_space({"modes": ["reuse"], "granularity": ["modules"], "ranges": ["middle"]})
+
+
 def test_a_reuse_only_space_seeds_the_presets_reusing_blocks() -> None:
     space = _lever_space({"modes": ["reuse"], "period": 3})
     full, d1 = space.seed_schedules()
