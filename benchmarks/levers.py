@@ -11,7 +11,10 @@ run --configs`` (:func:`ase_search.search.run_search`):
 * ``one-shot``: the presets D1, D3, D4 and D6 skipping, at DDIM 7-20, on the one-shot weights of
   the shipped space (``search_spaces/<arch>.yaml``; the reference studies' weights, shipped);
 * ``exit-heads``: the same on one-shot weights whose model has one output head per exit depth
-  (:func:`ase_search.models.add_exit_heads`), trained by that fine-tune.
+  (:func:`ase_search.models.add_exit_heads`), trained by that fine-tune;
+* ``peers`` (DiT): the caching peers' schedules at their published settings (TaylorSeer, FORA,
+  Delta-DiT, an L2C-like pattern; :data:`ase_search.schedule.PEERS`) at DDIM-20 and
+  DPM-Solver++-10, training-free on the base weights.
 
 Every study measures its steps-only ladder (the full model on the base weights, DDIM and
 DPM-Solver++ at the space's step counts), and ``--seeds`` fresh seeds of every configuration
@@ -45,6 +48,7 @@ VARIANTS: dict[str, tuple[str, str, bool, str]] = {
     "base": ("levers-base.yaml", "none", False, "skip and block reuse on the base weights"),
     "one-shot": ("levers-exits.yaml", "one-shot", False, "exits on the one-shot weights"),
     "exit-heads": ("levers-exits.yaml", "one-shot", True, "exits on the exit-heads weights"),
+    "peers": ("levers-peers.yaml", "none", False, "the caching peers at their settings"),
 }
 
 
@@ -75,7 +79,8 @@ class Params:
 
 
 def keys(params: Params) -> list[str]:
-    return [f"{arch}/{variant}" for arch in params.archs for variant in params.variants]
+    return [f"{arch}/{variant}" for arch in params.archs for variant in params.variants
+            if variant != "peers" or arch == "dit"]  # Delta-DiT and L2C address DiT's modules
 
 
 def search_config(params: Params, key: str) -> Any:
@@ -133,15 +138,18 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _levers_table(table: list[dict[str, Any]]) -> list[str]:
-    """Per lever (skip, reuse<r>): its configurations in the quality window (the rule's
-    candidates) and its lowest FID."""
+    """Per lever (skip, reuse<r>, a peer's preset): its configurations in the quality window
+    (the rule's candidates) and its lowest FID."""
     import pandas as pd
+
+    from ase_search.schedule import PEERS
 
     levers: dict[str, list[dict[str, Any]]] = {}
     for r in table:
         if r["kind"] == "exit":
             last = r["configuration"].rsplit(" ", 1)[-1]
-            levers.setdefault(last if last.startswith("reuse") else "skip", []).append(r)
+            levers.setdefault(last if last.startswith("reuse") or last in PEERS else "skip",
+                              []).append(r)
     rows = []
     for lever, rs in levers.items():
         best = min(rs, key=lambda r: r["fid"])

@@ -9,25 +9,34 @@ import pytest
 import yaml
 
 from benchmarks import levers
-from benchmarks.levers import BENCHMARK, LISTS, VARIANTS, Params, search_config
+from benchmarks.levers import BENCHMARK, LISTS, VARIANTS, Params, keys, search_config
 
 
 
 @pytest.mark.parametrize("arch", ["dit", "uvit"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_is_a_list_study_of_its_testbed(arch, variant, tmp_path) -> None:
+    from ase_search.schedule import PEERS
     from ase_search.search.listed import load_listed
     from ase_search.space import load_space
 
+    if f"{arch}/{variant}" not in keys(Params(archs=(arch,), variants=(variant,))):
+        assert (arch, variant) == ("uvit", "peers")  # Delta-DiT and L2C address DiT's modules
+        return
     config = search_config(Params(studies=tmp_path), f"{arch}/{variant}")
     space = load_space(config.space)
     listed = load_listed(config.configs, arch=arch, depth=space.depth)
     assert config.configs and config.confirm == 5 and config.n_samples == 500
-    assert config.finetune == ("none" if variant == "base" else "one-shot")
+    assert config.finetune == ("none" if variant in ("base", "peers") else "one-shot")
     assert (space.levers is not None and space.levers.exit_heads) == (variant == "exit-heads")
     names = {c.schedule.name for c in listed}
     if variant == "base":  # every preset skipping and reusing
         assert {"D1", "D3", "D4", "D1-reuse2", "D3-reuse3"} <= names
+    elif variant == "peers":  # every peer at DDIM-20
+        assert names == set(PEERS)
+        assert {(c.sampler.name, c.sampler.steps) for c in listed} == {("ddim", 20),
+                                                                        ("dpm-solver", 10)}
+        return
     else:
         assert names == {"D1", "D3", "D4", "D6"}
     assert {c.sampler.steps for c in listed} == {7, 10, 14, 20}
