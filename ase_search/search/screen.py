@@ -46,8 +46,10 @@ class ScreenSummary:
         screened: candidates the screen measured (finished).
         measured: of the FID-measured trials, the screen's picks.
         audited: dropped candidates measured with FID too (finished).
-        audit_on_front: of those, how many lie on the study's FID front: points the screen
-            dropped that FID would have kept.
+        audit_on_front: of those, how many lie on the study's FID front within the quality
+            window (FID at most :data:`~ase_search.verdict.WINDOW` times the full model's at the
+            reference configuration, where the verdict looks; the whole front when that is not
+            measured): points the screen dropped that FID would have kept.
         rank_correlation: Spearman's correlation of screen paired error and FID over the
             screened trials measured with FID (``None``: fewer than three).
     """
@@ -242,7 +244,8 @@ def screen_summary(study: Any) -> ScreenSummary | None:
     import optuna
     from optuna.trial import TrialState
 
-    from ase_search.verdict import non_dominated
+    from ase_search.fronts import study_fronts
+    from ase_search.verdict import WINDOW, non_dominated
 
     try:
         screen = optuna.load_study(study_name=screen_study_name(study.study_name),
@@ -252,6 +255,9 @@ def screen_summary(study: Any) -> ScreenSummary | None:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     front = {number for number, _, _ in non_dominated(
         [(t.number, t.values[0], t.values[1]) for t in done])}
+    reference = study_fronts(study).reference
+    edge = float("inf") if reference is None else WINDOW * reference.fid
+    front = {n for n in front if study.trials[n].values[0] <= edge}
     picked = [t for t in done if t.user_attrs.get(SCREEN) == "front"]
     audited = [t for t in done if t.user_attrs.get(SCREEN) == "audit"]
     screened = [t for t in (*picked, *audited) if "screen_paired_rmse" in t.user_attrs]
@@ -274,7 +280,7 @@ def screen_line(summary: ScreenSummary) -> str:
     """One sentence for ``pareto``."""
     audit = ("" if not summary.audited else
              f"; of {summary.audited} dropped candidate(s) measured as an audit, "
-             f"{summary.audit_on_front} lie on the FID front"
+             f"{summary.audit_on_front} lie on the FID front in the quality window"
              + (" (the screen dropped a point FID would have kept)"
                 if summary.audit_on_front else " (none that FID would have kept)"))
     corr = ("" if summary.rank_correlation is None else
