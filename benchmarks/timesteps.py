@@ -14,8 +14,8 @@ repository root:
 
 One cell per testbed, timesteps and step count (``dit/searched-5``, ``dit/fid-5``,
 ``dit/uniform-7``). With ``--diffusers``, the DiT testbed exported to diffusers samples the
-``--fid-steps`` counts again through the diffusers path (``sample_diffusers`` with the stock
-scheduler, and at the FID-searched timesteps through ``timesteps=``): ``dit/fid-5@diffusers``.
+searched counts again through the diffusers path (``sample_diffusers`` with the stock
+scheduler, and at searched timesteps through ``timesteps=``): ``dit/fid-5@diffusers``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Params:
     trials: int = field(default=60, metadata=option(
         "FID measurements of that search (in the identity of its cells alone)", identity=False))
     diffusers: bool = field(default=False, metadata=option(
-        "also sample DiT's --fid-steps uniform and FID-searched through the diffusers path",
+        "also sample DiT's searched counts, uniform and searched, through the diffusers path",
         identity=False))
 
     def __post_init__(self) -> None:
@@ -83,8 +83,10 @@ def keys(params: Params) -> list[str]:
               for kind, counts in (("uniform", LADDER), ("searched", params.steps),
                                    ("fid", params.fid_steps)) for k in counts]
     return native + [f"dit/{'' if solver == 'ddim' else solver + '/'}{kind}-{k}{DIFFUSERS}"
-                     for solver in params.solvers for k in params.fid_steps
-                     for kind in ("uniform", "fid") if params.diffusers and "dit" in params.arch]
+                     for solver in params.solvers
+                     for kind, counts in (("uniform", sorted({*params.steps, *params.fid_steps})),
+                                          ("searched", params.steps), ("fid", params.fid_steps))
+                     for k in counts if params.diffusers and "dit" in params.arch]
 
 
 def _parse(key: str) -> tuple[str, str, str, int]:
@@ -253,12 +255,12 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         lines += ["## Through the diffusers path", "", "The DiT testbed exported to "
                   "`DiTTransformer2DModel`, sampled by `sample_diffusers` (DiTPipeline's loop "
                   "without a VAE) with the stock scheduler at uniform timesteps and with "
-                  "`load_scheduler(..., explicit=True)` plus `timesteps=` at the FID-searched "
-                  "ones (what a user's pipeline takes in two lines), on the same seeds. "
+                  "`load_scheduler(..., explicit=True)` plus `timesteps=` at searched ones (what "
+                  "a user's pipeline takes in two lines), on the same seeds. "
                   "`DDIMScheduler` takes no `timesteps=`, so DDIM there runs as DPM-Solver++ at "
                   "order 1 (DDIM's update), which does not clip the predicted x0 as native DDIM "
-                  "(and `DDIMScheduler`) does on a pixel-space model: the searched DDIM row's "
-                  "difference is the clip's; the others agree to float rounding; "
+                  "(and `DDIMScheduler`) does on a pixel-space model: the searched DDIM rows' "
+                  "differences are the clip's; the others agree to float rounding; "
                   + "; ".join(dict.fromkeys(f"`{c['command']}`" for c in through)) + ".", "",
                   markdown_table(pd.DataFrame([[
                       f"{_NAMES[_solver(c)]}-{c['steps']}", c["kind"],
