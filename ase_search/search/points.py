@@ -43,7 +43,7 @@ from ase_search.search.listed import LISTED, Listed
 from ase_search.search.trial import TrialContext, evaluate_schedule
 
 __all__ = ["MAX_STEPS", "PointJob", "add_ladder_timesteps", "confirm", "confirm_jobs",
-           "ladder_extension", "listed_jobs", "measure_jobs", "merged_record",
+           "failure_reason", "ladder_extension", "listed_jobs", "measure_jobs", "merged_record",
            "search_ladder_timesteps", "searched_counts", "starting_context", "steps_only_jobs",
            "time_confirmed", "timesteps_missing", "weights_digest"]
 
@@ -354,6 +354,13 @@ def _measure(job: PointJob, ctx: TrialContext) -> dict[str, Any]:
     return result
 
 
+def failure_reason(err: BaseException) -> str:
+    """One line (at most 300 characters) naming why a Ray task failed: its cause's type and
+    message (Ray wraps a task's exception)."""
+    cause = getattr(err, "cause", None) or err
+    return f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+
+
 def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialContext], *,
                  resources: dict[str, float], concurrent: int, what: str,
                  tick: Callable[[], None] = lambda: None, progress: bool = True,
@@ -389,8 +396,7 @@ def measure_jobs(study: Any, jobs: list[PointJob], contexts: dict[str, TrialCont
                 try:
                     result = ray.get(ref)
                 except Exception as err:  # noqa: BLE001 - one configuration fails, not the run
-                    cause = getattr(err, "cause", None) or err
-                    failures[job.attr] = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+                    failures[job.attr] = failure_reason(err)
                     log(f"{job.attr}: failed ({failures[job.attr]}); the next run measures it "
                         f"again")
                 else:

@@ -28,6 +28,7 @@ from typing import Any
 
 from ase_search.record import config_identity, screen_study_name, study_sampler
 from ase_search.search.config import SearchConfig, SearchError
+from ase_search.search.points import failure_reason
 from ase_search.search.study import Driver, recover_interrupted
 from ase_search.search.trial import TrialContext, evaluate_schedule
 
@@ -147,8 +148,7 @@ def screen_candidates(study: Any, space: Any, config: SearchConfig, ctx: TrialCo
                 try:
                     result = ray.get(r)
                 except Exception as err:  # noqa: BLE001 - one candidate fails, not the screen
-                    cause = getattr(err, "cause", None) or err
-                    reason = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+                    reason = failure_reason(err)
                     trial.set_user_attr("fail_reason", reason)
                     screen.tell(trial, state=TrialState.FAIL)
                     failed.append(reason)
