@@ -592,7 +592,7 @@ def preset(name: str, arch: str, depth: int | None = None) -> ExitSchedule:
     if name in preset_names(arch, data_easy=False, peers=True) and name in PEERS and depth > 1:
         p = PEERS[name]
         K = len(p.ranges)
-        return ExitSchedule(arch, depth, (0.0, 0.5, 1.0)[:: 2 if K == 1 else 1],
+        return ExitSchedule(arch, depth, (0.0, 1.0) if K == 1 else (0.0, 0.5, 1.0),
                             (max(1, depth // 2) if p.half else 1,) * K, name, modes=(p.mode,) * K,
                             periods=(p.period,) * K, orders=(p.order,) * K, warmup=p.warmup,
                             granularity="modules" if arch == "dit" else "blocks",

@@ -326,7 +326,8 @@ def arch_section(record: dict[str, Any]) -> str:
     full = record["rows"][0]["name"]
     lines = [f"## {s['model_name']} ({s['arch']}, {s['depth']} exitable blocks)", "",
              f"Weights: {s['weights_kind']}, `{s['weights']}` (sha256 "
-             f"{s['weights_sha256'][:12]}). Last run: `{rerun_command(record['command'])}` on {m['date']}, "
+             f"{s['weights_sha256'][:12]}). Last run: `{rerun_command(record['command'])}` "
+             f"on {m['date']}, "
              f"{machine_text(m)}, {record['wall_time_min']:.1f} min.", ""]
     columns = ["schedule"] + [f"{sampler_label(x)} {c}" for x in samplers
                               for c in ("FID", "accel.", "pred.")]

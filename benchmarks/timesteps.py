@@ -21,6 +21,7 @@ scheduler, and at searched timesteps through ``timesteps=``): ``dit/fid-5@diffus
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import statistics
 from dataclasses import field
@@ -115,11 +116,11 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
     from ase_search.testbed import load_model
     from ase_search.timesteps import fid_timesteps, search_timesteps
 
+    if key.endswith(DIFFUSERS):
+        return _through_diffusers(ctx.cells[key.removesuffix(DIFFUSERS)], ctx)
     arch, solver, kind, steps = _parse(key)
     model = load_model(arch)
     extra: dict[str, Any] = {}
-    if key.endswith(DIFFUSERS):
-        return _through_diffusers(model, ctx.cells[key.removesuffix(DIFFUSERS)], params, ctx)
     if kind in ("searched", "fid"):
         found = (search_timesteps(model, steps, sampler=solver, grid=params.grid,
                                   seed=CALIBRATION_SEED)
@@ -144,25 +145,34 @@ def measure(params: Params, key: str, ctx: CellContext) -> dict[str, Any]:
             "machine": machine_info(), **extra}
 
 
-def _through_diffusers(model: Any, native: dict[str, Any], params: Params,
-                       ctx: CellContext) -> dict[str, Any]:
+@functools.cache
+def _exported_dit() -> Any:
+    """The DiT testbed exported to diffusers, once per run."""
+    import tempfile
+    from pathlib import Path
+
+    from ase_search.integrations.diffusers import export_dit
+    from ase_search.testbed import load_model
+
+    folder = Path(tempfile.mkdtemp(prefix="ase-timesteps-")) / "dit"
+    export_dit(load_model("dit"), folder, source="the shipped dit testbed")
+    return folder
+
+
+def _through_diffusers(native: dict[str, Any], ctx: CellContext) -> dict[str, Any]:
     """``native``'s configuration sampled by the DiT testbed exported to diffusers: the stock
     scheduler for uniform timesteps, ``timesteps=`` (``load_scheduler(explicit=True)``) for
     searched ones, on the same seeds."""
     import sys
-    import tempfile
-    from pathlib import Path
 
     from ase_search.evaluate import machine_info
     from ase_search.integrations.diffusers import (
-        export_dit,
         load_scheduler,
         load_transformer,
         measure_diffusers,
     )
 
-    folder = Path(tempfile.mkdtemp(prefix="ase-timesteps-")) / "dit"
-    export_dit(model, folder, source="the shipped dit testbed")
+    folder = _exported_dit()
     uniform = native["kind"] == "uniform"
     m = measure_diffusers(load_transformer(folder),
                           load_scheduler(folder, _solver(native), explicit=not uniform), None,

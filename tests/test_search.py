@@ -175,7 +175,7 @@ def test_a_trial_killed_while_its_parameters_were_drawn_is_failed_not_requeued(t
     names = sorted(space.distributions())
     partial = study.ask({n: d for n, d in space.distributions().items() if n != names[-1]})
     whole = study.ask(space.distributions())
-    assert recover_interrupted(study, complete=lambda p: set(names) <= set(p)) == 2
+    assert recover_interrupted(study, names=names) == 2
     assert study.trials[partial.number].state == TrialState.FAIL
     assert study.trials[whole.number].state == TrialState.FAIL
     waiting = study.get_trials(states=(TrialState.WAITING,))

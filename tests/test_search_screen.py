@@ -123,6 +123,7 @@ def test_the_screen_spends_fid_on_its_best_candidates_and_audits_a_dropped_one(
 @pytest.mark.parametrize(("kw", "field"), [
     (dict(screen=-1), "screen"), (dict(screen_n=4), "screen_n"),
     (dict(screen_audit=4), "screen_audit"),
+    (dict(screen=0, screen_audit=1), "screen_audit"),
     (dict(finetune="per-trial", finetune_steps=5), "screen")])
 def test_bad_screen_settings_are_refused_naming_the_field(tmp_path, tiny, kw, field) -> None:
     with pytest.raises(SearchError) as err:

@@ -250,6 +250,8 @@ class SearchConfig:
         if self.screen and self.configs is not None:
             raise refuse("screen", "is for a search; a list study measures every listed "
                          "configuration")
+        if self.screen_audit and not self.screen:
+            raise refuse("screen_audit", "audits what a screen dropped: pass --screen N too")
         if self.screen_audit and self.screen_audit >= self.budget:
             raise refuse("screen_audit", f"must be below --budget ({self.budget}), got "
                          f"{self.screen_audit}")

@@ -170,11 +170,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         study.set_user_attr("full_latency", cost.latency(None, reference.model_times()))
         setup["profile"] = time.perf_counter() - t
     names = set(space.distributions())  # a whole configuration's parameters
-
-    def whole(params: dict[str, Any]) -> bool:
-        return names <= set(params)
-
-    recovered = recover_interrupted(study, complete=whole)
+    recovered = recover_interrupted(study, names=names)
     if recovered:
         log(f"re-queued {recovered} trial(s) interrupted by an earlier run")
     seeds = () if listed else enqueue_seeds(study, space)  # a list study has its own
@@ -294,7 +290,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                     # take their trials over (failed and re-queued) if their driver goes.
                     time.sleep(2.0)
                     tick()
-                    recover_interrupted(study, complete=whole)
+                    recover_interrupted(study, names=names)
                     continue
                 rounds += 1
                 before = count(TrialState.COMPLETE), count(TrialState.FAIL)

@@ -22,6 +22,7 @@ again (:func:`~ase_search.search.study.recover_interrupted`).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,8 +30,8 @@ from typing import Any
 from ase_search.record import config_identity, screen_study_name, study_sampler
 from ase_search.search.config import SearchConfig, SearchError
 from ase_search.search.points import failure_reason
-from ase_search.search.study import Driver, recover_interrupted
-from ase_search.search.trial import TrialContext, evaluate_schedule
+from ase_search.search.study import HEARTBEAT_EVERY, Driver, recover_interrupted
+from ase_search.search.trial import TrialContext, decode_trial, evaluate_schedule
 
 __all__ = ["SCREEN", "ScreenSummary", "enqueue_screened", "screen_candidates", "screen_line",
            "screen_ranks", "screen_summary"]
@@ -89,11 +90,7 @@ def _screen_one(params: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
     """One candidate's paired error and predicted latency (a Ray task)."""
     from threadpoolctl import threadpool_limits
 
-    from ase_search.space import ScheduleSpace
-
-    space = ScheduleSpace.from_dict(ctx.space)
-    schedule = space.from_params(params)
-    sampler = space.sampler_from_params(params, study_sampler(ctx.config), ctx.searched)
+    _, schedule, sampler = decode_trial(params, ctx)
     with threadpool_limits(limits=ctx.cpus):
         result = evaluate_schedule(schedule, ctx, sampler=sampler)
     return {k: result[k] for k in ("paired_rmse", "latency", "schedule", "sampler")}
@@ -118,8 +115,8 @@ def screen_candidates(study: Any, space: Any, config: SearchConfig, ctx: TrialCo
     screen = _screen_study(study, config)
     driver = Driver.this_process()
     driver.beat(screen)
-    names = set(space.distributions())
-    recover_interrupted(screen, complete=lambda p: names <= set(p))
+    last_beat = time.monotonic()
+    recover_interrupted(screen, names=space.distributions())
     todo = config.screen - len(screen.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if todo <= 0:
         return screen
@@ -142,7 +139,9 @@ def screen_candidates(study: Any, space: Any, config: SearchConfig, ctx: TrialCo
                 todo -= 1
             done, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
             tick()
-            driver.beat(screen)
+            if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                driver.beat(screen)
+                last_beat = time.monotonic()
             for r in done:
                 trial = running.pop(r)
                 try:
@@ -253,11 +252,10 @@ def screen_summary(study: Any) -> ScreenSummary | None:
     except KeyError:
         return None
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    front = {number for number, _, _ in non_dominated(
-        [(t.number, t.values[0], t.values[1]) for t in done])}
     reference = study_fronts(study).reference
     edge = float("inf") if reference is None else WINDOW * reference.fid
-    front = {n for n in front if study.trials[n].values[0] <= edge}
+    front = {number for number, fid, _ in non_dominated(
+        [(t.number, t.values[0], t.values[1]) for t in done]) if fid <= edge}
     picked = [t for t in done if t.user_attrs.get(SCREEN) == "front"]
     audited = [t for t in done if t.user_attrs.get(SCREEN) == "audit"]
     screened = [t for t in (*picked, *audited) if "screen_paired_rmse" in t.user_attrs]

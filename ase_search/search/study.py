@@ -18,9 +18,9 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from ase_search.search.config import SEARCH_ALGORITHMS, SearchConfig, SearchError
@@ -209,14 +209,14 @@ def driver_gone(study_attrs: dict[str, Any], driver_id: str, *, now: float | Non
 
 def recover_interrupted(study: Any, *, now: float | None = None,
                         grace: float = HEARTBEAT_GRACE,
-                        complete: Callable[[dict[str, Any]], bool] | None = None) -> int:
+                        names: Collection[str] | None = None) -> int:
     """Mark trials left RUNNING by a driver that is gone FAILED and enqueue their parameters
     again. Trials of live drivers (:func:`driver_gone`) are theirs to finish. A RUNNING trial
     with no ``driver`` tag comes from a study made before drivers were tagged, or was asked an
     instant ago and is about to be tagged: it is recovered unless it started within ``grace``
     seconds while a live driver was around. A driver killed while its sampler was still
-    suggesting leaves a trial with only some parameters: ``complete`` (whether parameters name a
-    whole configuration; default: any non-empty ones) keeps those out of the queue, where they
+    suggesting leaves a trial with only some parameters: with ``names`` (the parameters of a whole
+    configuration, the space's), a trial missing one is not queued again, where its parameters
     would fix part of a new suggestion."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
@@ -244,7 +244,8 @@ def recover_interrupted(study: Any, *, now: float | None = None,
         except UpdateFinishedTrialError:  # its driver told it meanwhile: nothing to recover
             continue
         key = tuple(sorted(trial.params.items()))
-        if trial.params and (complete is None or complete(trial.params)) and key not in waiting:
+        whole = names is None or set(names) <= set(trial.params)
+        if trial.params and whole and key not in waiting:
             study.enqueue_trial(dict(trial.params), user_attrs=dict(
                 {k: v for k, v in trial.user_attrs.items() if k in ("preset", "seed")}))
             waiting.add(key)

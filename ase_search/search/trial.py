@@ -16,7 +16,7 @@ from typing import Any
 
 from ase_search.record import reference_sampler, study_sampler
 
-__all__ = ["TrialContext", "evaluate_schedule"]
+__all__ = ["TrialContext", "decode_trial", "evaluate_schedule"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,16 @@ class TrialContext:
     # the study's searched timesteps, {sampler: {steps: timesteps}}, which a joint space's
     # ``searched`` spacing decodes to (:func:`~ase_search.record.searched_table`)
     searched: dict[str, dict[int, tuple[int, ...]]] | None = None
+
+
+def decode_trial(params: dict[str, Any], ctx: TrialContext) -> tuple[Any, Any, Any]:
+    """``(space, schedule, sampler)`` that a trial's Optuna parameters decode to in the study's
+    space (a joint space's ``searched`` spacing at the study's searched timesteps)."""
+    from ase_search.space import ScheduleSpace
+
+    space = ScheduleSpace.from_dict(ctx.space)
+    return (space, space.from_params(params),
+            space.sampler_from_params(params, study_sampler(ctx.config), ctx.searched))
 
 
 def evaluate_schedule(schedule: Any, ctx: TrialContext, *, sampler: Any = None,

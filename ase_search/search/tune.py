@@ -21,8 +21,7 @@ from typing import Any
 
 from ase_search.search.config import SEARCH_ALGORITHMS, SearchConfig, SearchError
 from ase_search.search.study import METRICS, NESTED_ATTRS, TRIAL_ATTRS, measured_twin, tell_result
-from ase_search.record import study_sampler
-from ase_search.search.trial import TrialContext, evaluate_schedule
+from ase_search.search.trial import TrialContext, decode_trial, evaluate_schedule
 
 __all__ = ["MAX_REUSED_PER_SUGGESTION", "fit_polling", "init_ray",
            "make_searcher", "shipped_package", "trainable", "trial_resources"]
@@ -35,13 +34,11 @@ def trainable(params: dict[str, Any], ctx: TrialContext) -> None:
     """Ray Tune function trainable: decode, evaluate, report (never raises)."""
     from ray import tune
 
-    from ase_search.space import ScheduleSpace, schedules_equivalent
+    from ase_search.space import schedules_equivalent
 
     started = time.perf_counter()
     try:
-        space = ScheduleSpace.from_dict(ctx.space)
-        schedule = space.from_params(params)
-        sampler = space.sampler_from_params(params, study_sampler(ctx.config), ctx.searched)
+        space, schedule, sampler = decode_trial(params, ctx)
         preset_name = next((name for name, s in zip(space.seeds, space.seed_schedules())
                             if schedules_equivalent(s, schedule)), None)
         schedule = replace(schedule, name=preset_name or schedule.name)
