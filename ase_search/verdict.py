@@ -53,6 +53,7 @@ __all__ = [
     "WINDOW",
     "Comparison",
     "Configuration",
+    "Cover",
     "HypervolumeComparison",
     "Judgement",
     "Latency",
@@ -60,6 +61,7 @@ __all__ = [
     "Verdict",
     "compare",
     "compare_hypervolumes",
+    "cover",
     "hypervolume",
     "judge",
     "judge_point",
@@ -548,6 +550,54 @@ def judge(points: Sequence[Configuration], ladder: Sequence[Configuration],
     return Verdict(reference, window, alpha, target, tuple(judgements), outside,
                    resolvable_difference(pooled, len(seeds), each), tuple(seeds), tuple(ladder),
                    looks)
+
+
+# ###################################################################### cover
+@dataclass(frozen=True)
+class Cover:
+    """Whether some configuration covers ``point``: at no more latency, with a FID ``point``
+    does not beat (rule 1, at ``alpha``: an unadjusted level, so a covered point had every chance
+    to show it is better).
+
+    Attributes:
+        point: the configuration to be covered (a cache's, say).
+        by: the covering configuration with the lowest mean FID, ``None`` when none covers.
+        comparison: ``point`` against ``by`` (rule 1), ``None`` when none covers.
+        beats: ``by`` beats ``point`` (rule 1), not only ties it.
+    """
+
+    point: Configuration
+    by: Configuration | None
+    comparison: Comparison | None
+    beats: bool
+
+    def text(self) -> str:
+        """The cover in one phrase: ``covered by X (FID ratio ..., X beats it)``."""
+        if self.by is None or self.comparison is None:
+            return "not covered"
+        return (f"covered by {self.by.label} ({self.comparison.text()} of it against that"
+                + (f"; {self.by.label} beats it)" if self.beats else ")"))
+
+
+def cover(point: Configuration, candidates: Sequence[Configuration],
+          alpha: float = ALPHA) -> Cover:
+    """The candidate with the lowest mean FID that covers ``point``: its latency at the
+    pessimistic end of its uncertainty is no more than ``point``'s at the optimistic end
+    (``latency(c) (1 + e_c) <= latency(point) (1 - e_p)``), and ``point`` does not beat it.
+
+    Raises:
+        ValueError: a candidate on other seeds than ``point``.
+    """
+    for c in candidates:
+        _check_paired(point, c)
+    top = point.latency.value * (1 - point.latency.error)
+    for c in sorted(candidates, key=lambda c: (c.fid, c.latency.value, c.label)):
+        if c is point or c.latency.value * (1 + c.latency.error) > top:
+            continue
+        against = compare(point, c, alpha)
+        if not against.beats:
+            return Cover(point, c, against, compare(c, point, alpha).beats)
+    return Cover(point, None, None, False)
 
 
 # ###################################################################### fronts

@@ -23,6 +23,7 @@ from ase_search.verdict import (
     Point,
     compare,
     compare_hypervolumes,
+    cover,
     hypervolume,
     judge,
     judge_point,
@@ -416,3 +417,43 @@ def test_the_looks_are_counted_from_the_study_record():
     with pytest.raises(ValueError, match="looks must be an integer >= 1"):
         w = World(random.Random(0), 3, 0.03)
         judge([], w.ladder(), w.ladder()[0], looks=0)
+
+
+# ###################################################################### cover
+def test_an_equal_cheaper_configuration_covers_a_point_but_for_alpha():
+    """A candidate with the point's true FID at half its latency covers it unless the point
+    falsely beats it: at most alpha of the draws."""
+    missed = []
+    for rng in draws(N_DRAWS, 11):
+        w = World(rng, 5, 0.03)
+        point = w.measure("cache", 5.0, 10.0, error=0.05)
+        c = cover(point, [w.measure("fewer", 5.0, 5.0, error=0.05)])
+        missed.append(c.by is None)
+    assert claim_rate(missed) <= LIMIT
+
+
+def test_a_truly_better_point_is_not_covered():
+    """The point's true FID is 0.8x the cheaper candidate's and the faster-and-better one is
+    too slow by its uncertainty: no cover, in every draw (the test resolves 20% at sd 0.03)."""
+    for rng in draws(200, 12):
+        w = World(rng, 5, 0.03)
+        point = w.measure("cache", 4.0, 10.0, error=0.05)
+        cheaper = w.measure("fewer", 5.0, 5.0)
+        close = w.measure("close", 3.8, 9.8, error=0.05)  # 9.8 x 1.05 > 10 x 0.95
+        c = cover(point, [cheaper, close])
+        assert c.by is None and c.text() == "not covered"
+
+
+def test_cover_picks_the_lowest_fid_and_says_when_it_beats():
+    seeds = (1, 2, 3)
+    point = Configuration("cache", (5.0, 5.2, 5.1), seeds, Latency(10.0))
+    tie = Configuration("tie", (5.1, 5.1, 5.1), seeds, Latency(4.0))
+    better = Configuration("better", (4.0, 4.1, 4.0), seeds, Latency(6.0))
+    slow = Configuration("slow", (3.0, 3.0, 3.0), seeds, Latency(11.0))
+    c = cover(point, [tie, better, slow])
+    assert c.by is better and c.beats
+    assert c.comparison == compare(point, better)
+    assert "better beats it" in c.text()
+    assert cover(point, [tie]).by is tie and not cover(point, [tie]).beats
+    with pytest.raises(ValueError, match="same seeds"):
+        cover(point, [Configuration("other", (5.0, 5.0), (1, 2), Latency(1.0))])
