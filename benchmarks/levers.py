@@ -137,11 +137,8 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "fronts": fronts, "vs fewer steps": r["vs_fewer_steps"] or ""}
 
 
-def _levers_table(table: list[dict[str, Any]]) -> list[str]:
-    """Per lever (skip, reuse<r>, a peer's preset): its configurations in the quality window
-    (the rule's candidates) and its lowest FID."""
-    import pandas as pd
-
+def _by_lever(table: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The levers' rows by lever: ``skip``, ``reuse<r>`` or a peer's preset."""
     from ase_search.schedule import PEERS
 
     levers: dict[str, list[dict[str, Any]]] = {}
@@ -150,6 +147,41 @@ def _levers_table(table: list[dict[str, Any]]) -> list[str]:
             last = r["configuration"].rsplit(" ", 1)[-1]
             levers.setdefault(last if last.startswith("reuse") or last in PEERS else "skip",
                               []).append(r)
+    return levers
+
+
+def _stops_paying(table: list[dict[str, Any]]) -> list[str]:
+    """Per lever and sampler, the rule's word at each step count (where it would pay, if it
+    does): the discounted speedup at matched FID in the quality window, else the FID."""
+    import pandas as pd
+
+    rows: dict[tuple[str, str], dict[int, str]] = {}
+    for lever, rs in _by_lever(table).items():
+        for r in rs:
+            sampler, _, steps = r["configuration"].split(",", 1)[0].rpartition("-")
+            word = r["vs_fewer_steps"] or f"FID {r['fid']:.2f}, outside"
+            rows.setdefault((lever, sampler), {})[int(steps)] = word
+    counts = sorted({k for words in rows.values() for k in words})
+    frame = pd.DataFrame([[lever, sampler, *(words.get(k, "") for k in counts)]
+                          for (lever, sampler), words in rows.items()],
+                         columns=["lever", "sampler", *(f"{k} steps" for k in counts)])
+    pays = [f"{lever} at {sampler}-{k}" for (lever, sampler), words in rows.items()
+            for k, w in words.items()
+            if w == "beyond the ladder" or (w.endswith("x") and float(w[:-1]) > 1)]
+    return ["Where each lever stops paying: the rule's word on each lever at each step count "
+            "(the discounted speedup at matched FID for a point in the quality window, else its "
+            "FID). " + ("It pays at " + ", ".join(pays) + "." if pays else
+                        "**It pays at no step count measured**: there is no step count below "
+                        "which it stops paying, because it pays at none."), "",
+            markdown_table(frame), ""]
+
+
+def _levers_table(table: list[dict[str, Any]]) -> list[str]:
+    """Per lever (skip, reuse<r>, a peer's preset): its configurations in the quality window
+    (the rule's candidates) and its lowest FID."""
+    import pandas as pd
+
+    levers = _by_lever(table)
     rows = []
     for lever, rs in levers.items():
         best = min(rs, key=lambda r: r["fid"])
@@ -181,7 +213,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
                 f"Study `{cell['study']}` (`ase-search pareto {cell['study']}`); weights "
                 f"`{cell['weights']}` (sha256 {str(cell['weights_sha256'])[:12]}).", ""]
         out += [f"- {line}" for line in cell["verdict"]] + [""]
-        out += _levers_table(cell["table"])
+        out += _levers_table(cell["table"]) + _stops_paying(cell["table"])
         rows = [_row(r) for r in cell["table"]
                 if r["kind"] == "steps-only" or r["vs_fewer_steps"] is not None
                 or r["joint_front"]]

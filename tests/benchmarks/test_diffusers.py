@@ -48,3 +48,33 @@ def test_caches_and_searched_configurations_are_judged_apart(tmp_path: Path) -> 
     assert ours.word("ase D1, DDIM-20") == "outside the window"
     assert ours.markdown("ours")[0].startswith("**headline** (ours): ase-search's exit schedules "
                                                "help, 1.50x faster than fewer steps")
+
+
+def test_searched_timesteps_join_the_ladder_and_cover_a_cache(tmp_path: Path) -> None:
+    """A cache 1.1x the FID-searched DPM-Solver++-5's FID on every seed, at 0.4 (10% spread)
+    against its 0.25: the timesteps cover it and beat it, and it is matched against them
+    (0.25 / 0.4 x 1 / 1.1 = 0.57x). A cache 0.9x DDIM-20's FID at 0.95 beats every cheaper
+    configuration: nothing covers it."""
+    from benchmarks.diffusers import covers
+
+    searched = {**_cell("timesteps", "dit-dpm-solver-5-fid", [1.05 * f for f in F20], 0.25,
+                        0.25, sampler="dpm-solver", steps=5), "timesteps": [900, 500, 1]}
+    configs = {
+        "full/ddim-20": _cell("full", "ddim-20", F20, 1.0, 1.1),
+        "full/ddim-10": _cell("full", "ddim-10", [1.25 * f for f in F20], 0.5, 0.55, steps=10),
+        "timesteps/dit-dpm-solver-5-fid": searched,
+        "cache/taylorseer-4": _cell("cache", "taylorseer-4", [1.1 * f for f in F20], 0.4, 0.44),
+        "cache/fbc-0.05": _cell("cache", "fbc-0.05", [0.9 * f for f in F20], 0.95, 0.95),
+    }
+    params = Params(study=str(tmp_path / "none.db"), window=1.5)
+    pts, (caches,) = verdicts(configs, params)
+    ts = "full, DPM-Solver++-5 at FID-searched 900,500,1"
+    assert caches.word("taylorseer-4, DDIM-20") == f"0.57x vs {ts}"
+    lines = covers(configs, pts, caches, params)
+    assert lines[2] == ("**Target** (issue #24: for every cache configuration measured, a "
+                        "configuration of ase-search's joint space at no more latency with a FID "
+                        "the cache does not beat): **1 of 2 covered** (1 by searched timesteps); "
+                        "not covered: fbc-0.05, DDIM-20.")
+    row = next(x for x in "\n".join(lines).splitlines() if x.startswith("| TaylorSeer "))
+    assert f" {ts} (searched timesteps) " in row
+    assert "FID ratio 1.05 (95% 1.05-1.05, 4 seeds), beaten" in row  # 1.1 / 1.05

@@ -77,3 +77,26 @@ def test_the_report_is_each_study_verdict(tmp_path, tiny_dit, joint_space, monke
         assert f"| {label} " in text
     assert Path(LISTS / VARIANTS["base"][0]).is_file()
     assert yaml.safe_load((LISTS / VARIANTS["one-shot"][0]).read_text())["configurations"]
+
+
+def test_where_each_lever_stops_paying_reads_the_rule_s_words() -> None:
+    def row(configuration, word, fid=4.0, kind="exit"):
+        return {"configuration": configuration, "kind": kind, "fid": fid,
+                "vs_fewer_steps": word}
+
+    table = [row("ddim-20, full", None, kind="steps-only"),
+             row("dpm-solver-5, taylorseer-2", None, fid=7.5),
+             row("dpm-solver-10, taylorseer-2", "0.57x"),
+             row("ddim-14, D1 reuse2", "beyond the ladder"),
+             row("ddim-20, D1 reuse2", "1.30x"), row("ddim-20, D1", "0.90x")]
+    lines = levers._stops_paying(table)
+    assert lines[0].endswith("It pays at reuse2 at ddim-14, reuse2 at ddim-20.")
+    rows = lines[2].splitlines()
+    assert [c.strip() for c in rows[0].split("|")[1:-1]] == [
+        "lever", "sampler", "5 steps", "10 steps", "14 steps", "20 steps"]
+    cells = [[c.strip() for c in r.split("|")[1:-1]] for r in rows[2:]]
+    assert cells == [["taylorseer-2", "dpm-solver", "FID 7.50, outside", "0.57x", "", ""],
+                     ["reuse2", "ddim", "", "", "beyond the ladder", "1.30x"],
+                     ["skip", "ddim", "", "", "", "0.90x"]]
+    nothing = levers._stops_paying([row("ddim-20, D1", "0.90x")])
+    assert "**It pays at no step count measured**" in nothing[0]
