@@ -12,9 +12,10 @@ run --configs`` (:func:`ase_search.search.run_search`):
   the shipped space (``search_spaces/<arch>.yaml``; the reference studies' weights, shipped);
 * ``exit-heads``: the same on one-shot weights whose model has one output head per exit depth
   (:func:`ase_search.models.add_exit_heads`), trained by that fine-tune;
-* ``peers`` (DiT): the caching peers' schedules at their published settings (TaylorSeer, FORA,
-  Delta-DiT, an L2C-like pattern; :data:`ase_search.schedule.PEERS`) at DDIM-20 and
-  DPM-Solver++-10, training-free on the base weights.
+* ``peers``: the caching peers' schedules at their published settings (TaylorSeer, FORA, and on
+  DiT Delta-DiT and an L2C-like pattern; :data:`ase_search.schedule.PEERS`) at DDIM-20 and
+  DPM-Solver++ 5-20, training-free on the base weights (U-ViT: ``levers-peers-uvit.yaml``, the
+  peers that address whole blocks, on its decoder blocks).
 
 Every study measures its steps-only ladder (the full model on the base weights, DDIM and
 DPM-Solver++ at the space's step counts), and ``--seeds`` fresh seeds of every configuration
@@ -50,6 +51,8 @@ VARIANTS: dict[str, tuple[str, str, bool, str]] = {
     "exit-heads": ("levers-exits.yaml", "one-shot", True, "exits on the exit-heads weights"),
     "peers": ("levers-peers.yaml", "none", False, "the caching peers at their settings"),
 }
+# a testbed's own list where the variant's does not suit it
+ARCH_LISTS = {("uvit", "peers"): "levers-peers-uvit.yaml"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +82,7 @@ class Params:
 
 
 def keys(params: Params) -> list[str]:
-    return [f"{arch}/{variant}" for arch in params.archs for variant in params.variants
-            if variant != "peers" or arch == "dit"]  # Delta-DiT and L2C address DiT's modules
+    return [f"{arch}/{variant}" for arch in params.archs for variant in params.variants]
 
 
 def search_config(params: Params, key: str) -> Any:
@@ -92,6 +94,7 @@ def search_config(params: Params, key: str) -> Any:
 
     arch, variant = key.split("/")
     listed, finetune, heads, _ = VARIANTS[variant]
+    listed = ARCH_LISTS.get((arch, variant), listed)
     space = TESTBEDS[arch].space
     if heads:
         data = yaml.safe_load(Path(space).read_text())

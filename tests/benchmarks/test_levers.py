@@ -20,9 +20,7 @@ def test_each_variant_is_a_list_study_of_its_testbed(arch, variant, tmp_path) ->
     from ase_search.search.listed import load_listed
     from ase_search.space import load_space
 
-    if f"{arch}/{variant}" not in keys(Params(archs=(arch,), variants=(variant,))):
-        assert (arch, variant) == ("uvit", "peers")  # Delta-DiT and L2C address DiT's modules
-        return
+    assert keys(Params(archs=(arch,), variants=(variant,))) == [f"{arch}/{variant}"]
     config = search_config(Params(studies=tmp_path), f"{arch}/{variant}")
     space = load_space(config.space)
     listed = load_listed(config.configs, arch=arch, depth=space.depth)
@@ -32,10 +30,14 @@ def test_each_variant_is_a_list_study_of_its_testbed(arch, variant, tmp_path) ->
     names = {c.schedule.name for c in listed}
     if variant == "base":  # every preset skipping and reusing
         assert {"D1", "D3", "D4", "D1-reuse2", "D3-reuse3"} <= names
-    elif variant == "peers":  # every peer at DDIM-20
-        assert names == set(PEERS)
-        assert {(c.sampler.name, c.sampler.steps) for c in listed} == {("ddim", 20),
-                                                                        ("dpm-solver", 10)}
+    elif variant == "peers":  # every peer that addresses the testbed's blocks, at DDIM-20
+        whole = {n for n, p in PEERS.items() if p.ranges == ("rear",)}
+        assert names == (set(PEERS) if arch == "dit" else whole)
+        assert {c.schedule.name for c in listed if c.sampler.steps == 20
+                and c.sampler.name == "ddim"} == names
+        assert {(c.sampler.name, c.sampler.steps) for c in listed} == {
+            ("ddim", 20), *(("dpm-solver", k) for k in (
+                (5, 7, 10, 14, 20) if arch == "dit" else (5, 10, 20)))}
         return
     else:
         assert names == {"D1", "D3", "D4", "D6"}
