@@ -134,7 +134,7 @@ class Params:
     caches: tuple[str, ...] = field(default=tuple(CACHES), metadata=option(
         "diffusers cache settings measured", identity=False, choices=list(CACHES)))
     solver_steps: int = field(default=10, metadata=option(
-        "DPM-Solver++ steps of --solver-caches and --solver-presets"))
+        "DPM-Solver++ steps of --solver-caches and --solver-presets", identity=False))
     solver_caches: tuple[str, ...] = field(
         default=("taylorseer-2", "taylorseer-4", "taylorseer-5", "fastercache-2", "pab-2",
                  "fbc-0.05", "magcache-0.06"),
