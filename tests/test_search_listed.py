@@ -119,7 +119,9 @@ def test_a_list_is_measured_as_trials_then_confirmed_and_judged(root) -> None:
 
     # timesteps a user brings (confirm --timesteps) join the ladder: the full model there, on
     # the starting weights, the study's seed and the confirmation seeds; the lever's verdict is
-    # judged against them too. A file that is not one is refused before anything runs.
+    # judged against them too. A file that is not one is refused before anything runs. The
+    # list itself is not needed any more: it may have moved since the run.
+    (root / "list.yaml").rename(root / "moved.yaml")
     mine = SearchedTimesteps("ddim", (999, 500, 100), 0.0, 0.0, 0, (0, 0))
     save_timesteps(root / "mine.json", mine, arch="dit")
     (root / "bad.json").write_text("{}")

@@ -410,7 +410,10 @@ def confirm_study(storage: str, *, study_name: str | None = None, seeds: int = C
         raise SearchError(f"study {study.study_name!r} is not an ase-search study with measured "
                           f"trials; run `ase-search run` first")
     known = {f.name for f in fields(SearchConfig)}
-    config = SearchConfig(**{k: v for k, v in attrs["config"].items() if k in known})
+    # A list study's list is not read again (its configurations are the study's trials), and
+    # may have moved or gone since the run.
+    config = SearchConfig(**{k: v for k, v in attrs["config"].items()
+                             if k in known and k != "configs"})
     folder = study_dir(study)
     # the study's own file, and a diffusers folder recorded relative to it (or moved with it)
     config = replace(config, storage=storage, diffusers=None if not config.diffusers else
