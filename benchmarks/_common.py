@@ -89,15 +89,13 @@ def reference_one_shot_weights(arch: str, studies_dir: Path = REFERENCE_STUDIES)
         ValueError: there is no such study, it records no weights, or the file is missing (the
             message says how to rebuild it) or is not the one recorded.
     """
-    import optuna
-
     from ase_search.finetune import recorded_weights
+    from ase_search.pareto import open_study
 
     path = studies_dir / f"{arch}.db"
     if not path.is_file():
         raise ValueError(f"there is no reference study at {display_path(path)}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=None, storage=f"sqlite:///{path}")
+    study = open_study(path)  # not its companions (its points, its screen)
     record = study.user_attrs.get("weights")
     if not record:
         raise ValueError(f"the study {display_path(path)} records no one-shot weights")
