@@ -183,14 +183,7 @@ def report_by_arch(cells: Mapping[str, Mapping[str, Any]], title: str, intro: st
 # ###################################################################### the verdict
 # Every "beats", "beyond", "at least" and "helps" in a benchmark's report comes from
 # ase_search.verdict.judge through judge_cells, in the words of Verdict.lines and Judgement.text.
-VERDICT_DATE = "2026-12-07"  # the verdicts of the cached cells were re-judged by the paired rule
 SOLVER_TITLES: dict[str, str] = {"ddim": "DDIM", "dpm-solver": "DPM-Solver++", "ddpm": "DDPM"}
-
-
-def verdict_note() -> str:
-    """The report line saying which rule judged the cached cells, and when."""
-    return (f"- Verdict: re-judged on {VERDICT_DATE} with the paired rule of "
-            "`ase_search/verdict.py`, from the cached cells (nothing re-measured)")
 
 
 def provenance(cells: Mapping[str, Mapping[str, Any]], minutes: float | None = None) -> list[str]:

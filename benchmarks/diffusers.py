@@ -42,7 +42,6 @@ from benchmarks._common import (
     provenance,
     reference_one_shot_weights,
     sampler_of,
-    verdict_note,
     weights_sha256,
 )
 from benchmarks._runner import Benchmark, CellContext, Report, markdown_table, option, run
@@ -689,7 +688,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     configs = {k: c for k, c in cells.items() if "fids" in c}
     ref_key = f"full/ddim-{params.steps_exits}"
     lines = ["# ase-search exit schedules against diffusers' caches (DiT testbed, diffusers path)",
-             "", f"Written by `benchmarks/diffusers.py` from `{json_name}` (issue #17).", ""]
+             "", f"Written by `benchmarks/diffusers.py` from `{json_name}` (issues #17, #24).", ""]
     if ref_key not in configs:
         return Report("\n".join(lines + ["The reference configuration is not measured yet.", ""]))
     ref_cell = configs[ref_key]
@@ -718,7 +717,14 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
         + " (`ase-search timesteps --objective fid`, calibration seed 10000) through "
         "`timesteps=`; diffusers' caches and ase-search's exit schedules are judged against "
         "it, each family on its own",
-        verdict_note(), "", "## Verdict", ""]
+        "- Latency caveat: CPU time on these shared cores is not clean. The rounds of one "
+        "configuration differ by up to "
+        f"{max(pts[k].latency.error for k in configs):.0%} (the spread column), and a cell "
+        "timed beside other work reads up to a quarter slower (four of the cells added on "
+        "2026-12-07 were timed again for that); a cover or a speedup inside those spreads is "
+        "not a claim",
+        "- Verdict: every judgement by the paired rule of `ase_search/verdict.py` on the cached "
+        "cells", "", "## Verdict", ""]
     titles = ["diffusers' caches", "ase-search's presets and searched configurations"]
     for title, j in zip(titles, judged):
         lines += j.markdown(title)
