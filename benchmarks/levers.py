@@ -62,7 +62,7 @@ class Params:
     archs: tuple[str, ...] = field(default=("dit", "uvit"), metadata=option(
         "testbeds measured", identity=False))
     variants: tuple[str, ...] = field(default=tuple(VARIANTS), metadata=option(
-        "lists measured (base, one-shot, exit-heads)", identity=False))
+        "lists measured (base, one-shot, exit-heads, peers)", identity=False))
     n: int = field(default=500, metadata=option("samples per seed"))
     seeds: int = field(default=5, metadata=option("fresh seeds every configuration is "
                                                   "confirmed on"))
