@@ -200,7 +200,7 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     import pandas as pd
 
     out = ["# Levers against fewer steps: list studies on the testbeds", "",
-           f"Written by `benchmarks/levers.py` from `{json_name}` (issues #15, #16, #23): each "
+           f"Written by `benchmarks/levers.py` from `{json_name}` (issues #15, #16, #23, #24): each "
            f"testbed and variant is a list study (`ase-search run --configs benchmarks/lists/...`"
            f"), its steps-only ladder measured beside it, every configuration confirmed on "
            f"fresh seeds and judged by the one rule (`ase_search/verdict.py`) with the cost "
@@ -227,13 +227,16 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
             "The ladders of `dit/peers` and `uvit/base` hold the full model at FID-searched "
             "5-step timesteps (`ase-search confirm --timesteps studies/reference/timesteps/"
             "<arch>-*-5-fid.json`; calibration seed 10000, never judged): what a user of "
-            "`ase-search timesteps` does instead of a lever (`dit/base`'s levers lose to the "
-            "uniform steps already). No lever pays on either testbed, at any step count measured. "
+            "`ase-search timesteps` does instead of a lever (the levers of `dit/base` and "
+            "`uvit/peers` lose to the uniform steps already). No lever pays on either testbed, at "
+            "any step count measured. "
             "U-ViT-T's block reuse, which beat every uniform step count up to 120, is matched by "
             "5 FID-searched DPM-Solver++ steps (FID 2.43): 0.57x at best. The caching peers on "
             "DiT-T come nearest at 7-10 DPM-Solver++ steps (TaylorSeer interval 2: 0.69-0.74x) "
             "and lose more with every step added, because each extra step is one the ladder "
-            "saves outright; below 7 steps their forecast error leaves the quality window.", "",
+            "saves outright; below 7 steps their forecast error leaves the quality window. On "
+            "U-ViT-T's six decoder blocks the peers fare worse: only TaylorSeer interval 2 stays "
+            "in the window, at 20 steps (0.26-0.44x).", "",
             "The studies' fresh seeds (1-5) overlap seeds 0-4, which the retired levers script "
             "judged: a claim first seen there is not replicated here. Judge other seeds alone "
             "for that: `ase-search confirm STUDY --seeds 13`, then `ase-search pareto STUDY "
