@@ -750,7 +750,8 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     for k, c in sorted(configs.items(), key=lambda kc: pts[kc[0]].latency.value):
         p, j = pts[k], word.get(pts[k].label)
         rows.append([
-            p.label, CACHES[c["name"]].what if c["group"] == "cache" else "", p.fid_text(), f"{p.latency.value:.3f}",
+            p.label, CACHES[c["name"]].what if c["group"] == "cache" else "", p.fid_text(),
+            f"{p.latency.value:.3f}",
             f"{p.latency.error:.1%}", f"{c['latency']['fastest_s'] / c['latency_n'] * 1e3:.2f}",
             "" if c["group"] in ("full", "stock", "cache", "timesteps") else
             f"{1 - c['block_evals'] / c['full_block_evals']:.1%}",

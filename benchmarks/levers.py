@@ -200,11 +200,12 @@ def report(cells: dict[str, dict[str, Any]], params: Params, json_name: str) -> 
     import pandas as pd
 
     out = ["# Levers against fewer steps: list studies on the testbeds", "",
-           f"Written by `benchmarks/levers.py` from `{json_name}` (issues #15, #16, #23, #24): each "
-           f"testbed and variant is a list study (`ase-search run --configs benchmarks/lists/...`"
-           f"), its steps-only ladder measured beside it, every configuration confirmed on "
-           f"fresh seeds and judged by the one rule (`ase_search/verdict.py`) with the cost "
-           f"model's latency, relative to the full model at DDIM-20.", ""]
+           f"Written by `benchmarks/levers.py` from `{json_name}` (issues #15, #16, #23, #24): "
+           f"each testbed and variant is a list study (`ase-search run --configs "
+           f"benchmarks/lists/...`), its steps-only ladder measured beside it, every "
+           f"configuration confirmed on fresh seeds and judged by the one rule "
+           f"(`ase_search/verdict.py`) with the cost model's latency or whole runs timed (each "
+           f"section says which), relative to the full model at DDIM-20.", ""]
     for key, cell in cells.items():
         out.append(f"- `{key}`: `{cell['command']}` on {machine_text(cell['machine'])}, "
                    f"{cell['machine']['date']}, {cell['minutes']:.0f} min in its last run; judged on seeds "
