@@ -31,6 +31,11 @@ benchmark report) comes from :func:`judge`, on FIDs measured per seed with commo
    ``2 alpha`` (``alpha`` for the first look, as without extensions), and a null point cannot be
    confirmed by measuring seeds until one look happens to pass.
 
+5. **c covers q** (:func:`cover`): c is cheaper than q at the pessimistic ends of both
+   latencies' uncertainty, and q does not beat c by rule 1 (at an unadjusted ``alpha``, so q
+   has every chance to show it is better). A cache that every candidate of a search fails to
+   cover is one the search's front does not dominate.
+
 Every compared configuration must hold FIDs for the same seeds, and none of them may be a seed
 the search selected on (``selection_seeds``): a verdict never mixes seed counts, and never judges
 on the seed a point was picked on.

@@ -166,7 +166,7 @@ class Params:
         names = preset_names(ARCH, peers=True)
         bad = [p for p in (*self.presets, *self.solver_presets) if p not in names or p == "full"]
         if bad:
-            raise ValueError(f"--presets {bad}: choose from {names}")
+            raise ValueError(f"--presets / --solver-presets {bad}: choose from {names}")
         missing = [t for t in self.timesteps if not Path(t).is_file()]
         if missing:
             raise ValueError(f"--timesteps {missing}: no such file (`ase-search timesteps` "
